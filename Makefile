@@ -1,0 +1,37 @@
+# Developer entry points. Everything runs from the repo-root virtualenv .venv.
+PY ?= python3
+VENV := .venv
+PYTEST_ARGS ?=
+# apt-get as root, or through sudo when we are not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
+
+.PHONY: venv run lint test clean
+
+venv: $(VENV)/.installed
+
+# Re-installs whenever the pinned requirements change. Debian's python3 ships
+# without ensurepip, so a failed `venv` gets python3-venv and a second try.
+$(VENV)/.installed: requirements/test.txt
+	@[ -x $(VENV)/bin/pip ] || $(PY) -m venv $(VENV) || { \
+	  rm -rf $(VENV) && $(APT_INSTALL) python3-venv && $(PY) -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r requirements/test.txt
+	touch $@
+
+run: venv
+	scripts/run.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python manage.py makemigrations --check --dry-run
+	@command -v docker-compose >/dev/null || $(APT_INSTALL) docker-compose
+	docker-compose config -q
+
+test: lint
+	scripts/with-services.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

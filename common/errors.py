@@ -1,0 +1,52 @@
+"""The one domain error family. The API turns it into the JSON error of DESIGN.md, the browser
+views into form errors; services raise nothing else for a broken rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(
+        self, message: str, *, fields: dict[str, Any] | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+        if code:
+            self.code = code
+
+
+class ValidationFailed(ApplicationError):
+    """Bad input: names the field or the rule; nothing was changed."""
+
+    status = 400
+    code = "invalid"
+
+
+class NotFound(ApplicationError):
+    status = 404
+    code = "not_found"
+
+
+class PermissionDenied(ApplicationError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(ApplicationError):
+    """The thing moved on (a race was lost, or stock ran out): retrying as-is won't help."""
+
+    status = 409
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class InsufficientFunds(Conflict):
+    code = "insufficient_funds"

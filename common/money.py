@@ -1,0 +1,78 @@
+"""Money is Decimal with the asset's precision, never float; JSON carries it as strings."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+
+from common.errors import ValidationFailed
+
+# Ledger columns: 40 digits with 18 decimals (ETH has 18; a bigint holds only ~9.2 ETH in wei).
+AMOUNT_MAX_DIGITS = 40
+AMOUNT_DECIMAL_PLACES = 18
+
+
+def quantum(precision: int) -> Decimal:
+    return Decimal(1).scaleb(-precision)
+
+
+def parse_amount(
+    value: object,
+    *,
+    precision: int,
+    field: str,
+    allow_zero: bool = False,
+) -> Decimal:
+    """Parse a user-supplied amount exactly; reject floats, junk, non-positive and over-precise."""
+    if isinstance(value, float):
+        raise ValidationFailed(
+            f"{field}: send amounts as decimal strings, not floats.",
+            fields={field: ['Send the amount as a decimal string, e.g. "0.015".']},
+        )
+    if isinstance(value, Decimal):
+        amount = value
+    else:
+        try:
+            amount = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            raise ValidationFailed(
+                f"{field}: {value!r} is not a number.", fields={field: ["Enter a number."]}
+            ) from None
+    if not amount.is_finite():
+        raise ValidationFailed(
+            f"{field}: must be a finite number.", fields={field: ["Enter a number."]}
+        )
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise ValidationFailed(
+            f"{field}: must be greater than zero.", fields={field: ["Must be greater than zero."]}
+        )
+    if amount != amount.quantize(quantum(precision), rounding=ROUND_DOWN):
+        raise ValidationFailed(
+            f"{field}: at most {precision} decimal places are allowed.",
+            fields={field: [f"At most {precision} decimal places."]},
+        )
+    if amount.adjusted() >= AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES:
+        raise ValidationFailed(
+            f"{field}: amount is too large.", fields={field: ["Amount is too large."]}
+        )
+    return amount.quantize(quantum(precision))
+
+
+def parse_signed(value: object, *, precision: int, field: str) -> Decimal:
+    """Like parse_amount, for values that may be zero or negative (a price margin)."""
+    text = str(value).strip()
+    negative = text.startswith("-")
+    magnitude = parse_amount(text.lstrip("-+"), precision=precision, field=field, allow_zero=True)
+    return -magnitude if negative else magnitude
+
+
+def round_down(amount: Decimal, precision: int) -> Decimal:
+    return amount.quantize(quantum(precision), rounding=ROUND_DOWN)
+
+
+def round_half_up(amount: Decimal, precision: int) -> Decimal:
+    return amount.quantize(quantum(precision), rounding=ROUND_HALF_UP)
+
+
+def fmt(amount: Decimal, precision: int) -> str:
+    """The canonical decimal string of an amount at a precision (used in hashes and JSON)."""
+    return str(amount.quantize(quantum(precision)))

@@ -1,0 +1,338 @@
+"""The escrow state machine of a trade. Every transition goes through _escrow_transition: one
+transaction, the trade row locked, the actor and the source state checked, an audit event
+written, the ledger asked to post, side effects queued on commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
+from escrow.models import EscrowEvent, Settlement
+from ledger import services as ledger
+from marketplace.models import Offer, Trade
+
+logger = logging.getLogger(__name__)
+
+S = Trade.State
+BUYER, SELLER, SYSTEM, MODERATOR = "buyer", "seller", "system", "moderator"
+
+# (from, to) -> who may make that move. Anything not here is an illegal move.
+TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
+    (S.FUNDED, S.PAID): frozenset({BUYER}),
+    (S.FUNDED, S.CANCELLED): frozenset({BUYER, MODERATOR}),
+    (S.FUNDED, S.EXPIRED): frozenset({SYSTEM}),
+    (S.FUNDED, S.DISPUTED): frozenset({BUYER}),
+    (S.PAID, S.RELEASING): frozenset({SELLER}),
+    (S.PAID, S.DISPUTED): frozenset({BUYER, SELLER}),
+    (S.RELEASING, S.COMPLETED): frozenset({SYSTEM}),
+    (S.DISPUTED, S.RELEASING): frozenset({MODERATOR}),
+    (S.DISPUTED, S.REFUNDING): frozenset({MODERATOR}),
+    (S.DISPUTED, S.SPLITTING): frozenset({MODERATOR}),
+    (S.REFUNDING, S.REFUNDED): frozenset({SYSTEM}),
+    (S.SPLITTING, S.SPLIT): frozenset({SYSTEM}),
+}
+FINAL_STATES = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.SPLIT})
+
+ACTION_VERBS = {
+    S.PAID: "mark it paid",
+    S.CANCELLED: "cancel it",
+    S.EXPIRED: "expire it",
+    S.DISPUTED: "open a dispute",
+    S.RELEASING: "release it",
+    S.COMPLETED: "complete it",
+    S.REFUNDING: "refund it",
+    S.SPLITTING: "split it",
+    S.REFUNDED: "finish the refund",
+    S.SPLIT: "finish the split",
+}
+
+# Hooks other apps (notifications, webhooks) register; called on commit with (trade, event).
+transition_listeners: list[Callable[[Trade, EscrowEvent], None]] = []
+
+
+def allowed_moves(*, trade: Trade, role: str) -> list[str]:
+    return [to for (frm, to), roles in TRANSITIONS.items() if frm == trade.state and role in roles]
+
+
+def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
+    if actor is None:
+        return SYSTEM
+    if as_moderator:
+        if not (actor.is_staff and actor.has_perm("escrow.decide_trade")):
+            raise PermissionDenied("Only a moderator can do this.")
+        return MODERATOR
+    role = trade.role_of(actor)
+    if role is None:
+        raise NotFound(f"Trade #{trade.pk} not found.")
+    return role
+
+
+def _escrow_transition(
+    *,
+    trade_id: int,
+    to: str,
+    actor: Any,
+    reason: str = "",
+    as_moderator: bool = False,
+    guard: Callable[[Trade], None] | None = None,
+    split_buyer_amount: Decimal | None = None,
+) -> Trade:
+    with transaction.atomic():
+        try:
+            trade = Trade.objects.select_for_update().get(pk=trade_id)
+        except Trade.DoesNotExist:
+            raise NotFound(f"Trade #{trade_id} not found.") from None
+        role = _role(trade, actor, as_moderator)
+        old = trade.state
+        roles = TRANSITIONS.get((old, to))
+        if roles is None:
+            raise InvalidTransition(
+                f"Trade #{trade.pk} is {old}: it can no longer {ACTION_VERBS.get(to, to)}.",
+                fields={"state": [old]},
+            )
+        if role not in roles:
+            allowed = " or ".join(sorted(roles))
+            raise PermissionDenied(f"Only the {allowed} can {ACTION_VERBS.get(to, to)} now.")
+        if guard:
+            guard(trade)
+        now = timezone.now()
+        trade.state = to
+        fields = ["state", "updated_at"]
+        if to == S.PAID:
+            trade.paid_at = now
+            fields.append("paid_at")
+        elif to in (S.CANCELLED, S.EXPIRED):
+            _return_hold(trade)
+        elif to in (S.RELEASING, S.REFUNDING, S.SPLITTING):
+            if to == S.RELEASING:
+                trade.released_at = now
+                fields.append("released_at")
+            _queue_settlement(trade, to, split_buyer_amount)
+        if to in FINAL_STATES:
+            trade.closed_at = now
+            fields.append("closed_at")
+        trade.save(update_fields=fields)
+        event = EscrowEvent.objects.create(
+            trade=trade,
+            old_state=old,
+            new_state=to,
+            actor=actor,
+            actor_role=role,
+            reason=reason[:200],
+        )
+        for listener in transition_listeners:
+            transaction.on_commit(lambda listener=listener: listener(trade, event))
+    return trade
+
+
+def _return_hold(trade: Trade) -> None:
+    """Cancelled or expired: the hold goes back to the seller and the amount back to the offer."""
+    ledger.transfer_void_pending(
+        idempotency_key=f"trade:{trade.pk}:void", pending=trade.escrow_hold
+    )
+    Offer.objects.filter(pk=trade.offer_id).update(available=F("available") + trade.amount)
+
+
+def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:
+    kind = {S.RELEASING: Settlement.Kind.RELEASE, S.REFUNDING: Settlement.Kind.REFUND}.get(
+        to, Settlement.Kind.SPLIT
+    )
+    settlement = Settlement.objects.create(
+        trade=trade, kind=kind, buyer_amount=split_buyer_amount, queued_at=timezone.now()
+    )
+    transaction.on_commit(lambda: _enqueue(settlement.pk))
+
+
+def _enqueue(settlement_id: int) -> None:
+    from escrow.tasks import settle
+
+    try:
+        settle.delay(settlement_id)
+    except Exception:
+        logger.warning(
+            "could not queue settlement %s; the sweeper will", settlement_id, exc_info=True
+        )
+
+
+# --- public transitions -----------------------------------------------------------------------
+
+
+def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
+    """The buyer says the fiat was sent; only before the payment deadline."""
+
+    def before_deadline(trade: Trade) -> None:
+        if timezone.now() >= trade.payment_deadline:
+            raise InvalidTransition(f"Trade #{trade.pk}: the payment window has ended.")
+
+    with transaction.atomic(durable=True):
+        return _escrow_transition(
+            trade_id=trade_id,
+            to=S.PAID,
+            actor=actor,
+            reason="buyer marked paid",
+            guard=before_deadline,
+        )
+
+
+def escrow_release(*, trade_id: int, actor: Any) -> Trade:
+    """The seller confirms the fiat arrived: the release is queued for settlement."""
+    with transaction.atomic(durable=True):
+        return _escrow_transition(
+            trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"
+        )
+
+
+def trade_cancel(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
+    """The buyer cancels before paying: the hold goes back to the seller."""
+    with transaction.atomic(durable=True):
+        return _escrow_transition(
+            trade_id=trade_id, to=S.CANCELLED, actor=actor, reason=reason or "buyer cancelled"
+        )
+
+
+def escrow_expire(*, trade_id: int) -> Trade:
+    """The payment window ran out before `paid`: the hold goes back to the seller."""
+
+    def deadline_passed(trade: Trade) -> None:
+        if timezone.now() < trade.payment_deadline:
+            raise InvalidTransition(f"Trade #{trade.pk}: the payment window is still open.")
+
+    with transaction.atomic(durable=True):
+        return _escrow_transition(
+            trade_id=trade_id,
+            to=S.EXPIRED,
+            actor=None,
+            reason="payment window ended",
+            guard=deadline_passed,
+        )
+
+
+def trade_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
+    """A party opens a dispute: from paid after the dispute delay, or the buyer from funded."""
+
+    def delay_passed(trade: Trade) -> None:
+        if trade.state == S.PAID and trade.paid_at:
+            opens_at = trade.paid_at + settings.DISPUTE_DELAY
+            if timezone.now() < opens_at:
+                raise Conflict(
+                    f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
+                    f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
+                    code="dispute_too_early",
+                )
+
+    with transaction.atomic(durable=True):
+        return _escrow_transition(
+            trade_id=trade_id,
+            to=S.DISPUTED,
+            actor=actor,
+            reason=reason or "dispute opened",
+            guard=delay_passed,
+        )
+
+
+# --- settlement -------------------------------------------------------------------------------
+
+
+def settlement_execute(*, settlement_id: int) -> Settlement:
+    """Post a queued settlement's transfers and finish the trade; exactly once, safe to re-run."""
+    with transaction.atomic(durable=True):
+        settlement = Settlement.objects.select_for_update().get(pk=settlement_id)
+        if settlement.status == Settlement.Status.DONE:
+            return settlement
+        trade = (
+            Trade.objects.select_for_update(of=("self",))
+            .select_related("asset", "escrow_hold__credit_account", "escrow_hold__debit_account")
+            .get(pk=settlement.trade_id)
+        )
+        hold = trade.escrow_hold
+        escrow_account = hold.credit_account
+        key = f"trade:{trade.pk}"
+        if settlement.kind == Settlement.Kind.RELEASE:
+            ledger.transfer_post_pending(idempotency_key=f"{key}:post", pending=hold)
+            _pay_out(trade, escrow_account, buyer_gets=trade.buyer_receives, fee=trade.fee)
+            final = S.COMPLETED
+        elif settlement.kind == Settlement.Kind.REFUND:
+            ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
+            final = S.REFUNDED
+        else:
+            share = settlement.buyer_amount or Decimal(0)
+            if share > 0:
+                ledger.transfer_post_pending(
+                    idempotency_key=f"{key}:post", pending=hold, amount=share
+                )
+                _pay_out(trade, escrow_account, buyer_gets=share, fee=Decimal(0))
+            else:
+                ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
+            final = S.SPLIT
+        _escrow_transition(
+            trade_id=trade.pk, to=final, actor=None, reason=f"settled ({settlement.kind})"
+        )
+        settlement.status = Settlement.Status.DONE
+        settlement.attempts += 1
+        settlement.settled_at = timezone.now()
+        settlement.save(update_fields=["status", "attempts", "settled_at"])
+        return settlement
+
+
+def _pay_out(trade: Trade, escrow_account: Any, *, buyer_gets: Decimal, fee: Decimal) -> None:
+    ledger.transfer_post(
+        idempotency_key=f"trade:{trade.pk}:payout",
+        debit=escrow_account,
+        credit=ledger.account_for_user(user=trade.buyer, asset=trade.asset),
+        amount=buyer_gets,
+        kind="trade_payout",
+        trade_id=trade.pk,
+    )
+    if fee > 0:
+        ledger.transfer_post(
+            idempotency_key=f"trade:{trade.pk}:fee",
+            debit=escrow_account,
+            credit=ledger.account_fees(asset=trade.asset),
+            amount=fee,
+            kind="trade_fee",
+            trade_id=trade.pk,
+        )
+
+
+def settlements_requeue_stale() -> int:
+    """Re-queue settlements no worker finished within SETTLEMENT_REQUEUE_AFTER (lost messages)."""
+    cutoff = timezone.now() - settings.SETTLEMENT_REQUEUE_AFTER
+    ids = list(
+        Settlement.objects.filter(
+            status=Settlement.Status.PENDING, queued_at__lt=cutoff
+        ).values_list("pk", flat=True)[:1000]
+    )
+    requeued = 0
+    for settlement_id in ids:
+        # Compare-and-set on queued_at: two sweepers racing queue each settlement once.
+        if Settlement.objects.filter(
+            pk=settlement_id, status="pending", queued_at__lt=cutoff
+        ).update(queued_at=timezone.now()):
+            _enqueue(settlement_id)
+            requeued += 1
+    return requeued
+
+
+def trades_expire_overdue() -> int:
+    """Expire every funded trade past its deadline, each through the locked transition."""
+    ids = list(
+        Trade.objects.filter(state=S.FUNDED, payment_deadline__lte=timezone.now()).values_list(
+            "pk", flat=True
+        )[:1000]
+    )
+    expired = 0
+    for trade_id in ids:
+        try:
+            escrow_expire(trade_id=trade_id)
+            expired += 1
+        except InvalidTransition:
+            pass  # paid or cancelled meanwhile: the other side won the race, as it should
+    return expired

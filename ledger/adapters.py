@@ -1,0 +1,72 @@
+"""The chain-adapter interface: how crypto enters and leaves the platform.
+
+The default ManualChainAdapter is moderator-driven: deposits are credited when a moderator
+confirms them in the admin, withdrawals wait for a moderator to confirm they were sent. A real
+chain adapter implements the same three methods and is named in settings.CHAIN_ADAPTER.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Literal
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from common.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from ledger.models import Withdrawal
+    from marketplace.models import Asset
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    status: Literal["sent", "pending", "failed"]
+    txid: str = ""
+    reason: str = ""
+
+
+class ChainAdapter:
+    def deposit_instructions(self, *, user_id: int, asset: Asset) -> str:
+        raise NotImplementedError
+
+    def validate_address(self, *, asset: Asset, address: str) -> None:
+        raise NotImplementedError
+
+    def submit_withdrawal(self, *, withdrawal: Withdrawal) -> SubmitResult:
+        raise NotImplementedError
+
+
+class ManualChainAdapter(ChainAdapter):
+    _address = re.compile(r"^[A-Za-z0-9:_\-]{8,128}$")
+
+    def deposit_instructions(self, *, user_id: int, asset: Asset) -> str:
+        return (
+            f"Send {asset.code} to the platform's {asset.code} address with the memo U{user_id}. "
+            "A moderator credits it once the transaction is confirmed."
+        )
+
+    def validate_address(self, *, asset: Asset, address: str) -> None:
+        if not self._address.match(address):
+            raise ValidationFailed(
+                "address: 8-128 letters, digits, ':', '_' or '-'.",
+                fields={
+                    "address": ["Not a valid address: 8-128 letters, digits, ':', '_' or '-'."]
+                },
+            )
+
+    def submit_withdrawal(self, *, withdrawal: Withdrawal) -> SubmitResult:
+        # A moderator sends it by hand and confirms (or rejects) it in the admin.
+        return SubmitResult(status="pending")
+
+
+@cache
+def _adapter_class(path: str) -> type[ChainAdapter]:
+    return import_string(path)
+
+
+def get_chain_adapter() -> ChainAdapter:
+    return _adapter_class(settings.CHAIN_ADAPTER)()

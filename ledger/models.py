@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from marketplace.models import amount_field
+
+
+class LedgerAccount(models.Model):
+    """A balance of one asset. Four TigerBeetle-style columns; only ledger.services writes them."""
+
+    class Kind(models.TextChoices):
+        USER = "user"  # a user's available balance
+        ESCROW = "escrow"  # one trade's escrow hold
+        FEES = "fees"  # the platform's fee income
+        WORLD = "world"  # the outside world: deposits in, withdrawals out (goes negative)
+
+    code = models.CharField(max_length=64, unique=True)
+    asset = models.ForeignKey(
+        "marketplace.Asset", on_delete=models.PROTECT, related_name="accounts"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_accounts",
+    )
+    debits_pending = amount_field(default=Decimal(0))
+    debits_posted = amount_field(default=Decimal(0))
+    credits_pending = amount_field(default=Decimal(0))
+    credits_posted = amount_field(default=Decimal(0))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "asset"],
+                condition=Q(kind="user"),
+                name="one_user_account_per_asset",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    debits_pending__gte=0,
+                    debits_posted__gte=0,
+                    credits_pending__gte=0,
+                    credits_posted__gte=0,
+                ),
+                name="account_columns_nonneg",
+            ),
+            # The rule no code path may break: nothing but the outside world spends what it lacks.
+            models.CheckConstraint(
+                condition=Q(kind="world")
+                | Q(debits_posted__lte=F("credits_posted") - F("debits_pending")),
+                name="account_no_overdraft",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def balance(self) -> Decimal:
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available(self) -> Decimal:
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+class Transfer(models.Model):
+    """One double-entry movement. Append-only; sealed into the hash chain by ledger_seal_pending."""
+
+    class Kind(models.TextChoices):
+        DEPOSIT = "deposit"
+        WITHDRAWAL = "withdrawal"
+        ESCROW_HOLD = "escrow_hold"
+        TRADE_PAYOUT = "trade_payout"
+        TRADE_FEE = "trade_fee"
+
+    class Flags(models.TextChoices):
+        SINGLE = "single"  # posted at once
+        PENDING = "pending"  # a hold: reserved on both sides until posted or voided
+        POST_PENDING = "post_pending"  # posts (part of) a pending transfer; the rest is released
+        VOID_PENDING = "void_pending"  # releases a pending transfer entirely
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    asset = models.ForeignKey(
+        "marketplace.Asset", on_delete=models.PROTECT, related_name="transfers"
+    )
+    debit_account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="debits"
+    )
+    credit_account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="credits"
+    )
+    amount = amount_field()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    flags = models.CharField(max_length=12, choices=Flags.choices, default=Flags.SINGLE)
+    # A hold is resolved once only: the database, not just this code, refuses a second resolution.
+    pending = models.OneToOneField(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="resolution"
+    )
+    trade = models.ForeignKey(
+        "marketplace.Trade",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transfers",
+    )
+    memo = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set once by the sequencer; never changed afterwards.
+    seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
+    sealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # The sequencer scans only what is still unsealed.
+            models.Index(fields=["id"], condition=Q(seq__isnull=True), name="transfer_unsealed"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_positive"),
+            models.CheckConstraint(
+                condition=~Q(debit_account=F("credit_account")), name="transfer_accounts_differ"
+            ),
+            models.CheckConstraint(
+                condition=Q(flags__in=["post_pending", "void_pending"], pending__isnull=False)
+                | Q(flags__in=["single", "pending"], pending__isnull=True),
+                name="transfer_resolution_links_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind}/{self.flags} {self.amount} {self.asset_id}"
+
+
+class Withdrawal(models.Model):
+    class Status(models.TextChoices):
+        REQUESTED = "requested"  # held; waiting for a worker to hand it to the chain adapter
+        SUBMITTED = "submitted"  # the adapter has it; waiting for its confirmation
+        COMPLETED = "completed"  # hold posted to the outside world
+        FAILED = "failed"  # hold voided back to the user
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"
+    )
+    asset = models.ForeignKey("marketplace.Asset", on_delete=models.PROTECT, related_name="+")
+    amount = amount_field()
+    address = models.CharField(max_length=128)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    hold = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="withdrawal"
+    )
+    txid = models.CharField(max_length=128, blank=True)
+    failure_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Withdrawal #{self.pk} {self.amount} {self.asset_id} ({self.status})"
+
+
+class Deposit(models.Model):
+    """A deposit the chain adapter saw (or a user announced), credited once confirmed."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CREDITED = "credited"
+        REJECTED = "rejected"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposits"
+    )
+    asset = models.ForeignKey("marketplace.Asset", on_delete=models.PROTECT, related_name="+")
+    amount = amount_field()
+    reference = models.CharField(max_length=128, help_text="Chain transaction id or a note.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    transfer = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="deposit"
+    )
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Deposit #{self.pk} {self.amount} {self.asset_id} ({self.status})"

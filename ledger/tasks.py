@@ -1,0 +1,35 @@
+"""Ledger tasks: load by id, call one service, own only the retry policy."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from ledger import services
+from ledger.models import Withdrawal
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)
+def seal_pending() -> int:
+    return services.ledger_seal_pending()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)
+def process_withdrawal(withdrawal_id: int) -> str:
+    try:
+        return services.withdrawal_process(withdrawal_id=withdrawal_id).status
+    except Withdrawal.DoesNotExist:
+        return "missing"
+
+
+@shared_task(acks_late=True)
+def sweep_withdrawals() -> int:
+    """Re-queue withdrawals no worker picked up (a lost broker message loses nothing)."""
+    ids = list(
+        Withdrawal.objects.filter(status=Withdrawal.Status.REQUESTED).values_list("pk", flat=True)[
+            :500
+        ]
+    )
+    for withdrawal_id in ids:
+        process_withdrawal.delay(withdrawal_id)
+    return len(ids)
