@@ -284,7 +284,7 @@ def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
     """Hand a requested withdrawal to the chain adapter; post or void by its answer. Safe twice."""
     with transaction.atomic(durable=True):
         withdrawal = (
-            Withdrawal.objects.select_for_update()
+            Withdrawal.objects.select_for_update(of=("self",))
             .select_related("asset", "hold")
             .get(pk=withdrawal_id)
         )
@@ -316,7 +316,9 @@ def _withdrawal_decide(
 ) -> Withdrawal:
     with transaction.atomic(durable=True):
         withdrawal = (
-            Withdrawal.objects.select_for_update().select_related("hold").get(pk=withdrawal_id)
+            Withdrawal.objects.select_for_update(of=("self",))
+            .select_related("hold")
+            .get(pk=withdrawal_id)
         )
         if withdrawal.status not in (Withdrawal.Status.REQUESTED, Withdrawal.Status.SUBMITTED):
             raise InvalidTransition(f"Withdrawal #{withdrawal.pk} is already {withdrawal.status}.")

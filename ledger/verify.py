@@ -16,6 +16,7 @@ from django.db.models import Count
 from ledger import chain
 from ledger.models import LedgerAccount, Transfer
 from ledger.services import transfer_entry
+from marketplace.models import Asset
 
 CHUNK = 5000
 
@@ -121,10 +122,11 @@ def verify_balances(report: Report) -> None:
             )
         if account.kind != LedgerAccount.Kind.WORLD and dpo + dp > cpo:
             report.fail(f"account {account.code}: overdrawn", first_seq_of.get(account.pk))
-        per_asset[account.asset_id] += cpo - dpo
+        per_asset[account.asset_id] += account.credits_posted - account.debits_posted
+    codes = dict(Asset.objects.values_list("pk", "code"))
     for asset_id, total in per_asset.items():
         if total != 0:
-            report.fail(f"asset {asset_id}: balances sum to {total}, not zero")
+            report.fail(f"asset {codes.get(asset_id)}: balances sum to {total}, not zero")
 
 
 def sealed_count() -> int:

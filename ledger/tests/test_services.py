@@ -1,0 +1,189 @@
+"""Double entry, holds resolved once, idempotency, no overdraft: in code and in the database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+
+from common.errors import Conflict, InsufficientFunds, InvalidTransition, NotFound, ValidationFailed
+from ledger import services
+from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
+from ledger.selectors import wallet_list_for_user
+from marketplace.models import Asset
+from marketplace.tests.factories import fund
+
+pytestmark = pytest.mark.django_db
+
+
+def _btc() -> Asset:
+    return Asset.objects.get(code="BTC")
+
+
+def test_deposit_credits_from_the_world(alice):
+    fund(alice, "ETH", "1.000000000000000001")  # 18 decimals, exact
+    account = services.account_for_user(user=alice, asset=Asset.objects.get(code="ETH"))
+    assert account.available == Decimal("1.000000000000000001")
+    assert LedgerAccount.objects.get(code="world:ETH").balance == Decimal("-1.000000000000000001")
+
+
+def test_moderator_confirms_a_pending_deposit_once(alice):
+    deposit = Deposit.objects.create(
+        user=alice, asset=_btc(), amount=Decimal("0.5"), reference="tx1"
+    )
+    services.deposit_confirm(deposit_id=deposit.pk, actor=None)
+    with pytest.raises(InvalidTransition):
+        services.deposit_confirm(deposit_id=deposit.pk, actor=None)
+    assert services.account_for_user(user=alice, asset=_btc()).available == Decimal("0.5")
+
+
+def test_same_idempotency_key_posts_once(alice, bob):
+    fund(alice, "BTC", "1")
+    a = services.account_for_user(user=alice, asset=_btc())
+    b = services.account_for_user(user=bob, asset=_btc())
+    for _ in range(3):
+        with transaction.atomic():
+            services.transfer_post(
+                idempotency_key="k1", debit=a, credit=b, amount=Decimal("0.1"), kind="trade_payout"
+            )
+    assert Transfer.objects.filter(idempotency_key="k1").count() == 1
+    b.refresh_from_db()
+    assert b.available == Decimal("0.1")
+    with pytest.raises(Conflict, match="different transfer"), transaction.atomic():
+        services.transfer_post(
+            idempotency_key="k1", debit=a, credit=b, amount=Decimal("0.2"), kind="trade_payout"
+        )
+
+
+def test_overdraft_refused_in_code_and_in_the_database(alice, bob):
+    fund(alice, "BTC", "0.1")
+    a = services.account_for_user(user=alice, asset=_btc())
+    b = services.account_for_user(user=bob, asset=_btc())
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        services.transfer_post(
+            idempotency_key="x", debit=a, credit=b, amount=Decimal("0.2"), kind="trade_payout"
+        )
+    # the CHECK constraint holds even for code that bypasses the service
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LedgerAccount.objects.filter(pk=a.pk).update(debits_posted=Decimal("0.2"))
+
+
+def test_a_hold_is_resolved_once_even_bypassing_the_service(alice, bob):
+    fund(alice, "BTC", "1")
+    a = services.account_for_user(user=alice, asset=_btc())
+    b = services.account_for_user(user=bob, asset=_btc())
+    with transaction.atomic():
+        hold = services.transfer_post(
+            idempotency_key="h",
+            debit=a,
+            credit=b,
+            amount=Decimal("0.3"),
+            kind="escrow_hold",
+            pending=True,
+        )
+        services.transfer_post_pending(
+            idempotency_key="h:post", pending=hold, amount=Decimal("0.1")
+        )
+    with pytest.raises(InvalidTransition, match="already resolved"), transaction.atomic():
+        services.transfer_void_pending(idempotency_key="h:void", pending=hold)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Transfer.objects.create(
+            idempotency_key="h:void2",
+            asset=hold.asset,
+            debit_account=a,
+            credit_account=b,
+            amount=hold.amount,
+            kind="escrow_hold",
+            flags="void_pending",
+            pending=hold,
+        )
+    a.refresh_from_db()
+    b.refresh_from_db()
+    # partial post: 0.1 moved, the other 0.2 back to alice
+    assert a.available == Decimal("0.9") and a.debits_pending == 0
+    assert b.available == Decimal("0.1") and b.credits_pending == 0
+
+
+def test_withdrawal_holds_at_once_then_posts(alice):
+    fund(alice, "BTC", "1")
+    w = services.withdrawal_request(
+        user=alice, asset_code="BTC", amount="0.4", address="bc1qdestination"
+    )
+    wallet = wallet_list_for_user(user=alice)[0]
+    assert (wallet.asset.code, wallet.available, wallet.pending_withdrawal) == (
+        "BTC",
+        Decimal("0.6"),
+        Decimal("0.4"),
+    )
+    services.withdrawal_process(withdrawal_id=w.pk)  # the manual adapter: waits for a moderator
+    assert Withdrawal.objects.get(pk=w.pk).status == Withdrawal.Status.SUBMITTED
+    services.withdrawal_confirm(withdrawal_id=w.pk, txid="chain-tx", actor=None)
+    wallet = wallet_list_for_user(user=alice)[0]
+    assert (wallet.available, wallet.pending_withdrawal) == (Decimal("0.6"), 0)
+    assert LedgerAccount.objects.get(code="world:BTC").balance == Decimal("-0.6")
+    with pytest.raises(InvalidTransition):
+        services.withdrawal_reject(withdrawal_id=w.pk, reason="late", actor=None)
+
+
+def test_rejected_withdrawal_returns_the_hold(alice):
+    fund(alice, "BTC", "1")
+    w = services.withdrawal_request(
+        user=alice, asset_code="BTC", amount="0.4", address="bc1qdestination"
+    )
+    services.withdrawal_reject(withdrawal_id=w.pk, reason="address blacklisted", actor=None)
+    assert services.account_for_user(user=alice, asset=_btc()).available == Decimal("1")
+
+
+class SentAdapter:
+    def validate_address(self, *, asset, address):
+        pass
+
+    def submit_withdrawal(self, *, withdrawal):
+        from ledger.adapters import SubmitResult
+
+        return (
+            SubmitResult(status="sent", txid="0xabc")
+            if withdrawal.amount < 1
+            else SubmitResult(status="failed", reason="node refused")
+        )
+
+
+def test_an_automatic_adapter_posts_or_voids(alice, monkeypatch):
+    monkeypatch.setattr(services, "get_chain_adapter", SentAdapter)
+    fund(alice, "BTC", "3")
+    ok = services.withdrawal_request(user=alice, asset_code="BTC", amount="0.5", address="a")
+    bad = services.withdrawal_request(user=alice, asset_code="BTC", amount="2", address="a")
+    assert services.withdrawal_process(withdrawal_id=ok.pk).status == Withdrawal.Status.COMPLETED
+    assert services.withdrawal_process(withdrawal_id=bad.pk).status == Withdrawal.Status.FAILED
+    assert services.account_for_user(user=alice, asset=_btc()).available == Decimal("2.5")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"amount": "2"}, InsufficientFunds, "amount"),
+        ({"amount": "0"}, ValidationFailed, "amount"),
+        ({"amount": "0.123456789"}, ValidationFailed, "amount"),
+        ({"amount": "0.1", "address": ""}, ValidationFailed, "address"),
+        ({"amount": "0.1", "address": "bad address!"}, ValidationFailed, "address"),
+        ({"amount": "0.1", "asset_code": "NOPE"}, NotFound, "asset"),
+    ],
+)
+def test_bad_withdrawals_change_nothing(alice, kwargs, error, field):
+    fund(alice, "BTC", "1")
+    args = {"asset_code": "BTC", "address": "bc1qdestination", **kwargs}
+    with pytest.raises(error) as err:
+        services.withdrawal_request(user=alice, **args)
+    assert field in err.value.fields
+    assert not Withdrawal.objects.exists()
+    assert services.account_for_user(user=alice, asset=_btc()).available == Decimal("1")
+
+
+def test_credit_command(alice, capsys):
+    call_command("credit", "alice", "usdt", "250.5")
+    assert "credited 250.5 USDT to alice" in capsys.readouterr().out
+    assert services.account_for_user(
+        user=alice, asset=Asset.objects.get(code="USDT")
+    ).available == Decimal("250.5")
