@@ -102,8 +102,10 @@ def test_a_hold_is_resolved_once_even_bypassing_the_service(alice, bob):
     a.refresh_from_db()
     b.refresh_from_db()
     # partial post: 0.1 moved, the other 0.2 back to alice
-    assert a.available == Decimal("0.9") and a.debits_pending == 0
-    assert b.available == Decimal("0.1") and b.credits_pending == 0
+    assert a.available == Decimal("0.9")
+    assert a.debits_pending == 0
+    assert b.available == Decimal("0.1")
+    assert b.credits_pending == 0
 
 
 def test_withdrawal_holds_at_once_then_posts(alice):

@@ -52,7 +52,8 @@ def test_hash_is_sha256_over_prev_hash_and_canonical_bytes(sealed_ledger):
     assert first.prev_hash == "0" * 64
     assert first.hash == hashlib.sha256(bytes(32) + data).hexdigest()
     assert second.prev_hash == first.hash
-    assert b'"amount":"' in data and b" " not in data
+    assert b'"amount":"' in data
+    assert b" " not in data
 
 
 def test_sealing_again_changes_nothing(sealed_ledger):
