@@ -18,6 +18,9 @@ if [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then
   # Keep beat's schedule state file out of the work tree.
   .venv/bin/celery -A config beat -l info \
     --schedule "${TMPDIR:-/tmp}/marketplace-celerybeat-schedule" & pids+=($!)
+else
+  # No broker: tasks run in-process, and this loop stands in for beat (expiry, sealing, sweeps).
+  $PY manage.py run_periodic & pids+=($!)
 fi
 
 $PY manage.py runserver 127.0.0.1:8000

@@ -1,0 +1,75 @@
+from django.contrib import admin
+
+from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
+
+
+@admin.register(Asset)
+class AssetAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "precision", "is_active")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Amounts already stored were validated at this precision; changing it would re-scale them.
+        return ("code", "precision") if obj else ()
+
+
+@admin.register(FiatCurrency)
+class FiatCurrencyAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "precision", "is_active")
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "is_active")
+
+
+@admin.register(PriceIndex)
+class PriceIndexAdmin(admin.ModelAdmin):
+    list_display = ("asset", "fiat", "price", "source", "updated_at")
+    list_editable = ("price",)
+    list_filter = ("asset", "fiat")
+
+
+@admin.register(Offer)
+class OfferAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "maker",
+        "side",
+        "asset",
+        "fiat",
+        "price_type",
+        "available",
+        "is_active",
+        "is_deleted",
+    )
+    list_filter = ("side", "asset", "fiat", "is_active")
+    search_fields = ("maker__username",)
+    # Offers change through the makers' services; moderators read them here.
+    readonly_fields = [f.name for f in Offer._meta.fields] + ["payment_methods"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Trade)
+class TradeAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "state",
+        "asset",
+        "amount",
+        "fiat_amount",
+        "fiat",
+        "buyer",
+        "seller",
+        "created_at",
+    )
+    list_filter = ("state", "asset", "fiat")
+    search_fields = ("buyer__username", "seller__username", "id")
+    readonly_fields = [f.name for f in Trade._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,144 @@
+"""Demo data for `make run`: traders alice and bob (password demo-pass-123) with balances and open
+offers in several assets and currencies, and a staff moderator `admin`. Safe to run again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from ledger import services as ledger
+from marketplace import services
+from marketplace.models import Offer
+
+PASSWORD = "demo-pass-123"
+
+BALANCES = {
+    "alice": {"BTC": "1.5", "ETH": "20", "USDT": "5000"},
+    "bob": {"BTC": "0.4", "ETH": "3", "USDT": "12000"},
+}
+
+OFFERS: list[dict[str, Any]] = [
+    {
+        "maker": "alice",
+        "side": "sell",
+        "asset": "BTC",
+        "fiat": "EUR",
+        "price_type": "floating",
+        "margin_percent": "1.5",
+        "amount": "0.5",
+        "min_fiat": "50",
+        "max_fiat": "2000",
+        "payment_methods": ["sepa", "revolut"],
+        "payment_window_minutes": 30,
+        "terms": "SEPA or Revolut from an account in your own name. No third-party payments.",
+    },
+    {
+        "maker": "alice",
+        "side": "sell",
+        "asset": "ETH",
+        "fiat": "GBP",
+        "price_type": "fixed",
+        "price": "2600",
+        "amount": "5",
+        "min_fiat": "100",
+        "max_fiat": "5000",
+        "payment_methods": ["faster-payments", "wise"],
+        "payment_window_minutes": 15,
+        "terms": "Faster Payments only; reference: the trade number.",
+    },
+    {
+        "maker": "alice",
+        "side": "buy",
+        "asset": "USDT",
+        "fiat": "USD",
+        "price_type": "fixed",
+        "price": "0.99",
+        "amount": "3000",
+        "min_fiat": "20",
+        "max_fiat": "1500",
+        "payment_methods": ["zelle"],
+        "payment_window_minutes": 30,
+        "terms": "I pay by Zelle within minutes.",
+    },
+    {
+        "maker": "bob",
+        "side": "sell",
+        "asset": "USDT",
+        "fiat": "NGN",
+        "price_type": "floating",
+        "margin_percent": "2",
+        "amount": "4000",
+        "min_fiat": "10000",
+        "max_fiat": "2000000",
+        "payment_methods": ["bank-transfer", "opay"],
+        "payment_window_minutes": 45,
+        "terms": "Bank transfer or OPay. Send the exact amount.",
+    },
+    {
+        "maker": "bob",
+        "side": "sell",
+        "asset": "BTC",
+        "fiat": "EUR",
+        "price_type": "fixed",
+        "price": "86500",
+        "amount": "0.2",
+        "min_fiat": "100",
+        "max_fiat": "5000",
+        "payment_methods": ["sepa-instant"],
+        "payment_window_minutes": 20,
+        "terms": "SEPA Instant only.",
+    },
+    {
+        "maker": "bob",
+        "side": "buy",
+        "asset": "BTC",
+        "fiat": "EUR",
+        "price_type": "floating",
+        "margin_percent": "-1",
+        "amount": "0.3",
+        "min_fiat": "50",
+        "max_fiat": "3000",
+        "payment_methods": ["sepa", "revolut"],
+        "payment_window_minutes": 30,
+        "terms": "Fast payer.",
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo traders alice and bob with balances and open offers (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(
+            username="admin",
+            defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.test"},
+        )
+        if created:
+            admin.set_password(PASSWORD)
+            admin.save()
+        users = {}
+        for name, balances in BALANCES.items():
+            user, created = User.objects.get_or_create(
+                username=name, defaults={"email": f"{name}@example.test"}
+            )
+            users[name] = user
+            if not created:
+                continue
+            user.set_password(PASSWORD)
+            user.save()
+            for asset, amount in balances.items():
+                ledger.deposit_credit(
+                    user=user, asset_code=asset, amount=amount, reference="demo deposit", actor=None
+                )
+        if Offer.objects.filter(maker__in=users.values()).exists():
+            self.stdout.write("demo data already present")
+            return
+        for spec in OFFERS:
+            spec = dict(spec)
+            services.offer_create(maker=users[spec.pop("maker")], **spec)
+        self.stdout.write(
+            f"demo ready: users alice, bob and admin (password {PASSWORD}); {len(OFFERS)} offers"
+        )
