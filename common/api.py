@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError
+from common.permissions import HasScope
 
 
 def _error(code: str, message: str, fields: dict[str, Any] | None, http_status: int) -> Response:
@@ -55,3 +61,105 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if header in response:
             out[header] = response[header]
     return out
+
+
+# --- the base of every API view -----------------------------------------------------------------
+
+
+class _HeaderThrottle(SimpleRateThrottle):
+    """Rate from settings.API_RATE_LIMITS at call time; remembers what X-RateLimit-* report."""
+
+    def get_rate(self) -> str | None:
+        return settings.API_RATE_LIMITS.get(self.scope)
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        allowed = super().allow_request(request, view)
+        if self.rate is not None and getattr(self, "key", None):
+            remaining = max(0, self.num_requests - len(self.history))
+            reset = (
+                int(self.history[-1] + self.duration - self.now) if self.history else self.duration
+            )
+            current = getattr(request, "_ratelimit", None)
+            # Report the tightest of the limits that apply.
+            if current is None or remaining < current[1]:
+                request._ratelimit = (self.num_requests, remaining, max(reset, 0))
+        return allowed
+
+
+class KeyRateThrottle(_HeaderThrottle):
+    """Per API key (or per user for tokens and sessions)."""
+
+    scope = "key"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        auth = request.auth
+        ident = (
+            f"key{auth.pk}"
+            if auth is not None and hasattr(auth, "scopes")
+            else f"user{request.user.pk}"
+        )
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class IpRateThrottle(_HeaderThrottle):
+    scope = "ip"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class CursorPage(CursorPagination):
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "limit"
+    ordering = "-id"
+
+
+class ApiView(APIView):
+    """Auth, scopes, throttles and X-RateLimit-* headers shared by every endpoint."""
+
+    permission_classes = [HasScope]
+    throttle_classes = [IpRateThrottle, KeyRateThrottle]
+    write_scope = "trade"
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        limits = getattr(request, "_ratelimit", None)
+        if limits:
+            limit, remaining, reset = limits
+            response["X-RateLimit-Limit"] = str(limit)
+            response["X-RateLimit-Remaining"] = str(remaining)
+            response["X-RateLimit-Reset"] = str(int(time.time()) + int(reset))
+        return response
+
+    def paginate(
+        self, queryset: Any, serializer: type[serializers.Serializer], **context: Any
+    ) -> Any:
+        page = CursorPage()
+        if hasattr(self, "ordering"):
+            page.ordering = self.ordering
+        rows = page.paginate_queryset(queryset, self.request, view=self)
+        data = serializer(rows, many=True, context={"request": self.request, **context}).data
+        return page.get_paginated_response(data)
+
+
+class AmountInput(serializers.CharField):
+    """Amounts arrive as decimal strings; JSON numbers are refused (they are floats)."""
+
+    default_error_messages = {"not_string": 'Send amounts as decimal strings, e.g. "0.015".'}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_string")
+        return super().to_internal_value(data)
+
+
+class ErrorSerializer(serializers.Serializer):
+    class Body(serializers.Serializer):
+        code = serializers.CharField()
+        message = serializers.CharField()
+        fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+    error = Body()

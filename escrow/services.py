@@ -93,6 +93,11 @@ def _escrow_transition(
         role = _role(trade, actor, as_moderator)
         old = trade.state
         roles = TRANSITIONS.get((old, to))
+        ever = frozenset().union(*(r for (_, dest), r in TRANSITIONS.items() if dest == to))
+        if role not in ever:
+            # A move this party can never make is a permission matter, whatever the state.
+            who = " or ".join(sorted(ever - {SYSTEM, MODERATOR} or ever))
+            raise PermissionDenied(f"Only the {who} can {ACTION_VERBS.get(to, to)}.")
         if roles is None:
             raise InvalidTransition(
                 f"Trade #{trade.pk} is {old}: it can no longer {ACTION_VERBS.get(to, to)}.",

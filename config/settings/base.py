@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "common",
     "accounts",
@@ -132,18 +133,39 @@ CELERY_BEAT_SCHEDULE = {
 # REST FRAMEWORK
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.TokenOrApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
+    "DEFAULT_PAGINATION_CLASS": "common.api.CursorPage",
+    "PAGE_SIZE": 50,
+}
+# Requests per period, per API key (or user) and per IP; Redis-backed through the cache.
+API_RATE_LIMITS = {
+    "key": env("API_RATE_LIMIT_KEY", default="600/min"),
+    "ip": env("API_RATE_LIMIT_IP", default="1200/min"),
+    "auth": env("API_RATE_LIMIT_AUTH", default="30/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Escrow P2P marketplace API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OfferSideEnum": "marketplace.models.Offer.Side",
+        "TakerSideEnum": [("buy", "buy"), ("sell", "sell")],
+    },
+    "DESCRIPTION": (
+        "Trade crypto for fiat through escrow. Authenticate with `Authorization: Token <key>`. "
+        "Amounts are decimal strings. POSTs accept an `Idempotency-Key` header. Errors are "
+        '`{"error": {"code", "message", "fields"}}`.'
+    ),
 }
 
 # MARKETPLACE RULES

@@ -1,0 +1,86 @@
+"""Idempotency-Key for POSTs: the same key with the same request replays the stored first
+response without doing the work again; the same key with another request gets 422."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.errors import ApplicationError, Conflict
+from common.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyMismatch(ApplicationError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+def _fingerprint(request: Request) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode() + b" " + request.get_full_path().encode() + b"\n")
+    digest.update(request.body)
+    return digest.hexdigest()
+
+
+def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
+    """Wrap an APIView's post(); without the header it runs as usual."""
+
+    @wraps(view_method)
+    def wrapper(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get("Idempotency-Key")
+        if not key or not request.user.is_authenticated:
+            return view_method(self, request, *args, **kwargs)
+        if len(key) > MAX_KEY_LENGTH:
+            raise ApplicationError(
+                f"Idempotency-Key: at most {MAX_KEY_LENGTH} characters.",
+                fields={"Idempotency-Key": ["Too long."]},
+            )
+        fingerprint = _fingerprint(request)
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    user=request.user, key=key, fingerprint=fingerprint
+                )
+        except IntegrityError:
+            record = IdempotencyRecord.objects.get(user=request.user, key=key)
+            if record.fingerprint != fingerprint:
+                raise IdempotencyMismatch(
+                    "This Idempotency-Key was already used with a different request.",
+                    fields={"Idempotency-Key": ["Already used with another request body."]},
+                ) from None
+            if record.status_code is None:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; retry shortly.",
+                    code="idempotency_in_progress",
+                ) from None
+            replay = Response(record.response_body, status=record.status_code)
+            replay["Idempotent-Replayed"] = "true"
+            return replay
+        try:
+            response = view_method(self, request, *args, **kwargs)
+        except ApplicationError as exc:
+            # A refusal is an answer too: replay it rather than retry the work.
+            response = Response(
+                {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
+                status=exc.status,
+            )
+        except BaseException:
+            record.delete()
+            raise
+        if response.status_code >= 500:
+            record.delete()
+        else:
+            record.status_code = response.status_code
+            record.response_body = response.data
+            record.save(update_fields=["status_code", "response_body"])
+        return response
+
+    return wrapper

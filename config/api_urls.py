@@ -1,0 +1,40 @@
+"""/api/v1/: one table of every endpoint (DESIGN.md's REST API)."""
+
+from django.urls import path
+
+from accounts.api import views as accounts
+from escrow.api import views as escrow
+from ledger.api import views as ledger
+from marketplace.api import views as market
+
+urlpatterns = [
+    path("auth/token/", accounts.TokenObtainApi.as_view(), name="api-token"),
+    path("api-keys/", accounts.ApiKeyListApi.as_view(), name="api-keys"),
+    path("api-keys/<int:key_id>/", accounts.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
+    path("offers/", market.OfferListApi.as_view(), name="api-offers"),
+    path("offers/<int:offer_id>/", market.OfferDetailApi.as_view(), name="api-offer"),
+    path("offers/<int:offer_id>/take/", market.OfferTakeApi.as_view(), name="api-offer-take"),
+    path("match/", market.MatchApi.as_view(), name="api-match"),
+    path("prices/", market.PriceListApi.as_view(), name="api-prices"),
+    path("trades/", market.TradeListApi.as_view(), name="api-trades"),
+    path("trades/<int:trade_id>/", market.TradeDetailApi.as_view(), name="api-trade"),
+    path(
+        "trades/<int:trade_id>/mark-paid/",
+        escrow.TradeMarkPaidApi.as_view(),
+        name="api-trade-mark-paid",
+    ),
+    path(
+        "trades/<int:trade_id>/release/", escrow.TradeReleaseApi.as_view(), name="api-trade-release"
+    ),
+    path("trades/<int:trade_id>/cancel/", escrow.TradeCancelApi.as_view(), name="api-trade-cancel"),
+    path(
+        "trades/<int:trade_id>/dispute/", escrow.TradeDisputeApi.as_view(), name="api-trade-dispute"
+    ),
+    path("wallets/", ledger.WalletListApi.as_view(), name="api-wallets"),
+    path(
+        "wallets/<str:asset>/withdrawals/",
+        ledger.WithdrawalCreateApi.as_view(),
+        name="api-withdrawals",
+    ),
+    path("transfers/", ledger.TransferListApi.as_view(), name="api-transfers"),
+]

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api import AmountInput, ApiView, ErrorSerializer
+from common.idempotency import idempotent
+from common.money import fmt
+from ledger import selectors, services
+from ledger.models import Transfer, Withdrawal
+
+ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    409: ErrorSerializer,
+    429: ErrorSerializer,
+}
+
+
+class WalletOut(serializers.Serializer):
+    asset = serializers.CharField()
+    precision = serializers.IntegerField()
+    available = serializers.CharField()
+    escrow = serializers.CharField()
+    pending_withdrawal = serializers.CharField()
+
+
+class WalletListApi(ApiView):
+    @extend_schema(
+        operation_id="wallets_list",
+        responses={
+            200: inline_serializer("WalletList", {"results": WalletOut(many=True)}),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        rows = [
+            {
+                "asset": w.asset.code,
+                "precision": w.asset.precision,
+                "available": fmt(w.available, w.asset.precision),
+                "escrow": fmt(w.escrow, w.asset.precision),
+                "pending_withdrawal": fmt(w.pending_withdrawal, w.asset.precision),
+            }
+            for w in selectors.wallet_list_for_user(user=request.user)
+        ]
+        return Response({"results": WalletOut(rows, many=True).data})
+
+
+class WithdrawalOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    asset = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+    address = serializers.CharField()
+    status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
+    txid = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_amount(self, w: Withdrawal) -> str:
+        return fmt(w.amount, w.asset.precision)
+
+
+class WithdrawalCreateApi(ApiView):
+    write_scope = "withdraw"
+
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "WithdrawalCreateInput"
+
+        amount = AmountInput()
+        address = serializers.CharField(max_length=128)
+
+    @extend_schema(
+        operation_id="withdrawals_create",
+        request=Input,
+        responses={201: WithdrawalOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Withdraw",
+                value={"amount": "0.01", "address": "bc1qexampleaddress"},
+                request_only=True,
+            )
+        ],
+        description="The amount is held at once; a worker hands it to the chain adapter. Needs the `withdraw` scope.",
+    )
+    @idempotent
+    def post(self, request: Request, asset: str) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        withdrawal = services.withdrawal_request(
+            user=request.user, asset_code=asset, **data.validated_data
+        )
+        withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)
+        return Response(WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)
+
+
+class TransferOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    asset = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+    debit = serializers.CharField(source="debit_account.code")
+    credit = serializers.CharField(source="credit_account.code")
+    kind = serializers.ChoiceField(choices=Transfer.Kind.choices)
+    flags = serializers.ChoiceField(choices=Transfer.Flags.choices)
+    pending_id = serializers.IntegerField(allow_null=True)
+    trade = serializers.IntegerField(source="trade_id", allow_null=True)
+    seq = serializers.IntegerField(allow_null=True)
+    hash = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+    def get_amount(self, t: Transfer) -> str:
+        return fmt(t.amount, t.asset.precision)
+
+
+class TransferListApi(ApiView):
+    @extend_schema(
+        operation_id="transfers_list",
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        responses={200: TransferOut(many=True), **ERRORS},
+        description="Your ledger transfers, newest first, with their chain seq and hash once sealed.",
+    )
+    def get(self, request: Request) -> Response:
+        return self.paginate(selectors.transfer_list_for_user(user=request.user), TransferOut)

@@ -1,0 +1,148 @@
+"""Output shapes of offers and trades, shared by every endpoint that returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.selectors import TraderStats
+from common.money import fmt
+from escrow.services import allowed_moves
+from marketplace.models import Offer, Trade
+from marketplace.services import offer_effective_price
+
+ACTION_FOR_STATE = {
+    Trade.State.PAID: "mark-paid",
+    Trade.State.RELEASING: "release",
+    Trade.State.CANCELLED: "cancel",
+    Trade.State.DISPUTED: "dispute",
+}
+
+
+@extend_schema_field({"type": "string", "example": "0.01500000", "pattern": r"^-?\d+(\.\d+)?$"})
+class AmountOut(serializers.Field):
+    """A Decimal as a string at a precision taken from the object (asset's, fiat's, or fixed)."""
+
+    def __init__(self, *, precision: str | int, source: str | None = None, **kwargs: Any) -> None:
+        self.precision = precision
+        kwargs["read_only"] = True
+        super().__init__(source=source, **kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        self._instance = instance
+        return super().get_attribute(instance)
+
+    def to_representation(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        precision = self.precision
+        if isinstance(precision, str):
+            obj = self._instance
+            for part in precision.split("."):
+                obj = getattr(obj, part)
+            precision = obj
+        return fmt(value, int(precision))
+
+
+class MakerOut(serializers.Serializer):
+    username = serializers.CharField()
+    trades = serializers.IntegerField()
+    completion_rate = serializers.DecimalField(max_digits=5, decimal_places=1, allow_null=True)
+
+
+class OfferOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    side = serializers.ChoiceField(choices=Offer.Side.choices)
+    asset = serializers.CharField(source="asset.code")
+    fiat = serializers.CharField(source="fiat.code")
+    price_type = serializers.ChoiceField(choices=Offer.PriceType.choices)
+    price = AmountOut(precision="fiat.precision", allow_null=True)
+    margin_percent = AmountOut(precision=2, allow_null=True)
+    effective_price = serializers.SerializerMethodField()
+    min_fiat = AmountOut(precision="fiat.precision")
+    max_fiat = AmountOut(precision="fiat.precision")
+    amount = AmountOut(precision="asset.precision")
+    available = AmountOut(precision="asset.precision")
+    payment_methods = serializers.SerializerMethodField()
+    payment_window_minutes = serializers.IntegerField()
+    terms = serializers.CharField()
+    is_active = serializers.BooleanField()
+    maker = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    @extend_schema_field({"type": "string", "nullable": True, "example": "86275.00"})
+    def get_effective_price(self, offer: Offer) -> str | None:
+        price = getattr(offer, "effective_price_db", None)
+        if price is None:
+            price = offer_effective_price(offer)
+        return None if price is None else fmt(price, offer.fiat.precision)
+
+    def get_payment_methods(self, offer: Offer) -> list[str]:
+        return [m.code for m in offer.payment_methods.all()]
+
+    @extend_schema_field(MakerOut)
+    def get_maker(self, offer: Offer) -> dict[str, Any]:
+        stats: dict[int, TraderStats] = self.context.get("maker_stats", {})
+        found = stats.get(offer.maker_id)
+        return {
+            "username": offer.maker.username,
+            "trades": found.trades if found else 0,
+            "completion_rate": found.completion_rate if found else None,
+        }
+
+
+class EventOut(serializers.Serializer):
+    old_state = serializers.CharField()
+    new_state = serializers.CharField()
+    actor = serializers.CharField(source="actor.username", allow_null=True, default=None)
+    actor_role = serializers.CharField()
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TradeOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    offer = serializers.IntegerField(source="offer_id")
+    state = serializers.ChoiceField(choices=Trade.State.choices)
+    buyer = serializers.CharField(source="buyer.username")
+    seller = serializers.CharField(source="seller.username")
+    asset = serializers.CharField(source="asset.code")
+    fiat = serializers.CharField(source="fiat.code")
+    amount = AmountOut(precision="asset.precision")
+    fiat_amount = AmountOut(precision="fiat.precision")
+    price = AmountOut(precision="fiat.precision")
+    fee = AmountOut(precision="asset.precision")
+    seller_fee = AmountOut(precision="asset.precision")
+    buyer_fee = AmountOut(precision="asset.precision")
+    buyer_receives = AmountOut(precision="asset.precision")
+    payment_method = serializers.CharField(
+        source="payment_method.code", allow_null=True, default=None
+    )
+    payment_window_minutes = serializers.IntegerField()
+    payment_deadline = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    terms = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    my_role = serializers.SerializerMethodField()
+    actions = serializers.SerializerMethodField()
+    events = EventOut(many=True, read_only=True)
+
+    def _user(self) -> Any:
+        request = self.context.get("request")
+        return getattr(request, "user", None)
+
+    def get_my_role(self, trade: Trade) -> str | None:
+        return trade.role_of(self._user())
+
+    def get_actions(self, trade: Trade) -> list[str]:
+        """What the requesting user may POST to /trades/{id}/{action}/ right now."""
+        role = trade.role_of(self._user())
+        if role is None:
+            return []
+        return [
+            ACTION_FOR_STATE[s]
+            for s in allowed_moves(trade=trade, role=role)
+            if s in ACTION_FOR_STATE
+        ]

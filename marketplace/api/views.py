@@ -1,0 +1,323 @@
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.selectors import trader_stats_for_users
+from common.api import AmountInput, ApiView, ErrorSerializer
+from common.errors import ValidationFailed
+from common.idempotency import idempotent
+from escrow.models import EscrowEvent
+from marketplace import selectors, services
+from marketplace.api.serializers import OfferOut, TradeOut
+from marketplace.models import Offer, PriceIndex, Trade
+
+ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    409: ErrorSerializer,
+    429: ErrorSerializer,
+}
+
+
+def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
+    return trader_stats_for_users(user_ids=list({o.maker_id for o in offers}))
+
+
+def _decimal_param(request: Request, name: str) -> Decimal | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValidationFailed(
+            f"{name}: not a number.", fields={name: ["Enter a number."]}
+        ) from None
+    if not value.is_finite() or value < 0:
+        raise ValidationFailed(
+            f"{name}: must be a positive number.", fields={name: ["Must be positive."]}
+        )
+    return value
+
+
+def _trades_qs():
+    return Trade.objects.select_related(
+        "asset", "fiat", "buyer", "seller", "payment_method"
+    ).prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
+
+
+class OfferInput(serializers.Serializer):
+    side = serializers.ChoiceField(choices=Offer.Side.choices)
+    asset = serializers.CharField(max_length=12)
+    fiat = serializers.CharField(max_length=3)
+    price_type = serializers.ChoiceField(choices=Offer.PriceType.choices)
+    price = AmountInput(required=False, allow_null=True)
+    margin_percent = AmountInput(required=False, allow_null=True)
+    amount = AmountInput()
+    min_fiat = AmountInput()
+    max_fiat = AmountInput()
+    payment_methods = serializers.ListField(
+        child=serializers.CharField(max_length=32), max_length=3
+    )
+    payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, default=30)
+    terms = serializers.CharField(max_length=2000, allow_blank=True, default="")
+
+
+class OfferPatchInput(serializers.Serializer):
+    price_type = serializers.ChoiceField(choices=Offer.PriceType.choices, required=False)
+    price = AmountInput(required=False, allow_null=True)
+    margin_percent = AmountInput(required=False, allow_null=True)
+    amount = AmountInput(required=False)
+    min_fiat = AmountInput(required=False)
+    max_fiat = AmountInput(required=False)
+    payment_methods = serializers.ListField(
+        child=serializers.CharField(max_length=32), max_length=3, required=False
+    )
+    payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, required=False)
+    terms = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+    is_active = serializers.BooleanField(required=False)
+
+
+class OfferListApi(ApiView):
+    ordering = None  # the book has its own order: best price first
+
+    @extend_schema(
+        operation_id="offers_list",
+        parameters=[
+            OpenApiParameter("side", str, enum=["buy", "sell"], description="The maker's side."),
+            OpenApiParameter("asset", str),
+            OpenApiParameter("fiat", str),
+            OpenApiParameter("payment_method", str),
+            OpenApiParameter(
+                "amount", str, description="A fiat amount the offer's limits must fit."
+            ),
+            OpenApiParameter(
+                "min_completion_rate", str, description="Makers' minimum completion rate, percent."
+            ),
+            OpenApiParameter("maker", str, description="A maker's username."),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: OfferOut(many=True), **ERRORS},
+        description="The order book, best price first for the taker: lowest when the maker sells, highest when the maker buys.",
+    )
+    def get(self, request: Request) -> Response:
+        qs = selectors.offer_book(
+            side=request.query_params.get("side") or None,
+            asset=request.query_params.get("asset") or None,
+            fiat=request.query_params.get("fiat") or None,
+            payment_method=request.query_params.get("payment_method") or None,
+            fiat_amount=_decimal_param(request, "amount"),
+            maker_username=request.query_params.get("maker") or None,
+        )
+        side = request.query_params.get("side")
+        self.ordering = (
+            ("-effective_price_db", "-id") if side == "buy" else ("effective_price_db", "id")
+        )
+        min_rate = _decimal_param(request, "min_completion_rate")
+        page = self.paginator_page(qs)
+        stats = _maker_stats(page["rows"])
+        rows = page["rows"]
+        if min_rate is not None:
+            rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
+        data = OfferOut(rows, many=True, context={"request": request, "maker_stats": stats}).data
+        return page["paginator"].get_paginated_response(data)
+
+    def paginator_page(self, qs: Any) -> dict[str, Any]:
+        from common.api import CursorPage
+
+        paginator = CursorPage()
+        paginator.ordering = self.ordering
+        rows = paginator.paginate_queryset(qs, self.request, view=self)
+        return {"paginator": paginator, "rows": list(rows)}
+
+    @extend_schema(
+        operation_id="offers_create",
+        request=OfferInput,
+        responses={201: OfferOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Sell BTC at index +1.5%",
+                value={
+                    "side": "sell",
+                    "asset": "BTC",
+                    "fiat": "EUR",
+                    "price_type": "floating",
+                    "margin_percent": "1.5",
+                    "amount": "0.5",
+                    "min_fiat": "50",
+                    "max_fiat": "2000",
+                    "payment_methods": ["sepa", "revolut"],
+                    "payment_window_minutes": 30,
+                    "terms": "SEPA from an account in your own name.",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = OfferInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        offer = services.offer_create(maker=request.user, **data.validated_data)
+        offer = selectors.offer_get(offer_id=offer.pk)
+        return Response(
+            OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class OfferDetailApi(ApiView):
+    @extend_schema(operation_id="offers_retrieve", responses={200: OfferOut, **ERRORS})
+    def get(self, request: Request, offer_id: int) -> Response:
+        offer = selectors.offer_get(offer_id=offer_id)
+        return Response(OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data)
+
+    @extend_schema(
+        operation_id="offers_update", request=OfferPatchInput, responses={200: OfferOut, **ERRORS}
+    )
+    def patch(self, request: Request, offer_id: int) -> Response:
+        data = OfferPatchInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.offer_update(offer_id=offer_id, actor=request.user, **data.validated_data)
+        offer = selectors.offer_get(offer_id=offer_id)
+        return Response(OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data)
+
+    @extend_schema(operation_id="offers_destroy", responses={204: None, **ERRORS})
+    def delete(self, request: Request, offer_id: int) -> Response:
+        services.offer_delete(offer_id=offer_id, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class OfferTakeApi(ApiView):
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "OfferTakeInput"
+
+        amount = AmountInput(required=False, help_text="In the asset.")
+        fiat_amount = AmountInput(required=False, help_text="In the offer's fiat.")
+        payment_method = serializers.CharField(required=False, max_length=32)
+
+    @extend_schema(
+        operation_id="offers_take",
+        request=Input,
+        responses={201: TradeOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "By fiat amount",
+                value={"fiat_amount": "250.00", "payment_method": "sepa"},
+                request_only=True,
+            )
+        ],
+        description="Open a trade: the seller's amount is held in escrow at once. 409 when the offer ran out or is paused.",
+    )
+    @idempotent
+    def post(self, request: Request, offer_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        trade = services.offer_take(offer_id=offer_id, taker=request.user, **data.validated_data)
+        return Response(
+            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class MatchApi(ApiView):
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "MatchInput"
+
+        side = serializers.ChoiceField(
+            choices=["buy", "sell"], help_text="What you want to do with the asset."
+        )
+        asset = serializers.CharField(max_length=12)
+        fiat = serializers.CharField(max_length=3)
+        fiat_amount = AmountInput()
+        payment_method = serializers.CharField(required=False, max_length=32)
+
+    @extend_schema(
+        operation_id="match",
+        request=Input,
+        responses={201: TradeOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Quick buy",
+                value={"side": "buy", "asset": "BTC", "fiat": "EUR", "fiat_amount": "100"},
+                request_only=True,
+            )
+        ],
+        description="Quick buy/sell: takes the best offer that fits the amount at once.",
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        trade = services.offer_match(taker=request.user, **data.validated_data)
+        return Response(
+            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class TradeListApi(ApiView):
+    ordering = ("-created_at", "-id")
+
+    @extend_schema(
+        operation_id="trades_list",
+        parameters=[
+            OpenApiParameter("state", str, enum=Trade.State.values),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: TradeOut(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        state = request.query_params.get("state") or None
+        if state and state not in Trade.State.values:
+            raise ValidationFailed(
+                f"state: unknown state {state!r}.", fields={"state": ["Unknown state."]}
+            )
+        qs = selectors.trade_list_for_user(user=request.user, state=state).prefetch_related(
+            Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
+        )
+        return self.paginate(qs, TradeOut)
+
+
+class TradeDetailApi(ApiView):
+    @extend_schema(operation_id="trades_retrieve", responses={200: TradeOut, **ERRORS})
+    def get(self, request: Request, trade_id: int) -> Response:
+        trade = selectors.trade_get_for_user(trade_id=trade_id, user=request.user)
+        return Response(TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data)
+
+
+class PriceOut(serializers.Serializer):
+    asset = serializers.CharField(source="asset.code")
+    fiat = serializers.CharField(source="fiat.code")
+    price = serializers.DecimalField(max_digits=24, decimal_places=8)
+    source = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+
+
+class PriceListApi(ApiView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="prices_list",
+        responses={200: inline_serializer("PriceList", {"results": PriceOut(many=True)})},
+        description="The price index that floating offers follow (fiat per one unit of the asset).",
+    )
+    def get(self, request: Request) -> Response:
+        rows = PriceIndex.objects.select_related("asset", "fiat").order_by(
+            "asset__code", "fiat__code"
+        )
+        return Response({"results": PriceOut(rows, many=True).data})
