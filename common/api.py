@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
 from django.http import Http404
+from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -163,3 +164,16 @@ class ErrorSerializer(serializers.Serializer):
         fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
 
     error = Body()
+
+
+def paginated(serializer: type[serializers.Serializer]) -> serializers.Serializer:
+    """The response schema of a cursor-paginated list of `serializer`."""
+    name = serializer.__name__.removesuffix("Out")
+    return inline_serializer(
+        f"Paginated{name}List",
+        {
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )

@@ -1,6 +1,6 @@
 """/api/v1/: one table of every endpoint (DESIGN.md's REST API)."""
 
-from django.urls import path
+from django.urls import include, path
 
 from accounts.api import views as accounts
 from escrow.api import views as escrow
@@ -37,4 +37,5 @@ urlpatterns = [
         name="api-withdrawals",
     ),
     path("transfers/", ledger.TransferListApi.as_view(), name="api-transfers"),
+    path("", include("notifications.api.urls")),
 ]

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts import services
 from accounts.models import ApiKey
-from common.api import ApiView, ErrorSerializer, IpRateThrottle
+from common.api import ApiView, ErrorSerializer, IpRateThrottle, paginated
 from common.errors import ApplicationError
 from common.idempotency import idempotent
 
@@ -91,7 +91,7 @@ class ApiKeyListApi(ApiView):
             child=serializers.ChoiceField(choices=ApiKey.Scope.choices), min_length=1
         )
 
-    @extend_schema(operation_id="api_keys_list", responses={200: ApiKeyOut(many=True), **ERRORS})
+    @extend_schema(operation_id="api_keys_list", responses={200: paginated(ApiKeyOut), **ERRORS})
     def get(self, request: Request) -> Response:
         return self.paginate(ApiKey.objects.filter(user=request.user), ApiKeyOut)
 

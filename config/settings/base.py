@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "marketplace",
     "escrow",
     "disputes",
+    "notifications",
 ]
 
 # MIDDLEWARE
@@ -88,6 +89,8 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+
+CSRF_FAILURE_VIEW = "common.views.csrf_failure"
 
 # AUTH
 LOGIN_URL = "login"

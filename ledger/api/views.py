@@ -5,7 +5,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import AmountInput, ApiView, ErrorSerializer
+from common.api import AmountInput, ApiView, ErrorSerializer, paginated
 from common.idempotency import idempotent
 from common.money import fmt
 from ledger import selectors, services
@@ -120,7 +120,7 @@ class TransferListApi(ApiView):
     @extend_schema(
         operation_id="transfers_list",
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
-        responses={200: TransferOut(many=True), **ERRORS},
+        responses={200: paginated(TransferOut), **ERRORS},
         description="Your ledger transfers, newest first, with their chain seq and hash once sealed.",
     )
     def get(self, request: Request) -> Response:

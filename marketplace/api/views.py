@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.selectors import trader_stats_for_users
-from common.api import AmountInput, ApiView, ErrorSerializer
+from common.api import AmountInput, ApiView, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
 from escrow.models import EscrowEvent
@@ -108,7 +108,7 @@ class OfferListApi(ApiView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
-        responses={200: OfferOut(many=True), **ERRORS},
+        responses={200: paginated(OfferOut), **ERRORS},
         description="The order book, best price first for the taker: lowest when the maker sells, highest when the maker buys.",
     )
     def get(self, request: Request) -> Response:
@@ -279,7 +279,7 @@ class TradeListApi(ApiView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
-        responses={200: TradeOut(many=True), **ERRORS},
+        responses={200: paginated(TradeOut), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         state = request.query_params.get("state") or None
