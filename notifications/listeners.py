@@ -1,0 +1,1 @@
+"""Hooks into escrow.services.transition_listeners (called on commit of each transition)."""
