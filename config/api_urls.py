@@ -37,5 +37,9 @@ urlpatterns = [
         name="api-withdrawals",
     ),
     path("transfers/", ledger.TransferListApi.as_view(), name="api-transfers"),
+    path("ledger/checkpoints/latest/", ledger.CheckpointLatestApi.as_view(), name="api-checkpoint"),
+    path("ledger/entries/<int:seq>/proof/", ledger.InclusionProofApi.as_view(), name="api-proof"),
+    path("ledger/consistency/", ledger.ConsistencyProofApi.as_view(), name="api-consistency"),
+    path("ledger/public-key/", ledger.PublicKeyApi.as_view(), name="api-public-key"),
     path("", include("notifications.api.urls")),
 ]

@@ -118,6 +118,8 @@ class Transfer(models.Model):
     seq = models.BigIntegerField(null=True, blank=True, unique=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
+    # SHA-256(0x00 || canonical bytes): this entry's leaf in the Merkle tree (index seq - 1).
+    leaf_hash = models.CharField(max_length=64, blank=True)
     sealed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -199,3 +201,58 @@ class Deposit(models.Model):
 
     def __str__(self) -> str:
         return f"Deposit #{self.pk} {self.amount} {self.asset_id} ({self.status})"
+
+
+class MerkleNode(models.Model):
+    """A complete, aligned subtree of the Merkle tree above the leaves: 2**level leaves starting at
+    leaf index * 2**level. Written once by the sequencer; proofs read O(log n) of them."""
+
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["level", "index"], name="one_merkle_node_per_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"node({self.level}, {self.index})"
+
+
+class SigningKey(models.Model):
+    """Every Ed25519 public key that ever signed a checkpoint; old ones stay valid after rotation."""
+
+    key_id = models.CharField(max_length=32, unique=True)
+    public_key = models.CharField(max_length=64, help_text="Raw 32-byte Ed25519 public key, hex")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key_id
+
+
+class Checkpoint(models.Model):
+    """A signed tree head: the Merkle root over entries 1..tree_size and the chain head there."""
+
+    tree_size = models.BigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)
+    chain_head = models.CharField(max_length=64)
+    timestamp = models.CharField(max_length=32, help_text="ISO 8601 UTC, as signed")
+    key_id = models.CharField(max_length=32)
+    signature = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-tree_size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.tree_size}"
+
+    def signed_fields(self) -> dict[str, object]:
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "chain_head": self.chain_head,
+            "timestamp": self.timestamp,
+            "key_id": self.key_id,
+        }

@@ -8,7 +8,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 
-from ledger.models import LedgerAccount, Transfer
+from common.errors import Conflict, NotFound, ValidationFailed
+from ledger import chain, merkle
+from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
+from ledger.services.sealing import transfer_entry, with_stored_tree
 from marketplace.models import Asset
 
 
@@ -63,3 +66,99 @@ def transfer_list_for_user(*, user: Any) -> QuerySet[Transfer]:
         .select_related("asset", "debit_account", "credit_account")
         .order_by("-id")
     )
+
+
+# --- proofs -----------------------------------------------------------------------------------
+
+
+def checkpoint_latest() -> Checkpoint | None:
+    return Checkpoint.objects.order_by("-tree_size").first()
+
+
+def checkpoint_out(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {**checkpoint.signed_fields(), "signature": checkpoint.signature}
+
+
+def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, Any]:
+    """The RFC 9162 audit path of entry `seq` against a signed checkpoint (the latest that holds
+    it, or the one at `tree_size`); only for the user's own entries (staff: any)."""
+    transfer = (
+        Transfer.objects.select_related("asset", "debit_account", "credit_account")
+        .filter(seq=seq)
+        .first()
+    )
+    if transfer is None:
+        raise NotFound(f"seq: no sealed entry {seq}.", fields={"seq": ["No such entry."]})
+    owners = {transfer.debit_account.user_id, transfer.credit_account.user_id}
+    if user.pk not in owners and not user.is_staff:
+        raise NotFound(
+            f"seq: no entry {seq} of yours.", fields={"seq": ["Not one of your entries."]}
+        )
+    if tree_size is None:
+        checkpoint = Checkpoint.objects.filter(tree_size__gte=seq).order_by("-tree_size").first()
+        if checkpoint is None:
+            raise Conflict(
+                f"Entry {seq} is sealed but not yet in a signed checkpoint; retry shortly.",
+                code="not_checkpointed",
+            )
+    else:
+        checkpoint = Checkpoint.objects.filter(tree_size=tree_size).first()
+        if checkpoint is None or tree_size < seq:
+            raise NotFound(
+                f"tree_size: no checkpoint of size {tree_size} holding entry {seq}.",
+                fields={"tree_size": ["Use the size of a checkpoint that includes the entry."]},
+            )
+    path = with_stored_tree(
+        lambda lookup: merkle.inclusion_path(seq - 1, checkpoint.tree_size, lookup)
+    )
+    return {
+        "seq": seq,
+        "leaf_index": seq - 1,
+        "leaf": chain.entry_bytes(transfer_entry(transfer, seq=seq)).hex(),
+        "leaf_hash": transfer.leaf_hash,
+        "tree_size": checkpoint.tree_size,
+        "path": [p.hex() for p in path],
+        "checkpoint": checkpoint_out(checkpoint),
+    }
+
+
+def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
+    """The RFC 9162 proof that the tree of `second` entries extends the tree of `first`."""
+    sealed = (
+        Transfer.objects.filter(seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+        or 0
+    )
+    if not 0 < first <= second:
+        raise ValidationFailed(
+            "first: need 0 < first <= second.", fields={"first": ["Need 0 < first <= second."]}
+        )
+    if second > sealed:
+        raise ValidationFailed(
+            f"second: only {sealed} entries are sealed.", fields={"second": [f"At most {sealed}."]}
+        )
+
+    def compute(lookup: Any) -> tuple[bytes, bytes, list[bytes]]:
+        return (
+            merkle.range_hash(0, first, lookup),
+            merkle.range_hash(0, second, lookup),
+            merkle.consistency_path(first, second, lookup) if first < second else [],
+        )
+
+    first_root, second_root, path = with_stored_tree(compute)
+    return {
+        "first": first,
+        "second": second,
+        "first_root": first_root.hex(),
+        "second_root": second_root.hex(),
+        "path": [p.hex() for p in path],
+    }
+
+
+def public_keys() -> list[dict[str, str]]:
+    return [
+        {"key_id": k, "public_key": p}
+        for k, p in SigningKey.objects.order_by("created_at").values_list("key_id", "public_key")
+    ]

@@ -1,140 +1,195 @@
-"""Re-computing the ledger from its transfers: the hash chain and the balances.
+"""The offline verifier: no database, no Django settings, only the files a user downloaded.
 
-Streaming: transfers are read in chunks in seq order; memory holds one chunk plus one running
-total per account and the still-pending holds.
+    python manage.py export_ledger > ledger.jsonl            # on the server (or the API's data)
+    curl .../api/v1/ledger/checkpoints/latest/ > checkpoint.json
+    curl .../api/v1/ledger/public-key/ > keys.json
+    python -m ledger.verify export ledger.jsonl --checkpoint checkpoint.json --keys keys.json
+    python -m ledger.verify proof proof.json --keys keys.json
+    python -m ledger.verify consistency consistency.json --old old.json --new new.json --keys keys.json
+
+Exit status 0 when everything verifies, 1 naming the first bad sequence number otherwise.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from decimal import Decimal
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
-from django.db.models import Count
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger import chain
-from ledger.models import LedgerAccount, Transfer
-from ledger.services import transfer_entry
-from marketplace.models import Asset
+from ledger import chain, merkle
 
-CHUNK = 5000
-
-
-@dataclass
-class Report:
-    entries: int = 0
-    unsealed: int = 0
-    accounts: int = 0
-    errors: list[str] = field(default_factory=list)
-    first_bad_seq: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def fail(self, message: str, seq: int | None = None) -> None:
-        self.errors.append(message)
-        if seq is not None and self.first_bad_seq is None:
-            self.first_bad_seq = seq
+SIGNED_FIELDS = ("tree_size", "root_hash", "chain_head", "timestamp", "key_id")
 
 
-def _sealed() -> Iterator[Transfer]:
-    qs = Transfer.objects.filter(seq__isnull=False).select_related(
-        "asset", "debit_account", "credit_account"
-    )
-    return qs.order_by("seq").iterator(chunk_size=CHUNK)
+class VerificationError(Exception):
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
-def verify_chain(report: Report, progress: Callable[[int], None] | None = None) -> None:
-    """Each sealed entry must follow the previous one: seq without gaps, prev_hash, its own hash."""
-    expected_seq, prev_hash = 1, chain.GENESIS_HASH
-    for transfer in _sealed():
-        seq = transfer.seq
-        assert seq is not None
-        if seq != expected_seq:
-            report.fail(
-                f"seq {expected_seq}: missing or out of order (found seq {seq} next)", expected_seq
-            )
-            return
-        if transfer.prev_hash != prev_hash:
-            report.fail(f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}", seq)
-            return
-        computed = chain.chain_hash(prev_hash, chain.entry_bytes(transfer_entry(transfer, seq=seq)))
-        if transfer.hash != computed:
-            report.fail(f"seq {seq}: entry was altered (hash mismatch)", seq)
-            return
-        prev_hash = transfer.hash
-        expected_seq += 1
-        report.entries += 1
-        if progress:
-            progress(1)
+def load_keys(data: Any) -> dict[str, str]:
+    """key_id -> public key hex, from /api/v1/ledger/public-key/ output."""
+    keys = data.get("keys", data) if isinstance(data, dict) else data
+    return {k["key_id"]: k["public_key"] for k in keys}
 
 
-def verify_balances(report: Report) -> None:
-    """Replaying every transfer must give each account's stored columns; each asset sums to zero."""
-    totals: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)  # dp, dpo, cp, cpo
-    holds: dict[int, Decimal] = {}
-    first_seq_of: dict[int, int | None] = {}
-    rows = Transfer.objects.order_by("id").values_list(
-        "id", "seq", "flags", "amount", "debit_account_id", "credit_account_id", "pending_id"
-    )
-    for tid, seq, flags, amount, debit, credit, pending_id in rows.iterator(chunk_size=CHUNK):
-        dr, cr = totals[debit], totals[credit]
-        if flags == Transfer.Flags.SINGLE:
-            dr[1] += amount
-            cr[3] += amount
-        elif flags == Transfer.Flags.PENDING:
-            dr[0] += amount
-            cr[2] += amount
-            holds[tid] = amount
-        else:
-            held = holds.pop(pending_id, None)
-            if held is None:
-                report.fail(
-                    f"transfer {tid}: resolves hold {pending_id}, which is not an open hold", seq
-                )
-                continue
-            dr[0] -= held
-            cr[2] -= held
-            if flags == Transfer.Flags.POST_PENDING:
-                dr[1] += amount
-                cr[3] += amount
-        for account_id in (debit, credit):
-            first_seq_of.setdefault(account_id, seq)
-        if seq is None:
-            report.unsealed += 1
-    per_asset: dict[int, Decimal] = defaultdict(Decimal)
-    for account in LedgerAccount.objects.order_by("pk").iterator(chunk_size=CHUNK):
-        report.accounts += 1
-        dp, dpo, cp, cpo = totals.get(account.pk, [Decimal(0)] * 4)
-        stored = (
-            account.debits_pending,
-            account.debits_posted,
-            account.credits_pending,
-            account.credits_posted,
+def verify_checkpoint_signature(checkpoint: dict[str, Any], keys: dict[str, str]) -> None:
+    public = keys.get(checkpoint.get("key_id", ""))
+    if public is None:
+        raise VerificationError(
+            f"checkpoint {checkpoint.get('tree_size')}: unknown key {checkpoint.get('key_id')!r}"
         )
-        if stored != (dp, dpo, cp, cpo):
-            report.fail(
-                f"account {account.code}: stored balances {tuple(map(str, stored))} differ from the "
-                f"replayed transfers {(str(dp), str(dpo), str(cp), str(cpo))}",
-                first_seq_of.get(account.pk),
+    fields = {name: checkpoint[name] for name in SIGNED_FIELDS}
+    message = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)).verify(
+            bytes.fromhex(checkpoint["signature"]), message
+        )
+    except (InvalidSignature, ValueError):
+        raise VerificationError(f"checkpoint {checkpoint['tree_size']}: bad signature") from None
+
+
+def verify_export(lines: Iterable[str], checkpoint: dict[str, Any], keys: dict[str, str]) -> int:
+    """Re-compute the chain and the Merkle root of an export up to the checkpoint; streaming."""
+    verify_checkpoint_signature(checkpoint, keys)
+    size = int(checkpoint["tree_size"])
+    tree = merkle.StreamingRoot()
+    prev_hash, expected = chain.GENESIS_HASH, 1
+    for line in lines:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        seq = row["seq"]
+        if seq != expected:
+            raise VerificationError(
+                f"seq {expected}: missing or out of order (found {seq})", expected
             )
-        if account.kind != LedgerAccount.Kind.WORLD and dpo + dp > cpo:
-            report.fail(f"account {account.code}: overdrawn", first_seq_of.get(account.pk))
-        per_asset[account.asset_id] += account.credits_posted - account.debits_posted
-    codes = dict(Asset.objects.values_list("pk", "code"))
-    for asset_id, total in per_asset.items():
-        if total != 0:
-            report.fail(f"asset {codes.get(asset_id)}: balances sum to {total}, not zero")
+        entry = row["entry"]
+        if entry.get("seq") != seq:
+            raise VerificationError(f"seq {seq}: the entry names seq {entry.get('seq')}", seq)
+        data = chain.entry_bytes(entry)
+        if row.get("prev_hash") != prev_hash:
+            raise VerificationError(f"seq {seq}: prev_hash does not match the previous entry", seq)
+        digest = chain.chain_hash(prev_hash, data)
+        if row.get("hash") != digest:
+            raise VerificationError(f"seq {seq}: entry was altered (hash mismatch)", seq)
+        tree.append(merkle.leaf_hash(data))
+        prev_hash, expected = digest, expected + 1
+        if seq == size:
+            break
+    if tree.size < size:
+        raise VerificationError(
+            f"seq {tree.size + 1}: export ends before the checkpoint's {size} entries",
+            tree.size + 1,
+        )
+    if tree.root().hex() != checkpoint["root_hash"]:
+        raise VerificationError(
+            f"checkpoint {size}: Merkle root differs from the export's entries", size
+        )
+    if prev_hash != checkpoint["chain_head"]:
+        raise VerificationError(f"checkpoint {size}: chain head differs from the export", size)
+    return size
 
 
-def sealed_count() -> int:
-    return Transfer.objects.filter(seq__isnull=False).aggregate(n=Count("id"))["n"]
+def verify_proof(proof: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """An inclusion proof from /api/v1/ledger/entries/{seq}/proof/: the leaf is in the signed tree."""
+    checkpoint = proof["checkpoint"]
+    verify_checkpoint_signature(checkpoint, keys)
+    leaf = bytes.fromhex(proof["leaf"])
+    leaf_hash = merkle.leaf_hash(leaf)
+    if leaf_hash.hex() != proof["leaf_hash"]:
+        raise VerificationError("leaf_hash is not the hash of leaf", proof["seq"])
+    entry = json.loads(leaf)
+    if entry.get("seq") != proof["seq"]:
+        raise VerificationError("the leaf is a different entry", proof["seq"])
+    ok = merkle.verify_inclusion(
+        proof["seq"] - 1,
+        int(checkpoint["tree_size"]),
+        leaf_hash,
+        [bytes.fromhex(p) for p in proof["path"]],
+        bytes.fromhex(checkpoint["root_hash"]),
+    )
+    if not ok:
+        raise VerificationError(
+            "the audit path does not lead to the checkpoint's root", proof["seq"]
+        )
+    return entry
 
 
-def verify_ledger(progress: Callable[[int], None] | None = None) -> Report:
-    report = Report()
-    verify_chain(report, progress)
-    verify_balances(report)
-    return report
+def verify_consistency(
+    proof: dict[str, Any], old: dict[str, Any], new: dict[str, Any], keys: dict[str, str]
+) -> None:
+    """Two signed checkpoints and a consistency proof: the newer extends the older, append-only."""
+    verify_checkpoint_signature(old, keys)
+    verify_checkpoint_signature(new, keys)
+    if (proof["first"], proof["second"]) != (old["tree_size"], new["tree_size"]):
+        raise VerificationError("the proof is for other tree sizes")
+    ok = merkle.verify_consistency(
+        proof["first"],
+        proof["second"],
+        bytes.fromhex(old["root_hash"]),
+        bytes.fromhex(new["root_hash"]),
+        [bytes.fromhex(p) for p in proof["path"]],
+    )
+    if not ok:
+        raise VerificationError("history was rewritten: the checkpoints are not consistent")
+
+
+def _open(path: str) -> Any:
+    return contextlib.nullcontext(sys.stdin) if path == "-" else Path(path).open()
+
+
+def _json(path: str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ledger.verify", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="check an export_ledger file against a checkpoint")
+    export.add_argument("export", help="JSON lines from `manage.py export_ledger` ('-' for stdin)")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--keys", required=True)
+    proof = sub.add_parser("proof", help="check an inclusion proof")
+    proof.add_argument("proof")
+    proof.add_argument("--keys", required=True)
+    consistency = sub.add_parser(
+        "consistency", help="check a consistency proof between checkpoints"
+    )
+    consistency.add_argument("proof")
+    consistency.add_argument("--old", required=True)
+    consistency.add_argument("--new", required=True)
+    consistency.add_argument("--keys", required=True)
+    args = parser.parse_args(argv)
+    try:
+        keys = load_keys(_json(args.keys))
+        if args.command == "export":
+            with _open(args.export) as stream:
+                size = verify_export(stream, _json(args.checkpoint), keys)
+            print(f"OK: {size} entries chain correctly and match the signed checkpoint")
+        elif args.command == "proof":
+            entry = verify_proof(_json(args.proof), keys)
+            print(
+                f"OK: entry {entry['seq']} ({entry['kind']} {entry['amount']} {entry['asset']}) is in the signed ledger"
+            )
+        else:
+            verify_consistency(_json(args.proof), _json(args.old), _json(args.new), keys)
+            print("OK: the newer checkpoint extends the older one; no history was rewritten")
+    except VerificationError as exc:
+        where = f" (first bad seq: {exc.seq})" if exc.seq else ""
+        print(f"FAILED: {exc}{where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

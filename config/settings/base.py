@@ -179,6 +179,9 @@ TAKER_FEE_RATE = Decimal(env("TAKER_FEE_RATE", default="0.002"))
 DISPUTE_DELAY = timedelta(minutes=env.int("DISPUTE_DELAY_MINUTES", default=10))
 SETTLEMENT_REQUEUE_AFTER = timedelta(seconds=env.int("SETTLEMENT_REQUEUE_SECONDS", default=60))
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=1000)
+LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=1000)
+# The Ed25519 seed (32 bytes, hex) that signs checkpoints; see config/settings/local.py for make run.
+LEDGER_SIGNING_KEY = env("LEDGER_SIGNING_KEY", default="")
 CHAIN_ADAPTER = env("CHAIN_ADAPTER", default="ledger.adapters.ManualChainAdapter")
 
 # LOGGING
@@ -187,4 +190,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}
+
+# WEBHOOKS
+# Retries of a failed delivery wait base * 2^attempts seconds (capped), up to the max attempts.
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=1.0)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE["notifications-sweep-webhooks"] = {
+    "task": "notifications.tasks.sweep_webhooks",
+    "schedule": 30.0,
 }

@@ -1,8 +1,18 @@
 """`make run`: SQLite and in-process tasks unless DATABASE_URL / REDIS_URL are set."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import BASE_DIR, LEDGER_SIGNING_KEY, env
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="local-dev-only-not-secret")
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# make run: a local checkpoint key, created on first use and kept out of git.
+_KEY_FILE = BASE_DIR / ".ledger-signing-key"
+if not LEDGER_SIGNING_KEY:
+    if not _KEY_FILE.exists():
+        import secrets
+
+        _KEY_FILE.write_text(secrets.token_hex(32))
+        _KEY_FILE.chmod(0o600)
+    LEDGER_SIGNING_KEY = _KEY_FILE.read_text().strip()

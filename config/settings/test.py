@@ -11,3 +11,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# A fixed, public, test-only checkpoint key, so the test process and its Celery worker agree.
+LEDGER_SIGNING_KEY = env(
+    "LEDGER_SIGNING_KEY", default="9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+)
+LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=4)

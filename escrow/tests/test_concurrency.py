@@ -18,7 +18,7 @@ from escrow import services
 from escrow.models import Settlement
 from ledger import services as ledger
 from ledger.models import Transfer
-from ledger.verify import verify_ledger
+from ledger.replay import verify_ledger
 from marketplace import services as market
 from marketplace.models import Offer, Trade
 from marketplace.tests.factories import fund, make_offer, make_trade

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api import AmountInput, ApiView, ErrorSerializer, paginated
+from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
 from ledger import selectors, services
@@ -125,3 +127,112 @@ class TransferListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         return self.paginate(selectors.transfer_list_for_user(user=request.user), TransferOut)
+
+
+# --- the verifiable ledger ----------------------------------------------------------------------
+
+
+class CheckpointOut(serializers.Serializer):
+    tree_size = serializers.IntegerField()
+    root_hash = serializers.CharField()
+    chain_head = serializers.CharField()
+    timestamp = serializers.CharField()
+    key_id = serializers.CharField()
+    signature = serializers.CharField()
+
+
+class ProofOut(serializers.Serializer):
+    seq = serializers.IntegerField()
+    leaf_index = serializers.IntegerField()
+    leaf = serializers.CharField(help_text="The entry's canonical bytes, hex.")
+    leaf_hash = serializers.CharField()
+    tree_size = serializers.IntegerField()
+    path = serializers.ListField(child=serializers.CharField())
+    checkpoint = CheckpointOut()
+
+
+class ConsistencyOut(serializers.Serializer):
+    first = serializers.IntegerField()
+    second = serializers.IntegerField()
+    first_root = serializers.CharField()
+    second_root = serializers.CharField()
+    path = serializers.ListField(child=serializers.CharField())
+
+
+class PublicKeyOut(serializers.Serializer):
+    key_id = serializers.CharField()
+    public_key = serializers.CharField(help_text="Raw 32-byte Ed25519 public key, hex.")
+
+
+def _int_param(request: Request, name: str, *, required: bool) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        if required:
+            raise ValidationFailed(f"{name}: required.", fields={name: ["Required."]})
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValidationFailed(
+            f"{name}: a positive whole number.", fields={name: ["A positive whole number."]}
+        )
+    return int(raw)
+
+
+class CheckpointLatestApi(ApiView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_checkpoint_latest",
+        responses={200: CheckpointOut, 404: ErrorSerializer, 429: ErrorSerializer},
+        description="The latest signed tree head. Its signature covers the other fields as sorted-key compact JSON.",
+    )
+    def get(self, request: Request) -> Response:
+        checkpoint = selectors.checkpoint_latest()
+        if checkpoint is None:
+            raise NotFound("No checkpoint has been signed yet.")
+        return Response(selectors.checkpoint_out(checkpoint))
+
+
+class InclusionProofApi(ApiView):
+    @extend_schema(
+        operation_id="ledger_entry_proof",
+        parameters=[
+            OpenApiParameter(
+                "tree_size", int, description="A checkpoint's size (default: the latest)."
+            )
+        ],
+        responses={200: ProofOut, **ERRORS},
+        description="RFC 9162 inclusion proof of one of your entries against a signed checkpoint.",
+    )
+    def get(self, request: Request, seq: int) -> Response:
+        tree_size = _int_param(request, "tree_size", required=False)
+        return Response(selectors.inclusion_proof(seq=seq, tree_size=tree_size, user=request.user))
+
+
+class ConsistencyProofApi(ApiView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_consistency",
+        parameters=[
+            OpenApiParameter("first", int, required=True),
+            OpenApiParameter("second", int, required=True),
+        ],
+        responses={200: ConsistencyOut, 400: ErrorSerializer, 429: ErrorSerializer},
+        description="RFC 9162 consistency proof: the tree of `second` entries extends the tree of `first`.",
+    )
+    def get(self, request: Request) -> Response:
+        first = _int_param(request, "first", required=True)
+        second = _int_param(request, "second", required=True)
+        return Response(selectors.consistency_proof(first=first, second=second))
+
+
+class PublicKeyApi(ApiView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="ledger_public_keys",
+        responses={200: inline_serializer("PublicKeys", {"keys": PublicKeyOut(many=True)})},
+        description="Every key that signed checkpoints, old ones included (they stay valid after a rotation).",
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"keys": selectors.public_keys()})

@@ -153,7 +153,7 @@ class SentAdapter:
 
 
 def test_an_automatic_adapter_posts_or_voids(alice, monkeypatch):
-    monkeypatch.setattr(services, "get_chain_adapter", SentAdapter)
+    monkeypatch.setattr("ledger.services.funds.get_chain_adapter", SentAdapter)
     fund(alice, "BTC", "3")
     ok = services.withdrawal_request(user=alice, asset_code="BTC", amount="0.5", address="a")
     bad = services.withdrawal_request(user=alice, asset_code="BTC", amount="2", address="a")

@@ -12,8 +12,8 @@ from escrow import services as escrow
 from escrow.models import Settlement
 from ledger import chain
 from ledger.models import LedgerAccount, Transfer
+from ledger.replay import verify_ledger
 from ledger.services import ledger_seal_pending, transfer_entry
-from ledger.verify import verify_ledger
 from marketplace.tests.factories import fund, make_trade
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +33,11 @@ def sealed_ledger(alice, bob):
 
 
 def _sql(statement: str, params: list) -> None:
+    """Tamper as the database superuser would: with the append-only triggers switched off."""
     with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
         cursor.execute(statement, params)
+        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
 
 
 def test_a_clean_ledger_verifies(sealed_ledger, capsys):

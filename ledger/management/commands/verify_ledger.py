@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from ledger.verify import sealed_count, verify_ledger
+from ledger.replay import sealed_count, verify_ledger
 
 
 class Command(BaseCommand):

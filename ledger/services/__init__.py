@@ -1,0 +1,44 @@
+"""Every write to ledger accounts, transfers and the chain. Nothing else in the project writes
+them. Split by concern; import from here."""
+
+from ledger.services.funds import (
+    deposit_confirm,
+    deposit_credit,
+    withdrawal_confirm,
+    withdrawal_process,
+    withdrawal_reject,
+    withdrawal_request,
+)
+from ledger.services.sealing import (
+    checkpoint_create,
+    ledger_seal_pending,
+    transfer_entry,
+)
+from ledger.services.transfers import (
+    account_escrow,
+    account_fees,
+    account_for_user,
+    account_world,
+    transfer_post,
+    transfer_post_pending,
+    transfer_void_pending,
+)
+
+__all__ = [
+    "account_escrow",
+    "account_fees",
+    "account_for_user",
+    "account_world",
+    "checkpoint_create",
+    "deposit_confirm",
+    "deposit_credit",
+    "ledger_seal_pending",
+    "transfer_entry",
+    "transfer_post",
+    "transfer_post_pending",
+    "transfer_void_pending",
+    "withdrawal_confirm",
+    "withdrawal_process",
+    "withdrawal_reject",
+    "withdrawal_request",
+]

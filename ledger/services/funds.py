@@ -1,0 +1,171 @@
+"""Deposits and withdrawals through the chain adapter; each one durable transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from common.errors import InvalidTransition, NotFound, ValidationFailed
+from common.money import parse_amount
+from ledger.adapters import get_chain_adapter
+from ledger.models import Deposit, Transfer, Withdrawal
+from ledger.services.transfers import (
+    account_for_user,
+    account_world,
+    transfer_post,
+    transfer_post_pending,
+    transfer_void_pending,
+)
+from marketplace.models import Asset
+
+logger = logging.getLogger(__name__)
+
+
+# --- deposits and withdrawals -----------------------------------------------------------------
+
+
+def _asset(code: str) -> Asset:
+    try:
+        return Asset.objects.get(code=code.upper(), is_active=True)
+    except Asset.DoesNotExist:
+        raise NotFound(
+            f"asset: unknown asset {code!r}.", fields={"asset": ["Unknown asset."]}
+        ) from None
+
+
+def deposit_credit(
+    *, user: Any, asset_code: str, amount: Any, reference: str, actor: Any
+) -> Deposit:
+    """Credit a confirmed deposit to the user's available balance (world -> user), once."""
+    asset = _asset(asset_code)
+    value = parse_amount(amount, precision=asset.precision, field="amount")
+    with transaction.atomic(durable=True):
+        deposit = Deposit.objects.create(
+            user=user, asset=asset, amount=value, reference=reference, status=Deposit.Status.PENDING
+        )
+        return _deposit_credit_locked(deposit=deposit, actor=actor)
+
+
+def deposit_confirm(*, deposit_id: int, actor: Any) -> Deposit:
+    """A moderator confirms a pending deposit: it is credited exactly once."""
+    with transaction.atomic(durable=True):
+        deposit = (
+            Deposit.objects.select_for_update().select_related("asset", "user").get(pk=deposit_id)
+        )
+        if deposit.status != Deposit.Status.PENDING:
+            raise InvalidTransition(f"Deposit #{deposit.pk} is already {deposit.status}.")
+        return _deposit_credit_locked(deposit=deposit, actor=actor)
+
+
+def _deposit_credit_locked(*, deposit: Deposit, actor: Any) -> Deposit:
+    deposit.transfer = transfer_post(
+        idempotency_key=f"deposit:{deposit.pk}",
+        debit=account_world(asset=deposit.asset),
+        credit=account_for_user(user=deposit.user, asset=deposit.asset),
+        amount=deposit.amount,
+        kind=Transfer.Kind.DEPOSIT,
+        memo=deposit.reference[:200],
+    )
+    deposit.status = Deposit.Status.CREDITED
+    deposit.confirmed_by = actor
+    deposit.save(update_fields=["transfer", "status", "confirmed_by"])
+    return deposit
+
+
+def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str) -> Withdrawal:
+    """Hold the amount at once (user -> world, pending); a worker hands it to the chain adapter."""
+    asset = _asset(asset_code)
+    value = parse_amount(amount, precision=asset.precision, field="amount")
+    address = (address or "").strip()
+    if not address:
+        raise ValidationFailed(
+            "address: a destination address is required.", fields={"address": ["Required."]}
+        )
+    get_chain_adapter().validate_address(asset=asset, address=address)
+    with transaction.atomic(durable=True):
+        withdrawal = Withdrawal.objects.create(
+            user=user, asset=asset, amount=value, address=address
+        )
+        withdrawal.hold = transfer_post(
+            idempotency_key=f"withdrawal:{withdrawal.pk}:hold",
+            debit=account_for_user(user=user, asset=asset),
+            credit=account_world(asset=asset),
+            amount=value,
+            kind=Transfer.Kind.WITHDRAWAL,
+            pending=True,
+        )
+        withdrawal.save(update_fields=["hold"])
+        transaction.on_commit(lambda: _queue_withdrawal(withdrawal.pk))
+    return withdrawal
+
+
+def _queue_withdrawal(withdrawal_id: int) -> None:
+    from ledger.tasks import process_withdrawal
+
+    process_withdrawal.delay(withdrawal_id)
+
+
+def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
+    """Hand a requested withdrawal to the chain adapter; post or void by its answer. Safe twice."""
+    with transaction.atomic(durable=True):
+        withdrawal = (
+            Withdrawal.objects.select_for_update(of=("self",))
+            .select_related("asset", "hold")
+            .get(pk=withdrawal_id)
+        )
+        if withdrawal.status != Withdrawal.Status.REQUESTED:
+            return withdrawal
+        result = get_chain_adapter().submit_withdrawal(withdrawal=withdrawal)
+        if result.status == "sent":
+            _withdrawal_finish(withdrawal, completed=True, txid=result.txid)
+        elif result.status == "failed":
+            _withdrawal_finish(withdrawal, completed=False, reason=result.reason)
+        else:
+            withdrawal.status = Withdrawal.Status.SUBMITTED
+            withdrawal.save(update_fields=["status", "updated_at"])
+        return withdrawal
+
+
+def withdrawal_confirm(*, withdrawal_id: int, txid: str, actor: Any) -> Withdrawal:
+    """The adapter (or a moderator, for the manual adapter) confirms it was sent: post the hold."""
+    return _withdrawal_decide(withdrawal_id=withdrawal_id, completed=True, txid=txid, reason="")
+
+
+def withdrawal_reject(*, withdrawal_id: int, reason: str, actor: Any) -> Withdrawal:
+    """Sending failed or was refused: void the hold back to the user's available balance."""
+    return _withdrawal_decide(withdrawal_id=withdrawal_id, completed=False, txid="", reason=reason)
+
+
+def _withdrawal_decide(
+    *, withdrawal_id: int, completed: bool, txid: str, reason: str
+) -> Withdrawal:
+    with transaction.atomic(durable=True):
+        withdrawal = (
+            Withdrawal.objects.select_for_update(of=("self",))
+            .select_related("hold")
+            .get(pk=withdrawal_id)
+        )
+        if withdrawal.status not in (Withdrawal.Status.REQUESTED, Withdrawal.Status.SUBMITTED):
+            raise InvalidTransition(f"Withdrawal #{withdrawal.pk} is already {withdrawal.status}.")
+        _withdrawal_finish(withdrawal, completed=completed, txid=txid, reason=reason)
+        return withdrawal
+
+
+def _withdrawal_finish(
+    withdrawal: Withdrawal, *, completed: bool, txid: str = "", reason: str = ""
+) -> None:
+    if completed:
+        transfer_post_pending(
+            idempotency_key=f"withdrawal:{withdrawal.pk}:post", pending=withdrawal.hold
+        )
+        withdrawal.status = Withdrawal.Status.COMPLETED
+        withdrawal.txid = txid
+    else:
+        transfer_void_pending(
+            idempotency_key=f"withdrawal:{withdrawal.pk}:void", pending=withdrawal.hold
+        )
+        withdrawal.status = Withdrawal.Status.FAILED
+        withdrawal.failure_reason = reason[:200]
+    withdrawal.save(update_fields=["status", "txid", "failure_reason", "updated_at"])
