@@ -17,6 +17,7 @@ from django.utils import timezone
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
+from ledger.models import LedgerAccount
 from marketplace.models import Offer, Trade
 
 logger = logging.getLogger(__name__)
@@ -246,45 +247,108 @@ def trade_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
 # --- settlement -------------------------------------------------------------------------------
 
 
-def settlement_execute(*, settlement_id: int) -> Settlement:
-    """Post a queued settlement's transfers and finish the trade; exactly once, safe to re-run."""
+def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
+    """Settle this settlement, plus up to batch_size - 1 other pending ones that no other worker
+    holds (FOR UPDATE SKIP LOCKED), in one transaction; each exactly once, safe to re-run.
+    Returns how many were settled."""
     with transaction.atomic(durable=True):
-        settlement = Settlement.objects.select_for_update().get(pk=settlement_id)
-        if settlement.status == Settlement.Status.DONE:
-            return settlement
-        trade = (
-            Trade.objects.select_for_update(of=("self",))
-            .select_related("asset", "escrow_hold__credit_account", "escrow_hold__debit_account")
-            .get(pk=settlement.trade_id)
+        # This one first (waiting if another worker has it: then it is done when we get it)...
+        claimed = list(
+            Settlement.objects.select_for_update().filter(
+                pk=settlement_id, status=Settlement.Status.PENDING
+            )
         )
+        if batch_size > len(claimed):
+            # ... then whatever else is pending and free, so busy workers share the backlog.
+            claimed += list(
+                Settlement.objects.select_for_update(skip_locked=True)
+                .filter(status=Settlement.Status.PENDING)
+                .exclude(pk=settlement_id)
+                .order_by("queued_at", "pk")[: batch_size - len(claimed)]
+            )
+        return _settle_claimed(claimed)
+
+
+def settlements_execute_pending(*, batch_size: int = 200) -> int:
+    """Claim a batch of pending settlements no other worker holds and settle them together."""
+    with transaction.atomic(durable=True):
+        claimed = list(
+            Settlement.objects.select_for_update(skip_locked=True)
+            .filter(status=Settlement.Status.PENDING)
+            .order_by("queued_at", "pk")[:batch_size]
+        )
+        return _settle_claimed(claimed)
+
+
+def _settle_claimed(claimed: list[Settlement]) -> int:
+    if not claimed:
+        return 0
+    trades = {
+        t.pk: t
+        for t in Trade.objects.select_for_update(of=("self",))
+        .select_related(
+            "asset", "buyer", "escrow_hold__credit_account", "escrow_hold__debit_account"
+        )
+        .filter(pk__in=sorted(s.trade_id for s in claimed))
+        .order_by("pk")
+    }
+    _lock_batch_accounts(trades.values())
+    settled = 0
+    for settlement in claimed:
+        try:
+            # A savepoint each: one settlement that fails stays pending (the sweeper retries it)
+            # without undoing the others.
+            with transaction.atomic():
+                _settle_one(settlement, trades[settlement.trade_id])
+            settled += 1
+        except Exception:
+            logger.exception("settlement %s failed; it stays pending", settlement.pk)
+    return settled
+
+
+def _lock_batch_accounts(trades: Any) -> None:
+    """Lock every account the batch touches up front, in pk order: two workers settling
+    overlapping batches (the same buyer, the fee account) queue instead of deadlocking."""
+    ids: set[int] = set()
+    for trade in trades:
         hold = trade.escrow_hold
-        escrow_account = hold.credit_account
-        key = f"trade:{trade.pk}"
-        if settlement.kind == Settlement.Kind.RELEASE:
-            ledger.transfer_post_pending(idempotency_key=f"{key}:post", pending=hold)
-            _pay_out(trade, escrow_account, buyer_gets=trade.buyer_receives, fee=trade.fee)
-            final = S.COMPLETED
-        elif settlement.kind == Settlement.Kind.REFUND:
-            ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
-            final = S.REFUNDED
+        ids.update({hold.debit_account_id, hold.credit_account_id})
+        ids.add(ledger.account_for_user(user=trade.buyer, asset=trade.asset).pk)
+        ids.add(ledger.account_fees(asset=trade.asset).pk)
+    list(
+        LedgerAccount.objects.select_for_update()
+        .filter(pk__in=sorted(ids))
+        .order_by("pk")
+        .values_list("pk")
+    )
+
+
+def _settle_one(settlement: Settlement, trade: Trade) -> None:
+    hold = trade.escrow_hold
+    escrow_account = hold.credit_account
+    key = f"trade:{trade.pk}"
+    if settlement.kind == Settlement.Kind.RELEASE:
+        ledger.transfer_post_pending(idempotency_key=f"{key}:post", pending=hold)
+        _pay_out(trade, escrow_account, buyer_gets=trade.buyer_receives, fee=trade.fee)
+        final = S.COMPLETED
+    elif settlement.kind == Settlement.Kind.REFUND:
+        ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
+        final = S.REFUNDED
+    else:
+        share = settlement.buyer_amount or Decimal(0)
+        if share > 0:
+            ledger.transfer_post_pending(idempotency_key=f"{key}:post", pending=hold, amount=share)
+            _pay_out(trade, escrow_account, buyer_gets=share, fee=Decimal(0))
         else:
-            share = settlement.buyer_amount or Decimal(0)
-            if share > 0:
-                ledger.transfer_post_pending(
-                    idempotency_key=f"{key}:post", pending=hold, amount=share
-                )
-                _pay_out(trade, escrow_account, buyer_gets=share, fee=Decimal(0))
-            else:
-                ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
-            final = S.SPLIT
-        _escrow_transition(
-            trade_id=trade.pk, to=final, actor=None, reason=f"settled ({settlement.kind})"
-        )
-        settlement.status = Settlement.Status.DONE
-        settlement.attempts += 1
-        settlement.settled_at = timezone.now()
-        settlement.save(update_fields=["status", "attempts", "settled_at"])
-        return settlement
+            ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
+        final = S.SPLIT
+    _escrow_transition(
+        trade_id=trade.pk, to=final, actor=None, reason=f"settled ({settlement.kind})"
+    )
+    settlement.status = Settlement.Status.DONE
+    settlement.attempts += 1
+    settlement.settled_at = timezone.now()
+    settlement.save(update_fields=["status", "attempts", "settled_at"])
 
 
 def _pay_out(trade: Trade, escrow_account: Any, *, buyer_gets: Decimal, fee: Decimal) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 
 from escrow import services
-from escrow.models import Settlement
 
 
 @shared_task(
@@ -16,13 +16,23 @@ from escrow.models import Settlement
     retry_backoff_max=60,
     max_retries=None,
 )
-def settle(settlement_id: int) -> str:
+def settle(settlement_id: int) -> int:
     # Database hiccups are retried; anything else is left to the sweeper, which re-queues
     # every settlement still pending after SETTLEMENT_REQUEUE_AFTER.
-    try:
-        return services.settlement_execute(settlement_id=settlement_id).status
-    except Settlement.DoesNotExist:
-        return "missing"
+    return services.settlement_execute(
+        settlement_id=settlement_id, batch_size=settings.SETTLEMENT_BATCH_SIZE
+    )
+
+
+@shared_task(acks_late=True)
+def settle_pending() -> int:
+    """Beat's catch-up: settle whatever is pending in batches (after an outage, a backlog)."""
+    total = 0
+    while settled := services.settlements_execute_pending(
+        batch_size=settings.SETTLEMENT_BATCH_SIZE
+    ):
+        total += settled
+    return total
 
 
 @shared_task(acks_late=True)

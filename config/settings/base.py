@@ -129,6 +129,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "escrow-expire-overdue": {"task": "escrow.tasks.expire_overdue_trades", "schedule": 15.0},
     "escrow-sweep-settlements": {"task": "escrow.tasks.sweep_settlements", "schedule": 30.0},
+    "escrow-settle-pending": {"task": "escrow.tasks.settle_pending", "schedule": 60.0},
     "ledger-seal": {"task": "ledger.tasks.seal_pending", "schedule": 5.0},
     "ledger-process-withdrawals": {"task": "ledger.tasks.sweep_withdrawals", "schedule": 30.0},
 }
@@ -177,6 +178,7 @@ SPECTACULAR_SETTINGS = {
 MAKER_FEE_RATE = Decimal(env("MAKER_FEE_RATE", default="0.001"))
 TAKER_FEE_RATE = Decimal(env("TAKER_FEE_RATE", default="0.002"))
 DISPUTE_DELAY = timedelta(minutes=env.int("DISPUTE_DELAY_MINUTES", default=10))
+SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=100)
 SETTLEMENT_REQUEUE_AFTER = timedelta(seconds=env.int("SETTLEMENT_REQUEUE_SECONDS", default=60))
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=1000)
 LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=1000)

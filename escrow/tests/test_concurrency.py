@@ -181,3 +181,35 @@ def test_withdrawals_racing_a_take_never_overdraw(alice, bob, carol):
             "AND debits_posted + debits_pending > credits_posted"
         )
         assert cursor.fetchone()[0] == 0
+
+
+def test_workers_settle_batches_in_parallel_into_one_chain(alice, bob, carol, monkeypatch):
+    # given 30 released trades whose settlements wait in the outbox
+    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    fund(alice, "BTC", "5")
+    fund(carol, "BTC", "5")
+    offers = [make_offer(alice, amount="2"), make_offer(carol, amount="2")]
+    trades = []
+    for i in range(30):
+        trade = market.offer_take(offer_id=offers[i % 2].pk, taker=bob, amount="0.01")
+        services.trade_mark_paid(trade_id=trade.pk, actor=bob)
+        services.escrow_release(trade_id=trade.pk, actor=trade.seller)
+        trades.append(trade)
+    # when four workers claim batches (SKIP LOCKED) while two sequencers seal, all at once
+    calls: list[Callable[[], object]] = [
+        lambda: services.settlements_execute_pending(batch_size=4) for _ in range(4)
+    ]
+    calls += [ledger.ledger_seal_pending for _ in range(2)]
+    for _ in range(4):
+        results = run_at_once(calls)
+        assert not [r for r in results if isinstance(r, Exception)], results
+    ledger.ledger_seal_pending()
+    # then every trade completed once, and the chain is one sequence without gaps or forks
+    assert set(
+        Trade.objects.filter(pk__in=[t.pk for t in trades]).values_list("state", flat=True)
+    ) == {Trade.State.COMPLETED}
+    assert Transfer.objects.filter(kind="trade_payout").count() == 30
+    seqs = list(Transfer.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    report = verify_ledger()
+    assert report.ok, report.errors
