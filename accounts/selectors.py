@@ -10,13 +10,17 @@ from django.db.models import Count, Q
 
 from marketplace.models import Trade
 
-FINISHED = [
-    Trade.State.COMPLETED,
-    Trade.State.CANCELLED,
-    Trade.State.EXPIRED,
-    Trade.State.REFUNDED,
-    Trade.State.SPLIT,
-]
+# Which finished trades count against a side's completion rate: a buyer who cancels, lets the
+# window run out or loses a dispute didn't complete; a seller fails only by a dispute split.
+FINISHED = {
+    "buyer": [
+        Trade.State.COMPLETED,
+        Trade.State.CANCELLED,
+        Trade.State.EXPIRED,
+        Trade.State.REFUNDED,
+    ],
+    "seller": [Trade.State.COMPLETED, Trade.State.SPLIT],
+}
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,12 @@ class TraderStats:
 
 
 def trader_stats_for_users(*, user_ids: list[int]) -> dict[int, TraderStats]:
-    """Completed trades and completion rate (completed / finished) per user, in one query each side."""
+    """Completed trades and completion rate per user (completed / the finished trades that count
+    against that side), in one query per side."""
     stats: dict[int, dict[str, int]] = {uid: {"done": 0, "finished": 0} for uid in user_ids}
     for side in ("buyer", "seller"):
         rows = (
-            Trade.objects.filter(**{f"{side}_id__in": user_ids}, state__in=FINISHED)
+            Trade.objects.filter(**{f"{side}_id__in": user_ids}, state__in=FINISHED[side])
             .values(f"{side}_id")
             .annotate(done=Count("id", filter=Q(state=Trade.State.COMPLETED)), finished=Count("id"))
         )

@@ -119,7 +119,8 @@ class CursorPage(CursorPagination):
 
 
 class ApiView(APIView):
-    """Auth, scopes, throttles and X-RateLimit-* headers shared by every endpoint."""
+    # Auth, scopes, throttles and X-RateLimit-* headers shared by every endpoint. (A comment, not
+    # a docstring: drf-spectacular would show a docstring as every endpoint's description.)
 
     permission_classes = [HasScope]
     throttle_classes = [IpRateThrottle, KeyRateThrottle]

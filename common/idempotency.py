@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -16,6 +18,8 @@ from common.errors import ApplicationError, Conflict
 from common.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+# A record still without a response after this long belongs to a request that died.
+STALE_AFTER = timedelta(minutes=2)
 
 
 class IdempotencyMismatch(ApplicationError):
@@ -56,6 +60,10 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                     "This Idempotency-Key was already used with a different request.",
                     fields={"Idempotency-Key": ["Already used with another request body."]},
                 ) from None
+            if record.status_code is None and record.created_at < timezone.now() - STALE_AFTER:
+                # The first request died mid-way (its work rolled back): let this one run it.
+                record.delete()
+                return wrapper(self, request, *args, **kwargs)
             if record.status_code is None:
                 raise Conflict(
                     "A request with this Idempotency-Key is still being processed; retry shortly.",

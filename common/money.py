@@ -75,4 +75,5 @@ def round_half_up(amount: Decimal, precision: int) -> Decimal:
 
 def fmt(amount: Decimal, precision: int) -> str:
     """The canonical decimal string of an amount at a precision (used in hashes and JSON)."""
-    return str(amount.quantize(quantum(precision)))
+    # Positional notation always: str() would give "1E-8" or "0E-8" for small values.
+    return format(amount.quantize(quantum(precision)), "f")

@@ -13,6 +13,7 @@ urlpatterns = [
     re_path(r"^api/", common_views.api_not_found),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("", include("marketplace.urls")),
 ]
 

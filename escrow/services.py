@@ -59,8 +59,31 @@ ACTION_VERBS = {
 transition_listeners: list[Callable[[Trade, EscrowEvent], None]] = []
 
 
+def announce(trade: Trade, event: EscrowEvent) -> None:
+    """Tell the listeners once the transaction commits; a failing listener is logged, never
+    turned into an error for a move that already happened."""
+    for listener in transition_listeners:
+        transaction.on_commit(lambda listener=listener: listener(trade, event), robust=True)
+
+
 def allowed_moves(*, trade: Trade, role: str) -> list[str]:
-    return [to for (frm, to), roles in TRANSITIONS.items() if frm == trade.state and role in roles]
+    """The states this role may move the trade to right now (the table plus the timers)."""
+    now = timezone.now()
+    moves = []
+    for (frm, to), roles in TRANSITIONS.items():
+        if frm != trade.state or role not in roles:
+            continue
+        if to == S.PAID and now >= trade.payment_deadline:
+            continue
+        if (
+            to == S.DISPUTED
+            and trade.state == S.PAID
+            and trade.paid_at
+            and now < trade.paid_at + settings.DISPUTE_DELAY
+        ):
+            continue
+        moves.append(to)
+    return moves
 
 
 def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
@@ -134,8 +157,7 @@ def _escrow_transition(
             actor_role=role,
             reason=reason[:200],
         )
-        for listener in transition_listeners:
-            transaction.on_commit(lambda listener=listener: listener(trade, event))
+        announce(trade, event)
     return trade
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from common.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
 from common.money import fmt, parse_amount, parse_signed, round_down, round_half_up
 from escrow.models import EscrowEvent
-from escrow.services import transition_listeners
+from escrow.services import announce
 from ledger import services as ledger
 from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
 
@@ -374,8 +374,7 @@ def offer_take(
             actor_role=trade.role_of(taker) or "",
             reason="offer taken",
         )
-        for listener in transition_listeners:
-            transaction.on_commit(lambda listener=listener: listener(trade, event))
+        announce(trade, event)
     return trade
 
 

@@ -1,1 +1,22 @@
-urlpatterns: list = []
+from django.urls import path
+
+from accounts import views as account_views
+from marketplace import views
+
+urlpatterns = [
+    path("", views.order_book, name="home"),
+    path("match/", views.quick_trade, name="quick_trade"),
+    path("offers/new/", views.offer_new, name="offer_new"),
+    path("offers/mine/", views.my_offers, name="my_offers"),
+    path("offers/<int:offer_id>/", views.offer_detail, name="offer_detail"),
+    path("offers/<int:offer_id>/edit/", views.offer_edit, name="offer_edit"),
+    path("offers/<int:offer_id>/pause/", views.offer_pause, name="offer_pause"),
+    path("offers/<int:offer_id>/resume/", views.offer_resume, name="offer_resume"),
+    path("offers/<int:offer_id>/delete/", views.offer_delete, name="offer_delete"),
+    path("trades/", views.my_trades, name="my_trades"),
+    path("trades/<int:trade_id>/", views.trade_detail, name="trade_detail"),
+    path("trades/<int:trade_id>/status/", views.trade_status, name="trade_status"),
+    path("trades/<int:trade_id>/<slug:action>/", views.trade_action, name="trade_action"),
+    path("wallet/", views.wallet, name="wallet"),
+    path("u/<str:username>/", account_views.profile, name="profile"),
+]

@@ -1,0 +1,257 @@
+"""Browser forms of the marketplace. They only collect what the user typed: amounts stay strings
+and every business rule (limits, precision, balances) is checked once, by the services, whose
+ApplicationError is turned into form errors by `add_application_error`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from common.errors import ApplicationError, ValidationFailed
+from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod
+from marketplace.templatetags.money import amount
+
+SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
+PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]
+
+
+def add_application_error(form: forms.Form, exc: ApplicationError) -> None:
+    """Put a service's error next to the fields it names; the message on top when it says more."""
+    placed = False
+    for field, messages in (exc.fields or {}).items():
+        name = field if field in form.fields else None
+        if name is None:
+            continue
+        for message in messages if isinstance(messages, list | tuple) else [messages]:
+            form.add_error(name, str(message))
+        placed = True
+    # A ValidationFailed's message repeats its field error; other errors (a conflict, a balance
+    # too low) explain the situation in the message, so show it as well.
+    if not placed or not isinstance(exc, ValidationFailed):
+        form.add_error(None, exc.message)
+
+
+def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
+    choices = [(a.code, a.code) for a in Asset.objects.filter(is_active=True).order_by("code")]
+    return [("", blank), *choices] if blank is not None else choices
+
+
+def _fiat_choices(blank: str | None = None) -> list[tuple[str, str]]:
+    choices = [
+        (f.code, f"{f.code} · {f.name}")
+        for f in FiatCurrency.objects.filter(is_active=True).order_by("code")
+    ]
+    return [("", blank), *choices] if blank is not None else choices
+
+
+def _method_choices(blank: str | None = None) -> list[tuple[str, str]]:
+    choices = [(m.code, m.name) for m in PaymentMethod.objects.filter(is_active=True)]
+    return [("", blank), *choices] if blank is not None else choices
+
+
+class AmountInput(forms.TextInput):
+    """A decimal typed as text (exact, no float rounding by the browser), numeric keypad on phones."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        base = {"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false"}
+        super().__init__({**base, **(attrs or {})})
+
+
+class OrderBookFilterForm(forms.Form):
+    """The GET filters of the order book. `side` is what the visitor wants to do."""
+
+    side = forms.ChoiceField(choices=SIDE_CHOICES, required=False)
+    asset = forms.ChoiceField(required=False, label="Crypto")
+    fiat = forms.ChoiceField(required=False, label="Currency")
+    amount = forms.CharField(
+        required=False,
+        max_length=32,
+        label="Amount",
+        widget=AmountInput({"placeholder": "Enter amount"}),
+    )
+    payment_method = forms.ChoiceField(required=False, label="Payment method")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["asset"].choices = _asset_choices()
+        self.fields["fiat"].choices = _fiat_choices(blank="All currencies")
+        self.fields["payment_method"].choices = _method_choices(blank="All payment methods")
+
+
+class QuickTradeForm(forms.Form):
+    """Quick buy/sell: the best offer that fits is taken at once."""
+
+    side = forms.ChoiceField(choices=SIDE_CHOICES, label="I want to")
+    asset = forms.ChoiceField(label="Crypto")
+    fiat = forms.ChoiceField(label="Currency")
+    fiat_amount = forms.CharField(
+        max_length=32,
+        label="Amount to spend / receive",
+        widget=AmountInput({"placeholder": "0.00"}),
+    )
+    payment_method = forms.ChoiceField(required=False, label="Payment method")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["asset"].choices = _asset_choices()
+        self.fields["fiat"].choices = _fiat_choices()
+        self.fields["payment_method"].choices = _method_choices(blank="Any payment method")
+
+
+class TakeOfferForm(forms.Form):
+    """Take an offer for an amount in the asset or in fiat (exactly one of the two)."""
+
+    fiat_amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
+    amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
+    payment_method = forms.ChoiceField(label="Payment method")
+
+    def __init__(self, *args: Any, offer: Offer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["fiat_amount"].label = f"Amount in {offer.fiat.code}"
+        self.fields["amount"].label = f"Or amount in {offer.asset.code}"
+        self.fields["fiat_amount"].widget.attrs["placeholder"] = (
+            f"{offer.min_fiat:,.2f} – {offer.max_fiat:,.2f}"
+        )
+        self.fields["amount"].widget.attrs["placeholder"] = "0." + "0" * min(
+            offer.asset.precision, 8
+        )
+        methods = [(m.code, m.name) for m in offer.payment_methods.all()]
+        self.fields["payment_method"].choices = methods
+        if len(methods) == 1:
+            self.fields["payment_method"].initial = methods[0][0]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("amount") and not data.get("fiat_amount"):
+            raise forms.ValidationError(
+                "Enter how much you want to trade, in fiat or in the asset."
+            )
+        if data.get("amount") and data.get("fiat_amount"):
+            raise forms.ValidationError("Enter the amount in fiat or in the asset, not both.")
+        return data
+
+
+class OfferForm(forms.Form):
+    """Create or edit an offer. On edit, side, asset and currency are fixed (shown, not sent)."""
+
+    side = forms.ChoiceField(
+        label="Side",
+        choices=[("sell", "I want to sell"), ("buy", "I want to buy")],
+        widget=forms.RadioSelect,
+        initial="sell",
+    )
+    asset = forms.ChoiceField(label="Crypto")
+    fiat = forms.ChoiceField(label="For currency")
+    price_type = forms.ChoiceField(
+        label="Price type",
+        choices=[
+            ("fixed", "Fixed price"),
+            ("floating", "Floating: follows the market index"),
+        ],
+        widget=forms.RadioSelect,
+        initial="fixed",
+    )
+    price = forms.CharField(
+        required=False, max_length=32, label="Fixed price (per 1 unit)", widget=AmountInput()
+    )
+    margin_percent = forms.CharField(
+        required=False,
+        max_length=8,
+        label="Margin over the index (%)",
+        help_text="E.g. 1.5 sells 1.5% above the index; -1 buys 1% below it.",
+        widget=AmountInput({"inputmode": "text"}),
+    )
+    amount = forms.CharField(max_length=48, label="Total amount of crypto", widget=AmountInput())
+    min_fiat = forms.CharField(max_length=32, label="Minimum per trade", widget=AmountInput())
+    max_fiat = forms.CharField(max_length=32, label="Maximum per trade", widget=AmountInput())
+    payment_methods = forms.MultipleChoiceField(
+        label="Payment methods (up to 3)", widget=forms.CheckboxSelectMultiple
+    )
+    payment_window_minutes = forms.TypedChoiceField(
+        label="Payment window",
+        choices=PAYMENT_WINDOWS,
+        coerce=int,
+        initial=30,
+        help_text="How long the buyer has to pay before the trade expires.",
+    )
+    terms = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Terms (optional)",
+        widget=forms.Textarea({"rows": 4, "placeholder": "E.g. No third-party payments."}),
+    )
+
+    def __init__(self, *args: Any, offer: Offer | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.offer = offer
+        self.fields["asset"].choices = _asset_choices()
+        self.fields["fiat"].choices = _fiat_choices()
+        self.fields["payment_methods"].choices = _method_choices()
+        if offer is not None:
+            # Side and pair define the offer; changing them is a new offer.
+            for name in ("side", "asset", "fiat"):
+                self.fields[name].disabled = True
+                self.fields[name].required = False
+
+    @classmethod
+    def initial_for(cls, offer: Offer) -> dict[str, Any]:
+        return {
+            "side": offer.side,
+            "asset": offer.asset.code,
+            "fiat": offer.fiat.code,
+            "price_type": offer.price_type,
+            "price": amount(offer.price, 2) if offer.price is not None else "",
+            "margin_percent": (
+                format(offer.margin_percent.normalize(), "f")
+                if offer.margin_percent is not None
+                else ""
+            ),
+            "amount": amount(offer.amount, offer.asset.precision),
+            "min_fiat": amount(offer.min_fiat, offer.fiat.precision),
+            "max_fiat": amount(offer.max_fiat, offer.fiat.precision),
+            "payment_methods": [m.code for m in offer.payment_methods.all()],
+            "payment_window_minutes": offer.payment_window_minutes,
+            "terms": offer.terms,
+        }
+
+    def service_values(self) -> dict[str, Any]:
+        """What offer_create / offer_update take, as typed."""
+        data = self.cleaned_data
+        values = {
+            "price_type": data["price_type"],
+            "price": data.get("price") or None,
+            "margin_percent": data.get("margin_percent") or None,
+            "amount": data["amount"],
+            "min_fiat": data["min_fiat"],
+            "max_fiat": data["max_fiat"],
+            "payment_methods": list(data["payment_methods"]),
+            "payment_window_minutes": data["payment_window_minutes"],
+            "terms": data.get("terms", ""),
+        }
+        if self.offer is None:
+            values.update(side=data["side"], asset=data["asset"], fiat=data["fiat"])
+        return values
+
+
+class WithdrawalForm(forms.Form):
+    asset = forms.ChoiceField(label="Asset")
+    amount = forms.CharField(max_length=48, label="Amount", widget=AmountInput())
+    address = forms.CharField(
+        max_length=128,
+        label="Destination address",
+        widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["asset"].choices = _asset_choices()
+
+
+class DisputeForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        max_length=200,
+        label="What went wrong?",
+        widget=forms.Textarea({"rows": 3, "placeholder": "E.g. I paid at 14:05 but the seller…"}),
+    )

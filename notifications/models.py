@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import URLValidator
+from django.db import models
+from django.db.models import Q
+
+from marketplace.models import Trade
+
+
+class Notification(models.Model):
+    """An in-app message to one user about one of their trades (the bell in the UI)."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created"
+        PAID = "paid"
+        RELEASING = "releasing"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        EXPIRED = "expired"
+        DISPUTED = "disputed"
+        RESOLVED = "resolved"
+        MESSAGE = "message"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    trade = models.ForeignKey(
+        Trade, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    text = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The unread badge counts these on every page.
+            models.Index(fields=["user"], condition=Q(read_at__isnull=True), name="notif_unread"),
+            models.Index(fields=["user", "-id"], name="notif_user_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.kind} #{self.trade_id or '-'}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL a user's bot wants trade events POSTed to, signed with the endpoint's secret."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=500, validators=[URLValidator(schemes=["http", "https"])])
+    # Stored as-is (not hashed): every delivery is signed with it. Shown once, at creation.
+    secret = models.CharField(max_length=80)
+    # Event names ("trade.paid", ...) to send; empty means all of them.
+    events = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.url}"
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+class WebhookDelivery(models.Model):
+    """The outbox row of one event for one endpoint: a lost broker message or a crashed worker
+    loses nothing, the sweeper finds every pending row whose next attempt is overdue."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.CharField(max_length=32)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    # When the next attempt is due; a worker that claims the row pushes it forward by a lease.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            # The sweeper's query: pending rows by due time.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhook_delivery_due",
+            ),
+            models.Index(fields=["endpoint", "-id"], name="webhook_delivery_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> endpoint #{self.endpoint_id} ({self.status})"

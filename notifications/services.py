@@ -1,0 +1,376 @@
+"""Trade events to the people and bots that follow them: in-app notifications, email for the
+moments that need someone to act, and signed webhooks sent through an outbox (WebhookDelivery)
+by Celery, at least once (receivers de-duplicate on X-Delivery-Id)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import URLValidator
+from django.db import transaction
+from django.utils import timezone
+
+from common.errors import NotFound, ValidationFailed
+from common.money import fmt
+from escrow.models import EscrowEvent
+from marketplace.models import Trade
+from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+S = Trade.State
+K = Notification.Kind
+
+# Escrow state entered -> webhook event. refunding/splitting are passing states: the moderator's
+# decision is announced once it is settled (refunded/split -> trade.resolved).
+EVENT_FOR_STATE: dict[str, str] = {
+    S.FUNDED: "trade.created",
+    S.PAID: "trade.paid",
+    S.RELEASING: "trade.released",
+    S.COMPLETED: "trade.completed",
+    S.CANCELLED: "trade.cancelled",
+    S.EXPIRED: "trade.expired",
+    S.DISPUTED: "trade.disputed",
+    S.REFUNDED: "trade.resolved",
+    S.SPLIT: "trade.resolved",
+}
+WEBHOOK_EVENTS: list[str] = list(dict.fromkeys(EVENT_FOR_STATE.values()))
+
+KIND_FOR_STATE: dict[str, str] = {
+    S.FUNDED: K.CREATED,
+    S.PAID: K.PAID,
+    S.RELEASING: K.RELEASING,
+    S.COMPLETED: K.COMPLETED,
+    S.CANCELLED: K.CANCELLED,
+    S.EXPIRED: K.EXPIRED,
+    S.DISPUTED: K.DISPUTED,
+    S.REFUNDED: K.RESOLVED,
+    S.SPLIT: K.RESOLVED,
+}
+
+TEXT_FOR_STATE: dict[str, str] = {
+    S.FUNDED: "{taker} opened trade #{n} on your offer #{offer}: {amount} {asset} for "
+    "{fiat_amount} {fiat}.",
+    S.PAID: "{buyer} marked trade #{n} paid: check that {fiat_amount} {fiat} arrived, then "
+    "release the {asset}.",
+    S.RELEASING: "Trade #{n}: {amount} {asset} released to {buyer}; settling now.",
+    S.COMPLETED: "Trade #{n} completed: {buyer} received {buyer_receives} {asset}.",
+    S.CANCELLED: "Trade #{n} was cancelled; the {asset} in escrow went back to {seller}.",
+    S.EXPIRED: "Trade #{n} expired: it was not marked paid in time; the {asset} went back to "
+    "{seller}.",
+    S.DISPUTED: "{actor} opened a dispute on trade #{n}; a moderator will review it.",
+    S.REFUNDED: "Trade #{n} was resolved by a moderator: the {asset} went back to {seller}.",
+    S.SPLIT: "Trade #{n} was resolved by a moderator: the {asset} was split between {buyer} "
+    "and {seller}.",
+}
+
+MAX_ENDPOINTS_PER_USER = 10
+URL_MAX_LENGTH = 500
+DELIVERY_TIMEOUT_SECONDS = 5
+# A claimed delivery is not due again for this long: longer than one POST can take, so a second
+# worker never sends it concurrently; if the claimer dies, the sweeper re-queues it afterwards.
+CLAIM_LEASE = timedelta(seconds=60)
+# Celery's countdown and our next_attempt_at come from two clock reads; don't drop a retry that
+# fires a hair early.
+CLAIM_SLACK = timedelta(seconds=1)
+# The sweeper leaves rows alone this long past due: their own queued retry is about to run.
+REQUEUE_GRACE = timedelta(seconds=30)
+_validate_url = URLValidator(schemes=["http", "https"])
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
+
+
+# --- webhook endpoints --------------------------------------------------------------------------
+
+
+def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookEndpoint, str]:
+    """Register an http(s) endpoint for trade events; returns its signing secret (shown once)."""
+    url = str(url or "").strip()
+    if not url:
+        raise _invalid("url", "Enter the URL to POST events to.")
+    if len(url) > URL_MAX_LENGTH:
+        raise _invalid("url", f"At most {URL_MAX_LENGTH} characters.")
+    try:
+        _validate_url(url)
+    except ValidationError:
+        raise _invalid("url", "Enter an http:// or https:// URL.") from None
+    chosen = list(dict.fromkeys(str(e) for e in events or []))
+    unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
+    if unknown:
+        raise _invalid(
+            "events", f"Unknown event {unknown[0]!r}; choose from {', '.join(WEBHOOK_EVENTS)}."
+        )
+    if WebhookEndpoint.objects.filter(user=user).count() >= MAX_ENDPOINTS_PER_USER:
+        raise ValidationFailed(
+            f"At most {MAX_ENDPOINTS_PER_USER} webhooks per account; delete one first.",
+            code="too_many_webhooks",
+        )
+    secret = f"whsec_{secrets.token_hex(32)}"
+    endpoint = WebhookEndpoint.objects.create(
+        user=user, url=url, secret=secret, events=[e for e in WEBHOOK_EVENTS if e in chosen]
+    )
+    return endpoint, secret
+
+
+def webhook_delete(*, endpoint_id: int, user: Any) -> None:
+    """Remove one of the user's endpoints and its delivery log; nothing more is sent to it."""
+    deleted, _ = WebhookEndpoint.objects.filter(pk=endpoint_id, user=user).delete()
+    if not deleted:
+        raise NotFound(f"Webhook #{endpoint_id} not found.")
+
+
+# --- in-app notifications -----------------------------------------------------------------------
+
+
+def notification_mark_read(*, notification_id: int, user: Any) -> Notification:
+    """Mark one of the user's notifications read; reading it again keeps the first time."""
+    notification = Notification.objects.filter(pk=notification_id, user=user).first()
+    if notification is None:
+        raise NotFound(f"Notification #{notification_id} not found.")
+    if notification.read_at is None:
+        notification.read_at = timezone.now()
+        Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(
+            read_at=notification.read_at
+        )
+    return notification
+
+
+def _context(trade: Trade, event: EscrowEvent) -> dict[str, Any]:
+    asset, fiat = trade.asset, trade.fiat
+    actor = getattr(event.actor, "username", None) or (
+        "A moderator" if event.actor_role == "moderator" else "The system"
+    )
+    return {
+        "n": trade.pk,
+        "offer": trade.offer_id,
+        "amount": fmt(trade.amount, asset.precision),
+        "buyer_receives": fmt(trade.buyer_receives, asset.precision),
+        "asset": asset.code,
+        "fiat_amount": fmt(trade.fiat_amount, fiat.precision),
+        "fiat": fiat.code,
+        "buyer": trade.buyer.username,
+        "seller": trade.seller.username,
+        "taker": trade.taker.username,
+        "actor": actor,
+    }
+
+
+def _email_recipients(trade: Trade, state: str) -> list[Any]:
+    """Who gets an email: whoever must act next, or is waiting for the coins."""
+    if state == S.FUNDED:
+        return [trade.maker]
+    if state == S.PAID:
+        return [trade.seller]
+    if state in (S.RELEASING, S.COMPLETED):
+        return [trade.buyer]
+    if state == S.DISPUTED:
+        return [trade.buyer, trade.seller]
+    return []
+
+
+def webhook_payload(*, trade: Trade, event: EscrowEvent, name: str) -> dict[str, Any]:
+    """The JSON body of a trade event (without delivery_id, which is added per delivery)."""
+    return {
+        "event": name,
+        "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
+        "trade": {
+            "id": trade.pk,
+            "state": event.new_state,
+            "asset": trade.asset.code,
+            "fiat": trade.fiat.code,
+            "amount": fmt(trade.amount, trade.asset.precision),
+            "fiat_amount": fmt(trade.fiat_amount, trade.fiat.precision),
+            "buyer": trade.buyer.username,
+            "seller": trade.seller.username,
+        },
+    }
+
+
+def notify_trade_event(*, trade: Trade, event: EscrowEvent) -> None:
+    """Tell both parties (in-app: all but the actor), email the ones who must act, and queue a
+    signed webhook for every active endpoint of either party that wants the event."""
+    state = event.new_state
+    kind = KIND_FOR_STATE.get(state)
+    if kind is None:
+        return
+    trade = (
+        Trade.objects.select_related("asset", "fiat", "buyer", "seller", "maker", "taker")
+        .filter(pk=trade.pk)
+        .first()
+        or trade
+    )
+    context = _context(trade, event)
+    text = TEXT_FOR_STATE[state].format(**context)[:500]
+    parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
+    name = EVENT_FOR_STATE[state]
+    with transaction.atomic():
+        Notification.objects.bulk_create(
+            Notification(user=user, trade=trade, kind=kind, text=text)
+            for user_id, user in parties.items()
+            if user_id != event.actor_id
+        )
+        deliveries = []
+        endpoints = WebhookEndpoint.objects.filter(user_id__in=parties, is_active=True)
+        payload = webhook_payload(trade=trade, event=event, name=name)
+        for endpoint in endpoints.order_by("pk"):
+            if not endpoint.wants(name):
+                continue
+            delivery = WebhookDelivery.objects.create(
+                endpoint=endpoint, event=name, payload=payload, next_attempt_at=timezone.now()
+            )
+            delivery.payload = {**payload, "delivery_id": delivery.pk}
+            delivery.save(update_fields=["payload"])
+            deliveries.append(delivery.pk)
+        for delivery_id in deliveries:
+            transaction.on_commit(lambda delivery_id=delivery_id: _enqueue(delivery_id))
+    subject = f"Trade #{trade.pk}: {kind}"
+    for user in _email_recipients(trade, state):
+        if not user.email:
+            continue
+        try:
+            send_mail(subject, text, None, [user.email])
+        except Exception:
+            # The in-app notification is there; a mail server hiccup must not undo it.
+            logger.warning(
+                "email to user %s about trade #%s failed", user.pk, trade.pk, exc_info=True
+            )
+
+
+# --- webhook delivery ---------------------------------------------------------------------------
+
+
+def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
+    """X-Signature: HMAC-SHA256 over "<timestamp>.<body>" keyed with the endpoint's secret."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def backoff_delay(attempts: int) -> timedelta:
+    """How long after the n-th failed attempt the next one is due: base * 2^n, capped."""
+    base = float(settings.WEBHOOK_BACKOFF_BASE_SECONDS)
+    cap = float(getattr(settings, "WEBHOOK_BACKOFF_MAX_SECONDS", 3600))
+    return timedelta(seconds=min(base * 2**attempts, cap))
+
+
+def _post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[bool, int | None, str]:
+    """One signed POST: (2xx?, HTTP status or None, what went wrong)."""
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "escrow-marketplace-webhooks/1",
+        "X-Event": delivery.event,
+        "X-Delivery-Id": str(delivery.pk),
+        "X-Timestamp": timestamp,
+        "X-Signature": webhook_signature(secret=endpoint.secret, timestamp=timestamp, body=body),
+    }
+    try:
+        # No redirects: a signed body goes to the registered URL only.
+        with requests.post(
+            endpoint.url,
+            data=body,
+            headers=headers,
+            timeout=DELIVERY_TIMEOUT_SECONDS,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            code = response.status_code
+            if 200 <= code < 300:
+                return True, code, ""
+            # Read a little of the answer for the log, never a whole (possibly huge) body.
+            snippet = response.raw.read(200, decode_content=True).decode("utf-8", "replace")
+            return False, code, f"HTTP {code}: {snippet}".strip()
+    except requests.RequestException as exc:
+        return False, None, f"{type(exc).__name__}: {exc}"
+
+
+def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
+    """Make one due attempt: claim the row (so no two workers send it at once), POST the signed
+    JSON, record the answer. None when there was nothing to do (not due, done, or claimed)."""
+    now = timezone.now()
+    lease_until = now + CLAIM_LEASE
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id,
+        status=WebhookDelivery.Status.PENDING,
+        next_attempt_at__lte=now + CLAIM_SLACK,
+    ).update(next_attempt_at=lease_until)
+    if not claimed:
+        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None:
+        return None  # its endpoint was deleted meanwhile
+    endpoint = delivery.endpoint
+    if endpoint.is_active:
+        ok, status_code, error = _post(endpoint, delivery)
+    else:
+        ok, status_code, error = False, None, "The endpoint is disabled."
+    delivery.attempts += 1
+    delivery.last_status_code = status_code
+    delivery.last_error = error[:500]
+    finished = timezone.now()
+    if ok:
+        delivery.status = WebhookDelivery.Status.DELIVERED
+        delivery.delivered_at = finished
+        delivery.next_attempt_at = None
+    elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS or not endpoint.is_active:
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.next_attempt_at = None
+    else:
+        delivery.next_attempt_at = finished + backoff_delay(delivery.attempts)
+    # Compare-and-set on our lease: written only if no one took the row over meanwhile.
+    WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, next_attempt_at=lease_until
+    ).update(
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        next_attempt_at=delivery.next_attempt_at,
+        delivered_at=delivery.delivered_at,
+    )
+    return delivery
+
+
+def _enqueue(delivery_id: int) -> None:
+    from notifications.tasks import deliver_webhook
+
+    try:
+        deliver_webhook.delay(delivery_id)
+    except Exception:
+        logger.warning(
+            "could not queue webhook delivery %s; the sweeper will", delivery_id, exc_info=True
+        )
+
+
+def webhook_deliveries_requeue_due() -> int:
+    """Re-queue pending deliveries whose attempt is overdue (a lost message or a dead worker)."""
+    now = timezone.now()
+    rows = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now - REQUEUE_GRACE
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", "next_attempt_at")[:1000]
+    )
+    requeued = 0
+    for delivery_id, due in rows:
+        # Compare-and-set on next_attempt_at: two sweepers racing queue each delivery once.
+        if WebhookDelivery.objects.filter(
+            pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at=due
+        ).update(next_attempt_at=now):
+            _enqueue(delivery_id)
+            requeued += 1
+    return requeued

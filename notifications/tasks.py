@@ -1,0 +1,46 @@
+"""Webhook tasks: load by id, call one service, own only the retry policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def deliver_webhook(self: Any, delivery_id: int) -> str:
+    delivery = services.webhook_deliver(delivery_id=delivery_id)
+    if delivery is None:
+        return "skipped"  # not due, finished, or another worker holds it
+    if delivery.status == WebhookDelivery.Status.PENDING and delivery.next_attempt_at:
+        if self.request.is_eager:
+            # In-process tasks (make run without a broker) can't wait: a countdown would run
+            # at once. The periodic sweep sends the retry when it is due.
+            return delivery.status
+        countdown = max(0.0, (delivery.next_attempt_at - timezone.now()).total_seconds())
+        try:
+            deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+        except Exception:
+            logger.warning("could not schedule retry of delivery %s; the sweeper will", delivery_id)
+    return delivery.status
+
+
+@shared_task(acks_late=True)
+def sweep_webhooks() -> int:
+    """Re-queue overdue pending deliveries: a lost broker message loses nothing."""
+    return services.webhook_deliveries_requeue_due()
