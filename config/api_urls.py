@@ -30,6 +30,21 @@ urlpatterns = [
     path(
         "trades/<int:trade_id>/dispute/", escrow.TradeDisputeApi.as_view(), name="api-trade-dispute"
     ),
+    path(
+        "trades/<int:trade_id>/messages/",
+        market.TradeMessagesApi.as_view(),
+        name="api-trade-messages",
+    ),
+    path(
+        "trades/<int:trade_id>/messages/<int:message_id>/attachment/",
+        market.TradeMessageAttachmentApi.as_view(),
+        name="api-trade-message-attachment",
+    ),
+    path(
+        "trades/<int:trade_id>/feedback/",
+        market.TradeFeedbackApi.as_view(),
+        name="api-trade-feedback",
+    ),
     path("wallets/", ledger.WalletListApi.as_view(), name="api-wallets"),
     path(
         "wallets/<str:asset>/withdrawals/",

@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from common.files import private_storage
 from common.money import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX_DIGITS
 
 
@@ -244,3 +245,57 @@ class Trade(models.Model):
         if user_id == self.seller_id:
             return "seller"
         return None
+
+
+class TradeMessage(models.Model):
+    """The trade room's chat: the parties, moderators (marked as such) and system notes.
+    Attachments (payment proof) are stored privately and served only through a permission check."""
+
+    trade = models.ForeignKey(Trade, on_delete=models.CASCADE, related_name="messages")
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    is_moderator = models.BooleanField(default=False)
+    text = models.TextField(max_length=2000, blank=True)
+    attachment = models.FileField(
+        upload_to="trade-attachments/%Y/%m/", storage=private_storage, blank=True
+    )
+    attachment_name = models.CharField(max_length=200, blank=True)
+    attachment_type = models.CharField(
+        max_length=64, blank=True, help_text="Sniffed from the content"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} on trade {self.trade_id}"
+
+
+class Feedback(models.Model):
+    """One rating per party per completed trade, about the other party."""
+
+    class Rating(models.TextChoices):
+        POSITIVE = "positive"
+        NEGATIVE = "negative"
+
+    trade = models.ForeignKey(Trade, on_delete=models.CASCADE, related_name="feedback")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="feedback_given"
+    )
+    target = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="feedback_received"
+    )
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    comment = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["trade", "author"], name="one_feedback_per_party")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating} from {self.author_id} on trade {self.trade_id}"

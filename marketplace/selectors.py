@@ -121,3 +121,29 @@ def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
     if trade is None or (trade.role_of(user) is None and not user.is_staff):
         raise NotFound(f"Trade #{trade_id} not found.")
     return trade
+
+
+def trade_messages(*, trade: Trade) -> QuerySet[Any]:
+    from marketplace.models import TradeMessage
+
+    return (
+        TradeMessage.objects.filter(trade=trade)
+        .select_related("sender")
+        .order_by("created_at", "id")
+    )
+
+
+def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> Any:
+    """A chat attachment for the trade's parties and moderators only; anyone else: not found."""
+    from marketplace.models import TradeMessage
+
+    trade = Trade.objects.filter(pk=trade_id).first()
+    allowed = trade is not None and (
+        trade.role_of(user) is not None or user.has_perm("escrow.decide_trade")
+    )
+    message = (
+        TradeMessage.objects.filter(pk=message_id, trade_id=trade_id).exclude(attachment="").first()
+    )
+    if not allowed or message is None:
+        raise NotFound("Attachment not found.")
+    return message

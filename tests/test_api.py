@@ -256,3 +256,62 @@ def test_schema_is_valid(client):
     validate(response.json())
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def test_chat_with_attachments(offer, bob, alice, carol):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    trade = (
+        client_for(bob)
+        .post(f"/api/v1/offers/{offer.pk}/take/", {"amount": "0.01"}, format="json")
+        .json()
+    )
+    url = f"/api/v1/trades/{trade['id']}/messages/"
+    sent = client_for(bob).post(url, {"text": "Paid by SEPA, ref T1"}, format="json")
+    assert sent.status_code == 201, sent.json()
+    proof = SimpleUploadedFile("proof.png", PNG, content_type="image/png")
+    with_file = client_for(bob).post(url, {"text": "", "attachment": proof}, format="multipart")
+    assert with_file.status_code == 201, with_file.json()
+    assert with_file.json()["attachment_type"] == "image/png"
+    # a file that claims to be a PNG but isn't one is refused, by its content
+    fake = SimpleUploadedFile("evil.png", b"<script>alert(1)</script>", content_type="image/png")
+    refused = client_for(bob).post(url, {"attachment": fake}, format="multipart")
+    assert refused.status_code == 400
+    assert "attachment" in refused.json()["error"]["fields"]
+    listed = client_for(alice).get(url).json()["results"]
+    assert [m["text"] for m in listed] == ["Paid by SEPA, ref T1", ""]
+    attachment_url = listed[1]["attachment_url"]
+    download = client_for(alice).get(attachment_url)
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == PNG
+    # strangers see neither the chat nor the file
+    assert client_for(carol).get(url).status_code == 404
+    assert client_for(carol).get(attachment_url).status_code == 404
+    assert client_for(carol).post(url, {"text": "hi"}, format="json").status_code == 404
+
+
+def test_feedback_once_after_completion(offer, bob, alice):
+    from escrow import services as escrow
+    from escrow.models import Settlement
+
+    trade = (
+        client_for(bob)
+        .post(f"/api/v1/offers/{offer.pk}/take/", {"amount": "0.01"}, format="json")
+        .json()
+    )
+    url = f"/api/v1/trades/{trade['id']}/feedback/"
+    early = client_for(bob).post(url, {"rating": "positive"}, format="json")
+    assert early.status_code == 409
+    escrow.trade_mark_paid(trade_id=trade["id"], actor=bob)
+    escrow.escrow_release(trade_id=trade["id"], actor=alice)
+    escrow.settlement_execute(settlement_id=Settlement.objects.get(trade_id=trade["id"]).pk)
+    given = client_for(bob).post(
+        url, {"rating": "positive", "comment": "fast release"}, format="json"
+    )
+    assert given.status_code == 201
+    assert given.json()["target"] == "alice"
+    assert client_for(bob).post(url, {"rating": "negative"}, format="json").status_code == 409
+    assert client_for(alice).post(url, {"rating": "meh"}, format="json").status_code == 400

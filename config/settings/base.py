@@ -92,6 +92,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 CSRF_FAILURE_VIEW = "common.views.csrf_failure"
 
+# FILES
+# Trade attachments and evidence never live under a public URL: views check who may read them.
+PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=str(BASE_DIR / "private_media"))
+CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=5 * 1024 * 1024)
+# Idempotency fingerprints read the whole body, attachments included.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
+CHAT_ATTACHMENT_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"}
+
 # AUTH
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

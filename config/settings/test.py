@@ -1,5 +1,7 @@
 """pytest: the DATABASE_URL / REDIS_URL that `make test` exports (PostgreSQL and Redis)."""
 
+import tempfile
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -17,3 +19,6 @@ LEDGER_SIGNING_KEY = env(
     "LEDGER_SIGNING_KEY", default="9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
 )
 LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=4)
+
+# Uploaded attachments and evidence go to a throwaway folder.
+PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=tempfile.mkdtemp(prefix="private-media-"))

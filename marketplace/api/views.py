@@ -4,8 +4,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.models import Prefetch
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +20,7 @@ from common.idempotency import idempotent
 from escrow.models import EscrowEvent
 from marketplace import selectors, services
 from marketplace.api.serializers import OfferOut, TradeOut
-from marketplace.models import Offer, PriceIndex, Trade
+from marketplace.models import Feedback, Offer, PriceIndex, Trade
 
 ERRORS = {
     400: ErrorSerializer,
@@ -321,3 +324,117 @@ class PriceListApi(ApiView):
             "asset__code", "fiat__code"
         )
         return Response({"results": PriceOut(rows, many=True).data})
+
+
+# --- the trade room: chat and feedback ----------------------------------------------------------
+
+
+class MessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    sender = serializers.CharField(source="sender.username", allow_null=True, default=None)
+    is_moderator = serializers.BooleanField()
+    text = serializers.CharField()
+    attachment_url = serializers.SerializerMethodField()
+    attachment_type = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_attachment_url(self, message: Any) -> str | None:
+        if not message.attachment:
+            return None
+        return f"/api/v1/trades/{message.trade_id}/messages/{message.pk}/attachment/"
+
+
+class TradeMessagesApi(ApiView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "MessageInput"
+
+        text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+        attachment = serializers.FileField(required=False, help_text="PNG, JPEG, GIF, WebP or PDF")
+
+    @extend_schema(
+        operation_id="trades_messages_list", responses={200: paginated(MessageOut), **ERRORS}
+    )
+    def get(self, request: Request, trade_id: int) -> Response:
+        trade = selectors.trade_get_for_user(trade_id=trade_id, user=request.user)
+        self.ordering = ("created_at", "id")
+        return self.paginate(selectors.trade_messages(trade=trade), MessageOut)
+
+    @extend_schema(
+        operation_id="trades_messages_create",
+        request={"application/json": Input, "multipart/form-data": Input},
+        responses={201: MessageOut, **ERRORS},
+        examples=[
+            OpenApiExample("Text", value={"text": "Sent via SEPA, ref 1234"}, request_only=True)
+        ],
+    )
+    @idempotent
+    def post(self, request: Request, trade_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.trade_message_send(
+            trade_id=trade_id,
+            actor=request.user,
+            text=data.validated_data["text"],
+            attachment=data.validated_data.get("attachment"),
+        )
+        return Response(MessageOut(message).data, status=status.HTTP_201_CREATED)
+
+
+class TradeMessageAttachmentApi(ApiView):
+    @extend_schema(
+        operation_id="trades_messages_attachment",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
+    )
+    def get(self, request: Request, trade_id: int, message_id: int) -> FileResponse:
+        message = selectors.trade_message_attachment(
+            trade_id=trade_id, message_id=message_id, user=request.user
+        )
+        return FileResponse(
+            message.attachment.open("rb"),
+            content_type=message.attachment_type,
+            as_attachment=message.attachment_type == "application/pdf",
+            filename=message.attachment_name,
+        )
+
+
+class FeedbackOut(serializers.Serializer):
+    trade = serializers.IntegerField(source="trade_id")
+    author = serializers.CharField(source="author.username")
+    target = serializers.CharField(source="target.username")
+    rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TradeFeedbackApi(ApiView):
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "FeedbackInput"
+
+        rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
+        comment = serializers.CharField(
+            max_length=500, required=False, allow_blank=True, default=""
+        )
+
+    @extend_schema(
+        operation_id="trades_feedback",
+        request=Input,
+        responses={201: FeedbackOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Thanks", value={"rating": "positive", "comment": "Fast release"}, request_only=True
+            )
+        ],
+        description="Rate the other party of a completed trade, once.",
+    )
+    @idempotent
+    def post(self, request: Request, trade_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        feedback = services.feedback_leave(
+            trade_id=trade_id, actor=request.user, **data.validated_data
+        )
+        return Response(FeedbackOut(feedback).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,27 @@
+"""Every write of the marketplace: offers and taking them (offers.py), the trade room's chat and
+feedback (room.py). Import from here."""
+
+from marketplace.services.offers import (
+    offer_create,
+    offer_delete,
+    offer_effective_price,
+    offer_match,
+    offer_set_active,
+    offer_take,
+    offer_update,
+    price_index_set,
+)
+from marketplace.services.room import feedback_leave, trade_message_send
+
+__all__ = [
+    "feedback_leave",
+    "offer_create",
+    "offer_delete",
+    "offer_effective_price",
+    "offer_match",
+    "offer_set_active",
+    "offer_take",
+    "offer_update",
+    "price_index_set",
+    "trade_message_send",
+]

@@ -1,0 +1,92 @@
+"""The trade room: chat between the parties (with payment-proof attachments) and feedback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from common.files import check_upload
+from marketplace.models import Feedback, Trade, TradeMessage
+
+MAX_MESSAGE_LENGTH = 2000
+# Hooks other apps register (notifications, webhooks); called on commit with the message.
+message_listeners: list[Callable[[TradeMessage], None]] = []
+
+
+def _trade_for(trade_id: int, actor: Any, *, as_moderator: bool) -> Trade:
+    trade = Trade.objects.filter(pk=trade_id).first()
+    if trade is None:
+        raise NotFound(f"Trade #{trade_id} not found.")
+    if as_moderator:
+        if not (actor.is_staff and actor.has_perm("escrow.decide_trade")):
+            raise PermissionDenied("Only a moderator can write as moderator.")
+    elif trade.role_of(actor) is None:
+        raise NotFound(f"Trade #{trade_id} not found.")
+    return trade
+
+
+def trade_message_send(
+    *, trade_id: int, actor: Any, text: str = "", attachment: Any = None, as_moderator: bool = False
+) -> TradeMessage:
+    """A party (or a moderator, marked as such) writes in the trade room; files are sniffed."""
+    trade = _trade_for(trade_id, actor, as_moderator=as_moderator)
+    text = (text or "").strip()
+    if not text and attachment is None:
+        raise ValidationFailed(
+            "text: write a message or attach a file.", fields={"text": ["Write something."]}
+        )
+    if len(text) > MAX_MESSAGE_LENGTH:
+        raise ValidationFailed(
+            f"text: at most {MAX_MESSAGE_LENGTH} characters.",
+            fields={"text": [f"At most {MAX_MESSAGE_LENGTH} characters."]},
+        )
+    content_type = ""
+    if attachment is not None:
+        content_type = check_upload(
+            attachment,
+            field="attachment",
+            allowed=settings.CHAT_ATTACHMENT_TYPES,
+            max_bytes=settings.CHAT_ATTACHMENT_MAX_BYTES,
+        )
+    with transaction.atomic():
+        message = TradeMessage(
+            trade=trade,
+            sender=actor,
+            is_moderator=as_moderator,
+            text=text,
+            attachment_type=content_type,
+        )
+        if attachment is not None:
+            message.attachment_name = str(getattr(attachment, "name", "attachment"))[:200]
+            message.attachment.save(f"trade-{trade.pk}", attachment, save=False)
+        message.save()
+        for listener in message_listeners:
+            transaction.on_commit(lambda listener=listener: listener(message), robust=True)
+    return message
+
+
+def feedback_leave(*, trade_id: int, actor: Any, rating: str, comment: str = "") -> Feedback:
+    """Once per party per completed trade, about the other party."""
+    trade = _trade_for(trade_id, actor, as_moderator=False)
+    if trade.state != Trade.State.COMPLETED:
+        raise InvalidTransition(
+            f"Trade #{trade.pk} is {trade.state}: feedback opens once it is completed."
+        )
+    if rating not in Feedback.Rating.values:
+        raise ValidationFailed(
+            "rating: positive or negative.", fields={"rating": ["Choose positive or negative."]}
+        )
+    target = trade.seller if trade.role_of(actor) == "buyer" else trade.buyer
+    with transaction.atomic():
+        feedback, created = Feedback.objects.get_or_create(
+            trade=trade,
+            author=actor,
+            defaults={"target": target, "rating": rating, "comment": (comment or "")[:500]},
+        )
+    if not created:
+        raise InvalidTransition("You already left feedback on this trade.", code="feedback_exists")
+    return feedback
