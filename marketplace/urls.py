@@ -16,6 +16,13 @@ urlpatterns = [
     path("trades/", views.my_trades, name="my_trades"),
     path("trades/<int:trade_id>/", views.trade_detail, name="trade_detail"),
     path("trades/<int:trade_id>/status/", views.trade_status, name="trade_status"),
+    path("trades/<int:trade_id>/chat/", views.trade_chat, name="trade_chat"),
+    path("trades/<int:trade_id>/chat/send/", views.trade_chat_send, name="trade_chat_send"),
+    path(
+        "trades/<int:trade_id>/chat/<int:message_id>/attachment/",
+        views.trade_chat_attachment,
+        name="trade_chat_attachment",
+    ),
     path("trades/<int:trade_id>/<slug:action>/", views.trade_action, name="trade_action"),
     path("wallet/", views.wallet, name="wallet"),
     path("u/<str:username>/", account_views.profile, name="profile"),

@@ -18,7 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -492,6 +492,7 @@ def _render_trade_room(
     changed: bool = False,
 ) -> HttpResponse:
     context = _trade_room(trade, request.user)
+    context.update(_chat_context(trade, request.user))
     context["error"] = error
     context["changed"] = changed
     if context["counterparty"] is not None:
@@ -671,3 +672,72 @@ def wallet(request: HttpRequest) -> HttpResponse:
         "balances": {w.asset.code: amount_text(w.available, w.asset.precision) for w in wallets},
     }
     return render(request, "marketplace/wallet.html", context, status=status)
+
+
+# --- the trade room's chat ----------------------------------------------------------------------
+
+
+def _chat_context(trade: Trade, user: Any) -> dict[str, Any]:
+    chat = list(selectors.trade_messages(trade=trade))
+    return {
+        "trade": trade,
+        "chat": chat,
+        "chat_version": f"{len(chat)}:{chat[-1].pk if chat else 0}",
+        "chat_live": trade.state not in FINAL_STATES,
+        "me": user,
+    }
+
+
+@login_required
+@require_GET
+def trade_chat(request: HttpRequest, trade_id: int) -> HttpResponse:
+    """The chat list that htmx polls; 204 when nothing new, so a half-typed message stays put."""
+    trade = _trade_or_404(trade_id, request.user)
+    context = _chat_context(trade, request.user)
+    if request.GET.get("v") == context["chat_version"]:
+        return HttpResponse(status=204)
+    return render(request, "marketplace/_trade_chat_list.html", context)
+
+
+@login_required
+@require_POST
+def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
+    trade = _trade_or_404(trade_id, request.user)
+    error = ""
+    try:
+        services.trade_message_send(
+            trade_id=trade.pk,
+            actor=request.user,
+            text=request.POST.get("text", ""),
+            attachment=request.FILES.get("attachment"),
+        )
+    except ApplicationError as exc:
+        error = exc.message
+    if request.htmx:
+        context = _chat_context(trade, request.user)
+        context["chat_error"] = error
+        context["chat_text"] = request.POST.get("text", "") if error else ""
+        return render(
+            request, "marketplace/_trade_chat.html", context, status=400 if error else 200
+        )
+    if error:
+        messages.error(request, error)
+    return redirect(f"{reverse('trade_detail', args=[trade.pk])}#chat")
+
+
+@login_required
+@require_GET
+def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) -> HttpResponse:
+    """Attachments go out only through this permission check, never from a public URL."""
+    try:
+        message = selectors.trade_message_attachment(
+            trade_id=trade_id, message_id=message_id, user=request.user
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    return FileResponse(
+        message.attachment.open("rb"),
+        content_type=message.attachment_type,
+        as_attachment=message.attachment_type == "application/pdf",
+        filename=message.attachment_name,
+    )

@@ -628,3 +628,38 @@ def test_every_page_has_the_nav_and_csrf_protected_forms(client, alice, bob):
         assert reverse("my_trades") in html
         assert reverse("wallet") in html
         assert html.count('method="post"') == html.count("csrfmiddlewaretoken"), name
+
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@pytest.mark.django_db
+def test_chat_in_the_trade_room(client, alice, bob, carol):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from marketplace.tests.factories import make_trade
+
+    trade = make_trade(alice, bob)
+    client.force_login(bob)
+    sent = client.post(f"/trades/{trade.pk}/chat/send/", {"text": "Sent, ref 42"})
+    assert sent.status_code == 302
+    proof = SimpleUploadedFile("proof.png", PNG_BYTES, content_type="image/png")
+    client.post(f"/trades/{trade.pk}/chat/send/", {"text": "", "attachment": proof})
+    bad = client.post(
+        f"/trades/{trade.pk}/chat/send/",
+        {"attachment": SimpleUploadedFile("x.png", b"MZ not an image", content_type="image/png")},
+        HTTP_HX_REQUEST="true",
+    )
+    assert bad.status_code == 400
+    assert "only" in bad.content.decode().lower()
+    client.force_login(alice)
+    room = client.get(f"/trades/{trade.pk}/").content.decode()
+    assert "Sent, ref 42" in room
+    assert "proof.png" in room
+    message = trade.messages.exclude(attachment="").get()
+    download = client.get(f"/trades/{trade.pk}/chat/{message.pk}/attachment/")
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == PNG_BYTES
+    client.force_login(carol)
+    assert client.get(f"/trades/{trade.pk}/chat/{message.pk}/attachment/").status_code == 404
+    assert client.get(f"/trades/{trade.pk}/chat/").status_code == 404
