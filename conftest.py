@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ class CeleryWorker:
 
     def __init__(self, db_name: str) -> None:
         self.db_name = db_name
+        self.name = f"test-{os.getpid()}@%h"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = (
             Path(os.environ.get("TEST_SERVICES_DIR") or tempfile.gettempdir())
@@ -102,7 +104,7 @@ class CeleryWorker:
                 "--without-gossip",
                 "--without-mingle",
                 "-n",
-                f"test-{os.getpid()}@%h",
+                self.name,
             ],
             cwd=ROOT,
             env=self.env(),
@@ -114,6 +116,22 @@ class CeleryWorker:
         )
         if self._died():
             raise RuntimeError(f"celery worker died:\n{self.log.read_text()[-3000:]}")
+
+    def quiesce(self, timeout: float = 30.0) -> None:
+        """Drop queued messages and wait until the worker runs no task, so that the test
+        database can be flushed without racing a task that is still writing to it."""
+        from config.celery import app
+
+        app.control.purge()
+        name = self.name.replace("%h", socket.gethostname())
+
+        def idle() -> bool:
+            if self._died():
+                return True
+            active = app.control.inspect(destination=[name], timeout=1, limit=1).active() or {}
+            return not any(active.values()) and name in active
+
+        wait_for(idle, timeout=timeout, interval=0.1)
 
     def _died(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -128,8 +146,28 @@ class CeleryWorker:
                 self.proc.wait()
 
 
+RUNNING_WORKERS: list[CeleryWorker] = []
+
+
+@pytest.fixture
+def celery_worker_process(_celery_worker_session, transactional_db) -> CeleryWorker:
+    """The session's real worker process, for a transactional test."""
+    return _celery_worker_session
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # Before any fixture is torn down (so before a transactional test's database flush): let the
+    # session worker finish what this test queued, or its writes would race the TRUNCATE.
+    marker = item.get_closest_marker("django_db")
+    if RUNNING_WORKERS and marker is not None and marker.kwargs.get("transaction"):
+        for worker in RUNNING_WORKERS:
+            worker.quiesce()
+    yield
+
+
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[CeleryWorker]:
+def _celery_worker_session(django_db_setup, django_db_blocker) -> Iterator[CeleryWorker]:
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs Redis: run through `make test` (it starts one)")
     with django_db_blocker.unblock():
@@ -137,5 +175,7 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[Celery
         name = connection.settings_dict["NAME"]
     worker = CeleryWorker(name)
     worker.start()
+    RUNNING_WORKERS.append(worker)
     yield worker
+    RUNNING_WORKERS.remove(worker)
     worker.stop()

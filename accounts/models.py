@@ -2,20 +2,144 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
+
+from common.files import private_storage
 
 
 class Profile(models.Model):
-    """A trader's public face: KYC tier (shown as a badge only), last seen."""
+    """A trader's standing: KYC tier (shown publicly as a badge only), freezes, strikes and
+    suspensions (which stop new offers and trades, never ongoing settlements), last seen."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
     )
     kyc_tier = models.PositiveSmallIntegerField(default=0)
+    is_frozen = models.BooleanField(default=False)
+    frozen_reason = models.CharField(max_length=500, blank=True)
+    strikes = models.PositiveIntegerField(default=0)
+    suspended_until = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        permissions = [("freeze_account", "Can freeze and unfreeze trading accounts")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kyc_tier__lte=2), name="profile_kyc_tier_range")
+        ]
+
     def __str__(self) -> str:
         return f"Profile of {self.user}"
+
+
+class ProfileEvent(models.Model):
+    """The audit trail of a profile: who froze, penalised or verified it, when and why."""
+
+    class Action(models.TextChoices):
+        FROZEN = "frozen"
+        UNFROZEN = "unfrozen"
+        STRIKE = "strike"
+        KYC_APPROVED = "kyc_approved"
+        KYC_REJECTED = "kyc_rejected"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} on {self.user_id} by {self.actor_id}"
+
+
+def kyc_storage() -> object:
+    """Private storage as a callable, so migrations name this function instead of recording
+    the storage's folder (which differs between machines and test runs)."""
+    return private_storage
+
+
+class KycDocument(models.Model):
+    """An identity document a user submits to raise their tier. Never public: the file sits on
+    private storage and goes out only to its owner and to reviewers, through a checking view."""
+
+    class Kind(models.TextChoices):
+        PASSPORT = "passport", "Passport"
+        ID_CARD = "id_card", "National ID card"
+        DRIVING_LICENCE = "driving_licence", "Driving licence"
+        PROOF_OF_ADDRESS = "proof_of_address", "Proof of address"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kyc_documents"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    requested_tier = models.PositiveSmallIntegerField(choices=[(1, "Tier 1"), (2, "Tier 2")])
+    file = models.FileField(upload_to="kyc/%Y/%m/", storage=kyc_storage)
+    file_name = models.CharField(max_length=200, blank=True)
+    content_type = models.CharField(max_length=64, help_text="Sniffed from the content")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    review_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "KYC document"
+        permissions = [("review_kyc", "Can review KYC documents")]
+        indexes = [models.Index(fields=["status", "created_at"], name="kyc_review_queue")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(requested_tier__in=[1, 2]), name="kyc_requested_tier_range"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.user} ({self.status})"
+
+
+class TraderRelation(models.Model):
+    """One trader's view of another: trusted (may take the owner's trusted-only offers) or
+    blocked (the two never see each other's offers)."""
+
+    class Kind(models.TextChoices):
+        TRUSTED = "trusted"
+        BLOCKED = "blocked"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="relations"
+    )
+    other = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="related_by"
+    )
+    kind = models.CharField(max_length=7, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One relation per pair: trusting someone you blocked replaces the block.
+            models.UniqueConstraint(fields=["owner", "other"], name="one_relation_per_pair"),
+            models.CheckConstraint(condition=~Q(owner=F("other")), name="relation_not_self"),
+        ]
+        indexes = [models.Index(fields=["other", "kind"], name="relation_by_other")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} {self.kind} {self.other_id}"
 
 
 class ApiKey(models.Model):

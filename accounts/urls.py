@@ -1,4 +1,5 @@
-"""Sign-up and password pages; login and logout are routed in config/urls.py."""
+"""Sign-up, password pages and feedback replies; login and logout are routed in
+config/urls.py, the settings pages in accounts/settings_urls.py (at /settings/)."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -7,6 +8,7 @@ from accounts import views
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
+    path("feedback/<int:feedback_id>/reply/", views.feedback_reply, name="feedback_reply"),
     path(
         "password/change/",
         auth_views.PasswordChangeView.as_view(),

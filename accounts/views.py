@@ -1,17 +1,44 @@
-"""Sign-up and the public trader profile; login, logout and passwords use django.contrib.auth."""
+"""Sign-up, the public trader profile and the user's settings (verification, API keys, trusted
+and blocked lists). Thin: each view parses a form and calls one service or selector."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.forms import SignupForm
-from accounts.selectors import trader_stats
+from accounts import selectors, services
+from accounts.forms import (
+    ApiKeyForm,
+    FeedbackReplyForm,
+    KycUploadForm,
+    RelationForm,
+    SignupForm,
+)
+from accounts.models import ApiKey, KycDocument, TraderRelation
+from common.errors import ApplicationError, NotFound
+from marketplace.forms import add_application_error
 from marketplace.selectors import offer_book
+from marketplace.services import feedback_reply as feedback_reply_service
+
+FEEDBACK_PAGE = 20
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
 
 
 @require_http_methods(["GET", "POST"])
@@ -26,6 +53,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
+        selectors.profile_for(user)  # every new account starts at tier 0 with a profile
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.username}! Your account is ready.")
         return redirect(next_url or "home")
@@ -35,15 +63,224 @@ def signup(request: HttpRequest) -> HttpResponse:
     )
 
 
+# --- the public profile -----------------------------------------------------------------------
+
+
 @require_GET
 def profile(request: HttpRequest, username: str) -> HttpResponse:
-    """A trader's public face: completed trades, completion rate, member since, open offers."""
+    """A trader's public face: tier badge, record computed from trades, feedback with replies,
+    open offers. Documents and limits are never shown here."""
     trader = get_object_or_404(get_user_model(), username=username, is_active=True)
-    offers = list(offer_book(maker_username=trader.username)[:50])
+    viewer = request.user
+    is_me = viewer.is_authenticated and viewer.pk == trader.pk
+    offers = list(offer_book(maker_username=trader.username, viewer=viewer)[:50])
+    feedback = Paginator(selectors.feedback_received(user=trader), FEEDBACK_PAGE).get_page(
+        request.GET.get("page")
+    )
+    relation = None
+    if viewer.is_authenticated and not is_me:
+        relation = TraderRelation.objects.filter(owner=viewer, other=trader).first()
     context = {
         "trader": trader,
-        "stats": trader_stats(user=trader),
+        "tier": selectors.profile_for(trader).kyc_tier,
+        "stats": selectors.trader_stats(user=trader),
+        "summary": selectors.feedback_summary(user=trader),
+        "feedback": feedback,
+        "page": feedback,
         "offers": offers,
-        "is_me": request.user.is_authenticated and request.user.pk == trader.pk,
+        "is_me": is_me,
+        "relation": relation,
+        "reply_form": FeedbackReplyForm() if is_me else None,
     }
     return render(request, "accounts/profile.html", context)
+
+
+@login_required
+@require_POST
+def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
+    form = FeedbackReplyForm(request.POST)
+    target = reverse("profile", args=[request.user.username])
+    if not form.is_valid():
+        messages.error(request, "Write a reply of up to 500 characters.")
+        return redirect(target)
+    try:
+        feedback_reply_service(
+            feedback_id=feedback_id, actor=request.user, text=form.cleaned_data["text"]
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Your reply is published.")
+    return redirect(f"{target}#feedback-{feedback_id}")
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def _settings_page(
+    request: HttpRequest,
+    *,
+    status: int = 200,
+    kyc_form: KycUploadForm | None = None,
+    key_form: ApiKeyForm | None = None,
+    relation_form: RelationForm | None = None,
+    new_key: tuple[ApiKey, str] | None = None,
+    new_token: str | None = None,
+) -> HttpResponse:
+    user = request.user
+    profile = selectors.profile_for(user)
+    relations = list(selectors.relation_list_for_user(user=user))
+    context: dict[str, Any] = {
+        "profile": profile,
+        "restriction": selectors.trading_block_reason(profile),
+        "limits": selectors.limits_status(user=user),
+        "documents": selectors.kyc_document_list_for_user(user=user),
+        "has_pending": KycDocument.objects.filter(
+            user=user, status=KycDocument.Status.PENDING
+        ).exists(),
+        "kyc_form": kyc_form or KycUploadForm(initial={"requested_tier": profile.kyc_tier + 1}),
+        "keys": ApiKey.objects.filter(user=user),
+        "key_form": key_form or ApiKeyForm(),
+        "new_key": new_key,
+        "new_token": new_token,
+        "trusted": [r for r in relations if r.kind == TraderRelation.Kind.TRUSTED],
+        "blocked": [r for r in relations if r.kind == TraderRelation.Kind.BLOCKED],
+        "relation_form": relation_form or RelationForm(),
+    }
+    return render(request, "accounts/settings.html", context, status=status)
+
+
+@login_required
+@require_GET
+def settings_page(request: HttpRequest) -> HttpResponse:
+    return _settings_page(request)
+
+
+@login_required
+@require_POST
+def kyc_upload(request: HttpRequest) -> HttpResponse:
+    form = KycUploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            services.kyc_document_submit(
+                user=request.user,
+                kind=form.cleaned_data["kind"],
+                requested_tier=form.cleaned_data["requested_tier"],
+                file=form.cleaned_data["file"],
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            return _settings_page(request, status=exc.status, kyc_form=form)
+        messages.success(request, "Document received. We review documents within a day.")
+        return redirect(reverse("settings") + "#verification")
+    return _settings_page(request, status=400, kyc_form=form)
+
+
+@login_required
+@require_POST
+def kyc_delete(request: HttpRequest, document_id: int) -> HttpResponse:
+    try:
+        services.kyc_document_delete(document_id=document_id, actor=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Document deleted.")
+    return redirect(reverse("settings") + "#verification")
+
+
+@require_GET
+def kyc_file(request: HttpRequest, document_id: int) -> HttpResponse:
+    """KYC files go out only through this check (owner or reviewer); everyone else, logged in
+    or not, gets 404 and no hint the document exists."""
+    try:
+        document = selectors.kyc_document_for_download(document_id=document_id, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    response = FileResponse(
+        document.file.open("rb"),
+        content_type=document.content_type,
+        as_attachment=document.content_type == "application/pdf",
+        filename=document.file_name or f"document-{document.pk}",
+    )
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_POST
+def api_key_create(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST)
+    if form.is_valid():
+        try:
+            key, raw = services.api_key_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            return _settings_page(request, status=exc.status, key_form=form)
+        # Rendered, not redirected: the raw key is shown this once and stored nowhere.
+        return _settings_page(request, new_key=(key, raw))
+    return _settings_page(request, status=400, key_form=form)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        key = services.api_key_revoke(user=request.user, key_id=key_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    messages.success(request, f"Key “{key.name}” revoked; requests with it now fail.")
+    return redirect(reverse("settings") + "#api-keys")
+
+
+@login_required
+@require_POST
+def token_rotate(request: HttpRequest) -> HttpResponse:
+    token = services.token_rotate(user=request.user)
+    return _settings_page(request, new_token=token.key)
+
+
+@login_required
+@require_POST
+def relation_add(request: HttpRequest) -> HttpResponse:
+    form = RelationForm(request.POST)
+    back = _safe_next(request, reverse("settings") + "#relations")
+    if form.is_valid():
+        try:
+            relation = services.trader_relation_add(
+                actor=request.user,
+                username=form.cleaned_data["username"],
+                kind=form.cleaned_data["kind"],
+            )
+        except ApplicationError as exc:
+            if request.POST.get("next"):
+                messages.error(request, exc.message)
+                return redirect(back)
+            add_application_error(form, exc)
+            return _settings_page(request, status=exc.status, relation_form=form)
+        verb = "trust" if relation.kind == TraderRelation.Kind.TRUSTED else "blocked"
+        messages.success(
+            request,
+            f"You now trust {relation.other.username}."
+            if verb == "trust"
+            else f"You blocked {relation.other.username}: neither of you sees the other's offers.",
+        )
+        return redirect(back)
+    return _settings_page(request, status=400, relation_form=form)
+
+
+@login_required
+@require_POST
+def relation_remove(request: HttpRequest, relation_id: int) -> HttpResponse:
+    try:
+        services.trader_relation_remove(actor=request.user, relation_id=relation_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    messages.success(request, "Removed from your list.")
+    return redirect(_safe_next(request, reverse("settings") + "#relations"))

@@ -20,13 +20,25 @@ SIGNATURES = [
 ]
 
 
+class _NoUrlStorage(FileSystemStorage):
+    def url(self, name: str | None) -> str:
+        raise ValueError(
+            "This file is not accessible via a URL: it is served only by views that check."
+        )
+
+
 class PrivateStorage(LazyObject):
     def _setup(self) -> None:
-        # base_url None: the storage has no public URL; files go out through views that check.
-        self._wrapped = FileSystemStorage(location=settings.PRIVATE_MEDIA_ROOT, base_url=None)
+        # Outside STATIC_ROOT and MEDIA_ROOT, with no URL: files go out only through views that check.
+        self._wrapped = _NoUrlStorage(location=settings.PRIVATE_MEDIA_ROOT)
 
 
 private_storage = PrivateStorage()
+
+
+def get_private_storage() -> PrivateStorage:
+    """For FileField(storage=...): a callable, so migrations name it instead of freezing it."""
+    return private_storage
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:

@@ -35,3 +35,20 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     if request.path.startswith("/api/"):
         return _json("csrf_failed", f"CSRF check failed ({reason}); bots should use a token.", 403)
     return html_csrf_failure(request, reason=reason)
+
+
+def lockout(
+    request: HttpRequest, credentials: Any = None, *args: Any, **kwargs: Any
+) -> HttpResponse:
+    """django-axes' answer to a locked-out login: JSON under /api/, a page elsewhere."""
+    message = "Too many failed logins: this account is locked for a while from here. Try later or reset your password."
+    if request.path.startswith("/api/"):
+        response = _json("locked_out", message, 429)
+    else:
+        response = HttpResponse(
+            f"<!doctype html><title>Locked out</title><h1>Locked out</h1><p>{message}</p>"
+            '<p><a href="/accounts/password/reset/">Reset your password</a></p>',
+            status=429,
+        )
+    response["Retry-After"] = "3600"
+    return response

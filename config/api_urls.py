@@ -45,6 +45,23 @@ urlpatterns = [
         market.TradeFeedbackApi.as_view(),
         name="api-trade-feedback",
     ),
+    path(
+        "feedback/<int:feedback_id>/reply/",
+        market.FeedbackReplyApi.as_view(),
+        name="api-feedback-reply",
+    ),
+    path("kyc/documents/", accounts.KycDocumentListApi.as_view(), name="api-kyc-documents"),
+    path(
+        "kyc/documents/<int:document_id>/",
+        accounts.KycDocumentDetailApi.as_view(),
+        name="api-kyc-document",
+    ),
+    path("relations/", accounts.RelationListApi.as_view(), name="api-relations"),
+    path(
+        "relations/<int:relation_id>/",
+        accounts.RelationDetailApi.as_view(),
+        name="api-relation",
+    ),
     path("wallets/", ledger.WalletListApi.as_view(), name="api-wallets"),
     path(
         "wallets/<str:asset>/withdrawals/",

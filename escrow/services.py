@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
+from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
 from ledger.models import LedgerAccount
@@ -243,27 +243,69 @@ def escrow_expire(*, trade_id: int) -> Trade:
         )
 
 
+def _dispute_delay_passed(trade: Trade) -> None:
+    if trade.state == S.PAID and trade.paid_at:
+        opens_at = trade.paid_at + settings.DISPUTE_DELAY
+        if timezone.now() < opens_at:
+            raise Conflict(
+                f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
+                f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
+                code="dispute_too_early",
+            )
+
+
+def escrow_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
+    """Move to `disputed` inside the caller's transaction (disputes.services.dispute_open owns
+    it and records the dispute in the same one): from paid after the dispute delay, or the
+    buyer from funded."""
+    return _escrow_transition(
+        trade_id=trade_id,
+        to=S.DISPUTED,
+        actor=actor,
+        reason=reason or "dispute opened",
+        guard=_dispute_delay_passed,
+    )
+
+
 def trade_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
-    """A party opens a dispute: from paid after the dispute delay, or the buyer from funded."""
-
-    def delay_passed(trade: Trade) -> None:
-        if trade.state == S.PAID and trade.paid_at:
-            opens_at = trade.paid_at + settings.DISPUTE_DELAY
-            if timezone.now() < opens_at:
-                raise Conflict(
-                    f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
-                    f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
-                    code="dispute_too_early",
-                )
-
+    """A party opens a dispute (the escrow move alone; the product goes through
+    disputes.services.dispute_open, which also records the dispute)."""
     with transaction.atomic(durable=True):
-        return _escrow_transition(
-            trade_id=trade_id,
-            to=S.DISPUTED,
-            actor=actor,
-            reason=reason or "dispute opened",
-            guard=delay_passed,
+        return escrow_dispute(trade_id=trade_id, actor=actor, reason=reason)
+
+
+DECISIONS = {"release": S.RELEASING, "refund": S.REFUNDING, "split": S.SPLITTING}
+
+
+def escrow_decide(
+    *, trade_id: int, actor: Any, outcome: str, reason: str, buyer_amount: Decimal | None = None
+) -> Trade:
+    """A moderator settles a disputed trade (release to the buyer, refund to the seller, or a
+    split giving the buyer `buyer_amount`), inside the caller's transaction; the settlement is
+    queued like any release."""
+    to = DECISIONS.get(outcome)
+    if to is None:
+        raise ValidationFailed(
+            "outcome: release, refund or split.",
+            fields={"outcome": ["Choose release, refund or split."]},
         )
+
+    def split_fits(trade: Trade) -> None:
+        if to == S.SPLITTING and (buyer_amount is None or not 0 < buyer_amount < trade.amount):
+            raise ValidationFailed(
+                f"buyer_amount: a split gives the buyer more than 0 and less than {trade.amount.normalize():f}.",
+                fields={"buyer_amount": ["Between 0 and the trade amount, both excluded."]},
+            )
+
+    return _escrow_transition(
+        trade_id=trade_id,
+        to=to,
+        actor=actor,
+        reason=reason,
+        as_moderator=True,
+        guard=split_fits,
+        split_buyer_amount=buyer_amount if to == S.SPLITTING else None,
+    )
 
 
 # --- settlement -------------------------------------------------------------------------------

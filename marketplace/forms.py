@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 
 from common.errors import ApplicationError, ValidationFailed
+from disputes.models import Dispute
 from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod
 from marketplace.templatetags.money import amount
 
@@ -181,6 +182,38 @@ class OfferForm(forms.Form):
         label="Terms (optional)",
         widget=forms.Textarea({"rows": 4, "placeholder": "E.g. No third-party payments."}),
     )
+    min_taker_tier = forms.TypedChoiceField(
+        label="Verification of takers",
+        choices=[
+            (0, "Anyone, verified or not"),
+            (1, "Tier 1 or higher (identity verified)"),
+            (2, "Tier 2 only (fully verified)"),
+        ],
+        coerce=int,
+        initial=0,
+        required=False,
+        empty_value=0,
+    )
+    min_taker_trades = forms.IntegerField(
+        label="Minimum completed trades",
+        min_value=0,
+        initial=0,
+        required=False,
+        help_text="0 lets newcomers take it.",
+        widget=forms.NumberInput({"inputmode": "numeric"}),
+    )
+    min_account_age_days = forms.IntegerField(
+        label="Minimum account age (days)",
+        min_value=0,
+        initial=0,
+        required=False,
+        widget=forms.NumberInput({"inputmode": "numeric"}),
+    )
+    trusted_only = forms.BooleanField(
+        label="Only traders on my trusted list",
+        required=False,
+        help_text="Manage your trusted list in Settings.",
+    )
 
     def __init__(self, *args: Any, offer: Offer | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -213,6 +246,10 @@ class OfferForm(forms.Form):
             "payment_methods": [m.code for m in offer.payment_methods.all()],
             "payment_window_minutes": offer.payment_window_minutes,
             "terms": offer.terms,
+            "min_taker_tier": offer.min_taker_tier,
+            "min_taker_trades": offer.min_taker_trades,
+            "min_account_age_days": offer.min_account_age_days,
+            "trusted_only": offer.trusted_only,
         }
 
     def service_values(self) -> dict[str, Any]:
@@ -228,6 +265,10 @@ class OfferForm(forms.Form):
             "payment_methods": list(data["payment_methods"]),
             "payment_window_minutes": data["payment_window_minutes"],
             "terms": data.get("terms", ""),
+            "min_taker_tier": data.get("min_taker_tier") or 0,
+            "min_taker_trades": data.get("min_taker_trades") or 0,
+            "min_account_age_days": data.get("min_account_age_days") or 0,
+            "trusted_only": bool(data.get("trusted_only")),
         }
         if self.offer is None:
             values.update(side=data["side"], asset=data["asset"], fiat=data["fiat"])
@@ -249,9 +290,12 @@ class WithdrawalForm(forms.Form):
 
 
 class DisputeForm(forms.Form):
+    category = forms.ChoiceField(label="What happened?", choices=Dispute.Category.choices)
     reason = forms.CharField(
-        required=False,
-        max_length=200,
-        label="What went wrong?",
-        widget=forms.Textarea({"rows": 3, "placeholder": "E.g. I paid at 14:05 but the seller…"}),
+        min_length=10,
+        max_length=4000,
+        label="Describe it for the moderator",
+        widget=forms.Textarea(
+            {"rows": 3, "placeholder": "E.g. I paid at 14:05 by SEPA, ref 1234, but the seller…"}
+        ),
     )

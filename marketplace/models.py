@@ -7,7 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
-from common.files import private_storage
+from common.files import get_private_storage
 from common.money import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX_DIGITS
 
 
@@ -121,6 +121,11 @@ class Offer(models.Model):
     terms = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     is_deleted = models.BooleanField(default=False)
+    # Who may take it (checked by offer_take; the order book tells a taker which one they miss).
+    min_taker_tier = models.PositiveSmallIntegerField(default=0)
+    min_taker_trades = models.PositiveIntegerField(default=0)
+    min_account_age_days = models.PositiveIntegerField(default=0)
+    trusted_only = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -152,6 +157,9 @@ class Offer(models.Model):
                     | Q(price_type="floating", margin_percent__isnull=False)
                 ),
                 name="offer_price_given",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_taker_tier__lte=2), name="offer_min_taker_tier_range"
             ),
         ]
 
@@ -258,7 +266,7 @@ class TradeMessage(models.Model):
     is_moderator = models.BooleanField(default=False)
     text = models.TextField(max_length=2000, blank=True)
     attachment = models.FileField(
-        upload_to="trade-attachments/%Y/%m/", storage=private_storage, blank=True
+        upload_to="trade-attachments/%Y/%m/", storage=get_private_storage, blank=True
     )
     attachment_name = models.CharField(max_length=200, blank=True)
     attachment_type = models.CharField(
@@ -274,7 +282,8 @@ class TradeMessage(models.Model):
 
 
 class Feedback(models.Model):
-    """One rating per party per completed trade, about the other party."""
+    """One rating per party per completed or resolved trade, about the other party, who may
+    reply once."""
 
     class Rating(models.TextChoices):
         POSITIVE = "positive"
@@ -290,6 +299,8 @@ class Feedback(models.Model):
     rating = models.CharField(max_length=8, choices=Rating.choices)
     comment = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    reply = models.CharField(max_length=500, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

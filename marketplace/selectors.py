@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,15 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Round
+from django.utils import timezone
 
+from accounts.selectors import (
+    TakerFacts,
+    blocked_user_ids,
+    is_blocked_between,
+    taker_facts,
+    trusting_owner_ids,
+)
 from common.errors import NotFound
 from marketplace.models import Offer, PriceIndex, Trade
 
@@ -55,9 +64,17 @@ def offer_book(
     fiat_amount: Decimal | None = None,
     min_completion_rate: Decimal | None = None,
     maker_username: str | None = None,
+    viewer: Any = None,
 ) -> QuerySet[Offer]:
-    """Active offers, best price first for the taker: lowest when the maker sells, highest when buying."""
+    """Active offers, best price first for the taker: lowest when the maker sells, highest when
+    buying. Makers who may not trade now (frozen, suspended) are left out, and so, for a
+    logged-in viewer, are the makers they blocked or who blocked them."""
     qs = Offer.objects.filter(is_deleted=False, is_active=True, available__gt=0)
+    qs = qs.exclude(maker__profile__is_frozen=True).exclude(
+        maker__profile__suspended_until__gt=timezone.now()
+    )
+    if viewer is not None and getattr(viewer, "is_authenticated", False):
+        qs = qs.exclude(maker_id__in=blocked_user_ids(user=viewer))
     if side:
         qs = qs.filter(side=side)
     if asset:
@@ -83,15 +100,103 @@ def offer_book(
     )
 
 
-def offer_get(*, offer_id: int) -> Offer:
+def offer_get(*, offer_id: int, viewer: Any = None) -> Offer:
+    """An offer; for a viewer the maker blocked, or who blocked the maker, it doesn't exist."""
     offer = (
         offers_with_price(Offer.objects.filter(pk=offer_id, is_deleted=False))
         .select_related("asset", "fiat", "maker")
         .first()
     )
-    if offer is None:
+    if offer is None or (
+        viewer is not None
+        and getattr(viewer, "is_authenticated", False)
+        and viewer.pk != offer.maker_id
+        and is_blocked_between(user_id=viewer.pk, other_id=offer.maker_id)
+    ):
         raise NotFound(f"Offer #{offer_id} not found.")
     return offer
+
+
+# --- who may take an offer --------------------------------------------------------------------
+
+
+def offer_requirements(offer: Offer) -> list[str]:
+    """The offer's requirements in words, for everyone to see."""
+    out = []
+    if offer.min_taker_tier:
+        out.append(f"Tier {offer.min_taker_tier}+ verified takers")
+    if offer.min_taker_trades:
+        out.append(f"{offer.min_taker_trades}+ completed trades")
+    if offer.min_account_age_days:
+        out.append(f"Accounts {offer.min_account_age_days}+ days old")
+    if offer.trusted_only:
+        out.append("Trusted traders only")
+    return out
+
+
+def offer_unmet_requirements(
+    *,
+    offer: Offer,
+    taker: TakerFacts,
+    is_trusted: bool,
+    now: datetime | None = None,
+    short: bool = False,
+) -> list[str]:
+    """Why this taker may not take this offer, one reason per unmet requirement (empty: open);
+    `short` words them for a row of the order book."""
+    if taker.user_id == offer.maker_id:
+        return []
+    now = now or timezone.now()
+    reasons = []
+    if taker.tier < offer.min_taker_tier:
+        reasons.append(
+            f"Tier {offer.min_taker_tier}+ verified takers only (you: tier {taker.tier})"
+            if short
+            else f"The maker asks for tier {offer.min_taker_tier} or higher; you are tier "
+            f"{taker.tier}. Verify your identity in Settings → Verification."
+        )
+    if taker.completed_trades < offer.min_taker_trades:
+        reasons.append(
+            f"{offer.min_taker_trades}+ completed trades (you: {taker.completed_trades})"
+            if short
+            else f"The maker asks for at least {offer.min_taker_trades} completed trades; you "
+            f"have {taker.completed_trades}."
+        )
+    age_days = (now - taker.date_joined).days
+    if age_days < offer.min_account_age_days:
+        plural = "s" if age_days != 1 else ""
+        reasons.append(
+            f"Accounts {offer.min_account_age_days}+ days old (yours: {age_days} day{plural})"
+            if short
+            else f"The maker asks for accounts at least {offer.min_account_age_days} days old; "
+            f"yours is {age_days} day{plural} old."
+        )
+    if offer.trusted_only and not is_trusted:
+        reasons.append(
+            f"{offer.maker.username}'s trusted traders only"
+            if short
+            else f"Only traders on {offer.maker.username}'s trusted list may take it."
+        )
+    return reasons
+
+
+def offers_unmet_for_viewer(
+    *, offers: list[Offer], viewer: Any, short: bool = False
+) -> dict[int, list[str]]:
+    """For each offer (a page of the book), why the viewer may not take it; a few queries for
+    the whole page, not per offer. Anonymous viewers: nothing (they are asked to log in)."""
+    if viewer is None or not getattr(viewer, "is_authenticated", False) or not offers:
+        return {}
+    facts = taker_facts(user=viewer)
+    trusted_only = [o.maker_id for o in offers if o.trusted_only]
+    trusting = trusting_owner_ids(user=viewer, owner_ids=trusted_only) if trusted_only else set()
+    now = timezone.now()
+    return {
+        o.pk: offer_unmet_requirements(
+            offer=o, taker=facts, is_trusted=o.maker_id in trusting, now=now, short=short
+        )
+        for o in offers
+    }
 
 
 def offer_list_for_user(*, user: Any) -> QuerySet[Offer]:

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from accounts import views as account_views
 from marketplace import views
@@ -26,4 +26,5 @@ urlpatterns = [
     path("trades/<int:trade_id>/<slug:action>/", views.trade_action, name="trade_action"),
     path("wallet/", views.wallet, name="wallet"),
     path("u/<str:username>/", account_views.profile, name="profile"),
+    path("settings/", include("accounts.settings_urls")),
 ]

@@ -28,6 +28,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.selectors import trader_stats, trader_stats_for_users
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.money import parse_amount
+from disputes import selectors as dispute_selectors
+from disputes.services import dispute_open
 from escrow import services as escrow
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
@@ -93,9 +95,9 @@ def _safe_next(request: HttpRequest, default: str) -> str:
     return default
 
 
-def _offer_or_404(offer_id: int) -> Offer:
+def _offer_or_404(offer_id: int, viewer: Any = None) -> Offer:
     try:
-        return selectors.offer_get(offer_id=offer_id)
+        return selectors.offer_get(offer_id=offer_id, viewer=viewer)
     except NotFound as exc:
         raise Http404(exc.message) from None
 
@@ -142,10 +144,21 @@ def _order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str,
         fiat=chosen.get("fiat") or None,
         payment_method=chosen.get("payment_method") or None,
         fiat_amount=fiat_amount,
+        viewer=request.user,
     )
     page = Paginator(offers, ORDER_BOOK_PAGE).get_page(request.GET.get("page"))
     stats = trader_stats_for_users(user_ids=sorted({o.maker_id for o in page}))
-    rows = [{"offer": o, "stats": stats.get(o.maker_id)} for o in page]
+    # Why an offer isn't open to this visitor, shown in place of its Buy/Sell button.
+    unmet = selectors.offers_unmet_for_viewer(offers=list(page), viewer=request.user, short=True)
+    rows = [
+        {
+            "offer": o,
+            "stats": stats.get(o.maker_id),
+            "requirements": selectors.offer_requirements(o),
+            "unmet": unmet.get(o.pk, []),
+        }
+        for o in page
+    ]
     return {
         "filters": filters,
         "side": side,
@@ -204,8 +217,8 @@ def quick_trade(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
-    """An offer's terms and the form to take it."""
-    offer = _offer_or_404(offer_id)
+    """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
+    offer = _offer_or_404(offer_id, viewer=request.user)
     form = TakeOfferForm(offer=offer)
     status = 200
     if request.method == "POST":
@@ -238,6 +251,10 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
         "stats": trader_stats(user=offer.maker),
         "is_own": request.user.is_authenticated and offer.maker_id == request.user.pk,
         "methods": list(offer.payment_methods.all()),
+        "requirements": selectors.offer_requirements(offer),
+        "unmet": selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user).get(
+            offer.pk, []
+        ),
     }
     return render(request, "marketplace/offer_detail.html", context, status=status)
 
@@ -380,7 +397,7 @@ def _run_action(action: TradeAction, *, trade: Trade, user: Any, reason: str) ->
         return escrow.escrow_release(trade_id=trade.pk, actor=user)
     if action.slug == "cancel":
         return escrow.trade_cancel(trade_id=trade.pk, actor=user)
-    return escrow.trade_dispute(trade_id=trade.pk, actor=user, reason=reason)
+    raise ValueError(f"unknown action {action.slug}")
 
 
 DONE_MESSAGES = {
@@ -493,6 +510,10 @@ def _render_trade_room(
 ) -> HttpResponse:
     context = _trade_room(trade, request.user)
     context.update(_chat_context(trade, request.user))
+    context["dispute"] = dispute_selectors.dispute_for_trade(trade_id=trade.pk)
+    if context["dispute"] is not None:
+        context["evidence"] = dispute_selectors.evidence_list(dispute=context["dispute"])
+        context["sla_hours"] = settings.DISPUTE_SLA_HOURS
     context["error"] = error
     context["changed"] = changed
     if context["counterparty"] is not None:
@@ -540,12 +561,21 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
         return render(
             request, "marketplace/trade_confirm.html", {**room, "action": spec, "form": form}
         )
-    reason = ""
-    if spec.slug == "dispute":
-        dispute_form = DisputeForm(request.POST)
-        reason = dispute_form.cleaned_data["reason"] if dispute_form.is_valid() else ""
     try:
-        _run_action(spec, trade=trade, user=request.user, reason=reason)
+        if spec.slug == "dispute":
+            form = DisputeForm(request.POST)
+            if not form.is_valid():
+                room = _trade_room(trade, request.user)
+                context = {**room, "action": spec, "form": form}
+                return render(request, "marketplace/trade_confirm.html", context, status=400)
+            dispute_open(
+                trade_id=trade.pk,
+                actor=request.user,
+                category=form.cleaned_data["category"],
+                text=form.cleaned_data["reason"],
+            )
+        else:
+            _run_action(spec, trade=trade, user=request.user, reason="")
     except ApplicationError as exc:
         fresh = _trade_or_404(trade_id, request.user)
         return _render_trade_room(request, fresh, status=exc.status, error=exc.message)

@@ -1,4 +1,5 @@
-"""Hooks into escrow.services.transition_listeners (called on commit of each transition)."""
+"""Hooks into escrow.services.transition_listeners and marketplace chat message_listeners
+(each called on commit)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import logging
 
 from escrow.models import EscrowEvent
 from escrow.services import transition_listeners
-from marketplace.models import Trade
+from marketplace.models import Trade, TradeMessage
+from marketplace.services.room import message_listeners
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +26,25 @@ def on_trade_transition(trade: Trade, event: EscrowEvent) -> None:
 
 if on_trade_transition not in transition_listeners:
     transition_listeners.append(on_trade_transition)
+
+
+def on_trade_message(message: TradeMessage) -> None:
+    """A chat message tells the other party (in-app only)."""
+    from notifications import services
+
+    try:
+        who = (
+            "A moderator"
+            if message.is_moderator
+            else (message.sender.username if message.sender else "System")
+        )
+        text = f"{who} wrote in trade #{message.trade_id}: {message.text[:200] or 'an attachment'}"
+        services.notify_parties(
+            trade=message.trade, text=text, kind="message", except_user_id=message.sender_id
+        )
+    except Exception:
+        logger.exception("notifying about message %s failed", message.pk)
+
+
+if on_trade_message not in message_listeners:
+    message_listeners.append(on_trade_message)

@@ -374,3 +374,25 @@ def webhook_deliveries_requeue_due() -> int:
             _enqueue(delivery_id)
             requeued += 1
     return requeued
+
+
+def notify_parties(
+    *, trade: Trade, text: str, kind: str, except_user_id: int | None = None, email: bool = False
+) -> None:
+    """Tell both parties of a trade about something that is not an escrow move (a dispute step,
+    a chat message): in-app, and by email when it matters."""
+    trade = Trade.objects.select_related("buyer", "seller").get(pk=trade.pk)
+    users = [u for u in (trade.buyer, trade.seller) if u.pk != except_user_id]
+    Notification.objects.bulk_create(
+        Notification(user=u, trade=trade, kind=kind, text=text[:500]) for u in users
+    )
+    if email:
+        for user in users:
+            if not user.email:
+                continue
+            try:
+                send_mail(f"Trade #{trade.pk}: {kind}", text, None, [user.email])
+            except Exception:
+                logger.warning(
+                    "email to user %s about trade #%s failed", user.pk, trade.pk, exc_info=True
+                )

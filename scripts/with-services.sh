@@ -4,6 +4,9 @@
 #
 # Runs CMD with a throwaway PostgreSQL 15 and Redis on free 127.0.0.1 ports,
 # stops both afterwards (even if CMD fails) and exits with CMD's exit code.
+# Installs PostgreSQL, Redis and Chromium (for the browser tests) from the
+# system's packages where missing; Playwright never downloads a browser
+# (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1).
 # Exports DATABASE_URL, REDIS_URL, PGPORT_TEST, REDIS_PORT_TEST, PG_BIN and
 # TEST_SERVICES_DIR (layout: pgdata/ = data dir, pg.log, redis.pid, redis.log;
 # when run as root the server runs as the `postgres` user).
@@ -18,13 +21,21 @@ die() { echo "with-services: $*" >&2; exit 1; }
 if [ "$(id -u)" = 0 ]; then SUDO=; AS_PG=(runuser -u postgres --)
 else SUDO=$(command -v sudo || true); AS_PG=(); fi
 
-if [ ! -x "$PG_BIN/initdb" ] || ! command -v redis-server >/dev/null; then
+# The system packages the tests need, where missing: PostgreSQL, Redis, and the
+# Chromium the browser tests drive (Playwright never downloads a browser).
+CHROMIUM=/usr/bin/chromium
+MISSING=()
+[ -x "$PG_BIN/initdb" ] || MISSING+=(postgresql)
+command -v redis-server >/dev/null || MISSING+=(redis-server)
+[ -x "$CHROMIUM" ] || MISSING+=(chromium)
+if [ "${#MISSING[@]}" -gt 0 ]; then
   # Debian's postgresql package may create/start a "main" cluster on 5432; we
   # never use it and leave it alone.
   $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-    $SUDO apt-get install -y -q postgresql redis-server >&2 \
-    || die "apt-get install postgresql redis-server failed"
+    $SUDO apt-get install -y -q "${MISSING[@]}" >&2 \
+    || die "apt-get install ${MISSING[*]} failed"
 fi
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 # Two distinct free ports, both bound at once so they cannot collide.
 free_ports() {

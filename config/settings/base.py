@@ -47,6 +47,10 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
+    "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "common",
     "accounts",
     "ledger",
@@ -66,7 +70,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout into a response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # TEMPLATES
@@ -92,6 +100,28 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 CSRF_FAILURE_VIEW = "common.views.csrf_failure"
 
+# SECURITY HEADERS
+# The UI loads only its own scripts (htmx is served from static/); htmx injects its indicator
+# styles, hence 'unsafe-inline' for styles only. /api/docs/ (Swagger UI) is exempted in urls.py.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+
 # FILES
 # Trade attachments and evidence never live under a public URL: views check who may read them.
 PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=str(BASE_DIR / "private_media"))
@@ -104,6 +134,20 @@ CHAT_ATTACHMENT_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTHENTICATION_BACKENDS = [
+    # Login throttling and lockout: repeated failures for a username from an IP lock it out.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "common.views.lockout"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -186,6 +230,34 @@ SPECTACULAR_SETTINGS = {
 MAKER_FEE_RATE = Decimal(env("MAKER_FEE_RATE", default="0.001"))
 TAKER_FEE_RATE = Decimal(env("TAKER_FEE_RATE", default="0.002"))
 DISPUTE_DELAY = timedelta(minutes=env.int("DISPUTE_DELAY_MINUTES", default=10))
+# KYC tiers: per-trade and rolling 30-day limits in EUR equivalent (0 = no documents).
+KYC_LIMITS_EUR = {
+    0: {
+        "per_trade": Decimal(env("KYC_TIER0_PER_TRADE", default="1000")),
+        "per_30_days": Decimal(env("KYC_TIER0_PER_30_DAYS", default="5000")),
+    },
+    1: {
+        "per_trade": Decimal(env("KYC_TIER1_PER_TRADE", default="10000")),
+        "per_30_days": Decimal(env("KYC_TIER1_PER_30_DAYS", default="50000")),
+    },
+    2: {
+        "per_trade": Decimal(env("KYC_TIER2_PER_TRADE", default="100000")),
+        "per_30_days": Decimal(env("KYC_TIER2_PER_30_DAYS", default="1000000")),
+    },
+}
+KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
+KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
+# Disputes older than this are flagged in the moderators' queue.
+DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=24)
+EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=20 * 1024 * 1024)
+EVIDENCE_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "video/mp4",
+}
 SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=100)
 SETTLEMENT_REQUEUE_AFTER = timedelta(seconds=env.int("SETTLEMENT_REQUEUE_SECONDS", default=60))
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=1000)

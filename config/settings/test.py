@@ -1,6 +1,7 @@
 """pytest: the DATABASE_URL / REDIS_URL that `make test` exports (PostgreSQL and Redis)."""
 
 import tempfile
+from decimal import Decimal
 
 from .base import *  # noqa: F403
 from .base import env
@@ -22,3 +23,11 @@ LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=4)
 
 # Uploaded attachments and evidence go to a throwaway folder.
 PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=tempfile.mkdtemp(prefix="private-media-"))
+
+# Tests about trading shouldn't trip over KYC limits; the KYC tests set the real ones explicitly.
+_NO_LIMIT = {"per_trade": Decimal("1e12"), "per_30_days": Decimal("1e12")}
+KYC_LIMITS_EUR = {0: _NO_LIMIT, 1: _NO_LIMIT, 2: _NO_LIMIT}
+
+# One client (127.0.0.1) makes every test request, and the counters live in Redis across
+# tests: limits high here; the throttling test sets its own.
+API_RATE_LIMITS = {"key": "100000/min", "ip": "100000/min", "auth": "100000/min"}

@@ -70,6 +70,13 @@ class OfferOut(serializers.Serializer):
     terms = serializers.CharField()
     is_active = serializers.BooleanField()
     maker = serializers.SerializerMethodField()
+    min_taker_tier = serializers.IntegerField()
+    min_taker_trades = serializers.IntegerField()
+    min_account_age_days = serializers.IntegerField()
+    trusted_only = serializers.BooleanField()
+    unmet_requirements = serializers.SerializerMethodField(
+        help_text="Why the requesting user may not take this offer; empty when it is open to them."
+    )
     created_at = serializers.DateTimeField()
 
     @extend_schema_field({"type": "string", "nullable": True, "example": "86275.00"})
@@ -81,6 +88,10 @@ class OfferOut(serializers.Serializer):
 
     def get_payment_methods(self, offer: Offer) -> list[str]:
         return [m.code for m in offer.payment_methods.all()]
+
+    def get_unmet_requirements(self, offer: Offer) -> list[str]:
+        unmet: dict[int, list[str]] = self.context.get("unmet", {})
+        return unmet.get(offer.pk, [])
 
     @extend_schema_field(MakerOut)
     def get_maker(self, offer: Offer) -> dict[str, Any]:

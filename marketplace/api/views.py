@@ -74,6 +74,18 @@ class OfferInput(serializers.Serializer):
     )
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, default=30)
     terms = serializers.CharField(max_length=2000, allow_blank=True, default="")
+    min_taker_tier = serializers.IntegerField(
+        min_value=0, max_value=2, default=0, help_text="Takers' minimum KYC tier (0: anyone)."
+    )
+    min_taker_trades = serializers.IntegerField(
+        min_value=0, default=0, help_text="Takers' minimum number of completed trades."
+    )
+    min_account_age_days = serializers.IntegerField(
+        min_value=0, default=0, help_text="Takers' minimum account age in days."
+    )
+    trusted_only = serializers.BooleanField(
+        default=False, help_text="Only traders on your trusted list may take it."
+    )
 
 
 class OfferPatchInput(serializers.Serializer):
@@ -89,6 +101,10 @@ class OfferPatchInput(serializers.Serializer):
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, required=False)
     terms = serializers.CharField(max_length=2000, allow_blank=True, required=False)
     is_active = serializers.BooleanField(required=False)
+    min_taker_tier = serializers.IntegerField(min_value=0, max_value=2, required=False)
+    min_taker_trades = serializers.IntegerField(min_value=0, required=False)
+    min_account_age_days = serializers.IntegerField(min_value=0, required=False)
+    trusted_only = serializers.BooleanField(required=False)
 
 
 class OfferListApi(ApiView):
@@ -122,6 +138,7 @@ class OfferListApi(ApiView):
             payment_method=request.query_params.get("payment_method") or None,
             fiat_amount=_decimal_param(request, "amount"),
             maker_username=request.query_params.get("maker") or None,
+            viewer=request.user,
         )
         side = request.query_params.get("side")
         self.ordering = (
@@ -133,7 +150,10 @@ class OfferListApi(ApiView):
         rows = page["rows"]
         if min_rate is not None:
             rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
-        data = OfferOut(rows, many=True, context={"request": request, "maker_stats": stats}).data
+        unmet = selectors.offers_unmet_for_viewer(offers=rows, viewer=request.user)
+        data = OfferOut(
+            rows, many=True, context={"request": request, "maker_stats": stats, "unmet": unmet}
+        ).data
         return page["paginator"].get_paginated_response(data)
 
     def paginator_page(self, qs: Any) -> dict[str, Any]:
@@ -165,7 +185,26 @@ class OfferListApi(ApiView):
                     "terms": "SEPA from an account in your own name.",
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "For verified, experienced takers only",
+                value={
+                    "side": "sell",
+                    "asset": "BTC",
+                    "fiat": "EUR",
+                    "price_type": "fixed",
+                    "price": "86000",
+                    "amount": "1",
+                    "min_fiat": "1000",
+                    "max_fiat": "20000",
+                    "payment_methods": ["sepa"],
+                    "min_taker_tier": 1,
+                    "min_taker_trades": 10,
+                    "min_account_age_days": 30,
+                    "trusted_only": False,
+                },
+                request_only=True,
+            ),
         ],
     )
     @idempotent
@@ -183,8 +222,10 @@ class OfferListApi(ApiView):
 class OfferDetailApi(ApiView):
     @extend_schema(operation_id="offers_retrieve", responses={200: OfferOut, **ERRORS})
     def get(self, request: Request, offer_id: int) -> Response:
-        offer = selectors.offer_get(offer_id=offer_id)
-        return Response(OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data)
+        offer = selectors.offer_get(offer_id=offer_id, viewer=request.user)
+        unmet = selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user)
+        context = {"maker_stats": _maker_stats([offer]), "unmet": unmet}
+        return Response(OfferOut(offer, context=context).data)
 
     @extend_schema(
         operation_id="offers_update", request=OfferPatchInput, responses={200: OfferOut, **ERRORS}
@@ -316,7 +357,10 @@ class PriceListApi(ApiView):
 
     @extend_schema(
         operation_id="prices_list",
-        responses={200: inline_serializer("PriceList", {"results": PriceOut(many=True)})},
+        responses={
+            200: inline_serializer("PriceList", {"results": PriceOut(many=True)}),
+            429: ErrorSerializer,
+        },
         description="The price index that floating offers follow (fiat per one unit of the asset).",
     )
     def get(self, request: Request) -> Response:
@@ -401,12 +445,15 @@ class TradeMessageAttachmentApi(ApiView):
 
 
 class FeedbackOut(serializers.Serializer):
+    id = serializers.IntegerField()
     trade = serializers.IntegerField(source="trade_id")
     author = serializers.CharField(source="author.username")
     target = serializers.CharField(source="target.username")
     rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
     comment = serializers.CharField()
     created_at = serializers.DateTimeField()
+    reply = serializers.CharField(help_text="The target's one reply; empty until they reply.")
+    replied_at = serializers.DateTimeField(allow_null=True)
 
 
 class TradeFeedbackApi(ApiView):
@@ -428,7 +475,10 @@ class TradeFeedbackApi(ApiView):
                 "Thanks", value={"rating": "positive", "comment": "Fast release"}, request_only=True
             )
         ],
-        description="Rate the other party of a completed trade, once.",
+        description=(
+            "Rate the other party of a completed or resolved (refunded, split) trade, once; "
+            "never a cancelled or expired one."
+        ),
     )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
@@ -438,3 +488,48 @@ class TradeFeedbackApi(ApiView):
             trade_id=trade_id, actor=request.user, **data.validated_data
         )
         return Response(FeedbackOut(feedback).data, status=status.HTTP_201_CREATED)
+
+
+class FeedbackReplyApi(ApiView):
+    class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "FeedbackReplyInput"
+
+        text = serializers.CharField(max_length=500)
+
+    @extend_schema(
+        operation_id="feedback_reply",
+        request=Input,
+        responses={200: FeedbackOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Reply",
+                value={"text": "The bank held the transfer for a day; sorry for the wait."},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Already replied",
+                value={
+                    "error": {
+                        "code": "reply_exists",
+                        "message": "You already replied to this feedback.",
+                        "fields": {},
+                    }
+                },
+                response_only=True,
+                status_codes=["409"],
+            ),
+        ],
+        description=(
+            "Answer feedback left about you, once (403 for anyone but its target, 409 when "
+            "already answered). Shown on your public profile."
+        ),
+    )
+    @idempotent
+    def post(self, request: Request, feedback_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        feedback = services.feedback_reply(
+            feedback_id=feedback_id, actor=request.user, text=data.validated_data["text"]
+        )
+        return Response(FeedbackOut(feedback).data)

@@ -11,10 +11,16 @@ from marketplace.services.offers import (
     offer_update,
     price_index_set,
 )
-from marketplace.services.room import feedback_leave, trade_message_send
+from marketplace.services.room import (
+    feedback_leave,
+    feedback_reply,
+    trade_message_send,
+    trade_system_note,
+)
 
 __all__ = [
     "feedback_leave",
+    "feedback_reply",
     "offer_create",
     "offer_delete",
     "offer_effective_price",
@@ -24,4 +30,5 @@ __all__ = [
     "offer_update",
     "price_index_set",
     "trade_message_send",
+    "trade_system_note",
 ]

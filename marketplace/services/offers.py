@@ -12,15 +12,30 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from common.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
+from accounts import services as accounts
+from accounts.selectors import (
+    TakerFacts,
+    is_blocked_between,
+    taker_facts,
+    trade_value_eur,
+    trader_stats,
+    trading_block_reason,
+    trusting_owner_ids,
+)
+from common.errors import Conflict, InsufficientFunds, NotFound, PermissionDenied, ValidationFailed
 from common.money import fmt, parse_amount, parse_signed, round_down, round_half_up
 from escrow.models import EscrowEvent
 from escrow.services import announce
 from ledger import services as ledger
 from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
+from marketplace.selectors import offer_book, offer_unmet_requirements
 
 MAX_PAYMENT_METHODS = 3
 PRICE_PRECISION = 8
+# Upper bounds of what a maker may ask of takers (beyond them nobody could take the offer).
+MAX_REQUIRED_TRADES = 10_000
+MAX_REQUIRED_AGE_DAYS = 3_650
+REQUIREMENT_FIELDS = ("min_taker_tier", "min_taker_trades", "min_account_age_days", "trusted_only")
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -52,6 +67,57 @@ def _payment_methods(codes: Iterable[str]) -> list[PaymentMethod]:
     if unknown:
         raise _invalid("payment_methods", f"Unknown payment method {unknown[0]!r}.")
     return [found[c] for c in codes]
+
+
+def _whole(value: Any, *, field: str, low: int, high: int, message: str) -> int:
+    if isinstance(value, bool):
+        raise _invalid(field, message)
+    try:
+        number = int(str(value).strip() or 0) if value is not None else 0
+    except (TypeError, ValueError):
+        raise _invalid(field, message) from None
+    if not low <= number <= high:
+        raise _invalid(field, message)
+    return number
+
+
+def _flag(value: Any, *, field: str) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("", "0", "false", "off", "no"):
+        return False
+    raise _invalid(field, "Yes or no.")
+
+
+def _requirements(values: dict[str, Any]) -> dict[str, Any]:
+    """Who may take the offer: a minimum tier, completed trades, account age, trusted only."""
+    return {
+        "min_taker_tier": _whole(
+            values.get("min_taker_tier"),
+            field="min_taker_tier",
+            low=0,
+            high=2,
+            message="Choose tier 0 (anyone), 1 or 2.",
+        ),
+        "min_taker_trades": _whole(
+            values.get("min_taker_trades"),
+            field="min_taker_trades",
+            low=0,
+            high=MAX_REQUIRED_TRADES,
+            message=f"Whole number of trades, 0 to {MAX_REQUIRED_TRADES:,}.",
+        ),
+        "min_account_age_days": _whole(
+            values.get("min_account_age_days"),
+            field="min_account_age_days",
+            low=0,
+            high=MAX_REQUIRED_AGE_DAYS,
+            message=f"Whole days, 0 to {MAX_REQUIRED_AGE_DAYS:,}.",
+        ),
+        "trusted_only": _flag(values.get("trusted_only"), field="trusted_only"),
+    }
 
 
 # --- price index ------------------------------------------------------------------------------
@@ -153,8 +219,14 @@ def offer_create(
     margin_percent: Any = None,
     payment_window_minutes: Any = 30,
     terms: str = "",
+    min_taker_tier: Any = 0,
+    min_taker_trades: Any = 0,
+    min_account_age_days: Any = 0,
+    trusted_only: Any = False,
 ) -> Offer:
-    """Publish an offer; a sell offer can't offer more than the maker holds right now."""
+    """Publish an offer; a sell offer can't offer more than the maker holds right now, and
+    frozen or suspended makers can't publish."""
+    accounts.ensure_can_trade(user=maker)
     if side not in Offer.Side.values:
         raise _invalid("side", "Choose buy or sell.")
     asset_obj, fiat_obj = _asset(asset), _fiat(fiat)
@@ -170,6 +242,14 @@ def offer_create(
         payment_window_minutes=payment_window_minutes,
     )
     methods = _payment_methods(payment_methods)
+    requirements = _requirements(
+        {
+            "min_taker_tier": min_taker_tier,
+            "min_taker_trades": min_taker_trades,
+            "min_account_age_days": min_account_age_days,
+            "trusted_only": trusted_only,
+        }
+    )
     if side == Offer.Side.SELL:
         available = ledger.account_for_user(user=maker, asset=asset_obj).available
         if available < total:
@@ -187,6 +267,7 @@ def offer_create(
             available=total,
             terms=(terms or "")[:2000],
             **values,
+            **requirements,
         )
         offer.payment_methods.set(methods)
     return offer
@@ -205,7 +286,8 @@ def _offer_for_maker(offer_id: int, maker: Any) -> Offer:
 
 
 def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
-    """The maker edits price, limits, window, methods, terms or total; takes in flight keep theirs."""
+    """The maker edits price, limits, window, methods, terms, total or who may take it; takes in
+    flight keep theirs."""
     with transaction.atomic(durable=True):
         offer = _offer_for_maker(offer_id, actor)
         current = {
@@ -236,6 +318,11 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             offer.terms = (changes["terms"] or "")[:2000]
         if "is_active" in changes:
             offer.is_active = bool(changes["is_active"])
+        if any(f in changes for f in REQUIREMENT_FIELDS):
+            current_req = {f: getattr(offer, f) for f in REQUIREMENT_FIELDS}
+            merged_req = {f: changes.get(f, current_req[f]) for f in REQUIREMENT_FIELDS}
+            for field, value in _requirements(merged_req).items():
+                setattr(offer, field, value)
         offer.save()
         if "payment_methods" in changes:
             offer.payment_methods.set(_payment_methods(changes["payment_methods"]))
@@ -276,7 +363,10 @@ def offer_take(
     fiat_amount: Any = None,
     payment_method: str | None = None,
 ) -> Trade:
-    """Open a trade: lock the offer row, check limits, hold the seller's amount in escrow; never oversold."""
+    """Open a trade: lock the offer row and both parties' profiles, check who may take it and
+    both parties' limits, hold the seller's amount in escrow; never oversold."""
+    # Early, for a clear answer; checked again below under the profile lock.
+    accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
         raise _invalid("amount", "Give either amount (in the asset) or fiat_amount, not both.")
     with transaction.atomic(durable=True):
@@ -286,13 +376,39 @@ def offer_take(
             .filter(pk=offer_id, is_deleted=False)
             .first()
         )
-        if offer is None:
+        # Blocked either way: the offer doesn't exist for them (not a hint that it does).
+        if offer is None or (
+            offer.maker_id != taker.pk
+            and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
+        ):
             raise NotFound(f"Offer #{offer_id} not found.")
         asset, fiat = offer.asset, offer.fiat
         if offer.maker_id == taker.pk:
             raise _invalid("offer", "You cannot take your own offer.")
         if not offer.is_active:
             raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
+        # Locked after the offer, in pk order: a freeze or another take of either party waits.
+        parties = accounts.profiles_lock(user_ids=[offer.maker_id, taker.pk])
+        accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
+        if trading_block_reason(parties[offer.maker_id]):
+            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+        unmet = offer_unmet_requirements(
+            offer=offer,
+            taker=TakerFacts(
+                user_id=taker.pk,
+                tier=parties[taker.pk].kyc_tier,
+                completed_trades=trader_stats(user=taker).trades if offer.min_taker_trades else 0,
+                date_joined=taker.date_joined,
+            ),
+            is_trusted=bool(
+                offer.trusted_only and trusting_owner_ids(user=taker, owner_ids=[offer.maker_id])
+            ),
+        )
+        if unmet:
+            raise PermissionDenied(
+                f"Offer #{offer.pk} isn't open to you: {' '.join(unmet)}",
+                code="requirement_not_met",
+            )
         price = offer_effective_price(offer)
         if price is None or price <= 0:
             raise Conflict(f"Offer #{offer.pk} has no price right now: its price index is missing.")
@@ -324,6 +440,12 @@ def offer_take(
             method = methods[payment_method]
         else:
             method = next(iter(methods.values()), None)
+        accounts.trade_limits_enforce(
+            taker=taker,
+            parties=parties,
+            value_eur=trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total),
+            field=field,
+        )
         seller, buyer = (
             (offer.maker, taker) if offer.side == Offer.Side.SELL else (taker, offer.maker)
         )
@@ -387,9 +509,9 @@ def offer_match(
     fiat_amount: Any,
     payment_method: str | None = None,
 ) -> Trade:
-    """Quick buy/sell: take the best-priced offer that fits the amount, at once."""
-    from marketplace.selectors import offer_book
-
+    """Quick buy/sell: take the best-priced offer that fits the amount and is open to the
+    taker, at once."""
+    accounts.ensure_can_trade(user=taker)
     if side not in Offer.Side.values:
         raise _invalid("side", "Choose buy or sell.")
     fiat_obj = _fiat(fiat)
@@ -397,15 +519,28 @@ def offer_match(
     # side is what the taker wants to do: buying means taking sell offers.
     book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
     candidates = offer_book(
-        side=book_side, asset=asset, fiat=fiat, payment_method=payment_method, fiat_amount=value
+        side=book_side,
+        asset=asset,
+        fiat=fiat,
+        payment_method=payment_method,
+        fiat_amount=value,
+        viewer=taker,
     )
+    facts = None
     for offer in candidates:
         if offer.maker_id == taker.pk:
             continue
+        if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
+            facts = facts or taker_facts(user=taker)
+            trusted = offer.trusted_only and trusting_owner_ids(
+                user=taker, owner_ids=[offer.maker_id]
+            )
+            if offer_unmet_requirements(offer=offer, taker=facts, is_trusted=bool(trusted)):
+                continue  # not open to this taker: the next best may be
         try:
             return offer_take(
                 offer_id=offer.pk, taker=taker, fiat_amount=value, payment_method=payment_method
             )
         except Conflict:
-            continue  # taken or drained meanwhile: try the next best
+            continue  # taken, drained or over its maker's limit: try the next best
     raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")

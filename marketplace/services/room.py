@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
@@ -69,24 +70,70 @@ def trade_message_send(
     return message
 
 
+def trade_system_note(*, trade_id: int, text: str) -> TradeMessage:
+    """A note from the platform in the trade room (no sender), e.g. each step of a dispute.
+    The caller notifies the parties itself, so the chat listeners are not called."""
+    with transaction.atomic():
+        return TradeMessage.objects.create(
+            trade_id=trade_id, sender=None, text=(text or "")[:MAX_MESSAGE_LENGTH]
+        )
+
+
+# Trades whose outcome the parties may rate: completed, or resolved by a moderator. A cancelled
+# or expired trade moved no money, so there is nothing to rate (and no feedback to farm).
+FEEDBACK_STATES = frozenset({Trade.State.COMPLETED, Trade.State.REFUNDED, Trade.State.SPLIT})
+MAX_FEEDBACK_LENGTH = 500
+
+
 def feedback_leave(*, trade_id: int, actor: Any, rating: str, comment: str = "") -> Feedback:
-    """Once per party per completed trade, about the other party."""
+    """Once per party per completed or resolved trade, about the other party."""
     trade = _trade_for(trade_id, actor, as_moderator=False)
-    if trade.state != Trade.State.COMPLETED:
+    if trade.state not in FEEDBACK_STATES:
         raise InvalidTransition(
-            f"Trade #{trade.pk} is {trade.state}: feedback opens once it is completed."
+            f"Trade #{trade.pk} is {trade.state}: feedback opens once it is completed or "
+            "resolved, and never on a cancelled or expired trade."
         )
     if rating not in Feedback.Rating.values:
         raise ValidationFailed(
             "rating: positive or negative.", fields={"rating": ["Choose positive or negative."]}
+        )
+    comment = (comment or "").strip()
+    if len(comment) > MAX_FEEDBACK_LENGTH:
+        raise ValidationFailed(
+            f"comment: at most {MAX_FEEDBACK_LENGTH} characters.",
+            fields={"comment": [f"At most {MAX_FEEDBACK_LENGTH} characters."]},
         )
     target = trade.seller if trade.role_of(actor) == "buyer" else trade.buyer
     with transaction.atomic():
         feedback, created = Feedback.objects.get_or_create(
             trade=trade,
             author=actor,
-            defaults={"target": target, "rating": rating, "comment": (comment or "")[:500]},
+            defaults={"target": target, "rating": rating, "comment": comment},
         )
     if not created:
         raise InvalidTransition("You already left feedback on this trade.", code="feedback_exists")
+    return feedback
+
+
+def feedback_reply(*, feedback_id: int, actor: Any, text: str) -> Feedback:
+    """The trader a feedback is about answers it, once; nobody else can."""
+    text = (text or "").strip()
+    if not text:
+        raise ValidationFailed("text: write your reply.", fields={"text": ["Write your reply."]})
+    if len(text) > MAX_FEEDBACK_LENGTH:
+        raise ValidationFailed(
+            f"text: at most {MAX_FEEDBACK_LENGTH} characters.",
+            fields={"text": [f"At most {MAX_FEEDBACK_LENGTH} characters."]},
+        )
+    with transaction.atomic():
+        feedback = Feedback.objects.select_for_update().filter(pk=feedback_id).first()
+        if feedback is None:
+            raise NotFound(f"Feedback #{feedback_id} not found.")
+        if feedback.target_id != getattr(actor, "pk", None):
+            raise PermissionDenied("Only the trader this feedback is about can reply to it.")
+        if feedback.replied_at is not None:
+            raise InvalidTransition("You already replied to this feedback.", code="reply_exists")
+        feedback.reply = text
+        feedback.replied_at = timezone.now()
+        feedback.save(update_fields=["reply", "replied_at"])
     return feedback

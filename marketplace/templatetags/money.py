@@ -33,6 +33,9 @@ def _places(value: Decimal, precision: int) -> int:
     return max(precision, needed)
 
 
+DISPLAY_PLACES = 8
+
+
 @register.filter
 def amount(value: Any, precision: Any = 8) -> str:
     """`{{ w.available|amount:w.asset.precision }}`: 0.01 BTC -> "0.01000000"."""
@@ -44,7 +47,12 @@ def amount(value: Any, precision: Any = 8) -> str:
     except (TypeError, ValueError):
         places = 8
     # Not str(): Decimal writes 0.00000001 as "1E-8"; format "f" is always positional.
-    return format(number.quantize(quantum(_places(number, places))), "f")
+    text = format(number.quantize(quantum(_places(number, places))), "f")
+    if places > DISPLAY_PLACES and "." in text:
+        # 18-decimal assets (ETH): drop trailing zeros past 8 places; still exact.
+        whole, frac = text.split(".")
+        text = f"{whole}.{frac[:DISPLAY_PLACES]}{frac[DISPLAY_PLACES:].rstrip('0')}"
+    return text
 
 
 @register.filter

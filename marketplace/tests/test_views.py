@@ -37,7 +37,9 @@ class TestMoneyFilters:
     def test_amount_is_exact_at_the_asset_precision(self):
         assert amount(Decimal("1"), 8) == "1.00000000"
         assert amount(Decimal("0.00000001"), 8) == "0.00000001"  # not "1E-8"
-        assert amount(Decimal(0), 18) == "0." + "0" * 18
+        assert amount(Decimal(0), 18) == "0." + "0" * 8  # 18-place zeros trimmed to 8, exact
+        assert amount(Decimal("2.5"), 18) == "2.50000000"
+        assert amount(Decimal("0.000000000000000001"), 18) == "0.000000000000000001"
         assert amount(Decimal("123456789.123456789123456789"), 18) == "123456789.123456789123456789"
 
     def test_amount_drops_nothing_beyond_the_precision(self):
@@ -434,10 +436,18 @@ class TestTradeRoom:
         trade.refresh_from_db()
         assert trade.state == S.CANCELLED
         other = make_trade(alice, bob, amount="0.01", fund_seller=False)
-        _post_action(client, other, "dispute", expected="funded", reason="Paid, button broken")
+        _post_action(
+            client,
+            other,
+            "dispute",
+            expected="funded",
+            reason="Paid, the button broke",
+            category="could_not_mark_paid",
+        )
         other.refresh_from_db()
         assert other.state == S.DISPUTED
-        assert other.events.last().reason == "Paid, button broken"
+        assert other.dispute.text == "Paid, the button broke"
+        assert other.events.last().reason == "Dispute: I paid but could not mark the trade paid"
 
     def test_a_stale_expected_state_changes_nothing(self, client, alice, bob):
         # given the page showed "funded", but bob marked it paid in another tab
@@ -560,7 +570,8 @@ class TestWallet:
         # 1 BTC deposited, 0.01 + 0.00001 fee held in escrow
         assert "0.98999000" in html
         assert "0.01001000" in html
-        assert "0." + "0" * 18 in html  # ETH at 18 places, never "0E-18"
+        assert "0E-18" not in html  # ETH: never exponent notation
+        assert "0.00000000" in html
         assert "E-" not in html.split('id="balances"')[0]
         assert "memo U" in html  # deposit instructions of the manual adapter
         assert "Deposit" in html

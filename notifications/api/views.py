@@ -11,7 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ApiView, CursorPage, ErrorSerializer
+from common.api import ApiView, CursorPage, ErrorSerializer, paginated
 from common.idempotency import idempotent
 from notifications import selectors, services
 from notifications.models import Notification, WebhookDelivery
@@ -87,7 +87,7 @@ class WebhookListApi(ApiView):
     @extend_schema(
         operation_id="webhooks_list",
         parameters=CURSOR_PARAMS,
-        responses={200: WebhookOut(many=True), **ERRORS},
+        responses={200: paginated(WebhookOut), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         return self.paginate(selectors.webhook_list_for_user(user=request.user), WebhookOut)
@@ -167,7 +167,7 @@ class WebhookDeliveryListApi(ApiView):
     @extend_schema(
         operation_id="webhooks_deliveries_list",
         parameters=CURSOR_PARAMS,
-        responses={200: DeliveryOut(many=True), **ERRORS},
+        responses={200: paginated(DeliveryOut), **ERRORS},
         examples=[
             OpenApiExample(
                 "Retried once",

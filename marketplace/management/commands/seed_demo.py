@@ -133,12 +133,65 @@ class Command(BaseCommand):
                 ledger.deposit_credit(
                     user=user, asset_code=asset, amount=amount, reference="demo deposit", actor=None
                 )
+        self._moderator(User)
         if Offer.objects.filter(maker__in=users.values()).exists():
             self.stdout.write("demo data already present")
             return
+        offers = []
         for spec in OFFERS:
             spec = dict(spec)
-            services.offer_create(maker=users[spec.pop("maker")], **spec)
+            offers.append(services.offer_create(maker=users[spec.pop("maker")], **spec))
+        self._seed_dispute(offer=offers[1], buyer=users["bob"])
         self.stdout.write(
-            f"demo ready: users alice, bob and admin (password {PASSWORD}); {len(OFFERS)} offers"
+            f"demo ready: traders alice and bob, moderator mod, superuser admin (password "
+            f"{PASSWORD}); {len(OFFERS)} offers and one open dispute for mod to resolve"
+        )
+
+    def _moderator(self, User: Any) -> None:
+        """`mod`: staff in the Moderators group (no superuser powers)."""
+        from django.contrib.auth.models import Group
+
+        from disputes.apps import ensure_moderators_group
+
+        ensure_moderators_group()
+        mod, created = User.objects.get_or_create(
+            username="mod", defaults={"is_staff": True, "email": "mod@example.test"}
+        )
+        if created:
+            mod.set_password(PASSWORD)
+            mod.save()
+        mod.groups.add(Group.objects.get(name="Moderators"))
+
+    def _seed_dispute(self, *, offer: Offer, buyer: Any) -> None:
+        """bob bought ETH from alice, says he paid; alice says nothing arrived: a dispute."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from disputes.services import dispute_open, evidence_submit
+        from escrow.services import trade_mark_paid
+        from marketplace.models import Trade
+
+        trade = services.offer_take(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
+        services.trade_message_send(
+            trade_id=trade.pk,
+            actor=buyer,
+            text="Sent 260 GBP by Faster Payments, reference T" + str(trade.pk),
+        )
+        trade_mark_paid(trade_id=trade.pk, actor=buyer)
+        services.trade_message_send(
+            trade_id=trade.pk, actor=offer.maker, text="Nothing has arrived in my account yet."
+        )
+        # The dispute delay has passed (demo data: moved back instead of waited for).
+        Trade.objects.filter(pk=trade.pk).update(paid_at=timezone.now() - timedelta(minutes=30))
+        dispute = dispute_open(
+            trade_id=trade.pk,
+            actor=buyer,
+            category="paid_not_released",
+            text="I paid 260 GBP half an hour ago; the seller says nothing arrived.",
+        )
+        evidence_submit(
+            dispute_id=dispute.pk,
+            actor=buyer,
+            statement="My bank shows the payment as completed at the time of the trade.",
         )

@@ -1,0 +1,17 @@
+"""/settings/: the user's own verification, API keys and trusted/blocked lists."""
+
+from django.urls import path
+
+from accounts import views
+
+urlpatterns = [
+    path("", views.settings_page, name="settings"),
+    path("kyc/", views.kyc_upload, name="kyc_upload"),
+    path("kyc/<int:document_id>/delete/", views.kyc_delete, name="kyc_delete"),
+    path("kyc/<int:document_id>/file/", views.kyc_file, name="kyc_file"),
+    path("keys/", views.api_key_create, name="settings_key_create"),
+    path("keys/<int:key_id>/revoke/", views.api_key_revoke, name="settings_key_revoke"),
+    path("token/", views.token_rotate, name="settings_token_rotate"),
+    path("relations/", views.relation_add, name="relation_add"),
+    path("relations/<int:relation_id>/remove/", views.relation_remove, name="relation_remove"),
+]

@@ -1,0 +1,45 @@
+"""Reads of disputes and evidence, with who-may-see-what in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from common.errors import NotFound
+from disputes.models import Dispute, Evidence
+from disputes.services import is_moderator
+
+
+def dispute_get_for_user(*, dispute_id: int, user: Any) -> Dispute:
+    dispute = (
+        Dispute.objects.select_related("trade", "assigned_to", "opened_by")
+        .filter(pk=dispute_id)
+        .first()
+    )
+    if dispute is None or (dispute.trade.role_of(user) is None and not is_moderator(user)):
+        raise NotFound(f"Dispute #{dispute_id} not found.")
+    return dispute
+
+
+def dispute_for_trade(*, trade_id: int) -> Dispute | None:
+    return Dispute.objects.select_related("assigned_to").filter(trade_id=trade_id).first()
+
+
+def evidence_list(*, dispute: Dispute) -> QuerySet[Evidence]:
+    return dispute.evidence.select_related("uploaded_by").order_by("created_at", "id")
+
+
+def evidence_file_for_user(*, evidence_id: int, user: Any) -> Evidence:
+    """An evidence file for the dispute's parties and moderators only; anyone else: not found."""
+    evidence = (
+        Evidence.objects.select_related("dispute__trade")
+        .filter(pk=evidence_id)
+        .exclude(file="")
+        .first()
+    )
+    if evidence is None or (
+        evidence.dispute.trade.role_of(user) is None and not is_moderator(user)
+    ):
+        raise NotFound("Evidence not found.")
+    return evidence

@@ -1,0 +1,49 @@
+"""The parties' side of a dispute in the browser: adding evidence, and evidence files served
+only through the permission check (never from a public URL)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from common.errors import ApplicationError, NotFound
+from disputes import selectors, services
+
+
+@login_required
+@require_POST
+def evidence_add(request: HttpRequest, dispute_id: int) -> HttpResponse:
+    try:
+        dispute = selectors.dispute_get_for_user(dispute_id=dispute_id, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    try:
+        services.evidence_submit(
+            dispute_id=dispute.pk,
+            actor=request.user,
+            statement=request.POST.get("statement", ""),
+            file=request.FILES.get("file"),
+        )
+        messages.success(request, "Evidence added. The moderator sees it now.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect(f"{reverse('trade_detail', args=[dispute.trade_id])}#dispute")
+
+
+@login_required
+@require_GET
+def evidence_file(request: HttpRequest, evidence_id: int) -> FileResponse:
+    try:
+        evidence = selectors.evidence_file_for_user(evidence_id=evidence_id, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    return FileResponse(
+        evidence.file.open("rb"),
+        content_type=evidence.content_type,
+        as_attachment=evidence.content_type in ("application/pdf", "video/mp4"),
+        filename=evidence.file_name,
+    )
