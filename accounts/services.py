@@ -39,7 +39,9 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_key_create(*, user: Any, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, user: Any, name: str, scopes: list[str], otp: str | None = None
+) -> tuple[ApiKey, str]:
     """Create a scoped key; the raw key is returned once and never stored."""
     name = (name or "").strip()
     if not name or len(name) > 64:
@@ -57,6 +59,8 @@ def api_key_create(*, user: Any, name: str, scopes: list[str]) -> tuple[ApiKey, 
                 ]
             },
         )
+    if ApiKey.Scope.WITHDRAW in scopes:
+        require_second_factor(user=user, otp=otp)
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -390,3 +394,75 @@ def trader_relation_remove(*, actor: Any, relation_id: int) -> None:
     deleted, _ = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk).delete()
     if not deleted:
         raise NotFound(f"Relation #{relation_id} not found.")
+
+
+# --- two-factor authentication (TOTP, django-otp) ------------------------------------------------
+
+
+def totp_device(user: Any, *, confirmed: bool | None = True) -> Any:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    qs = TOTPDevice.objects.filter(user=user)
+    if confirmed is not None:
+        qs = qs.filter(confirmed=confirmed)
+    return qs.order_by("-id").first()
+
+
+def has_two_factor(user: Any) -> bool:
+    return bool(user and user.is_authenticated and totp_device(user) is not None)
+
+
+def totp_setup_start(*, user: Any) -> tuple[Any, str]:
+    """Start enrolling an authenticator app: an unconfirmed device and its otpauth:// URL."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if has_two_factor(user):
+        raise InvalidTransition("Two-factor authentication is already on.", code="otp_exists")
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+    return device, device.config_url
+
+
+def totp_setup_confirm(*, user: Any, token: str) -> Any:
+    """The first code from the app proves it was set up: 2FA is on from now on."""
+    device = totp_device(user, confirmed=False)
+    if device is None:
+        raise InvalidTransition("Start the setup first.", code="otp_not_started")
+    if not device.verify_token(str(token or "").strip()):
+        raise ValidationFailed(
+            "otp: that code is not right; check your phone's clock.",
+            fields={"otp": ["Wrong code."]},
+        )
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    return device
+
+
+def totp_disable(*, user: Any, token: str) -> None:
+    """Turning 2FA off needs a current code too."""
+    require_second_factor(user=user, otp=token)
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.filter(user=user).delete()
+
+
+def require_second_factor(*, user: Any, otp: str | None) -> None:
+    """Once a user turned 2FA on, releasing, withdrawing and creating withdraw-scoped keys need
+    a current code from their authenticator; without 2FA nothing is asked."""
+    device = totp_device(user)
+    if device is None:
+        return
+    token = str(otp or "").strip()
+    if not token:
+        raise PermissionDenied(
+            "otp: enter the 6-digit code from your authenticator app.",
+            fields={"otp": ["Required: two-factor authentication is on."]},
+            code="otp_required",
+        )
+    if not device.verify_token(token):
+        raise PermissionDenied(
+            "otp: that code is wrong or was already used.",
+            fields={"otp": ["Wrong code."]},
+            code="otp_invalid",
+        )

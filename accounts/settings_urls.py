@@ -12,6 +12,9 @@ urlpatterns = [
     path("keys/", views.api_key_create, name="settings_key_create"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke, name="settings_key_revoke"),
     path("token/", views.token_rotate, name="settings_token_rotate"),
+    path("2fa/start/", views.totp_start, name="totp_start"),
+    path("2fa/confirm/", views.totp_confirm, name="totp_confirm"),
+    path("2fa/disable/", views.totp_disable, name="totp_disable"),
     path("relations/", views.relation_add, name="relation_add"),
     path("relations/<int:relation_id>/remove/", views.relation_remove, name="relation_remove"),
 ]

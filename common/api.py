@@ -185,3 +185,12 @@ def paginated(serializer: type[serializers.Serializer]) -> serializers.Serialize
             "results": serializer(many=True),
         },
     )
+
+
+def otp_from(request: Any) -> str | None:
+    """A 2FA code sent as the X-OTP header or an `otp` field of the body."""
+    header = request.headers.get("X-OTP")
+    if header:
+        return header
+    data = getattr(request, "data", None)
+    return data.get("otp") if hasattr(data, "get") else None

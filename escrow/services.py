@@ -210,8 +210,13 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
         )
 
 
-def escrow_release(*, trade_id: int, actor: Any) -> Trade:
-    """The seller confirms the fiat arrived: the release is queued for settlement."""
+def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trade:
+    """The seller confirms the fiat arrived: the release is queued for settlement (with a
+    current 2FA code once the seller turned 2FA on)."""
+    from accounts.services import require_second_factor
+
+    if actor is not None:
+        require_second_factor(user=actor, otp=otp)
     with transaction.atomic(durable=True):
         return _escrow_transition(
             trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"

@@ -283,6 +283,13 @@ class WithdrawalForm(forms.Form):
         label="Destination address",
         widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
     )
+    otp = forms.CharField(
+        max_length=10,
+        required=False,
+        label="2FA code",
+        help_text="From your authenticator app, if you turned two-factor authentication on.",
+        widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

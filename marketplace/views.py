@@ -390,11 +390,13 @@ ACTIONS = {
 ACTION_FOR_STATE = {a.to: a for a in ACTIONS.values()}
 
 
-def _run_action(action: TradeAction, *, trade: Trade, user: Any, reason: str) -> Trade:
+def _run_action(
+    action: TradeAction, *, trade: Trade, user: Any, reason: str, otp: str | None = None
+) -> Trade:
     if action.slug == "mark-paid":
         return escrow.trade_mark_paid(trade_id=trade.pk, actor=user)
     if action.slug == "release":
-        return escrow.escrow_release(trade_id=trade.pk, actor=user)
+        return escrow.escrow_release(trade_id=trade.pk, actor=user, otp=otp)
     if action.slug == "cancel":
         return escrow.trade_cancel(trade_id=trade.pk, actor=user)
     raise ValueError(f"unknown action {action.slug}")
@@ -575,7 +577,9 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
                 text=form.cleaned_data["reason"],
             )
         else:
-            _run_action(spec, trade=trade, user=request.user, reason="")
+            _run_action(
+                spec, trade=trade, user=request.user, reason="", otp=request.POST.get("otp")
+            )
     except ApplicationError as exc:
         fresh = _trade_or_404(trade_id, request.user)
         return _render_trade_room(request, fresh, status=exc.status, error=exc.message)
@@ -670,6 +674,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     asset_code=data["asset"],
                     amount=data["amount"],
                     address=data["address"],
+                    otp=data.get("otp"),
                 )
             except ApplicationError as exc:
                 add_application_error(form, exc)

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.models import ApiKey, KycDocument, TraderRelation
-from common.api import ApiView, ErrorSerializer, IpRateThrottle, paginated
+from common.api import ApiView, ErrorSerializer, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
 from common.idempotency import idempotent
 
@@ -126,7 +126,12 @@ class ApiKeyListApi(ApiView):
             )
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        key, raw = services.api_key_create(user=request.user, **data.validated_data)
+        key, raw = services.api_key_create(
+            user=request.user,
+            name=data.validated_data["name"],
+            scopes=data.validated_data["scopes"],
+            otp=otp_from(request),
+        )
         out = ApiKeyCreatedOut({**ApiKeyOut(key).data, "key": raw}).data
         return Response(out, status=status.HTTP_201_CREATED)
 

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ApiView, ErrorSerializer
+from common.api import ApiView, ErrorSerializer, otp_from
 from common.idempotency import idempotent
 from disputes.models import Dispute
 from disputes.services import dispute_open
@@ -28,6 +28,11 @@ ERRORS = {
 
 class ReasonInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    otp = serializers.CharField(
+        max_length=10,
+        required=False,
+        help_text="2FA code (release, once 2FA is on); or X-OTP header.",
+    )
 
 
 def _trade_response(request: Request, trade_id: int) -> Response:
@@ -70,7 +75,7 @@ class TradeReleaseApi(ApiView):
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
         _reason(request, trade_id)
-        services.escrow_release(trade_id=trade_id, actor=request.user)
+        services.escrow_release(trade_id=trade_id, actor=request.user, otp=otp_from(request))
         return _trade_response(request, trade_id)
 
 

@@ -6,7 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import AmountInput, ApiView, ErrorSerializer, paginated
+from common.api import AmountInput, ApiView, ErrorSerializer, otp_from, paginated
 from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
@@ -75,6 +75,9 @@ class WithdrawalCreateApi(ApiView):
 
         amount = AmountInput()
         address = serializers.CharField(max_length=128)
+        otp = serializers.CharField(
+            max_length=10, required=False, help_text="2FA code, once 2FA is on; or X-OTP header."
+        )
 
     @extend_schema(
         operation_id="withdrawals_create",
@@ -94,7 +97,11 @@ class WithdrawalCreateApi(ApiView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         withdrawal = services.withdrawal_request(
-            user=request.user, asset_code=asset, **data.validated_data
+            user=request.user,
+            asset_code=asset,
+            amount=data.validated_data["amount"],
+            address=data.validated_data["address"],
+            otp=otp_from(request),
         )
         withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)
         return Response(WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)

@@ -74,7 +74,9 @@ def _deposit_credit_locked(*, deposit: Deposit, actor: Any) -> Deposit:
     return deposit
 
 
-def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str) -> Withdrawal:
+def withdrawal_request(
+    *, user: Any, asset_code: str, amount: Any, address: str, otp: str | None = None
+) -> Withdrawal:
     """Hold the amount at once (user -> world, pending); a worker hands it to the chain adapter."""
     asset = _asset(asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
@@ -84,6 +86,9 @@ def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str)
             "address: a destination address is required.", fields={"address": ["Required."]}
         )
     get_chain_adapter().validate_address(asset=asset, address=address)
+    from accounts.services import require_second_factor
+
+    require_second_factor(user=user, otp=otp)
     with transaction.atomic(durable=True):
         withdrawal = Withdrawal.objects.create(
             user=user, asset=asset, amount=value, address=address
