@@ -327,13 +327,13 @@ def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
                 pk=settlement_id, status=Settlement.Status.PENDING
             )
         )
-        if batch_size > len(claimed):
+        if batch_size > 1:
             # ... then whatever else is pending and free, so busy workers share the backlog.
             claimed += list(
                 Settlement.objects.select_for_update(skip_locked=True)
                 .filter(status=Settlement.Status.PENDING)
                 .exclude(pk=settlement_id)
-                .order_by("queued_at", "pk")[: batch_size - len(claimed)]
+                .order_by("queued_at", "pk")[: batch_size - 1]
             )
         return _settle_claimed(claimed)
 

@@ -15,7 +15,8 @@ from conftest import ROOT
 
 def test_check_deploy_is_clean_with_production_settings():
     env = {
-        **os.environ,
+        # (the browser tests' conftest allows async-unsafe calls for Playwright; production doesn't)
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": "x" * 30 + "-a-long-random-production-secret-key-value-0123456789",
         "ALLOWED_HOSTS": "p2p.example.com",
