@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): run them through scripts/with-services.sh; see BENCHMARKS.md."""

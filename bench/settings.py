@@ -1,0 +1,28 @@
+"""Settings for the benchmark scripts: config.settings.local (DATABASE_URL / REDIS_URL from
+scripts/with-services.sh) with what a production worker would have, not a developer's console:
+
+- DEBUG off (no per-query bookkeeping in connection.queries),
+- a dummy email backend (local prints every trade email to stdout; a real SMTP server would cost
+  more than either, see BENCHMARKS.md),
+- a fixed, public, bench-only checkpoint key (so no process writes .ledger-signing-key).
+"""
+
+from config.settings.local import *  # noqa: F403
+from config.settings.local import env
+
+DEBUG = False
+EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+LEDGER_SIGNING_KEY = env(
+    "LEDGER_SIGNING_KEY", default="4c8b0c5d9e6f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70819203"
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="WARNING")},
+}
+
+# An experiment, off by default (the project's setting): psycopg server-side binding, which also
+# lets psycopg prepare statements it sees repeatedly (prepare_threshold, default 5).
+if env.bool("BENCH_SERVER_SIDE_BINDING", default=False):
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True  # noqa: F405
