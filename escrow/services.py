@@ -162,11 +162,14 @@ def _escrow_transition(
 
 
 def _return_hold(trade: Trade) -> None:
-    """Cancelled or expired: the hold goes back to the seller and the amount back to the offer."""
+    """Cancelled or expired: the hold goes back to the seller and the amount back to the offer.
+    The offer row is locked before the accounts, in the order offer_take takes them, so a take
+    and a cancel on one offer queue instead of deadlocking."""
+    offer = Offer.objects.select_for_update().only("pk").get(pk=trade.offer_id)
     ledger.transfer_void_pending(
         idempotency_key=f"trade:{trade.pk}:void", pending=trade.escrow_hold
     )
-    Offer.objects.filter(pk=trade.offer_id).update(available=F("available") + trade.amount)
+    Offer.objects.filter(pk=offer.pk).update(available=F("available") + trade.amount)
 
 
 def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:
