@@ -21,6 +21,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include("accounts.urls")),
     path("disputes/", include("disputes.urls")),
+    path("notifications/", include("notifications.urls")),
     path("", include("marketplace.urls")),
 ]
 

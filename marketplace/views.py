@@ -7,6 +7,7 @@ the page (with the error's HTTP status), never a server error.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -776,3 +777,30 @@ def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) 
         as_attachment=message.attachment_type == "application/pdf",
         filename=message.attachment_name,
     )
+
+
+@login_required
+@require_GET
+def transfer_proof(request: HttpRequest, seq: int) -> HttpResponse:
+    """The inclusion proof of one of the user's ledger entries against the latest signed
+    checkpoint, checked here with the same code as the offline verifier, and downloadable."""
+    from ledger.verify import VerificationError, load_keys, verify_proof
+
+    context: dict[str, Any] = {"seq": seq}
+    try:
+        proof = ledger_selectors.inclusion_proof(seq=seq, tree_size=None, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "marketplace/transfer_proof.html", context, status=exc.status)
+    try:
+        entry = verify_proof(proof, load_keys({"keys": ledger_selectors.public_keys()}))
+        context["verified"] = True
+        context["entry"] = entry
+    except VerificationError as exc:
+        context["verified"] = False
+        context["error"] = str(exc)
+    context["proof"] = proof
+    context["proof_json"] = json.dumps(proof, indent=2)
+    return render(request, "marketplace/transfer_proof.html", context)
