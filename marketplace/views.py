@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import Profile
 from accounts.selectors import trader_stats, trader_stats_for_users
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.money import parse_amount
@@ -149,12 +150,18 @@ def _order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str,
     )
     page = Paginator(offers, ORDER_BOOK_PAGE).get_page(request.GET.get("page"))
     stats = trader_stats_for_users(user_ids=sorted({o.maker_id for o in page}))
+    last_seen = dict(
+        Profile.objects.filter(user_id__in={o.maker_id for o in page}).values_list(
+            "user_id", "last_seen"
+        )
+    )
     # Why an offer isn't open to this visitor, shown in place of its Buy/Sell button.
     unmet = selectors.offers_unmet_for_viewer(offers=list(page), viewer=request.user, short=True)
     rows = [
         {
             "offer": o,
             "stats": stats.get(o.maker_id),
+            "last_seen": last_seen.get(o.maker_id),
             "requirements": selectors.offer_requirements(o),
             "unmet": unmet.get(o.pk, []),
         }

@@ -674,3 +674,17 @@ def test_chat_in_the_trade_room(client, alice, bob, carol):
     client.force_login(carol)
     assert client.get(f"/trades/{trade.pk}/chat/{message.pk}/attachment/").status_code == 404
     assert client.get(f"/trades/{trade.pk}/chat/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_order_book_shows_when_the_maker_was_last_seen(client, alice, bob):
+    from marketplace.tests.factories import fund, make_offer
+
+    fund(alice, "BTC", "1")
+    make_offer(alice)
+    client.force_login(bob)
+    assert "Not seen recently" in client.get("/?side=buy").content.decode()
+    client.force_login(alice)
+    client.get("/")  # alice visits: her last_seen is written
+    client.force_login(bob)
+    assert "Seen 0" in client.get("/?side=buy").content.decode()
