@@ -109,7 +109,12 @@ def withdrawal_request(
 def _queue_withdrawal(withdrawal_id: int) -> None:
     from ledger.tasks import process_withdrawal
 
-    process_withdrawal.delay(withdrawal_id)
+    try:
+        process_withdrawal.delay(withdrawal_id)
+    except Exception:  # the broker is down: the row is committed and sweep_withdrawals re-queues it
+        logger.warning(
+            "could not queue withdrawal %s; the sweeper will", withdrawal_id, exc_info=True
+        )
 
 
 def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:

@@ -43,7 +43,8 @@ def _trade_through_the_api(seller: ApiClient, buyer: ApiClient, offer_id: int) -
     assert replies["mark-paid"].status == 200, replies["mark-paid"]
     replies["release"] = seller.post(f"/trades/{trade_id}/release/", timeout=30)
     assert replies["release"].status == 200, replies["release"]
-    assert replies["release"].data["state"] == "releasing"
+    # (a worker may settle it before the response is built)
+    assert replies["release"].data["state"] in ("releasing", "completed")
     replies["id"] = trade_id
     return replies
 
@@ -152,18 +153,22 @@ def test_api_answers_promptly_while_redis_hangs(market, redis_control):
         redis_control.thaw()
     print(f"\n[redis-frozen, Redis cache] wallets: {wallets.status} after {wallets.seconds:.2f}s")
     assert wallets.status == 200, wallets
-    assert wallets.seconds < 2, wallets
+    # (two throttle lookups with 0.5 s socket timeouts each: about 1-1.6 s measured)
+    assert wallets.seconds < 3, wallets
 
 
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
     reason=(
-        "A release commits, then its on_commit escrow.services._enqueue calls settle.delay(); "
-        "kombu's Redis transport has no socket_timeout (kombu default None; "
-        "CELERY_BROKER_TRANSPORT_OPTIONS now sets socket timeouts of 2 s and the publish retry policy one retry, yet a release still blocked past the 8 s read timeout here: the publish path needs a closer look), so with the broker hanging the publish, "
-        "and with it the HTTP response, blocks until Redis resumes (over 60 s measured): "
-        "a committed release whose client times out, a web worker stuck."
+        "A release commits, then its on_commit escrow.services._enqueue calls settle.delay(), "
+        "inside the request. With the broker hanging (SIGSTOP: the kernel still completes TCP "
+        "handshakes, so connects 'succeed' and reads wait), CELERY_BROKER_TRANSPORT_OPTIONS "
+        "socket_timeout/socket_connect_timeout 2 s and CELERY_TASK_PUBLISH_RETRY_POLICY "
+        "max_retries 1 still add up to about 8 s (measured 8.1 s; it was unbounded, over 60 s, "
+        "before those settings) before _enqueue gives up and the release answers 200. The "
+        "outbox makes the publish optional: _enqueue could publish with retry=False and a "
+        "sub-second timeout, or leave dispatch to the sweeper/a relay off the request path."
     ),
 )
 def test_release_answers_promptly_while_the_broker_hangs(settings, market, redis_control):
@@ -176,7 +181,7 @@ def test_release_answers_promptly_while_the_broker_hangs(settings, market, redis
     require(paid.status == 200, f"mark-paid: {paid}")
     redis_control.freeze()
     try:
-        release = seller_api.post(f"/trades/{take.data['id']}/release/", timeout=8)
+        release = seller_api.post(f"/trades/{take.data['id']}/release/", timeout=30)
     finally:
         redis_control.thaw()
         # the server thread of a timed-out request goes on once Redis resumes: let it finish
@@ -189,21 +194,9 @@ def test_release_answers_promptly_while_the_broker_hangs(settings, market, redis
     # the release itself committed either way: the outbox has it
     require(Settlement.objects.filter(trade_id=take.data["id"]).exists(), "no settlement")
     assert release.status == 200, release
-    assert release.seconds < 5, release
+    assert release.seconds < 3, release
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "ledger.services.funds.withdrawal_request queues process_withdrawal.delay() in a plain "
-        "transaction.on_commit (not robust, no try/except like escrow.services._enqueue): with "
-        "Redis down the publish raises kombu.exceptions.OperationalError after the commit, "
-        "which common.api.exception_handler does not map (it knows django.db's), so the client "
-        "gets 500 'nothing was changed' for a withdrawal that was created and whose amount is "
-        "held; the idempotency record is deleted, so a retry withdraws again."
-    ),
-)
 def test_a_withdrawal_answers_normally_while_redis_is_down(market, redis_control):
     from ledger.models import Withdrawal
 
