@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,10 +175,31 @@ def machine_lines(info: dict[str, str]) -> list[str]:
     ]
 
 
+_COMMAND: str | None = None  # the stored command, when re-rendering saved results
+
+
 def command_line() -> str:
+    if _COMMAND:
+        return _COMMAND
     rel = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
     args = " ".join(sys.argv[1:])
     return f"scripts/with-services.sh .venv/bin/python {rel}{(' ' + args) if args else ''}"
+
+
+def save_results(name: str, payload: dict[str, Any]) -> Path:
+    """Keep the raw figures (JSON, in the temp dir) so the section can be re-rendered with
+    `--render FILE` without measuring again."""
+    path = Path(tempfile.gettempdir()) / f"bench_{name}.json"
+    path.write_text(json.dumps({**payload, "command": command_line()}, indent=1, default=str))
+    print(f"raw results: {path}")
+    return path
+
+
+def load_results(path: str) -> dict[str, Any]:
+    global _COMMAND
+    data = json.loads(Path(path).read_text())
+    _COMMAND = data["command"]
+    return data
 
 
 # --- BENCHMARKS.md ------------------------------------------------------------------------------

@@ -621,7 +621,15 @@ def main() -> None:
         metavar="SECONDS",
         help="before each timed phase, wait up to this long for other processes to go idle",
     )
+    parser.add_argument("--render", metavar="JSON", help="re-render saved results; no measuring")
     args = parser.parse_args()
+    if args.render:
+        data = C.load_results(args.render)
+        report = render(argparse.Namespace(**data["args"]), *[data[k] for k in RESULT_KEYS])
+        print(report)
+        if not args.no_write:
+            C.write_section("settlement", report)
+        return
     global WAIT_QUIET
     WAIT_QUIET = args.wait_quiet
     C.need_services()
@@ -680,13 +688,36 @@ def main() -> None:
     for name in (RUN_DB, TEMPLATE_DB, SETTLED_DB):
         C.drop_db(name)
 
-    report = render(args, info, batch, pgbench, setup, runs, bare, race, profile, total_s)
+    setup["seal_batch"] = _setting("LEDGER_SEAL_BATCH")
+    setup["checkpoint_every"] = _setting("LEDGER_CHECKPOINT_EVERY")
+    results = dict(
+        zip(
+            RESULT_KEYS,
+            [info, batch, pgbench, setup, runs, bare, race, profile, total_s],
+            strict=True,
+        )
+    )
+    C.save_results("settlement", {"args": vars(args), **results})
+    report = render(args, *results.values())
     print("\n" + report)
     if not args.no_write:
         C.write_section("settlement", report)
     failed = [r for r in [*runs, bare, race] if r["problems"]]
     if failed:
         sys.exit("SOME RUNS FAILED THEIR CHECKS (see above)")
+
+
+RESULT_KEYS = [
+    "info",
+    "batch",
+    "pgbench",
+    "setup",
+    "runs",
+    "bare",
+    "race",
+    "profile",
+    "total_s",
+]
 
 
 def render(
@@ -767,8 +798,8 @@ def render(
         f"{pgbench['c8_others']:.2f} cores.",
         "",
         f"W worker processes, each looping `settlements_execute_pending(batch_size={batch})` until "
-        f"it returns 0; then `ledger_seal_pending()` (batch {_setting('LEDGER_SEAL_BATCH')}, "
-        f"checkpoint every {_setting('LEDGER_CHECKPOINT_EVERY')}) and `verify_ledger()`. Checked "
+        f"it returns 0; then `ledger_seal_pending()` (batch {setup['seal_batch']}, "
+        f"checkpoint every {setup['checkpoint_every']}) and `verify_ledger()`. Checked "
         "after each run: every trade `completed`, one done settlement (attempts = 1), one "
         "`completed` event, one post/payout/fee transfer each, the fee account equal to the "
         "trades' fees, verify_ledger OK.",
@@ -825,8 +856,10 @@ def render(
         ),
         f"- Without the notification listener (on-commit in-app notifications + email per "
         f"completed trade), 1 worker: **{bare['rate']:.0f} settled/s** "
-        f"({bare['rate'] / tps:.3f}x pgbench): the listener costs "
-        f"{1 - runs[0]['rate'] / bare['rate']:.0%} of W=1 throughput.",
+        f"({bare['rate'] / tps:.3f}x pgbench; others' CPU during: {bare['others']:.2f}). "
+        f"The listener costs {1 - runs[0]['rate'] / bare['rate']:.0%} of W=1 throughput and "
+        f"{1 - (bare['cpu_ms'] + bare['db_cpu_ms']) / (runs[0]['cpu_ms'] + runs[0]['db_cpu_ms']):.0%}"
+        " of the CPU per settlement.",
         f"- Sealing: one sequencer sealed the {runs[0]['sealed']} settlement entries of W=1 at "
         f"**{runs[0]['sealed'] / runs[0]['seal_s']:.0f} entries/s**; two sequencers racing over "
         f"the same backlog: {race['rate']:.0f} entries/s together, split {race['split']} "
@@ -854,8 +887,8 @@ def render(
             f"{profile['settled'] / wall:.0f} settled/s under the profiler):",
             "",
             f"- **{total_q / per:.1f} queries per settlement**, plus BEGIN/COMMIT per batch (the "
-            f"first batch: {first_per:.1f}, as it also creates the buyers' and the fee "
-            f"account). Time in `cursor.execute` (round trip + server): {db_s / wall:.0%} of the "
+            f"first batch, which also creates the buyers' and the fee accounts: "
+            f"{first_per:.1f}). Time in `cursor.execute` (round trip + server): {db_s / wall:.0%} of the "
             f"wall time, {db_s / max(1, total_q) * 1e6:.0f} us a query on average.",
             "",
             C.table(
@@ -884,7 +917,9 @@ def render(
             f">= 1.0x: {'met' if best['rate'] >= tps else 'not met'}).",
             f"- Scaling from 1 to {runs[-1]['workers']} workers: "
             + ", ".join(f"W={r['workers']} {r['rate'] / base:.2f}x" for r in runs[1:])
-            + f" on {info['nproc']} cores. Each batch locks the sellers' accounts and the one "
+            + f" on {info['nproc']} cores (others' CPU during the runs: "
+            + ", ".join(f"{r['others']:.2f}" for r in runs)
+            + "). Each batch locks the sellers' accounts and the one "
             f"`fees:BTC` account until it commits (backends waiting on a lock: "
             f"{two['activity'].get('lock', 0):.0%} at W={two['workers']}), so batches of "
             "different workers run one after another; only claiming and the on-commit work "

@@ -567,7 +567,15 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--render", metavar="JSON", help="re-render saved results; no measuring")
     args = parser.parse_args()
+    if args.render:
+        data = C.load_results(args.render)
+        report = render(argparse.Namespace(**data["args"]), *[data[k] for k in RESULT_KEYS])
+        print(report)
+        if not args.no_write:
+            C.write_section("verify", report)
+        return
     C.need_services()
     global WAIT_QUIET
     WAIT_QUIET = args.wait_quiet
@@ -635,14 +643,33 @@ def main() -> None:
     C.close_django()
     C.drop_db(DB)
 
-    report = render(
-        args, info, built, verify, children_rss, stages, proofs, offline, background, total_s
+    results = dict(
+        zip(
+            RESULT_KEYS,
+            [info, built, verify, children_rss, stages, proofs, offline, background, total_s],
+            strict=True,
+        )
     )
+    C.save_results("verify", {"args": vars(args), **results})
+    report = render(args, *results.values())
     print("\n" + report)
     if not args.no_write:
         C.write_section("verify", report)
     if not (verify["ok"] and offline["ok"] and stages["lean_ok"]):
         sys.exit("VERIFICATION FAILED (see above)")
+
+
+RESULT_KEYS = [
+    "info",
+    "built",
+    "verify",
+    "children_rss",
+    "stages",
+    "proofs",
+    "offline",
+    "background",
+    "total_s",
+]
 
 
 def render(
@@ -756,7 +783,8 @@ def render(
         f"- Whole run: {total_s / 60:.1f} min (build: {built['insert_s']:.0f} s inserting, "
         f"{built['seal_s']:.0f} s sealing). Database {built['db_bytes'] / 2**20:,.0f} MiB; "
         f"{built['accounts']} accounts, {built['checkpoints']} checkpoints (every "
-        f"{args.checkpoint_every:,} + one on demand), {built['merkle_nodes']:,} Merkle nodes.",
+        f"{args.checkpoint_every:,}, then checkpoint_create() at the end), "
+        f"{built['merkle_nodes']:,} Merkle nodes.",
         "- Others' CPU (the machine's busy cores minus this benchmark's and its server's, in the "
         "2 s before a phase / during it; the machine is shared): "
         + ", ".join(f"{k} {b:.2f} / {d:.2f}" for k, (b, d) in background.items())
