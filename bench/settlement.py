@@ -27,6 +27,7 @@ import io
 import multiprocessing as mp
 import os
 import pstats
+import random
 import re
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def _settle_worker(batch: int, listeners: bool, ready: Any, go: Any, out: Any) -
     start, cpu0, db0 = time.monotonic(), time.process_time(), _backend_cpu(backend)
     settled = batches = 0
     errors: Counter[str] = Counter()
+    in_a_row, backoff = 0, 0.0
     while True:
         try:
             n = services.settlements_execute_pending(batch_size=batch)
@@ -118,10 +120,26 @@ def _settle_worker(batch: int, listeners: bool, ready: Any, go: Any, out: Any) -
             # What the settle task's autoretry_for=(OperationalError,) retries (e.g. a deadlock):
             # the batch rolled back; count it and go on, as a Celery worker would.
             cause = exc.__cause__ or exc
-            errors[f"{type(cause).__name__}: {str(cause).splitlines()[0]}"] += 1
-            if sum(errors.values()) > 100:
+            where = getattr(getattr(cause, "diag", None), "context", None) or ""
+            where = f" ({where.strip().splitlines()[0]})" if where.strip() else ""
+            errors[f"{type(cause).__name__}: {str(cause).splitlines()[0]}{where}"] += 1
+            in_a_row += 1
+            print(
+                f"    worker {os.getpid()}: batch rolled back ({type(cause).__name__}), "
+                f"{in_a_row} in a row, {settled} settled so far",
+                file=sys.stderr,
+                flush=True,
+            )
+            if in_a_row >= 50:
                 raise
+            # Celery's retry_backoff=True with its default jitter: a random wait up to 1, 2, 4, ...
+            # seconds (max 60). Retrying at once instead can keep workers deadlocking on the same
+            # rows (seen: 101 rollbacks in a row at W=4 before this backoff was added).
+            pause = random.uniform(0, min(60, 2 ** (in_a_row - 1)))  # noqa: S311 - jitter
+            backoff += pause
+            time.sleep(pause)
             continue
+        in_a_row = 0
         if not n:
             break
         settled += n
@@ -139,6 +157,7 @@ def _settle_worker(batch: int, listeners: bool, ready: Any, go: Any, out: Any) -
             # share of this worker's work.
             "db_cpu": _backend_cpu(backend) - db0,
             "errors": dict(errors),
+            "backoff_s": backoff,
         }
     )
 
@@ -495,6 +514,7 @@ def run_settlement(
         errors.update(r["errors"])
     return {
         "errors": dict(errors),
+        "backoff_s": sum(r["backoff_s"] for r in results),
         "cpu_ms": worker_cpu / settled * 1e3,
         "db_cpu_ms": db_cpu / settled * 1e3,
         "workers": workers,
@@ -765,7 +785,9 @@ def render(
             ]
         )
     errors = [
-        f"- W={r['workers']}: " + "; ".join(f"{n} x `{e}`" for e, n in r["errors"].items())
+        f"- W={r['workers']}: "
+        + "; ".join(f"{n} x `{e}`" for e, n in r["errors"].items())
+        + f" ({r['backoff_s']:.1f} s of backoff in all)"
         for r in runs
         if r["errors"]
     ]
@@ -846,7 +868,8 @@ def render(
         *(
             [
                 "Batches that raised OperationalError (rolled back whole, then retried by the loop "
-                "as the settle task's autoretry_for would):",
+                "as the settle task's autoretry_for would, with its exponential backoff and "
+                "jitter); with PostgreSQL's context of the error:",
                 "",
                 *errors,
                 "",
