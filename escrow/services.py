@@ -10,14 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
-from ledger.models import LedgerAccount
+from ledger.models import LedgerAccount, Transfer
 from marketplace.models import Offer, Trade
 
 logger = logging.getLogger(__name__)
@@ -55,15 +55,21 @@ ACTION_VERBS = {
     S.SPLIT: "finish the split",
 }
 
-# Hooks other apps (notifications, webhooks) register; called on commit with (trade, event).
-transition_listeners: list[Callable[[Trade, EscrowEvent], None]] = []
+# Hooks other apps (notifications, webhooks) register; called on commit with the events of the
+# moves that committed together (one, or a whole settlement batch).
+transition_listeners: list[Callable[[list[EscrowEvent]], None]] = []
 
 
 def announce(trade: Trade, event: EscrowEvent) -> None:
     """Tell the listeners once the transaction commits; a failing listener is logged, never
     turned into an error for a move that already happened."""
+    event.trade = trade
+    announce_many([event])
+
+
+def announce_many(events: list[EscrowEvent]) -> None:
     for listener in transition_listeners:
-        transaction.on_commit(lambda listener=listener: listener(trade, event), robust=True)
+        transaction.on_commit(lambda listener=listener: listener(events), robust=True)
 
 
 def allowed_moves(*, trade: Trade, role: str) -> list[str]:
@@ -355,6 +361,188 @@ def settlements_execute_pending(*, batch_size: int = 200) -> int:
 def _settle_claimed(claimed: list[Settlement]) -> int:
     if not claimed:
         return 0
+    rest = claimed
+    settled = 0
+    if connection.vendor == "postgresql":
+        try:
+            # A savepoint: should the database refuse any part of the batch (a hold resolved
+            # already, an overdraft), nothing of it stays and the one-by-one path sorts it out.
+            with transaction.atomic():
+                settled, rest = _settle_batch(claimed)
+        except IntegrityError:
+            logger.warning(
+                "batch of %s settlements refused by the database; settling one by one",
+                len(claimed),
+                exc_info=True,
+            )
+            settled, rest = 0, claimed
+    return settled + _settle_one_by_one(rest)
+
+
+# A settlement's kind -> (the state it settles, the final state): system moves of TRANSITIONS.
+_SETTLING = {
+    Settlement.Kind.RELEASE: (S.RELEASING, S.COMPLETED),
+    Settlement.Kind.REFUND: (S.REFUNDING, S.REFUNDED),
+    Settlement.Kind.SPLIT: (S.SPLITTING, S.SPLIT),
+}
+assert all(SYSTEM in TRANSITIONS[move] for move in _SETTLING.values())
+
+
+def _settle_batch(claimed: list[Settlement]) -> tuple[int, list[Settlement]]:
+    """Settle a claimed batch with a constant number of statements (PostgreSQL): the trades
+    locked in pk order, every ledger transfer in one INSERT and every balance in one UPDATE
+    (ledger.transfers_post_many), the trades moved to their final state, one audit event each,
+    the outbox rows marked done. The same moves, keys and rows as _settle_one, which handles
+    whatever does not fit here (returned as the rest)."""
+    by_trade = {s.trade_id: s for s in claimed}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT t.id, t.state, t.buyer_id, t.asset_id, t.amount, t.buyer_fee, t.seller_fee,
+                   h.id, h.debit_account_id, h.credit_account_id, h.amount, h.flags, h.kind
+            FROM marketplace_trade t JOIN ledger_transfer h ON h.id = t.escrow_hold_id
+            WHERE t.id = ANY(%s) ORDER BY t.id FOR UPDATE OF t
+            """,
+            [sorted(by_trade)],
+        )
+        rows = cursor.fetchall()
+    fits, rest = [], []
+    locked = {row[0] for row in rows}
+    rest = [s for s in claimed if s.trade_id not in locked]
+    for row in rows:
+        settlement = by_trade[row[0]]
+        source, _ = _SETTLING[settlement.kind]
+        share = settlement.buyer_amount
+        if (
+            row[1] != source
+            or row[11] != Transfer.Flags.PENDING
+            or (settlement.kind == Settlement.Kind.SPLIT and not (0 <= (share or 0) <= row[10]))
+        ):
+            rest.append(settlement)
+        else:
+            fits.append((settlement, row))
+    if not fits:
+        return 0, rest
+    buyers = ledger.accounts_for_users({(row[2], row[3]) for _, row in fits})
+    fees = ledger.accounts_fees({row[3] for _, row in fits})
+    specs: list[ledger.TransferSpec] = []
+    for settlement, row in fits:
+        trade_id, _, buyer_id, asset_id, amount, buyer_fee, seller_fee = row[:7]
+        hold_id, seller_acct, escrow_acct, held, _, hold_kind = row[7:]
+        key = f"trade:{trade_id}"
+        if settlement.kind == Settlement.Kind.RELEASE:
+            posted, payout, fee = held, amount - buyer_fee, buyer_fee + seller_fee
+        elif settlement.kind == Settlement.Kind.SPLIT and settlement.buyer_amount:
+            posted, payout, fee = settlement.buyer_amount, settlement.buyer_amount, Decimal(0)
+        else:
+            posted = payout = fee = Decimal(0)
+        resolve = dict(
+            asset_id=asset_id,
+            debit_account_id=seller_acct,
+            credit_account_id=escrow_acct,
+            kind=hold_kind,
+            pending_id=hold_id,
+            pending_amount=held,
+            trade_id=trade_id,
+        )
+        if payout:
+            specs.append(
+                ledger.TransferSpec(
+                    idempotency_key=f"{key}:post",
+                    amount=posted,
+                    flags=Transfer.Flags.POST_PENDING,
+                    **resolve,
+                )
+            )
+            specs.append(
+                ledger.TransferSpec(
+                    idempotency_key=f"{key}:payout",
+                    asset_id=asset_id,
+                    debit_account_id=escrow_acct,
+                    credit_account_id=buyers[(buyer_id, asset_id)],
+                    amount=payout,
+                    kind=Transfer.Kind.TRADE_PAYOUT,
+                    flags=Transfer.Flags.SINGLE,
+                    trade_id=trade_id,
+                )
+            )
+            if fee > 0:
+                specs.append(
+                    ledger.TransferSpec(
+                        idempotency_key=f"{key}:fee",
+                        asset_id=asset_id,
+                        debit_account_id=escrow_acct,
+                        credit_account_id=fees[asset_id],
+                        amount=fee,
+                        kind=Transfer.Kind.TRADE_FEE,
+                        flags=Transfer.Flags.SINGLE,
+                        trade_id=trade_id,
+                    )
+                )
+        else:
+            specs.append(
+                ledger.TransferSpec(
+                    idempotency_key=f"{key}:void",
+                    amount=held,
+                    flags=Transfer.Flags.VOID_PENDING,
+                    **resolve,
+                )
+            )
+    ledger.transfers_post_many(specs)
+    now = timezone.now()
+    ids = [row[0] for _, row in fits]
+    olds = [row[1] for _, row in fits]
+    news = [_SETTLING[s.kind][1] for s, _ in fits]
+    reasons = [f"settled ({s.kind})" for s, _ in fits]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE marketplace_trade t SET state = u.state, closed_at = %s, updated_at = %s
+            FROM unnest(%s::bigint[], %s::text[]) AS u(id, state) WHERE t.id = u.id
+            """,
+            [now, now, ids, news],
+        )
+        cursor.execute(
+            """
+            INSERT INTO escrow_escrowevent (trade_id, old_state, new_state, actor_role, reason,
+                                            created_at)
+            SELECT id, old, new, %s, reason, %s
+            FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])
+                 WITH ORDINALITY AS u(id, old, new, reason, n)
+            ORDER BY n
+            RETURNING id, trade_id
+            """,
+            [SYSTEM, now, ids, olds, news, reasons],
+        )
+        event_ids = dict((trade_id, pk) for pk, trade_id in cursor.fetchall())
+        cursor.execute(
+            "UPDATE escrow_settlement SET status = %s, attempts = attempts + 1, settled_at = %s "
+            "WHERE id = ANY(%s)",
+            [Settlement.Status.DONE, now, [s.pk for s, _ in fits]],
+        )
+    announce_many(
+        [
+            EscrowEvent(
+                pk=event_ids[trade_id],
+                trade_id=trade_id,
+                old_state=old,
+                new_state=new,
+                actor_role=SYSTEM,
+                reason=reason,
+                created_at=now,
+            )
+            for trade_id, old, new, reason in zip(ids, olds, news, reasons, strict=True)
+        ]
+    )
+    return len(fits), rest
+
+
+def _settle_one_by_one(claimed: list[Settlement]) -> int:
+    """The careful path (SQLite, and whatever a batch could not take): each settlement in its own
+    savepoint through the single-transfer services, so one that fails stays pending (the sweeper
+    retries it) without undoing the others."""
+    if not claimed:
+        return 0
     trades = {
         t.pk: t
         for t in Trade.objects.select_for_update(of=("self",))
@@ -368,8 +556,6 @@ def _settle_claimed(claimed: list[Settlement]) -> int:
     settled = 0
     for settlement in claimed:
         try:
-            # A savepoint each: one settlement that fails stays pending (the sweeper retries it)
-            # without undoing the others.
             with transaction.atomic():
                 _settle_one(settlement, trades[settlement.trade_id])
             settled += 1
@@ -388,7 +574,7 @@ def _lock_batch_accounts(trades: Any) -> None:
         ids.add(ledger.account_for_user(user=trade.buyer, asset=trade.asset).pk)
         ids.add(ledger.account_fees(asset=trade.asset).pk)
     list(
-        LedgerAccount.objects.select_for_update()
+        LedgerAccount.objects.select_for_update(no_key=True)
         .filter(pk__in=sorted(ids))
         .order_by("pk")
         .values_list("pk")

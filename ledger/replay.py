@@ -15,7 +15,7 @@ from django.db.models import Count
 
 from ledger import chain, merkle, signing
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
-from ledger.services import transfer_entry
+from ledger.services.sealing import ENTRY_COLUMNS, entry_rows
 from marketplace.models import Asset
 
 CHUNK = 5000
@@ -39,11 +39,13 @@ class Report:
             self.first_bad_seq = seq
 
 
-def _sealed() -> Iterator[Transfer]:
-    qs = Transfer.objects.filter(seq__isnull=False).select_related(
-        "asset", "debit_account", "credit_account"
+def _sealed() -> Iterator[tuple]:
+    """Sealed entries in seq order as plain tuples: ENTRY_COLUMNS, then seq, prev_hash, hash,
+    leaf_hash (a server-side cursor: constant memory)."""
+    qs = Transfer.objects.filter(seq__isnull=False).order_by("seq")
+    return qs.values_list(*ENTRY_COLUMNS, "seq", "prev_hash", "hash", "leaf_hash").iterator(
+        chunk_size=CHUNK
     )
-    return qs.order_by("seq").iterator(chunk_size=CHUNK)
 
 
 def verify_chain(report: Report, progress: Callable[[int], None] | None = None) -> None:
@@ -64,38 +66,36 @@ def verify_chain(report: Report, progress: Callable[[int], None] | None = None) 
             )
     pending_checkpoints = iter(checkpoints)
     next_checkpoint = next(pending_checkpoints, None)
-    for transfer in _sealed():
-        seq = transfer.seq
-        assert seq is not None
+    for row, data in entry_rows(_sealed(), 1):
+        seq, stored_prev, stored_hash, stored_leaf = row[-4:]
         if seq != expected_seq:
             report.fail(
                 f"seq {expected_seq}: missing or out of order (found seq {seq} next)", expected_seq
             )
             return
-        if transfer.prev_hash != prev_hash:
+        if stored_prev != prev_hash:
             report.fail(f"seq {seq}: prev_hash does not match the hash of seq {seq - 1}", seq)
             return
-        data = chain.entry_bytes(transfer_entry(transfer, seq=seq))
         computed = chain.chain_hash(prev_hash, data)
-        if transfer.hash != computed:
+        if stored_hash != computed:
             report.fail(f"seq {seq}: entry was altered (hash mismatch)", seq)
             return
         leaf = merkle.leaf_hash(data)
-        if transfer.leaf_hash != leaf.hex():
+        if stored_leaf != leaf.hex():
             report.fail(f"seq {seq}: stored Merkle leaf hash does not match the entry", seq)
             return
         tree.append(leaf)
         while next_checkpoint is not None and next_checkpoint.tree_size == seq:
             if (
                 next_checkpoint.root_hash != tree.root().hex()
-                or next_checkpoint.chain_head != transfer.hash
+                or next_checkpoint.chain_head != stored_hash
             ):
                 report.fail(
                     f"checkpoint {seq}: signed root or chain head differs from the entries", seq
                 )
                 return
             next_checkpoint = next(pending_checkpoints, None)
-        prev_hash = transfer.hash
+        prev_hash = stored_hash
         expected_seq += 1
         report.entries += 1
         if progress:

@@ -7,25 +7,32 @@ import logging
 
 from escrow.models import EscrowEvent
 from escrow.services import transition_listeners
-from marketplace.models import Trade, TradeMessage
+from marketplace.models import TradeMessage
 from marketplace.services.room import message_listeners
 
 logger = logging.getLogger(__name__)
 
 
-def on_trade_transition(trade: Trade, event: EscrowEvent) -> None:
-    # Runs after the trade's transaction committed, in the caller's request or task: whatever
-    # goes wrong here is logged, never raised into a transition that already happened.
-    from notifications.services import notify_trade_event
+def on_trade_transitions(events: list[EscrowEvent]) -> None:
+    # Runs after the transaction committed, in the caller's request or task (one move, or a
+    # settlement batch): whatever goes wrong here is logged, never raised into moves that
+    # already happened.
+    from notifications.services import notify_trade_events
 
     try:
-        notify_trade_event(trade=trade, event=event)
+        notify_trade_events(events=events)
     except Exception:
-        logger.exception("notifications for trade #%s (%s) failed", trade.pk, event.new_state)
+        first = events[0] if events else None
+        logger.exception(
+            "notifications for trade #%s (%s) and %s other move(s) failed",
+            getattr(first, "trade_id", None),
+            getattr(first, "new_state", None),
+            max(len(events) - 1, 0),
+        )
 
 
-if on_trade_transition not in transition_listeners:
-    transition_listeners.append(on_trade_transition)
+if on_trade_transitions not in transition_listeners:
+    transition_listeners.append(on_trade_transitions)
 
 
 def on_trade_message(message: TradeMessage) -> None:

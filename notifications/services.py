@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage, get_connection, send_mail
 from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
@@ -200,53 +200,71 @@ def webhook_payload(*, trade: Trade, event: EscrowEvent, name: str) -> dict[str,
 
 
 def notify_trade_event(*, trade: Trade, event: EscrowEvent) -> None:
-    """Tell both parties (in-app: all but the actor), email the ones who must act, and queue a
-    signed webhook for every active endpoint of either party that wants the event."""
-    state = event.new_state
-    kind = KIND_FOR_STATE.get(state)
-    if kind is None:
+    """One escrow move: see notify_trade_events."""
+    notify_trade_events(events=[event])
+
+
+def notify_trade_events(*, events: list[EscrowEvent]) -> None:
+    """Escrow moves that committed (one, or a whole settlement batch): tell both parties (in-app:
+    all but the actor), email the ones who must act, and queue a signed webhook for every active
+    endpoint of either party that wants the event. A constant number of queries per call."""
+    wanted = [e for e in events if e.new_state in KIND_FOR_STATE]
+    if not wanted:
         return
-    trade = (
-        Trade.objects.select_related("asset", "fiat", "buyer", "seller", "maker", "taker")
-        .filter(pk=trade.pk)
-        .first()
-        or trade
-    )
-    context = _context(trade, event)
-    text = TEXT_FOR_STATE[state].format(**context)[:500]
-    parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
-    name = EVENT_FOR_STATE[state]
-    with transaction.atomic():
-        Notification.objects.bulk_create(
+    trades = Trade.objects.select_related(
+        "asset", "fiat", "buyer", "seller", "maker", "taker"
+    ).in_bulk({e.trade_id for e in wanted})
+    party_ids = {uid for t in trades.values() for uid in (t.buyer_id, t.seller_id)}
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in WebhookEndpoint.objects.filter(user_id__in=party_ids, is_active=True).order_by(
+        "pk"
+    ):
+        endpoints.setdefault(endpoint.user_id, []).append(endpoint)
+    notes: list[Notification] = []
+    deliveries: list[WebhookDelivery] = []
+    mails: list[EmailMessage] = []
+    now = timezone.now()
+    for event in wanted:
+        trade = trades.get(event.trade_id)
+        if trade is None:
+            continue
+        state = event.new_state
+        kind = KIND_FOR_STATE[state]
+        text = TEXT_FOR_STATE[state].format(**_context(trade, event))[:500]
+        parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
+        notes += [
             Notification(user=user, trade=trade, kind=kind, text=text)
             for user_id, user in parties.items()
             if user_id != event.actor_id
-        )
-        deliveries = []
-        endpoints = WebhookEndpoint.objects.filter(user_id__in=parties, is_active=True)
+        ]
+        name = EVENT_FOR_STATE[state]
         payload = webhook_payload(trade=trade, event=event, name=name)
-        for endpoint in endpoints.order_by("pk"):
-            if not endpoint.wants(name):
-                continue
-            delivery = WebhookDelivery.objects.create(
-                endpoint=endpoint, event=name, payload=payload, next_attempt_at=timezone.now()
-            )
-            delivery.payload = {**payload, "delivery_id": delivery.pk}
-            delivery.save(update_fields=["payload"])
-            deliveries.append(delivery.pk)
-        for delivery_id in deliveries:
-            transaction.on_commit(lambda delivery_id=delivery_id: _enqueue(delivery_id))
-    subject = f"Trade #{trade.pk}: {kind}"
-    for user in _email_recipients(trade, state):
-        if not user.email:
-            continue
+        deliveries += [
+            WebhookDelivery(endpoint=endpoint, event=name, payload=payload, next_attempt_at=now)
+            for user_id in parties
+            for endpoint in endpoints.get(user_id, [])
+            if endpoint.wants(name)
+        ]
+        mails += [
+            EmailMessage(f"Trade #{trade.pk}: {kind}", text, None, [user.email])
+            for user in _email_recipients(trade, state)
+            if user.email
+        ]
+    with transaction.atomic():
+        Notification.objects.bulk_create(notes)
+        if deliveries:
+            WebhookDelivery.objects.bulk_create(deliveries)
+            for delivery in deliveries:
+                delivery.payload = {**delivery.payload, "delivery_id": delivery.pk}
+            WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+        for delivery in deliveries:
+            transaction.on_commit(lambda delivery_id=delivery.pk: _enqueue(delivery_id))
+    if mails:
         try:
-            send_mail(subject, text, None, [user.email])
+            # One connection for the lot; the in-app notifications are there whatever happens.
+            get_connection(fail_silently=False).send_messages(mails)
         except Exception:
-            # The in-app notification is there; a mail server hiccup must not undo it.
-            logger.warning(
-                "email to user %s about trade #%s failed", user.pk, trade.pk, exc_info=True
-            )
+            logger.warning("emails about %s trade event(s) failed", len(mails), exc_info=True)
 
 
 # --- webhook delivery ---------------------------------------------------------------------------

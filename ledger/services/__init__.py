@@ -15,20 +15,27 @@ from ledger.services.sealing import (
     transfer_entry,
 )
 from ledger.services.transfers import (
+    TransferSpec,
     account_escrow,
     account_fees,
     account_for_user,
     account_world,
+    accounts_fees,
+    accounts_for_users,
     transfer_post,
     transfer_post_pending,
     transfer_void_pending,
+    transfers_post_many,
 )
 
 __all__ = [
+    "TransferSpec",
     "account_escrow",
     "account_fees",
     "account_for_user",
     "account_world",
+    "accounts_fees",
+    "accounts_for_users",
     "checkpoint_create",
     "deposit_confirm",
     "deposit_credit",
@@ -37,6 +44,7 @@ __all__ = [
     "transfer_post",
     "transfer_post_pending",
     "transfer_void_pending",
+    "transfers_post_many",
     "withdrawal_confirm",
     "withdrawal_process",
     "withdrawal_reject",

@@ -7,10 +7,11 @@ transfers over the same accounts queue instead of deadlocking.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
@@ -53,12 +54,49 @@ def account_escrow(*, trade_id: int, asset: Asset) -> LedgerAccount:
     return account
 
 
+def accounts_for_users(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """{(user_id, asset_id): account id} for many users at once, creating the missing ones."""
+    found = _user_accounts(pairs)
+    missing = pairs - found.keys()
+    if missing:
+        codes = dict(Asset.objects.filter(pk__in={a for _, a in missing}).values_list("pk", "code"))
+        LedgerAccount.objects.bulk_create(
+            [
+                LedgerAccount(kind=Kind.USER, user_id=u, asset_id=a, code=f"user:{u}:{codes[a]}")
+                for u, a in sorted(missing)
+            ],
+            ignore_conflicts=True,  # another worker created it meanwhile: use theirs
+        )
+        found |= _user_accounts(missing)
+    return found
+
+
+def _user_accounts(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    rows = LedgerAccount.objects.filter(
+        kind=Kind.USER, user_id__in={u for u, _ in pairs}, asset_id__in={a for _, a in pairs}
+    ).values_list("user_id", "asset_id", "pk")
+    return {(u, a): pk for u, a, pk in rows if (u, a) in pairs}
+
+
+def accounts_fees(asset_ids: set[int]) -> dict[int, int]:
+    """{asset_id: fee account id} for these assets, creating the missing ones."""
+    return {
+        asset.pk: account_fees(asset=asset).pk for asset in Asset.objects.filter(pk__in=asset_ids)
+    }
+
+
 # --- transfers (inside the caller's transaction) ----------------------------------------------
 
 
 def _lock_accounts(*ids: int) -> dict[int, LedgerAccount]:
     # pk order, so two transfers over the same pair of accounts queue instead of deadlocking.
-    rows = LedgerAccount.objects.select_for_update().filter(pk__in=sorted(set(ids))).order_by("pk")
+    rows = (
+        LedgerAccount.objects.select_for_update(no_key=True)
+        .filter(pk__in=sorted(set(ids)))
+        .order_by("pk")
+    )
+    # FOR NO KEY UPDATE: balances are not keys, so inserting transfers that reference an account
+    # (a foreign-key check takes FOR KEY SHARE) never waits on these locks, nor they on it.
     return {a.pk: a for a in rows}
 
 
@@ -185,3 +223,103 @@ def transfer_post_pending(
 def transfer_void_pending(*, idempotency_key: str, pending: Transfer) -> Transfer:
     """Release a hold entirely back to its debit account; once only."""
     return _resolve(idempotency_key=idempotency_key, pending=pending, post_amount=None)
+
+
+# --- many transfers at once (PostgreSQL: one statement per table) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """One transfer of a batch. For post_pending / void_pending, `pending_id` names the hold and
+    `pending_amount` its amount (the part of it that is released from both accounts)."""
+
+    idempotency_key: str
+    asset_id: int
+    debit_account_id: int
+    credit_account_id: int
+    amount: Decimal
+    kind: str
+    flags: str
+    pending_id: int | None = None
+    pending_amount: Decimal | None = None
+    trade_id: int | None = None
+    memo: str = ""
+
+
+def _deltas(specs: list[TransferSpec]) -> dict[int, list[Decimal]]:
+    """Per account: [debits_pending, debits_posted, credits_pending, credits_posted] changes."""
+    zero = Decimal(0)
+    deltas: dict[int, list[Decimal]] = {}
+    for s in specs:
+        dr = deltas.setdefault(s.debit_account_id, [zero, zero, zero, zero])
+        cr = deltas.setdefault(s.credit_account_id, [zero, zero, zero, zero])
+        if s.flags in (Flags.POST_PENDING, Flags.VOID_PENDING):
+            if s.pending_id is None or s.pending_amount is None:
+                raise ValueError(f"{s.flags} needs pending_id and pending_amount: {s}")
+            dr[0] -= s.pending_amount
+            cr[2] -= s.pending_amount
+            if s.flags == Flags.POST_PENDING:
+                dr[1] += s.amount
+                cr[3] += s.amount
+        elif s.flags == Flags.PENDING:
+            dr[0] += s.amount
+            cr[2] += s.amount
+        else:
+            dr[1] += s.amount
+            cr[3] += s.amount
+    return deltas
+
+
+def transfers_post_many(specs: list[TransferSpec]) -> int:
+    """Post a batch of transfers inside the caller's transaction with a constant number of
+    statements: one INSERT of every transfer, then the accounts locked in pk order (FOR NO KEY
+    UPDATE, which the transfers' foreign-key checks do not conflict with) and one UPDATE of every
+    balance. All or nothing: the database refuses a reused idempotency key, a hold resolved
+    twice or an overdraft (IntegrityError), and the caller's savepoint undoes the batch; the
+    caller then retries item by item with the checks of transfer_post / _resolve.
+    The accounts are locked last, so concurrent batches hold the hot ones (the fee account) only
+    for the UPDATE and the commit. PostgreSQL only."""
+    assert transaction.get_connection().in_atomic_block, "transfers_post_many needs a transaction"
+    if not specs:
+        return 0
+    for s in specs:
+        if s.amount <= 0:
+            raise Conflict("A transfer amount must be positive.")
+        if s.debit_account_id == s.credit_account_id:
+            raise Conflict("A transfer's two accounts must differ.")
+    columns = list(zip(*((
+        s.idempotency_key, s.asset_id, s.debit_account_id, s.credit_account_id, s.amount,
+        s.kind, s.flags, s.pending_id, s.trade_id, s.memo,
+    ) for s in specs), strict=True))  # fmt: skip
+    deltas = _deltas(specs)
+    ids = sorted(deltas)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id,
+                credit_account_id, amount, kind, flags, pending_id, trade_id, memo, created_at,
+                prev_hash, hash, leaf_hash)
+            SELECT k, a, d, c, amt, kd, f, p, t, m, now(), '', '', ''
+            FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
+                        %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])
+                 WITH ORDINALITY AS u(k, a, d, c, amt, kd, f, p, t, m, n)
+            ORDER BY n
+            """,
+            [list(col) for col in columns],
+        )
+        cursor.execute(
+            "SELECT id FROM ledger_ledgeraccount WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            [ids],
+        )
+        cursor.execute(
+            """
+            UPDATE ledger_ledgeraccount a SET
+                debits_pending = a.debits_pending + u.dp, debits_posted = a.debits_posted + u.dd,
+                credits_pending = a.credits_pending + u.cp, credits_posted = a.credits_posted + u.cd
+            FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[])
+                 AS u(id, dp, dd, cp, cd)
+            WHERE a.id = u.id
+            """,
+            [ids, *([deltas[i][col] for i in ids] for col in range(4))],
+        )
+    return len(specs)

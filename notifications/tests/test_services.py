@@ -318,11 +318,11 @@ def test_listener_never_raises_into_the_transition(alice, bob, monkeypatch, capl
     def broken(**kwargs):
         raise RuntimeError("mail server on fire")
 
-    monkeypatch.setattr(services, "notify_trade_event", broken)
+    monkeypatch.setattr(services, "notify_trade_events", broken)
     with caplog.at_level(logging.ERROR, logger="notifications.listeners"):
-        listeners.on_trade_transition(trade, trade.events.get())
-    assert "notifications for trade" in caplog.text
-    assert listeners.on_trade_transition in escrow.transition_listeners
+        listeners.on_trade_transitions([trade.events.get()])
+    assert f"notifications for trade #{trade.pk}" in caplog.text
+    assert listeners.on_trade_transitions in escrow.transition_listeners
 
 
 def test_mark_read_is_per_user_and_idempotent(alice, bob, django_capture_on_commit_callbacks):
