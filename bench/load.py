@@ -1,0 +1,1070 @@
+#!/usr/bin/env python
+"""Load: many traders completing whole trades over the REST API, against the production shape.
+
+    scripts/with-services.sh .venv/bin/python bench/load.py --seconds 60 --traders 40
+
+1. A fresh database on the throwaway server (migrations seed the reference data: assets, fiats,
+   payment methods, the price index); through the services: T traders, each with an API token
+   (accounts.services.token_rotate), a BTC deposit (ledger.services.deposit_credit) and
+   --offers-each sell offers of BTC for EUR (half at a fixed price, half floating on the index).
+2. Real processes on 127.0.0.1, all on that database and the server's Redis: gunicorn
+   (config.wsgi, --gunicorn-workers sync workers), a Celery worker (prefork) and Celery beat;
+   settings bench.settings (config.settings.local with DEBUG off, a dummy email backend). The
+   API's rate limits are lifted: every simulated trader comes from 127.0.0.1, which the
+   per-IP limit (1200/min) would otherwise throttle after 20 requests a second.
+3. Trading, for --seconds: one asyncio process (aiohttp), T concurrent traders, each looping:
+   browse the book (GET /offers/?side=sell&asset=BTC&fiat=EUR) -> take 0.001 BTC of a random
+   offer that is not theirs -> mark paid -> the offer's maker releases -> poll the trade every
+   --poll-interval s until `completed` -> GET /wallets/. At the end every trader finishes the
+   trade in hand; released trades not yet completed are polled for up to --grace s more
+   (the sweeper re-queues a settlement after 60 s): what is still not completed is lost.
+4. The same concurrency against a trivial authenticated DRF endpoint (GET
+   /api/v1/ledger/public-key/: the same middleware, token auth and throttles, one small query)
+   and against the order book, alternating, --compare-rounds rounds of --compare-seconds each:
+   the book's throughput as a ratio to the trivial one.
+5. Everything stopped; the ledger sealed (ledger_seal_pending) and verify_ledger() run; each
+   asset's balances must sum to zero; trades by state, settlements; queries per request of the
+   GET endpoints (CaptureQueriesContext around Django's test client, in this process).
+
+Not a test: nothing asserts a time. Writes its section of BENCHMARKS.md (--no-write: don't).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as C
+
+DB = "bench_load"
+AMOUNT = "0.001"  # BTC per trade: 80-90 EUR, within tier 0's per-trade limit
+BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
+TRIVIAL = "/api/v1/ledger/public-key/"
+LIFTED = "1000000/s"  # API_RATE_LIMIT_KEY / _IP for the bench's server processes
+WAIT_QUIET = 0.0
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+def seed(traders: int, offers_each: int) -> dict[str, Any]:
+    """Traders with a token, a deposit and sell offers, through the services."""
+    from django.contrib.auth import get_user_model
+
+    from accounts.services import token_rotate
+    from ledger import services as ledger
+    from marketplace import services as market
+
+    User = get_user_model()
+    users: list[dict[str, Any]] = []
+    offers = 0
+    for k in range(traders):
+        user = User.objects.create_user(f"load_trader_{k:03d}", f"trader{k}@bench.test")
+        token = token_rotate(user=user).key
+        ledger.deposit_credit(
+            user=user, asset_code="BTC", amount="30", reference="bench-load", actor=None
+        )
+        for j in range(offers_each):
+            floating = (k + j) % 2 == 1
+            market.offer_create(
+                maker=user,
+                side="sell",
+                asset="BTC",
+                fiat="EUR",
+                price_type="floating" if floating else "fixed",
+                price=None if floating else str(80000 + 10 * ((k * offers_each + j) % 100)),
+                margin_percent=f"{(k + j) % 5 * 0.5:.1f}" if floating else None,
+                amount=str(Decimal(25) / offers_each),
+                min_fiat="10",
+                max_fiat="40000",
+                payment_methods=["sepa", "revolut"] if j % 2 else ["sepa"],
+                payment_window_minutes=180,
+                terms="Bench offer.",
+            )
+            offers += 1
+        users.append({"username": user.username, "token": token})
+    return {"users": users, "offers": offers}
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A child process in its own session (so its own workers stop with it), logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log = logdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=C.ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"    {self.name} did not stop in {timeout:.0f} s: SIGKILL", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        # Its process group: anything it left behind (a worker that outlived its master).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def start_services(args: Any, logdir: Path) -> tuple[dict[str, Service], str]:
+    env = dict(os.environ)  # DATABASE_URL, DJANGO_SETTINGS_MODULE etc. set by django_setup
+    py = sys.executable
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    services = {
+        "gunicorn": Service(
+            "gunicorn",
+            [
+                py,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.gunicorn_workers),
+                "--threads",
+                str(args.gunicorn_threads),
+                "--timeout",
+                "120",
+                "--backlog",
+                "2048",
+            ],
+            env,
+            logdir,
+        ),
+        "worker": Service(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-l",
+                "info",
+                "-c",
+                str(args.celery_concurrency),
+                "-n",
+                f"bench-load-{os.getpid()}@%h",
+            ],
+            env,
+            logdir,
+        ),
+        "beat": Service(
+            "beat",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "-l",
+                "info",
+                "--schedule",
+                str(logdir / "celerybeat-schedule"),
+            ],
+            env,
+            logdir,
+        ),
+    }
+    for svc in services.values():
+        svc.start()
+    deadline = time.monotonic() + 90
+    ready: set[str] = set()
+    while ready != set(services):
+        for name, svc in services.items():
+            if not svc.alive():
+                raise RuntimeError(f"{name} died at start:\n{svc.log_tail()}")
+        if "gunicorn" not in ready and _http_ok(base + TRIVIAL):
+            ready.add("gunicorn")
+        if "worker" not in ready and b" ready." in services["worker"].log.read_bytes():
+            ready.add("worker")
+        if "beat" not in ready and b"beat: Starting" in services["beat"].log.read_bytes():
+            ready.add("beat")
+        if time.monotonic() > deadline:
+            missing = set(services) - ready
+            raise RuntimeError(f"not ready in 90 s: {missing}")
+        time.sleep(0.2)
+    return services, base
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own 127.0.0.1
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def stop_services(services: dict[str, Service]) -> None:
+    # beat first (no new periodic work), then the web, then the worker (finishes its task).
+    for name in ("beat", "gunicorn", "worker"):
+        svc = services.get(name)
+        if svc is not None:
+            svc.stop()
+
+
+# --- CPU per role ------------------------------------------------------------------------------
+
+
+class RoleCpu:
+    """CPU seconds of each role's process tree (own + reaped children, /proc), the client (this
+    process only), PostgreSQL (the postmaster's tree) and Redis (daemonized: its pid file); the
+    machine's busy cores; others = busy - all of ours."""
+
+    def __init__(self, services: dict[str, Service]) -> None:
+        self.roots: dict[int, str] = {svc.pid: name for name, svc in services.items()}
+        pm = C.CpuSplit.postmaster()
+        if pm:
+            self.roots[pm] = "postgres"
+        rd = os.environ.get("TEST_SERVICES_DIR")
+        if rd:
+            with contextlib.suppress(OSError, ValueError):
+                self.roots[int(Path(rd, "redis.pid").read_text().split()[0])] = "redis"
+        self._busy = C.CpuMeter()
+        self._t0 = 0.0
+        self._c0: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        procs = C.CpuSplit._procs()
+        out: dict[str, float] = defaultdict(float)
+        t = os.times()
+        out["client"] = t.user + t.system
+        for pid, (_ppid, own, reaped) in procs.items():
+            p, depth = pid, 0
+            while p > 1 and depth < 64:
+                if p in self.roots:
+                    out[self.roots[p]] += own + reaped
+                    break
+                p = procs[p][0] if p in procs else 0
+                depth += 1
+        return dict(out)
+
+    def start(self) -> None:
+        self._busy.start()
+        self._c0 = self._read()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        c1 = self._read()
+        wall = max(1e-9, time.monotonic() - self._t0)
+        busy = self._busy.stop()
+        roles = {k: max(0.0, (c1.get(k, 0.0) - self._c0.get(k, 0.0)) / wall) for k in c1}
+        roles["others"] = max(0.0, busy - sum(roles.values()))
+        roles["machine"] = busy
+        return roles
+
+
+# --- the HTTP client ---------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: Counter[str] = field(default_factory=Counter)
+    error_samples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, seconds: float, error: str | None = None) -> None:
+        self.latencies[name].append(seconds)
+        if error:
+            self.errors[name] += 1
+            if len(self.error_samples[name]) < 5:
+                self.error_samples[name].append(error)
+
+    def summary(self, seconds: float) -> dict[str, dict[str, float]]:
+        return {
+            name: stats(lat, self.errors[name], seconds) for name, lat in self.latencies.items()
+        }
+
+
+def stats(latencies: list[float], errors: int, seconds: float) -> dict[str, float]:
+    xs = sorted(latencies)
+    n = len(xs)
+
+    def pct(p: float) -> float:
+        return xs[min(n - 1, int(p * n))] * 1000 if n else float("nan")
+
+    return {
+        "count": n,
+        "rps": n / seconds if seconds else 0.0,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": xs[-1] * 1000 if n else float("nan"),
+        "errors": errors,
+    }
+
+
+class Api:
+    def __init__(self, session: Any, base: str, rec: Recorder | None) -> None:
+        self.session, self.base, self.rec = session, base, rec
+
+    async def call(
+        self, name: str, method: str, path: str, token: str, body: Any = None
+    ) -> tuple[int, Any]:
+        import aiohttp
+
+        headers = {"Authorization": f"Token {token}"}
+        if method == "POST":
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        try:
+            async with self.session.request(
+                method, self.base + path, json=body, headers=headers
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if self.rec:
+                self.rec.add(name, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+            return 0, None
+        elapsed = time.perf_counter() - t0
+        ok = 200 <= status < 300
+        if self.rec:
+            self.rec.add(name, elapsed, None if ok else f"{status} {raw[:300]!r}")
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        return status, data
+
+
+def _session(concurrency: int) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency + 10),
+        timeout=aiohttp.ClientTimeout(total=120),
+    )
+
+
+@dataclass
+class TradeLog:
+    started: int = 0  # takes answered 201
+    released: dict[int, float] = field(default_factory=dict)  # trade id -> release answered at
+    token_of: dict[int, str] = field(default_factory=dict)  # trade id -> the buyer's token
+    completed: dict[int, float] = field(default_factory=dict)  # trade id -> completion seen at
+    polls: int = 0
+    aborted: int = 0  # a step failed: the trade left in its state (counted in errors)
+    no_offer: int = 0
+
+
+async def trader(
+    api: Api,
+    me: dict[str, str],
+    tokens: dict[str, str],
+    log: TradeLog,
+    stop_at: float,
+    poll_interval: float,
+    poll_timeout: float,
+) -> None:
+    rng = random.Random(me["username"])  # noqa: S311 - load pattern, not security
+    while time.monotonic() < stop_at:
+        status, book = await api.call("GET /offers/ (book)", "GET", BOOK, me["token"])
+        if status != 200:
+            await asyncio.sleep(0.5)
+            continue
+        choices = [
+            o
+            for o in book["results"]
+            if o["maker"]["username"] != me["username"]
+            and Decimal(o["available"]) >= Decimal("0.01")
+        ]
+        if not choices:
+            log.no_offer += 1
+            await asyncio.sleep(0.5)
+            continue
+        offer = rng.choice(choices)
+        seller_token = tokens[offer["maker"]["username"]]
+        status, trade = await api.call(
+            "POST /offers/{id}/take/",
+            "POST",
+            f"/api/v1/offers/{offer['id']}/take/",
+            me["token"],
+            {"amount": AMOUNT},
+        )
+        if status != 201:
+            log.aborted += 1
+            continue
+        log.started += 1
+        tid = trade["id"]
+        status, _ = await api.call(
+            "POST /trades/{id}/mark-paid/", "POST", f"/api/v1/trades/{tid}/mark-paid/", me["token"]
+        )
+        if status != 200:
+            log.aborted += 1
+            continue
+        status, _ = await api.call(
+            "POST /trades/{id}/release/", "POST", f"/api/v1/trades/{tid}/release/", seller_token
+        )
+        if status != 200:
+            log.aborted += 1
+            continue
+        log.released[tid] = time.monotonic()
+        log.token_of[tid] = me["token"]
+        give_up = time.monotonic() + poll_timeout
+        while time.monotonic() < give_up:
+            await asyncio.sleep(poll_interval)
+            status, got = await api.call(
+                "GET /trades/{id}/ (poll)", "GET", f"/api/v1/trades/{tid}/", me["token"]
+            )
+            log.polls += 1
+            if status == 200 and got["state"] == "completed":
+                log.completed[tid] = time.monotonic()
+                break
+        await api.call("GET /wallets/", "GET", "/api/v1/wallets/", me["token"])
+
+
+async def grace_poll(base: str, log: TradeLog, grace: float) -> float:
+    """Poll every released trade not seen completed (outside the figures) until all are, or
+    `grace` seconds pass. Returns the seconds it took."""
+    t0 = time.monotonic()
+    async with _session(20) as session:
+        api = Api(session, base, None)
+        while True:
+            left = [t for t in log.released if t not in log.completed]
+            if not left or time.monotonic() - t0 > grace:
+                break
+            for tid in left:
+                status, got = await api.call(
+                    "grace", "GET", f"/api/v1/trades/{tid}/", log.token_of[tid]
+                )
+                if status == 200 and got["state"] == "completed":
+                    log.completed[tid] = time.monotonic()
+            await asyncio.sleep(1.0)
+    return time.monotonic() - t0
+
+
+async def run_trading(
+    base: str, users: list[dict[str, str]], seconds: float, args: Any
+) -> dict[str, Any]:
+    rec, log = Recorder(), TradeLog()
+    tokens = {u["username"]: u["token"] for u in users}
+    async with _session(len(users)) as session:
+        api = Api(session, base, rec)
+        t0 = time.monotonic()
+        stop_at = t0 + seconds
+        await asyncio.gather(
+            *(
+                trader(api, u, tokens, log, stop_at, args.poll_interval, args.poll_timeout)
+                for u in users
+            )
+        )
+        drained = time.monotonic() - t0
+    in_window = sum(1 for t in log.completed.values() if t <= stop_at)
+    lags = sorted(log.completed[t] - log.released[t] for t in log.completed)
+    return {
+        "seconds": seconds,
+        "drained_s": drained,
+        "endpoints": rec.summary(drained),
+        "errors": sum(rec.errors.values()),
+        "error_samples": dict(rec.error_samples),
+        "started": log.started,
+        "released": len(log.released),
+        "completed_in_window": in_window,
+        "completed_by_traders": len(log.completed),
+        "rate": in_window / seconds,
+        "lag_p50_ms": lags[len(lags) // 2] * 1000 if lags else float("nan"),
+        "lag_p99_ms": lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
+        if lags
+        else float("nan"),
+        "polls_per_trade": log.polls / max(1, len(log.released)),
+        "aborted": log.aborted,
+        "no_offer": log.no_offer,
+        "_log": log,
+    }
+
+
+async def hammer(
+    base: str, path: str, name: str, tokens: list[str], concurrency: int, seconds: float
+) -> dict[str, float]:
+    """`concurrency` clients GET `path` back to back for `seconds` (after a 2 s warm-up)."""
+    rec = Recorder()
+    async with _session(concurrency) as session:
+        warm = Api(session, base, None)
+        api = Api(session, base, rec)
+
+        async def client(i: int, until: float, a: Api) -> None:
+            token = tokens[i % len(tokens)]
+            while time.monotonic() < until:
+                await a.call(name, "GET", path, token)
+
+        until = time.monotonic() + 2
+        await asyncio.gather(*(client(i, until, warm) for i in range(concurrency)))
+        t0 = time.monotonic()
+        until = t0 + seconds
+        await asyncio.gather(*(client(i, until, api) for i in range(concurrency)))
+        wall = time.monotonic() - t0
+    out = stats(rec.latencies[name], rec.errors[name], wall)
+    out["error_samples"] = rec.error_samples.get(name, [])
+    return out
+
+
+# --- after the run -----------------------------------------------------------------------------
+
+
+def ledger_check() -> dict[str, Any]:
+    from django.db.models import Count, Sum
+
+    from escrow.models import Settlement
+    from ledger.models import LedgerAccount
+    from ledger.replay import verify_ledger
+    from ledger.services import ledger_seal_pending
+    from marketplace.models import Trade
+
+    t0 = time.perf_counter()
+    sealed_now = ledger_seal_pending()
+    seal_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = verify_ledger()
+    verify_s = time.perf_counter() - t0
+    sums = {
+        row["asset__code"]: str((row["c"] or 0) - (row["d"] or 0))
+        for row in LedgerAccount.objects.values("asset__code").annotate(
+            c=Sum("credits_posted"), d=Sum("debits_posted")
+        )
+    }
+    pending = {
+        row["asset__code"]: str((row["c"] or 0) - (row["d"] or 0))
+        for row in LedgerAccount.objects.values("asset__code").annotate(
+            c=Sum("credits_pending"), d=Sum("debits_pending")
+        )
+    }
+    states = dict(Trade.objects.values_list("state").annotate(n=Count("id")))
+    settlements = dict(Settlement.objects.values_list("status").annotate(n=Count("id")))
+    retried = Settlement.objects.filter(attempts__gt=1).count()
+    return {
+        "ok": report.ok,
+        "errors": report.errors[:5],
+        "entries": report.entries,
+        "unsealed": report.unsealed,
+        "accounts": report.accounts,
+        "sealed_at_end": sealed_now,
+        "seal_s": seal_s,
+        "verify_s": verify_s,
+        "sums": sums,
+        "pending_sums": pending,
+        "states": states,
+        "settlements": settlements,
+        "settlements_retried": retried,
+    }
+
+
+def query_counts(token: str, trade_id: int | None) -> dict[str, Any]:
+    """Queries per request of the GET endpoints, in this process (Django's test client),
+    each measured on its second call (warm: the first fills per-process caches)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
+    paths = {"GET /offers/ (book)": BOOK, "trivial: GET /ledger/public-key/": TRIVIAL}
+    paths["GET /wallets/"] = "/api/v1/wallets/"
+    if trade_id:
+        paths["GET /trades/{id}/"] = f"/api/v1/trades/{trade_id}/"
+    out: dict[str, Any] = {}
+    for name, path in paths.items():
+        client.get(path)
+        with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
+            resp = client.get(path)
+            ms = (time.perf_counter() - t0) * 1000
+        sql_ms = sum(float(q["time"]) for q in ctx.captured_queries) * 1000
+        kinds = Counter(_sql_kind(q["sql"]) for q in ctx.captured_queries)
+        out[name] = {
+            "status": resp.status_code,
+            "queries": len(ctx.captured_queries),
+            "ms": ms,
+            "sql_ms": sql_ms,
+            "kinds": dict(kinds.most_common()),
+        }
+    return out
+
+
+_SQL_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"([a-z_]+)"', re.I)
+
+
+def _sql_kind(sql: str) -> str:
+    head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+    m = _SQL_TABLE.search(sql)
+    return f"{head} {m.group(1) if m else ''}".strip()
+
+
+def log_findings(logdir: Path) -> dict[str, Any]:
+    """What the server processes' logs say: tracebacks, errors, tasks that succeeded/retried."""
+    out: dict[str, Any] = {}
+    for name in ("gunicorn", "worker", "beat"):
+        try:
+            text = (logdir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            continue
+        out[name] = {
+            "tracebacks": text.count("Traceback (most recent call last)"),
+            "error_lines": sum(1 for line in text.splitlines() if "ERROR" in line),
+            "retries": text.count("Retry in"),
+            "succeeded": text.count(" succeeded in "),
+            "first_error": next(
+                (line[:300] for line in text.splitlines() if "ERROR" in line or "Error" in line),
+                "",
+            ),
+        }
+    return out
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def measured(
+    cpu: dict[str, dict[str, float]], name: str, services: dict[str, Service], fn: Any
+) -> Any:
+    if WAIT_QUIET:
+        C.wait_quiet(WAIT_QUIET)
+    before = C.background_load(2.0)
+    meter = RoleCpu(services)
+    meter.start()
+    result = fn()
+    roles = meter.stop()
+    roles["others_before"] = before
+    cpu[name] = roles
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60, help="trading time")
+    parser.add_argument("--traders", type=int, default=40, help="concurrent traders")
+    parser.add_argument("--offers-each", type=int, default=2, help="sell offers per trader")
+    parser.add_argument("--gunicorn-workers", type=int, default=4)
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="1: sync workers")
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--poll-interval", type=float, default=0.25)
+    parser.add_argument("--poll-timeout", type=float, default=30.0)
+    parser.add_argument("--grace", type=float, default=120.0)
+    parser.add_argument("--compare-seconds", type=float, default=15.0)
+    parser.add_argument("--compare-rounds", type=int, default=2)
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="of the comparison (default: --traders)"
+    )
+    parser.add_argument(
+        "--conn-max-age", type=int, default=None, help="CONN_MAX_AGE (default: the project's)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--render", metavar="JSON", help="re-render saved results; no measuring")
+    args = parser.parse_args()
+    if args.render:
+        data = C.load_results(args.render)
+        report = render(argparse.Namespace(**data["args"]), data["results"])
+        print(report)
+        if not args.no_write:
+            C.write_section("load", report)
+        return
+    global WAIT_QUIET
+    WAIT_QUIET = args.wait_quiet
+    C.need_services()
+    concurrency = args.concurrency or args.traders
+    # SIGTERM (e.g. a timeout around the run): unwind, so the finally below stops the processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    env = {"API_RATE_LIMIT_KEY": LIFTED, "API_RATE_LIMIT_IP": LIFTED}
+    if args.conn_max_age is not None:
+        env["CONN_MAX_AGE"] = str(args.conn_max_age)
+    C.create_db(DB)
+    C.django_setup(DB, **env)
+    from django.conf import settings
+
+    info = C.machine()
+    print("\n".join(C.machine_lines(info)), flush=True)
+    t_all = time.perf_counter()
+    with C.stopwatch("migrate") as mig:
+        C.migrate_quietly()
+    with C.stopwatch(f"seed: {args.traders} traders, tokens, deposits, offers") as sd:
+        seeded = seed(args.traders, args.offers_each)
+    users = seeded["users"]
+    C.close_django()
+
+    logdir = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    results: dict[str, Any] = {
+        "info": info,
+        "migrate_s": mig["seconds"],
+        "seed_s": sd["seconds"],
+        "offers": seeded["offers"],
+        "conn_max_age": settings.DATABASES["default"]["CONN_MAX_AGE"],
+        "settings": os.environ["DJANGO_SETTINGS_MODULE"],
+        "concurrency": concurrency,
+    }
+    cpu: dict[str, dict[str, float]] = {}
+    services: dict[str, Service] = {}
+    try:
+        with C.stopwatch("start gunicorn, celery worker, celery beat"):
+            services, base = start_services(args, logdir)
+        print(f"    {base}; logs in {logdir}", flush=True)
+
+        with C.stopwatch(f"trading: {args.traders} traders for {args.seconds:.0f} s"):
+            trading = measured(
+                cpu,
+                "trading",
+                services,
+                lambda: asyncio.run(run_trading(base, users, args.seconds, args)),
+            )
+        log: TradeLog = trading.pop("_log")
+        print(
+            f"    {trading['rate']:.1f} trades/s ({trading['completed_in_window']} completed in "
+            f"the window; {trading['started']} started, {trading['released']} released); "
+            f"errors {trading['errors']}",
+            flush=True,
+        )
+        with C.stopwatch(f"grace poll (up to {args.grace:.0f} s)") as gp:
+            asyncio.run(grace_poll(base, log, args.grace))
+        trading["grace_s"] = gp["seconds"]
+        trading["completed_total"] = len(log.completed)
+        trading["lost"] = sorted(t for t in log.released if t not in log.completed)
+        print(f"    lost trades: {len(trading['lost'])}", flush=True)
+        results["trading"] = trading
+
+        tokens = [u["token"] for u in users]
+        compare: dict[str, list[dict[str, float]]] = {"trivial": [], "book": []}
+        for r in range(args.compare_rounds):
+            for key, path, name in (
+                ("trivial", TRIVIAL, "GET /ledger/public-key/"),
+                ("book", BOOK, "GET /offers/ (book)"),
+            ):
+                with C.stopwatch(f"round {r + 1}: {name} x {concurrency}"):
+                    got = measured(
+                        cpu,
+                        f"{key}-{r + 1}",
+                        services,
+                        lambda p=path, n=name: asyncio.run(
+                            hammer(base, p, n, tokens, concurrency, args.compare_seconds)
+                        ),
+                    )
+                print(
+                    f"    {got['rps']:.0f} req/s, p50 {got['p50_ms']:.0f} ms, "
+                    f"p99 {got['p99_ms']:.0f} ms, errors {got['errors']}",
+                    flush=True,
+                )
+                compare[key].append(got)
+        results["compare"] = compare
+    finally:
+        with C.stopwatch("stop the processes"):
+            stop_services(services)
+    results["cpu"] = cpu
+    results["logs"] = log_findings(logdir)
+
+    with C.stopwatch("seal, verify_ledger, checks"):
+        results["ledger"] = ledger_check()
+    print(
+        f"    verify_ledger {'OK' if results['ledger']['ok'] else 'FAILED'}; sums "
+        f"{results['ledger']['sums']}; trades {results['ledger']['states']}",
+        flush=True,
+    )
+    some_trade = next(iter(log.completed), None)
+    results["queries"] = query_counts(log.token_of.get(some_trade, users[0]["token"]), some_trade)
+    results["total_s"] = time.perf_counter() - t_all
+    C.close_django()
+    C.drop_db(DB)
+    if not args.keep_logs:
+        for p in logdir.iterdir():
+            p.unlink()
+        logdir.rmdir()
+
+    C.save_results("load", {"args": vars(args), "results": results})
+    report = render(args, results)
+    print("\n" + report)
+    if not args.no_write:
+        C.write_section("load", report)
+    led = results["ledger"]
+    if results["trading"]["errors"] or results["trading"]["lost"] or not led["ok"]:
+        sys.exit("ERRORS, LOST TRADES OR A LEDGER THAT DOES NOT VERIFY (see above)")
+
+
+# --- BENCHMARKS.md -----------------------------------------------------------------------------
+
+
+def _ms(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def _sum_compare(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    count = sum(r["count"] for r in rounds)
+    return {
+        "count": count,
+        "rps": count / sum(r["count"] / r["rps"] for r in rounds if r["rps"]),
+        "p50_ms": sorted(r["p50_ms"] for r in rounds)[len(rounds) // 2],
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+    }
+
+
+ENDPOINT_ORDER = [
+    "GET /offers/ (book)",
+    "POST /offers/{id}/take/",
+    "POST /trades/{id}/mark-paid/",
+    "POST /trades/{id}/release/",
+    "GET /trades/{id}/ (poll)",
+    "GET /wallets/",
+]
+
+
+def render(args: Any, res: dict[str, Any]) -> str:
+    tr, led, info = res["trading"], res["ledger"], res["info"]
+    trivial, book = _sum_compare(res["compare"]["trivial"]), _sum_compare(res["compare"]["book"])
+    ratio = book["rps"] / trivial["rps"] if trivial["rps"] else float("nan")
+    res["ratio"] = ratio
+    lines = [
+        "## Load: whole trades over the REST API (`bench/load.py`)",
+        "",
+        "```",
+        C.command_line(),
+        "```",
+        "",
+        *C.machine_lines(info),
+        f"- Whole run: {res['total_s'] / 60:.1f} min (migrate {res['migrate_s']:.0f} s, seed "
+        f"{res['seed_s']:.0f} s). Processes on 127.0.0.1, all on one fresh database: gunicorn "
+        f"`config.wsgi` with {args.gunicorn_workers} "
+        + (
+            "sync workers"
+            if args.gunicorn_threads == 1
+            else f"gthread workers x {args.gunicorn_threads} threads"
+        )
+        + f", `celery -A config worker` (prefork, concurrency {args.celery_concurrency}) and "
+        f"`celery -A config beat`; settings `{res['settings']}` (DEBUG off, dummy email), "
+        f"CONN_MAX_AGE={res['conn_max_age']}"
+        + (
+            " (the project's default: a new connection per request)"
+            if not res["conn_max_age"]
+            else ""
+        )
+        + f"; API rate limits lifted to {LIFTED} (every trader comes from 127.0.0.1, which the "
+        "1200/min per-IP limit would throttle at 20 requests/s).",
+        f"- Setup through the services: {args.traders} traders, each with an API token, a 30 "
+        f"BTC deposit and {args.offers_each} sell offers of BTC for EUR ({res['offers']} in the "
+        "book, half fixed-price, half floating on the index).",
+        f"- Client: one asyncio process (aiohttp), {args.traders} concurrent traders, each "
+        "looping: GET the book (`?side=sell&asset=BTC&fiat=EUR`) -> take 0.001 BTC of a random "
+        "offer of someone else -> mark paid -> the maker releases (with the maker's token) -> "
+        f"poll the trade every {args.poll_interval} s until `completed` -> GET /wallets/. POSTs "
+        "carry an Idempotency-Key.",
+        "",
+        f"Trading for {tr['seconds']:.0f} s: **{tr['rate']:.1f} completed trades/s** "
+        f"({tr['completed_in_window']} completed in the window; {tr['started']} taken, "
+        f"{tr['released']} released, the traders' last trades drained in "
+        f"{tr['drained_s'] - tr['seconds']:.1f} s more). **Errors: {tr['errors']}. Lost trades "
+        f"(released, never completed after a grace poll of up to {args.grace:.0f} s): "
+        f"{len(tr['lost'])}.** Settlement lag (release answered -> the poll sees `completed`): "
+        f"p50 {_ms(tr['lag_p50_ms'])} ms, p99 {_ms(tr['lag_p99_ms'])} ms; "
+        f"{tr['polls_per_trade']:.1f} polls a trade.",
+        "",
+    ]
+    rows = []
+    for name in ENDPOINT_ORDER + sorted(set(tr["endpoints"]) - set(ENDPOINT_ORDER)):
+        e = tr["endpoints"].get(name)
+        if not e:
+            continue
+        rows.append(
+            [
+                f"`{name}`",
+                e["count"],
+                f"{e['rps']:.1f}",
+                _ms(e["p50_ms"]),
+                _ms(e["p99_ms"]),
+                _ms(e["max_ms"]),
+                e["errors"],
+            ]
+        )
+    lines.append(
+        C.table(
+            ["endpoint (trading)", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"],
+            rows,
+        )
+    )
+    if tr["error_samples"]:
+        lines += ["", "Errors seen:", ""]
+        for name, samples in tr["error_samples"].items():
+            lines.append(f"- `{name}`: " + "; ".join(f"`{s[:200]}`" for s in samples[:3]))
+    q = res["queries"]
+    rounds = args.compare_rounds
+    lines += [
+        "",
+        f"Order book vs a trivial DRF endpoint, after the trading (the book then has "
+        f"{led['states'].get('completed', 0):,} completed trades of history behind its makers' "
+        f"stats), {res['concurrency']} concurrent clients, {rounds} alternating rounds of "
+        f"{args.compare_seconds:.0f} s each (after a 2 s warm-up each). The trivial endpoint: "
+        "`GET /api/v1/ledger/public-key/` with the token, an existing `ApiView` (same "
+        "middleware, token authentication, per-IP and per-key throttles in Redis) whose own work "
+        "is one small query.",
+        "",
+    ]
+    crow = []
+    for label, key, s in (
+        ("trivial: `GET /api/v1/ledger/public-key/`", "trivial: GET /ledger/public-key/", trivial),
+        (f"order book: `GET {BOOK}`", "GET /offers/ (book)", book),
+    ):
+        qq = q.get(key, {})
+        crow.append(
+            [
+                label,
+                s["count"],
+                f"**{s['rps']:.0f}**",
+                _ms(s["p50_ms"]),
+                _ms(s["p99_ms"]),
+                s["errors"],
+                qq.get("queries", "?"),
+            ]
+        )
+    lines.append(
+        C.table(["endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors", "queries"], crow)
+    )
+    per_round = ", ".join(
+        f"{b['rps'] / t['rps']:.2f}x"
+        for t, b in zip(res["compare"]["trivial"], res["compare"]["book"], strict=True)
+        if t["rps"]
+    )
+    lines += [
+        "",
+        f"**Order book / trivial throughput: {ratio:.2f}x** (target >= 0.5x: "
+        f"{'met' if ratio >= 0.5 else 'not met'}); per round: {per_round}.",
+        "",
+        "Queries per request (in-process, Django's test client, warm; CaptureQueriesContext): "
+        + "; ".join(
+            f"`{name}` {v['queries']} ({', '.join(f'{k} {n}' for k, n in v['kinds'].items())})"
+            for name, v in q.items()
+        )
+        + ".",
+        "",
+    ]
+    sums = ", ".join(f"{a} {v}" for a, v in sorted(led["sums"].items()))
+    lines += [
+        f"Ledger after the run: verify_ledger **{'OK' if led['ok'] else 'FAILED'}** "
+        f"({led['entries']:,} entries, {led['accounts']:,} accounts, {led['verify_s']:.1f} s; "
+        f"{led['sealed_at_end']} entries were still unsealed when beat stopped and were sealed "
+        f"first)"
+        + (f": {led['errors']}" if led["errors"] else "")
+        + f". Each asset's posted balances sum to: {sums} (pending: "
+        + ", ".join(f"{a} {v}" for a, v in sorted(led["pending_sums"].items()))
+        + "). Trades by state: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(led["states"].items()))
+        + "; settlements: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(led["settlements"].items()))
+        + f" ({led['settlements_retried']} took more than one attempt).",
+        "",
+    ]
+    cpu_rows = []
+    for phase, c in res["cpu"].items():
+        cpu_rows.append(
+            [
+                phase,
+                f"{c.get('client', 0):.2f}",
+                f"{c.get('gunicorn', 0):.2f}",
+                f"{c.get('worker', 0):.2f}",
+                f"{c.get('beat', 0):.2f}",
+                f"{c.get('postgres', 0):.2f}",
+                f"{c.get('redis', 0):.2f}",
+                f"{c['machine']:.2f}",
+                f"{c['others_before']:.2f} / {c['others']:.2f}",
+            ]
+        )
+    lines += [
+        "CPU by role, in cores (process trees from /proc, reaped children included); others: the "
+        "machine's busy cores minus all of ours, in the 2 s before the phase / during it (the "
+        "machine is shared with other sessions' test runs):",
+        "",
+        C.table(
+            [
+                "phase",
+                "client",
+                "gunicorn",
+                "celery worker",
+                "beat",
+                "postgres",
+                "redis",
+                "machine",
+                "others before / during",
+            ],
+            cpu_rows,
+        ),
+        "",
+    ]
+    logs = res.get("logs", {})
+    if logs:
+        lines.append(
+            "Server logs: "
+            + "; ".join(
+                f"{name} {v['tracebacks']} tracebacks, {v['error_lines']} ERROR lines"
+                + (
+                    f", {v['succeeded']} tasks succeeded, {v['retries']} retries"
+                    if name == "worker"
+                    else ""
+                )
+                for name, v in logs.items()
+            )
+            + "."
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
