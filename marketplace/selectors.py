@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import (
     Case,
     DecimalField,
+    Exists,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -82,7 +83,15 @@ def offer_book(
     if fiat:
         qs = qs.filter(fiat__code=fiat.upper())
     if payment_method:
-        qs = qs.filter(payment_methods__code=payment_method)
+        # EXISTS, not a join: a join would repeat offers and need DISTINCT, which sorts every
+        # column of the page (and costs the planner) on each request.
+        qs = qs.filter(
+            Exists(
+                Offer.payment_methods.through.objects.filter(
+                    offer_id=OuterRef("pk"), paymentmethod__code=payment_method
+                )
+            )
+        )
     if fiat_amount is not None:
         qs = qs.filter(min_fiat__lte=fiat_amount, max_fiat__gte=fiat_amount)
     if maker_username:
@@ -96,7 +105,6 @@ def offer_book(
         qs.select_related("asset", "fiat", "maker")
         .prefetch_related("payment_methods")
         .order_by(order, "created_at", "pk")
-        .distinct()
     )
 
 
@@ -180,6 +188,15 @@ def offer_unmet_requirements(
     return reasons
 
 
+def _has_requirements(offer: Offer) -> bool:
+    return bool(
+        offer.min_taker_tier
+        or offer.min_taker_trades
+        or offer.min_account_age_days
+        or offer.trusted_only
+    )
+
+
 def offers_unmet_for_viewer(
     *, offers: list[Offer], viewer: Any, short: bool = False
 ) -> dict[int, list[str]]:
@@ -187,6 +204,10 @@ def offers_unmet_for_viewer(
     the whole page, not per offer. Anonymous viewers: nothing (they are asked to log in)."""
     if viewer is None or not getattr(viewer, "is_authenticated", False) or not offers:
         return {}
+    if not any(_has_requirements(o) for o in offers if o.maker_id != viewer.pk):
+        # Nothing on the page asks anything of a taker: open to the viewer, whoever they are
+        # (and no need for the viewer's facts, which cost four queries).
+        return {o.pk: [] for o in offers}
     facts = taker_facts(user=viewer)
     trusted_only = [o.maker_id for o in offers if o.trusted_only]
     trusting = trusting_owner_ids(user=viewer, owner_ids=trusted_only) if trusted_only else set()

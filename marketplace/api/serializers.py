@@ -87,6 +87,9 @@ class OfferOut(serializers.Serializer):
         return None if price is None else fmt(price, offer.fiat.precision)
 
     def get_payment_methods(self, offer: Offer) -> list[str]:
+        codes = self.context.get("payment_method_codes")  # the order book: one query a page
+        if codes is not None:
+            return codes.get(offer.pk, [])
         return [m.code for m in offer.payment_methods.all()]
 
     def get_unmet_requirements(self, offer: Offer) -> list[str]:

@@ -20,7 +20,7 @@ from common.idempotency import idempotent
 from escrow.models import EscrowEvent
 from marketplace import selectors, services
 from marketplace.api.serializers import OfferOut, TradeOut
-from marketplace.models import Feedback, Offer, PriceIndex, Trade
+from marketplace.models import Feedback, Offer, PaymentMethod, PriceIndex, Trade
 
 ERRORS = {
     400: ErrorSerializer,
@@ -34,6 +34,21 @@ ERRORS = {
 
 def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
     return trader_stats_for_users(user_ids=list({o.maker_id for o in offers}))
+
+
+def _payment_method_codes(offers: list[Offer]) -> dict[int, list[str]]:
+    """Each offer's payment method codes (in the methods' order), one query for the page: a
+    prefetch_related would build a related manager and a queryset per offer, which costs the
+    book more than its main query."""
+    codes: dict[int, list[str]] = {o.pk: [] for o in offers}
+    rows = (
+        Offer.payment_methods.through.objects.filter(offer_id__in=list(codes))
+        .order_by(*(f"paymentmethod__{f}" for f in PaymentMethod._meta.ordering), "paymentmethod")
+        .values_list("offer_id", "paymentmethod__code")
+    )
+    for offer_id, code in rows:
+        codes[offer_id].append(code)
+    return codes
 
 
 def _decimal_param(request: Request, name: str) -> Decimal | None:
@@ -139,7 +154,7 @@ class OfferListApi(ApiView):
             fiat_amount=_decimal_param(request, "amount"),
             maker_username=request.query_params.get("maker") or None,
             viewer=request.user,
-        )
+        ).prefetch_related(None)  # the page's payment methods: _payment_method_codes
         side = request.query_params.get("side")
         self.ordering = (
             ("-effective_price_db", "-id") if side == "buy" else ("effective_price_db", "id")
@@ -151,9 +166,13 @@ class OfferListApi(ApiView):
         if min_rate is not None:
             rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
         unmet = selectors.offers_unmet_for_viewer(offers=rows, viewer=request.user)
-        data = OfferOut(
-            rows, many=True, context={"request": request, "maker_stats": stats, "unmet": unmet}
-        ).data
+        context = {
+            "request": request,
+            "maker_stats": stats,
+            "unmet": unmet,
+            "payment_method_codes": _payment_method_codes(rows),
+        }
+        data = OfferOut(rows, many=True, context=context).data
         return page["paginator"].get_paginated_response(data)
 
     def paginator_page(self, qs: Any) -> dict[str, Any]:
