@@ -61,6 +61,7 @@ BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
 TRIVIAL = "/api/v1/ledger/public-key/"
 LIFTED = "1000000/s"  # API_RATE_LIMIT_KEY / _IP for the bench's server processes
 WAIT_QUIET = 0.0
+BASELINE: dict[str, Any] = {}  # --baseline: an earlier run's results, shown beside this one's
 
 # --- setup -------------------------------------------------------------------------------------
 
@@ -648,7 +649,13 @@ _SQL_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"([a-z_]+)"', re.I)
 
 def _sql_kind(sql: str) -> str:
     head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
-    m = _SQL_TABLE.search(sql)
+    outer = sql
+    while True:  # drop parenthesized subqueries: the outermost FROM names the statement
+        shorter = re.sub(r"\([^()]*\)", "", outer)
+        if shorter == outer:
+            break
+        outer = shorter
+    m = _SQL_TABLE.search(outer)
     return f"{head} {m.group(1) if m else ''}".strip()
 
 
@@ -714,7 +721,16 @@ def main() -> None:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     parser.add_argument("--render", metavar="JSON", help="re-render saved results; no measuring")
+    parser.add_argument(
+        "--baseline",
+        metavar="JSON",
+        help="saved results of an earlier code (e.g. before an optimization) to compare with",
+    )
+    parser.add_argument("--baseline-label", default="before", help="what the baseline was")
     args = parser.parse_args()
+    if args.baseline:
+        base = json.loads(Path(args.baseline).read_text())["results"]
+        BASELINE.update(base=base, label=args.baseline_label)
     if args.render:
         data = C.load_results(args.render)
         report = render(argparse.Namespace(**data["args"]), data["results"])
@@ -859,6 +875,18 @@ def _sum_compare(rounds: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def _cpu_per_request(res: dict[str, Any], key: str) -> tuple[float, float]:
+    """CPU ms a request of the comparison's rounds: the web workers', PostgreSQL's."""
+    web = db = n = 0.0
+    for r, got in enumerate(res["compare"][key], start=1):
+        cpu = res["cpu"].get(f"{key}-{r}", {})
+        seconds = got["count"] / got["rps"] if got["rps"] else 0.0
+        web += cpu.get("gunicorn", 0.0) * seconds
+        db += cpu.get("postgres", 0.0) * seconds
+        n += got["count"]
+    return (web / n * 1000, db / n * 1000) if n else (float("nan"), float("nan"))
+
+
 ENDPOINT_ORDER = [
     "GET /offers/ (book)",
     "POST /offers/{id}/take/",
@@ -959,11 +987,17 @@ def render(args: Any, res: dict[str, Any]) -> str:
         "",
     ]
     crow = []
-    for label, key, s in (
-        ("trivial: `GET /api/v1/ledger/public-key/`", "trivial: GET /ledger/public-key/", trivial),
-        (f"order book: `GET {BOOK}`", "GET /offers/ (book)", book),
+    for label, key, ck, s in (
+        (
+            "trivial: `GET /api/v1/ledger/public-key/`",
+            "trivial: GET /ledger/public-key/",
+            "trivial",
+            trivial,
+        ),
+        (f"order book: `GET {BOOK}`", "GET /offers/ (book)", "book", book),
     ):
         qq = q.get(key, {})
+        web, db = _cpu_per_request(res, ck)
         crow.append(
             [
                 label,
@@ -973,16 +1007,42 @@ def render(args: Any, res: dict[str, Any]) -> str:
                 _ms(s["p99_ms"]),
                 s["errors"],
                 qq.get("queries", "?"),
+                f"{web:.1f} + {db:.1f}",
             ]
         )
     lines.append(
-        C.table(["endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors", "queries"], crow)
+        C.table(
+            [
+                "endpoint",
+                "requests",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "queries",
+                "CPU ms a request: gunicorn + PostgreSQL",
+            ],
+            crow,
+        )
     )
     per_round = ", ".join(
         f"{b['rps'] / t['rps']:.2f}x"
         for t, b in zip(res["compare"]["trivial"], res["compare"]["book"], strict=True)
         if t["rps"]
     )
+    if BASELINE:
+        b = BASELINE["base"]
+        bt, bb = _sum_compare(b["compare"]["trivial"]), _sum_compare(b["compare"]["book"])
+        bweb, bdb = _cpu_per_request(b, "book")
+        lines += [
+            "",
+            f"The same on {BASELINE['label']}: trivial {bt['rps']:.0f} req/s, order book "
+            f"{bb['rps']:.0f} req/s (p50 {_ms(bb['p50_ms'])} ms), "
+            f"{b['queries']['GET /offers/ (book)']['queries']} queries, CPU ms a request "
+            f"{bweb:.1f} + {bdb:.1f}: **{bb['rps'] / bt['rps']:.2f}x**; trading "
+            f"{b['trading']['rate']:.1f} trades/s, {b['trading']['errors']} errors, "
+            f"{len(b['trading']['lost'])} lost.",
+        ]
     lines += [
         "",
         f"**Order book / trivial throughput: {ratio:.2f}x** (target >= 0.5x: "
@@ -1048,6 +1108,19 @@ def render(args: Any, res: dict[str, Any]) -> str:
         ),
         "",
     ]
+    c = res["cpu"].get("trading", {})
+    done = tr["completed_in_window"]
+    if c and done:
+        per = {k: c.get(k, 0.0) * tr["seconds"] / done * 1000 for k in ("gunicorn", "postgres")}
+        per["worker"] = (c.get("worker", 0.0) + c.get("beat", 0.0)) * tr["seconds"] / done * 1000
+        reqs = sum(e["count"] for e in tr["endpoints"].values()) / max(1, tr["released"])
+        lines += [
+            f"CPU per completed trade while trading: {per['gunicorn']:.0f} ms in gunicorn + "
+            f"{per['postgres']:.0f} ms in PostgreSQL + {per['worker']:.0f} ms in Celery "
+            f"(settling, sealing) for {reqs:.1f} requests a trade; the machine was "
+            f"{c['machine']:.2f} cores busy, so trades/s is CPU-bound here.",
+            "",
+        ]
     logs = res.get("logs", {})
     if logs:
         lines.append(
