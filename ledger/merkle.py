@@ -144,19 +144,27 @@ class StreamingRoot:
         self._frontier: list[tuple[int, bytes]] = []  # (level, hash), highest level first
 
     def append(self, leaf: bytes) -> None:
-        level, node = 0, leaf
+        self.extend(0, leaf)
+
+    def extend(self, level: int, node: bytes) -> None:
+        """Append a complete subtree of 2**level leaves (the size must be a multiple of it)."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} is not aligned at size {self.size}")
+        self.size += 1 << level
         while self._frontier and self._frontier[-1][0] == level:
             _, left = self._frontier.pop()
             node = node_hash(left, node)
             level += 1
         self._frontier.append((level, node))
-        self.size += 1
 
-    def root(self) -> bytes:
-        if not self._frontier:
+    def root(self, *more: tuple[int, bytes]) -> bytes:
+        """The root; with `more` (a frontier of smaller subtrees that follow), the root of the
+        larger tree, without appending them."""
+        frontier = [*self._frontier, *more]
+        if not frontier:
             return EMPTY_ROOT
-        node = self._frontier[-1][1]
-        for _, left in reversed(self._frontier[:-1]):
+        node = frontier[-1][1]
+        for _, left in reversed(frontier[:-1]):
             node = node_hash(left, node)
         return node
 
@@ -166,3 +174,31 @@ def root_of(leaves: Iterable[bytes]) -> bytes:
     for leaf in leaves:
         stream.append(leaf)
     return stream.root()
+
+
+def subtree_levels(leaves: list[bytes]) -> list[list[bytes]]:
+    """Every complete subtree over `leaves` (the first at an aligned position): levels[0] is
+    `leaves`, levels[k][i] the hash of leaves i * 2**k .. (i + 1) * 2**k - 1. Level by level,
+    one list comprehension each: no Python call per node beyond hashlib's."""
+    sha = hashlib.sha256
+    levels = [leaves]
+    level = leaves
+    while len(level) > 1:
+        pairs = iter(level)
+        level = [
+            sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)
+        ]
+        levels.append(level)
+    return levels
+
+
+def frontier(levels: list[list[bytes]], size: int) -> list[tuple[int, bytes]]:
+    """The complete subtrees that cover the first `size` leaves of subtree_levels(), highest
+    level first: what StreamingRoot holds after `size` appends."""
+    if size > len(levels[0]):
+        raise ValueError(f"only {len(levels[0])} leaves, not {size}")
+    return [
+        (level, levels[level][(size >> level) - 1])
+        for level in reversed(range(size.bit_length()))
+        if size >> level & 1
+    ]
