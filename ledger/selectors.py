@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
-from ledger.services.sealing import transfer_entry, with_stored_tree
+from ledger.services.sealing import entry_from_values
 from marketplace.models import Asset
 
 
@@ -79,47 +81,123 @@ def checkpoint_out(checkpoint: Checkpoint) -> dict[str, Any]:
     return {**checkpoint.signed_fields(), "signature": checkpoint.signature}
 
 
+_PROOF_ENTRY = (
+    "id",
+    "idempotency_key",
+    "kind",
+    "flags",
+    "asset__code",
+    "asset__precision",
+    "debit_account__code",
+    "debit_account__user_id",
+    "credit_account__code",
+    "credit_account__user_id",
+    "amount",
+    "pending_id",
+    "created_at",
+    "leaf_hash",
+)
+_CHECKPOINT_FIELDS = ("tree_size", "root_hash", "chain_head", "timestamp", "key_id", "signature")
+
+
 def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, Any]:
     """The RFC 9162 audit path of entry `seq` against a signed checkpoint (the latest that holds
-    it, or the one at `tree_size`); only for the user's own entries (staff: any)."""
-    transfer = (
-        Transfer.objects.select_related("asset", "debit_account", "credit_account")
-        .filter(seq=seq)
-        .first()
-    )
-    if transfer is None:
+    it, or the one at `tree_size`); only for the user's own entries (staff: any). Three queries:
+    the entry with its asset and accounts, the checkpoint, every node of the path at once."""
+    row = Transfer.objects.filter(seq=seq).values_list(*_PROOF_ENTRY).first()
+    if row is None:
         raise NotFound(f"seq: no sealed entry {seq}.", fields={"seq": ["No such entry."]})
-    owners = {transfer.debit_account.user_id, transfer.credit_account.user_id}
-    if user.pk not in owners and not user.is_staff:
+    (tid, key, kind, flags, asset, precision, debit, debit_user, credit, credit_user) = row[:10]
+    amount, pending_id, created_at, leaf_hash = row[10:]
+    if user.pk not in (debit_user, credit_user) and not user.is_staff:
         raise NotFound(
             f"seq: no entry {seq} of yours.", fields={"seq": ["Not one of your entries."]}
         )
-    if tree_size is None:
-        checkpoint = Checkpoint.objects.filter(tree_size__gte=seq).order_by("-tree_size").first()
-        if checkpoint is None:
+    checkpoints = Checkpoint.objects.filter(tree_size__gte=seq)
+    if tree_size is not None:
+        checkpoints = checkpoints.filter(tree_size=tree_size)
+    checkpoint = checkpoints.order_by("-tree_size").values(*_CHECKPOINT_FIELDS).first()
+    if checkpoint is None:
+        if tree_size is None:
             raise Conflict(
                 f"Entry {seq} is sealed but not yet in a signed checkpoint; retry shortly.",
                 code="not_checkpointed",
             )
-    else:
-        checkpoint = Checkpoint.objects.filter(tree_size=tree_size).first()
-        if checkpoint is None or tree_size < seq:
-            raise NotFound(
-                f"tree_size: no checkpoint of size {tree_size} holding entry {seq}.",
-                fields={"tree_size": ["Use the size of a checkpoint that includes the entry."]},
-            )
-    path = with_stored_tree(
-        lambda lookup: merkle.inclusion_path(seq - 1, checkpoint.tree_size, lookup)
+        raise NotFound(
+            f"tree_size: no checkpoint of size {tree_size} holding entry {seq}.",
+            fields={"tree_size": ["Use the size of a checkpoint that includes the entry."]},
+        )
+    size = checkpoint["tree_size"]
+    path = _with_nodes(lambda lookup: merkle.inclusion_path(seq - 1, size, lookup))
+    entry = entry_from_values(
+        seq=seq,
+        id=tid,
+        key=key,
+        kind=kind,
+        flags=flags,
+        asset_code=asset,
+        precision=precision,
+        debit=debit,
+        credit=credit,
+        amount=amount,
+        pending_id=pending_id,
+        created_at=created_at,
     )
     return {
         "seq": seq,
         "leaf_index": seq - 1,
-        "leaf": chain.entry_bytes(transfer_entry(transfer, seq=seq)).hex(),
-        "leaf_hash": transfer.leaf_hash,
-        "tree_size": checkpoint.tree_size,
+        "leaf": chain.entry_bytes(entry).hex(),
+        "leaf_hash": leaf_hash,
+        "tree_size": size,
         "path": [p.hex() for p in path],
-        "checkpoint": checkpoint_out(checkpoint),
+        "checkpoint": checkpoint,
     }
+
+
+def _with_nodes(compute: Callable[[merkle.SubtreeLookup], Any]) -> Any:
+    """compute(lookup) with the stored subtrees it asks for: a first run learns which (the
+    positions depend only on the sizes), then one query fetches them all."""
+    wanted: list[tuple[int, int]] = []
+
+    def record(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return bytes(32)
+
+    compute(record)
+    found = _stored_subtrees(wanted)
+    missing = set(wanted) - found.keys()
+    if missing:
+        raise LookupError(
+            f"Merkle nodes missing for {sorted(missing)[:3]}: is the tree sealed that far?"
+        )
+    return compute(lambda level, index: found[(level, index)])
+
+
+def _stored_subtrees(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of complete subtrees (level, index) in one query: leaves (level 0) are
+    the entries' leaf_hash, the others MerkleNode rows, found through their unique index."""
+    keys = sorted(set(keys))
+    seqs = [index + 1 for level, index in keys if level == 0]
+    upper = [(level, index) for level, index in keys if level > 0]
+    parts, params = [], []
+    if seqs:
+        marks = ", ".join(["%s"] * len(seqs))
+        parts.append(f"SELECT 0, seq - 1, leaf_hash FROM ledger_transfer WHERE seq IN ({marks})")  # noqa: S608 - placeholders
+        params += seqs
+    if upper:
+        if connection.vendor == "postgresql":  # one statement text whatever the path
+            wanted = "SELECT * FROM unnest(%s::smallint[], %s::bigint[])"
+            params += [[level for level, _ in upper], [index for _, index in upper]]
+        else:
+            wanted = "VALUES " + ", ".join(["(%s, %s)"] * len(upper))
+            params += [x for key in upper for x in key]
+        nodes = 'SELECT level, "index", hash FROM ledger_merklenode WHERE (level, "index") IN '
+        parts.append(f"{nodes}({wanted})")
+    if not parts:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        return {(level, index): bytes.fromhex(h) for level, index, h in cursor.fetchall()}
 
 
 def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
@@ -147,7 +225,7 @@ def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
             merkle.consistency_path(first, second, lookup) if first < second else [],
         )
 
-    first_root, second_root, path = with_stored_tree(compute)
+    first_root, second_root, path = _with_nodes(compute)
     return {
         "first": first,
         "second": second,
