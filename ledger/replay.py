@@ -265,10 +265,12 @@ def _conninfo() -> str:
 
 
 @contextmanager
-def _source(progress: Progress, workers: int | None) -> Iterator[_Here | _Workers]:
+def _source(progress: Progress, workers: int | None, tasks_: int) -> Iterator[_Here | _Workers]:
     """One snapshot of the ledger for every read, and where the tasks run: worker processes on
-    PostgreSQL outside a transaction (when there are 2 or more cores), this process else."""
+    PostgreSQL outside a transaction when there are 2 or more cores and about `tasks_` tasks
+    (starting the workers costs more than small ledgers take), this process else."""
     workers = workers or _workers()
+    workers = workers if tasks_ >= 2 * workers else 1
     if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
         import psycopg
 
@@ -452,8 +454,9 @@ def verify_chain(
     """Each sealed entry must follow the previous one (seq without gaps, prev_hash, its own hash
     re-computed from its fields), and the Merkle root at every checkpoint must be the one it
     signed."""
-    with _source(progress, workers) as source:
-        planned = _chain_tasks(report, source, chunk or SCAN_CHUNK)
+    chunk = chunk or SCAN_CHUNK
+    with _source(progress, workers, _about(chunk)[0]) as source:
+        planned = _chain_tasks(report, source, chunk)
         if planned is not None:
             todo, checkpoints = planned
             _check_chain(report, todo, checkpoints, source.results(todo))
@@ -463,10 +466,17 @@ def verify_chain(
 def verify_balances(report: Report, *, workers: int | None = None) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
     zero."""
-    with _source(None, workers) as source:
+    with _source(None, workers, _about(SCAN_CHUNK)[1]) as source:
         todo = _balance_tasks(source)
         _check_balances(report, todo, source, source.results(todo))
         _note_workers(report, source)
+
+
+def _about(chunk: int) -> tuple[int, int]:
+    """How many chain and balance tasks there will be, about (outside the snapshot)."""
+    got = Transfer.objects.aggregate(last_seq=Max("seq"), last_id=Max("id"), first_id=Min("id"))
+    ids = (got["last_id"] or 0) - (got["first_id"] or 0) + 1
+    return -(-(got["last_seq"] or 0) // chunk), -(-ids // REPLAY_CHUNK)
 
 
 def sealed_count() -> int:
@@ -478,8 +488,9 @@ def verify_ledger(
 ) -> Report:
     """verify_chain, then verify_balances, in one snapshot and one set of workers."""
     report = Report()
-    with _source(progress, workers) as source:
-        planned = _chain_tasks(report, source, chunk or SCAN_CHUNK)
+    chunk = chunk or SCAN_CHUNK
+    with _source(progress, workers, sum(_about(chunk))) as source:
+        planned = _chain_tasks(report, source, chunk)
         chain_todo, checkpoints = planned if planned is not None else ([], [])
         balance_todo = _balance_tasks(source)
         results = source.results(chain_todo + balance_todo)
