@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -59,12 +60,41 @@ def verify_checkpoint_signature(checkpoint: dict[str, Any], keys: dict[str, str]
         raise VerificationError(f"checkpoint {checkpoint['tree_size']}: bad signature") from None
 
 
+_ENTRY_KEYS = frozenset([*chain.FIELDS, "v"])
+_BLOCK = 15  # leaves hashed into one complete subtree at a time: 2**_BLOCK
+
+
+def entry_data(entry: dict[str, Any]) -> bytes:
+    """chain.entry_bytes(entry): through chain.fields_bytes (no json.dumps of a dict) when the
+    entry has the canonical keys with strings, integers and null where they belong."""
+    if (
+        entry.keys() == _ENTRY_KEYS
+        and entry["v"] == chain.ENTRY_VERSION
+        and type(entry["v"]) is int
+    ):
+        values = [entry[name] for name in chain.FIELDS]
+        seq, id_, key, kind, flags, asset, debit, credit, amount, pending_id, created = values
+        strings = (key, kind, flags, asset, debit, credit, amount, created)
+        if (
+            type(seq) is int
+            and type(id_) is int
+            and (pending_id is None or type(pending_id) is int)
+            and all(type(v) is str for v in strings)
+        ):
+            return chain.fields_bytes(*values)
+    return chain.entry_bytes(entry)
+
+
 def verify_export(lines: Iterable[str], checkpoint: dict[str, Any], keys: dict[str, str]) -> int:
-    """Re-compute the chain and the Merkle root of an export up to the checkpoint; streaming."""
+    """Re-compute the chain and the Merkle root of an export up to the checkpoint; streaming
+    (the leaves hashed into complete subtrees of 2**_BLOCK at a time)."""
     verify_checkpoint_signature(checkpoint, keys)
     size = int(checkpoint["tree_size"])
+    sha = hashlib.sha256
     tree = merkle.StreamingRoot()
+    leaves: list[bytes] = []
     prev_hash, expected = chain.GENESIS_HASH, 1
+    prev_raw = bytes.fromhex(prev_hash)
     for line in lines:
         if not line.strip():
             continue
@@ -77,16 +107,23 @@ def verify_export(lines: Iterable[str], checkpoint: dict[str, Any], keys: dict[s
         entry = row["entry"]
         if entry.get("seq") != seq:
             raise VerificationError(f"seq {seq}: the entry names seq {entry.get('seq')}", seq)
-        data = chain.entry_bytes(entry)
+        data = entry_data(entry)
         if row.get("prev_hash") != prev_hash:
             raise VerificationError(f"seq {seq}: prev_hash does not match the previous entry", seq)
-        digest = chain.chain_hash(prev_hash, data)
+        prev_raw = sha(prev_raw + data).digest()
+        digest = prev_raw.hex()
         if row.get("hash") != digest:
             raise VerificationError(f"seq {seq}: entry was altered (hash mismatch)", seq)
-        tree.append(merkle.leaf_hash(data))
+        leaves.append(sha(b"\x00" + data).digest())
+        if len(leaves) == 1 << _BLOCK:
+            tree.extend(_BLOCK, merkle.subtree_levels(leaves)[_BLOCK][0])
+            leaves = []
         prev_hash, expected = digest, expected + 1
         if seq == size:
             break
+    if leaves:
+        for level, node in merkle.frontier(merkle.subtree_levels(leaves), len(leaves)):
+            tree.extend(level, node)
     if tree.size < size:
         raise VerificationError(
             f"seq {tree.size + 1}: export ends before the checkpoint's {size} entries",

@@ -300,3 +300,73 @@ def test_frontiers_of_subtree_levels_give_every_root(n, data):
         whole.extend(k, merkle.subtree_levels(leaves[start : start + (1 << k)])[k][0])
     rest = merkle.frontier(merkle.subtree_levels(leaves[full:]), n - full) if n > full else []
     assert whole.root(*rest) == merkle.root_of(leaves)
+
+
+# --- the offline verifier's export check -------------------------------------------------------
+
+values = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), texts)
+
+
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries({name: values for name in chain.FIELDS}),
+    st.sampled_from([1, True, 1.0, 2, None]),
+    st.dictionaries(texts, values, max_size=2),
+    st.sets(st.sampled_from(chain.FIELDS), max_size=2),
+)
+def test_entry_data_is_entry_bytes(fields, version, extra, dropped):
+    from ledger.verify import entry_data
+
+    entry = {**fields, "v": version, **extra}
+    for name in dropped:
+        entry.pop(name, None)
+    assert outcome(entry_data, entry) == outcome(chain.entry_bytes, entry)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8, 13])
+def test_verify_export_in_blocks(monkeypatch, count):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from ledger import verify
+
+    monkeypatch.setattr(verify, "_BLOCK", 1)  # complete subtrees of 2 leaves
+    lines, leaves, prev = [], [], chain.GENESIS_HASH
+    for seq in range(1, count + 1):
+        entry = {
+            "v": 1,
+            "seq": seq,
+            "id": seq,
+            "key": f"k{seq}",
+            "kind": "deposit",
+            "flags": "single",
+            "asset": "BTC",
+            "debit": "world:BTC",
+            "credit": "user:1:BTC",
+            "amount": "0.10000000",
+            "pending_id": None,
+            "created_at": "2026-01-01T00:00:00.000000Z",
+        }
+        data = chain.entry_bytes(entry)
+        this = chain.chain_hash(prev, data)
+        lines.append(json.dumps({"seq": seq, "entry": entry, "prev_hash": prev, "hash": this}))
+        leaves.append(merkle.leaf_hash(data))
+        prev = this
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+    def signed(root: bytes) -> dict:
+        head = {
+            "tree_size": count,
+            "root_hash": root.hex(),
+            "chain_head": prev,
+            "timestamp": "2026-01-01T00:00:00Z",
+            "key_id": "k",
+        }
+        message = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
+        return {**head, "signature": key.sign(message).hex()}
+
+    assert verify.verify_export(lines, signed(merkle.root_of(leaves)), {"k": public}) == count
+    bad = signed(merkle.root_of([*leaves[:-1], bytes(32)]))
+    with pytest.raises(verify.VerificationError, match="Merkle root"):
+        verify.verify_export(lines, bad, {"k": public})
