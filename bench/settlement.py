@@ -332,9 +332,11 @@ def run_pgbench(seconds: int) -> dict[str, float]:
     return results
 
 
-def build_template(trades: int, users: int, procs: int) -> dict[str, Any]:
+def build_template(trades: int, users: int, procs: int, bulk: bool = True) -> dict[str, Any]:
     """Users, deposits and offers through the services in this process; the trades in `procs`
-    spawned processes (disjoint sellers and buyers); seal the setup's entries; keep a template."""
+    spawned processes (disjoint sellers and buyers) or, with bulk, one trade per pair through the
+    services and the rest copied from it set-based (_replicate_trade); seal the setup's entries;
+    keep a template."""
     from django.contrib.auth import get_user_model
 
     from escrow.models import Settlement
@@ -373,17 +375,35 @@ def build_template(trades: int, users: int, procs: int) -> dict[str, Any]:
             payment_window_minutes=180,
         )
         jobs.append((offer.pk, seller.pk, buyer.pk, n))
-    C.close_django()
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_setup_worker, args=(jobs[p::procs], out)) for p in range(procs)]
-    for w in workers:
-        w.start()
-    done = collect(out, workers)
-    for w in workers:
-        w.join()
-        if w.exitcode:
-            sys.exit(f"setup worker failed (exit {w.exitcode})")
+    if bulk:
+        from escrow import services as escrow
+
+        real_enqueue = escrow._enqueue
+        escrow._enqueue = lambda settlement_id: None
+        users_by_pk = User.objects.in_bulk([u for j in jobs for u in j[1:3]])
+        done = []
+        for offer_id, seller_id, buyer_id, n in jobs:
+            seller, buyer = users_by_pk[seller_id], users_by_pk[buyer_id]
+            trade = market.offer_take(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
+            escrow.trade_mark_paid(trade_id=trade.pk, actor=buyer)
+            escrow.escrow_release(trade_id=trade.pk, actor=seller)
+            copied = _replicate_trade(trade.pk, n - 1)
+            done.append({"pid": os.getpid(), "trades": copied + 1, "seconds": 0.0})
+        escrow._enqueue = real_enqueue
+    else:
+        C.close_django()
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        workers = [
+            ctx.Process(target=_setup_worker, args=(jobs[p::procs], out)) for p in range(procs)
+        ]
+        for w in workers:
+            w.start()
+        done = collect(out, workers)
+        for w in workers:
+            w.join()
+            if w.exitcode:
+                sys.exit(f"setup worker failed (exit {w.exitcode})")
     trades_s = time.perf_counter() - t0
     releasing = Trade.objects.filter(state=Trade.State.RELEASING).count()
     pending = Settlement.objects.filter(status=Settlement.Status.PENDING).count()
@@ -392,6 +412,11 @@ def build_template(trades: int, users: int, procs: int) -> dict[str, Any]:
     t1 = time.perf_counter()
     setup_sealed = ledger.ledger_seal_pending()
     seal_s = time.perf_counter() - t1
+    from ledger.replay import verify_ledger
+
+    report = verify_ledger()
+    if not report.ok:
+        sys.exit(f"the setup's ledger does not verify: {report.errors[:3]}")
     C.close_django()
     C.create_db(TEMPLATE_DB, template=RUN_DB)
     return {
@@ -401,6 +426,93 @@ def build_template(trades: int, users: int, procs: int) -> dict[str, Any]:
         "setup_sealed": setup_sealed,
         "setup_seal_s": seal_s,
     }
+
+
+def _replicate_trade(template_id: int, copies: int) -> int:
+    """`copies` more released trades just like `template_id` (made through the services: same
+    offer, parties, amount, fees, events and pending settlement), written set-based: a trade row,
+    an escrow account holding the amount, the pending hold transfer, the three audit events and
+    the outbox row each; the seller's pending debits and the offer's availability follow.
+    verify_ledger after sealing checks that the ledger side of it adds up."""
+    from django.db import connection, transaction
+    from django.db.models import F
+
+    from escrow.models import EscrowEvent, Settlement
+    from ledger.models import LedgerAccount, Transfer
+    from marketplace.models import Offer, Trade
+
+    def cols(model: Any, *skip: str) -> list[str]:
+        return [
+            f.column
+            for f in model._meta.concrete_fields
+            if not f.primary_key and f.column not in skip
+        ]
+
+    template = Trade.objects.select_related("escrow_hold").get(pk=template_id)
+    hold = template.escrow_hold
+    trade_cols = ", ".join(cols(Trade, "escrow_hold_id"))
+    event_cols = cols(EscrowEvent, "trade_id")
+    settle_cols = cols(Settlement, "trade_id")
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO marketplace_trade ({trade_cols}) SELECT {trade_cols} "  # noqa: S608
+            "FROM marketplace_trade, generate_series(1, %s) WHERE id = %s RETURNING id",
+            [copies, template_id],
+        )
+        ids = sorted(r[0] for r in cur.fetchall())
+        cur.execute(
+            "INSERT INTO ledger_ledgeraccount (code, asset_id, kind, debits_pending, "
+            "debits_posted, credits_pending, credits_posted, created_at) "
+            "SELECT 'escrow:trade:' || t, %s, %s, 0, 0, %s, 0, now() "
+            "FROM unnest(%s::bigint[]) AS t ORDER BY t RETURNING id, code",
+            [hold.asset_id, LedgerAccount.Kind.ESCROW, hold.amount, ids],
+        )
+        escrow = {int(code.rsplit(":", 1)[1]): pk for pk, code in cur.fetchall()}
+        cur.execute(
+            "INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id, "
+            "credit_account_id, amount, kind, flags, trade_id, memo, created_at, prev_hash, "
+            "hash, leaf_hash) "
+            "SELECT 'trade:' || t || ':hold', %s, %s, e, %s, %s, %s, t, '', now(), '', '', '' "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(t, e) ORDER BY t RETURNING id, trade_id",
+            [
+                hold.asset_id,
+                hold.debit_account_id,
+                hold.amount,
+                hold.kind,
+                Transfer.Flags.PENDING,
+                ids,
+                [escrow[t] for t in ids],
+            ],
+        )
+        holds = dict((t, pk) for pk, t in cur.fetchall())
+        cur.execute(
+            "UPDATE marketplace_trade t SET escrow_hold_id = u.h "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, h) WHERE t.id = u.id",
+            [ids, [holds[t] for t in ids]],
+        )
+        ev = ", ".join(event_cols)
+        cur.execute(
+            f"INSERT INTO escrow_escrowevent (trade_id, {ev}) "  # noqa: S608
+            f"SELECT u.t, {', '.join('e.' + c for c in event_cols)} "
+            "FROM escrow_escrowevent e, unnest(%s::bigint[]) AS u(t) "
+            "WHERE e.trade_id = %s ORDER BY u.t, e.id",
+            [ids, template_id],
+        )
+        sc = ", ".join(settle_cols)
+        cur.execute(
+            f"INSERT INTO escrow_settlement (trade_id, {sc}) "  # noqa: S608
+            f"SELECT u.t, {', '.join('s.' + c for c in settle_cols)} "
+            "FROM escrow_settlement s, unnest(%s::bigint[]) AS u(t) "
+            "WHERE s.trade_id = %s ORDER BY u.t",
+            [ids, template_id],
+        )
+        LedgerAccount.objects.filter(pk=hold.debit_account_id).update(
+            debits_pending=F("debits_pending") + hold.amount * copies
+        )
+        Offer.objects.filter(pk=template.offer_id).update(
+            available=F("available") - template.amount * copies
+        )
+    return len(ids)
 
 
 def check_settled(trades: int) -> list[str]:
@@ -628,6 +740,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: SETTLEMENT_BATCH_SIZE")
     parser.add_argument("--users", type=int, default=8, help="seller/buyer pairs (default 8)")
     parser.add_argument("--setup-procs", type=int, default=4)
+    parser.add_argument(
+        "--setup",
+        choices=["bulk", "services"],
+        default="bulk",
+        help="bulk: one trade per pair through the services, copied set-based (default); "
+        "services: every trade through offer_take -> mark paid -> release (slow)",
+    )
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
@@ -669,8 +788,9 @@ def main() -> None:
         pgbench = run_pgbench(args.pgbench_seconds)
 
     procs = max(1, min(args.setup_procs, args.users))
-    with C.stopwatch(f"setup: {args.trades} released trades through the services ({procs} procs)"):
-        setup = build_template(args.trades, args.users, procs)
+    how = "copied set-based" if args.setup == "bulk" else f"through the services ({procs} procs)"
+    with C.stopwatch(f"setup: {args.trades} released trades {how}"):
+        setup = build_template(args.trades, args.users, procs, bulk=args.setup == "bulk")
     print(
         f"    migrate {setup['migrate_s']:.1f} s; trades {setup['trades_s']:.1f} s "
         f"({args.trades / setup['trades_s']:.0f} trades/s, 3 transitions each); "

@@ -16,10 +16,14 @@ logger = logging.getLogger(__name__)
 def on_trade_transitions(events: list[EscrowEvent]) -> None:
     # Runs after the transaction committed, in the caller's request or task (one move, or a
     # settlement batch): whatever goes wrong here is logged, never raised into moves that
-    # already happened.
+    # already happened. One move (a user's request) is notified at once; a settlement batch is
+    # handed to a task, so that notifying never slows settling down (inline if the broker
+    # cannot take it).
     from notifications.services import notify_trade_events
 
     try:
+        if len(events) > 1 and _queued(events):
+            return
         notify_trade_events(events=events)
     except Exception:
         first = events[0] if events else None
@@ -29,6 +33,17 @@ def on_trade_transitions(events: list[EscrowEvent]) -> None:
             getattr(first, "new_state", None),
             max(len(events) - 1, 0),
         )
+
+
+def _queued(events: list[EscrowEvent]) -> bool:
+    from notifications.tasks import notify_trade_events
+
+    try:
+        notify_trade_events.apply_async(([e.pk for e in events],), retry=False)
+    except Exception:
+        logger.warning("could not queue notifications of %s moves", len(events), exc_info=True)
+        return False
+    return True
 
 
 if on_trade_transitions not in transition_listeners:

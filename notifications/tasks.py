@@ -44,3 +44,13 @@ def deliver_webhook(self: Any, delivery_id: int) -> str:
 def sweep_webhooks() -> int:
     """Re-queue overdue pending deliveries: a lost broker message loses nothing."""
     return services.webhook_deliveries_requeue_due()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def notify_trade_events(event_ids: list[int]) -> int:
+    """The notifications of a settlement batch, off the settlement worker's path."""
+    from escrow.models import EscrowEvent
+
+    events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
+    services.notify_trade_events(events=events)
+    return len(events)

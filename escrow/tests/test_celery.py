@@ -68,3 +68,21 @@ def test_expiry_by_the_periodic_task(celery_worker_process, alice, bob):
     expire_overdue_trades.delay()
     wait_for(lambda: _state(trade.pk) == Trade.State.EXPIRED)
     assert balance_available(user=alice, asset_code="BTC") == Decimal("1")
+
+
+def test_a_settlement_batch_notifies_through_a_task(celery_worker_process, alice, bob, monkeypatch):
+    # given three released trades waiting in the outbox
+    from notifications.models import Notification
+
+    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    trades = [make_trade(alice, bob, amount="0.01") for _ in range(3)]
+    for trade in trades:
+        services.trade_mark_paid(trade_id=trade.pk, actor=bob)
+        services.escrow_release(trade_id=trade.pk, actor=alice)
+    # when one batch settles them here, the notifying is handed to the worker
+    assert services.settlements_execute_pending(batch_size=10) == 3
+    # then both parties hear of each completion, once
+    wait_for(lambda: Notification.objects.filter(kind="completed").count() == 6)
+    assert sorted(
+        Notification.objects.filter(kind="completed").values_list("user__username", "trade_id")
+    ) == sorted((who, t.pk) for t in trades for who in ("alice", "bob"))
