@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from common.errors import ApplicationError, Conflict
 from common.models import IdempotencyRecord
+from common.transactions import current_idempotency_record
 
 MAX_KEY_LENGTH = 255
 # A record still without a response after this long belongs to a request that died.
@@ -60,6 +61,14 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                     "This Idempotency-Key was already used with a different request.",
                     fields={"Idempotency-Key": ["Already used with another request body."]},
                 ) from None
+            if record.status_code is None and record.committed:
+                # The work was done, but the server failed before it could answer.
+                raise Conflict(
+                    "The request with this Idempotency-Key was carried out, but its answer was "
+                    "lost when the server failed; it will not be repeated. Look the result up "
+                    "(e.g. GET /api/v1/trades/ or /api/v1/wallets/).",
+                    code="idempotency_answer_lost",
+                ) from None
             if record.status_code is None and record.created_at < timezone.now() - STALE_AFTER:
                 # The first request died mid-way (its work rolled back): let this one run it.
                 record.delete()
@@ -72,6 +81,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
             replay = Response(record.response_body, status=record.status_code)
             replay["Idempotent-Replayed"] = "true"
             return replay
+        bound = current_idempotency_record.set(record.pk)
         try:
             response = view_method(self, request, *args, **kwargs)
         except ApplicationError as exc:
@@ -81,10 +91,12 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 status=exc.status,
             )
         except BaseException:
-            record.delete()
+            _forget_unless_committed(record)
             raise
+        finally:
+            current_idempotency_record.reset(bound)
         if response.status_code >= 500:
-            record.delete()
+            _forget_unless_committed(record)
         else:
             record.status_code = response.status_code
             record.response_body = response.data
@@ -92,3 +104,10 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         return response
 
     return wrapper
+
+
+def _forget_unless_committed(record: IdempotencyRecord) -> None:
+    """A failed request frees its key for a retry, unless its work committed (the service marked
+    the record in its own transaction): then the key must never run the work again. Should the
+    database be gone, the record stays 'in progress' and STALE_AFTER decides, by `committed`."""
+    IdempotencyRecord.objects.filter(pk=record.pk, committed=False).delete()

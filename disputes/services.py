@@ -15,6 +15,7 @@ from django.utils import timezone
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
 from common.money import fmt, parse_amount
+from common.transactions import durable_atomic
 from disputes.models import Dispute, Evidence, ModeratorAction
 from escrow import services as escrow
 from marketplace import services as market
@@ -98,7 +99,7 @@ def dispute_open(*, trade_id: int, actor: Any, category: str, text: str) -> Disp
             "text: describe what happened (at least 10 characters).",
             fields={"text": ["Describe what happened (at least 10 characters)."]},
         )
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         label = Dispute.Category(category).label
         trade = escrow.escrow_dispute(
             trade_id=trade_id, actor=actor, reason=f"Dispute: {label}"[:200]
@@ -132,7 +133,7 @@ def evidence_submit(
             allowed=settings.EVIDENCE_TYPES,
             max_bytes=settings.EVIDENCE_MAX_BYTES,
         )
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         dispute = _locked(dispute_id)
         if dispute.trade.role_of(actor) is None:
             raise NotFound(f"Dispute #{dispute_id} not found.")
@@ -162,7 +163,7 @@ def evidence_submit(
 def dispute_assign(*, dispute_id: int, actor: Any) -> Dispute:
     """A moderator takes the dispute (or takes it over from another moderator)."""
     _require_moderator(actor)
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         dispute = _locked(dispute_id)
         _open_for_changes(dispute)
         previous = dispute.assigned_to
@@ -195,7 +196,7 @@ def dispute_request_evidence(
         raise ValidationFailed("note: say what you need.", fields={"note": ["Say what you need."]})
     if not 1 <= int(hours) <= 168:
         raise ValidationFailed("hours: 1 to 168.", fields={"hours": ["1 to 168 hours."]})
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         dispute = _locked(dispute_id)
         _open_for_changes(dispute)
         dispute.status = Dispute.Status.AWAITING_EVIDENCE
@@ -226,7 +227,7 @@ def dispute_moderator_message(*, dispute_id: int, actor: Any, text: str) -> Any:
     dispute = Dispute.objects.filter(pk=dispute_id).first()
     if dispute is None:
         raise NotFound(f"Dispute #{dispute_id} not found.")
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         message = market.trade_message_send(
             trade_id=dispute.trade_id, actor=actor, text=text, as_moderator=True
         )
@@ -253,7 +254,7 @@ def dispute_decide(
             "reason: both parties read it; explain the decision (at least 10 characters).",
             fields={"reason": ["Explain the decision (at least 10 characters)."]},
         )
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         dispute = _locked(dispute_id)
         _open_for_changes(dispute)
         trade: Trade = dispute.trade

@@ -15,6 +15,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from common.outbox import publish_after_commit
+from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Transfer
@@ -191,12 +193,7 @@ def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None)
 def _enqueue(settlement_id: int) -> None:
     from escrow.tasks import settle
 
-    try:
-        settle.delay(settlement_id)
-    except Exception:
-        logger.warning(
-            "could not queue settlement %s; the sweeper will", settlement_id, exc_info=True
-        )
+    publish_after_commit(settle, settlement_id)
 
 
 # --- public transitions -----------------------------------------------------------------------
@@ -209,7 +206,7 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
         if timezone.now() >= trade.payment_deadline:
             raise InvalidTransition(f"Trade #{trade.pk}: the payment window has ended.")
 
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         return _escrow_transition(
             trade_id=trade_id,
             to=S.PAID,
@@ -226,7 +223,7 @@ def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trad
 
     if actor is not None:
         require_second_factor(user=actor, otp=otp)
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         return _escrow_transition(
             trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"
         )
@@ -234,7 +231,7 @@ def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trad
 
 def trade_cancel(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
     """The buyer cancels before paying: the hold goes back to the seller."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         return _escrow_transition(
             trade_id=trade_id, to=S.CANCELLED, actor=actor, reason=reason or "buyer cancelled"
         )
@@ -247,7 +244,7 @@ def escrow_expire(*, trade_id: int) -> Trade:
         if timezone.now() < trade.payment_deadline:
             raise InvalidTransition(f"Trade #{trade.pk}: the payment window is still open.")
 
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         return _escrow_transition(
             trade_id=trade_id,
             to=S.EXPIRED,
@@ -284,7 +281,7 @@ def escrow_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
 def trade_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
     """A party opens a dispute (the escrow move alone; the product goes through
     disputes.services.dispute_open, which also records the dispute)."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         return escrow_dispute(trade_id=trade_id, actor=actor, reason=reason)
 
 
@@ -329,7 +326,7 @@ def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
     """Settle this settlement, plus up to batch_size - 1 other pending ones that no other worker
     holds (FOR UPDATE SKIP LOCKED), in one transaction; each exactly once, safe to re-run.
     Returns how many were settled."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         # This one first (waiting if another worker has it: then it is done when we get it)...
         claimed = list(
             Settlement.objects.select_for_update().filter(
@@ -349,7 +346,7 @@ def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
 
 def settlements_execute_pending(*, batch_size: int = 200) -> int:
     """Claim a batch of pending settlements no other worker holds and settle them together."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         claimed = list(
             Settlement.objects.select_for_update(skip_locked=True)
             .filter(status=Settlement.Status.PENDING)

@@ -9,6 +9,8 @@ from django.db import transaction
 
 from common.errors import InvalidTransition, NotFound, ValidationFailed
 from common.money import parse_amount
+from common.outbox import publish_after_commit
+from common.transactions import durable_atomic
 from ledger.adapters import get_chain_adapter
 from ledger.models import Deposit, Transfer, Withdrawal
 from ledger.services.transfers import (
@@ -41,7 +43,7 @@ def deposit_credit(
     """Credit a confirmed deposit to the user's available balance (world -> user), once."""
     asset = _asset(asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         deposit = Deposit.objects.create(
             user=user, asset=asset, amount=value, reference=reference, status=Deposit.Status.PENDING
         )
@@ -50,7 +52,7 @@ def deposit_credit(
 
 def deposit_confirm(*, deposit_id: int, actor: Any) -> Deposit:
     """A moderator confirms a pending deposit: it is credited exactly once."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         deposit = (
             Deposit.objects.select_for_update().select_related("asset", "user").get(pk=deposit_id)
         )
@@ -89,7 +91,7 @@ def withdrawal_request(
     from accounts.services import require_second_factor
 
     require_second_factor(user=user, otp=otp)
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         withdrawal = Withdrawal.objects.create(
             user=user, asset=asset, amount=value, address=address
         )
@@ -107,19 +109,15 @@ def withdrawal_request(
 
 
 def _queue_withdrawal(withdrawal_id: int) -> None:
+    # The row is committed: a broker that is down or hanging only delays it (sweep_withdrawals).
     from ledger.tasks import process_withdrawal
 
-    try:
-        process_withdrawal.delay(withdrawal_id)
-    except Exception:  # the broker is down: the row is committed and sweep_withdrawals re-queues it
-        logger.warning(
-            "could not queue withdrawal %s; the sweeper will", withdrawal_id, exc_info=True
-        )
+    publish_after_commit(process_withdrawal, withdrawal_id)
 
 
 def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
     """Hand a requested withdrawal to the chain adapter; post or void by its answer. Safe twice."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         withdrawal = (
             Withdrawal.objects.select_for_update(of=("self",))
             .select_related("asset", "hold")
@@ -151,7 +149,7 @@ def withdrawal_reject(*, withdrawal_id: int, reason: str, actor: Any) -> Withdra
 def _withdrawal_decide(
     *, withdrawal_id: int, completed: bool, txid: str, reason: str
 ) -> Withdrawal:
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         withdrawal = (
             Withdrawal.objects.select_for_update(of=("self",))
             .select_related("hold")

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from accounts import services as accounts
@@ -24,6 +23,7 @@ from accounts.selectors import (
 )
 from common.errors import Conflict, InsufficientFunds, NotFound, PermissionDenied, ValidationFailed
 from common.money import fmt, parse_amount, parse_signed, round_down, round_half_up
+from common.transactions import durable_atomic
 from escrow.models import EscrowEvent
 from escrow.services import announce
 from ledger import services as ledger
@@ -257,7 +257,7 @@ def offer_create(
                 "amount",
                 f"You hold {fmt(available, asset_obj.precision)} {asset_obj.code}; a sell offer can't offer more.",
             )
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         offer = Offer.objects.create(
             maker=maker,
             side=side,
@@ -288,7 +288,7 @@ def _offer_for_maker(offer_id: int, maker: Any) -> Offer:
 def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
     """The maker edits price, limits, window, methods, terms, total or who may take it; takes in
     flight keep theirs."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         offer = _offer_for_maker(offer_id, actor)
         current = {
             "price_type": offer.price_type,
@@ -331,7 +331,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
 
 def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
     """Pause or resume an offer; trades already open go on."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         offer = _offer_for_maker(offer_id, actor)
         offer.is_active = active
         offer.save(update_fields=["is_active", "updated_at"])
@@ -340,7 +340,7 @@ def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
 
 def offer_delete(*, offer_id: int, actor: Any) -> None:
     """Withdraw an offer from the book for good; trades already open go on."""
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         offer = _offer_for_maker(offer_id, actor)
         offer.is_deleted = True
         offer.is_active = False
@@ -369,7 +369,7 @@ def offer_take(
     accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
         raise _invalid("amount", "Give either amount (in the asset) or fiat_amount, not both.")
-    with transaction.atomic(durable=True):
+    with durable_atomic():
         offer = (
             Offer.objects.select_for_update(of=("self",))
             .select_related("asset", "fiat", "maker")
