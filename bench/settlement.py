@@ -925,9 +925,16 @@ def render(
         "with DEBUG off and a dummy email backend; KYC_TIER0_PER_30_DAYS lifted so that a handful "
         "of users may make thousands of trades); the notification listener on, except where said.",
         "",
-        f"Setup through the services ({args.users} sellers and {args.users} buyers, one sell offer "
-        f"each; offer_take -> trade_mark_paid -> escrow_release per trade, `_enqueue` a no-op, "
-        f"{max(1, min(args.setup_procs, args.users))} processes): {args.trades} trades in "
+        (
+            f"Setup through the services ({args.users} sellers and {args.users} buyers, one sell "
+            "offer each; offer_take -> trade_mark_paid -> escrow_release per trade, `_enqueue` a "
+            f"no-op, {max(1, min(args.setup_procs, args.users))} processes): "
+            if getattr(args, "setup", "services") == "services"
+            else f"Setup (`--setup bulk`: {args.users} sellers and {args.users} buyers, one sell "
+            "offer each; one trade per pair through the services, the rest copied from it "
+            "set-based and checked by verify_ledger before measuring): "
+        )
+        + f"{args.trades} trades in "
         f"{setup['trades_s']:.0f} s ({args.trades / setup['trades_s']:.0f} trades/s, i.e. "
         f"{3 * args.trades / setup['trades_s']:.0f} transitions/s); migrate "
         f"{setup['migrate_s']:.1f} s; the setup's {setup['setup_sealed']} entries sealed. Every "
