@@ -65,18 +65,3 @@ def _publish(task: Any, args: tuple[Any, ...]) -> None:
         task.apply_async(args)
     except Exception:
         logger.warning("could not queue %s%r; its sweeper will", task.name, args, exc_info=True)
-
-
-def flush(timeout: float = 10.0) -> bool:
-    """Wait until this process's queued messages went out (tests, shutdown). True if they did."""
-    pending = _queue
-    if pending is None or _owner_pid != os.getpid():
-        return True
-    done = threading.Event()
-
-    def wait() -> None:
-        pending.join()
-        done.set()
-
-    threading.Thread(target=wait, daemon=True).start()
-    return done.wait(timeout)
