@@ -8,6 +8,8 @@ from contextvars import ContextVar
 
 from django.db import transaction
 
+from common.models import IdempotencyRecord
+
 # The Idempotency-Key record of the API request being served, if any (common.idempotency).
 current_idempotency_record: ContextVar[int | None] = ContextVar(
     "current_idempotency_record", default=None
@@ -24,6 +26,4 @@ def durable_atomic() -> Iterator[None]:
         yield
         record_id = current_idempotency_record.get()
         if record_id is not None:
-            from common.models import IdempotencyRecord
-
             IdempotencyRecord.objects.filter(pk=record_id).update(committed=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db import transaction
@@ -21,9 +20,6 @@ from ledger.services.transfers import (
     transfer_void_pending,
 )
 from marketplace.models import Asset
-
-logger = logging.getLogger(__name__)
-
 
 # --- deposits and withdrawals -----------------------------------------------------------------
 
