@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -20,6 +20,7 @@ from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Transfer
+from ledger.services.transfers import transfers_post_select as ledger_transfers_post_select
 from marketplace.models import Offer, Trade
 
 logger = logging.getLogger(__name__)
@@ -322,40 +323,57 @@ def escrow_decide(
 # --- settlement -------------------------------------------------------------------------------
 
 
+class _Claim(NamedTuple):
+    """A claimed settlement, as read (a tuple, not a model: batches are thousands of rows)."""
+
+    pk: int
+    trade_id: int
+    kind: str
+    buyer_amount: Decimal | None
+
+
+_CLAIM_FIELDS = ("pk", "trade_id", "kind", "buyer_amount")
+
+
 def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
     """Settle this settlement, plus up to batch_size - 1 other pending ones that no other worker
     holds (FOR UPDATE SKIP LOCKED), in one transaction; each exactly once, safe to re-run.
     Returns how many were settled."""
     with durable_atomic():
         # This one first (waiting if another worker has it: then it is done when we get it)...
-        claimed = list(
-            Settlement.objects.select_for_update().filter(
-                pk=settlement_id, status=Settlement.Status.PENDING
-            )
-        )
+        claimed = [
+            _Claim(*row)
+            for row in Settlement.objects.select_for_update()
+            .filter(pk=settlement_id, status=Settlement.Status.PENDING)
+            .values_list(*_CLAIM_FIELDS)
+        ]
         if batch_size > 1:
             # ... then whatever else is pending and free, so busy workers share the backlog.
-            claimed += list(
-                Settlement.objects.select_for_update(skip_locked=True)
+            claimed += [
+                _Claim(*row)
+                for row in Settlement.objects.select_for_update(skip_locked=True)
                 .filter(status=Settlement.Status.PENDING)
                 .exclude(pk=settlement_id)
-                .order_by("queued_at", "pk")[: batch_size - 1]
-            )
+                .order_by("queued_at", "pk")
+                .values_list(*_CLAIM_FIELDS)[: batch_size - 1]
+            ]
         return _settle_claimed(claimed)
 
 
 def settlements_execute_pending(*, batch_size: int = 200) -> int:
     """Claim a batch of pending settlements no other worker holds and settle them together."""
     with durable_atomic():
-        claimed = list(
-            Settlement.objects.select_for_update(skip_locked=True)
+        claimed = [
+            _Claim(*row)
+            for row in Settlement.objects.select_for_update(skip_locked=True)
             .filter(status=Settlement.Status.PENDING)
-            .order_by("queued_at", "pk")[:batch_size]
-        )
+            .order_by("queued_at", "pk")
+            .values_list(*_CLAIM_FIELDS)[:batch_size]
+        ]
         return _settle_claimed(claimed)
 
 
-def _settle_claimed(claimed: list[Settlement]) -> int:
+def _settle_claimed(claimed: list[_Claim]) -> int:
     if not claimed:
         return 0
     rest = claimed
@@ -385,179 +403,179 @@ _SETTLING = {
 assert all(SYSTEM in TRANSITIONS[move] for move in _SETTLING.values())
 
 
-def _settle_batch(claimed: list[Settlement]) -> tuple[int, list[Settlement]]:
-    """Settle a claimed batch with a constant number of statements (PostgreSQL): the trades
-    locked in pk order, every ledger transfer in one INSERT and every balance in one UPDATE
-    (ledger.transfers_post_many), the trades moved to their final state, one audit event each,
-    the outbox rows marked done. The same moves, keys and rows as _settle_one, which handles
-    whatever does not fit here (returned as the rest)."""
-    by_trade = {s.trade_id: s for s in claimed}
+_EVENT_FIELDS = [f.attname for f in EscrowEvent._meta.concrete_fields]
+assert _EVENT_FIELDS == [
+    "id", "trade_id", "old_state", "new_state", "actor_id", "actor_role", "reason", "created_at"
+], _EVENT_FIELDS  # fmt: skip
+
+
+def _pg_array(values: Any) -> str:
+    """A PostgreSQL array literal of ints, Decimals, None or plain words, for `%s::type[]`:
+    building the text is far cheaper than having the driver adapt every element."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+# The transfers of a settlement, as _settle_one posts them, for every settlement of a batch at
+# once: a release posts the hold and pays the buyer the amount less the buyer's fee, the fees
+# (both sides') to the fee account; a split with a share posts the share of the hold and pays it
+# out; a refund (or a split without a share) voids the hold. Same keys, kinds and flags.
+_SETTLEMENT_TRANSFERS = """
+    SELECT 'trade:' || t.id || ':' || x.step AS idempotency_key, t.asset_id,
+           x.debit AS debit_account_id, x.credit AS credit_account_id, x.amount, x.kind, x.flags,
+           x.pending_id, t.id AS trade_id, '' AS memo, x.released, u.n * 4 + x.n AS ord
+    FROM unnest(%(trades)s::bigint[], %(kinds)s::text[], %(shares)s::numeric[],
+                %(buyer_accounts)s::bigint[], %(fee_accounts)s::bigint[])
+         WITH ORDINALITY AS u(trade_id, settles, share, buyer_account, fee_account, n)
+    JOIN marketplace_trade t ON t.id = u.trade_id
+    JOIN ledger_transfer h ON h.id = t.escrow_hold_id
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN u.settles = %(release)s THEN h.amount ELSE u.share END,
+               CASE WHEN u.settles = %(release)s THEN t.amount - t.buyer_fee ELSE u.share END,
+               CASE WHEN u.settles = %(release)s THEN t.buyer_fee + t.seller_fee ELSE 0 END
+    ) AS m(posted, payout, fee)
+    CROSS JOIN LATERAL (VALUES
+        (0, 'post', h.debit_account_id, h.credit_account_id, m.posted, h.kind, %(post)s, h.id,
+         h.amount),
+        (1, 'payout', h.credit_account_id, u.buyer_account, m.payout, %(payout_kind)s,
+         %(single)s, NULL::bigint, NULL::numeric),
+        (2, 'fee', h.credit_account_id, u.fee_account, m.fee, %(fee_kind)s, %(single)s, NULL,
+         NULL),
+        (3, 'void', h.debit_account_id, h.credit_account_id, h.amount, h.kind, %(void)s, h.id,
+         h.amount)
+    ) AS x(n, step, debit, credit, amount, kind, flags, pending_id, released)
+    WHERE CASE WHEN m.posted > 0 THEN x.n < 2 OR (x.n = 2 AND m.fee > 0) ELSE x.n = 3 END
+"""
+
+
+def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
+    """Settle a claimed batch with a constant number of statements (PostgreSQL) and no Python
+    object per row: the trades locked in pk order, moved to their final state with one audit
+    event each, the outbox rows marked done, then every ledger transfer built and posted in SQL
+    (ledger transfers_post_select: one INSERT, one UPDATE of the balances, the accounts locked
+    last). The same moves, keys and rows as _settle_one, which handles whatever does not fit
+    here (returned as the rest)."""
+    by_trade = {c.trade_id: c for c in claimed}
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT t.id, t.state, t.buyer_id, t.asset_id, t.amount, t.buyer_fee, t.seller_fee,
-                   h.id, h.debit_account_id, h.credit_account_id, h.amount, h.flags, h.kind
+            SELECT t.id, t.state, t.buyer_id, t.asset_id, h.flags, h.amount, h.debit_account_id
             FROM marketplace_trade t JOIN ledger_transfer h ON h.id = t.escrow_hold_id
-            WHERE t.id = ANY(%s) ORDER BY t.id FOR UPDATE OF t
+            WHERE t.id = ANY(%s::bigint[]) ORDER BY t.id FOR UPDATE OF t
             """,
-            [sorted(by_trade)],
+            [_pg_array(sorted(by_trade))],
         )
         rows = cursor.fetchall()
-    fits, rest = [], []
     locked = {row[0] for row in rows}
-    rest = [s for s in claimed if s.trade_id not in locked]
-    for row in rows:
-        settlement = by_trade[row[0]]
-        source, _ = _SETTLING[settlement.kind]
-        share = settlement.buyer_amount
+    rest = [c for c in claimed if c.trade_id not in locked]
+    fits: list[tuple[_Claim, int, int]] = []  # (settlement, buyer id, asset id), in trade order
+    sellers = set()
+    for trade_id, state, buyer_id, asset_id, hold_flags, held, seller_account in rows:
+        c = by_trade[trade_id]
         if (
-            row[1] != source
-            or row[11] != Transfer.Flags.PENDING
-            or (settlement.kind == Settlement.Kind.SPLIT and not (0 <= (share or 0) <= row[10]))
+            state != _SETTLING[c.kind][0]
+            or hold_flags != Transfer.Flags.PENDING
+            or (c.kind == Settlement.Kind.SPLIT and not (0 <= (c.buyer_amount or 0) <= held))
         ):
-            rest.append(settlement)
+            rest.append(c)
         else:
-            fits.append((settlement, row))
+            fits.append((c, buyer_id, asset_id))
+            sellers.add(seller_account)
     if not fits:
         return 0, rest
-    buyers = ledger.accounts_for_users({(row[2], row[3]) for _, row in fits})
-    fees = ledger.accounts_fees({row[3] for _, row in fits})
-    specs: list[ledger.TransferSpec] = []
-    for settlement, row in fits:
-        trade_id, _, buyer_id, asset_id, amount, buyer_fee, seller_fee = row[:7]
-        hold_id, seller_acct, escrow_acct, held, _, hold_kind = row[7:]
-        key = f"trade:{trade_id}"
-        if settlement.kind == Settlement.Kind.RELEASE:
-            posted, payout, fee = held, amount - buyer_fee, buyer_fee + seller_fee
-        elif settlement.kind == Settlement.Kind.SPLIT and settlement.buyer_amount:
-            posted, payout, fee = settlement.buyer_amount, settlement.buyer_amount, Decimal(0)
-        else:
-            posted = payout = fee = Decimal(0)
-        resolve = dict(
-            asset_id=asset_id,
-            debit_account_id=seller_acct,
-            credit_account_id=escrow_acct,
-            kind=hold_kind,
-            pending_id=hold_id,
-            pending_amount=held,
-            trade_id=trade_id,
-        )
-        if payout:
-            specs.append(
-                ledger.TransferSpec(
-                    idempotency_key=f"{key}:post",
-                    amount=posted,
-                    flags=Transfer.Flags.POST_PENDING,
-                    **resolve,
-                )
-            )
-            specs.append(
-                ledger.TransferSpec(
-                    idempotency_key=f"{key}:payout",
-                    asset_id=asset_id,
-                    debit_account_id=escrow_acct,
-                    credit_account_id=buyers[(buyer_id, asset_id)],
-                    amount=payout,
-                    kind=Transfer.Kind.TRADE_PAYOUT,
-                    flags=Transfer.Flags.SINGLE,
-                    trade_id=trade_id,
-                )
-            )
-            if fee > 0:
-                specs.append(
-                    ledger.TransferSpec(
-                        idempotency_key=f"{key}:fee",
-                        asset_id=asset_id,
-                        debit_account_id=escrow_acct,
-                        credit_account_id=fees[asset_id],
-                        amount=fee,
-                        kind=Transfer.Kind.TRADE_FEE,
-                        flags=Transfer.Flags.SINGLE,
-                        trade_id=trade_id,
-                    )
-                )
-        else:
-            specs.append(
-                ledger.TransferSpec(
-                    idempotency_key=f"{key}:void",
-                    amount=held,
-                    flags=Transfer.Flags.VOID_PENDING,
-                    **resolve,
-                )
-            )
-    ledger.transfers_post_many(specs)
+    buyers = ledger.accounts_for_users({(b, a) for _, b, a in fits})
+    fees = ledger.accounts_fees({a for _, _, a in fits})
     now = timezone.now()
-    ids = [row[0] for _, row in fits]
-    olds = [row[1] for _, row in fits]
-    news = [_SETTLING[s.kind][1] for s, _ in fits]
-    reasons = [f"settled ({s.kind})" for s, _ in fits]
+    trades = _pg_array(c.trade_id for c, _, _ in fits)
+    kinds = _pg_array(c.kind for c, _, _ in fits)
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            UPDATE marketplace_trade t SET state = u.state, closed_at = %s, updated_at = %s
-            FROM unnest(%s::bigint[], %s::text[]) AS u(id, state) WHERE t.id = u.id
+            UPDATE marketplace_trade t SET state = u.new, closed_at = %s, updated_at = %s
+            FROM unnest(%s::bigint[], %s::text[]) AS u(id, new) WHERE t.id = u.id
             """,
-            [now, now, ids, news],
+            [now, now, trades, _pg_array(_SETTLING[c.kind][1] for c, _, _ in fits)],
         )
         cursor.execute(
             """
             INSERT INTO escrow_escrowevent (trade_id, old_state, new_state, actor_role, reason,
                                             created_at)
-            SELECT id, old, new, %s, reason, %s
+            SELECT id, old, new, %s, 'settled (' || kind || ')', %s
             FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])
-                 WITH ORDINALITY AS u(id, old, new, reason, n)
+                 WITH ORDINALITY AS u(id, old, new, kind, n)
             ORDER BY n
-            RETURNING id, trade_id
+            RETURNING id, trade_id, old_state, new_state, reason
             """,
-            [SYSTEM, now, ids, olds, news, reasons],
+            [
+                SYSTEM,
+                now,
+                trades,
+                _pg_array(_SETTLING[c.kind][0] for c, _, _ in fits),
+                _pg_array(_SETTLING[c.kind][1] for c, _, _ in fits),
+                kinds,
+            ],
         )
-        event_ids = dict((trade_id, pk) for pk, trade_id in cursor.fetchall())
+        events = cursor.fetchall()
         cursor.execute(
             "UPDATE escrow_settlement SET status = %s, attempts = attempts + 1, settled_at = %s "
-            "WHERE id = ANY(%s)",
-            [Settlement.Status.DONE, now, [s.pk for s, _ in fits]],
+            "WHERE id = ANY(%s::bigint[])",
+            [Settlement.Status.DONE, now, _pg_array(c.pk for c, _, _ in fits)],
         )
+    # Last, so that the accounts stay locked only for the balance UPDATEs and the commit; the
+    # ones other batches also touch (the fee account, sellers, buyers) the shortest, after the
+    # trades' escrow accounts (which only the holder of the trade's row lock touches).
+    ledger_transfers_post_select(
+        _SETTLEMENT_TRANSFERS,
+        {
+            "trades": trades,
+            "kinds": kinds,
+            "shares": _pg_array(c.buyer_amount for c, _, _ in fits),
+            "buyer_accounts": _pg_array(buyers[(b, a)] for _, b, a in fits),
+            "fee_accounts": _pg_array(fees[a] for _, _, a in fits),
+            "release": Settlement.Kind.RELEASE,
+            "post": Transfer.Flags.POST_PENDING,
+            "void": Transfer.Flags.VOID_PENDING,
+            "single": Transfer.Flags.SINGLE,
+            "payout_kind": Transfer.Kind.TRADE_PAYOUT,
+            "fee_kind": Transfer.Kind.TRADE_FEE,
+        },
+        shared_accounts=sellers | set(buyers.values()) | set(fees.values()),
+    )
     announce_many(
         [
-            EscrowEvent(
-                pk=event_ids[trade_id],
-                trade_id=trade_id,
-                old_state=old,
-                new_state=new,
-                actor_role=SYSTEM,
-                reason=reason,
-                created_at=now,
-            )
-            for trade_id, old, new, reason in zip(ids, olds, news, reasons, strict=True)
+            # positional: Model.__init__'s fast path (_EVENT_FIELDS), a third cheaper per event
+            EscrowEvent(pk, trade_id, old, new, None, SYSTEM, reason, now)
+            for pk, trade_id, old, new, reason in events
         ]
     )
     return len(fits), rest
 
 
-def _settle_one_by_one(claimed: list[Settlement]) -> int:
+def _settle_one_by_one(claimed: list[_Claim]) -> int:
     """The careful path (SQLite, and whatever a batch could not take): each settlement in its own
     savepoint through the single-transfer services, so one that fails stays pending (the sweeper
     retries it) without undoing the others."""
     if not claimed:
         return 0
+    # Already locked by the claim: read as models for the single-transfer services.
+    settlements = Settlement.objects.in_bulk([c.pk for c in claimed])
     trades = {
         t.pk: t
         for t in Trade.objects.select_for_update(of=("self",))
         .select_related(
             "asset", "buyer", "escrow_hold__credit_account", "escrow_hold__debit_account"
         )
-        .filter(pk__in=sorted(s.trade_id for s in claimed))
+        .filter(pk__in=sorted(c.trade_id for c in claimed))
         .order_by("pk")
     }
     _lock_batch_accounts(trades.values())
     settled = 0
-    for settlement in claimed:
+    for c in claimed:
         try:
             with transaction.atomic():
-                _settle_one(settlement, trades[settlement.trade_id])
+                _settle_one(settlements[c.pk], trades[c.trade_id])
             settled += 1
         except Exception:
-            logger.exception("settlement %s failed; it stays pending", settlement.pk)
+            logger.exception("settlement %s failed; it stays pending", c.pk)
     return settled
 
 

@@ -154,3 +154,67 @@ def test_a_settlement_that_does_not_fit_the_batch_stays_pending(alice, bob):
     assert (_state(good), _state(odd)) == (S.COMPLETED, S.PAID)
     assert Settlement.objects.get(trade=odd).status == Settlement.Status.PENDING
     assert not Transfer.objects.filter(trade_id=odd.pk, flags="post_pending").exists()
+
+
+def test_an_overdraft_in_a_batch_settles_the_rest_and_doubles_nothing(alice, bob, caplog):
+    # given three released trades, and one of them with a fee larger than its escrow holds (a
+    # row changed behind the state machine's back): paying it out would overdraw its escrow
+    fund(alice, "BTC", "2")
+    good, bad, also_good = _released(alice, bob, 3)
+    Trade.objects.filter(pk=bad.pk).update(seller_fee=Decimal("0.5"))
+    fees_before = (
+        LedgerAccount.objects.filter(code="fees:BTC")
+        .values_list("credits_posted", flat=True)
+        .first()
+    ) or Decimal(0)
+
+    # when a worker settles the batch
+    settled = services.settlements_execute_pending(batch_size=10)
+
+    # then the database refused the batch (no overdraft), the one-by-one path settled the other
+    # two and refused the bad one in code, which stays pending for a person to look at
+    assert settled == 2
+    assert "settling one by one" in caplog.text
+    assert "account_no_overdraft" in caplog.text
+    assert [_state(t) for t in (good, bad, also_good)] == [S.COMPLETED, S.RELEASING, S.COMPLETED]
+    assert Settlement.objects.get(trade=bad).status == Settlement.Status.PENDING
+    assert not Transfer.objects.filter(trade_id=bad.pk).exclude(flags="pending").exists()
+    for trade in (good, also_good):
+        rows = Transfer.objects.filter(trade_id=trade.pk).exclude(flags="pending")
+        assert sorted(rows.values_list("kind", flat=True)) == [
+            "escrow_hold",
+            "trade_fee",
+            "trade_payout",
+        ], "posted once each, not once by the batch and again one by one"
+        assert Settlement.objects.get(trade=trade).attempts == 1
+    fees = LedgerAccount.objects.get(code="fees:BTC").credits_posted
+    assert fees == fees_before + good.fee + also_good.fee
+    escrow = LedgerAccount.objects.get(code=f"escrow:trade:{bad.pk}")
+    assert escrow.credits_pending == Trade.objects.get(pk=bad.pk).escrow_hold.amount
+    ledger.ledger_seal_pending()
+    assert verify_ledger().ok
+
+
+def test_a_split_the_batch_cannot_take_goes_the_careful_way_and_stays_pending(alice, bob):
+    # given a split whose share is larger than the hold (it cannot fit the batch) among releases
+    fund(alice, "BTC", "2")
+    fund(bob, "BTC", "1")
+    first, second = _released(alice, bob, 2)
+    split = _decided(bob, alice, "split", "0.01")
+    Settlement.objects.filter(trade=split).update(buyer_amount=Decimal("5"))
+
+    # when
+    settled = services.settlements_execute_pending(batch_size=10)
+
+    # then the releases settle in the batch; the split goes the careful way, which refuses it
+    assert settled == 2
+    assert (_state(first), _state(second), _state(split)) == (
+        S.COMPLETED,
+        S.COMPLETED,
+        S.SPLITTING,
+    )
+    assert Settlement.objects.get(trade=split).status == Settlement.Status.PENDING
+    assert Transfer.objects.filter(pending=Trade.objects.get(pk=split.pk).escrow_hold).count() == 0
+    # a second run settles nothing twice
+    assert services.settlements_execute_pending(batch_size=10) == 0
+    assert Transfer.objects.filter(kind="trade_payout").count() == 2

@@ -7,6 +7,7 @@ transfers over the same accounts queue instead of deadlocking.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -246,80 +247,139 @@ class TransferSpec:
     memo: str = ""
 
 
-def _deltas(specs: list[TransferSpec]) -> dict[int, list[Decimal]]:
-    """Per account: [debits_pending, debits_posted, credits_pending, credits_posted] changes."""
-    zero = Decimal(0)
-    deltas: dict[int, list[Decimal]] = {}
-    for s in specs:
-        dr = deltas.setdefault(s.debit_account_id, [zero, zero, zero, zero])
-        cr = deltas.setdefault(s.credit_account_id, [zero, zero, zero, zero])
-        if s.flags in (Flags.POST_PENDING, Flags.VOID_PENDING):
-            if s.pending_id is None or s.pending_amount is None:
-                raise ValueError(f"{s.flags} needs pending_id and pending_amount: {s}")
-            dr[0] -= s.pending_amount
-            cr[2] -= s.pending_amount
-            if s.flags == Flags.POST_PENDING:
-                dr[1] += s.amount
-                cr[3] += s.amount
-        elif s.flags == Flags.PENDING:
-            dr[0] += s.amount
-            cr[2] += s.amount
-        else:
-            dr[1] += s.amount
-            cr[3] += s.amount
-    return deltas
-
-
 def transfers_post_many(specs: list[TransferSpec]) -> int:
-    """Post a batch of transfers inside the caller's transaction with a constant number of
-    statements: one INSERT of every transfer, then the accounts locked in pk order (FOR NO KEY
-    UPDATE, which the transfers' foreign-key checks do not conflict with) and one UPDATE of every
-    balance. All or nothing: the database refuses a reused idempotency key, a hold resolved
-    twice or an overdraft (IntegrityError), and the caller's savepoint undoes the batch; the
-    caller then retries item by item with the checks of transfer_post / _resolve.
-    The accounts are locked last, so concurrent batches hold the hot ones (the fee account) only
-    for the UPDATE and the commit. PostgreSQL only."""
+    """Post a batch of transfers given one by one (transfers_post_select over their columns)."""
     assert transaction.get_connection().in_atomic_block, "transfers_post_many needs a transaction"
     if not specs:
         return 0
     for s in specs:
-        if s.amount <= 0:
-            raise Conflict("A transfer amount must be positive.")
-        if s.debit_account_id == s.credit_account_id:
-            raise Conflict("A transfer's two accounts must differ.")
+        if s.flags in (Flags.POST_PENDING, Flags.VOID_PENDING) and (
+            s.pending_id is None or s.pending_amount is None
+        ):
+            raise ValueError(f"{s.flags} needs pending_id and pending_amount: {s}")
     columns = list(zip(*((
         s.idempotency_key, s.asset_id, s.debit_account_id, s.credit_account_id, s.amount,
-        s.kind, s.flags, s.pending_id, s.trade_id, s.memo,
+        s.kind, s.flags, s.pending_id, s.trade_id, s.memo, s.pending_amount,
     ) for s in specs), strict=True))  # fmt: skip
-    deltas = _deltas(specs)
-    ids = sorted(deltas)
+    return transfers_post_select(
+        """
+        SELECT k AS idempotency_key, a AS asset_id, d AS debit_account_id,
+               c AS credit_account_id, amt AS amount, kd AS kind, f AS flags, p AS pending_id,
+               t AS trade_id, m AS memo, r AS released, n AS ord
+        FROM unnest(%(k)s::text[], %(a)s::bigint[], %(d)s::bigint[], %(c)s::bigint[],
+                    %(amt)s::numeric[], %(kd)s::text[], %(f)s::text[], %(p)s::bigint[],
+                    %(t)s::bigint[], %(m)s::text[], %(r)s::numeric[])
+             WITH ORDINALITY AS u(k, a, d, c, amt, kd, f, p, t, m, r, n)
+        """,
+        dict(
+            zip(
+                ["k", "a", "d", "c", "amt", "kd", "f", "p", "t", "m", "r"],
+                map(list, columns),
+                strict=True,
+            )
+        ),
+    )
+
+
+# The columns a batch's SELECT yields, in this order, for transfers_post_select.
+_BATCH_COLUMNS = (
+    "idempotency_key, asset_id, debit_account_id, credit_account_id, amount, kind, flags, "
+    "pending_id, trade_id, memo"
+)
+
+
+def transfers_post_select(
+    select_sql: str, params: dict[str, Any], *, shared_accounts: Collection[int] = ()
+) -> int:
+    """Post the transfers a SELECT yields, inside the caller's transaction, with a constant number
+    of statements and no per-transfer work in Python: one INSERT ... SELECT of every transfer
+    (in the order of the SELECT's `ord` column, so ids and later seqs follow it), the balance
+    changes summed per account in the same statement, then the accounts locked in pk order (FOR
+    NO KEY UPDATE, which the transfers' foreign-key checks do not conflict with) and one UPDATE
+    of every balance.
+
+    `select_sql` yields the columns of _BATCH_COLUMNS plus `ord` and `released`, with named
+    placeholders (%(name)s) for `params`. A post_pending / void_pending row names its hold in
+    pending_id and its amount in `released` (NULL for other rows): that amount is released from
+    both accounts' pending columns, as _resolve does. All or nothing: the database refuses a
+    reused idempotency key, a hold resolved twice, a non-positive amount, equal accounts or an
+    overdraft (IntegrityError), and the caller's savepoint undoes the batch; the caller then
+    retries item by item with the checks of transfer_post / _resolve.
+
+    The accounts are locked last, so concurrent batches hold them only for the UPDATE and the
+    commit; `shared_accounts` (those concurrent batches also touch: the fee account, busy
+    users) even later, after the others are updated, in their own small UPDATE. Each group is
+    locked in pk order; the order between the groups is safe when no other transaction waits
+    for one of the other accounts while holding a shared one (e.g. the others are escrow
+    accounts of trades whose rows the caller holds locked). PostgreSQL only."""
+    assert transaction.get_connection().in_atomic_block, "posting a batch needs a transaction"
     with connection.cursor() as cursor:
+        # The deltas travel back as array literals (text), which the UPDATE casts again: nothing
+        # is parsed into Python objects or dumped from them.
         cursor.execute(
-            """
-            INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id,
-                credit_account_id, amount, kind, flags, pending_id, trade_id, memo, created_at,
-                prev_hash, hash, leaf_hash)
-            SELECT k, a, d, c, amt, kd, f, p, t, m, now(), '', '', ''
-            FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
-                        %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])
-                 WITH ORDINALITY AS u(k, a, d, c, amt, kd, f, p, t, m, n)
-            ORDER BY n
-            """,
-            [list(col) for col in columns],
+            f"""
+            WITH batch AS MATERIALIZED ({select_sql}),
+            posted AS (
+                INSERT INTO ledger_transfer ({_BATCH_COLUMNS}, created_at, prev_hash, hash,
+                                             leaf_hash)
+                SELECT {_BATCH_COLUMNS}, now(), '', '', '' FROM batch ORDER BY ord
+                RETURNING 1
+            ), deltas AS (
+                SELECT account, sum(dp) AS dp, sum(dd) AS dd, sum(cp) AS cp, sum(cd) AS cd
+                FROM (
+                    SELECT debit_account_id AS account,
+                           CASE flags WHEN %(pending)s THEN amount
+                                      ELSE -COALESCE(released, 0) END AS dp,
+                           CASE WHEN flags IN (%(single)s, %(post)s) THEN amount ELSE 0 END AS dd,
+                           0 AS cp, 0 AS cd
+                    FROM batch
+                    UNION ALL
+                    SELECT credit_account_id, 0, 0,
+                           CASE flags WHEN %(pending)s THEN amount ELSE -COALESCE(released, 0) END,
+                           CASE WHEN flags IN (%(single)s, %(post)s) THEN amount ELSE 0 END
+                    FROM batch
+                ) AS m
+                GROUP BY account
+            )
+            SELECT (SELECT count(*) FROM posted), {
+                ", ".join(
+                    f"array_agg({column} ORDER BY account) FILTER (WHERE {which})::text"
+                    for which in ("NOT account = ANY(%(shared)s)", "account = ANY(%(shared)s)")
+                    for column in ("account", "dp", "dd", "cp", "cd")
+                )
+            }
+            FROM deltas
+            """,  # noqa: S608 - select_sql is the caller's code, never user input
+            {
+                **params,
+                "pending": Flags.PENDING,
+                "single": Flags.SINGLE,
+                "post": Flags.POST_PENDING,
+                "shared": sorted(shared_accounts),
+            },
         )
-        cursor.execute(
-            "SELECT id FROM ledger_ledgeraccount WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [ids],
-        )
-        cursor.execute(
-            """
-            UPDATE ledger_ledgeraccount a SET
-                debits_pending = a.debits_pending + u.dp, debits_posted = a.debits_posted + u.dd,
-                credits_pending = a.credits_pending + u.cp, credits_posted = a.credits_posted + u.cd
-            FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[])
-                 AS u(id, dp, dd, cp, cd)
-            WHERE a.id = u.id
-            """,
-            [ids, *([deltas[i][col] for i in ids] for col in range(4))],
-        )
-    return len(specs)
+        posted, *groups = cursor.fetchone()
+        if not posted:
+            return 0
+        for ids, *deltas in (groups[:5], groups[5:]):
+            if ids is None:
+                continue
+            cursor.execute(
+                "SELECT count(*) FROM (SELECT id FROM ledger_ledgeraccount "
+                "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE) AS locked",
+                [ids],
+            )
+            cursor.execute(
+                """
+                UPDATE ledger_ledgeraccount a SET
+                    debits_pending = a.debits_pending + u.dp,
+                    debits_posted = a.debits_posted + u.dd,
+                    credits_pending = a.credits_pending + u.cp,
+                    credits_posted = a.credits_posted + u.cd
+                FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[],
+                            %s::numeric[]) AS u(id, dp, dd, cp, cd)
+                WHERE a.id = u.id
+                """,
+                [ids, *deltas],
+            )
+    return int(posted)
