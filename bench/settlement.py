@@ -927,7 +927,9 @@ def render(
         "## Settlement throughput (`bench/settlement.py`)",
         "",
         "```",
-        C.command_line(),
+        # run under the lock the machine's sessions share, so that no other benchmark or test
+        # suite runs at the same time
+        "flock /tmp/bench.lock " + C.command_line().removeprefix("flock /tmp/bench.lock "),
         "```",
         "",
         *C.machine_lines(info),
