@@ -3,13 +3,15 @@ trusted and blocked lists, KYC documents."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import (
     Avg,
@@ -31,6 +33,8 @@ from django.utils import timezone
 from accounts.models import KycDocument, Profile, TraderRelation
 from common.errors import NotFound
 from marketplace.models import Asset, Feedback, FiatCurrency, PriceIndex, Trade
+
+logger = logging.getLogger(__name__)
 
 # --- profiles ---------------------------------------------------------------------------------
 
@@ -91,9 +95,12 @@ class TraderStats:
     average_release_seconds: int | None = None
 
 
-def trader_stats_for_users(*, user_ids: list[int]) -> dict[int, TraderStats]:
+def trader_stats_for_users(
+    *, user_ids: list[int], usernames: dict[int, str] | None = None
+) -> dict[int, TraderStats]:
     """Completed trades, completion rate (completed / the finished trades that count against
-    that side) and average release time per user, in one query per side."""
+    that side) and average release time per user, in one query per side (and one for the
+    usernames, unless the caller has them)."""
     stats: dict[int, dict[str, Any]] = {
         uid: {"done": 0, "finished": 0, "release": None} for uid in user_ids
     }
@@ -117,7 +124,9 @@ def trader_stats_for_users(*, user_ids: list[int]) -> dict[int, TraderStats]:
             bucket["finished"] += row["finished"]
             if row.get("release") is not None:
                 bucket["release"] = row["release"]
-    names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
+    names = usernames
+    if names is None:
+        names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
     return {
         uid: TraderStats(
             username=names.get(uid, ""),
@@ -138,6 +147,37 @@ def _seconds(value: Any) -> int | None:
         return round(value.total_seconds())
     # SQLite averages durations as microseconds.
     return round(float(value) / 1_000_000)
+
+
+def trader_stats_recent(
+    *, user_ids: list[int], usernames: dict[int, str] | None = None
+) -> dict[int, TraderStats]:
+    """trader_stats_for_users as computed at most settings.TRADER_STATS_CACHE_SECONDS ago, from
+    the cache (one round trip for all of them): for lists that show many traders' stats on every
+    request, such as the order book, where counting each maker's whole history per request
+    would grow with their trades. A trader's own pages read their stats fresh. A cache that is
+    down or stalls only costs the fresh computation."""
+    ttl = settings.TRADER_STATS_CACHE_SECONDS
+    keys = {uid: f"trader-stats:v1:{uid}" for uid in user_ids}
+    try:
+        cached = cache.get_many(list(keys.values())) if ttl > 0 else {}
+    except Exception:  # Redis down or stalled: count them all
+        logger.debug("trader stats cache unavailable", exc_info=True)
+        cached = {}
+    found = {uid: TraderStats(*cached[key]) for uid, key in keys.items() if key in cached}
+    missing = [uid for uid in user_ids if uid not in found]
+    if missing:
+        fresh = trader_stats_for_users(
+            user_ids=missing,
+            usernames=None if usernames is None else {u: usernames[u] for u in missing},
+        )
+        found.update(fresh)
+        if ttl > 0:
+            try:
+                cache.set_many({keys[u]: astuple(s) for u, s in fresh.items()}, timeout=ttl)
+            except Exception:  # counted again next time
+                logger.debug("trader stats not cached", exc_info=True)
+    return found
 
 
 def trader_stats(*, user: Any) -> TraderStats:

@@ -27,7 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
-from accounts.selectors import trader_stats, trader_stats_for_users
+from accounts.selectors import trader_stats, trader_stats_recent
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.money import parse_amount
 from disputes import selectors as dispute_selectors
@@ -149,7 +149,8 @@ def _order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str,
         viewer=request.user,
     )
     page = Paginator(offers, ORDER_BOOK_PAGE).get_page(request.GET.get("page"))
-    stats = trader_stats_for_users(user_ids=sorted({o.maker_id for o in page}))
+    names = {o.maker_id: o.maker.username for o in page}
+    stats = trader_stats_recent(user_ids=sorted(names), usernames=names)
     last_seen = dict(
         Profile.objects.filter(user_id__in={o.maker_id for o in page}).values_list(
             "user_id", "last_seen"

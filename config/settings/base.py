@@ -219,6 +219,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "common.api.CursorPage",
     "PAGE_SIZE": 50,
 }
+# How old the makers' stats shown in the order book may be (accounts.selectors.
+# trader_stats_recent); 0 counts them afresh on every request.
+TRADER_STATS_CACHE_SECONDS = env.int("TRADER_STATS_CACHE_SECONDS", default=60)
 # Requests per period, per API key (or user) and per IP; Redis-backed through the cache.
 API_RATE_LIMITS = {
     "key": env("API_RATE_LIMIT_KEY", default="600/min"),

@@ -13,14 +13,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.selectors import trader_stats_for_users
+from accounts.selectors import trader_stats_for_users, trader_stats_recent
 from common.api import AmountInput, ApiView, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
 from escrow.models import EscrowEvent
 from marketplace import selectors, services
 from marketplace.api.serializers import OfferOut, TradeOut
-from marketplace.models import Feedback, Offer, PaymentMethod, PriceIndex, Trade
+from marketplace.models import Feedback, Offer, PriceIndex, Trade
 
 ERRORS = {
     400: ErrorSerializer,
@@ -36,19 +36,11 @@ def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
     return trader_stats_for_users(user_ids=list({o.maker_id for o in offers}))
 
 
-def _payment_method_codes(offers: list[Offer]) -> dict[int, list[str]]:
-    """Each offer's payment method codes (in the methods' order), one query for the page: a
-    prefetch_related would build a related manager and a queryset per offer, which costs the
-    book more than its main query."""
-    codes: dict[int, list[str]] = {o.pk: [] for o in offers}
-    rows = (
-        Offer.payment_methods.through.objects.filter(offer_id__in=list(codes))
-        .order_by(*(f"paymentmethod__{f}" for f in PaymentMethod._meta.ordering), "paymentmethod")
-        .values_list("offer_id", "paymentmethod__code")
-    )
-    for offer_id, code in rows:
-        codes[offer_id].append(code)
-    return codes
+def _book_maker_stats(offers: list[Offer]) -> dict[int, Any]:
+    """The page's makers' stats, at most TRADER_STATS_CACHE_SECONDS old (the book's help says
+    so): one cache round trip instead of counting every maker's trades on every request."""
+    names = {o.maker_id: o.maker.username for o in offers}
+    return trader_stats_recent(user_ids=list(names), usernames=names)
 
 
 def _decimal_param(request: Request, name: str) -> Decimal | None:
@@ -161,7 +153,7 @@ class OfferListApi(ApiView):
         )
         min_rate = _decimal_param(request, "min_completion_rate")
         page = self.paginator_page(qs)
-        stats = _maker_stats(page["rows"])
+        stats = _book_maker_stats(page["rows"])
         rows = page["rows"]
         if min_rate is not None:
             rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
@@ -170,7 +162,9 @@ class OfferListApi(ApiView):
             "request": request,
             "maker_stats": stats,
             "unmet": unmet,
-            "payment_method_codes": _payment_method_codes(rows),
+            "payment_method_codes": selectors.offer_payment_method_codes(
+                offer_ids=[o.pk for o in rows]
+            ),
         }
         data = OfferOut(rows, many=True, context=context).data
         return page["paginator"].get_paginated_response(data)

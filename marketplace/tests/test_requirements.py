@@ -417,6 +417,46 @@ class TestComputedStats:
         with django_assert_num_queries(3):  # buyers, sellers (with release times), names
             trader_stats_for_users(user_ids=[alice.pk, bob.pk])
 
+    def test_book_stats_come_from_the_cache_until_they_expire(
+        self, alice, bob, settings, django_assert_num_queries
+    ):
+        from django.core.cache import cache
+
+        from accounts.selectors import trader_stats_recent
+
+        settings.TRADER_STATS_CACHE_SECONDS = 60
+        cache.delete_many([f"trader-stats:v1:{u.pk}" for u in (alice, bob)])
+        complete(make_trade(alice, bob))
+        names = {alice.pk: "alice", bob.pk: "bob"}
+        with django_assert_num_queries(2):  # buyers, sellers: the names were given
+            first = trader_stats_recent(user_ids=[alice.pk, bob.pk], usernames=names)
+        assert first[alice.pk] == trader_stats(user=alice)
+        assert first[alice.pk].trades == 1
+        assert first[alice.pk].completion_rate == 100
+        complete(make_trade(alice, bob))
+        with django_assert_num_queries(0):  # as counted a moment ago
+            again = trader_stats_recent(user_ids=[alice.pk, bob.pk])
+        assert again == first
+        cache.delete(f"trader-stats:v1:{alice.pk}")  # expired
+        assert trader_stats_recent(user_ids=[alice.pk])[alice.pk].trades == 2
+        settings.TRADER_STATS_CACHE_SECONDS = 0  # off: always counted afresh
+        with django_assert_num_queries(3):
+            assert trader_stats_recent(user_ids=[bob.pk])[bob.pk].trades == 2
+
+    def test_book_stats_are_counted_when_the_cache_is_down(self, alice, bob, monkeypatch):
+        from django.core.cache import cache
+
+        from accounts.selectors import trader_stats_recent
+
+        def down(*args, **kwargs):
+            raise ConnectionError("Redis is down")
+
+        complete(make_trade(alice, bob))
+        monkeypatch.setattr(cache, "get_many", down)
+        monkeypatch.setattr(cache, "set_many", down)
+        stats = trader_stats_recent(user_ids=[alice.pk, bob.pk])
+        assert stats == {u.pk: trader_stats(user=u) for u in (alice, bob)}
+
     def test_public_profile(self, client, alice, bob):
         trade = make_trade(alice, bob)
         complete(trade)

@@ -1,0 +1,92 @@
+"""OfferOut's unrolled to_representation (the order book's fast path) against DRF's own walk over
+the declared fields, for every kind of offer the book can hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rest_framework.renderers import JSONRenderer
+
+from accounts.tests.factories import complete
+from marketplace.api.serializers import OfferOut
+from marketplace.api.views import _book_maker_stats, _maker_stats
+from marketplace.models import Offer
+from marketplace.selectors import (
+    offer_book,
+    offer_get,
+    offer_payment_method_codes,
+    offers_unmet_for_viewer,
+)
+from marketplace.tests.factories import fund, make_offer, make_trade
+
+pytestmark = pytest.mark.django_db
+
+
+def _offers(alice, bob, carol) -> list[Offer]:
+    fund(alice, "BTC", "3")
+    fund(alice, "ETH", "5")
+    fund(carol, "USDT", "1000")
+    complete(make_trade(alice, bob, amount="0.01"))  # alice: 1 completed trade, 100%
+    made = [
+        make_offer(alice, price="80123.45", payment_methods=["sepa", "revolut"]),
+        make_offer(
+            alice,
+            asset="ETH",
+            price_type="floating",
+            price=None,
+            margin_percent="-1.25",
+            amount="1.123456789012345678",
+            min_fiat="5",
+            max_fiat="900",
+        ),
+        make_offer(
+            carol,
+            asset="USDT",
+            price="0.93",
+            amount="250.5",
+            min_taker_tier=1,
+            min_taker_trades=3,
+            min_account_age_days=7,
+            trusted_only=True,
+            terms="<b>No</b> third-party payments & no chargebacks.",
+            payment_methods=["wise"],
+        ),
+        make_offer(carol, side="buy", price="79000", payment_methods=["zelle", "sepa"]),
+    ]
+    return made
+
+
+def test_book_rows_match_drfs_generic_walk(alice, bob, carol):
+    made = _offers(alice, bob, carol)
+    for side in ("sell", "buy"):
+        rows = list(offer_book(side=side, viewer=bob))
+        assert rows
+        context = {
+            "maker_stats": _book_maker_stats(rows),
+            "unmet": offers_unmet_for_viewer(offers=rows, viewer=bob),
+            "payment_method_codes": offer_payment_method_codes(offer_ids=[o.pk for o in rows]),
+        }
+        out = OfferOut(context=context)
+        for offer in rows:
+            fast, generic = out.to_representation(offer), out.generic_representation(offer)
+            assert fast == generic
+            assert list(fast) == list(generic)  # the same key order: the same JSON
+            assert JSONRenderer().render(fast) == JSONRenderer().render(generic)
+    unmet = next(o for o in made if o.trusted_only)
+    shown = OfferOut(
+        unmet, context={"unmet": offers_unmet_for_viewer(offers=[unmet], viewer=bob)}
+    ).data
+    assert shown["unmet_requirements"]  # the case with reasons was really covered
+    assert json.loads(JSONRenderer().render(shown))["terms"].startswith("<b>No</b>")
+
+
+def test_single_offers_without_the_books_context_match(alice, bob, carol):
+    """The detail, create and update answers: a plain Offer (no effective_price_db annotation)
+    or offer_get's annotated one, with or without maker stats."""
+    made = _offers(alice, bob, carol)
+    for offer in made:
+        for obj in (offer, Offer.objects.get(pk=offer.pk), offer_get(offer_id=offer.pk)):
+            for context in ({}, {"maker_stats": _maker_stats([obj])}):
+                out = OfferOut(context=context)
+                assert out.to_representation(obj) == out.generic_representation(obj)
