@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from marketplace import services
 from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
 
 
@@ -27,6 +28,13 @@ class PriceIndexAdmin(admin.ModelAdmin):
     list_display = ("asset", "fiat", "price", "source", "updated_at")
     list_editable = ("price",)
     list_filter = ("asset", "fiat")
+
+    def save_model(self, request, obj, form, change):
+        # Through the service: the pair's floating offers follow the new price.
+        saved = services.price_index_set(
+            asset_code=obj.asset.code, fiat_code=obj.fiat.code, price=obj.price, source="admin"
+        )
+        obj.pk = saved.pk
 
 
 @admin.register(Offer)

@@ -111,6 +111,10 @@ class Offer(models.Model):
     price_type = models.CharField(max_length=8, choices=PriceType.choices)
     price = price_field(null=True, blank=True)
     margin_percent = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
+    # What the book sorts by: the fixed price, or the pair's index times (1 + margin) rounded to
+    # the fiat; kept by the services (offer_create, offer_update, price_index_set), so the book
+    # reads a column through an index instead of computing every offer's price per request.
+    effective_price = price_field(null=True, blank=True)
     min_fiat = fiat_field()
     max_fiat = fiat_field()
     amount = amount_field()
@@ -132,10 +136,11 @@ class Offer(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            # The book: a pair and side walked in price order, stopping after a page.
             models.Index(
-                fields=["asset", "fiat", "side", "is_active"],
-                name="offer_book",
-                condition=Q(is_deleted=False),
+                fields=["asset", "fiat", "side", "effective_price", "id"],
+                name="offer_book_by_price",
+                condition=Q(is_deleted=False, is_active=True),
             )
         ]
         constraints = [

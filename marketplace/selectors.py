@@ -8,19 +8,12 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import (
-    Case,
-    DecimalField,
     Exists,
-    ExpressionWrapper,
     F,
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
-    Value,
-    When,
 )
-from django.db.models.functions import Round
 from django.utils import timezone
 
 from accounts.selectors import (
@@ -31,30 +24,15 @@ from accounts.selectors import (
     trusting_owner_ids,
 )
 from common.errors import NotFound
-from marketplace.models import Offer, PriceIndex, Trade
-
-_PRICE = DecimalField(max_digits=24, decimal_places=8)
+from marketplace.models import Offer, Trade
 
 
 def offers_with_price(qs: QuerySet[Offer] | None = None) -> QuerySet[Offer]:
-    """Offers annotated with `effective_price_db`: fixed, or index * (1 + margin/100), in SQL so the
-    book sorts and filters by price without loading every offer."""
+    """Offers annotated with `effective_price_db`: the stored effective_price (the fixed price, or
+    the index times (1 + margin/100), kept by the services), so the book sorts and filters by
+    price in the database, through its index."""
     qs = qs if qs is not None else Offer.objects.all()
-    index = PriceIndex.objects.filter(asset=OuterRef("asset"), fiat=OuterRef("fiat")).values(
-        "price"
-    )[:1]
-    floating = ExpressionWrapper(
-        Subquery(index, output_field=_PRICE)
-        * (Value(Decimal(1)) + F("margin_percent") / Value(Decimal(100))),
-        output_field=_PRICE,
-    )
-    return qs.annotate(
-        effective_price_db=Case(
-            When(price_type=Offer.PriceType.FIXED, then=F("price")),
-            default=Round(floating, 2),
-            output_field=_PRICE,
-        )
-    )
+    return qs.annotate(effective_price_db=F("effective_price"))
 
 
 def offer_book(

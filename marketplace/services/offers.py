@@ -9,6 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from accounts import services as accounts
@@ -129,9 +132,19 @@ def price_index_set(
     """Set the reference price of a pair (moderators, or the periodic price task)."""
     asset, fiat = _asset(asset_code), _fiat(fiat_code)
     value = parse_amount(price, precision=PRICE_PRECISION, field="price")
-    row, _ = PriceIndex.objects.update_or_create(
-        asset=asset, fiat=fiat, defaults={"price": value, "source": source}
-    )
+    with transaction.atomic():
+        row, _ = PriceIndex.objects.update_or_create(
+            asset=asset, fiat=fiat, defaults={"price": value, "source": source}
+        )
+        # The pair's floating offers follow in the same transaction, in one statement; the
+        # same rounding as offer_effective_price (half up: prices are positive).
+        Offer.objects.filter(asset=asset, fiat=fiat, price_type=Offer.PriceType.FLOATING).update(
+            effective_price=Round(
+                Value(value) * (Value(Decimal(1)) + F("margin_percent") / Value(Decimal(100))),
+                fiat.precision,
+                output_field=Offer._meta.get_field("effective_price"),
+            )
+        )
     return row
 
 
@@ -258,7 +271,7 @@ def offer_create(
                 f"You hold {fmt(available, asset_obj.precision)} {asset_obj.code}; a sell offer can't offer more.",
             )
     with durable_atomic():
-        offer = Offer.objects.create(
+        offer = Offer(
             maker=maker,
             side=side,
             asset=asset_obj,
@@ -269,6 +282,8 @@ def offer_create(
             **values,
             **requirements,
         )
+        offer.effective_price = offer_effective_price(offer)
+        offer.save(force_insert=True)
         offer.payment_methods.set(methods)
     return offer
 
@@ -304,6 +319,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
         values = _offer_terms(asset=offer.asset, fiat=offer.fiat, **merged)
         for field, value in values.items():
             setattr(offer, field, value)
+        offer.effective_price = offer_effective_price(offer)
         if "amount" in changes:
             total = parse_amount(changes["amount"], precision=offer.asset.precision, field="amount")
             taken = offer.amount - offer.available

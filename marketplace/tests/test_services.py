@@ -38,6 +38,45 @@ class TestOfferCreate:
         services.price_index_set(asset_code="BTC", fiat_code="EUR", price="90000")
         assert services.offer_effective_price(offer) == Decimal("91350.00")
 
+    def test_the_stored_price_the_book_sorts_by_follows_index_and_edits(self, alice, bob):
+        """Offer.effective_price (the book's sort key) always equals offer_effective_price: on
+        create, when the pair's index moves (one statement for all its floating offers, other
+        pairs untouched), and when the maker edits the price or its type."""
+        from marketplace.selectors import offer_book
+
+        fund(alice, "BTC", "2")
+        fund(alice, "ETH", "1")
+        floating = make_offer(alice, price_type="floating", price=None, margin_percent="0.55")
+        fixed = make_offer(alice, price="86000")
+        other_pair = make_offer(
+            alice, asset="ETH", price_type="floating", price=None, margin_percent="1"
+        )
+
+        def stored(offer):
+            return Offer.objects.get(pk=offer.pk).effective_price
+
+        def book():
+            return [o.pk for o in offer_book(side="sell", asset="BTC", fiat="EUR")]
+
+        assert stored(floating) == Decimal("85467.50")  # 85000 * 1.0055
+        assert stored(fixed) == Decimal("86000")
+        assert stored(other_pair) == Decimal("3030.00")
+        assert book() == [floating.pk, fixed.pk]
+        services.price_index_set(asset_code="BTC", fiat_code="EUR", price="86123.45")
+        assert stored(floating) == Decimal("86597.13")  # 86597.128975: half up to cents
+        assert stored(floating) == services.offer_effective_price(Offer.objects.get(pk=floating.pk))
+        assert stored(fixed) == Decimal("86000")
+        assert stored(other_pair) == Decimal("3030.00")
+        assert book() == [fixed.pk, floating.pk]
+        services.offer_update(offer_id=fixed.pk, actor=alice, price="87000")
+        assert stored(fixed) == Decimal("87000")
+        assert book() == [floating.pk, fixed.pk]
+        services.offer_update(
+            offer_id=fixed.pk, actor=alice, price_type="floating", margin_percent="-1"
+        )
+        assert stored(fixed) == Decimal("85262.22")  # 86123.45 * 0.99 = 85262.2155
+        assert book() == [fixed.pk, floating.pk]
+
     def test_negative_margin(self, alice):
         fund(alice, "BTC", "1")
         offer = make_offer(alice, price_type="floating", price=None, margin_percent="-2")
@@ -231,3 +270,19 @@ class TestBookAndMatch:
     def test_match_with_nothing_fitting(self, bob, refdata):
         with pytest.raises(NotFound, match="No BTC offer fits"):
             services.offer_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000")
+
+
+def test_a_moderator_editing_the_index_in_the_admin_moves_the_floating_offers(admin_client, alice):
+    from marketplace.models import PriceIndex
+
+    fund(alice, "BTC", "1")
+    offer = make_offer(alice, price_type="floating", price=None, margin_percent="2")
+    row = PriceIndex.objects.get(asset__code="BTC", fiat__code="EUR")
+    response = admin_client.post(
+        f"/admin/marketplace/priceindex/{row.pk}/change/",
+        {"asset": row.asset_id, "fiat": row.fiat_id, "price": "90000", "source": "manual"},
+    )
+    assert response.status_code == 302, response.content
+    row.refresh_from_db()
+    assert (row.price, row.source) == (Decimal("90000"), "admin")
+    assert Offer.objects.get(pk=offer.pk).effective_price == Decimal("91800.00")
