@@ -28,6 +28,9 @@ lint: venv
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 	@command -v docker-compose >/dev/null || $(APT_INSTALL) docker-compose
 	docker-compose config -q
+	# Known vulnerabilities of the locked dependencies (pip-audit's data source is out of
+	# reach on this network: see the script's docstring).
+	$(VENV)/bin/python scripts/audit_deps.py requirements/test.txt
 
 test: lint
 	scripts/with-services.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
