@@ -17,6 +17,10 @@ class AssetAdmin(admin.ModelAdmin):
 class FiatCurrencyAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "precision", "is_active")
 
+    def get_readonly_fields(self, request, obj=None):
+        # As for assets: fiat amounts already stored were validated at this precision.
+        return ("code", "precision") if obj else ()
+
 
 @admin.register(PaymentMethod)
 class PaymentMethodAdmin(admin.ModelAdmin):

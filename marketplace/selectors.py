@@ -24,7 +24,7 @@ from accounts.selectors import (
     trusting_owner_ids,
 )
 from common.errors import NotFound
-from marketplace.models import Offer, Trade
+from marketplace.models import Asset, FiatCurrency, Offer, Trade
 
 
 def offers_with_price(qs: QuerySet[Offer] | None = None) -> QuerySet[Offer]:
@@ -89,6 +89,24 @@ def offer_book(
         .prefetch_related("payment_methods")
         .order_by(order, "created_at", "pk")
     )
+
+
+# Assets and fiat currencies by id, per process: a handful of rows whose code and precision never
+# change once created (the admin shows both read-only; stored amounts depend on them).
+_REFERENCE: dict[type, dict[int, Any]] = {Asset: {}, FiatCurrency: {}}
+
+
+def attach_reference_data(offers: list[Offer]) -> None:
+    """Give each offer its asset and fiat from the per-process copy of those two tables (re-read
+    whenever an id is new to it), instead of joining them and building two more objects for every
+    row of every page of the book."""
+    for model, name in ((Asset, "asset"), (FiatCurrency, "fiat")):
+        known = _REFERENCE[model]
+        if any(getattr(o, f"{name}_id") not in known for o in offers):
+            known.update(model.objects.in_bulk())
+        field = Offer._meta.get_field(name)
+        for offer in offers:
+            field.set_cached_value(offer, known[getattr(offer, f"{name}_id")])
 
 
 def offer_payment_method_codes(*, offer_ids: list[int]) -> dict[int, list[str]]:

@@ -146,13 +146,16 @@ class OfferListApi(ApiView):
             fiat_amount=_decimal_param(request, "amount"),
             maker_username=request.query_params.get("maker") or None,
             viewer=request.user,
-        ).prefetch_related(None)  # the page's payment methods: _payment_method_codes
+        ).prefetch_related(None)  # the page's payment methods: one query below
+        # Assets and fiats from the per-process copy (attach_reference_data), not joined per row.
+        qs = qs.select_related(None).select_related("maker")
         side = request.query_params.get("side")
         self.ordering = (
             ("-effective_price_db", "-id") if side == "buy" else ("effective_price_db", "id")
         )
         min_rate = _decimal_param(request, "min_completion_rate")
         page = self.paginator_page(qs)
+        selectors.attach_reference_data(page["rows"])
         stats = _book_maker_stats(page["rows"])
         rows = page["rows"]
         if min_rate is not None:

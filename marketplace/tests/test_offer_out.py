@@ -9,10 +9,12 @@ import pytest
 from rest_framework.renderers import JSONRenderer
 
 from accounts.tests.factories import complete
+from marketplace import services
 from marketplace.api.serializers import OfferOut
 from marketplace.api.views import _book_maker_stats, _maker_stats
-from marketplace.models import Offer
+from marketplace.models import Asset, Offer
 from marketplace.selectors import (
+    attach_reference_data,
     offer_book,
     offer_get,
     offer_payment_method_codes,
@@ -90,3 +92,22 @@ def test_single_offers_without_the_books_context_match(alice, bob, carol):
             for context in ({}, {"maker_stats": _maker_stats([obj])}):
                 out = OfferOut(context=context)
                 assert out.to_representation(obj) == out.generic_representation(obj)
+
+
+def test_reference_data_comes_from_the_process_copy(alice, django_assert_num_queries):
+    """The book's assets and fiats: read once per process, re-read when an id is new to it."""
+    fund(alice, "BTC", "1")
+    offers = [make_offer(alice)]
+    plain = list(Offer.objects.filter(pk__in=[o.pk for o in offers]))
+    attach_reference_data(plain)  # whatever this process knew before
+    with django_assert_num_queries(0):
+        attach_reference_data(plain)
+        assert (plain[0].asset.code, plain[0].asset.precision) == ("BTC", 8)
+        assert (plain[0].fiat.code, plain[0].fiat.precision) == ("EUR", 2)
+    Asset.objects.create(code="SOL", name="Solana", precision=9)
+    services.price_index_set(asset_code="SOL", fiat_code="EUR", price="150")
+    fund(alice, "SOL", "10")
+    sol = Offer.objects.get(pk=make_offer(alice, asset="SOL", price="151").pk)
+    with django_assert_num_queries(1):  # the new asset's id: the assets re-read
+        attach_reference_data([sol])
+    assert (sol.asset.code, sol.asset.precision) == ("SOL", 9)
