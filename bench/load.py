@@ -644,7 +644,7 @@ def query_counts(token: str, trade_id: int | None) -> dict[str, Any]:
     return out
 
 
-_SQL_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"([a-z_]+)"', re.I)
+_SQL_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?([a-z_]+)"?', re.I)  # ORM or hand-written
 
 
 def _sql_kind(sql: str) -> str:
