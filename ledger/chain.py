@@ -274,7 +274,19 @@ def scan_rows(
             debit_code = codes[debit]
             credit_code = codes[credit]
             m = amount_match(amount)
-            amount_s = m[1] if m is not None else amount_text(amount, precision)
+            if m is not None:
+                amount_s = m[1]
+            else:
+                amount_s = amount_text(amount, precision)
+                if Decimal(amount) != Decimal(amount_s):
+                    # The canonical bytes carry the asset's precision: a change below it
+                    # would hash the same, so finer digits are themselves the tampering.
+                    error = (
+                        seq,
+                        f"seq {seq}: entry was altered (amount {amount} is finer than {asset}'s "
+                        f"{precision} decimals)",
+                    )
+                    break
             if split_timestamp(created) is None:
                 created_s = timestamp_text(created)
                 if created_s is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from decimal import Decimal, InvalidOperation, getcontext, localcontext
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, getcontext, localcontext
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -187,6 +187,9 @@ def sealed_rows(items: list[dict]) -> list[tuple]:
     rows, prev = [], chain.GENESIS_HASH
     for seq, e in enumerate(items, start=1):
         code, precision = ASSETS[e["asset_id"]]
+        # The services store amounts at the asset's precision (finer digits are tampering).
+        quantum = Decimal(1).scaleb(-precision)
+        e = {**e, "amount": max(e["amount"].quantize(quantum, rounding=ROUND_DOWN), quantum)}
         created = e["created_at"].replace(tzinfo=dt.UTC)
         data = chain.entry_bytes(
             entry_from_values(
@@ -255,6 +258,33 @@ def test_scan_rows_recomputes_the_sealers_hashes(items, data):
     bad = chain.scan_rows([*rows[: seq - 1], tuple(row), *rows[seq:]], 1, len(rows), ASSETS, CODES)
     assert bad.error is not None
     assert bad.error[0] == seq, bad.error
+
+
+def test_scan_rows_refuses_digits_below_the_assets_precision():
+    items = [
+        {
+            "id": n,
+            "key": f"k{n}",
+            "kind": "deposit",
+            "flags": "single",
+            "asset_id": 1,
+            "debit": 1,
+            "credit": 2,
+            "amount": Decimal("0.5"),
+            "pending_id": None,
+            "created_at": dt.datetime(2026, 1, 1),
+        }
+        for n in (1, 2, 3)
+    ]
+    rows = sealed_rows(items)
+    assert chain.scan_rows(rows, 1, 3, ASSETS, CODES).error is None
+    finer = list(rows[1])
+    finer[8] = "0.500000000000000001"  # what the sealer would have hashed as 0.50000000
+    bad = chain.scan_rows([rows[0], tuple(finer), rows[2]], 1, 3, ASSETS, CODES)
+    assert bad.error == (
+        2,
+        "seq 2: entry was altered (amount 0.500000000000000001 is finer than BTC's 8 decimals)",
+    )
 
 
 def test_scan_rows_names_the_first_gap():

@@ -79,6 +79,16 @@ def test_altered_amount(sealed_ledger):
     _expect_bad(4)
 
 
+def test_amount_altered_below_the_assets_precision(sealed_ledger):
+    """The canonical bytes render the amount at its asset's precision, so a change below it
+    hashes the same: the verifier refuses the finer digits themselves, at that entry."""
+    victim = sealed_ledger.filter(asset__code="BTC").first()
+    _sql("UPDATE ledger_transfer SET amount = amount + 0.000000004 WHERE id = %s", [victim.pk])
+    _expect_bad(victim.seq)
+    report = verify_ledger()
+    assert "finer than BTC's 8 decimals" in report.errors[0]
+
+
 def test_removed_entry(sealed_ledger):
     victim = sealed_ledger.get(kind="trade_payout")  # nothing references it
     _sql("DELETE FROM ledger_transfer WHERE id = %s", [victim.pk])
