@@ -281,7 +281,10 @@ EVIDENCE_TYPES = {
     "application/pdf",
     "video/mp4",
 }
-SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=100)
+# Settlements claimed per batch (FOR UPDATE SKIP LOCKED): a batch has a fixed cost (~6 ms of
+# Python, ~5 ms of PostgreSQL), and shared accounts are locked only for its last small UPDATE,
+# so bigger batches cost little latency (bench/settlement.py: 1,000 -> 1.13x pgbench, 100 -> 0.81x).
+SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=1000)
 SETTLEMENT_REQUEUE_AFTER = timedelta(seconds=env.int("SETTLEMENT_REQUEUE_SECONDS", default=60))
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=1000)
 LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=1000)
