@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
-from ledger.services.sealing import entry_from_values
+from ledger.services.sealing import entry_from_values, with_stored_tree
 from marketplace.models import Asset
 
 
@@ -128,7 +126,7 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
             fields={"tree_size": ["Use the size of a checkpoint that includes the entry."]},
         )
     size = checkpoint["tree_size"]
-    path = _with_nodes(lambda lookup: merkle.inclusion_path(seq - 1, size, lookup))
+    path = with_stored_tree(lambda lookup: merkle.inclusion_path(seq - 1, size, lookup))
     entry = entry_from_values(
         seq=seq,
         id=tid,
@@ -152,52 +150,6 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
         "path": [p.hex() for p in path],
         "checkpoint": checkpoint,
     }
-
-
-def _with_nodes(compute: Callable[[merkle.SubtreeLookup], Any]) -> Any:
-    """compute(lookup) with the stored subtrees it asks for: a first run learns which (the
-    positions depend only on the sizes), then one query fetches them all."""
-    wanted: list[tuple[int, int]] = []
-
-    def record(level: int, index: int) -> bytes:
-        wanted.append((level, index))
-        return bytes(32)
-
-    compute(record)
-    found = _stored_subtrees(wanted)
-    missing = set(wanted) - found.keys()
-    if missing:
-        raise LookupError(
-            f"Merkle nodes missing for {sorted(missing)[:3]}: is the tree sealed that far?"
-        )
-    return compute(lambda level, index: found[(level, index)])
-
-
-def _stored_subtrees(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored hashes of complete subtrees (level, index) in one query: leaves (level 0) are
-    the entries' leaf_hash, the others MerkleNode rows, found through their unique index."""
-    keys = sorted(set(keys))
-    seqs = [index + 1 for level, index in keys if level == 0]
-    upper = [(level, index) for level, index in keys if level > 0]
-    parts, params = [], []
-    if seqs:
-        marks = ", ".join(["%s"] * len(seqs))
-        parts.append(f"SELECT 0, seq - 1, leaf_hash FROM ledger_transfer WHERE seq IN ({marks})")  # noqa: S608 - placeholders
-        params += seqs
-    if upper:
-        if connection.vendor == "postgresql":  # one statement text whatever the path
-            wanted = "SELECT * FROM unnest(%s::smallint[], %s::bigint[])"
-            params += [[level for level, _ in upper], [index for _, index in upper]]
-        else:
-            wanted = "VALUES " + ", ".join(["(%s, %s)"] * len(upper))
-            params += [x for key in upper for x in key]
-        nodes = 'SELECT level, "index", hash FROM ledger_merklenode WHERE (level, "index") IN '
-        parts.append(f"{nodes}({wanted})")
-    if not parts:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
-        return {(level, index): bytes.fromhex(h) for level, index, h in cursor.fetchall()}
 
 
 def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
@@ -225,7 +177,7 @@ def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
             merkle.consistency_path(first, second, lookup) if first < second else [],
         )
 
-    first_root, second_root, path = _with_nodes(compute)
+    first_root, second_root, path = with_stored_tree(compute)
     return {
         "first": first,
         "second": second,

@@ -119,24 +119,31 @@ def _asset_rows() -> list[tuple[int, str, int]]:
 
 
 def fetch_subtrees(keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Stored hashes of complete subtrees (level, index): leaves from transfers, the rest from
-    MerkleNode; two queries however many keys."""
-    keys = set(keys)
-    leaves = [index + 1 for level, index in keys if level == 0]
-    found: dict[tuple[int, int], bytes] = {}
-    if leaves:
-        for seq, leaf in Transfer.objects.filter(seq__in=leaves).values_list("seq", "leaf_hash"):
-            found[(0, seq - 1)] = bytes.fromhex(leaf)
+    """The stored hashes of complete subtrees (level, index) in one query however many keys:
+    leaves (level 0) are the entries' leaf_hash, the others MerkleNode rows, found through
+    their unique index."""
+    keys = sorted(set(keys))
+    seqs = [index + 1 for level, index in keys if level == 0]
     upper = [(level, index) for level, index in keys if level > 0]
+    parts, params = [], []
+    if seqs:
+        marks = ", ".join(["%s"] * len(seqs))
+        parts.append(f"SELECT 0, seq - 1, leaf_hash FROM ledger_transfer WHERE seq IN ({marks})")  # noqa: S608 - placeholders
+        params += seqs
     if upper:
-        from django.db.models import Q
-
-        query = Q()
-        for level, index in upper:
-            query |= Q(level=level, index=index)
-        for node in MerkleNode.objects.filter(query).values_list("level", "index", "hash"):
-            found[(node[0], node[1])] = bytes.fromhex(node[2])
-    return found
+        if connection.vendor == "postgresql":  # one statement text whatever the path
+            wanted = "SELECT * FROM unnest(%s::smallint[], %s::bigint[])"
+            params += [[level for level, _ in upper], [index for _, index in upper]]
+        else:
+            wanted = "VALUES " + ", ".join(["(%s, %s)"] * len(upper))
+            params += [x for key in upper for x in key]
+        nodes = 'SELECT level, "index", hash FROM ledger_merklenode WHERE (level, "index") IN '
+        parts.append(f"{nodes}({wanted})")
+    if not parts:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        return {(level, index): bytes.fromhex(h) for level, index, h in cursor.fetchall()}
 
 
 def with_stored_tree(compute: Any) -> Any:
