@@ -127,7 +127,7 @@ class DisputeAdmin(admin.ModelAdmin):
         if obj.status == Dispute.Status.DECIDED:
             return "decided"
         return (
-            format_html('<strong style="color:#c12840">PAST SLA</strong>')
+            format_html('<strong style="color:{}">PAST SLA</strong>', "#c12840")
             if obj.is_past_sla
             else "ok"
         )
