@@ -96,6 +96,13 @@ def offer_book(
 _REFERENCE: dict[type, dict[int, Any]] = {Asset: {}, FiatCurrency: {}}
 
 
+def maker_name(offer: Offer) -> str:
+    """The maker's username: annotated by the book's API query (maker_username), which builds no
+    user object per row, else from the maker."""
+    name = getattr(offer, "maker_username", None)
+    return name if name is not None else offer.maker.username
+
+
 def attach_reference_data(offers: list[Offer]) -> None:
     """Give each offer its asset and fiat from the per-process copy of those two tables (re-read
     whenever an id is new to it), instead of joining them and building two more objects for every
@@ -202,9 +209,9 @@ def offer_unmet_requirements(
         )
     if offer.trusted_only and not is_trusted:
         reasons.append(
-            f"{offer.maker.username}'s trusted traders only"
+            f"{maker_name(offer)}'s trusted traders only"
             if short
-            else f"Only traders on {offer.maker.username}'s trusted list may take it."
+            else f"Only traders on {maker_name(offer)}'s trusted list may take it."
         )
     return reasons
 

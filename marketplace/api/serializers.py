@@ -11,6 +11,7 @@ from accounts.selectors import TraderStats
 from common.money import fmt
 from escrow.services import allowed_moves
 from marketplace.models import Offer, Trade
+from marketplace.selectors import maker_name
 from marketplace.services import offer_effective_price
 
 ACTION_FOR_STATE = {
@@ -146,7 +147,7 @@ class OfferOut(serializers.Serializer):
         stats: dict[int, TraderStats] = self.context.get("maker_stats", {})
         found = stats.get(offer.maker_id)
         return {
-            "username": offer.maker.username,
+            "username": maker_name(offer),
             "trades": found.trades if found else 0,
             "completion_rate": found.completion_rate if found else None,
         }

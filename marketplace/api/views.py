@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import F, Prefetch
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
@@ -39,7 +39,7 @@ def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
 def _book_maker_stats(offers: list[Offer]) -> dict[int, Any]:
     """The page's makers' stats, at most TRADER_STATS_CACHE_SECONDS old (the book's help says
     so): one cache round trip instead of counting every maker's trades on every request."""
-    names = {o.maker_id: o.maker.username for o in offers}
+    names = {o.maker_id: selectors.maker_name(o) for o in offers}
     return trader_stats_recent(user_ids=list(names), usernames=names)
 
 
@@ -135,7 +135,11 @@ class OfferListApi(ApiView):
             OpenApiParameter("limit", int),
         ],
         responses={200: paginated(OfferOut), **ERRORS},
-        description="The order book, best price first for the taker: lowest when the maker sells, highest when the maker buys.",
+        description=(
+            "The order book, best price first for the taker: lowest when the maker sells, highest "
+            "when the maker buys. Makers' stats (completed trades, completion rate) may be up to "
+            "a minute old (TRADER_STATS_CACHE_SECONDS)."
+        ),
     )
     def get(self, request: Request) -> Response:
         qs = selectors.offer_book(
@@ -147,8 +151,9 @@ class OfferListApi(ApiView):
             maker_username=request.query_params.get("maker") or None,
             viewer=request.user,
         ).prefetch_related(None)  # the page's payment methods: one query below
-        # Assets and fiats from the per-process copy (attach_reference_data), not joined per row.
-        qs = qs.select_related(None).select_related("maker")
+        # Assets and fiats from the per-process copy (attach_reference_data), not joined per row;
+        # of the maker, only the username (no user object per row).
+        qs = qs.select_related(None).annotate(maker_username=F("maker__username"))
         side = request.query_params.get("side")
         self.ordering = (
             ("-effective_price_db", "-id") if side == "buy" else ("effective_price_db", "id")

@@ -111,3 +111,36 @@ def test_reference_data_comes_from_the_process_copy(alice, django_assert_num_que
     with django_assert_num_queries(1):  # the new asset's id: the assets re-read
         attach_reference_data([sol])
     assert (sol.asset.code, sol.asset.precision) == ("SOL", 9)
+
+
+def test_the_api_book_builds_no_maker_objects_and_no_query_per_offer(alice, bob, carol):
+    """The book annotates the makers' usernames: the trusted-only reasons name the maker without
+    a query per offer, and the page's queries do not grow with its offers."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+
+    def book() -> tuple[int, list[dict]]:
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.get("/api/v1/offers/?side=sell&asset=BTC&fiat=EUR")
+        assert answer.status_code == 200, answer.content
+        return len(queries), answer.json()["results"]
+
+    fund(alice, "BTC", "1")
+    fund(carol, "BTC", "1")
+    make_offer(alice, trusted_only=True, amount="0.1")
+    make_offer(carol, trusted_only=True, amount="0.1")
+    book()  # the makers' stats are now in the cache
+    few, rows = book()
+    for maker in (alice, carol, carol):
+        make_offer(maker, trusted_only=True, amount="0.1")
+    many, rows = book()
+    assert len(rows) == 5
+    assert many == few
+    reasons = {r["maker"]["username"]: r["unmet_requirements"] for r in rows}
+    assert reasons["alice"] == ["Only traders on alice's trusted list may take it."]
+    assert reasons["carol"] == ["Only traders on carol's trusted list may take it."]
