@@ -260,35 +260,9 @@ def test_scan_rows_recomputes_the_sealers_hashes(items, data):
     assert bad.error[0] == seq, bad.error
 
 
-def test_scan_rows_refuses_digits_below_the_assets_precision():
-    items = [
-        {
-            "id": n,
-            "key": f"k{n}",
-            "kind": "deposit",
-            "flags": "single",
-            "asset_id": 1,
-            "debit": 1,
-            "credit": 2,
-            "amount": Decimal("0.5"),
-            "pending_id": None,
-            "created_at": dt.datetime(2026, 1, 1),
-        }
-        for n in (1, 2, 3)
-    ]
-    rows = sealed_rows(items)
-    assert chain.scan_rows(rows, 1, 3, ASSETS, CODES).error is None
-    finer = list(rows[1])
-    finer[8] = "0.500000000000000001"  # what the sealer would have hashed as 0.50000000
-    bad = chain.scan_rows([rows[0], tuple(finer), rows[2]], 1, 3, ASSETS, CODES)
-    assert bad.error == (
-        2,
-        "seq 2: entry was altered (amount 0.500000000000000001 is finer than BTC's 8 decimals)",
-    )
-
-
-def test_scan_rows_names_the_first_gap():
-    items = [
+def _deposits(count: int) -> list[dict]:
+    """count plain BTC deposits of 0.5, a second apart."""
+    return [
         {
             "id": i,
             "key": f"k{i}",
@@ -301,8 +275,24 @@ def test_scan_rows_names_the_first_gap():
             "pending_id": None,
             "created_at": dt.datetime(2026, 1, 1, 0, 0, i),
         }
-        for i in range(1, 6)
+        for i in range(1, count + 1)
     ]
+
+
+def test_scan_rows_refuses_digits_below_the_assets_precision():
+    rows = sealed_rows(_deposits(3))
+    assert chain.scan_rows(rows, 1, 3, ASSETS, CODES).error is None
+    finer = list(rows[1])
+    finer[8] = "0.500000000000000001"  # what the sealer would have hashed as 0.50000000
+    bad = chain.scan_rows([rows[0], tuple(finer), rows[2]], 1, 3, ASSETS, CODES)
+    assert bad.error == (
+        2,
+        "seq 2: entry was altered (amount 0.500000000000000001 is finer than BTC's 8 decimals)",
+    )
+
+
+def test_scan_rows_names_the_first_gap():
+    items = _deposits(5)
     rows = sealed_rows(items)
     assert chain.scan_rows(rows, 1, 5, ASSETS, CODES).error is None
     assert chain.scan_rows(rows[:2] + rows[3:], 1, 5, ASSETS, CODES).error[0] == 3
