@@ -33,7 +33,7 @@ from django.db.models import Count, Max, Min, Q
 
 from ledger import chain, merkle, signing
 from ledger import verify as tasks
-from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
+from ledger.models import Checkpoint, LedgerAccount, MerkleNode, SigningKey, Transfer
 from marketplace.models import Asset
 
 CHUNK = 5000  # rows a fetch through the ORM
@@ -96,7 +96,7 @@ class _Here:
                     rows = tasks.fetched_rows(fetchmany, self.codes, self.progress)
                     heads = [first + n - 1 for n in sizes[0]]
                     scan = chain.scan_rows(rows, first, last, self.assets, self.codes, heads)
-                    yield tasks.summarize(scan, sizes[0])
+                    yield tasks.summarize(scan, sizes[0], _stored_nodes)
                 else:
                     yield tasks.replay_rows(tasks.fetched_rows(fetchmany), first)
 
@@ -139,6 +139,12 @@ ACCOUNT_COLUMNS = (
 
 
 ACCOUNT_SQL = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM ledger_ledgeraccount ORDER BY id"  # noqa: S608
+
+
+def _stored_nodes(top: int, first_leaf: int, end_leaf: int) -> list[tuple[int, int, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(tasks.NODES_SQL, [top, first_leaf, end_leaf])
+        return cursor.fetchall()
 
 
 def _as_text(row: tuple) -> tuple:
@@ -330,24 +336,56 @@ def _chain_tasks(
 
 
 def _check_chain(
-    report: Report, todo: list[Task], checkpoints: list[Checkpoint], results: Iterator[dict]
+    report: Report,
+    todo: list[Task],
+    checkpoints: list[Checkpoint],
+    results: Iterator[dict],
+    chunk: int,
 ) -> None:
     """Combine the scans of consecutive seq ranges, in order; stop at the first failure (and
-    take the rest of the scans from `results` unread)."""
+    take the rest of the scans from `results` unread). Then the stored Merkle nodes above the
+    ranges (those inside a range are each scan's)."""
     scans = (next(results) for _ in todo)
+    roots: list[bytes] = []
     try:
-        complete = _combine_scans(report, scans, checkpoints)
+        complete = _combine_scans(report, scans, checkpoints, roots, chunk)
     finally:
         for _ in scans:
             pass
+    if complete:
+        _check_upper_nodes(report, roots, chunk.bit_length() - 1)
     last = todo[-1][2] if todo else 0
     beyond = [c.tree_size for c in checkpoints if c.tree_size > last]
     if beyond and complete:
         report.fail(f"checkpoint {beyond[0]}: covers entries that are missing", last + 1)
 
 
-def _combine_scans(report: Report, scans: Iterator[dict], checkpoints: list[Checkpoint]) -> bool:
-    """False at the first failure."""
+def _check_upper_nodes(report: Report, roots: list[bytes], bits: int) -> None:
+    """The stored nodes above the complete ranges of 2**bits leaves (whose roots these are),
+    against the tree the roots make."""
+    levels = merkle.subtree_levels(roots)
+    if len(levels) < 2:
+        return
+    stored = [
+        (level, index, digest)
+        for level, index, digest in MerkleNode.objects.filter(level__gt=bits)
+        .order_by("level", "index")
+        .values_list("level", "index", "hash")
+        if index < len(roots) >> (level - bits)
+    ]
+    bad = tasks.node_error(levels, 0, stored, base_level=bits)
+    if bad is not None:
+        report.fail(bad[1], bad[0])
+
+
+def _combine_scans(
+    report: Report,
+    scans: Iterator[dict],
+    checkpoints: list[Checkpoint],
+    roots: list[bytes],
+    chunk: int,
+) -> bool:
+    """False at the first failure. The roots of complete ranges go to `roots`."""
     by_size = {c.tree_size: c for c in checkpoints}
     tree = merkle.StreamingRoot()
     prev_hash = chain.GENESIS_HASH
@@ -372,11 +410,15 @@ def _combine_scans(report: Report, scans: Iterator[dict], checkpoints: list[Chec
                 )
                 return False
         report.entries += scan["count"]
-        if scan["error"]:
-            report.fail(scan["error"][1], bad_seq)
+        found = [e for e in (scan["error"], scan["node_error"]) if e]
+        if found:
+            first_bad = min(found)
+            report.fail(first_bad[1], first_bad[0])
             return False
         for level, node in scan["tail"]:
             tree.extend(level, node)
+        if scan["count"] == chunk:
+            roots.append(scan["tail"][0][1])
         prev_hash = scan["last_hash"]
     return True
 
@@ -459,7 +501,7 @@ def verify_chain(
         planned = _chain_tasks(report, source, chunk)
         if planned is not None:
             todo, checkpoints = planned
-            _check_chain(report, todo, checkpoints, source.results(todo))
+            _check_chain(report, todo, checkpoints, source.results(todo), chunk)
         _note_workers(report, source)
 
 
@@ -494,7 +536,7 @@ def verify_ledger(
         chain_todo, checkpoints = planned if planned is not None else ([], [])
         balance_todo = _balance_tasks(source)
         results = source.results(chain_todo + balance_todo)
-        _check_chain(report, chain_todo, checkpoints, results)
+        _check_chain(report, chain_todo, checkpoints, results, chunk)
         _check_balances(report, balance_todo, source, results)
         _note_workers(report, source)
     return report

@@ -89,6 +89,12 @@ def test_amount_altered_below_the_assets_precision(sealed_ledger):
     assert "finer than BTC's 8 decimals" in report.errors[0]
 
 
+def test_altered_merkle_node(sealed_ledger):
+    assert sealed_ledger.count() >= 6
+    _sql('UPDATE ledger_merklenode SET hash = %s WHERE level = 1 AND "index" = 2', ["ab" * 32])
+    _expect_bad(5)  # the node over seq 5..6
+
+
 def test_removed_entry(sealed_ledger):
     victim = sealed_ledger.get(kind="trade_payout")  # nothing references it
     _sql("DELETE FROM ledger_transfer WHERE id = %s", [victim.pk])

@@ -146,6 +146,40 @@ def test_altered_stored_leaf_hash(ledger_entries, workers):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("workers", WAYS)
+@pytest.mark.parametrize(
+    ("level", "index", "first", "last"),
+    [
+        pytest.param(1, 2, 5, 6, id="inside-a-range"),  # ranges of 2: level 1 is the scan's
+        pytest.param(2, 1, 5, 8, id="above-the-ranges"),  # combined by the command
+    ],
+)
+def test_altered_stored_merkle_node(ledger_entries, workers, level, index, first, last):
+    """Proofs are served from the stored nodes: one altered is named, with the seqs under it."""
+    _sql(
+        'UPDATE ledger_merklenode SET hash = %s WHERE level = %s AND "index" = %s',
+        ["cd" * 32, level, index],
+    )
+    report = _verify(workers)
+    assert report.first_bad_seq == first
+    assert report.errors == [
+        f"seq {first}: stored Merkle node (level {level}, index {index}) over seq "
+        f"{first}..{last} differs from the entries"
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", WAYS)
+def test_missing_stored_merkle_node(ledger_entries, workers):
+    _sql('DELETE FROM ledger_merklenode WHERE level = 1 AND "index" = 0', [])
+    report = _verify(workers)
+    assert report.first_bad_seq == 1
+    assert report.errors == [
+        "seq 1: stored Merkle node (level 1, index 0) over seq 1..2 is missing"
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", WAYS)
 def test_altered_balance_and_open_hold(ledger_entries, workers, alice):
     account = LedgerAccount.objects.get(code=f"user:{alice.pk}:USDT")
     _sql(
