@@ -33,7 +33,7 @@ from django.db.models import Count, Max, Min, Q
 
 from ledger import chain, merkle, signing
 from ledger import verify as tasks
-from ledger.models import Checkpoint, LedgerAccount, MerkleNode, SigningKey, Transfer
+from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
 from marketplace.models import Asset
 
 CHUNK = 5000  # rows a fetch through the ORM
@@ -141,9 +141,9 @@ ACCOUNT_COLUMNS = (
 ACCOUNT_SQL = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM ledger_ledgeraccount ORDER BY id"  # noqa: S608
 
 
-def _stored_nodes(top: int, first_leaf: int, end_leaf: int) -> list[tuple[int, int, str]]:
+def _stored_nodes(level: int, first: int, end: int) -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
-        cursor.execute(tasks.NODES_SQL, [top, first_leaf, end_leaf])
+        cursor.execute(tasks.NODES_SQL, [level, first, end])
         return cursor.fetchall()
 
 
@@ -366,14 +366,7 @@ def _check_upper_nodes(report: Report, roots: list[bytes], bits: int) -> None:
     levels = merkle.subtree_levels(roots)
     if len(levels) < 2:
         return
-    stored = [
-        (level, index, digest)
-        for level, index, digest in MerkleNode.objects.filter(level__gt=bits)
-        .order_by("level", "index")
-        .values_list("level", "index", "hash")
-        if index < len(roots) >> (level - bits)
-    ]
-    bad = tasks.node_error(levels, 0, stored, base_level=bits)
+    bad = tasks.node_error(levels, 0, _stored_nodes, base_level=bits)
     if bad is not None:
         report.fail(bad[1], bad[0])
 

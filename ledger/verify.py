@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -199,14 +199,11 @@ TRANSFER_SQL = """
     FROM ledger_transfer WHERE id BETWEEN %s AND %s ORDER BY id
 """
 CODES_SQL = "SELECT id, code FROM ledger_ledgeraccount WHERE id = ANY(%s)"
-# The stored Merkle nodes of a seq range's complete subtrees, for node_error: levels 1..%s, at
-# each level the positions over leaves %s .. %s - 1 (the range starts aligned to its size).
-NODES_SQL = """
-    SELECT level, "index", hash FROM ledger_merklenode
-    WHERE level BETWEEN 1 AND %s
-      AND "index" >= (CAST(%s AS bigint) >> level) AND "index" < (CAST(%s AS bigint) >> level)
-    ORDER BY level, "index"
-"""
+# The stored Merkle nodes of one level in [first, end) (the unique index's range), for node_error.
+NODES_SQL = (
+    'SELECT "index", hash FROM ledger_merklenode WHERE level = %s AND "index" >= %s '
+    'AND "index" < %s ORDER BY "index"'
+)
 FETCH = 2000  # rows a fetch
 
 
@@ -251,44 +248,49 @@ def fetched_rows(fetchmany: Any, codes: AccountCodes | None = None, progress: An
 def node_error(
     levels: list[list[bytes]],
     first: int,
-    stored: list[tuple[int, int, str]],
+    stored: Callable[[int, int, int], list[tuple[int, str]]],
     base_level: int = 0,
 ) -> tuple[int, str] | None:
-    """The first of the stored Merkle nodes (rows of level, index, hash, in that order) above
-    subtree_levels()' nodes `levels[0]` (complete subtrees of level base_level, the first at
-    index `first`; leaves when base_level is 0) that is missing or is not the hash those give,
-    as (the first seq it covers, why); None when all are. Proofs are served from these nodes:
-    one altered would make a user's proof fail while the entries themselves check out."""
-    expected = [
-        (base_level + up, (first >> up) + i, digest.hex())
-        for up in range(1, len(levels))
-        for i, digest in enumerate(levels[up])
-    ]
-    if [tuple(row) for row in stored] == expected:
-        return None
-    found = {(level, index): digest for level, index, digest in stored}
-    for level, index, digest in sorted(expected, key=lambda e: (e[1] << e[0], -e[0])):
-        if found.get((level, index)) != digest:
-            seq = (index << level) + 1
-            what = "is missing" if (level, index) not in found else "differs from the entries"
-            return (
-                seq,
-                f"seq {seq}: stored Merkle node (level {level}, index {index}) over seq "
-                f"{seq}..{seq + (1 << level) - 1} {what}",
-            )
-    return None
+    """The first stored Merkle node above subtree_levels()' nodes `levels[0]` (complete subtrees
+    of level base_level, the first at index `first`; leaves when base_level is 0) that is missing
+    or is not the hash those give, as (the first seq it covers, why); None when all are.
+    stored(level, first, end) gives the stored (index, hash) of a level, index order; one level
+    at a time, so memory stays one level's. Proofs are served from these nodes: one altered
+    would make a user's proof fail while the entries themselves check out."""
+    bad: tuple[int, str] | None = None
+    for up in range(1, len(levels)):
+        level, start = base_level + up, first >> up
+        want = [digest.hex() for digest in levels[up]]
+        rows = stored(level, start, start + len(want))
+        if [i for i, _ in rows] == list(range(start, start + len(want))) and [
+            h for _, h in rows
+        ] == want:
+            continue
+        found = dict(rows)
+        for offset, digest in enumerate(want):
+            index = start + offset
+            if found.get(index) != digest:
+                seq = (index << level) + 1
+                what = "is missing" if index not in found else "differs from the entries"
+                message = (
+                    f"seq {seq}: stored Merkle node (level {level}, index {index}) over seq "
+                    f"{seq}..{seq + (1 << level) - 1} {what}"
+                )
+                if bad is None or seq < bad[0]:
+                    bad = (seq, message)
+                break
+    return bad
 
 
 def summarize(scan: chain.Scan, sizes: list[int], nodes: Any = None) -> dict[str, Any]:
     """A chunk's Scan for ledger.replay: the Merkle frontier after each of `sizes` entries of the
     chunk (the checkpoints in it) and after all its good entries, instead of the leaves; with
-    nodes(top, first_leaf, end_leaf) -> NODES_SQL's rows, the first bad stored node over them."""
+    nodes(level, first, end) -> NODES_SQL's rows, the first bad stored node over them."""
     levels = merkle.subtree_levels(scan.leaves)
     first_leaf = scan.first_seq - 1
     bad_node = None
     if nodes is not None and len(levels) > 1:
-        stored = nodes(len(levels) - 1, first_leaf, first_leaf + scan.count)
-        bad_node = node_error(levels, first_leaf, stored)
+        bad_node = node_error(levels, first_leaf, nodes)
     return {
         "node_error": bad_node,
         "first_seq": scan.first_seq,
@@ -387,8 +389,8 @@ def scan_worker(stdin: Any, stdout: Any) -> None:
         conn.read_only = True
         codes = AccountCodes(lambda ids: conn.execute(CODES_SQL, [ids]).fetchall())
 
-        def nodes(top: int, first_leaf: int, end_leaf: int) -> list[tuple[int, int, str]]:
-            return conn.execute(NODES_SQL, [top, first_leaf, end_leaf]).fetchall()
+        def nodes(level: int, first: int, end: int) -> list[tuple[int, str]]:
+            return conn.execute(NODES_SQL, [level, first, end]).fetchall()
 
         while (task := pickle.load(stdin)) is not None:  # noqa: S301
             kind, first, last, *sizes = task
