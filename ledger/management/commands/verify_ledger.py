@@ -10,7 +10,11 @@ from ledger.replay import sealed_count, verify_ledger
 
 
 class Command(BaseCommand):
-    help = "Re-compute the hash chain and the balances; exit non-zero naming the first bad seq."
+    help = (
+        "Re-compute the hash chain, the Merkle roots of the checkpoints and the stored Merkle "
+        "nodes, check the signatures and replay the balances; exit non-zero naming the first "
+        "bad seq."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
