@@ -27,14 +27,6 @@ from common.errors import NotFound
 from marketplace.models import Asset, FiatCurrency, Offer, Trade
 
 
-def offers_with_price(qs: QuerySet[Offer] | None = None) -> QuerySet[Offer]:
-    """Offers annotated with `effective_price_db`: the stored effective_price (the fixed price, or
-    the index times (1 + margin/100), kept by the services), so the book sorts and filters by
-    price in the database, through its index."""
-    qs = qs if qs is not None else Offer.objects.all()
-    return qs.annotate(effective_price_db=F("effective_price"))
-
-
 def offer_book(
     *,
     side: str | None = None,
@@ -51,7 +43,7 @@ def offer_book(
     logged-in viewer, are the makers they blocked or who blocked them."""
     # One filter() and one exclude(): the book runs on every request, and each further call
     # clones and re-resolves the whole query.
-    where = Q(is_deleted=False, is_active=True, available__gt=0)
+    where = Q(is_deleted=False, is_active=True, available__gt=0, effective_price__isnull=False)
     if side:
         where &= Q(side=side)
     if asset:
@@ -67,7 +59,9 @@ def offer_book(
             )
         )
     if fiat_amount is not None:
+        # Within the limits, and enough left at this price for the amount asked.
         where &= Q(min_fiat__lte=fiat_amount, max_fiat__gte=fiat_amount)
+        where &= Q(available__gte=fiat_amount / F("effective_price"))
     if maker_username:
         where &= Q(maker__username=maker_username)
     # Makers who may not trade now; for a logged-in viewer, also those blocked either way.
@@ -78,12 +72,7 @@ def offer_book(
     if viewer is not None and getattr(viewer, "is_authenticated", False):
         hidden |= Q(maker_id__in=blocked_user_ids(user=viewer))
     qs = Offer.objects.filter(where).exclude(hidden)
-    priced = Q(effective_price_db__isnull=False)
-    if fiat_amount is not None:
-        # Enough left at this price for the amount asked.
-        priced &= Q(available__gte=fiat_amount / F("effective_price_db"))
-    qs = offers_with_price(qs).filter(priced)
-    order = "effective_price_db" if side != Offer.Side.BUY else "-effective_price_db"
+    order = "effective_price" if side != Offer.Side.BUY else "-effective_price"
     return (
         qs.select_related("asset", "fiat", "maker")
         .prefetch_related("payment_methods")
@@ -139,7 +128,7 @@ def offer_payment_method_codes(*, offer_ids: list[int]) -> dict[int, list[str]]:
 def offer_get(*, offer_id: int, viewer: Any = None) -> Offer:
     """An offer; for a viewer the maker blocked, or who blocked the maker, it doesn't exist."""
     offer = (
-        offers_with_price(Offer.objects.filter(pk=offer_id, is_deleted=False))
+        Offer.objects.filter(pk=offer_id, is_deleted=False)
         .select_related("asset", "fiat", "maker")
         .first()
     )
@@ -250,7 +239,7 @@ def offers_unmet_for_viewer(
 
 def offer_list_for_user(*, user: Any) -> QuerySet[Offer]:
     return (
-        offers_with_price(Offer.objects.filter(maker=user, is_deleted=False))
+        Offer.objects.filter(maker=user, is_deleted=False)
         .select_related("asset", "fiat")
         .prefetch_related("payment_methods")
     )

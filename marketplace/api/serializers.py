@@ -12,7 +12,6 @@ from common.money import fmt
 from escrow.services import allowed_moves
 from marketplace.models import Offer, Trade
 from marketplace.selectors import maker_name
-from marketplace.services import offer_effective_price
 
 ACTION_FOR_STATE = {
     Trade.State.PAID: "mark-paid",
@@ -127,9 +126,7 @@ class OfferOut(serializers.Serializer):
 
     @extend_schema_field({"type": "string", "nullable": True, "example": "86275.00"})
     def get_effective_price(self, offer: Offer) -> str | None:
-        price = getattr(offer, "effective_price_db", None)
-        if price is None:
-            price = offer_effective_price(offer)
+        price = offer.effective_price  # kept by the services
         return None if price is None else fmt(price, offer.fiat.precision)
 
     def get_payment_methods(self, offer: Offer) -> list[str]:

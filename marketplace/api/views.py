@@ -155,9 +155,7 @@ class OfferListApi(ApiView):
         # of the maker, only the username (no user object per row).
         qs = qs.select_related(None).annotate(maker_username=F("maker__username"))
         side = request.query_params.get("side")
-        self.ordering = (
-            ("-effective_price_db", "-id") if side == "buy" else ("effective_price_db", "id")
-        )
+        self.ordering = ("-effective_price", "-id") if side == "buy" else ("effective_price", "id")
         min_rate = _decimal_param(request, "min_completion_rate")
         page = self.paginator_page(qs)
         selectors.attach_reference_data(page["rows"])

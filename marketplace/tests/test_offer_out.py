@@ -84,7 +84,7 @@ def test_book_rows_match_drfs_generic_walk(alice, bob, carol):
 
 
 def test_single_offers_without_the_books_context_match(alice, bob, carol):
-    """The detail, create and update answers: a plain Offer (no effective_price_db annotation)
+    """The detail, create and update answers: a plain Offer
     or offer_get's annotated one, with or without maker stats."""
     made = _offers(alice, bob, carol)
     for offer in made:
