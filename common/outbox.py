@@ -6,7 +6,6 @@ sweeper re-queues whatever was never published. So a request must not wait on th
 hanging Redis (connects succeed, replies never come) would otherwise hold every release for the
 broker's timeouts. Each process hands its messages to one daemon thread through a bounded queue;
 when the queue is full the message is dropped with a warning (the sweeper has it).
-In-process task execution (no broker: `make run` without REDIS_URL) publishes inline.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import os
 import queue
 import threading
 from typing import Any
-
-from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +27,6 @@ _owner_pid: int | None = None
 
 def publish_after_commit(task: Any, *args: Any) -> None:
     """Queue `task(*args)` on the broker without waiting for it; never raises."""
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        _publish(task, args)
-        return
     try:
         _publisher().put_nowait((task, args))
     except queue.Full:

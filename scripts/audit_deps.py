@@ -7,10 +7,11 @@ flags) and, from PyPI's own OSV feed, the known vulnerabilities of its *latest* 
 
 - a pin that is the project's latest release: fail on any vulnerability PyPI lists for it (the
   same data pip-audit's PyPI service reads for that version);
-- a pin behind the latest (an LTS series such as Django 5.2 on Python 3.11): PyPI tells nothing
-  about that version, so it must be the newest release of its own series (major.minor; security
-  fixes ship as patch releases there), else fail; it is listed as "not checkable here";
-- a yanked pin fails.
+- a yanked pin fails;
+- a newer release (in the pin's own series or a later one) is news, not a failure: it is reported
+  so that someone upgrades on purpose, but a checkout that passed once keeps passing until its own
+  files change. A pin behind the latest is listed as "not checkable here": PyPI tells nothing
+  about that version's vulnerabilities.
 
 Exit status: 0 clean, 1 a finding, 2 the registry could not be read and --require-network was
 given (without it, packages the registry could not be read for are named as not audited, and the
@@ -42,6 +43,7 @@ DEFAULT_INDEX = "https://pypi.org/pypi"
 class Report:
     findings: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+    news: list[str] = field(default_factory=list)
     checked: int = 0
 
 
@@ -112,15 +114,17 @@ def audit_one(name: str, pinned: str, project: dict[str, Any], report: Report) -
     except InvalidVersion:
         newer = []
     if newer:
-        report.findings.append(
+        # News, never a failure: the date must not break a build whose files did not change.
+        report.news.append(
             f"{name}=={pinned}: {newer[-1]} is out in the same series (patch releases carry the "
-            f"security fixes); PyPI lists vulnerabilities only for the latest, {latest}"
+            f"security fixes; upgrade on purpose)"
         )
-    else:
-        report.unchecked.append(
-            f"{name}=={pinned} (newest of its series; the latest is {latest}, and PyPI lists "
-            "known vulnerabilities only for the latest)"
-        )
+    elif latest != pinned:
+        report.news.append(f"{name}=={pinned}: {latest} is the latest release")
+    report.unchecked.append(
+        f"{name}=={pinned} (the latest is {latest}, and PyPI lists known vulnerabilities only "
+        "for the latest)"
+    )
 
 
 def _version(text: str) -> Version | None:
@@ -159,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"audit_deps: {len(locked)} locked packages; {report.checked} checked against PyPI's "
         f"known vulnerabilities, {len(report.unchecked)} not checkable here, "
-        f"{len(report.findings)} findings"
+        f"{len(report.findings)} findings, {len(report.news)} newer releases (news only)"
     )
+    for line in report.news:
+        print(f"  news: {line}")
     for line in report.unchecked:
         print(f"  not checkable here: {line}")
     for line in report.findings:

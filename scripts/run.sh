@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Local dev server (called by `make run`): migrate, seed demo data, and, when
-# DATABASE_URL and REDIS_URL are both set, Celery worker + beat alongside.
+# `make run`: the real shape on this machine. PostgreSQL and Redis (installed from the system's
+# packages where missing; data kept in .data/ of the clone, so a restart keeps users, trades and
+# the ledger), then migrations, the demo data (once), a Celery worker, Celery beat and the web
+# server on http://127.0.0.1:8000. With DATABASE_URL and/or REDIS_URL set, those are used instead
+# of starting ours. Ctrl-C stops everything this started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
 
+if [ "${1:-}" != --inside ]; then
+  export SERVICES="postgres redis" KEEP_URLS=1 SERVICES_DIR=${SERVICES_DIR:-$PWD/.data}
+  exec scripts/with-services.sh "$0" --inside
+fi
+
+PY=.venv/bin/python
+export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
 
@@ -13,14 +22,20 @@ pids=()
 trap '[ ${#pids[@]} -eq 0 ] || { kill "${pids[@]}" 2>/dev/null; wait; }' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-if [ -n "${DATABASE_URL:-}" ] && [ -n "${REDIS_URL:-}" ]; then
-  .venv/bin/celery -A config worker -l info & pids+=($!)
-  # Keep beat's schedule state file out of the work tree.
-  .venv/bin/celery -A config beat -l info \
-    --schedule "${TMPDIR:-/tmp}/marketplace-celerybeat-schedule" & pids+=($!)
-else
-  # No broker: tasks run in-process, and this loop stands in for beat (expiry, sealing, sweeps).
-  $PY manage.py run_periodic & pids+=($!)
-fi
+.venv/bin/celery -A config worker -l info --concurrency 2 & pids+=($!)
+# Beat's schedule state lives with the rest of the local data, out of the work tree's way.
+.venv/bin/celery -A config beat -l info \
+  --schedule "${TEST_SERVICES_DIR:-${TMPDIR:-/tmp}}/celerybeat-schedule" & pids+=($!)
+$PY manage.py runserver 127.0.0.1:8000 --noreload & pids+=($!)
 
-$PY manage.py runserver 127.0.0.1:8000
+cat <<MSG
+
+  The marketplace runs on http://127.0.0.1:8000  (admin: http://127.0.0.1:8000/admin/)
+  Demo logins (password demo-pass-123): alice and bob (traders), mod (moderator), admin (superuser)
+  Data: ${TEST_SERVICES_DIR:-elsewhere} (PostgreSQL, kept across restarts; make reset-data wipes it)
+  Database: ${DATABASE_URL}    Broker: ${REDIS_URL}
+  Ctrl-C stops the web server, the Celery worker and beat, PostgreSQL and Redis.
+
+MSG
+# Whichever process ends first (or Ctrl-C) stops the lot.
+wait -n "${pids[@]}"

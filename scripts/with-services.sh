@@ -2,14 +2,22 @@
 # shellcheck disable=SC2015,SC2317  # A && B || C is intended; cleanup runs via trap
 # Usage: scripts/with-services.sh CMD [ARGS...]
 #
-# Runs CMD with a throwaway PostgreSQL 15 and Redis on free 127.0.0.1 ports,
-# stops both afterwards (even if CMD fails) and exits with CMD's exit code.
-# Installs PostgreSQL, Redis and Chromium (for the browser tests) from the
-# system's packages where missing; Playwright never downloads a browser
+# Runs CMD with a PostgreSQL 15 and a Redis on free 127.0.0.1 ports, stops both
+# afterwards (even if CMD fails) and exits with CMD's exit code. Installs
+# PostgreSQL, Redis and Chromium (for the browser tests) from the system's
+# packages where missing; Playwright never downloads a browser
 # (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1).
 # Exports DATABASE_URL, REDIS_URL, PGPORT_TEST, REDIS_PORT_TEST, PG_BIN and
-# TEST_SERVICES_DIR (layout: pgdata/ = data dir, pg.log, redis.pid, redis.log;
-# when run as root the server runs as the `postgres` user).
+# TEST_SERVICES_DIR (layout: pgdata/ = data dir, pg.log, redis.pid, redis.log,
+# services.env = the two URLs; when run as root the server runs as the
+# `postgres` user).
+#
+# Environment knobs:
+#   SERVICES_DIR=path  keep the data there and reuse it next time (`make run`);
+#                      unset = a throwaway folder, deleted afterwards (`make test`).
+#   SERVICES="postgres redis chromium"  what to install and start (the default).
+#   KEEP_URLS=1        a DATABASE_URL / REDIS_URL already set is used as it is,
+#                      and that service is not started (`make run` against yours).
 # Deliberately no `set -e`: every step checks its own result.
 set -u
 
@@ -24,10 +32,16 @@ else SUDO=$(command -v sudo || true); AS_PG=(); fi
 # The system packages the tests need, where missing: PostgreSQL, Redis, and the
 # Chromium the browser tests drive (Playwright never downloads a browser).
 CHROMIUM=/usr/bin/chromium
+SERVICES=${SERVICES:-postgres redis chromium}
+want() { case " $SERVICES " in *" $1 "*) return 0;; *) return 1;; esac; }
+if [ "${KEEP_URLS:-}" = 1 ]; then
+  [ -n "${DATABASE_URL:-}" ] && SERVICES=${SERVICES//postgres/}
+  [ -n "${REDIS_URL:-}" ] && SERVICES=${SERVICES//redis/}
+fi
 MISSING=()
-[ -x "$PG_BIN/initdb" ] || MISSING+=(postgresql)
-command -v redis-server >/dev/null || MISSING+=(redis-server)
-[ -x "$CHROMIUM" ] || MISSING+=(chromium)
+want postgres && { [ -x "$PG_BIN/initdb" ] || MISSING+=(postgresql); }
+want redis && { command -v redis-server >/dev/null || MISSING+=(redis-server); }
+want chromium && { [ -x "$CHROMIUM" ] || MISSING+=(chromium); }
 if [ "${#MISSING[@]}" -gt 0 ]; then
   # Debian's postgresql package may create/start a "main" cluster on 5432; we
   # never use it and leave it alone.
@@ -45,39 +59,58 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))'
 }
 
-DIR=$(mktemp -d) || die "mktemp failed"
+if [ -n "${SERVICES_DIR:-}" ]; then
+  # Kept: the data survives a stop (make run); a crash can't corrupt it, so fsync stays on.
+  mkdir -p "$SERVICES_DIR" || die "cannot create $SERVICES_DIR"
+  DIR=$(cd "$SERVICES_DIR" && pwd) KEEP=1 DURABILITY=''
+  if [ "${#AS_PG[@]}" -gt 0 ] && want postgres \
+      && ! "${AS_PG[@]}" test -x "$DIR" 2>/dev/null; then
+    die "the postgres user cannot reach $DIR: give its parent folders o+x, or set SERVICES_DIR"
+  fi
+else
+  DIR=$(mktemp -d) || die "mktemp failed"
+  KEEP='' DURABILITY='-c fsync=off -c synchronous_commit=off -c full_page_writes=off'
+fi
 [ "${#AS_PG[@]}" -gt 0 ] && chown postgres: "$DIR"
 chmod 755 "$DIR"
 PGDATA_DIR=$DIR/pgdata
 pg() { (cd "$DIR" && "${AS_PG[@]}" "$PG_BIN/$1" "${@:2}"); }  # cwd: postgres may not read ours
 
-REDISPORT='' REDIS_STARTED=''
+PGPORT='' REDISPORT='' REDIS_STARTED='' PG_STARTED=''
 cleanup() {
-  [ -f "$PGDATA_DIR/postmaster.pid" ] && pg pg_ctl stop -D "$PGDATA_DIR" -m immediate -w >/dev/null 2>&1
+  if [ -n "$PG_STARTED" ] && [ -f "$PGDATA_DIR/postmaster.pid" ]; then
+    # A kept database shuts down cleanly; a throwaway one needs no checkpoint.
+    pg pg_ctl stop -D "$PGDATA_DIR" -m "$([ -n "$KEEP" ] && echo fast || echo immediate)" -w \
+      >/dev/null 2>&1
+  fi
   if [ -n "$REDIS_STARTED" ]; then
     redis-cli -p "$REDISPORT" shutdown nosave >/dev/null 2>&1 \
       || { [ -s "$DIR/redis.pid" ] && kill "$(cat "$DIR/redis.pid")" 2>/dev/null; }
   fi
-  rm -rf "$DIR"
+  if [ -n "$KEEP" ]; then rm -f "$DIR/services.env"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pg initdb -D "$PGDATA_DIR" -A trust -U postgres --no-sync -E UTF8 >"$DIR/initdb.log" 2>&1 \
-  || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
+if want postgres; then
+if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+  pg initdb -D "$PGDATA_DIR" -A trust -U postgres --no-sync -E UTF8 >"$DIR/initdb.log" 2>&1 \
+    || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
+fi
 
 # A port picked by free_ports can still be taken by someone else before we
 # bind it (e.g. a parallel run), so retry with fresh ports a few times.
 for attempt in 1 2 3; do
   read -r PGPORT REDISPORT < <(free_ports) || die "could not pick ports"
   if pg pg_ctl start -w -t 60 -D "$PGDATA_DIR" -l "$DIR/pg.log" -o "-p $PGPORT \
-      -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR \
-      -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-      -c max_connections=300" >/dev/null 2>&1; then break; fi
+      -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR $DURABILITY \
+      -c max_connections=300" >/dev/null 2>&1; then PG_STARTED=1; break; fi
   PGPORT=''
   [ "$attempt" = 3 ] && { cat "$DIR/pg.log" >&2; die "postgres failed to start"; }
 done
+fi
+[ -n "$REDISPORT" ] || read -r _ REDISPORT < <(free_ports) || die "could not pick ports"
 
 # Redis writes its pidfile only once it has bound the port, so "pidfile
 # present and matching the process_id that answers on the port" means the
@@ -86,6 +119,7 @@ redis_up() {
   [ -s "$DIR/redis.pid" ] && redis-cli -p "$REDISPORT" info server 2>/dev/null \
     | grep -q "^process_id:$(cat "$DIR/redis.pid")"
 }
+if want redis; then
 for attempt in 1 2 3; do
   rm -f "$DIR/redis.pid"
   redis-server --port "$REDISPORT" --bind 127.0.0.1 --save '' --appendonly no \
@@ -96,13 +130,20 @@ for attempt in 1 2 3; do
   read -r _ REDISPORT < <(free_ports)
 done
 REDIS_STARTED=1
-
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres marketplace \
-  || die "createdb marketplace failed"
-
-export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/marketplace"
 export REDIS_URL="redis://127.0.0.1:$REDISPORT/0"
+fi
+
+if [ -n "$PG_STARTED" ]; then
+  if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'marketplace'" | grep -q 1; then
+    "$PG_BIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres marketplace \
+      || die "createdb marketplace failed"
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/marketplace"
+fi
 export PGPORT_TEST=$PGPORT REDIS_PORT_TEST=$REDISPORT PG_BIN TEST_SERVICES_DIR=$DIR
+# For other shells while this runs (config/settings/local.py reads it: manage.py verify_ledger).
+printf 'DATABASE_URL=%s\nREDIS_URL=%s\n' "${DATABASE_URL:-}" "${REDIS_URL:-}" >"$DIR/services.env"
 
 "$@"
 exit $?  # the EXIT trap runs cleanup and keeps this status

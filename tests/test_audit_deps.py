@@ -1,6 +1,6 @@
 """scripts/audit_deps.py's rules, against a local registry that answers PyPI's project JSON (the
 real registry is audited by `make lint`): a vulnerable latest release, a pin left behind in its
-series, a yanked pin, withdrawn advisories, `-r` includes, and an unreachable registry."""
+series (news, not a failure), a yanked pin, withdrawn advisories, `-r` includes, and an unreachable registry."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_clean_pins_pass(tmp_path, registry, capsys):
     assert _run(tmp_path, registry, "withdrawn==3.0.0", "lts==5.2.19  # LTS") == 0
     out = capsys.readouterr().out
     assert "3 locked packages; 2 checked" in out
-    assert "not checkable here: lts==5.2.19 (newest of its series; the latest is 6.1.3" in out
+    assert "not checkable here: lts==5.2.19 (the latest is 6.1.3" in out
+    assert "news: lts==5.2.19: 6.1.3 is the latest release" in out
 
 
 def test_a_known_vulnerability_fails_naming_it(tmp_path, registry, capsys):
@@ -83,9 +84,16 @@ def test_a_known_vulnerability_fails_naming_it(tmp_path, registry, capsys):
     assert "fixed in 2.0.1" in err
 
 
-def test_a_pin_behind_its_series_fails(tmp_path, registry, capsys):
-    assert _run(tmp_path, registry, "lts==5.2.18") == 1
-    assert "lts==5.2.18: 5.2.19 is out in the same series" in capsys.readouterr().err
+def test_a_newer_patch_release_is_news_not_a_failure(tmp_path, registry, capsys):
+    # given a pin behind the newest patch release of its series (a registry published one)
+    # when the audit runs
+    status = _run(tmp_path, registry, "lts==5.2.18")
+    # then it passes and says so
+    out = capsys.readouterr()
+    assert status == 0
+    assert "news: lts==5.2.18: 5.2.19 is out in the same series" in out.out
+    assert "1 newer releases (news only)" in out.out
+    assert "FINDING" not in out.err
 
 
 def test_a_yanked_or_unknown_pin_fails(tmp_path, registry, capsys):

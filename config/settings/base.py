@@ -5,6 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -23,15 +24,14 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 # DATABASES
-# Without DATABASE_URL: SQLite, for `make run` only. Concurrency tests need PostgreSQL.
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
+# PostgreSQL, always (`make run` and `make test` start one): 18-decimal money held and added
+# exactly, and row locks that serialize concurrent writers. No other engine is supported.
+DATABASES = {"default": env.db("DATABASE_URL")}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL database (postgres://...)")
 # Money services open their own durable transactions; a request-wide one would nest them.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 
 # APPS
 INSTALLED_APPS = [
@@ -159,26 +159,22 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # CACHES
-REDIS_URL = env("REDIS_URL", default="")
-if REDIS_URL:
-    # Short timeouts: a stalled Redis must not stall requests (rate limits then fail open).
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        }
+# One Redis for the cache (rate limits, the book's stats) and the Celery broker.
+REDIS_URL = env("REDIS_URL")
+# Short timeouts: a stalled Redis must not stall requests (rate limits then fail open).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+}
 
 # CELERY
-# Without REDIS_URL tasks run in-process (make run only). Settlement tolerates redelivery:
+# Always a real worker and beat (`make run` starts both). Settlement tolerates redelivery:
 # late acks and requeue on a lost worker, with idempotency in PostgreSQL.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
-CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -1,7 +1,17 @@
-"""`make run`: SQLite and in-process tasks unless DATABASE_URL / REDIS_URL are set."""
+"""`make run` and manage.py on a developer's machine: PostgreSQL and Redis from the environment,
+else the ones a running `make run` started (it writes their URLs to .data/services.env)."""
 
-from .base import *  # noqa: F403
-from .base import BASE_DIR, LEDGER_SIGNING_KEY, env
+from pathlib import Path
+
+import environ
+
+environ.Env.read_env(
+    str(Path(__file__).resolve().parent.parent.parent / ".data" / "services.env"),
+    overwrite=False,
+)
+
+from .base import *  # noqa: E402, F403
+from .base import BASE_DIR, LEDGER_SIGNING_KEY, env  # noqa: E402
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="local-dev-only-not-secret")

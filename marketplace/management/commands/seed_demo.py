@@ -38,15 +38,15 @@ OFFERS: list[dict[str, Any]] = [
         "maker": "alice",
         "side": "sell",
         "asset": "ETH",
-        "fiat": "GBP",
+        "fiat": "EUR",
         "price_type": "fixed",
         "price": "2600",
         "amount": "5",
         "min_fiat": "100",
         "max_fiat": "5000",
-        "payment_methods": ["faster-payments", "wise"],
+        "payment_methods": ["sepa", "wise"],
         "payment_window_minutes": 15,
-        "terms": "Faster Payments only; reference: the trade number.",
+        "terms": "SEPA or Wise; reference: the trade number.",
     },
     {
         "maker": "alice",
@@ -176,7 +176,7 @@ class Command(BaseCommand):
         services.trade_message_send(
             trade_id=trade.pk,
             actor=buyer,
-            text="Sent 260 GBP by Faster Payments, reference T" + str(trade.pk),
+            text="Sent 260 EUR by SEPA, reference T" + str(trade.pk),
         )
         trade_mark_paid(trade_id=trade.pk, actor=buyer)
         services.trade_message_send(
@@ -188,7 +188,7 @@ class Command(BaseCommand):
             trade_id=trade.pk,
             actor=buyer,
             category="paid_not_released",
-            text="I paid 260 GBP half an hour ago; the seller says nothing arrived.",
+            text="I paid 260 EUR half an hour ago; the seller says nothing arrived.",
         )
         evidence_submit(
             dispute_id=dispute.pk,
