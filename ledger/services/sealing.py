@@ -19,6 +19,14 @@ from ledger.models import Checkpoint, MerkleNode, SigningKey, Transfer
 SEQUENCER_LOCK = 0x4C4544474552
 
 
+def _sequencer_lock() -> None:
+    """Only one sequencer: a second one waits here until the first one's transaction ends, then
+    sees its work. Held by sealing and by signing checkpoints alike."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+
+
 def transfer_entry(transfer: Transfer, *, seq: int) -> dict[str, Any]:
     """The fields of a transfer that the chain hashes (see ledger.chain for the encoding)."""
     return entry_from_values(
@@ -185,10 +193,7 @@ def ledger_seal_pending(*, batch_size: int | None = None) -> int:
     sealed = 0
     while True:
         with transaction.atomic(durable=True):
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    # Only one sequencer: a second one waits here, then sees the first one's work.
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+            _sequencer_lock()
             head = (
                 Transfer.objects.filter(seq__isnull=False)
                 .order_by("-seq")
@@ -286,13 +291,17 @@ def checkpoint_create() -> Checkpoint | None:
     """On demand: seal what is committed, then sign a tree head over everything sealed."""
     ledger_seal_pending()
     with transaction.atomic(durable=True):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
-        size = (
-            Transfer.objects.filter(seq__isnull=False)
-            .order_by("-seq")
-            .values_list("seq", flat=True)
-            .first()
-        )
+        _sequencer_lock()
+        size = _sealed_size()
         return _checkpoint(size) if size else None
+
+
+def _sealed_size() -> int:
+    """How many entries are sealed: the newest seq (seqs have no gaps)."""
+    return (
+        Transfer.objects.filter(seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+        or 0
+    )
