@@ -11,7 +11,11 @@ from ledger.models import Withdrawal
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)
 def seal_pending() -> int:
-    return services.ledger_seal_pending()
+    """The sequencer's beat: seal what is committed, and sign a checkpoint once the oldest
+    entry no checkpoint holds has waited (LEDGER_CHECKPOINT_INTERVAL)."""
+    sealed = services.ledger_seal_pending()
+    services.ledger_checkpoint_due()
+    return sealed
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)

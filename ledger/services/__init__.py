@@ -11,6 +11,7 @@ from ledger.services.funds import (
 )
 from ledger.services.sealing import (
     checkpoint_create,
+    ledger_checkpoint_due,
     ledger_seal_pending,
     transfer_entry,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "checkpoint_create",
     "deposit_confirm",
     "deposit_credit",
+    "ledger_checkpoint_due",
     "ledger_seal_pending",
     "transfer_entry",
     "transfer_post",

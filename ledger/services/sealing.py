@@ -305,3 +305,42 @@ def _sealed_size() -> int:
         .first()
         or 0
     )
+
+
+# --- checkpoints on a clock -------------------------------------------------------------------
+
+
+def seal_period() -> float:
+    """Seconds between two runs of the sequencer task: its beat schedule's ("ledger-seal", which
+    `run_periodic` follows too); 0 if it has none that is a plain interval."""
+    schedule = settings.CELERY_BEAT_SCHEDULE.get("ledger-seal", {}).get("schedule")
+    if isinstance(schedule, dt.timedelta):
+        return schedule.total_seconds()
+    return float(schedule) if isinstance(schedule, int | float) else 0.0
+
+
+def ledger_checkpoint_due() -> Checkpoint | None:
+    """Sign a checkpoint over everything sealed once the oldest entry no checkpoint holds has
+    waited LEDGER_CHECKPOINT_INTERVAL less one sequencer period; none while nothing is new."""
+    interval = settings.LEDGER_CHECKPOINT_INTERVAL
+    if not interval:
+        return None
+    # One period early: the task runs every `period` seconds, so some run falls between
+    # sealed_at + interval - period and sealed_at + interval, and that run signs. Waiting for the
+    # full interval instead could overshoot it by up to a period.
+    wait = dt.timedelta(seconds=max(interval - seal_period(), 0))
+    with transaction.atomic(durable=True):
+        _sequencer_lock()
+        covered = (
+            Checkpoint.objects.order_by("-tree_size").values_list("tree_size", flat=True).first()
+            or 0
+        )
+        # Seqs have no gaps, so the oldest entry no checkpoint holds is the next one.
+        oldest = (
+            Transfer.objects.filter(seq=covered + 1).values_list("sealed_at", flat=True).first()
+        )
+        if oldest is None:
+            return None  # nothing sealed since the last checkpoint: no second one of that size
+        if oldest > timezone.now() - wait:
+            return None
+        return _checkpoint(_sealed_size())
