@@ -13,6 +13,7 @@ from ledger.services.sealing import (
     checkpoint_create,
     ledger_checkpoint_due,
     ledger_seal_pending,
+    signing_key_publish,
     transfer_entry,
 )
 from ledger.services.transfers import (
@@ -42,6 +43,7 @@ __all__ = [
     "deposit_credit",
     "ledger_checkpoint_due",
     "ledger_seal_pending",
+    "signing_key_publish",
     "transfer_entry",
     "transfer_post",
     "transfer_post_pending",

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 
 from common.money import fmt
 from ledger import chain, merkle, signing
 from ledger.models import Checkpoint, MerkleNode, SigningKey, Transfer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 # pg_advisory_xact_lock key of the one sequencer ("LEDGER" in ASCII).
 SEQUENCER_LOCK = 0x4C4544474552
@@ -272,9 +276,7 @@ def _checkpoint(tree_size: int) -> Checkpoint:
     if existing:
         return existing
     key_id, key = signing.current_key()
-    SigningKey.objects.get_or_create(
-        key_id=key_id, defaults={"public_key": signing.raw_public(key).hex()}
-    )
+    _key_publish(key_id, key.public_key())
     checkpoint = Checkpoint(
         tree_size=tree_size,
         root_hash=tree_root(tree_size).hex(),
@@ -344,3 +346,26 @@ def ledger_checkpoint_due() -> Checkpoint | None:
         if oldest > timezone.now() - wait:
             return None
         return _checkpoint(_sealed_size())
+
+
+# --- the public key ---------------------------------------------------------------------------
+
+
+def signing_key_publish(*, using: str = DEFAULT_DB_ALIAS) -> SigningKey | None:
+    """List the current checkpoint key from the start, before it has signed anything, so a fresh
+    site already serves it; quietly nothing when no key is configured (LEDGER_SIGNING_KEY)."""
+    try:
+        key_id, key = signing.current_key()
+    except ImproperlyConfigured:
+        return None
+    return _key_publish(key_id, key.public_key(), using=using)
+
+
+def _key_publish(
+    key_id: str, public_key: Ed25519PublicKey, *, using: str = DEFAULT_DB_ALIAS
+) -> SigningKey:
+    # get_or_create: two processes publishing at once meet at key_id's unique index.
+    row, _ = SigningKey.objects.db_manager(using).get_or_create(
+        key_id=key_id, defaults={"public_key": signing.raw_public(public_key).hex()}
+    )
+    return row
