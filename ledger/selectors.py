@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
@@ -71,6 +76,85 @@ def transfer_list_for_user(*, user: Any) -> QuerySet[Transfer]:
 # --- proofs -----------------------------------------------------------------------------------
 
 
+class ProofState(StrEnum):
+    UNSEALED = "unsealed"  # committed; the sequencer has not given it a seq yet
+    WAITING = "waiting"  # sealed; no signed checkpoint holds it yet
+    READY = "ready"  # a signed checkpoint holds it: its inclusion proof can be served
+
+
+@dataclass(frozen=True)
+class ProofStatus:
+    state: ProofState
+    transfer_id: int
+    seq: int | None
+    sealed_at: dt.datetime | None
+    # Seconds from sealing to a signed checkpoint at most (0: checkpoints by count only).
+    interval: int
+    # WAITING: when a checkpoint holds it at the latest (None: checkpoints by count only), and
+    # the whole seconds left until then (0: any moment now).
+    ready_by: dt.datetime | None = None
+    seconds_left: int | None = None
+
+
+def checkpoint_ready_by(sealed_at: dt.datetime) -> dt.datetime | None:
+    """When an entry sealed at `sealed_at` is in a signed checkpoint at the latest: the
+    sequencer's clock (services.ledger_checkpoint_due) signs within LEDGER_CHECKPOINT_INTERVAL
+    of sealing, while it runs; None when that clock is off."""
+    interval = settings.LEDGER_CHECKPOINT_INTERVAL
+    return sealed_at + dt.timedelta(seconds=interval) if interval else None
+
+
+def _seconds_until(moment: dt.datetime) -> int:
+    return max(0, math.ceil((moment - timezone.now()).total_seconds()))
+
+
+def _ready_text(sealed_at: dt.datetime) -> str:
+    ready_by = checkpoint_ready_by(sealed_at)
+    if ready_by is None:
+        return "retry shortly"
+    when = ready_by.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    left = _seconds_until(ready_by)
+    if not left:
+        return f"one was due by {when}; retry shortly"
+    return f"one is signed by {when} (in about {left} s); retry then"
+
+
+def proof_status_for_entry(
+    *, user: Any, seq: int | None = None, transfer_id: int | None = None
+) -> ProofStatus:
+    """Where one of the user's entries (by seq, or by transfer id before it has one) stands on
+    its way to an inclusion proof: not sealed, sealed and waiting for a checkpoint (until when),
+    or ready. Staff: any entry."""
+    if (seq is None) == (transfer_id is None):
+        raise TypeError("proof_status_for_entry: give seq or transfer_id")
+    field, value = ("seq", seq) if seq is not None else ("transfer_id", transfer_id)
+    row = (
+        Transfer.objects.filter(**{"seq" if seq is not None else "pk": value})
+        .values_list("pk", "seq", "sealed_at", "debit_account__user_id", "credit_account__user_id")
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"{field}: no entry {value}.", fields={field: ["No such entry."]})
+    pk, seq, sealed_at, debit_user, credit_user = row
+    interval = settings.LEDGER_CHECKPOINT_INTERVAL
+    if user.pk not in (debit_user, credit_user) and not user.is_staff:
+        raise NotFound(
+            f"{field}: no entry {value} of yours.", fields={field: ["Not one of your entries."]}
+        )
+    known = {"transfer_id": pk, "seq": seq, "sealed_at": sealed_at, "interval": interval}
+    if seq is None:
+        return ProofStatus(ProofState.UNSEALED, **known)
+    if Checkpoint.objects.filter(tree_size__gte=seq).exists():
+        return ProofStatus(ProofState.READY, **known)
+    ready_by = checkpoint_ready_by(sealed_at)
+    return ProofStatus(
+        ProofState.WAITING,
+        **known,
+        ready_by=ready_by,
+        seconds_left=_seconds_until(ready_by) if ready_by else None,
+    )
+
+
 def checkpoint_latest() -> Checkpoint | None:
     return Checkpoint.objects.order_by("-tree_size").first()
 
@@ -94,6 +178,7 @@ _PROOF_ENTRY = (
     "pending_id",
     "created_at",
     "leaf_hash",
+    "sealed_at",
 )
 _CHECKPOINT_FIELDS = ("tree_size", "root_hash", "chain_head", "timestamp", "key_id", "signature")
 
@@ -106,7 +191,7 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
     if row is None:
         raise NotFound(f"seq: no sealed entry {seq}.", fields={"seq": ["No such entry."]})
     (tid, key, kind, flags, asset, precision, debit, debit_user, credit, credit_user) = row[:10]
-    amount, pending_id, created_at, leaf_hash = row[10:]
+    amount, pending_id, created_at, leaf_hash, sealed_at = row[10:]
     if user.pk not in (debit_user, credit_user) and not user.is_staff:
         raise NotFound(
             f"seq: no entry {seq} of yours.", fields={"seq": ["Not one of your entries."]}
@@ -118,7 +203,8 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
     if checkpoint is None:
         if tree_size is None:
             raise Conflict(
-                f"Entry {seq} is sealed but not yet in a signed checkpoint; retry shortly.",
+                f"Entry {seq} is sealed but not yet in a signed checkpoint; "
+                f"{_ready_text(sealed_at)}.",
                 code="not_checkpointed",
             )
         raise NotFound(

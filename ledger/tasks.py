@@ -11,7 +11,12 @@ from ledger.models import Withdrawal
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)
 def seal_pending() -> int:
-    return services.ledger_seal_pending()
+    """The sequencer's beat: publish the checkpoint key (a rotated one shows before it signs),
+    seal what is committed, and sign a checkpoint once the oldest unsigned entry has waited."""
+    services.signing_key_publish()
+    sealed = services.ledger_seal_pending()
+    services.ledger_checkpoint_due()
+    return sealed
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=10)

@@ -26,6 +26,11 @@ urlpatterns = [
     path("trades/<int:trade_id>/<slug:action>/", views.trade_action, name="trade_action"),
     path("wallet/", views.wallet, name="wallet"),
     path("wallet/proof/<int:seq>/", views.transfer_proof, name="transfer_proof"),
+    path(
+        "wallet/transfers/<int:transfer_id>/proof/",
+        views.transfer_proof_by_id,
+        name="transfer_proof_by_id",
+    ),
     path("u/<str:username>/", account_views.profile, name="profile"),
     path("settings/", include("accounts.settings_urls")),
 ]

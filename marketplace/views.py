@@ -791,10 +791,17 @@ def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) 
 @require_GET
 def transfer_proof(request: HttpRequest, seq: int) -> HttpResponse:
     """The inclusion proof of one of the user's ledger entries against the latest signed
-    checkpoint, checked here with the same code as the offline verifier, and downloadable."""
+    checkpoint, checked here with the same code as the offline verifier, and downloadable; until
+    a checkpoint holds the entry, when one will."""
     from ledger.verify import VerificationError, load_keys, verify_proof
 
-    context: dict[str, Any] = {"seq": seq}
+    try:
+        status = ledger_selectors.proof_status_for_entry(seq=seq, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    context: dict[str, Any] = {"seq": seq, "status": status}
+    if status.state != ledger_selectors.ProofState.READY:
+        return render(request, "marketplace/transfer_proof.html", context)
     try:
         proof = ledger_selectors.inclusion_proof(seq=seq, tree_size=None, user=request.user)
     except NotFound as exc:
@@ -811,4 +818,19 @@ def transfer_proof(request: HttpRequest, seq: int) -> HttpResponse:
         context["error"] = str(exc)
     context["proof"] = proof
     context["proof_json"] = json.dumps(proof, indent=2)
+    return render(request, "marketplace/transfer_proof.html", context)
+
+
+@login_required
+@require_GET
+def transfer_proof_by_id(request: HttpRequest, transfer_id: int) -> HttpResponse:
+    """A transfer the sequencer has not sealed yet has no seq: this page says so, and sends to
+    the seq's proof page once it has one."""
+    try:
+        status = ledger_selectors.proof_status_for_entry(transfer_id=transfer_id, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    if status.seq is not None:
+        return redirect("transfer_proof", seq=status.seq)
+    context = {"seq": None, "status": status}
     return render(request, "marketplace/transfer_proof.html", context)

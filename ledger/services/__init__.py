@@ -11,7 +11,9 @@ from ledger.services.funds import (
 )
 from ledger.services.sealing import (
     checkpoint_create,
+    ledger_checkpoint_due,
     ledger_seal_pending,
+    signing_key_publish,
     transfer_entry,
 )
 from ledger.services.transfers import (
@@ -39,7 +41,9 @@ __all__ = [
     "checkpoint_create",
     "deposit_confirm",
     "deposit_credit",
+    "ledger_checkpoint_due",
     "ledger_seal_pending",
+    "signing_key_publish",
     "transfer_entry",
     "transfer_post",
     "transfer_post_pending",

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 
 from common.money import fmt
 from ledger import chain, merkle, signing
 from ledger.models import Checkpoint, MerkleNode, SigningKey, Transfer
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 # pg_advisory_xact_lock key of the one sequencer ("LEDGER" in ASCII).
 SEQUENCER_LOCK = 0x4C4544474552
+
+
+def _sequencer_lock() -> None:
+    """Only one sequencer: a second one waits here until the first one's transaction ends, then
+    sees its work. Held by sealing and by signing checkpoints alike."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
 
 
 def transfer_entry(transfer: Transfer, *, seq: int) -> dict[str, Any]:
@@ -185,10 +197,7 @@ def ledger_seal_pending(*, batch_size: int | None = None) -> int:
     sealed = 0
     while True:
         with transaction.atomic(durable=True):
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    # Only one sequencer: a second one waits here, then sees the first one's work.
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+            _sequencer_lock()
             head = (
                 Transfer.objects.filter(seq__isnull=False)
                 .order_by("-seq")
@@ -267,9 +276,7 @@ def _checkpoint(tree_size: int) -> Checkpoint:
     if existing:
         return existing
     key_id, key = signing.current_key()
-    SigningKey.objects.get_or_create(
-        key_id=key_id, defaults={"public_key": signing.raw_public(key).hex()}
-    )
+    _key_publish(key_id, key.public_key())
     checkpoint = Checkpoint(
         tree_size=tree_size,
         root_hash=tree_root(tree_size).hex(),
@@ -286,13 +293,79 @@ def checkpoint_create() -> Checkpoint | None:
     """On demand: seal what is committed, then sign a tree head over everything sealed."""
     ledger_seal_pending()
     with transaction.atomic(durable=True):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
-        size = (
-            Transfer.objects.filter(seq__isnull=False)
-            .order_by("-seq")
-            .values_list("seq", flat=True)
-            .first()
-        )
+        _sequencer_lock()
+        size = _sealed_size()
         return _checkpoint(size) if size else None
+
+
+def _sealed_size() -> int:
+    """How many entries are sealed: the newest seq (seqs have no gaps)."""
+    return (
+        Transfer.objects.filter(seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+        or 0
+    )
+
+
+# --- checkpoints on a clock -------------------------------------------------------------------
+
+
+def seal_period() -> float:
+    """Seconds between two runs of the sequencer task: its beat schedule's ("ledger-seal", which
+    `run_periodic` follows too); 0 if it has none that is a plain interval."""
+    schedule = settings.CELERY_BEAT_SCHEDULE.get("ledger-seal", {}).get("schedule")
+    if isinstance(schedule, dt.timedelta):
+        return schedule.total_seconds()
+    return float(schedule) if isinstance(schedule, int | float) else 0.0
+
+
+def ledger_checkpoint_due() -> Checkpoint | None:
+    """Sign a checkpoint over everything sealed once the oldest entry no checkpoint holds has
+    waited LEDGER_CHECKPOINT_INTERVAL less one sequencer period; none while nothing is new."""
+    interval = settings.LEDGER_CHECKPOINT_INTERVAL
+    if not interval:
+        return None
+    # One period early: the task runs every `period` seconds, so some run falls between
+    # sealed_at + interval - period and sealed_at + interval, and that run signs. Waiting for the
+    # full interval instead could overshoot it by up to a period.
+    wait = dt.timedelta(seconds=max(interval - seal_period(), 0))
+    with transaction.atomic(durable=True):
+        _sequencer_lock()
+        covered = (
+            Checkpoint.objects.order_by("-tree_size").values_list("tree_size", flat=True).first()
+            or 0
+        )
+        # Seqs have no gaps, so the oldest entry no checkpoint holds is the next one.
+        oldest = (
+            Transfer.objects.filter(seq=covered + 1).values_list("sealed_at", flat=True).first()
+        )
+        if oldest is None:
+            return None  # nothing sealed since the last checkpoint: no second one of that size
+        if oldest > timezone.now() - wait:
+            return None
+        return _checkpoint(_sealed_size())
+
+
+# --- the public key ---------------------------------------------------------------------------
+
+
+def signing_key_publish(*, using: str = DEFAULT_DB_ALIAS) -> SigningKey | None:
+    """List the current checkpoint key from the start, before it has signed anything, so a fresh
+    site already serves it; quietly nothing when no key is configured (LEDGER_SIGNING_KEY)."""
+    try:
+        key_id, key = signing.current_key()
+    except ImproperlyConfigured:
+        return None
+    return _key_publish(key_id, key.public_key(), using=using)
+
+
+def _key_publish(
+    key_id: str, public_key: Ed25519PublicKey, *, using: str = DEFAULT_DB_ALIAS
+) -> SigningKey:
+    # get_or_create: two processes publishing at once meet at key_id's unique index.
+    row, _ = SigningKey.objects.db_manager(using).get_or_create(
+        key_id=key_id, defaults={"public_key": signing.raw_public(public_key).hex()}
+    )
+    return row
