@@ -313,8 +313,8 @@ def _sealed_size() -> int:
 
 
 def seal_period() -> float:
-    """Seconds between two runs of the sequencer task: its beat schedule's ("ledger-seal", which
-    `run_periodic` follows too); 0 if it has none that is a plain interval."""
+    """Seconds between two runs of the sequencer task: its beat schedule's ("ledger-seal"); 0 if
+    it has none that is a plain interval."""
     schedule = settings.CELERY_BEAT_SCHEDULE.get("ledger-seal", {}).get("schedule")
     if isinstance(schedule, dt.timedelta):
         return schedule.total_seconds()
