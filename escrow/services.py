@@ -757,6 +757,39 @@ def settlements_requeue_stale() -> int:
     return requeued
 
 
+def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
+    """A moderator puts a failed settlement back in the queue with its attempts reset (once what
+    refused it is fixed); it settles like any other, each transfer once (keyed by the trade)."""
+    _require_moderator(actor)
+    with durable_atomic():
+        # Locked: two moderators retrying together queue it once (the second is refused).
+        settlement = Settlement.objects.select_for_update().filter(pk=settlement_id).first()
+        if settlement is None:
+            raise NotFound(f"Settlement #{settlement_id} not found.")
+        if settlement.status != Settlement.Status.FAILED:
+            raise InvalidTransition(
+                f"Settlement #{settlement_id} is {settlement.status}: only a failed one can be "
+                "retried."
+            )
+        attempts = settlement.attempts
+        settlement.status = Settlement.Status.PENDING
+        settlement.attempts = 0
+        settlement.queued_at = timezone.now()
+        settlement.save(update_fields=["status", "attempts", "queued_at"])
+        # The audit trace (with the admin's LogEntry): who retried what, after which error.
+        logger.warning(
+            "settlement %s (trade #%s) retried by %s (user %s) after %s failed attempts: %s",
+            settlement.pk,
+            settlement.trade_id,
+            actor.get_username(),
+            actor.pk,
+            attempts,
+            settlement.last_error,
+        )
+        transaction.on_commit(lambda: _enqueue(settlement.pk))
+    return settlement
+
+
 def trades_expire_overdue() -> int:
     """Expire every funded trade past its deadline, each through the locked transition."""
     ids = list(
