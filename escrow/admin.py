@@ -1,5 +1,19 @@
-from django.contrib import admin
+"""Moderator screens of escrow: the audit trail, and the settlements with the failed ones first
+(the queue of those that need a person), retried through escrow.services.settlement_retry."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.http import HttpRequest
+from django.template.defaultfilters import truncatechars
+from django.urls import reverse
+from django.utils.html import format_html
+
+from common.errors import ApplicationError
+from escrow import services
 from escrow.models import EscrowEvent, Settlement
 
 
@@ -27,6 +41,81 @@ class EscrowEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Settlement)
-class SettlementAdmin(EscrowEventAdmin):
-    list_display = ("trade", "kind", "status", "attempts", "queued_at", "settled_at")
-    list_filter = ("kind", "status")
+class SettlementAdmin(admin.ModelAdmin):
+    """Read-only; failed first, then pending, each oldest first. "Failed" in the status filter is
+    the moderators' queue; the admin index links to it while it is not empty."""
+
+    list_display = (
+        "id",
+        "trade_link",
+        "kind",
+        "status",
+        "attempts",
+        "error",
+        "last_attempt_at",
+        "queued_at",
+        "settled_at",
+    )
+    list_filter = ("status", "kind")
+    search_fields = ("=trade__id",)
+    actions = ["retry"]
+
+    def get_ordering(self, request: HttpRequest) -> list[Any]:
+        queue_first = Case(
+            When(status=Settlement.Status.FAILED, then=Value(0)),
+            When(status=Settlement.Status.PENDING, then=Value(1)),
+            default=Value(2),
+            output_field=IntegerField(),
+        )
+        return [queue_first.asc(), "queued_at", "pk"]
+
+    @admin.display(description="trade", ordering="trade_id")
+    def trade_link(self, settlement: Settlement) -> str:
+        url = reverse("trade_detail", args=[settlement.trade_id])
+        return format_html('<a href="{}">#{}</a>', url, settlement.trade_id)
+
+    @admin.display(description="last error")
+    def error(self, settlement: Settlement) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            settlement.last_error,
+            truncatechars(settlement.last_error, 120),
+        )
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("escrow.decide_trade")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Moderators work the failed queue whatever model permissions they were given.
+        return self.has_decide_permission(request) or super().has_view_permission(request, obj)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_decide_permission(request) or super().has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Retry the selected failed settlements", permissions=["decide"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:
+        done = 0
+        for settlement in queryset:
+            try:
+                services.settlement_retry(settlement_id=settlement.pk, actor=request.user)
+            except ApplicationError as exc:
+                self.message_user(request, f"{settlement}: {exc.message}", messages.ERROR)
+                continue
+            # The admin's history of the row: who retried it, after what.
+            self.log_change(
+                request,
+                settlement,
+                f"Retried after {settlement.attempts} failed attempts: {settlement.last_error}",
+            )
+            done += 1
+        if done:
+            self.message_user(request, f"{done} settlement(s) queued again.", messages.SUCCESS)

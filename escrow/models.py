@@ -29,7 +29,8 @@ class EscrowEvent(models.Model):
 
 class Settlement(models.Model):
     """The outbox row of a release, refund or split: queued in the transition's transaction, so a
-    lost broker message is found again by the sweeper; done once, under its row lock."""
+    lost broker message is found again by the sweeper; done once, under its row lock. One whose
+    posting keeps failing ends `failed`, out of every queue, until a moderator retries it."""
 
     class Kind(models.TextChoices):
         RELEASE = "release"
@@ -39,6 +40,8 @@ class Settlement(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
         DONE = "done"
+        # SETTLEMENT_MAX_ATTEMPTS attempts failed: a moderator looks at it (escrow admin).
+        FAILED = "failed"
 
     # One settlement per trade: a second release can't even be written.
     trade = models.OneToOneField(Trade, on_delete=models.PROTECT, related_name="settlement")
@@ -47,6 +50,9 @@ class Settlement(models.Model):
     buyer_amount = amount_field(null=True, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # What the last failed attempt raised (kept after a success: the moderators' history).
+    last_error = models.CharField(max_length=500, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     settled_at = models.DateTimeField(null=True, blank=True)
@@ -57,7 +63,13 @@ class Settlement(models.Model):
                 fields=["queued_at"],
                 condition=models.Q(status="pending"),
                 name="settlement_pending",
-            )
+            ),
+            # The admin index counts these on every load: a few rows out of one per trade.
+            models.Index(
+                fields=["last_attempt_at"],
+                condition=models.Q(status="failed"),
+                name="settlement_failed",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
@@ -75,6 +75,17 @@ def announce_many(events: list[EscrowEvent]) -> None:
         transaction.on_commit(lambda listener=listener: listener(events), robust=True)
 
 
+# Hooks other apps (notifications) register; called on commit with the settlements that have
+# just become `failed`: once per failure, not once per attempt (a moderator's retry that fails
+# again is a new failure, announced again).
+settlement_failed_listeners: list[Callable[[list[Settlement]], None]] = []
+
+
+def _announce_failed(settlements: list[Settlement]) -> None:
+    for listener in settlement_failed_listeners:
+        transaction.on_commit(lambda listener=listener: listener(settlements), robust=True)
+
+
 def allowed_moves(*, trade: Trade, role: str) -> list[str]:
     """The states this role may move the trade to right now (the table plus the timers)."""
     now = timezone.now()
@@ -95,12 +106,16 @@ def allowed_moves(*, trade: Trade, role: str) -> list[str]:
     return moves
 
 
+def _require_moderator(actor: Any) -> None:
+    if not (actor is not None and actor.is_staff and actor.has_perm("escrow.decide_trade")):
+        raise PermissionDenied("Only a moderator can do this.")
+
+
 def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
     if actor is None:
         return SYSTEM
     if as_moderator:
-        if not (actor.is_staff and actor.has_perm("escrow.decide_trade")):
-            raise PermissionDenied("Only a moderator can do this.")
+        _require_moderator(actor)
         return MODERATOR
     role = trade.role_of(actor)
     if role is None:
@@ -342,6 +357,21 @@ class _Claim(NamedTuple):
 
 _CLAIM_FIELDS = ("pk", "trade_id", "kind", "buyer_amount")
 
+# Database errors that say nothing about the settlement itself (a lost connection, a lock or
+# statement timeout, a deadlock, a serialization failure): raised out of the claim, so that the
+# whole claim rolls back and the task retries it with backoff; never counted as an attempt.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+def _due() -> Q:
+    """Pending, and not failed within SETTLEMENT_REQUEUE_AFTER: a settlement that has just failed
+    is tried again by its own message (the sweeper's), not by every batch that comes along, which
+    under a backlog would spend its SETTLEMENT_MAX_ATTEMPTS within seconds."""
+    cutoff = timezone.now() - settings.SETTLEMENT_REQUEUE_AFTER
+    return Q(status=Settlement.Status.PENDING) & (
+        Q(last_attempt_at__isnull=True) | Q(last_attempt_at__lt=cutoff)
+    )
+
 
 def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
     """Settle this settlement, plus up to batch_size - 1 other pending ones that no other worker
@@ -360,7 +390,7 @@ def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
             claimed += [
                 _Claim(*row)
                 for row in Settlement.objects.select_for_update(skip_locked=True)
-                .filter(status=Settlement.Status.PENDING)
+                .filter(_due())
                 .exclude(pk=settlement_id)
                 .order_by("queued_at", "pk")
                 .values_list(*_CLAIM_FIELDS)[: batch_size - 1]
@@ -374,7 +404,7 @@ def settlements_execute_pending(*, batch_size: int = 200) -> int:
         claimed = [
             _Claim(*row)
             for row in Settlement.objects.select_for_update(skip_locked=True)
-            .filter(status=Settlement.Status.PENDING)
+            .filter(_due())
             .order_by("queued_at", "pk")
             .values_list(*_CLAIM_FIELDS)[:batch_size]
         ]
@@ -392,10 +422,16 @@ def _settle_claimed(claimed: list[_Claim]) -> int:
             # already, an overdraft), nothing of it stays and the one-by-one path sorts it out.
             with transaction.atomic():
                 settled, rest = _settle_batch(claimed)
-        except IntegrityError:
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            # Not only IntegrityError: whatever else breaks the batch (a DataError, a bug) is
+            # also sorted out one by one, where each settlement's failure is counted, instead of
+            # failing the whole claim again on every run, with nothing counted.
             logger.warning(
-                "batch of %s settlements refused by the database; settling one by one",
+                "batch of %s settlements refused (%s); settling one by one",
                 len(claimed),
+                type(exc).__name__,
                 exc_info=True,
             )
             settled, rest = 0, claimed
@@ -560,8 +596,11 @@ def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
 
 def _settle_one_by_one(claimed: list[_Claim]) -> int:
     """The careful path (SQLite, and whatever a batch could not take): each settlement in its own
-    savepoint through the single-transfer services, so one that fails stays pending (the sweeper
-    retries it) without undoing the others."""
+    savepoint through the single-transfer services, so one that fails is undone without undoing
+    the others, and counted (_attempt_failed): it stays pending for the sweeper to retry, and
+    after SETTLEMENT_MAX_ATTEMPTS it is `failed`, for a moderator. A transient database error
+    (TRANSIENT_ERRORS) is not the settlement's fault: it is raised, and the task retries the
+    claim with backoff."""
     if not claimed:
         return 0
     # Already locked by the claim: read as models for the single-transfer services.
@@ -577,14 +616,61 @@ def _settle_one_by_one(claimed: list[_Claim]) -> int:
     }
     _lock_batch_accounts(trades.values())
     settled = 0
+    failed: list[Settlement] = []
     for c in claimed:
+        settlement = settlements[c.pk]
         try:
             with transaction.atomic():
-                _settle_one(settlements[c.pk], trades[c.trade_id])
+                _settle_one(settlement, trades[c.trade_id])
             settled += 1
-        except Exception:
-            logger.exception("settlement %s failed; it stays pending", c.pk)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            # The savepoint undid the attempt; its bookkeeping is written here, in the claim's
+            # transaction, so that it stays.
+            if _attempt_failed(settlement, exc):
+                failed.append(settlement)
+    if failed:
+        _announce_failed(failed)
     return settled
+
+
+def _attempt_failed(settlement: Settlement, exc: Exception) -> bool:
+    """Count a failed attempt, with its error; True if it was the last one (now `failed`).
+
+    Any error from the posting counts the same: a refusal from the ledger or the state machine
+    (the ApplicationError family: InsufficientFunds, a hold already resolved, a trade no longer
+    settling) as much as an unexpected exception. A refusal is judged against rows other
+    transactions change (balances, the trade), so it is retried too, a sweep apart (_due); the
+    settlement is `failed` after SETTLEMENT_MAX_ATTEMPTS attempts, a few minutes, and the
+    moderators and both parties are told once."""
+    settlement.refresh_from_db()  # _settle_one may have changed it before the savepoint undid it
+    settlement.attempts += 1
+    error = f"{type(exc).__name__}: {exc}"
+    settlement.last_error = error[: Settlement._meta.get_field("last_error").max_length]
+    settlement.last_attempt_at = timezone.now()
+    final = settlement.attempts >= settings.SETTLEMENT_MAX_ATTEMPTS
+    if final:
+        settlement.status = Settlement.Status.FAILED
+    settlement.save(update_fields=["status", "attempts", "last_error", "last_attempt_at"])
+    if final:
+        logger.error(
+            "settlement %s (trade #%s) failed %s times; it is failed, for a moderator to retry",
+            settlement.pk,
+            settlement.trade_id,
+            settlement.attempts,
+            exc_info=exc,
+        )
+    else:
+        logger.warning(
+            "settlement %s (trade #%s): attempt %s of %s failed; it stays pending",
+            settlement.pk,
+            settlement.trade_id,
+            settlement.attempts,
+            settings.SETTLEMENT_MAX_ATTEMPTS,
+            exc_info=exc,
+        )
+    return final
 
 
 def _lock_batch_accounts(trades: Any) -> None:
@@ -669,6 +755,39 @@ def settlements_requeue_stale() -> int:
             _enqueue(settlement_id)
             requeued += 1
     return requeued
+
+
+def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
+    """A moderator puts a failed settlement back in the queue with its attempts reset (once what
+    refused it is fixed); it settles like any other, each transfer once (keyed by the trade)."""
+    _require_moderator(actor)
+    with durable_atomic():
+        # Locked: two moderators retrying together queue it once (the second is refused).
+        settlement = Settlement.objects.select_for_update().filter(pk=settlement_id).first()
+        if settlement is None:
+            raise NotFound(f"Settlement #{settlement_id} not found.")
+        if settlement.status != Settlement.Status.FAILED:
+            raise InvalidTransition(
+                f"Settlement #{settlement_id} is {settlement.status}: only a failed one can be "
+                "retried."
+            )
+        attempts = settlement.attempts
+        settlement.status = Settlement.Status.PENDING
+        settlement.attempts = 0
+        settlement.queued_at = timezone.now()
+        settlement.save(update_fields=["status", "attempts", "queued_at"])
+        # The audit trace (with the admin's LogEntry): who retried what, after which error.
+        logger.warning(
+            "settlement %s (trade #%s) retried by %s (user %s) after %s failed attempts: %s",
+            settlement.pk,
+            settlement.trade_id,
+            actor.get_username(),
+            actor.pk,
+            attempts,
+            settlement.last_error,
+        )
+        transaction.on_commit(lambda: _enqueue(settlement.pk))
+    return settlement
 
 
 def trades_expire_overdue() -> int:

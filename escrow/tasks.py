@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
-from django.db import OperationalError
 
 from escrow import services
 
 
 @shared_task(
     acks_late=True,
-    autoretry_for=(OperationalError,),
+    autoretry_for=services.TRANSIENT_ERRORS,
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=None,
 )
 def settle(settlement_id: int) -> int:
-    # Database hiccups are retried; anything else is left to the sweeper, which re-queues
-    # every settlement still pending after SETTLEMENT_REQUEUE_AFTER.
+    # Database hiccups (a lost connection, a lock timeout) are retried with backoff; a settlement
+    # whose posting fails is counted by the service and left pending for the sweeper, which
+    # re-queues it after SETTLEMENT_REQUEUE_AFTER, until it is failed for a moderator.
     return services.settlement_execute(
         settlement_id=settlement_id, batch_size=settings.SETTLEMENT_BATCH_SIZE
     )

@@ -32,6 +32,7 @@ from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.money import parse_amount
 from disputes import selectors as dispute_selectors
 from disputes.services import dispute_open
+from escrow import selectors as escrow_selectors
 from escrow import services as escrow
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
@@ -443,6 +444,11 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         {"event": e, "label": EVENT_LABELS.get(e.new_state, e.new_state)}
         for e in trade.events.select_related("actor")
     ]
+    # A settlement that failed waits for a moderator: the room says so instead of "settling".
+    settlement_delayed = (
+        trade.state in SETTLING_STATES
+        and escrow_selectors.settlement_status_for_trade(trade_id=trade.pk) == "failed"
+    )
     counterparty = None
     if role == "buyer":
         counterparty = trade.seller
@@ -450,7 +456,14 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         counterparty = trade.buyer
     version = ":".join(
         str(x)
-        for x in (trade.state, len(events), bool(dispute_opens_at), deadline_passed, bool(role))
+        for x in (
+            trade.state,
+            len(events),
+            bool(dispute_opens_at),
+            deadline_passed,
+            bool(role),
+            settlement_delayed,
+        )
     )
     return {
         "trade": trade,
@@ -458,9 +471,12 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         "counterparty": counterparty,
         "actions": actions,
         "events": events,
-        "state_label": STATE_LABELS.get(trade.state, trade.state),
+        "state_label": "Settlement delayed"
+        if settlement_delayed
+        else STATE_LABELS.get(trade.state, trade.state),
         "is_final": trade.state in FINAL_STATES,
         "is_settling": trade.state in SETTLING_STATES,
+        "settlement_delayed": settlement_delayed,
         "deadline_passed": deadline_passed,
         "dispute_opens_at": dispute_opens_at,
         "dispute_form": DisputeForm(),

@@ -6,5 +6,5 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         # Trade events reach in-app notifications, email and webhooks through the escrow
-        # state machine's on-commit listeners.
+        # state machine's on-commit listeners; failed settlements through the settlement ones.
         from notifications import listeners  # noqa: F401

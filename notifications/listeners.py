@@ -1,12 +1,12 @@
-"""Hooks into escrow.services.transition_listeners and marketplace chat message_listeners
-(each called on commit)."""
+"""Hooks into escrow.services.transition_listeners and settlement_failed_listeners, and marketplace
+chat message_listeners (each called on commit)."""
 
 from __future__ import annotations
 
 import logging
 
-from escrow.models import EscrowEvent
-from escrow.services import transition_listeners
+from escrow.models import EscrowEvent, Settlement
+from escrow.services import settlement_failed_listeners, transition_listeners
 from marketplace.models import TradeMessage
 from marketplace.services.room import message_listeners
 
@@ -48,6 +48,23 @@ def _queued(events: list[EscrowEvent]) -> bool:
 
 if on_trade_transitions not in transition_listeners:
     transition_listeners.append(on_trade_transitions)
+
+
+def on_settlements_failed(settlements: list[Settlement]) -> None:
+    """Settlements that have just become failed: the parties and the moderators are told, once.
+    Inline (a failure is rare, and a lost broker message would lose the news)."""
+    from notifications.services import notify_settlement_failed
+
+    try:
+        notify_settlement_failed(settlement_ids=[s.pk for s in settlements])
+    except Exception:
+        logger.exception(
+            "notifications about failed settlements %s failed", [s.pk for s in settlements]
+        )
+
+
+if on_settlements_failed not in settlement_failed_listeners:
+    settlement_failed_listeners.append(on_settlements_failed)
 
 
 def on_trade_message(message: TradeMessage) -> None:

@@ -21,6 +21,8 @@ class Notification(models.Model):
         DISPUTED = "disputed"
         RESOLVED = "resolved"
         MESSAGE = "message"
+        # A settlement failed (parties: it is delayed; moderators: retry it in the admin).
+        SETTLEMENT = "settlement", "Settlement delayed"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.core.validators import URLValidator
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from common.errors import NotFound, ValidationFailed
 from common.money import fmt
-from escrow.models import EscrowEvent
+from escrow.models import EscrowEvent, Settlement
 from marketplace.models import Trade
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
@@ -392,6 +393,73 @@ def webhook_deliveries_requeue_due() -> int:
             _enqueue(delivery_id)
             requeued += 1
     return requeued
+
+
+# --- settlements that failed ----------------------------------------------------------------------
+
+SETTLEMENT_DELAYED_TEXT = (
+    "Trade #{n}: the settlement is delayed. Staff have been notified and will retry it; the "
+    "{asset} stays in escrow meanwhile."
+)
+SETTLEMENT_FAILED_STAFF_TEXT = (
+    "Settlement of trade #{n} ({kind}) failed {attempts} times: {error} Fix the cause, then "
+    "retry it: /admin/escrow/settlement/?status__exact=failed"
+)
+
+
+def _moderators() -> list[Any]:
+    """Who can retry a settlement: active staff with the moderators' permission (superusers too)."""
+    # The one backend that knows permissions (axes' backend is listed too, so with_perm must be
+    # told which to ask).
+    users = get_user_model().objects.with_perm(
+        "escrow.decide_trade", backend="django.contrib.auth.backends.ModelBackend"
+    )
+    return list(users.filter(is_staff=True).order_by("pk"))
+
+
+def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
+    """Settlements that have just failed: both parties are told it is delayed (in-app and email),
+    the moderators what failed and where to retry it. Once per failure (the caller calls it when
+    a settlement becomes failed, not per attempt)."""
+    settlements = list(
+        Settlement.objects.select_related("trade__asset", "trade__buyer", "trade__seller")
+        .filter(pk__in=settlement_ids, status=Settlement.Status.FAILED)
+        .order_by("pk")
+    )
+    if not settlements:
+        return
+    moderators = _moderators()
+    notes: list[Notification] = []
+    mails: list[EmailMessage] = []
+    for settlement in settlements:
+        trade = settlement.trade
+        context = {
+            "n": trade.pk,
+            "asset": trade.asset.code,
+            "kind": settlement.kind,
+            "attempts": settlement.attempts,
+            # Short enough that the admin's address stays in the 500 characters of a note.
+            "error": settlement.last_error[:240].rstrip(".") + ".",
+        }
+        subject = f"Trade #{trade.pk}: settlement delayed"
+        for users, text in (
+            ({trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}, SETTLEMENT_DELAYED_TEXT),
+            ({m.pk: m for m in moderators}, SETTLEMENT_FAILED_STAFF_TEXT),
+        ):
+            body = text.format(**context)[:500]
+            for user in users.values():
+                notes.append(Notification(user=user, trade=trade, kind=K.SETTLEMENT, text=body))
+                if user.email:
+                    mails.append(EmailMessage(subject, body, None, [user.email]))
+    # A moderator who is also a party of the trade gets both texts: they say different things.
+    Notification.objects.bulk_create(notes)
+    if mails:
+        try:
+            get_connection(fail_silently=False).send_messages(mails)
+        except Exception:
+            logger.warning(
+                "emails about %s failed settlement(s) failed", len(settlements), exc_info=True
+            )
 
 
 def notify_parties(

@@ -282,6 +282,8 @@ EVIDENCE_TYPES = {
 # so bigger batches cost little latency (bench/settlement.py: 1,000 -> 1.13x pgbench, 100 -> 0.81x).
 SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=1000)
 SETTLEMENT_REQUEUE_AFTER = timedelta(seconds=env.int("SETTLEMENT_REQUEUE_SECONDS", default=60))
+# Failed attempts (a refused posting, an error) before a settlement is `failed` for moderators.
+SETTLEMENT_MAX_ATTEMPTS = env.int("SETTLEMENT_MAX_ATTEMPTS", default=5)
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=1000)
 LEDGER_CHECKPOINT_EVERY = env.int("LEDGER_CHECKPOINT_EVERY", default=1000)
 # Checkpoints on a clock as well, so a quiet ledger gets them too: every sealed entry is in a
