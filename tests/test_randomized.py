@@ -346,7 +346,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
         """What the Celery task does: execute the trade's pending settlement, then model it."""
         settlement = Settlement.objects.get(trade_id=trade.pk)
         assert settlement.status == Settlement.Status.PENDING
-        # It logs and swallows a failing settlement (it stays pending): insist that it worked.
+        # A refused settlement only counts an attempt (it stays pending until the last): insist
+        # that it worked.
         settled = escrow.settlement_execute(settlement_id=settlement.pk)
         assert settled == 1, f"settlement of trade {trade.pk} ({trade.state}) failed"
         asset, final = trade.asset, SETTLING[trade.state]
