@@ -32,7 +32,9 @@ from django.utils import timezone
 
 from accounts.models import KycDocument, Profile, TraderRelation
 from common.errors import NotFound
-from marketplace.models import Asset, Feedback, FiatCurrency, PriceIndex, Trade
+from ledger.models import Asset
+from escrow.models import Feedback, Trade
+from marketplace.models import FiatCurrency, PriceIndex
 
 logger = logging.getLogger(__name__)
 

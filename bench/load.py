@@ -573,7 +573,7 @@ def ledger_check() -> dict[str, Any]:
     from ledger.models import LedgerAccount
     from ledger.replay import verify_ledger
     from ledger.services import ledger_seal_pending
-    from marketplace.models import Trade
+    from escrow.models import Trade
 
     t0 = time.perf_counter()
     sealed_now = ledger_seal_pending()

@@ -347,7 +347,7 @@ def build_template(trades: int, users: int, procs: int, bulk: bool = True) -> di
     from escrow.models import Settlement
     from ledger import services as ledger
     from marketplace import services as market
-    from marketplace.models import Trade
+    from escrow.models import Trade
 
     C.close_django()
     C.create_db(RUN_DB)
@@ -444,7 +444,8 @@ def _replicate_trade(template_id: int, copies: int) -> int:
 
     from escrow.models import EscrowEvent, Settlement
     from ledger.models import LedgerAccount, Transfer
-    from marketplace.models import Offer, Trade
+    from marketplace.models import Offer
+    from escrow.models import Trade
 
     def cols(model: Any, *skip: str) -> list[str]:
         return [
@@ -460,8 +461,8 @@ def _replicate_trade(template_id: int, copies: int) -> int:
     settle_cols = cols(Settlement, "trade_id")
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
-            f"INSERT INTO marketplace_trade ({trade_cols}) SELECT {trade_cols} "  # noqa: S608
-            "FROM marketplace_trade, generate_series(1, %s) WHERE id = %s RETURNING id",
+            f"INSERT INTO escrow_trade ({trade_cols}) SELECT {trade_cols} "  # noqa: S608
+            "FROM escrow_trade, generate_series(1, %s) WHERE id = %s RETURNING id",
             [copies, template_id],
         )
         ids = sorted(r[0] for r in cur.fetchall())
@@ -475,10 +476,10 @@ def _replicate_trade(template_id: int, copies: int) -> int:
         escrow = {int(code.rsplit(":", 1)[1]): pk for pk, code in cur.fetchall()}
         cur.execute(
             "INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id, "
-            "credit_account_id, amount, kind, flags, trade_id, memo, created_at, prev_hash, "
+            "credit_account_id, amount, kind, flags, reference, memo, created_at, prev_hash, "
             "hash, leaf_hash) "
             "SELECT 'trade:' || t || ':hold', %s, %s, e, %s, %s, %s, t, '', now(), '', '', '' "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(t, e) ORDER BY t RETURNING id, trade_id",
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(t, e) ORDER BY t RETURNING id, reference",
             [
                 hold.asset_id,
                 hold.debit_account_id,
@@ -491,7 +492,7 @@ def _replicate_trade(template_id: int, copies: int) -> int:
         )
         holds = dict((t, pk) for pk, t in cur.fetchall())
         cur.execute(
-            "UPDATE marketplace_trade t SET escrow_hold_id = u.h "
+            "UPDATE escrow_trade t SET escrow_hold_id = u.h "
             "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, h) WHERE t.id = u.id",
             [ids, [holds[t] for t in ids]],
         )
@@ -526,7 +527,7 @@ def check_settled(trades: int) -> list[str]:
 
     from escrow.models import EscrowEvent, Settlement
     from ledger.models import LedgerAccount, Transfer
-    from marketplace.models import Trade
+    from escrow.models import Trade
 
     problems = []
     states = dict(Trade.objects.values_list("state").annotate(n=Count("id")))

@@ -198,7 +198,7 @@ def build(entries: int, users: int, seal_batch: int) -> dict[str, Any]:
 
     from ledger import services as ledger
     from ledger.models import Checkpoint, LedgerAccount, MerkleNode
-    from marketplace.models import Asset
+    from ledger.models import Asset
 
     out: dict[str, Any] = {"seals": []}
     C.close_django()

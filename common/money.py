@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 
+from django.db import models
+
 from common.errors import ValidationFailed
 
 # Ledger columns: 40 digits with 18 decimals (ETH has 18; a bigint holds only ~9.2 ETH in wei).
@@ -77,3 +79,21 @@ def fmt(amount: Decimal, precision: int) -> str:
     """The canonical decimal string of an amount at a precision (used in hashes and JSON)."""
     # Positional notation always: str() would give "1E-8" or "0E-8" for small values.
     return format(amount.quantize(quantum(precision)), "f")
+
+
+# --- model fields ------------------------------------------------------------------------------
+
+
+def amount_field(**kwargs: object) -> models.DecimalField:
+    """Asset amounts: exact decimals wide enough for 18 places (ETH's wei)."""
+    return models.DecimalField(
+        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs
+    )
+
+
+def fiat_field(**kwargs: object) -> models.DecimalField:
+    return models.DecimalField(max_digits=20, decimal_places=2, **kwargs)
+
+
+def price_field(**kwargs: object) -> models.DecimalField:
+    return models.DecimalField(max_digits=24, decimal_places=8, **kwargs)

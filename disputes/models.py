@@ -7,7 +7,8 @@ from django.db import models
 from django.utils import timezone
 
 from common.files import get_private_storage
-from marketplace.models import Trade, amount_field
+from common.money import amount_field
+from escrow.models import Trade
 
 
 class Dispute(models.Model):

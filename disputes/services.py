@@ -19,7 +19,7 @@ from common.transactions import durable_atomic
 from disputes.models import Dispute, Evidence, ModeratorAction
 from escrow import services as escrow
 from marketplace import services as market
-from marketplace.models import Trade
+from escrow.models import Trade
 
 logger = logging.getLogger(__name__)
 

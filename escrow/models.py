@@ -1,9 +1,160 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 
-from marketplace.models import Trade, amount_field
+from common.files import get_private_storage
+from common.money import amount_field, fiat_field, price_field
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, Offer, PaymentMethod
+
+
+class Trade(models.Model):
+    """One take of an offer. Its `state` is moved only by escrow.services (the state machine)."""
+
+    class State(models.TextChoices):
+        FUNDED = "funded"
+        PAID = "paid"
+        RELEASING = "releasing"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        EXPIRED = "expired"
+        DISPUTED = "disputed"
+        REFUNDING = "refunding"
+        REFUNDED = "refunded"
+        SPLITTING = "splitting"
+        SPLIT = "split"
+
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="trades")
+    maker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    taker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="buys"
+    )
+    seller = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sells"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="trades")
+    fiat = models.ForeignKey(FiatCurrency, on_delete=models.PROTECT, related_name="trades")
+    payment_method = models.ForeignKey(
+        PaymentMethod, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    amount = amount_field()
+    fiat_amount = fiat_field()
+    price = price_field()
+    # Fees in the asset: the seller's on top of the hold, the buyer's out of what they receive.
+    seller_fee = amount_field(default=Decimal(0))
+    buyer_fee = amount_field(default=Decimal(0))
+    state = models.CharField(max_length=10, choices=State.choices, default=State.FUNDED)
+    payment_window_minutes = models.PositiveSmallIntegerField()
+    payment_deadline = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # The pending ledger transfer seller -> this trade's escrow account.
+    escrow_hold = models.OneToOneField(
+        "ledger.Transfer",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="held_trade",
+    )
+    terms = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "payment_deadline"], name="trade_state_deadline"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="trade_amount_positive"),
+            models.CheckConstraint(condition=~Q(buyer=F("seller")), name="trade_parties_differ"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trade #{self.pk} ({self.state})"
+
+    @property
+    def fee(self) -> Decimal:
+        return self.seller_fee + self.buyer_fee
+
+    @property
+    def hold_amount(self) -> Decimal:
+        return self.amount + self.seller_fee
+
+    @property
+    def buyer_receives(self) -> Decimal:
+        return self.amount - self.buyer_fee
+
+    def role_of(self, user: object) -> str | None:
+        user_id = getattr(user, "pk", None)
+        if user_id == self.buyer_id:
+            return "buyer"
+        if user_id == self.seller_id:
+            return "seller"
+        return None
+
+
+class TradeMessage(models.Model):
+    """The trade room's chat: the parties, moderators (marked as such) and system notes.
+    Attachments (payment proof) are stored privately and served only through a permission check."""
+
+    trade = models.ForeignKey(Trade, on_delete=models.CASCADE, related_name="messages")
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    is_moderator = models.BooleanField(default=False)
+    text = models.TextField(max_length=2000, blank=True)
+    attachment = models.FileField(
+        upload_to="trade-attachments/%Y/%m/", storage=get_private_storage, blank=True
+    )
+    attachment_name = models.CharField(max_length=200, blank=True)
+    attachment_type = models.CharField(
+        max_length=64, blank=True, help_text="Sniffed from the content"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} on trade {self.trade_id}"
+
+
+class Feedback(models.Model):
+    """One rating per party per completed or resolved trade, about the other party, who may
+    reply once."""
+
+    class Rating(models.TextChoices):
+        POSITIVE = "positive"
+        NEGATIVE = "negative"
+
+    trade = models.ForeignKey(Trade, on_delete=models.CASCADE, related_name="feedback")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="feedback_given"
+    )
+    target = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="feedback_received"
+    )
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    comment = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reply = models.CharField(max_length=500, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["trade", "author"], name="one_feedback_per_party")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating} from {self.author_id} on trade {self.trade_id}"
 
 
 class EscrowEvent(models.Model):

@@ -21,7 +21,8 @@ from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Transfer
 from ledger.services.transfers import transfers_post_select as ledger_transfers_post_select
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 
 logger = logging.getLogger(__name__)
 
@@ -466,11 +467,11 @@ def _pg_array(values: Any) -> str:
 _SETTLEMENT_TRANSFERS = """
     SELECT 'trade:' || t.id || ':' || x.step AS idempotency_key, t.asset_id,
            x.debit AS debit_account_id, x.credit AS credit_account_id, x.amount, x.kind, x.flags,
-           x.pending_id, t.id AS trade_id, '' AS memo, x.released, u.n * 4 + x.n AS ord
+           x.pending_id, t.id AS reference, '' AS memo, x.released, u.n * 4 + x.n AS ord
     FROM unnest(%(trades)s::bigint[], %(kinds)s::text[], %(shares)s::numeric[],
                 %(buyer_accounts)s::bigint[], %(fee_accounts)s::bigint[])
          WITH ORDINALITY AS u(trade_id, settles, share, buyer_account, fee_account, n)
-    JOIN marketplace_trade t ON t.id = u.trade_id
+    JOIN escrow_trade t ON t.id = u.trade_id
     JOIN ledger_transfer h ON h.id = t.escrow_hold_id
     CROSS JOIN LATERAL (
         SELECT CASE WHEN u.settles = %(release)s THEN h.amount ELSE u.share END,
@@ -503,7 +504,7 @@ def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
         cursor.execute(
             """
             SELECT t.id, t.state, t.buyer_id, t.asset_id, h.flags, h.amount, h.debit_account_id
-            FROM marketplace_trade t JOIN ledger_transfer h ON h.id = t.escrow_hold_id
+            FROM escrow_trade t JOIN ledger_transfer h ON h.id = t.escrow_hold_id
             WHERE t.id = ANY(%s::bigint[]) ORDER BY t.id FOR UPDATE OF t
             """,
             [_pg_array(sorted(by_trade))],
@@ -534,7 +535,7 @@ def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            UPDATE marketplace_trade t SET state = u.new, closed_at = %s, updated_at = %s
+            UPDATE escrow_trade t SET state = u.new, closed_at = %s, updated_at = %s
             FROM unnest(%s::bigint[], %s::text[]) AS u(id, new) WHERE t.id = u.id
             """,
             [now, now, trades, _pg_array(_SETTLING[c.kind][1] for c, _, _ in fits)],
@@ -725,7 +726,7 @@ def _pay_out(trade: Trade, escrow_account: Any, *, buyer_gets: Decimal, fee: Dec
         credit=ledger.account_for_user(user=trade.buyer, asset=trade.asset),
         amount=buyer_gets,
         kind="trade_payout",
-        trade_id=trade.pk,
+        reference=trade.pk,
     )
     if fee > 0:
         ledger.transfer_post(
@@ -734,7 +735,7 @@ def _pay_out(trade: Trade, escrow_account: Any, *, buyer_gets: Decimal, fee: Dec
             credit=ledger.account_fees(asset=trade.asset),
             amount=fee,
             kind="trade_fee",
-            trade_id=trade.pk,
+            reference=trade.pk,
         )
 
 

@@ -19,7 +19,7 @@ from common.errors import ValidationFailed
 
 if TYPE_CHECKING:
     from ledger.models import Withdrawal
-    from marketplace.models import Asset
+    from ledger.models import Asset
 
 
 @dataclass(frozen=True)

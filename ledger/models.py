@@ -6,7 +6,30 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from marketplace.models import amount_field
+from django.core.validators import MaxValueValidator, MinValueValidator
+
+from common.money import AMOUNT_DECIMAL_PLACES, amount_field
+
+
+class Asset(models.Model):
+    code = models.CharField(max_length=12, unique=True)
+    name = models.CharField(max_length=64)
+    # Decimal places the asset is traded and settled in (BTC 8, ETH 18, USDT 6).
+    precision = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(0), MaxValueValidator(AMOUNT_DECIMAL_PLACES)]
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(precision__lte=AMOUNT_DECIMAL_PLACES), name="asset_precision_fits"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.code
 
 
 class LedgerAccount(models.Model):
@@ -20,7 +43,7 @@ class LedgerAccount(models.Model):
 
     code = models.CharField(max_length=64, unique=True)
     asset = models.ForeignKey(
-        "marketplace.Asset", on_delete=models.PROTECT, related_name="accounts"
+        Asset, on_delete=models.PROTECT, related_name="accounts"
     )
     kind = models.CharField(max_length=8, choices=Kind.choices)
     user = models.ForeignKey(
@@ -90,7 +113,7 @@ class Transfer(models.Model):
 
     idempotency_key = models.CharField(max_length=200, unique=True)
     asset = models.ForeignKey(
-        "marketplace.Asset", on_delete=models.PROTECT, related_name="transfers"
+        Asset, on_delete=models.PROTECT, related_name="transfers"
     )
     debit_account = models.ForeignKey(
         LedgerAccount, on_delete=models.PROTECT, related_name="debits"
@@ -105,13 +128,10 @@ class Transfer(models.Model):
     pending = models.OneToOneField(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="resolution"
     )
-    trade = models.ForeignKey(
-        "marketplace.Trade",
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="transfers",
-    )
+    # What the transfer is for, opaque to the ledger and read in the terms of its kind (TigerBeetle's
+    # user_data): a trade's id for escrow_hold, trade_payout and trade_fee. Not a foreign key: the
+    # ledger is the lowest layer and knows nothing of trades.
+    reference = models.BigIntegerField(null=True, blank=True, db_index=True)
     memo = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set once by the sequencer; never changed afterwards.
@@ -143,6 +163,11 @@ class Transfer(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind}/{self.flags} {self.amount} {self.asset_id}"
 
+    @property
+    def trade_id(self) -> int | None:
+        """The trade this transfer is for, when its kind says the reference is a trade's id."""
+        return self.reference if self.kind in TRADE_KINDS else None
+
 
 class Withdrawal(models.Model):
     class Status(models.TextChoices):
@@ -154,7 +179,7 @@ class Withdrawal(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"
     )
-    asset = models.ForeignKey("marketplace.Asset", on_delete=models.PROTECT, related_name="+")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     amount = amount_field()
     address = models.CharField(max_length=128)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
@@ -184,7 +209,7 @@ class Deposit(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposits"
     )
-    asset = models.ForeignKey("marketplace.Asset", on_delete=models.PROTECT, related_name="+")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     amount = amount_field()
     reference = models.CharField(max_length=128, help_text="Chain transaction id or a note.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -256,3 +281,9 @@ class Checkpoint(models.Model):
             "timestamp": self.timestamp,
             "key_id": self.key_id,
         }
+
+
+# The kinds whose reference is a trade's id.
+TRADE_KINDS = frozenset(
+    {Transfer.Kind.ESCROW_HOLD, Transfer.Kind.TRADE_PAYOUT, Transfer.Kind.TRADE_FEE}
+)

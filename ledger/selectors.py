@@ -17,7 +17,7 @@ from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
 from ledger.services.sealing import entry_from_values, with_stored_tree
-from marketplace.models import Asset
+from ledger.models import Asset
 
 
 @dataclass(frozen=True)

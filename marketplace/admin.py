@@ -1,7 +1,9 @@
 from django.contrib import admin
 
 from marketplace import services
-from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
+from escrow.models import Trade
 
 
 @admin.register(Asset)

@@ -10,7 +10,8 @@ from django import forms
 
 from common.errors import ApplicationError, ValidationFailed
 from disputes.models import Dispute
-from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, Offer, PaymentMethod
 from marketplace.templatetags.money import amount
 
 SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]

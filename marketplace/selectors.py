@@ -24,7 +24,9 @@ from accounts.selectors import (
     trusting_owner_ids,
 )
 from common.errors import NotFound
-from marketplace.models import Asset, FiatCurrency, Offer, Trade
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, Offer
+from escrow.models import Trade
 
 
 def offer_book(
@@ -267,7 +269,7 @@ def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
 
 
 def trade_messages(*, trade: Trade) -> QuerySet[Any]:
-    from marketplace.models import TradeMessage
+    from escrow.models import TradeMessage
 
     return (
         TradeMessage.objects.filter(trade=trade)
@@ -278,7 +280,7 @@ def trade_messages(*, trade: Trade) -> QuerySet[Any]:
 
 def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> Any:
     """A chat attachment for the trade's parties and moderators only; anyone else: not found."""
-    from marketplace.models import TradeMessage
+    from escrow.models import TradeMessage
 
     trade = Trade.objects.filter(pk=trade_id).first()
     allowed = trade is not None and (

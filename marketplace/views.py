@@ -48,7 +48,8 @@ from marketplace.forms import (
     WithdrawalForm,
     add_application_error,
 )
-from marketplace.models import Offer, PriceIndex, Trade
+from marketplace.models import Offer, PriceIndex
+from escrow.models import Trade
 from marketplace.templatetags.money import amount as amount_text
 
 S = Trade.State

@@ -7,7 +7,7 @@ import logging
 
 from escrow.models import EscrowEvent, Settlement
 from escrow.services import settlement_failed_listeners, transition_listeners
-from marketplace.models import TradeMessage
+from escrow.models import TradeMessage
 from marketplace.services.room import message_listeners
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 
-from marketplace.models import Trade
+from escrow.models import Trade
 
 
 class Notification(models.Model):

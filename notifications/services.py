@@ -25,7 +25,7 @@ from django.utils import timezone
 from common.errors import NotFound, ValidationFailed
 from common.money import fmt
 from escrow.models import EscrowEvent, Settlement
-from marketplace.models import Trade
+from escrow.models import Trade
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)

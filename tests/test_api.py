@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
 from ledger.selectors import balance_available
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 pytestmark = pytest.mark.django_db

@@ -64,7 +64,9 @@ from ledger import services as ledger
 from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.replay import verify_ledger
 from marketplace import services as market
-from marketplace.models import Asset, Offer, PriceIndex, Trade
+from ledger.models import Asset
+from marketplace.models import Offer, PriceIndex
+from escrow.models import Trade
 
 S = Trade.State
 Kind = LedgerAccount.Kind

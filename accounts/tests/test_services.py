@@ -31,7 +31,8 @@ from common.errors import (
 from escrow import services as escrow
 from ledger.models import LedgerAccount, Transfer
 from marketplace import services as market
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.selectors import offer_book
 from marketplace.tests.factories import fund, make_offer, make_trade
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from accounts import services
 from common.errors import PermissionDenied, ValidationFailed
 from escrow import services as escrow
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_trade
 
 pytestmark = pytest.mark.django_db

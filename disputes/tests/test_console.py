@@ -15,7 +15,7 @@ from disputes.models import Dispute, Evidence, ModeratorAction
 from disputes.tests.test_services import PNG, moderator
 from escrow import services as escrow
 from marketplace import services as market
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 pytestmark = pytest.mark.django_db

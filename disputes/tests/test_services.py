@@ -22,7 +22,7 @@ from ledger.models import LedgerAccount
 from ledger.replay import verify_ledger
 from ledger.selectors import balance_available
 from ledger.services import ledger_seal_pending
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

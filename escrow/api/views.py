@@ -13,7 +13,7 @@ from disputes.services import dispute_open
 from escrow import services
 from escrow.models import EscrowEvent
 from marketplace.api.serializers import TradeOut
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.selectors import trade_get_for_user
 
 ERRORS = {

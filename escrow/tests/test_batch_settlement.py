@@ -18,7 +18,8 @@ from ledger.models import LedgerAccount, Transfer
 from ledger.replay import verify_ledger
 from ledger.selectors import balance_available
 from marketplace import services as market
-from marketplace.models import Asset, Trade
+from ledger.models import Asset
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 S = Trade.State
@@ -102,7 +103,7 @@ def test_one_batch_settles_every_kind_in_a_constant_number_of_queries(alice, bob
     assert set(done.values_list("attempts", flat=True)) == {1}
     # every trade paid out what the one-by-one path pays: the buyer got amount - buyer fee on a
     # release, the share on a split, nothing on a refund; fees from releases only
-    payouts = dict(Transfer.objects.filter(kind="trade_payout").values_list("trade_id", "amount"))
+    payouts = dict(Transfer.objects.filter(kind="trade_payout").values_list("reference", "amount"))
     for trade in small + big:
         expected = {
             S.RELEASING: trade.buyer_receives,
@@ -139,7 +140,7 @@ def test_a_batch_the_database_refuses_is_settled_one_by_one(alice, bob, caplog):
     assert "settling one by one" in caplog.text
     assert [_state(t) for t in (good, bad, also_good)] == [S.COMPLETED, S.RELEASING, S.COMPLETED]
     assert Settlement.objects.get(trade=bad).status == Settlement.Status.PENDING
-    assert Transfer.objects.filter(trade_id=bad.pk, kind="trade_payout").count() == 0
+    assert Transfer.objects.filter(reference=bad.pk, kind="trade_payout").count() == 0
     assert Transfer.objects.filter(kind="trade_payout").count() == 2
 
 
@@ -153,7 +154,7 @@ def test_a_settlement_that_does_not_fit_the_batch_stays_pending(alice, bob):
 
     assert (_state(good), _state(odd)) == (S.COMPLETED, S.PAID)
     assert Settlement.objects.get(trade=odd).status == Settlement.Status.PENDING
-    assert not Transfer.objects.filter(trade_id=odd.pk, flags="post_pending").exists()
+    assert not Transfer.objects.filter(reference=odd.pk, flags="post_pending").exists()
 
 
 def test_an_overdraft_in_a_batch_settles_the_rest_and_doubles_nothing(alice, bob, caplog):
@@ -178,9 +179,9 @@ def test_an_overdraft_in_a_batch_settles_the_rest_and_doubles_nothing(alice, bob
     assert "account_no_overdraft" in caplog.text
     assert [_state(t) for t in (good, bad, also_good)] == [S.COMPLETED, S.RELEASING, S.COMPLETED]
     assert Settlement.objects.get(trade=bad).status == Settlement.Status.PENDING
-    assert not Transfer.objects.filter(trade_id=bad.pk).exclude(flags="pending").exists()
+    assert not Transfer.objects.filter(reference=bad.pk).exclude(flags="pending").exists()
     for trade in (good, also_good):
-        rows = Transfer.objects.filter(trade_id=trade.pk).exclude(flags="pending")
+        rows = Transfer.objects.filter(reference=trade.pk).exclude(flags="pending")
         assert sorted(rows.values_list("kind", flat=True)) == [
             "escrow_hold",
             "trade_fee",

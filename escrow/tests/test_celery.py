@@ -15,7 +15,7 @@ from escrow.models import Settlement
 from ledger.models import Transfer
 from ledger.selectors import balance_available
 from ledger.tasks import seal_pending
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
@@ -33,7 +33,7 @@ def test_trade_settles_through_the_worker(celery_worker_process, alice, bob):
     # then the worker (a separate process) settles it: completed, bob paid once
     wait_for(lambda: _state(trade.pk) == Trade.State.COMPLETED)
     assert balance_available(user=bob, asset_code="BTC") == Decimal("0.02") - trade.buyer_fee
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1
     # and the worker seals the chain; verify_ledger passes
     seal_pending.delay()
     wait_for(lambda: not Transfer.objects.filter(seq__isnull=True).exists())
@@ -57,7 +57,7 @@ def test_sweeper_requeues_a_lost_settlement(celery_worker_process, alice, bob, m
     # then the worker settles it, exactly once
     wait_for(lambda: _state(trade.pk) == Trade.State.COMPLETED)
     assert services.settlements_requeue_stale() == 0
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1
 
 
 def test_expiry_by_the_periodic_task(celery_worker_process, alice, bob):

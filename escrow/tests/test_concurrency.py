@@ -20,7 +20,8 @@ from ledger import services as ledger
 from ledger.models import Transfer
 from ledger.replay import verify_ledger
 from marketplace import services as market
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer, make_trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,7 +114,7 @@ def test_release_race_on_a_paid_trade_settles_once(alice, bob):
     run_at_once([lambda: services.settlement_execute(settlement_id=settlement.pk)] * 8)
     trade.refresh_from_db()
     assert trade.state == Trade.State.COMPLETED
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1
     assert ledger.account_for_user(user=bob, asset=trade.asset).available == trade.buyer_receives
     ledger.ledger_seal_pending()
     assert verify_ledger().ok

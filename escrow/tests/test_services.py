@@ -13,7 +13,8 @@ from escrow import services
 from escrow.models import EscrowEvent, Settlement
 from ledger.models import LedgerAccount
 from ledger.selectors import balance_available
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 S = Trade.State

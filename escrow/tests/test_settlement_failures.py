@@ -23,7 +23,7 @@ from escrow import selectors, services, tasks
 from escrow.models import Settlement
 from ledger import services as ledger
 from ledger.models import Transfer
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 from notifications.models import Notification
 
@@ -144,7 +144,7 @@ def test_a_refused_posting_fails_after_max_attempts_and_everyone_is_told_once(
     settlement.refresh_from_db()
     assert (settlement.status, settlement.attempts) == (Settlement.Status.FAILED, n)
     assert Trade.objects.get(pk=trade.pk).state == S.RELEASING
-    assert not Transfer.objects.filter(trade=trade).exclude(kind="escrow_hold", flags="pending")
+    assert not Transfer.objects.filter(reference=trade.pk).exclude(kind="escrow_hold", flags="pending")
     assert selectors.settlement_failed_count() == 1
     # and both parties and the moderator were told once (in-app and by email), the clerk not
     assert _settlement_notes() == {"alice": 1, "bob": 1, "mod": 1, "clerk": 0}
@@ -232,14 +232,14 @@ def test_a_moderator_retries_from_the_admin_and_it_settles_once(
     assert Trade.objects.get(pk=trade.pk).state == S.COMPLETED
     settlement.refresh_from_db()
     assert (settlement.status, settlement.attempts) == (Settlement.Status.DONE, 1)
-    rows = sorted(Transfer.objects.filter(trade=trade).values_list("kind", "flags"))
+    rows = sorted(Transfer.objects.filter(reference=trade.pk).values_list("kind", "flags"))
     assert rows == [
         ("escrow_hold", "pending"),
         ("escrow_hold", "post_pending"),
         ("trade_fee", "single"),
         ("trade_payout", "single"),
     ]
-    keys = Transfer.objects.filter(trade=trade).values_list("idempotency_key", flat=True)
+    keys = Transfer.objects.filter(reference=trade.pk).values_list("idempotency_key", flat=True)
     assert sorted(keys) == [f"trade:{trade.pk}:{k}" for k in ("fee", "hold", "payout", "post")]
     # and nobody was told of the failure twice; the index has nothing to count
     assert _settlement_notes() == {"alice": 1, "bob": 1, "mod": 1, "clerk": 0}
@@ -303,7 +303,7 @@ def test_a_transient_database_error_is_retried_not_counted(
         "",
     )
     assert settlement.last_attempt_at is None
-    assert not Transfer.objects.filter(trade=trade).exclude(flags="pending").exists()
+    assert not Transfer.objects.filter(reference=trade.pk).exclude(flags="pending").exists()
     assert {OperationalError} <= set(tasks.settle.autoretry_for)
 
     # when the task meets one in the batch (the cause fixed meanwhile): Celery retries it
@@ -327,4 +327,4 @@ def test_a_transient_database_error_is_retried_not_counted(
     assert len(batches) == 2
     settlement.refresh_from_db()
     assert (settlement.status, settlement.attempts) == (Settlement.Status.DONE, 1)
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1

@@ -19,7 +19,7 @@ from ledger.services.transfers import (
     transfer_post_pending,
     transfer_void_pending,
 )
-from marketplace.models import Asset
+from ledger.models import Asset
 
 # --- deposits and withdrawals -----------------------------------------------------------------
 

@@ -122,7 +122,7 @@ def entry_rows(rows: Iterable[tuple[Any, ...]], first_seq: int) -> Iterator[tupl
 
 
 def _asset_rows() -> list[tuple[int, str, int]]:
-    from marketplace.models import Asset
+    from ledger.models import Asset
 
     return list(Asset.objects.values_list("pk", "code", "precision"))
 

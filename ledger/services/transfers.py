@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
 from ledger.models import LedgerAccount, Transfer
-from marketplace.models import Asset
+from ledger.models import Asset
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def transfer_post(
     amount: Decimal,
     kind: str,
     pending: bool = False,
-    trade_id: int | None = None,
+    reference: int | None = None,
     memo: str = "",
 ) -> Transfer:
     """Move `amount` (or hold it, when pending) from debit to credit; posts once per key."""
@@ -175,7 +175,7 @@ def transfer_post(
         amount=amount,
         kind=kind,
         flags=flags,
-        trade_id=trade_id,
+        reference=reference,
         memo=memo,
     )
 
@@ -208,7 +208,7 @@ def _resolve(*, idempotency_key: str, pending: Transfer, post_amount: Decimal | 
         kind=pending.kind,
         flags=flags,
         pending=pending,
-        trade_id=pending.trade_id,
+        reference=pending.reference,
     )
 
 
@@ -243,7 +243,7 @@ class TransferSpec:
     flags: str
     pending_id: int | None = None
     pending_amount: Decimal | None = None
-    trade_id: int | None = None
+    reference: int | None = None
     memo: str = ""
 
 
@@ -259,13 +259,13 @@ def transfers_post_many(specs: list[TransferSpec]) -> int:
             raise ValueError(f"{s.flags} needs pending_id and pending_amount: {s}")
     columns = list(zip(*((
         s.idempotency_key, s.asset_id, s.debit_account_id, s.credit_account_id, s.amount,
-        s.kind, s.flags, s.pending_id, s.trade_id, s.memo, s.pending_amount,
+        s.kind, s.flags, s.pending_id, s.reference, s.memo, s.pending_amount,
     ) for s in specs), strict=True))  # fmt: skip
     return transfers_post_select(
         """
         SELECT k AS idempotency_key, a AS asset_id, d AS debit_account_id,
                c AS credit_account_id, amt AS amount, kd AS kind, f AS flags, p AS pending_id,
-               t AS trade_id, m AS memo, r AS released, n AS ord
+               t AS reference, m AS memo, r AS released, n AS ord
         FROM unnest(%(k)s::text[], %(a)s::bigint[], %(d)s::bigint[], %(c)s::bigint[],
                     %(amt)s::numeric[], %(kd)s::text[], %(f)s::text[], %(p)s::bigint[],
                     %(t)s::bigint[], %(m)s::text[], %(r)s::numeric[])
@@ -284,7 +284,7 @@ def transfers_post_many(specs: list[TransferSpec]) -> int:
 # The columns a batch's SELECT yields, in this order, for transfers_post_select.
 _BATCH_COLUMNS = (
     "idempotency_key, asset_id, debit_account_id, credit_account_id, amount, kind, flags, "
-    "pending_id, trade_id, memo"
+    "pending_id, reference, memo"
 )
 
 

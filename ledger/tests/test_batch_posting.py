@@ -13,7 +13,7 @@ from ledger import services
 from ledger.models import LedgerAccount, Transfer
 from ledger.replay import verify_ledger
 from ledger.services.transfers import transfers_post_select
-from marketplace.models import Asset
+from ledger.models import Asset
 from marketplace.tests.factories import fund
 
 pytestmark = pytest.mark.django_db

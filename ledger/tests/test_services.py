@@ -12,7 +12,7 @@ from common.errors import Conflict, InsufficientFunds, InvalidTransition, NotFou
 from ledger import services
 from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.selectors import wallet_list_for_user
-from marketplace.models import Asset
+from ledger.models import Asset
 from marketplace.tests.factories import fund
 
 pytestmark = pytest.mark.django_db

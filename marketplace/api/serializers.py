@@ -10,7 +10,8 @@ from rest_framework import serializers
 from accounts.selectors import TraderStats
 from common.money import fmt
 from escrow.services import allowed_moves
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.selectors import maker_name
 
 ACTION_FOR_STATE = {

@@ -20,7 +20,8 @@ from common.idempotency import idempotent
 from escrow.models import EscrowEvent
 from marketplace import selectors, services
 from marketplace.api.serializers import OfferOut, TradeOut
-from marketplace.models import Feedback, Offer, PriceIndex, Trade
+from escrow.models import Feedback, Trade
+from marketplace.models import Offer, PriceIndex
 
 ERRORS = {
     400: ErrorSerializer,

@@ -1,11 +1,11 @@
-"""Seed assets (with their precision), fiat currencies, payment methods and a starting price index.
-Moderators add more in the admin; the price index is kept current by moderators or a task."""
+"""Seed fiat currencies, payment methods and a starting price index (the assets come from the
+ledger's own migration). Moderators add more in the admin; the price index is kept current by
+moderators or a task."""
 
 from decimal import Decimal
 
 from django.db import migrations
 
-ASSETS = [("BTC", "Bitcoin", 8), ("ETH", "Ether", 18), ("USDT", "Tether USD", 6)]
 FIATS = [("EUR", "Euro"), ("USD", "US dollar"), ("GBP", "Pound sterling"), ("NGN", "Nigerian naira")]
 METHODS = [
     ("sepa", "SEPA transfer"),
@@ -34,14 +34,11 @@ PRICES = {
 
 
 def seed(apps, schema_editor):
-    Asset = apps.get_model("marketplace", "Asset")
+    Asset = apps.get_model("ledger", "Asset")
     Fiat = apps.get_model("marketplace", "FiatCurrency")
     Method = apps.get_model("marketplace", "PaymentMethod")
     Price = apps.get_model("marketplace", "PriceIndex")
-    assets = {
-        code: Asset.objects.get_or_create(code=code, defaults={"name": name, "precision": p})[0]
-        for code, name, p in ASSETS
-    }
+    assets = {asset.code: asset for asset in Asset.objects.all()}
     fiats = {code: Fiat.objects.get_or_create(code=code, defaults={"name": name})[0] for code, name in FIATS}
     for code, name in METHODS:
         Method.objects.get_or_create(code=code, defaults={"name": name})
@@ -50,5 +47,5 @@ def seed(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("marketplace", "0001_initial")]
+    dependencies = [("marketplace", "0001_initial"), ("ledger", "0002_assets_append_only")]
     operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -30,7 +30,9 @@ from common.transactions import durable_atomic
 from escrow.models import EscrowEvent
 from escrow.services import announce
 from ledger import services as ledger
-from marketplace.models import Asset, FiatCurrency, Offer, PaymentMethod, PriceIndex, Trade
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
+from escrow.models import Trade
 from marketplace.selectors import offer_book, offer_unmet_requirements
 
 MAX_PAYMENT_METHODS = 3
@@ -494,7 +496,7 @@ def offer_take(
                 amount=trade.hold_amount,
                 kind="escrow_hold",
                 pending=True,
-                trade_id=trade.pk,
+                reference=trade.pk,
             )
         except InsufficientFunds as exc:
             who = "Your" if seller.pk == taker.pk else "The seller's"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
-from marketplace.models import Feedback, Trade, TradeMessage
+from escrow.models import Feedback, Trade, TradeMessage
 
 MAX_MESSAGE_LENGTH = 2000
 # Hooks other apps register (notifications, webhooks); called on commit with the message.

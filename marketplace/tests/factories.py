@@ -10,7 +10,9 @@ import factory
 
 from ledger import services as ledger
 from marketplace import services
-from marketplace.models import Asset, FiatCurrency, PaymentMethod, PriceIndex, Trade
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, PaymentMethod, PriceIndex
+from escrow.models import Trade
 
 ASSETS = {"BTC": ("Bitcoin", 8), "ETH": ("Ether", 18), "USDT": ("Tether USD", 6)}
 FIATS = {"EUR": "Euro", "USD": "US dollar", "NGN": "Nigerian naira"}

@@ -12,7 +12,8 @@ from accounts.tests.factories import complete
 from marketplace import services
 from marketplace.api.serializers import OfferOut
 from marketplace.api.views import _book_maker_stats, _maker_stats
-from marketplace.models import Asset, Offer
+from ledger.models import Asset
+from marketplace.models import Offer
 from marketplace.selectors import (
     attach_reference_data,
     offer_book,

@@ -18,7 +18,8 @@ from accounts.tests.factories import DEFAULT_LIMITS, complete, set_tier
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow import services as escrow
 from marketplace import services
-from marketplace.models import Feedback, Offer, Trade
+from escrow.models import Feedback, Trade
+from marketplace.models import Offer
 from marketplace.selectors import offer_book, offer_get, offers_unmet_for_viewer
 from marketplace.tests.factories import fund, make_offer, make_trade
 

@@ -10,7 +10,8 @@ from common.errors import Conflict, InsufficientFunds, NotFound, ValidationFaile
 from ledger.models import LedgerAccount, Transfer
 from ledger.selectors import balance_available
 from marketplace import services
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.selectors import offer_book
 from marketplace.tests.factories import fund, make_offer
 

@@ -289,7 +289,7 @@ def test_counterparty_notified_and_seller_emailed(
 def test_system_transitions_notify_both_parties(alice, bob, django_capture_on_commit_callbacks):
     # given a trade whose payment window ran out
     trade = make_trade(alice, bob)
-    from marketplace.models import Trade
+    from escrow.models import Trade
 
     Trade.objects.filter(pk=trade.pk).update(payment_deadline=timezone.now())
     # when the system expires it

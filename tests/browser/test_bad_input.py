@@ -12,7 +12,7 @@ from conftest import wait_for
 from escrow import services as escrow
 from escrow.models import Settlement
 from ledger.models import Transfer
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer, make_trade
 from tests.browser.helpers import login
 
@@ -94,4 +94,4 @@ def test_a_double_click_on_release_settles_once(celery_worker_process, open_page
     assert len(posts) == 1
     wait_for(lambda: Settlement.objects.filter(trade=trade, status="done").exists())
     assert Settlement.objects.filter(trade=trade).count() == 1
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1

@@ -17,7 +17,8 @@ from escrow.models import Settlement
 from escrow.tasks import expire_overdue_trades
 from ledger.models import Transfer
 from ledger.selectors import balance_available
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_trade
 from tests.browser.helpers import PNG, assert_not_reloaded, login, mark_no_reload, screenshot
 
@@ -126,7 +127,7 @@ def test_a_trade_from_offer_to_completion_in_two_browsers(
     expect(seller.locator(BADGE)).to_have_text("Completed")
     trade.refresh_from_db()
     assert trade.state == Trade.State.COMPLETED
-    assert Transfer.objects.filter(trade=trade, kind="trade_payout").count() == 1
+    assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1
     assert balance_available(user=bob, asset_code="BTC") == trade.buyer_receives
 
 

@@ -703,14 +703,14 @@ def assert_settled_once(trades: list[Any]) -> None:
     settlement done in one committed attempt, its escrow account empty."""
     from escrow.models import EscrowEvent, Settlement
     from ledger.models import LedgerAccount, Transfer
-    from marketplace.models import Trade
+    from escrow.models import Trade
 
     ids = [t.pk for t in trades]
     states = dict(Trade.objects.filter(pk__in=ids).values_list("pk", "state"))
     assert set(states.values()) == {Trade.State.COMPLETED}, _count(states.values())
     for kind in ("trade_payout", "trade_fee"):
         per_trade = _count(
-            Transfer.objects.filter(trade_id__in=ids, kind=kind).values_list("trade_id", flat=True)
+            Transfer.objects.filter(reference__in=ids, kind=kind).values_list("reference", flat=True)
         )
         assert per_trade == dict.fromkeys(ids, 1), (kind, {k: v for k, v in per_trade.items()})
     completions = _count(

@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_for
 from escrow.models import Settlement
 from escrow.tasks import settle_pending, sweep_settlements
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

@@ -15,7 +15,8 @@ from escrow import services as escrow
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Withdrawal
 from marketplace import services as market
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

@@ -19,7 +19,8 @@ from django.db.models import Sum
 from conftest import wait_for
 from escrow.models import Settlement
 from ledger.models import LedgerAccount, Transfer
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

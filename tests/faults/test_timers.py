@@ -19,7 +19,8 @@ from escrow.models import EscrowEvent
 from escrow.tasks import expire_overdue_trades
 from ledger.models import LedgerAccount, Transfer
 from marketplace import services as market
-from marketplace.models import Offer, Trade
+from marketplace.models import Offer
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import ApiClient, assert_ledger_verifies, make_traders, run_together

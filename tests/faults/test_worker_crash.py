@@ -15,7 +15,7 @@ from escrow.models import Settlement
 from escrow.tasks import settle
 from ledger.models import LedgerAccount
 from marketplace import services as market
-from marketplace.models import Trade
+from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

@@ -170,7 +170,7 @@ class Command(BaseCommand):
 
         from disputes.services import dispute_open, evidence_submit
         from escrow.services import trade_mark_paid
-        from marketplace.models import Trade
+        from escrow.models import Trade
 
         trade = services.offer_take(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
         services.trade_message_send(

@@ -1,9 +1,11 @@
-"""On PostgreSQL the database itself refuses to change or delete a sealed ledger entry, a Merkle
-node or a checkpoint: only the superuser, by switching triggers off, can (and verify_ledger
-catches that)."""
+"""The ledger's starting data and guards: the traded assets (with their precision), and, on
+PostgreSQL, triggers with which the database itself refuses to change or delete a sealed ledger
+entry, a Merkle node or a checkpoint (only the superuser, by switching triggers off, can; and
+verify_ledger catches that). Moderators add assets in the admin."""
 
 from django.db import migrations
 
+ASSETS = [("BTC", "Bitcoin", 8), ("ETH", "Ether", 18), ("USDT", "Tether USD", 6)]
 FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_refuse_rewrite() RETURNS trigger AS $$
 BEGIN
@@ -23,6 +25,12 @@ TRIGGERS = [
     ("ledger_merklenode", "UPDATE OR DELETE"),
     ("ledger_checkpoint", "UPDATE OR DELETE"),
 ]
+
+
+def seed_assets(apps, schema_editor):
+    Asset = apps.get_model("ledger", "Asset")
+    for code, name, precision in ASSETS:
+        Asset.objects.get_or_create(code=code, defaults={"name": name, "precision": precision})
 
 
 def forwards(apps, schema_editor):
@@ -45,5 +53,8 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ledger", "0003_merkle_checkpoints")]
-    operations = [migrations.RunPython(forwards, backwards)]
+    dependencies = [("ledger", "0001_initial")]
+    operations = [
+        migrations.RunPython(seed_assets, migrations.RunPython.noop),
+        migrations.RunPython(forwards, backwards),
+    ]
