@@ -551,10 +551,10 @@ def check_settled(trades: int) -> list[str]:
     ):
         rows = (
             Transfer.objects.filter(kind=kind, flags=flags)
-            .values("trade_id")
+            .values("reference")
             .annotate(n=Count("id"))
         )
-        ok = sum(1 for r in rows if r["n"] == 1 and r["trade_id"])
+        ok = sum(1 for r in rows if r["n"] == 1 and r["reference"])
         if ok != trades or len(rows) != trades:
             problems.append(f"{ok} trades with exactly one {kind}/{flags} transfer, not {trades}")
     fees = LedgerAccount.objects.get(code="fees:BTC").credits_posted

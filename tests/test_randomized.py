@@ -945,7 +945,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         resolution = {t.pending_id: t for t in Transfer.objects.filter(pending_id__in=holds)}
         paid_out: dict[int, dict[str, list[Transfer]]] = defaultdict(lambda: defaultdict(list))
         for transfer in Transfer.objects.filter(
-            trade_id__in=list(self.trades), kind__in=["trade_payout", "trade_fee"]
+            reference__in=list(self.trades), kind__in=["trade_payout", "trade_fee"]
         ).select_related("credit_account"):
             paid_out[transfer.trade_id][transfer.kind].append(transfer)
         settlements = {

@@ -11,7 +11,7 @@ from accounts.tests.factories import UserFactory
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
 from escrow import services
 from escrow.models import EscrowEvent, Settlement
-from ledger.models import LedgerAccount
+from ledger.models import LedgerAccount, Transfer
 from ledger.selectors import balance_available
 from marketplace.models import Offer
 from escrow.models import Trade
@@ -67,7 +67,7 @@ class TestHappyPath:
         settlement = Settlement.objects.get(trade=trade)
         for _ in range(3):
             services.settlement_execute(settlement_id=settlement.pk)
-        assert trade.transfers.filter(kind="trade_payout").count() == 1
+        assert Transfer.objects.filter(reference=trade.pk, kind="trade_payout").count() == 1
         assert balance_available(user=bob, asset_code="BTC") == trade.amount - trade.buyer_fee
 
     def test_cancel_returns_the_hold_and_the_offer_amount(self, alice, bob):

@@ -147,7 +147,7 @@ def test_shared_accounts_are_updated_apart_with_the_same_result(alice, bob):
                %(a)s::bigint AS debit_account_id,
                CASE WHEN n % 2 = 0 THEN %(b)s ELSE %(fees)s END::bigint AS credit_account_id,
                0.01::numeric AS amount, 'trade_payout' AS kind, 'single' AS flags,
-               NULL::bigint AS pending_id, NULL::bigint AS trade_id, '' AS memo,
+               NULL::bigint AS pending_id, NULL::bigint AS reference, '' AS memo,
                NULL::numeric AS released, n AS ord
         FROM generate_series(1, 10) AS n
     """.replace("n % 2", "n %% 2")
