@@ -11,8 +11,12 @@ from rest_framework.authentication import TokenAuthentication
 
 from accounts.models import ApiKey
 from accounts.services import KEY_PREFIX, hash_key
+from common.permissions import ALL_SCOPES, scopes_of
 
-ALL_SCOPES = frozenset(ApiKey.Scope.values)
+__all__ = ["ALL_SCOPES", "TokenOrApiKeyAuthentication", "scopes_of"]
+
+# An API key's scopes are the API's scope vocabulary (common.permissions), no more, no less.
+assert frozenset(ApiKey.Scope.values) == ALL_SCOPES, ApiKey.Scope.values
 
 
 class TokenOrApiKeyAuthentication(TokenAuthentication):
@@ -28,11 +32,3 @@ class TokenOrApiKeyAuthentication(TokenAuthentication):
         if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         return api_key.user, api_key
-
-
-def scopes_of(request: Any) -> frozenset[str]:
-    """What this request may do: an API key's scopes, else everything (token or session)."""
-    auth = getattr(request, "auth", None)
-    if isinstance(auth, ApiKey):
-        return frozenset(auth.scopes)
-    return ALL_SCOPES

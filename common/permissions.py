@@ -1,10 +1,21 @@
+"""The API's scopes: what a credential may do. The vocabulary lives here, beneath every app; the
+credentials themselves (accounts' API keys) carry a subset in their `scopes`."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from accounts.authentication import scopes_of
+# read: look; trade: offers, takes, releases, chat; withdraw: move money out.
+ALL_SCOPES = frozenset({"read", "trade", "withdraw"})
+
+
+def scopes_of(request: Any) -> frozenset[str]:
+    """What this request may do: a scoped credential's scopes, else everything (the account's
+    token or a browser session)."""
+    scopes = getattr(getattr(request, "auth", None), "scopes", None)
+    return ALL_SCOPES if scopes is None else frozenset(scopes)
 
 
 class HasScope(BasePermission):

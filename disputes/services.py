@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import services as accounts
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
 from common.money import fmt, parse_amount
@@ -24,6 +26,11 @@ from escrow.models import Trade
 logger = logging.getLogger(__name__)
 
 MODERATOR_PERMISSION = "escrow.decide_trade"
+
+# Who tells the parties about a dispute's news (notifications, a layer above, registers itself in
+# its AppConfig.ready()): each is called after commit with trade=, text=, kind=, except_user_id=
+# and email=.
+party_notice_listeners: list[Callable[..., None]] = []
 
 
 def is_moderator(user: Any) -> bool:
@@ -54,15 +61,14 @@ def _tell_parties(
     market.trade_system_note(trade_id=dispute.trade_id, text=text)
 
     def notify() -> None:
-        from notifications.services import notify_parties
-
-        notify_parties(
-            trade=dispute.trade,
-            text=text,
-            kind="disputed",
-            except_user_id=except_user_id,
-            email=email,
-        )
+        for listener in party_notice_listeners:
+            listener(
+                trade=dispute.trade,
+                text=text,
+                kind="disputed",
+                except_user_id=except_user_id,
+                email=email,
+            )
 
     transaction.on_commit(notify, robust=True)
 
@@ -290,9 +296,7 @@ def dispute_decide(
         _audit(actor=actor, action=f"decide_{outcome}", dispute=dispute, reason=reason)
         loser = {"release": trade.seller, "refund": trade.buyer}.get(outcome)
         if penalize_loser and loser is not None:
-            from accounts.services import profile_penalize
-
-            profile_penalize(
+            accounts.profile_penalize(
                 user=loser,
                 actor=actor,
                 reason=f"lost dispute #{dispute.pk}",

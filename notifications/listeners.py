@@ -9,6 +9,7 @@ from escrow.models import EscrowEvent, Settlement
 from escrow.services import settlement_failed_listeners, transition_listeners
 from escrow.models import TradeMessage
 from marketplace.services.room import message_listeners
+from disputes.services import party_notice_listeners
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +88,12 @@ def on_trade_message(message: TradeMessage) -> None:
 
 if on_trade_message not in message_listeners:
     message_listeners.append(on_trade_message)
+
+
+def on_dispute_notice(**notice: object) -> None:
+    from notifications.services import notify_parties
+
+    notify_parties(**notice)  # type: ignore[arg-type]
+
+
+party_notice_listeners.append(on_dispute_notice)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -22,6 +23,10 @@ from ledger.services.transfers import (
 from ledger.models import Asset
 
 # --- deposits and withdrawals -----------------------------------------------------------------
+
+# Checks a higher layer adds before money leaves (accounts registers the second factor in its
+# AppConfig.ready()): each is called with user= and otp= and raises an ApplicationError to refuse.
+withdrawal_guards: list[Callable[..., None]] = []
 
 
 def _asset(code: str) -> Asset:
@@ -84,9 +89,8 @@ def withdrawal_request(
             "address: a destination address is required.", fields={"address": ["Required."]}
         )
     get_chain_adapter().validate_address(asset=asset, address=address)
-    from accounts.services import require_second_factor
-
-    require_second_factor(user=user, otp=otp)
+    for guard in withdrawal_guards:
+        guard(user=user, otp=otp)
     with durable_atomic():
         withdrawal = Withdrawal.objects.create(
             user=user, asset=asset, amount=value, address=address
