@@ -16,13 +16,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import ApiKey, KycDocument, Profile, ProfileEvent, TraderRelation
-from accounts.selectors import (
-    LIMITS_CURRENCY,
-    kyc_limits,
-    profile_for,
-    trade_volume_eur,
-    trading_block_reason,
-)
+from accounts.selectors import LIMITS_CURRENCY, kyc_limits, profile_for, trading_block_reason
 from common.errors import (
     Conflict,
     InvalidTransition,
@@ -208,13 +202,16 @@ def trade_limits_enforce(
     taker: Any,
     parties: dict[int, Profile],
     value_eur: Decimal,
+    volumes_eur: dict[int, Decimal],
     field: str,
 ) -> None:
     """A new trade of `value_eur` fits the per-trade and rolling 30-day limits of both parties'
-    tiers. Called by offer_take inside its transaction with both profiles locked, so two takes
-    racing can't both slip under a 30-day limit. The taker is told their limit and how to raise
-    it (400); the other party's limit is a 409 that doesn't tell their volume."""
-    volumes = trade_volume_eur(user_ids=sorted(parties))
+    tiers, given their trades' volume of the last 30 days (`volumes_eur`, counted by escrow,
+    which owns trades). Called by escrow's trade_open inside its transaction with both profiles
+    locked, so two takes racing can't both slip under a 30-day limit. The taker is told their
+    limit and how to raise it (400); the other party's limit is a 409 that doesn't tell their
+    volume."""
+    volumes = volumes_eur
     # The taker's own limits first: that is what they can act on.
     for user_id in sorted(parties, key=lambda uid: uid != taker.pk):
         limits = kyc_limits(parties[user_id].kyc_tier)

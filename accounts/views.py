@@ -28,7 +28,7 @@ from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.errors import ApplicationError, NotFound
 from marketplace.forms import add_application_error
 from marketplace.selectors import offer_book
-from marketplace.services import feedback_reply as feedback_reply_service
+from escrow.services import feedback_reply as feedback_reply_service
 
 FEEDBACK_PAGE = 20
 

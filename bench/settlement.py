@@ -22,6 +22,8 @@ Not a test: nothing asserts a time. Writes its section of BENCHMARKS.md (--no-wr
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import argparse
 import cProfile
 import io
@@ -69,7 +71,6 @@ def _setup_worker(jobs: list[tuple[int, int, int, int]], out: Any) -> None:
     from django.contrib.auth import get_user_model
 
     from escrow import services as escrow
-    from marketplace import services as market
 
     users = get_user_model().objects.in_bulk([u for j in jobs for u in j[1:3]])
     left = {j[0]: j[3] for j in jobs}
@@ -79,7 +80,7 @@ def _setup_worker(jobs: list[tuple[int, int, int, int]], out: Any) -> None:
             if not left[offer_id]:
                 continue
             buyer, seller = users[buyer_id], users[seller_id]
-            trade = market.offer_take(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
+            trade = escrow_services.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
             escrow.trade_mark_paid(trade_id=trade.pk, actor=buyer)
             escrow.escrow_release(trade_id=trade.pk, actor=seller)
             left[offer_id] -= 1
@@ -389,7 +390,7 @@ def build_template(trades: int, users: int, procs: int, bulk: bool = True) -> di
         done = []
         for offer_id, seller_id, buyer_id, n in jobs:
             seller, buyer = users_by_pk[seller_id], users_by_pk[buyer_id]
-            trade = market.offer_take(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
+            trade = escrow_services.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
             escrow.trade_mark_paid(trade_id=trade.pk, actor=buyer)
             escrow.escrow_release(trade_id=trade.pk, actor=seller)
             copied = _replicate_trade(trade.pk, n - 1)

@@ -4,6 +4,8 @@ never sets a trade state itself. Every moderator step is written to the audit lo
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import logging
 from datetime import timedelta
 from collections.abc import Callable
@@ -20,7 +22,6 @@ from common.money import fmt, parse_amount
 from common.transactions import durable_atomic
 from disputes.models import Dispute, Evidence, ModeratorAction
 from escrow import services as escrow
-from marketplace import services as market
 from escrow.models import Trade
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _tell_parties(
     dispute: Dispute, text: str, *, email: bool = False, except_user_id: int | None = None
 ) -> None:
     """A note in the trade room now, and a notification to both parties once committed."""
-    market.trade_system_note(trade_id=dispute.trade_id, text=text)
+    escrow_services.trade_system_note(trade_id=dispute.trade_id, text=text)
 
     def notify() -> None:
         for listener in party_notice_listeners:
@@ -234,7 +235,7 @@ def dispute_moderator_message(*, dispute_id: int, actor: Any, text: str) -> Any:
     if dispute is None:
         raise NotFound(f"Dispute #{dispute_id} not found.")
     with durable_atomic():
-        message = market.trade_message_send(
+        message = escrow_services.trade_message_send(
             trade_id=dispute.trade_id, actor=actor, text=text, as_moderator=True
         )
         _audit(actor=actor, action="message", dispute=dispute, reason=text[:500])

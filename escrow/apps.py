@@ -3,3 +3,13 @@ from django.apps import AppConfig
 
 class EscrowConfig(AppConfig):
     name = "escrow"
+
+    def ready(self) -> None:
+        # The order book (marketplace, a layer below) shows makers' stats and checks offers'
+        # requirements with figures counted from trades, which escrow owns.
+        from escrow.selectors import stats
+        from marketplace import selectors as market
+
+        market.trader_figures_register(
+            stats_recent=stats.trader_stats_recent, taker_facts=stats.taker_facts
+        )

@@ -278,3 +278,14 @@ def public_keys() -> list[dict[str, str]]:
         {"key_id": k, "public_key": p}
         for k, p in SigningKey.objects.order_by("created_at").values_list("key_id", "public_key")
     ]
+
+
+def asset_get(*, code: Any) -> Asset:
+    """An active asset by its code, in any case: the one look-up of an asset a user names. An
+    unknown code is bad input naming the field `asset` (400), wherever it was given."""
+    asset = Asset.objects.filter(code=str(code or "").upper(), is_active=True).first()
+    if asset is None:
+        raise ValidationFailed(
+            f"asset: unknown asset {code!r}.", fields={"asset": ["Unknown asset."]}
+        )
+    return asset

@@ -1,9 +1,10 @@
-"""Reads of offers, the order book and trades."""
+"""Reads of offers and the order book."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -18,16 +19,46 @@ from django.utils import timezone
 
 from accounts.selectors import (
     TakerFacts,
+    TraderStats,
     blocked_user_ids,
     is_blocked_between,
-    taker_facts,
     trusting_owner_ids,
 )
-from common.errors import NotFound
+from common.errors import NotFound, ValidationFailed
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer
-from escrow.models import Trade
 
+
+
+# --- traders' figures, from the layer that owns trades ----------------------------------
+# Trades and the figures counted from them (completed trades, completion rate, release time) are
+# escrow's, a layer above this one; escrow registers its readers here in EscrowConfig.ready(). The
+# book shows makers' stats and checks offers' requirements against a taker's facts through them.
+_trader_figures: dict[str, Callable[..., Any]] = {}
+
+
+def trader_figures_register(
+    *,
+    stats_recent: Callable[..., dict[int, TraderStats]],
+    taker_facts: Callable[..., TakerFacts],
+) -> None:
+    _trader_figures.update(stats_recent=stats_recent, taker_facts=taker_facts)
+
+
+def trader_stats_recent(
+    *, user_ids: list[int], usernames: dict[int, str] | None = None
+) -> dict[int, TraderStats]:
+    """Makers' stats for a page of the book, at most TRADER_STATS_CACHE_SECONDS old."""
+    result: dict[int, TraderStats] = _trader_figures["stats_recent"](
+        user_ids=user_ids, usernames=usernames
+    )
+    return result
+
+
+def taker_facts(*, user: Any) -> TakerFacts:
+    """What an offer's requirements are checked against, for this taker."""
+    facts: TakerFacts = _trader_figures["taker_facts"](user=user)
+    return facts
 
 def offer_book(
     *,
@@ -247,48 +278,12 @@ def offer_list_for_user(*, user: Any) -> QuerySet[Offer]:
     )
 
 
-def trade_list_for_user(*, user: Any, state: str | None = None) -> QuerySet[Trade]:
-    qs = Trade.objects.filter(Q(buyer=user) | Q(seller=user)).select_related(
-        "asset", "fiat", "buyer", "seller", "payment_method"
-    )
-    if state:
-        qs = qs.filter(state=state)
-    return qs.order_by("-created_at", "-pk")
-
-
-def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
-    """A trade its parties (or staff) may see; anyone else gets not-found, not a hint it exists."""
-    trade = (
-        Trade.objects.select_related("asset", "fiat", "buyer", "seller", "offer", "payment_method")
-        .filter(pk=trade_id)
-        .first()
-    )
-    if trade is None or (trade.role_of(user) is None and not user.is_staff):
-        raise NotFound(f"Trade #{trade_id} not found.")
-    return trade
-
-
-def trade_messages(*, trade: Trade) -> QuerySet[Any]:
-    from escrow.models import TradeMessage
-
-    return (
-        TradeMessage.objects.filter(trade=trade)
-        .select_related("sender")
-        .order_by("created_at", "id")
-    )
-
-
-def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> Any:
-    """A chat attachment for the trade's parties and moderators only; anyone else: not found."""
-    from escrow.models import TradeMessage
-
-    trade = Trade.objects.filter(pk=trade_id).first()
-    allowed = trade is not None and (
-        trade.role_of(user) is not None or user.has_perm("escrow.decide_trade")
-    )
-    message = (
-        TradeMessage.objects.filter(pk=message_id, trade_id=trade_id).exclude(attachment="").first()
-    )
-    if not allowed or message is None:
-        raise NotFound("Attachment not found.")
-    return message
+def fiat_get(*, code: Any) -> FiatCurrency:
+    """An active fiat currency by its code, in any case: the one look-up of a fiat a user names;
+    an unknown code is bad input naming the field `fiat`."""
+    fiat = FiatCurrency.objects.filter(code=str(code or "").upper(), is_active=True).first()
+    if fiat is None:
+        raise ValidationFailed(
+            f"fiat: unknown fiat currency {code!r}.", fields={"fiat": ["Unknown fiat currency."]}
+        )
+    return fiat

@@ -7,6 +7,8 @@ the page (with the error's HTTP status), never a server error.
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +29,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
-from accounts.selectors import trader_stats, trader_stats_recent
+from escrow.selectors import trader_stats, trader_stats_recent
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.money import parse_amount
 from disputes import selectors as dispute_selectors
@@ -202,7 +204,7 @@ def quick_trade(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         data = form.cleaned_data
         try:
-            trade = services.offer_match(
+            trade = escrow_services.trade_match(
                 taker=request.user,
                 side=data["side"],
                 asset=data["asset"],
@@ -240,7 +242,7 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                trade = services.offer_take(
+                trade = escrow_services.trade_open(
                     offer_id=offer.pk,
                     taker=request.user,
                     amount=data["amount"] or None,
@@ -766,7 +768,7 @@ def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
     trade = _trade_or_404(trade_id, request.user)
     error = ""
     try:
-        services.trade_message_send(
+        escrow_services.trade_message_send(
             trade_id=trade.pk,
             actor=request.user,
             text=request.POST.get("text", ""),

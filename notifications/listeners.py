@@ -8,7 +8,7 @@ import logging
 from escrow.models import EscrowEvent, Settlement
 from escrow.services import settlement_failed_listeners, transition_listeners
 from escrow.models import TradeMessage
-from marketplace.services.room import message_listeners
+from escrow.services.room import message_listeners
 from disputes.services import party_notice_listeners
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,8 @@ so the per-user model starts from zero while the per-asset sums are checked glob
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -554,7 +556,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         trade = self.attempt(
             f"u{taker} takes offer {offer.pk} ({offer.side} {offer.available} {offer.asset}) "
             f"with {kwargs} via {method}",
-            lambda: market.offer_take(
+            lambda: escrow_services.trade_open(
                 offer_id=offer.pk, taker=self.users[taker], payment_method=method, **kwargs
             ),
             expected,

@@ -3,16 +3,17 @@ lock in offer_take makes them queue, so they can't all slip under the limit toge
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from collections import Counter
 from decimal import Decimal
 
 import pytest
 
-from accounts.selectors import trade_volume_eur
+from escrow.selectors import trade_volume_eur
 from accounts.tests.factories import DEFAULT_LIMITS, UserFactory
 from conftest import require_postgres
 from escrow.tests.test_concurrency import outcome, run_at_once
-from marketplace import services as market
 from marketplace.tests.factories import fund, make_offer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +35,7 @@ def test_racing_takes_of_one_taker_respect_the_30_day_limit(refdata, settings):
     # when the taker takes 2,000 EUR from each of them at once
     results = run_at_once(
         [
-            lambda offer=offer: market.offer_take(
+            lambda offer=offer: escrow_services.trade_open(
                 offer_id=offer.pk, taker=taker, fiat_amount="2000"
             )
             for offer in offers

@@ -3,6 +3,8 @@ review, trusted and blocked lists."""
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,7 +13,8 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
-from accounts.selectors import limits_status, profile_for, trade_volume_eur
+from escrow.selectors import limits_status, trade_volume_eur
+from accounts.selectors import profile_for
 from accounts.tests.factories import (
     DEFAULT_LIMITS,
     PDF,
@@ -30,7 +33,6 @@ from common.errors import (
 )
 from escrow import services as escrow
 from ledger.models import LedgerAccount, Transfer
-from marketplace import services as market
 from marketplace.models import Offer
 from escrow.models import Trade
 from marketplace.selectors import offer_book
@@ -76,7 +78,7 @@ class TestPerTradeLimit:
         before = _snapshot()
         # when he takes 1,200 EUR
         with pytest.raises(ValidationFailed) as caught:
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
         # then he is told the size, his limit and how to raise it; nothing changed
         assert caught.value.message == (
             "This trade is 1,200 EUR; tier 0 allows 1,000 EUR per trade. Verify your identity "
@@ -87,22 +89,22 @@ class TestPerTradeLimit:
         assert _snapshot() == before
 
     def test_the_limit_itself_is_allowed(self, limits, btc_offer, bob):
-        trade = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
+        trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
         assert trade.fiat_amount == Decimal("1000.00")
 
     def test_by_asset_amount_the_field_is_amount(self, limits, btc_offer, bob):
         with pytest.raises(ValidationFailed) as caught:
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, amount="0.02")  # 1,600 EUR
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, amount="0.02")  # 1,600 EUR
         assert "This trade is 1,600 EUR" in caught.value.message
         assert set(caught.value.fields) == {"amount"}
 
     def test_tier_1_trades_more(self, limits, btc_offer, bob):
         set_tier(bob, 1)
         set_tier(btc_offer.maker, 1)
-        trade = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="8000")
+        trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="8000")
         assert trade.fiat_amount == Decimal("8000.00")
         with pytest.raises(ValidationFailed, match=r"tier 1 allows 10,000 EUR per trade.*100,000"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="10000.01")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="10000.01")
 
     def test_tier_2_has_nowhere_higher_to_go(self, limits, btc_offer, bob, settings):
         settings.KYC_LIMITS_EUR = {
@@ -112,7 +114,7 @@ class TestPerTradeLimit:
         set_tier(bob, 2)
         set_tier(btc_offer.maker, 2)
         with pytest.raises(ValidationFailed, match="That is the highest tier's limit"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="6000")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="6000")
 
     def test_the_makers_limit_counts_too(self, limits, btc_offer, bob):
         # given bob verified, but alice (the maker) unverified
@@ -120,7 +122,7 @@ class TestPerTradeLimit:
         before = _snapshot()
         # when bob takes more than alice's tier allows
         with pytest.raises(Conflict) as caught:
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
         # then it is refused as the other party's limit, without saying her volume
         assert caught.value.code == "counterparty_limit"
         assert "other party's per-trade limit" in caught.value.message
@@ -131,7 +133,7 @@ class TestPerTradeLimit:
         offer = make_offer(alice, side="buy", amount="1", max_fiat="100000")
         fund(bob, "BTC", "1")
         with pytest.raises(ValidationFailed, match="tier 0 allows 1,000 EUR per trade"):
-            market.offer_take(offer_id=offer.pk, taker=bob, fiat_amount="1500")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, fiat_amount="1500")
 
     def test_other_fiat_is_converted_at_the_eur_index(self, limits, alice, bob):
         # given a BTC/USD offer at 90,000 USD; the BTC/EUR index is 85,000
@@ -139,10 +141,10 @@ class TestPerTradeLimit:
         offer = make_offer(alice, fiat="USD", price="90000", amount="0.5")
         # 0.015 BTC = 1,350 USD, worth 1,275 EUR at the index
         with pytest.raises(ValidationFailed) as caught:
-            market.offer_take(offer_id=offer.pk, taker=bob, amount="0.015")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.015")
         assert caught.value.message.startswith("This trade is 1,275 EUR;")
         # 0.011 BTC = 935 EUR: fine
-        assert market.offer_take(offer_id=offer.pk, taker=bob, amount="0.011").amount == Decimal(
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.011").amount == Decimal(
             "0.011"
         )
 
@@ -158,15 +160,15 @@ class TestThirtyDayLimit:
 
     def test_volume_of_the_last_30_days_counts_both_sides(self, roomy, btc_offer, bob, carol):
         # given bob bought 3,200 EUR from alice and sold 800 EUR to carol
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="3200")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="3200")
         fund(bob, "BTC", "1")
         bobs = make_offer(bob, amount="0.1")
-        market.offer_take(offer_id=bobs.pk, taker=carol, fiat_amount="800")
+        escrow_services.trade_open(offer_id=bobs.pk, taker=carol, fiat_amount="800")
         assert trade_volume_eur(user_ids=[bob.pk])[bob.pk] == Decimal("4000.00")
         before = _snapshot()
         # when he takes another 1,200 EUR
         with pytest.raises(ValidationFailed) as caught:
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1200")
         # then the 30-day limit stops him, with the numbers and the way up
         assert caught.value.message == (
             "This trade is 1,200 EUR; with your trades of the last 30 days (4,000 EUR) that "
@@ -175,30 +177,30 @@ class TestThirtyDayLimit:
         )
         assert _snapshot() == before
         # and up to the limit is fine
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
 
     def test_cancelled_expired_and_old_trades_dont_count(self, roomy, btc_offer, bob):
-        cancelled = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
+        cancelled = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
         escrow.trade_cancel(trade_id=cancelled.pk, actor=bob)
-        expired = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
+        expired = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
         Trade.objects.filter(pk=expired.pk).update(payment_deadline=timezone.now())
         escrow.escrow_expire(trade_id=expired.pk)
-        old = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
+        old = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
         Trade.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
         assert trade_volume_eur(user_ids=[bob.pk])[bob.pk] == Decimal(0)
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="5000")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="5000")
 
     def test_the_makers_30_day_volume_counts_too(self, roomy, btc_offer, bob, carol):
         # given alice (tier 0) already sold 4,500 EUR to carol
         set_tier(carol, 2)
-        market.offer_take(offer_id=btc_offer.pk, taker=carol, fiat_amount="4500")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=carol, fiat_amount="4500")
         set_tier(bob, 2)
         # when bob (verified) takes 1,000 EUR from her
         with pytest.raises(Conflict, match="other party over their 30-day trading limit"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1000")
 
     def test_settings_page_shows_what_is_used(self, roomy, btc_offer, bob):
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="1500")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="1500")
         status = limits_status(user=bob)
         assert status.used_30_days == Decimal("1500.00")
         assert status.left_30_days == Decimal("3500.00")
@@ -226,9 +228,9 @@ class TestFreeze:
             make_offer(bob, amount="0.1")
         assert caught.value.status == 403
         with pytest.raises(PermissionDenied, match="frozen"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
         with pytest.raises(PermissionDenied, match="frozen"):
-            market.offer_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="100")
+            escrow_services.trade_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="100")
         assert _snapshot() == before
         assert ProfileEvent.objects.get(user=bob).action == "frozen"
 
@@ -237,14 +239,14 @@ class TestFreeze:
         services.profile_freeze(user=alice, actor=moderator, reason="Review")
         assert list(offer_book(side="sell")) == []
         with pytest.raises(Conflict, match="can't be taken right now"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
         services.profile_unfreeze(user=alice, actor=moderator)
         assert [o.pk for o in offer_book(side="sell")] == [btc_offer.pk]
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
 
     def test_ongoing_trades_settle_for_frozen_users(self, limits, btc_offer, bob, moderator):
         # given a trade in progress, then both parties frozen
-        trade = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="800")
+        trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="800")
         services.profile_freeze(user=bob, actor=moderator, reason="Review")
         services.profile_freeze(user=btc_offer.maker, actor=moderator, reason="Review")
         # when it goes on: paid, released, settled
@@ -274,14 +276,14 @@ class TestStrikesAndSuspension:
         assert (event.action, event.actor, event.reason) == ("strike", moderator, "Lost a dispute")
         assert "suspended 3 days" in event.detail
         with pytest.raises(PermissionDenied, match="suspended from trading until"):
-            market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+            escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
         with pytest.raises(PermissionDenied, match="suspended"):
             make_offer(bob, side="buy")
 
     def test_a_strike_alone_doesnt_stop_trading(self, limits, btc_offer, bob):
         services.profile_penalize(user=bob, actor=None, reason="Late payment")
         assert profile_for(bob).strikes == 1
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
 
     def test_a_longer_suspension_is_kept(self, bob):
         services.profile_penalize(user=bob, actor=None, reason="a", suspend_days=30)
@@ -293,10 +295,10 @@ class TestStrikesAndSuspension:
     def test_suspension_ends(self, limits, btc_offer, bob):
         services.profile_penalize(user=bob, actor=None, reason="a", suspend_days=1)
         Profile.objects.filter(user=bob).update(suspended_until=timezone.now() - timedelta(1))
-        market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
 
     def test_ongoing_trades_of_a_suspended_seller_settle(self, limits, btc_offer, bob):
-        trade = market.offer_take(offer_id=btc_offer.pk, taker=bob, fiat_amount="800")
+        trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="800")
         services.profile_penalize(user=btc_offer.maker, actor=None, reason="x", suspend_days=7)
         services.profile_penalize(user=bob, actor=None, reason="x", suspend_days=7)
         complete(trade)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,6 @@ from disputes import services
 from disputes.models import Dispute, Evidence, ModeratorAction
 from disputes.tests.test_services import PNG, moderator
 from escrow import services as escrow
-from marketplace import services as market
 from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
@@ -38,7 +39,7 @@ def case(alice, bob):
         statement="Receipt",
         file=SimpleUploadedFile("r.png", PNG, content_type="image/png"),
     )
-    message = market.trade_message_send(
+    message = escrow_services.trade_message_send(
         trade_id=trade.pk,
         actor=bob,
         attachment=SimpleUploadedFile("p.png", PNG, content_type="image/png"),

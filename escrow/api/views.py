@@ -14,7 +14,7 @@ from escrow import services
 from escrow.models import EscrowEvent
 from marketplace.api.serializers import TradeOut
 from escrow.models import Trade
-from marketplace.selectors import trade_get_for_user
+from escrow.selectors import trade_get_for_user
 
 ERRORS = {
     400: ErrorSerializer,

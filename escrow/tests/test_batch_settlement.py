@@ -2,6 +2,8 @@
 gives exactly the rows the one-by-one path gives, and falls back to that path for whatever the
 batch cannot take."""
 
+
+from escrow import services as escrow_services
 from decimal import Decimal
 
 import pytest
@@ -17,7 +19,6 @@ from ledger import services as ledger
 from ledger.models import LedgerAccount, Transfer
 from ledger.replay import verify_ledger
 from ledger.selectors import balance_available
-from marketplace import services as market
 from ledger.models import Asset
 from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
@@ -45,7 +46,7 @@ def _released(seller, buyer, n: int, amount: str = "0.01") -> list[Trade]:
     offer = make_offer(seller, amount="2")
     trades = []
     for _ in range(n):
-        trade = market.offer_take(offer_id=offer.pk, taker=buyer, amount=amount)
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, amount=amount)
         services.trade_mark_paid(trade_id=trade.pk, actor=buyer)
         trades.append(services.escrow_release(trade_id=trade.pk, actor=seller))
     return trades
@@ -53,7 +54,7 @@ def _released(seller, buyer, n: int, amount: str = "0.01") -> list[Trade]:
 
 def _decided(seller, buyer, outcome: str, buyer_amount: str | None = None) -> Trade:
     offer = make_offer(seller, amount="1")
-    trade = market.offer_take(offer_id=offer.pk, taker=buyer, amount="0.02")
+    trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, amount="0.02")
     services.escrow_dispute(trade_id=trade.pk, actor=buyer, reason="no answer")
     return services.escrow_decide(
         trade_id=trade.pk,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +21,6 @@ from escrow.models import Settlement
 from ledger import services as ledger
 from ledger.models import Transfer
 from ledger.replay import verify_ledger
-from marketplace import services as market
 from marketplace.models import Offer
 from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer, make_trade
@@ -128,7 +129,7 @@ def test_many_takers_never_oversell_the_offer(alice, refdata):
     offer = make_offer(alice, amount="0.05")
     takers = [UserFactory(username=f"taker{i}") for i in range(25)]
     results = run_at_once(
-        [lambda u=u: market.offer_take(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
+        [lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
     )
     counts = Counter(outcome(r) for r in results)
     # then exactly five trades open, the rest are told the offer ran out
@@ -151,7 +152,7 @@ def test_takers_never_take_more_than_the_seller_holds(alice, refdata):
     )
     takers = [UserFactory(username=f"t{i}") for i in range(12)]
     results = run_at_once(
-        [lambda u=u: market.offer_take(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
+        [lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
     )
     counts = Counter(outcome(r) for r in results)
     # 0.01 + fee per trade: two fit in 0.03, never more
@@ -171,7 +172,7 @@ def test_withdrawals_racing_a_take_never_overdraw(alice, bob, carol):
         )
         for _ in range(5)
     ]
-    calls += [lambda: market.offer_take(offer_id=offer.pk, taker=bob, amount="0.05")] * 3
+    calls += [lambda: escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.05")] * 3
     results = run_at_once(calls)
     assert not [r for r in results if outcome(r).startswith("CRASH")], results
     account = ledger.account_for_user(user=alice, asset=offer.asset)
@@ -192,7 +193,7 @@ def test_workers_settle_batches_in_parallel_into_one_chain(alice, bob, carol, mo
     offers = [make_offer(alice, amount="2"), make_offer(carol, amount="2")]
     trades = []
     for i in range(30):
-        trade = market.offer_take(offer_id=offers[i % 2].pk, taker=bob, amount="0.01")
+        trade = escrow_services.trade_open(offer_id=offers[i % 2].pk, taker=bob, amount="0.01")
         services.trade_mark_paid(trade_id=trade.pk, actor=bob)
         services.escrow_release(trade_id=trade.pk, actor=trade.seller)
         trades.append(trade)

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.db import transaction
 
-from common.errors import InvalidTransition, NotFound, ValidationFailed
+from common.errors import InvalidTransition, ValidationFailed
 from common.money import parse_amount
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
 from ledger.adapters import get_chain_adapter
+from ledger.selectors import asset_get
 from ledger.models import Deposit, Transfer, Withdrawal
 from ledger.services.transfers import (
     account_for_user,
@@ -20,7 +21,6 @@ from ledger.services.transfers import (
     transfer_post_pending,
     transfer_void_pending,
 )
-from ledger.models import Asset
 
 # --- deposits and withdrawals -----------------------------------------------------------------
 
@@ -29,20 +29,11 @@ from ledger.models import Asset
 withdrawal_guards: list[Callable[..., None]] = []
 
 
-def _asset(code: str) -> Asset:
-    try:
-        return Asset.objects.get(code=code.upper(), is_active=True)
-    except Asset.DoesNotExist:
-        raise NotFound(
-            f"asset: unknown asset {code!r}.", fields={"asset": ["Unknown asset."]}
-        ) from None
-
-
 def deposit_credit(
     *, user: Any, asset_code: str, amount: Any, reference: str, actor: Any
 ) -> Deposit:
     """Credit a confirmed deposit to the user's available balance (world -> user), once."""
-    asset = _asset(asset_code)
+    asset = asset_get(code=asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
     with durable_atomic():
         deposit = Deposit.objects.create(
@@ -81,7 +72,7 @@ def withdrawal_request(
     *, user: Any, asset_code: str, amount: Any, address: str, otp: str | None = None
 ) -> Withdrawal:
     """Hold the amount at once (user -> world, pending); a worker hands it to the chain adapter."""
-    asset = _asset(asset_code)
+    asset = asset_get(code=asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
     address = (address or "").strip()
     if not address:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -13,7 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.selectors import trader_stats_for_users, trader_stats_recent
+from escrow.selectors import trader_stats_for_users, trader_stats_recent
 from common.api import AmountInput, ApiView, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
@@ -289,7 +291,7 @@ class OfferTakeApi(ApiView):
     def post(self, request: Request, offer_id: int) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        trade = services.offer_take(offer_id=offer_id, taker=request.user, **data.validated_data)
+        trade = escrow_services.trade_open(offer_id=offer_id, taker=request.user, **data.validated_data)
         return Response(
             TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
             status=status.HTTP_201_CREATED,
@@ -326,7 +328,7 @@ class MatchApi(ApiView):
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        trade = services.offer_match(taker=request.user, **data.validated_data)
+        trade = escrow_services.trade_match(taker=request.user, **data.validated_data)
         return Response(
             TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
             status=status.HTTP_201_CREATED,
@@ -438,7 +440,7 @@ class TradeMessagesApi(ApiView):
     def post(self, request: Request, trade_id: int) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        message = services.trade_message_send(
+        message = escrow_services.trade_message_send(
             trade_id=trade_id,
             actor=request.user,
             text=data.validated_data["text"],
@@ -504,7 +506,7 @@ class TradeFeedbackApi(ApiView):
     def post(self, request: Request, trade_id: int) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        feedback = services.feedback_leave(
+        feedback = escrow_services.feedback_leave(
             trade_id=trade_id, actor=request.user, **data.validated_data
         )
         return Response(FeedbackOut(feedback).data, status=status.HTTP_201_CREATED)
@@ -549,7 +551,7 @@ class FeedbackReplyApi(ApiView):
     def post(self, request: Request, feedback_id: int) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        feedback = services.feedback_reply(
+        feedback = escrow_services.feedback_reply(
             feedback_id=feedback_id, actor=request.user, text=data.validated_data["text"]
         )
         return Response(FeedbackOut(feedback).data)

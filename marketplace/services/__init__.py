@@ -1,34 +1,29 @@
-"""Every write of the marketplace: offers and taking them (offers.py), the trade room's chat and
-feedback (room.py). Import from here."""
+"""Every write of the marketplace: the price index, offers, and an offer's part in a take (locking,
+quantity, payment method, reservation; escrow.services.trade_open opens the trade). Import from
+here."""
 
 from marketplace.services.offers import (
     offer_create,
     offer_delete,
     offer_effective_price,
-    offer_match,
+    offer_lock_for_taking,
+    offer_payment_method,
+    offer_quantity,
+    offer_reserve,
     offer_set_active,
-    offer_take,
     offer_update,
     price_index_set,
 )
-from marketplace.services.room import (
-    feedback_leave,
-    feedback_reply,
-    trade_message_send,
-    trade_system_note,
-)
 
 __all__ = [
-    "feedback_leave",
-    "feedback_reply",
     "offer_create",
     "offer_delete",
     "offer_effective_price",
-    "offer_match",
+    "offer_lock_for_taking",
+    "offer_payment_method",
+    "offer_quantity",
+    "offer_reserve",
     "offer_set_active",
-    "offer_take",
     "offer_update",
     "price_index_set",
-    "trade_message_send",
-    "trade_system_note",
 ]

@@ -4,36 +4,25 @@ escrow hold in the same transaction that creates the trade."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Round
-from django.utils import timezone
 
 from accounts import services as accounts
 from accounts.selectors import (
-    TakerFacts,
     is_blocked_between,
-    taker_facts,
-    trade_value_eur,
-    trader_stats,
-    trading_block_reason,
-    trusting_owner_ids,
 )
-from common.errors import Conflict, InsufficientFunds, NotFound, PermissionDenied, ValidationFailed
+from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, parse_amount, parse_signed, round_down, round_half_up
 from common.transactions import durable_atomic
-from escrow.models import EscrowEvent
-from escrow.services import announce
 from ledger import services as ledger
 from ledger.models import Asset
+from ledger.selectors import asset_get
+from marketplace.selectors import fiat_get
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
-from escrow.models import Trade
-from marketplace.selectors import offer_book, offer_unmet_requirements
 
 MAX_PAYMENT_METHODS = 3
 PRICE_PRECISION = 8
@@ -45,20 +34,6 @@ REQUIREMENT_FIELDS = ("min_taker_tier", "min_taker_trades", "min_account_age_day
 
 def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", fields={field: [message]})
-
-
-def _asset(code: Any) -> Asset:
-    asset = Asset.objects.filter(code=str(code or "").upper(), is_active=True).first()
-    if asset is None:
-        raise _invalid("asset", f"Unknown asset {code!r}.")
-    return asset
-
-
-def _fiat(code: Any) -> FiatCurrency:
-    fiat = FiatCurrency.objects.filter(code=str(code or "").upper(), is_active=True).first()
-    if fiat is None:
-        raise _invalid("fiat", f"Unknown fiat currency {code!r}.")
-    return fiat
 
 
 def _payment_methods(codes: Iterable[str]) -> list[PaymentMethod]:
@@ -132,7 +107,7 @@ def price_index_set(
     *, asset_code: str, fiat_code: str, price: Any, source: str = "manual"
 ) -> PriceIndex:
     """Set the reference price of a pair (moderators, or the periodic price task)."""
-    asset, fiat = _asset(asset_code), _fiat(fiat_code)
+    asset, fiat = asset_get(code=asset_code), fiat_get(code=fiat_code)
     value = parse_amount(price, precision=PRICE_PRECISION, field="price")
     with transaction.atomic():
         row, _ = PriceIndex.objects.update_or_create(
@@ -244,7 +219,7 @@ def offer_create(
     accounts.ensure_can_trade(user=maker)
     if side not in Offer.Side.values:
         raise _invalid("side", "Choose buy or sell.")
-    asset_obj, fiat_obj = _asset(asset), _fiat(fiat)
+    asset_obj, fiat_obj = asset_get(code=asset), fiat_get(code=fiat)
     total = parse_amount(amount, precision=asset_obj.precision, field="amount")
     values = _offer_terms(
         asset=asset_obj,
@@ -365,200 +340,77 @@ def offer_delete(*, offer_id: int, actor: Any) -> None:
         offer.save(update_fields=["is_deleted", "is_active", "updated_at"])
 
 
-# --- taking an offer --------------------------------------------------------------------------
+# --- taking an offer (escrow.services.trade_open opens the trade; these are the offer's part) ---
 
 
-def _fee(amount: Decimal, *, is_maker: bool, precision: int) -> Decimal:
-    rate = settings.MAKER_FEE_RATE if is_maker else settings.TAKER_FEE_RATE
-    return round_down(amount * rate, precision)
-
-
-def offer_take(
-    *,
-    offer_id: int,
-    taker: Any,
-    amount: Any = None,
-    fiat_amount: Any = None,
-    payment_method: str | None = None,
-) -> Trade:
-    """Open a trade: lock the offer row and both parties' profiles, check who may take it and
-    both parties' limits, hold the seller's amount in escrow; never oversold."""
-    # Early, for a clear answer; checked again below under the profile lock.
-    accounts.ensure_can_trade(user=taker)
-    if (amount in (None, "")) == (fiat_amount in (None, "")):
-        raise _invalid("amount", "Give either amount (in the asset) or fiat_amount, not both.")
-    with durable_atomic():
-        offer = (
-            Offer.objects.select_for_update(of=("self",))
-            .select_related("asset", "fiat", "maker")
-            .filter(pk=offer_id, is_deleted=False)
-            .first()
-        )
-        # Blocked either way: the offer doesn't exist for them (not a hint that it does).
-        if offer is None or (
-            offer.maker_id != taker.pk
-            and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
-        ):
-            raise NotFound(f"Offer #{offer_id} not found.")
-        asset, fiat = offer.asset, offer.fiat
-        if offer.maker_id == taker.pk:
-            raise _invalid("offer", "You cannot take your own offer.")
-        if not offer.is_active:
-            raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
-        # Locked after the offer, in pk order: a freeze or another take of either party waits.
-        parties = accounts.profiles_lock(user_ids=[offer.maker_id, taker.pk])
-        accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
-        if trading_block_reason(parties[offer.maker_id]):
-            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
-        unmet = offer_unmet_requirements(
-            offer=offer,
-            taker=TakerFacts(
-                user_id=taker.pk,
-                tier=parties[taker.pk].kyc_tier,
-                completed_trades=trader_stats(user=taker).trades if offer.min_taker_trades else 0,
-                date_joined=taker.date_joined,
-            ),
-            is_trusted=bool(
-                offer.trusted_only and trusting_owner_ids(user=taker, owner_ids=[offer.maker_id])
-            ),
-        )
-        if unmet:
-            raise PermissionDenied(
-                f"Offer #{offer.pk} isn't open to you: {' '.join(unmet)}",
-                code="requirement_not_met",
-            )
-        price = offer_effective_price(offer)
-        if price is None or price <= 0:
-            raise Conflict(f"Offer #{offer.pk} has no price right now: its price index is missing.")
-        if amount not in (None, ""):
-            qty = parse_amount(amount, precision=asset.precision, field="amount")
-            fiat_total = round_half_up(qty * price, fiat.precision)
-        else:
-            fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
-            qty = round_down(fiat_total / price, asset.precision)
-            if qty <= 0:
-                raise _invalid("fiat_amount", "That buys less than the asset's smallest unit.")
-        field = "amount" if amount not in (None, "") else "fiat_amount"
-        if not offer.min_fiat <= fiat_total <= offer.max_fiat:
-            raise _invalid(
-                field,
-                f"This offer trades {offer.min_fiat}-{offer.max_fiat} {fiat.code} per trade; "
-                f"you asked for {fiat_total} {fiat.code}.",
-            )
-        if qty > offer.available:
-            raise Conflict(
-                f"Only {fmt(offer.available, asset.precision)} {asset.code} is left on offer #{offer.pk}.",
-                fields={field: ["More than the offer has left."]},
-                code="offer_exhausted",
-            )
-        methods = {m.code: m for m in offer.payment_methods.all()}
-        if payment_method:
-            if payment_method not in methods:
-                raise _invalid("payment_method", f"This offer doesn't accept {payment_method!r}.")
-            method = methods[payment_method]
-        else:
-            method = next(iter(methods.values()), None)
-        accounts.trade_limits_enforce(
-            taker=taker,
-            parties=parties,
-            value_eur=trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total),
-            field=field,
-        )
-        seller, buyer = (
-            (offer.maker, taker) if offer.side == Offer.Side.SELL else (taker, offer.maker)
-        )
-        now = timezone.now()
-        offer.available -= qty
-        offer.save(update_fields=["available", "updated_at"])
-        trade = Trade.objects.create(
-            offer=offer,
-            maker=offer.maker,
-            taker=taker,
-            buyer=buyer,
-            seller=seller,
-            asset=asset,
-            fiat=fiat,
-            payment_method=method,
-            amount=qty,
-            fiat_amount=fiat_total,
-            price=price,
-            seller_fee=_fee(qty, is_maker=seller.pk == offer.maker_id, precision=asset.precision),
-            buyer_fee=_fee(qty, is_maker=buyer.pk == offer.maker_id, precision=asset.precision),
-            payment_window_minutes=offer.payment_window_minutes,
-            payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
-            terms=offer.terms,
-        )
-        try:
-            trade.escrow_hold = ledger.transfer_post(
-                idempotency_key=f"trade:{trade.pk}:hold",
-                debit=ledger.account_for_user(user=seller, asset=asset),
-                credit=ledger.account_escrow(trade_id=trade.pk, asset=asset),
-                amount=trade.hold_amount,
-                kind="escrow_hold",
-                pending=True,
-                reference=trade.pk,
-            )
-        except InsufficientFunds as exc:
-            who = "Your" if seller.pk == taker.pk else "The seller's"
-            raise InsufficientFunds(
-                f"{who} {asset.code} balance doesn't cover {fmt(trade.hold_amount, asset.precision)} "
-                f"{asset.code} (amount plus fee).",
-                fields=exc.fields,
-            ) from None
-        trade.save(update_fields=["escrow_hold"])
-        event = EscrowEvent.objects.create(
-            trade=trade,
-            old_state="",
-            new_state=Trade.State.FUNDED,
-            actor=taker,
-            actor_role=trade.role_of(taker) or "",
-            reason="offer taken",
-        )
-        announce(trade, event)
-    return trade
-
-
-def offer_match(
-    *,
-    taker: Any,
-    side: str,
-    asset: str,
-    fiat: str,
-    fiat_amount: Any,
-    payment_method: str | None = None,
-) -> Trade:
-    """Quick buy/sell: take the best-priced offer that fits the amount and is open to the
-    taker, at once."""
-    accounts.ensure_can_trade(user=taker)
-    if side not in Offer.Side.values:
-        raise _invalid("side", "Choose buy or sell.")
-    fiat_obj = _fiat(fiat)
-    value = parse_amount(fiat_amount, precision=fiat_obj.precision, field="fiat_amount")
-    # side is what the taker wants to do: buying means taking sell offers.
-    book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
-    candidates = offer_book(
-        side=book_side,
-        asset=asset,
-        fiat=fiat,
-        payment_method=payment_method,
-        fiat_amount=value,
-        viewer=taker,
+def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
+    """Inside the caller's transaction: the offer's row locked (every take of it queues here, so
+    it is never oversold), refused when it is the taker's own, paused, gone, or its maker and the
+    taker blocked each other (then it doesn't exist for them: not a hint that it does)."""
+    assert transaction.get_connection().in_atomic_block, "taking an offer needs a transaction"
+    offer = (
+        Offer.objects.select_for_update(of=("self",))
+        .select_related("asset", "fiat", "maker")
+        .filter(pk=offer_id, is_deleted=False)
+        .first()
     )
-    facts = None
-    for offer in candidates:
-        if offer.maker_id == taker.pk:
-            continue
-        if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
-            facts = facts or taker_facts(user=taker)
-            trusted = offer.trusted_only and trusting_owner_ids(
-                user=taker, owner_ids=[offer.maker_id]
-            )
-            if offer_unmet_requirements(offer=offer, taker=facts, is_trusted=bool(trusted)):
-                continue  # not open to this taker: the next best may be
-        try:
-            return offer_take(
-                offer_id=offer.pk, taker=taker, fiat_amount=value, payment_method=payment_method
-            )
-        except Conflict:
-            continue  # taken, drained or over its maker's limit: try the next best
-    raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
+    if offer is None or (
+        offer.maker_id != taker.pk and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
+    ):
+        raise NotFound(f"Offer #{offer_id} not found.")
+    if offer.maker_id == taker.pk:
+        raise _invalid("offer", "You cannot take your own offer.")
+    if not offer.is_active:
+        raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
+    return offer
+
+
+def offer_quantity(
+    *, offer: Offer, amount: Any, fiat_amount: Any
+) -> tuple[Decimal, Decimal, Decimal, str]:
+    """What a take of `amount` (in the asset) or `fiat_amount` comes to at the offer's price now:
+    (asset amount, fiat amount, price, the field the taker gave), within the offer's limits and
+    what it has left."""
+    asset, fiat = offer.asset, offer.fiat
+    price = offer_effective_price(offer)
+    if price is None or price <= 0:
+        raise Conflict(f"Offer #{offer.pk} has no price right now: its price index is missing.")
+    if amount not in (None, ""):
+        qty = parse_amount(amount, precision=asset.precision, field="amount")
+        fiat_total = round_half_up(qty * price, fiat.precision)
+    else:
+        fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
+        qty = round_down(fiat_total / price, asset.precision)
+        if qty <= 0:
+            raise _invalid("fiat_amount", "That buys less than the asset's smallest unit.")
+    field = "amount" if amount not in (None, "") else "fiat_amount"
+    if not offer.min_fiat <= fiat_total <= offer.max_fiat:
+        raise _invalid(
+            field,
+            f"This offer trades {offer.min_fiat}-{offer.max_fiat} {fiat.code} per trade; "
+            f"you asked for {fiat_total} {fiat.code}.",
+        )
+    if qty > offer.available:
+        raise Conflict(
+            f"Only {fmt(offer.available, asset.precision)} {asset.code} is left on offer #{offer.pk}.",
+            fields={field: ["More than the offer has left."]},
+            code="offer_exhausted",
+        )
+    return qty, fiat_total, price, field
+
+
+def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | None:
+    """The payment method a take uses: the one asked for, which the offer must accept, else the
+    offer's first."""
+    methods = {m.code: m for m in offer.payment_methods.all()}
+    if code:
+        if code not in methods:
+            raise _invalid("payment_method", f"This offer doesn't accept {code!r}.")
+        return methods[code]
+    return next(iter(methods.values()), None)
+
+
+def offer_reserve(*, offer: Offer, amount: Decimal) -> None:
+    """Lower what is left of a locked offer by a take's amount (its CHECK keeps it >= 0)."""
+    offer.available -= amount
+    offer.save(update_fields=["available", "updated_at"])

@@ -3,6 +3,8 @@ writing balances), so every fixture is a state the product can really be in."""
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from decimal import Decimal
 from typing import Any
 
@@ -79,4 +81,4 @@ def make_trade(
     if fund_seller:
         fund(seller, offer.get("asset", "BTC"), "1")
     created = make_offer(seller, **offer)
-    return services.offer_take(offer_id=created.pk, taker=buyer, amount=amount)
+    return escrow_services.trade_open(offer_id=created.pk, taker=buyer, amount=amount)

@@ -3,6 +3,8 @@ the order book's "why not open", and reputation: feedback, replies and computed 
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import re
 from datetime import timedelta
 
@@ -13,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services as accounts
-from accounts.selectors import trader_stats
+from escrow.selectors import trader_stats
 from accounts.tests.factories import DEFAULT_LIMITS, complete, set_tier
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow import services as escrow
@@ -49,49 +51,49 @@ class TestRequirements:
     def test_minimum_tier(self, alice, bob):
         offer = _offer(alice, min_taker_tier=1)
         with pytest.raises(PermissionDenied) as caught:
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         assert caught.value.code == "requirement_not_met"
         assert "tier 1 or higher; you are tier 0" in caught.value.message
         assert not Trade.objects.exists()
         set_tier(bob, 1)
-        assert services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
 
     def test_minimum_completed_trades(self, alice, bob, carol):
         offer = _offer(alice, min_taker_trades=1)
         with pytest.raises(PermissionDenied, match="at least 1 completed trades; you have 0"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         # a cancelled trade doesn't count; a completed one does
         escrow.trade_cancel(trade_id=make_trade(carol, bob).pk, actor=bob)
         with pytest.raises(PermissionDenied):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         complete(make_trade(carol, bob, fund_seller=False))
-        assert services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
 
     def test_minimum_account_age(self, alice, bob):
         offer = _offer(alice, min_account_age_days=30)
         type(bob).objects.filter(pk=bob.pk).update(date_joined=timezone.now() - timedelta(days=3))
         bob.refresh_from_db()
         with pytest.raises(PermissionDenied, match="at least 30 days old; yours is 3 days old"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         type(bob).objects.filter(pk=bob.pk).update(date_joined=timezone.now() - timedelta(days=31))
         bob.refresh_from_db()
-        assert services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
 
     def test_trusted_only(self, alice, bob, carol):
         offer = _offer(alice, trusted_only=True)
         with pytest.raises(PermissionDenied, match="Only traders on alice's trusted list"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         # carol trusting bob is no help: it is alice's list that counts
         accounts.trader_relation_add(actor=carol, username="bob", kind="trusted")
         with pytest.raises(PermissionDenied):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         accounts.trader_relation_add(actor=alice, username="bob", kind="trusted")
-        assert services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
 
     def test_several_unmet_requirements_are_all_named(self, alice, bob):
         offer = _offer(alice, min_taker_tier=2, min_taker_trades=5, trusted_only=True)
         with pytest.raises(PermissionDenied) as caught:
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         message = caught.value.message
         assert "tier 2" in message
         assert "5 completed trades" in message
@@ -128,7 +130,7 @@ class TestRequirements:
         cheap_but_closed = _offer(alice, min_taker_tier=1)
         services.offer_update(offer_id=cheap_but_closed.pk, actor=alice, price="70000")
         open_offer = _offer(carol)
-        trade = services.offer_match(
+        trade = escrow_services.trade_match(
             taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="500"
         )
         assert trade.offer_id == open_offer.pk
@@ -156,11 +158,11 @@ class TestBlocked:
         with pytest.raises(NotFound):
             offer_get(offer_id=offer.pk, viewer=bob)
         with pytest.raises(NotFound, match=f"Offer #{offer.pk} not found"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         assert not Trade.objects.exists()
         # quick match goes past it to the next best
         services.offer_update(offer_id=offer.pk, actor=alice, price="1000")
-        trade = services.offer_match(
+        trade = escrow_services.trade_match(
             taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="100"
         )
         assert trade.offer_id == other.pk
@@ -327,7 +329,7 @@ class TestFeedbackRules:
         for trade in (cancelled, expired):
             for actor in (alice, bob):
                 with pytest.raises(InvalidTransition, match="never on a cancelled or expired"):
-                    services.feedback_leave(trade_id=trade.pk, actor=actor, rating="negative")
+                    escrow_services.feedback_leave(trade_id=trade.pk, actor=actor, rating="negative")
         assert not Feedback.objects.exists()
 
     @pytest.mark.parametrize("state", [Trade.State.REFUNDED, Trade.State.SPLIT])
@@ -335,7 +337,7 @@ class TestFeedbackRules:
         trade = make_trade(alice, bob)
         # As a moderator's decision leaves it once settled (decisions are the disputes tests').
         Trade.objects.filter(pk=trade.pk).update(state=state)
-        feedback = services.feedback_leave(
+        feedback = escrow_services.feedback_leave(
             trade_id=trade.pk, actor=bob, rating="negative", comment="Never released"
         )
         assert (feedback.author, feedback.target) == (bob, alice)
@@ -343,32 +345,32 @@ class TestFeedbackRules:
     def test_once_per_party(self, alice, bob, carol):
         trade = make_trade(alice, bob)
         complete(trade)
-        services.feedback_leave(trade_id=trade.pk, actor=bob, rating="positive")
-        services.feedback_leave(trade_id=trade.pk, actor=alice, rating="positive")
+        escrow_services.feedback_leave(trade_id=trade.pk, actor=bob, rating="positive")
+        escrow_services.feedback_leave(trade_id=trade.pk, actor=alice, rating="positive")
         with pytest.raises(InvalidTransition, match="already left feedback"):
-            services.feedback_leave(trade_id=trade.pk, actor=bob, rating="negative")
+            escrow_services.feedback_leave(trade_id=trade.pk, actor=bob, rating="negative")
         with pytest.raises(NotFound):
-            services.feedback_leave(trade_id=trade.pk, actor=carol, rating="negative")
+            escrow_services.feedback_leave(trade_id=trade.pk, actor=carol, rating="negative")
         assert Feedback.objects.count() == 2
 
     def test_reply_once_by_the_target_only(self, alice, bob, carol):
         trade = make_trade(alice, bob)
         complete(trade)
-        feedback = services.feedback_leave(
+        feedback = escrow_services.feedback_leave(
             trade_id=trade.pk, actor=bob, rating="negative", comment="Slow release"
         )
         for actor in (bob, carol):  # the author and a stranger
             with pytest.raises(PermissionDenied, match="Only the trader this feedback is about"):
-                services.feedback_reply(feedback_id=feedback.pk, actor=actor, text="hm")
+                escrow_services.feedback_reply(feedback_id=feedback.pk, actor=actor, text="hm")
         with pytest.raises(ValidationFailed):
-            services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="   ")
-        replied = services.feedback_reply(
+            escrow_services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="   ")
+        replied = escrow_services.feedback_reply(
             feedback_id=feedback.pk, actor=alice, text="My bank was slow that day."
         )
         assert replied.reply == "My bank was slow that day."
         assert replied.replied_at is not None
         with pytest.raises(InvalidTransition, match="already replied"):
-            services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="Again")
+            escrow_services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="Again")
         feedback.refresh_from_db()
         assert feedback.reply == "My bank was slow that day."
 
@@ -413,7 +415,7 @@ class TestComputedStats:
 
     def test_stats_take_one_query_per_side(self, alice, bob, django_assert_num_queries):
         complete(make_trade(alice, bob))
-        from accounts.selectors import trader_stats_for_users
+        from escrow.selectors import trader_stats_for_users
 
         with django_assert_num_queries(3):  # buyers, sellers (with release times), names
             trader_stats_for_users(user_ids=[alice.pk, bob.pk])
@@ -423,7 +425,7 @@ class TestComputedStats:
     ):
         from django.core.cache import cache
 
-        from accounts.selectors import trader_stats_recent
+        from escrow.selectors import trader_stats_recent
 
         settings.TRADER_STATS_CACHE_SECONDS = 60
         cache.delete_many([f"trader-stats:v1:{u.pk}" for u in (alice, bob)])
@@ -447,7 +449,7 @@ class TestComputedStats:
     def test_book_stats_are_counted_when_the_cache_is_down(self, alice, bob, monkeypatch):
         from django.core.cache import cache
 
-        from accounts.selectors import trader_stats_recent
+        from escrow.selectors import trader_stats_recent
 
         def down(*args, **kwargs):
             raise ConnectionError("Redis is down")
@@ -461,10 +463,10 @@ class TestComputedStats:
     def test_public_profile(self, client, alice, bob):
         trade = make_trade(alice, bob)
         complete(trade)
-        feedback = services.feedback_leave(
+        feedback = escrow_services.feedback_leave(
             trade_id=trade.pk, actor=bob, rating="positive", comment="Smooth and fast"
         )
-        services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="Thank you, bob!")
+        escrow_services.feedback_reply(feedback_id=feedback.pk, actor=alice, text="Thank you, bob!")
         set_tier(alice, 1)
         html = client.get(reverse("profile", args=["alice"])).content.decode()
         assert "Verified · tier 1" in html
@@ -480,7 +482,7 @@ class TestComputedStats:
     def test_reply_from_the_profile_page(self, client, alice, bob):
         trade = make_trade(alice, bob)
         complete(trade)
-        feedback = services.feedback_leave(trade_id=trade.pk, actor=bob, rating="negative")
+        feedback = escrow_services.feedback_leave(trade_id=trade.pk, actor=bob, rating="negative")
         client.force_login(alice)
         page = client.get(reverse("profile", args=["alice"])).content.decode()
         assert reverse("feedback_reply", args=[feedback.pk]) in page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from decimal import Decimal
 
 import pytest
@@ -132,7 +134,7 @@ class TestOfferTake:
     def test_take_by_fiat_amount_rounds_the_asset_down(self, alice, bob):
         fund(alice, "BTC", "1")
         offer = make_offer(alice, price="85000")
-        trade = services.offer_take(offer_id=offer.pk, taker=bob, fiat_amount="1000")
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=bob, fiat_amount="1000")
         assert trade.amount == Decimal("0.01176470")  # 1000 / 85000, rounded down to 8 places
         assert trade.fiat_amount == Decimal("1000.00")
         assert trade.buyer == bob
@@ -144,7 +146,7 @@ class TestOfferTake:
     def test_taking_a_buy_offer_holds_the_takers_funds(self, alice, bob):
         offer = make_offer(alice, side="buy", amount="1")
         fund(bob, "BTC", "0.5")
-        trade = services.offer_take(offer_id=offer.pk, taker=bob, amount="0.1")
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.1")
         assert trade.seller == bob
         assert trade.buyer == alice
         assert balance_available(user=bob, asset_code="BTC") == Decimal("0.4") - trade.seller_fee
@@ -153,7 +155,7 @@ class TestOfferTake:
         offer = make_offer(alice, side="buy", amount="1")
         before = _snapshot()
         with pytest.raises(InsufficientFunds, match="Your BTC balance"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.1")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.1")
         assert _snapshot() == before
 
     def test_fees_use_maker_and_taker_rates(self, alice, bob, settings):
@@ -161,7 +163,7 @@ class TestOfferTake:
         settings.TAKER_FEE_RATE = Decimal("0.02")
         fund(alice, "BTC", "1")
         offer = make_offer(alice)
-        trade = services.offer_take(offer_id=offer.pk, taker=bob, amount="0.1")
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.1")
         assert trade.seller_fee == Decimal("0.001")  # alice is the maker
         assert trade.buyer_fee == Decimal("0.002")  # bob is the taker
 
@@ -184,7 +186,7 @@ class TestOfferTake:
         offer = make_offer(alice)
         before = _snapshot()
         with pytest.raises(error) as err:
-            services.offer_take(offer_id=offer.pk, taker=bob, **kwargs)
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, **kwargs)
         assert field in err.value.fields, err.value.fields
         assert _snapshot() == before
 
@@ -192,31 +194,31 @@ class TestOfferTake:
         fund(alice, "BTC", "1")
         offer = make_offer(alice)
         with pytest.raises(ValidationFailed, match="your own offer"):
-            services.offer_take(offer_id=offer.pk, taker=alice, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=alice, amount="0.01")
 
     def test_paused_offer(self, alice, bob):
         fund(alice, "BTC", "1")
         offer = make_offer(alice)
         services.offer_set_active(offer_id=offer.pk, actor=alice, active=False)
         with pytest.raises(Conflict, match="paused"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         services.offer_set_active(offer_id=offer.pk, actor=alice, active=True)
-        assert services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
+        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
 
     def test_deleted_or_unknown_offer(self, alice, bob):
         fund(alice, "BTC", "1")
         offer = make_offer(alice)
         services.offer_delete(offer_id=offer.pk, actor=alice)
         with pytest.raises(NotFound):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         with pytest.raises(NotFound):
-            services.offer_take(offer_id=999999, taker=bob, amount="0.01")
+            escrow_services.trade_open(offer_id=999999, taker=bob, amount="0.01")
 
     def test_more_than_available(self, alice, bob):
         fund(alice, "BTC", "1")
         offer = make_offer(alice, amount="0.01")
         with pytest.raises(Conflict, match=r"Only 0\.01000000 BTC is left"):
-            services.offer_take(offer_id=offer.pk, taker=bob, amount="0.02")
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.02")
 
     def test_only_the_maker_edits(self, alice, bob):
         fund(alice, "BTC", "1")
@@ -263,14 +265,14 @@ class TestBookAndMatch:
         fund(carol, "BTC", "1")
         make_offer(alice, price="84000", max_fiat="100")
         fits = make_offer(carol, price="85000")
-        trade = services.offer_match(
+        trade = escrow_services.trade_match(
             taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000"
         )
         assert trade.offer_id == fits.pk
 
     def test_match_with_nothing_fitting(self, bob, refdata):
         with pytest.raises(NotFound, match="No BTC offer fits"):
-            services.offer_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000")
+            escrow_services.trade_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000")
 
 
 def test_a_moderator_editing_the_index_in_the_admin_moves_the_floating_offers(admin_client, alice):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import json
 import logging
 import socket
@@ -12,7 +14,6 @@ import pytest
 from django.utils import timezone
 
 from escrow import services as escrow
-from marketplace import services as market
 from marketplace.tests.factories import fund, make_offer, make_trade
 from notifications import listeners, services
 from notifications.models import Notification, WebhookDelivery
@@ -259,7 +260,7 @@ def test_counterparty_notified_and_seller_emailed(
     offer = make_offer(alice)
     # when bob takes it (the on-commit listeners run)
     with django_capture_on_commit_callbacks(execute=True):
-        trade = market.offer_take(offer_id=offer.pk, taker=bob, amount="0.01")
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
     # then alice, the maker, is told in-app and by email; bob, who acted, is not
     (created,) = Notification.objects.all()
     assert (created.user, created.kind, created.trade) == (alice, "created", trade)

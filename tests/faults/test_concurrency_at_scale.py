@@ -3,6 +3,8 @@ racing trades on one balance, on real PostgreSQL with real threads."""
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from collections import Counter
 from decimal import Decimal
 
@@ -14,7 +16,6 @@ from common.errors import ApplicationError, InsufficientFunds
 from escrow import services as escrow
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Withdrawal
-from marketplace import services as market
 from marketplace.models import Offer
 from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
@@ -57,7 +58,7 @@ def test_200_takers_over_http_never_oversell(refdata, live_server):
     fund(seller, "BTC", "1")
     offer = make_offer(seller, amount="0.5", min_fiat="10")
     # given an offer with little left: 0.0105 BTC, ten and a half takes of 0.001
-    market.offer_take(offer_id=offer.pk, taker=whale, amount="0.4895")
+    escrow_services.trade_open(offer_id=offer.pk, taker=whale, amount="0.4895")
     left = Offer.objects.get(pk=offer.pk).available
     assert left == Decimal("0.0105")
     clients = [ApiClient(live_server.url, token) for _, token in takers]
@@ -109,7 +110,7 @@ def test_withdrawals_racing_trades_never_overdraw_a_balance(refdata):
     outcomes: Counter[str] = Counter()
 
     def take(buyer):
-        return lambda: market.offer_take(offer_id=offer.pk, taker=buyer, amount="0.02")
+        return lambda: escrow_services.trade_open(offer_id=offer.pk, taker=buyer, amount="0.02")
 
     def withdraw():
         return ledger.withdrawal_request(
@@ -193,7 +194,7 @@ def test_a_cancel_and_a_take_on_one_offer_never_deadlock(refdata):
     (seller, _), (buyer, _), (taker, _) = make_traders("inversion", 3)
     fund(seller, "BTC", "1")
     offer = make_offer(seller, amount="0.5", min_fiat="10")
-    trade = market.offer_take(offer_id=offer.pk, taker=buyer, amount="0.01")
+    trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, amount="0.01")
     escrow_account = trade.escrow_hold.credit_account_id
     # locked second, in pk order
     require(escrow_account > trade.escrow_hold.debit_account_id, "accounts in another order")
@@ -231,7 +232,7 @@ def test_a_cancel_and_a_take_on_one_offer_never_deadlock(refdata):
         target=run,
         args=(
             "take",
-            lambda: market.offer_take(offer_id=offer.pk, taker=taker, amount="0.01"),
+            lambda: escrow_services.trade_open(offer_id=offer.pk, taker=taker, amount="0.01"),
         ),
         daemon=True,
     )

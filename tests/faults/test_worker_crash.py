@@ -3,6 +3,8 @@ again, and restarted; every released trade still ends `completed` exactly once."
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 import time
 from decimal import Decimal
 
@@ -14,7 +16,6 @@ from escrow import services
 from escrow.models import Settlement
 from escrow.tasks import settle
 from ledger.models import LedgerAccount
-from marketplace import services as market
 from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
@@ -40,7 +41,7 @@ def _released_trades(monkeypatch, seller, buyers, count: int) -> list[Trade]:
     trades = []
     for i in range(count):
         buyer = buyers[i % len(buyers)]
-        trade = market.offer_take(offer_id=offer.pk, taker=buyer, amount="0.001")
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, amount="0.001")
         services.trade_mark_paid(trade_id=trade.pk, actor=buyer)
         services.escrow_release(trade_id=trade.pk, actor=seller)
         trades.append(trade)

@@ -3,6 +3,8 @@ offers in several assets and currencies, and a staff moderator `admin`. Safe to 
 
 from __future__ import annotations
 
+from escrow import services as escrow_services
+
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -172,14 +174,14 @@ class Command(BaseCommand):
         from escrow.services import trade_mark_paid
         from escrow.models import Trade
 
-        trade = services.offer_take(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
-        services.trade_message_send(
+        trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
+        escrow_services.trade_message_send(
             trade_id=trade.pk,
             actor=buyer,
             text="Sent 260 EUR by SEPA, reference T" + str(trade.pk),
         )
         trade_mark_paid(trade_id=trade.pk, actor=buyer)
-        services.trade_message_send(
+        escrow_services.trade_message_send(
             trade_id=trade.pk, actor=offer.maker, text="Nothing has arrived in my account yet."
         )
         # The dispute delay has passed (demo data: moved back instead of waited for).

@@ -1,348 +1,38 @@
-"""The escrow state machine of a trade. Every transition goes through _escrow_transition: one
-transaction, the trade row locked, the actor and the source state checked, an audit event
-written, the ledger asked to post, side effects queued on commit."""
+"""Settlement: the outbox rows a release, refund or split queued, claimed in batches by Celery
+workers (FOR UPDATE SKIP LOCKED) and posted on the ledger exactly once; a settlement that keeps
+failing goes to `failed`, the moderators' queue, and back to pending by their retry."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
-from common.outbox import publish_after_commit
+from common.errors import InvalidTransition, NotFound
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Transfer
 from ledger.services.transfers import transfers_post_select as ledger_transfers_post_select
-from marketplace.models import Offer
 from escrow.models import Trade
 
+from escrow.services.transitions import (
+    S,
+    SYSTEM,
+    TRANSITIONS,
+    _announce_failed,
+    _enqueue,
+    _escrow_transition,
+    _require_moderator,
+    announce_many,
+)
+
 logger = logging.getLogger(__name__)
-
-S = Trade.State
-BUYER, SELLER, SYSTEM, MODERATOR = "buyer", "seller", "system", "moderator"
-
-# (from, to) -> who may make that move. Anything not here is an illegal move.
-TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
-    (S.FUNDED, S.PAID): frozenset({BUYER}),
-    (S.FUNDED, S.CANCELLED): frozenset({BUYER, MODERATOR}),
-    (S.FUNDED, S.EXPIRED): frozenset({SYSTEM}),
-    (S.FUNDED, S.DISPUTED): frozenset({BUYER}),
-    (S.PAID, S.RELEASING): frozenset({SELLER}),
-    (S.PAID, S.DISPUTED): frozenset({BUYER, SELLER}),
-    (S.RELEASING, S.COMPLETED): frozenset({SYSTEM}),
-    (S.DISPUTED, S.RELEASING): frozenset({MODERATOR}),
-    (S.DISPUTED, S.REFUNDING): frozenset({MODERATOR}),
-    (S.DISPUTED, S.SPLITTING): frozenset({MODERATOR}),
-    (S.REFUNDING, S.REFUNDED): frozenset({SYSTEM}),
-    (S.SPLITTING, S.SPLIT): frozenset({SYSTEM}),
-}
-FINAL_STATES = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.SPLIT})
-
-ACTION_VERBS = {
-    S.PAID: "mark it paid",
-    S.CANCELLED: "cancel it",
-    S.EXPIRED: "expire it",
-    S.DISPUTED: "open a dispute",
-    S.RELEASING: "release it",
-    S.COMPLETED: "complete it",
-    S.REFUNDING: "refund it",
-    S.SPLITTING: "split it",
-    S.REFUNDED: "finish the refund",
-    S.SPLIT: "finish the split",
-}
-
-# Hooks other apps (notifications, webhooks) register; called on commit with the events of the
-# moves that committed together (one, or a whole settlement batch).
-transition_listeners: list[Callable[[list[EscrowEvent]], None]] = []
-
-
-def announce(trade: Trade, event: EscrowEvent) -> None:
-    """Tell the listeners once the transaction commits; a failing listener is logged, never
-    turned into an error for a move that already happened."""
-    event.trade = trade
-    announce_many([event])
-
-
-def announce_many(events: list[EscrowEvent]) -> None:
-    for listener in transition_listeners:
-        transaction.on_commit(lambda listener=listener: listener(events), robust=True)
-
-
-# Hooks other apps (notifications) register; called on commit with the settlements that have
-# just become `failed`: once per failure, not once per attempt (a moderator's retry that fails
-# again is a new failure, announced again).
-settlement_failed_listeners: list[Callable[[list[Settlement]], None]] = []
-
-
-def _announce_failed(settlements: list[Settlement]) -> None:
-    for listener in settlement_failed_listeners:
-        transaction.on_commit(lambda listener=listener: listener(settlements), robust=True)
-
-
-def allowed_moves(*, trade: Trade, role: str) -> list[str]:
-    """The states this role may move the trade to right now (the table plus the timers)."""
-    now = timezone.now()
-    moves = []
-    for (frm, to), roles in TRANSITIONS.items():
-        if frm != trade.state or role not in roles:
-            continue
-        if to == S.PAID and now >= trade.payment_deadline:
-            continue
-        if (
-            to == S.DISPUTED
-            and trade.state == S.PAID
-            and trade.paid_at
-            and now < trade.paid_at + settings.DISPUTE_DELAY
-        ):
-            continue
-        moves.append(to)
-    return moves
-
-
-def _require_moderator(actor: Any) -> None:
-    if not (actor is not None and actor.is_staff and actor.has_perm("escrow.decide_trade")):
-        raise PermissionDenied("Only a moderator can do this.")
-
-
-def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
-    if actor is None:
-        return SYSTEM
-    if as_moderator:
-        _require_moderator(actor)
-        return MODERATOR
-    role = trade.role_of(actor)
-    if role is None:
-        raise NotFound(f"Trade #{trade.pk} not found.")
-    return role
-
-
-def _escrow_transition(
-    *,
-    trade_id: int,
-    to: str,
-    actor: Any,
-    reason: str = "",
-    as_moderator: bool = False,
-    guard: Callable[[Trade], None] | None = None,
-    split_buyer_amount: Decimal | None = None,
-) -> Trade:
-    with transaction.atomic():
-        try:
-            trade = Trade.objects.select_for_update().get(pk=trade_id)
-        except Trade.DoesNotExist:
-            raise NotFound(f"Trade #{trade_id} not found.") from None
-        role = _role(trade, actor, as_moderator)
-        old = trade.state
-        roles = TRANSITIONS.get((old, to))
-        ever = frozenset().union(*(r for (_, dest), r in TRANSITIONS.items() if dest == to))
-        if role not in ever:
-            # A move this party can never make is a permission matter, whatever the state.
-            who = " or ".join(sorted(ever - {SYSTEM, MODERATOR} or ever))
-            raise PermissionDenied(f"Only the {who} can {ACTION_VERBS.get(to, to)}.")
-        if roles is None:
-            raise InvalidTransition(
-                f"Trade #{trade.pk} is {old}: it can no longer {ACTION_VERBS.get(to, to)}.",
-                fields={"state": [old]},
-            )
-        if role not in roles:
-            allowed = " or ".join(sorted(roles))
-            raise PermissionDenied(f"Only the {allowed} can {ACTION_VERBS.get(to, to)} now.")
-        if guard:
-            guard(trade)
-        now = timezone.now()
-        trade.state = to
-        fields = ["state", "updated_at"]
-        if to == S.PAID:
-            trade.paid_at = now
-            fields.append("paid_at")
-        elif to in (S.CANCELLED, S.EXPIRED):
-            _return_hold(trade)
-        elif to in (S.RELEASING, S.REFUNDING, S.SPLITTING):
-            if to == S.RELEASING:
-                trade.released_at = now
-                fields.append("released_at")
-            _queue_settlement(trade, to, split_buyer_amount)
-        if to in FINAL_STATES:
-            trade.closed_at = now
-            fields.append("closed_at")
-        trade.save(update_fields=fields)
-        event = EscrowEvent.objects.create(
-            trade=trade,
-            old_state=old,
-            new_state=to,
-            actor=actor,
-            actor_role=role,
-            reason=reason[:200],
-        )
-        announce(trade, event)
-    return trade
-
-
-def _return_hold(trade: Trade) -> None:
-    """Cancelled or expired: the hold goes back to the seller and the amount back to the offer.
-    The offer row is locked before the accounts, in the order offer_take takes them, so a take
-    and a cancel on one offer queue instead of deadlocking."""
-    offer = Offer.objects.select_for_update().only("pk").get(pk=trade.offer_id)
-    ledger.transfer_void_pending(
-        idempotency_key=f"trade:{trade.pk}:void", pending=trade.escrow_hold
-    )
-    Offer.objects.filter(pk=offer.pk).update(available=F("available") + trade.amount)
-
-
-def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:
-    kind = {S.RELEASING: Settlement.Kind.RELEASE, S.REFUNDING: Settlement.Kind.REFUND}.get(
-        to, Settlement.Kind.SPLIT
-    )
-    if kind != Settlement.Kind.REFUND:
-        # The accounts the settlement pays into exist before it is queued (created here once per
-        # user and asset, else only read): were a first-time buyer's account created inside a
-        # settlement batch, every worker whose batch also pays that buyer would wait for the
-        # whole batch to commit.
-        ledger.accounts_for_users({(trade.buyer_id, trade.asset_id)})
-        if kind == Settlement.Kind.RELEASE:
-            ledger.accounts_fees({trade.asset_id})
-    settlement = Settlement.objects.create(
-        trade=trade, kind=kind, buyer_amount=split_buyer_amount, queued_at=timezone.now()
-    )
-    transaction.on_commit(lambda: _enqueue(settlement.pk))
-
-
-def _enqueue(settlement_id: int) -> None:
-    from escrow.tasks import settle
-
-    publish_after_commit(settle, settlement_id)
-
-
-# --- public transitions -----------------------------------------------------------------------
-
-
-def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
-    """The buyer says the fiat was sent; only before the payment deadline."""
-
-    def before_deadline(trade: Trade) -> None:
-        if timezone.now() >= trade.payment_deadline:
-            raise InvalidTransition(f"Trade #{trade.pk}: the payment window has ended.")
-
-    with durable_atomic():
-        return _escrow_transition(
-            trade_id=trade_id,
-            to=S.PAID,
-            actor=actor,
-            reason="buyer marked paid",
-            guard=before_deadline,
-        )
-
-
-def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trade:
-    """The seller confirms the fiat arrived: the release is queued for settlement (with a
-    current 2FA code once the seller turned 2FA on)."""
-    from accounts.services import require_second_factor
-
-    if actor is not None:
-        require_second_factor(user=actor, otp=otp)
-    with durable_atomic():
-        return _escrow_transition(
-            trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"
-        )
-
-
-def trade_cancel(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
-    """The buyer cancels before paying: the hold goes back to the seller."""
-    with durable_atomic():
-        return _escrow_transition(
-            trade_id=trade_id, to=S.CANCELLED, actor=actor, reason=reason or "buyer cancelled"
-        )
-
-
-def escrow_expire(*, trade_id: int) -> Trade:
-    """The payment window ran out before `paid`: the hold goes back to the seller."""
-
-    def deadline_passed(trade: Trade) -> None:
-        if timezone.now() < trade.payment_deadline:
-            raise InvalidTransition(f"Trade #{trade.pk}: the payment window is still open.")
-
-    with durable_atomic():
-        return _escrow_transition(
-            trade_id=trade_id,
-            to=S.EXPIRED,
-            actor=None,
-            reason="payment window ended",
-            guard=deadline_passed,
-        )
-
-
-def _dispute_delay_passed(trade: Trade) -> None:
-    if trade.state == S.PAID and trade.paid_at:
-        opens_at = trade.paid_at + settings.DISPUTE_DELAY
-        if timezone.now() < opens_at:
-            raise Conflict(
-                f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
-                f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
-                code="dispute_too_early",
-            )
-
-
-def escrow_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
-    """Move to `disputed` inside the caller's transaction (disputes.services.dispute_open owns
-    it and records the dispute in the same one): from paid after the dispute delay, or the
-    buyer from funded."""
-    return _escrow_transition(
-        trade_id=trade_id,
-        to=S.DISPUTED,
-        actor=actor,
-        reason=reason or "dispute opened",
-        guard=_dispute_delay_passed,
-    )
-
-
-def trade_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
-    """A party opens a dispute (the escrow move alone; the product goes through
-    disputes.services.dispute_open, which also records the dispute)."""
-    with durable_atomic():
-        return escrow_dispute(trade_id=trade_id, actor=actor, reason=reason)
-
-
-DECISIONS = {"release": S.RELEASING, "refund": S.REFUNDING, "split": S.SPLITTING}
-
-
-def escrow_decide(
-    *, trade_id: int, actor: Any, outcome: str, reason: str, buyer_amount: Decimal | None = None
-) -> Trade:
-    """A moderator settles a disputed trade (release to the buyer, refund to the seller, or a
-    split giving the buyer `buyer_amount`), inside the caller's transaction; the settlement is
-    queued like any release."""
-    to = DECISIONS.get(outcome)
-    if to is None:
-        raise ValidationFailed(
-            "outcome: release, refund or split.",
-            fields={"outcome": ["Choose release, refund or split."]},
-        )
-
-    def split_fits(trade: Trade) -> None:
-        if to == S.SPLITTING and (buyer_amount is None or not 0 < buyer_amount < trade.amount):
-            raise ValidationFailed(
-                f"buyer_amount: a split gives the buyer more than 0 and less than {trade.amount.normalize():f}.",
-                fields={"buyer_amount": ["Between 0 and the trade amount, both excluded."]},
-            )
-
-    return _escrow_transition(
-        trade_id=trade_id,
-        to=to,
-        actor=actor,
-        reason=reason,
-        as_moderator=True,
-        guard=split_fits,
-        split_buyer_amount=buyer_amount if to == S.SPLITTING else None,
-    )
-
 
 # --- settlement -------------------------------------------------------------------------------
 
@@ -791,18 +481,3 @@ def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
     return settlement
 
 
-def trades_expire_overdue() -> int:
-    """Expire every funded trade past its deadline, each through the locked transition."""
-    ids = list(
-        Trade.objects.filter(state=S.FUNDED, payment_deadline__lte=timezone.now()).values_list(
-            "pk", flat=True
-        )[:1000]
-    )
-    expired = 0
-    for trade_id in ids:
-        try:
-            escrow_expire(trade_id=trade_id)
-            expired += 1
-        except InvalidTransition:
-            pass  # paid or cancelled meanwhile: the other side won the race, as it should
-    return expired

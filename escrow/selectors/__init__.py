@@ -1,0 +1,38 @@
+"""Reads of escrow's rows: trades and their chat, traders' trade figures, settlements."""
+
+from escrow.selectors.settlement import settlement_failed_count, settlement_status_for_trade
+from escrow.selectors.stats import (
+    feedback_received,
+    feedback_summary,
+    limits_status,
+    taker_facts,
+    trade_value_eur,
+    trade_volume_eur,
+    trader_stats,
+    trader_stats_for_users,
+    trader_stats_recent,
+)
+from escrow.selectors.trades import (
+    trade_get_for_user,
+    trade_list_for_user,
+    trade_message_attachment,
+    trade_messages,
+)
+
+__all__ = [
+    "feedback_received",
+    "feedback_summary",
+    "limits_status",
+    "settlement_failed_count",
+    "settlement_status_for_trade",
+    "taker_facts",
+    "trade_get_for_user",
+    "trade_list_for_user",
+    "trade_message_attachment",
+    "trade_messages",
+    "trade_value_eur",
+    "trade_volume_eur",
+    "trader_stats",
+    "trader_stats_for_users",
+    "trader_stats_recent",
+]

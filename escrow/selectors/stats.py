@@ -1,0 +1,260 @@
+"""Traders' figures that count trades: public stats (completed trades, completion rate, release
+time), the 30-day volume that counts against KYC limits, the facts offer requirements are checked
+against, and feedback. Here because escrow owns trades; the order book (marketplace, a layer below)
+gets the first and third through the readers registered in EscrowConfig.ready()."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import astuple
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.selectors import (
+    LIMITS_CURRENCY,
+    LimitsStatus,
+    TakerFacts,
+    TraderStats,
+    kyc_limits,
+    profile_for,
+)
+from escrow.models import Feedback, Trade
+from ledger.models import Asset
+from marketplace.models import FiatCurrency, PriceIndex
+
+logger = logging.getLogger(__name__)
+
+# --- public stats -----------------------------------------------------------------------------
+
+# Which finished trades count against a side's completion rate: a buyer who cancels, lets the
+# window run out or loses a dispute didn't complete; a seller fails only by a dispute split.
+FINISHED = {
+    "buyer": [
+        Trade.State.COMPLETED,
+        Trade.State.CANCELLED,
+        Trade.State.EXPIRED,
+        Trade.State.REFUNDED,
+    ],
+    "seller": [Trade.State.COMPLETED, Trade.State.SPLIT],
+}
+
+
+def trader_stats_for_users(
+    *, user_ids: list[int], usernames: dict[int, str] | None = None
+) -> dict[int, TraderStats]:
+    """Completed trades, completion rate (completed / the finished trades that count against
+    that side) and average release time per user, in one query per side (and one for the
+    usernames, unless the caller has them)."""
+    stats: dict[int, dict[str, Any]] = {
+        uid: {"done": 0, "finished": 0, "release": None} for uid in user_ids
+    }
+    released = Q(state=Trade.State.COMPLETED, paid_at__isnull=False, released_at__isnull=False)
+    for side in ("buyer", "seller"):
+        extra: dict[str, Any] = {}
+        if side == "seller":
+            extra["release"] = Avg(F("released_at") - F("paid_at"), filter=released)
+        rows = (
+            Trade.objects.filter(**{f"{side}_id__in": user_ids}, state__in=FINISHED[side])
+            .values(f"{side}_id")
+            .annotate(
+                done=Count("id", filter=Q(state=Trade.State.COMPLETED)),
+                finished=Count("id"),
+                **extra,
+            )
+        )
+        for row in rows:
+            bucket = stats[row[f"{side}_id"]]
+            bucket["done"] += row["done"]
+            bucket["finished"] += row["finished"]
+            if row.get("release") is not None:
+                bucket["release"] = row["release"]
+    names = usernames
+    if names is None:
+        names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
+    return {
+        uid: TraderStats(
+            username=names.get(uid, ""),
+            trades=s["done"],
+            completion_rate=(Decimal(s["done"] * 100) / s["finished"]).quantize(Decimal("0.1"))
+            if s["finished"]
+            else None,
+            average_release_seconds=_seconds(s["release"]),
+        )
+        for uid, s in stats.items()
+    }
+
+
+def _seconds(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return round(value.total_seconds())
+    # SQLite averages durations as microseconds.
+    return round(float(value) / 1_000_000)
+
+
+def trader_stats_recent(
+    *, user_ids: list[int], usernames: dict[int, str] | None = None
+) -> dict[int, TraderStats]:
+    """trader_stats_for_users as computed at most settings.TRADER_STATS_CACHE_SECONDS ago, from
+    the cache (one round trip for all of them): for lists that show many traders' stats on every
+    request, such as the order book, where counting each maker's whole history per request
+    would grow with their trades. A trader's own pages read their stats fresh. A cache that is
+    down or stalls only costs the fresh computation."""
+    ttl = settings.TRADER_STATS_CACHE_SECONDS
+    keys = {uid: f"trader-stats:v1:{uid}" for uid in user_ids}
+    try:
+        cached = cache.get_many(list(keys.values())) if ttl > 0 else {}
+    except Exception:  # Redis down or stalled: count them all
+        logger.debug("trader stats cache unavailable", exc_info=True)
+        cached = {}
+    found = {uid: TraderStats(*cached[key]) for uid, key in keys.items() if key in cached}
+    missing = [uid for uid in user_ids if uid not in found]
+    if missing:
+        fresh = trader_stats_for_users(
+            user_ids=missing,
+            usernames=None if usernames is None else {u: usernames[u] for u in missing},
+        )
+        found.update(fresh)
+        if ttl > 0:
+            try:
+                cache.set_many({keys[u]: astuple(s) for u, s in fresh.items()}, timeout=ttl)
+            except Exception:  # counted again next time
+                logger.debug("trader stats not cached", exc_info=True)
+    return found
+
+
+def trader_stats(*, user: Any) -> TraderStats:
+    return trader_stats_for_users(user_ids=[user.pk])[user.pk]
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+LIMIT_WINDOW = timedelta(days=30)
+# Trades that never moved money don't use up a limit.
+NOT_COUNTED = [Trade.State.CANCELLED, Trade.State.EXPIRED]
+
+
+def trade_value_eur(
+    *, asset: Asset, fiat: FiatCurrency, amount: Decimal, fiat_amount: Decimal
+) -> Decimal:
+    """A trade's size in EUR: its fiat amount when it is in EUR, else the asset amount at the
+    asset's EUR index price."""
+    if fiat.code == LIMITS_CURRENCY:
+        return fiat_amount
+    prices = dict(
+        PriceIndex.objects.filter(asset=asset, fiat__code__in=[LIMITS_CURRENCY, "USD"]).values_list(
+            "fiat__code", "price"
+        )
+    )
+    if LIMITS_CURRENCY in prices:
+        return (amount * prices[LIMITS_CURRENCY]).quantize(Decimal("0.01"))
+    # No EUR index for this asset: there is no FX table, so take its USD index 1:1 for EUR
+    # (close enough to pick a limit), and as a last resort the trade's fiat amount itself 1:1.
+    if "USD" in prices:
+        return (amount * prices["USD"]).quantize(Decimal("0.01"))
+    return fiat_amount
+
+
+_VALUE = DecimalField(max_digits=60, decimal_places=20)
+
+
+def _trade_value_eur_expression() -> Any:
+    """trade_value_eur in SQL, so a user's 30-day volume is one aggregate."""
+
+    def index(code: str) -> Subquery:
+        return Subquery(
+            PriceIndex.objects.filter(asset=OuterRef("asset"), fiat__code=code).values("price")[:1],
+            output_field=_VALUE,
+        )
+
+    def times(price: Subquery) -> ExpressionWrapper:
+        return ExpressionWrapper(F("amount") * price, output_field=_VALUE)
+
+    return Case(
+        When(fiat__code=LIMITS_CURRENCY, then=F("fiat_amount")),
+        default=Coalesce(times(index(LIMITS_CURRENCY)), times(index("USD")), F("fiat_amount")),
+        output_field=_VALUE,
+    )
+
+
+def trade_volume_eur(*, user_ids: list[int], now: datetime | None = None) -> dict[int, Decimal]:
+    """Each user's trades of the last 30 days in EUR (either side; cancelled and expired trades
+    don't count), in one query."""
+    since = (now or timezone.now()) - LIMIT_WINDOW
+    value = _trade_value_eur_expression()
+    sums = {
+        f"u{uid}": Sum(value, filter=Q(buyer_id=uid) | Q(seller_id=uid), output_field=_VALUE)
+        for uid in user_ids
+    }
+    row = (
+        Trade.objects.filter(Q(buyer_id__in=user_ids) | Q(seller_id__in=user_ids))
+        .filter(created_at__gte=since)
+        .exclude(state__in=NOT_COUNTED)
+        .aggregate(**sums)
+    )
+    return {uid: Decimal(row[f"u{uid}"] or 0).quantize(Decimal("0.01")) for uid in user_ids}
+
+
+def limits_status(*, user: Any) -> LimitsStatus:
+    tier = profile_for(user).kyc_tier
+    return LimitsStatus(
+        current=kyc_limits(tier),
+        used_30_days=trade_volume_eur(user_ids=[user.pk])[user.pk],
+        next=kyc_limits(tier + 1) if tier < 2 else None,
+    )
+
+
+# --- offer requirements ---------------------------------------------------------------------
+
+
+def taker_facts(*, user: Any) -> TakerFacts:
+    return TakerFacts(
+        user_id=user.pk,
+        tier=profile_for(user).kyc_tier,
+        completed_trades=trader_stats(user=user).trades,
+        date_joined=user.date_joined,
+    )
+
+
+# --- trusted and blocked lists ----------------------------------------------------------------
+
+
+# --- feedback ---------------------------------------------------------------------------------
+
+
+def feedback_received(*, user: Any) -> QuerySet[Feedback]:
+    """What others said about this trader, newest first, with the replies."""
+    return (
+        Feedback.objects.filter(target=user)
+        .select_related("author", "trade__asset")
+        .order_by("-created_at", "-id")
+    )
+
+
+def feedback_summary(*, user: Any) -> dict[str, int]:
+    return Feedback.objects.filter(target=user).aggregate(
+        positive=Count("id", filter=Q(rating=Feedback.Rating.POSITIVE)),
+        negative=Count("id", filter=Q(rating=Feedback.Rating.NEGATIVE)),
+    )

@@ -1,0 +1,190 @@
+"""Opening a trade: taking an offer (trade_open) and quick buy/sell (trade_match). The offer is
+locked and lowered through marketplace's services, the seller's amount moves into the trade's
+escrow hold, and the trade is created with its first event: one transaction, never oversold."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts import services as accounts
+from accounts.selectors import TakerFacts, trading_block_reason, trusting_owner_ids
+from common.errors import (
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from common.money import fmt, parse_amount, round_down
+from common.transactions import durable_atomic
+from escrow.models import EscrowEvent, Trade
+from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
+from escrow.services.transitions import announce
+from ledger import services as ledger
+from marketplace import services as market
+from marketplace.models import Offer
+from marketplace.selectors import fiat_get, offer_book, offer_unmet_requirements
+from marketplace.services.offers import REQUIREMENT_FIELDS
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
+
+
+def _fee(amount: Decimal, *, is_maker: bool, precision: int) -> Decimal:
+    rate = settings.MAKER_FEE_RATE if is_maker else settings.TAKER_FEE_RATE
+    return round_down(amount * rate, precision)
+
+
+def trade_open(
+    *,
+    offer_id: int,
+    taker: Any,
+    amount: Any = None,
+    fiat_amount: Any = None,
+    payment_method: str | None = None,
+) -> Trade:
+    """Take an offer: lock the offer row and both parties' profiles, check who may take it and
+    both parties' limits, hold the seller's amount in escrow; never oversold."""
+    # Early, for a clear answer; checked again below under the profile lock.
+    accounts.ensure_can_trade(user=taker)
+    if (amount in (None, "")) == (fiat_amount in (None, "")):
+        raise _invalid("amount", "Give either amount (in the asset) or fiat_amount, not both.")
+    with durable_atomic():
+        offer = market.offer_lock_for_taking(offer_id=offer_id, taker=taker)
+        asset, fiat = offer.asset, offer.fiat
+        # Locked after the offer, in pk order: a freeze or another take of either party waits.
+        parties = accounts.profiles_lock(user_ids=[offer.maker_id, taker.pk])
+        accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
+        if trading_block_reason(parties[offer.maker_id]):
+            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+        unmet = offer_unmet_requirements(
+            offer=offer,
+            taker=TakerFacts(
+                user_id=taker.pk,
+                tier=parties[taker.pk].kyc_tier,
+                completed_trades=trader_stats(user=taker).trades if offer.min_taker_trades else 0,
+                date_joined=taker.date_joined,
+            ),
+            is_trusted=bool(
+                offer.trusted_only and trusting_owner_ids(user=taker, owner_ids=[offer.maker_id])
+            ),
+        )
+        if unmet:
+            raise PermissionDenied(
+                f"Offer #{offer.pk} isn't open to you: {' '.join(unmet)}",
+                code="requirement_not_met",
+            )
+        qty, fiat_total, price, field = market.offer_quantity(
+            offer=offer, amount=amount, fiat_amount=fiat_amount
+        )
+        method = market.offer_payment_method(offer=offer, code=payment_method)
+        accounts.trade_limits_enforce(
+            taker=taker,
+            parties=parties,
+            value_eur=trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total),
+            volumes_eur=trade_volume_eur(user_ids=sorted(parties)),
+            field=field,
+        )
+        seller, buyer = (
+            (offer.maker, taker) if offer.side == Offer.Side.SELL else (taker, offer.maker)
+        )
+        now = timezone.now()
+        market.offer_reserve(offer=offer, amount=qty)
+        trade = Trade.objects.create(
+            offer=offer,
+            maker=offer.maker,
+            taker=taker,
+            buyer=buyer,
+            seller=seller,
+            asset=asset,
+            fiat=fiat,
+            payment_method=method,
+            amount=qty,
+            fiat_amount=fiat_total,
+            price=price,
+            seller_fee=_fee(qty, is_maker=seller.pk == offer.maker_id, precision=asset.precision),
+            buyer_fee=_fee(qty, is_maker=buyer.pk == offer.maker_id, precision=asset.precision),
+            payment_window_minutes=offer.payment_window_minutes,
+            payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
+            terms=offer.terms,
+        )
+        try:
+            trade.escrow_hold = ledger.transfer_post(
+                idempotency_key=f"trade:{trade.pk}:hold",
+                debit=ledger.account_for_user(user=seller, asset=asset),
+                credit=ledger.account_escrow(trade_id=trade.pk, asset=asset),
+                amount=trade.hold_amount,
+                kind="escrow_hold",
+                pending=True,
+                reference=trade.pk,
+            )
+        except InsufficientFunds as exc:
+            who = "Your" if seller.pk == taker.pk else "The seller's"
+            raise InsufficientFunds(
+                f"{who} {asset.code} balance doesn't cover {fmt(trade.hold_amount, asset.precision)} "
+                f"{asset.code} (amount plus fee).",
+                fields=exc.fields,
+            ) from None
+        trade.save(update_fields=["escrow_hold"])
+        event = EscrowEvent.objects.create(
+            trade=trade,
+            old_state="",
+            new_state=Trade.State.FUNDED,
+            actor=taker,
+            actor_role=trade.role_of(taker) or "",
+            reason="offer taken",
+        )
+        announce(trade, event)
+    return trade
+
+
+def trade_match(
+    *,
+    taker: Any,
+    side: str,
+    asset: str,
+    fiat: str,
+    fiat_amount: Any,
+    payment_method: str | None = None,
+) -> Trade:
+    """Quick buy/sell: take the best-priced offer that fits the amount and is open to the
+    taker, at once."""
+    accounts.ensure_can_trade(user=taker)
+    if side not in Offer.Side.values:
+        raise _invalid("side", "Choose buy or sell.")
+    fiat_obj = fiat_get(code=fiat)
+    value = parse_amount(fiat_amount, precision=fiat_obj.precision, field="fiat_amount")
+    # side is what the taker wants to do: buying means taking sell offers.
+    book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
+    candidates = offer_book(
+        side=book_side,
+        asset=asset,
+        fiat=fiat,
+        payment_method=payment_method,
+        fiat_amount=value,
+        viewer=taker,
+    )
+    facts = None
+    for offer in candidates:
+        if offer.maker_id == taker.pk:
+            continue
+        if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
+            facts = facts or taker_facts(user=taker)
+            trusted = offer.trusted_only and trusting_owner_ids(
+                user=taker, owner_ids=[offer.maker_id]
+            )
+            if offer_unmet_requirements(offer=offer, taker=facts, is_trusted=bool(trusted)):
+                continue  # not open to this taker: the next best may be
+        try:
+            return trade_open(
+                offer_id=offer.pk, taker=taker, fiat_amount=value, payment_method=payment_method
+            )
+        except Conflict:
+            continue  # taken, drained or over its maker's limit: try the next best
+    raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
