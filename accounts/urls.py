@@ -1,4 +1,4 @@
-"""Sign-up, password pages and feedback replies; login and logout are routed in
+"""Sign-up and password pages (feedback replies are escrow's, at /accounts/feedback/); login and logout are routed in
 config/urls.py, the settings pages in accounts/settings_urls.py (at /settings/)."""
 
 from django.contrib.auth import views as auth_views
@@ -8,7 +8,6 @@ from accounts import views
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
-    path("feedback/<int:feedback_id>/reply/", views.feedback_reply, name="feedback_reply"),
     path(
         "password/change/",
         auth_views.PasswordChangeView.as_view(),

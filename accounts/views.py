@@ -1,5 +1,6 @@
-"""Sign-up, the public trader profile and the user's settings (verification, API keys, trusted
-and blocked lists). Thin: each view parses a form and calls one service or selector."""
+"""Sign-up and the user's settings (verification, API keys, trusted and blocked lists); the public
+trader profile, which counts trades, is escrow's. Thin: each view parses a form and calls one
+service or selector."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import base64
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -19,16 +19,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import selectors, services
 from accounts.forms import (
     ApiKeyForm,
-    FeedbackReplyForm,
     KycUploadForm,
     RelationForm,
     SignupForm,
 )
 from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.errors import ApplicationError, NotFound
-from marketplace.forms import add_application_error
-from marketplace.selectors import offer_book
-from escrow.services import feedback_reply as feedback_reply_service
+from common.forms import add_application_error
 
 FEEDBACK_PAGE = 20
 
@@ -62,57 +59,6 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(
         request, "registration/signup.html", {"form": form, "next": next_url}, status=status
     )
-
-
-# --- the public profile -----------------------------------------------------------------------
-
-
-@require_GET
-def profile(request: HttpRequest, username: str) -> HttpResponse:
-    """A trader's public face: tier badge, record computed from trades, feedback with replies,
-    open offers. Documents and limits are never shown here."""
-    trader = get_object_or_404(get_user_model(), username=username, is_active=True)
-    viewer = request.user
-    is_me = viewer.is_authenticated and viewer.pk == trader.pk
-    offers = list(offer_book(maker_username=trader.username, viewer=viewer)[:50])
-    feedback = Paginator(selectors.feedback_received(user=trader), FEEDBACK_PAGE).get_page(
-        request.GET.get("page")
-    )
-    relation = None
-    if viewer.is_authenticated and not is_me:
-        relation = TraderRelation.objects.filter(owner=viewer, other=trader).first()
-    context = {
-        "trader": trader,
-        "tier": selectors.profile_for(trader).kyc_tier,
-        "stats": selectors.trader_stats(user=trader),
-        "summary": selectors.feedback_summary(user=trader),
-        "feedback": feedback,
-        "page": feedback,
-        "offers": offers,
-        "is_me": is_me,
-        "relation": relation,
-        "reply_form": FeedbackReplyForm() if is_me else None,
-    }
-    return render(request, "accounts/profile.html", context)
-
-
-@login_required
-@require_POST
-def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
-    form = FeedbackReplyForm(request.POST)
-    target = reverse("profile", args=[request.user.username])
-    if not form.is_valid():
-        messages.error(request, "Write a reply of up to 500 characters.")
-        return redirect(target)
-    try:
-        feedback_reply_service(
-            feedback_id=feedback_id, actor=request.user, text=form.cleaned_data["text"]
-        )
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "Your reply is published.")
-    return redirect(f"{target}#feedback-{feedback_id}")
 
 
 # --- settings ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common import views as common_views
+from escrow import views as escrow_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -19,10 +20,19 @@ urlpatterns = [
     re_path(r"^api/", common_views.api_not_found),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "accounts/feedback/<int:feedback_id>/reply/",
+        escrow_views.feedback_reply,
+        name="feedback_reply",
+    ),
     path("accounts/", include("accounts.urls")),
     path("disputes/", include("disputes.urls")),
     path("notifications/", include("notifications.urls")),
+    path("u/<str:username>/", escrow_views.trader_profile, name="profile"),
+    path("settings/", include("accounts.settings_urls")),
     path("", include("marketplace.urls")),
+    path("", include("escrow.urls")),
+    path("", include("ledger.urls")),
 ]
 
 handler404 = "common.views.not_found"

@@ -46,3 +46,11 @@ class DisputesConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(ensure_moderators_group, dispatch_uid="disputes.moderators_group")
+        # The trade room (escrow, a layer below) shows the dispute panel and offers the "dispute"
+        # action through its hooks.
+        from disputes import views
+        from escrow import views as room
+
+        if views.trade_room_panel not in room.room_panels:
+            room.room_panels.append(views.trade_room_panel)
+        room.room_actions["dispute"] = views.OPEN_DISPUTE

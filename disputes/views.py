@@ -1,7 +1,12 @@
-"""The parties' side of a dispute in the browser: adding evidence, and evidence files served
-only through the permission check (never from a public URL)."""
+"""The parties' side of a dispute in the browser: the trade room's dispute panel and "open a
+dispute" action (joined to escrow's room in DisputesConfig.ready()), adding evidence, and evidence
+files served only through the permission check (never from a public URL)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,6 +17,28 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.errors import ApplicationError, NotFound
 from disputes import selectors, services
+from disputes.forms import DisputeForm
+from escrow.models import Trade
+from escrow.views import RoomAction
+
+
+def trade_room_panel(trade: Trade, user: Any) -> dict[str, Any]:
+    """The trade room's dispute panel: the dispute, its evidence and the moderators' SLA."""
+    dispute = selectors.dispute_for_trade(trade_id=trade.pk)
+    context: dict[str, Any] = {"dispute": dispute}
+    if dispute is not None:
+        context["evidence"] = selectors.evidence_list(dispute=dispute)
+        context["sla_hours"] = settings.DISPUTE_SLA_HOURS
+    return context
+
+
+def _open_from_room(*, trade: Trade, actor: Any, data: dict[str, Any]) -> None:
+    services.dispute_open(
+        trade_id=trade.pk, actor=actor, category=data["category"], text=data["reason"]
+    )
+
+
+OPEN_DISPUTE = RoomAction(form=DisputeForm, run=_open_from_room)
 
 
 @login_required

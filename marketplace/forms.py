@@ -1,6 +1,6 @@
 """Browser forms of the marketplace. They only collect what the user typed: amounts stay strings
 and every business rule (limits, precision, balances) is checked once, by the services, whose
-ApplicationError is turned into form errors by `add_application_error`."""
+ApplicationError is turned into form errors by common.forms.add_application_error."""
 
 from __future__ import annotations
 
@@ -8,30 +8,13 @@ from typing import Any
 
 from django import forms
 
-from common.errors import ApplicationError, ValidationFailed
-from disputes.models import Dispute
+from common.forms import AmountInput
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer, PaymentMethod
-from marketplace.templatetags.money import amount
+from common.templatetags.money import amount
 
 SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
 PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]
-
-
-def add_application_error(form: forms.Form, exc: ApplicationError) -> None:
-    """Put a service's error next to the fields it names; the message on top when it says more."""
-    placed = False
-    for field, messages in (exc.fields or {}).items():
-        name = field if field in form.fields else None
-        if name is None:
-            continue
-        for message in messages if isinstance(messages, list | tuple) else [messages]:
-            form.add_error(name, str(message))
-        placed = True
-    # A ValidationFailed's message repeats its field error; other errors (a conflict, a balance
-    # too low) explain the situation in the message, so show it as well.
-    if not placed or not isinstance(exc, ValidationFailed):
-        form.add_error(None, exc.message)
 
 
 def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
@@ -50,14 +33,6 @@ def _fiat_choices(blank: str | None = None) -> list[tuple[str, str]]:
 def _method_choices(blank: str | None = None) -> list[tuple[str, str]]:
     choices = [(m.code, m.name) for m in PaymentMethod.objects.filter(is_active=True)]
     return [("", blank), *choices] if blank is not None else choices
-
-
-class AmountInput(forms.TextInput):
-    """A decimal typed as text (exact, no float rounding by the browser), numeric keypad on phones."""
-
-    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
-        base = {"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false"}
-        super().__init__({**base, **(attrs or {})})
 
 
 class OrderBookFilterForm(forms.Form):
@@ -274,36 +249,3 @@ class OfferForm(forms.Form):
         if self.offer is None:
             values.update(side=data["side"], asset=data["asset"], fiat=data["fiat"])
         return values
-
-
-class WithdrawalForm(forms.Form):
-    asset = forms.ChoiceField(label="Asset")
-    amount = forms.CharField(max_length=48, label="Amount", widget=AmountInput())
-    address = forms.CharField(
-        max_length=128,
-        label="Destination address",
-        widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
-    )
-    otp = forms.CharField(
-        max_length=10,
-        required=False,
-        label="2FA code",
-        help_text="From your authenticator app, if you turned two-factor authentication on.",
-        widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["asset"].choices = _asset_choices()
-
-
-class DisputeForm(forms.Form):
-    category = forms.ChoiceField(label="What happened?", choices=Dispute.Category.choices)
-    reason = forms.CharField(
-        min_length=10,
-        max_length=4000,
-        label="Describe it for the moderator",
-        widget=forms.Textarea(
-            {"rows": 3, "placeholder": "E.g. I paid at 14:05 by SEPA, ref 1234, but the seller…"}
-        ),
-    )

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
-from escrow.selectors import limits_status, trade_volume_eur
+from accounts.selectors import limits_status
+from escrow.selectors import trade_volume_eur
 from accounts.selectors import profile_for
 from accounts.tests.factories import (
     DEFAULT_LIMITS,

@@ -4,7 +4,6 @@ from escrow.selectors.settlement import settlement_failed_count, settlement_stat
 from escrow.selectors.stats import (
     feedback_received,
     feedback_summary,
-    limits_status,
     taker_facts,
     trade_value_eur,
     trade_volume_eur,
@@ -22,7 +21,6 @@ from escrow.selectors.trades import (
 __all__ = [
     "feedback_received",
     "feedback_summary",
-    "limits_status",
     "settlement_failed_count",
     "settlement_status_for_trade",
     "taker_facts",

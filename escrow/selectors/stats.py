@@ -217,15 +217,6 @@ def trade_volume_eur(*, user_ids: list[int], now: datetime | None = None) -> dic
     return {uid: Decimal(row[f"u{uid}"] or 0).quantize(Decimal("0.01")) for uid in user_ids}
 
 
-def limits_status(*, user: Any) -> LimitsStatus:
-    tier = profile_for(user).kyc_tier
-    return LimitsStatus(
-        current=kyc_limits(tier),
-        used_30_days=trade_volume_eur(user_ids=[user.pk])[user.pk],
-        next=kyc_limits(tier + 1) if tier < 2 else None,
-    )
-
-
 # --- offer requirements ---------------------------------------------------------------------
 
 

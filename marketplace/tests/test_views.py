@@ -14,7 +14,7 @@ from ledger.models import Withdrawal
 from ledger.selectors import balance_available, wallet_list_for_user
 from marketplace.models import Offer
 from escrow.models import Trade
-from marketplace.templatetags.money import amount, fiat, percent
+from common.templatetags.money import amount, fiat, percent
 from marketplace.tests.factories import fund, make_offer, make_trade
 
 pytestmark = pytest.mark.django_db

@@ -1,0 +1,19 @@
+"""The browser forms of disputes."""
+
+from __future__ import annotations
+
+from django import forms
+
+from disputes.models import Dispute
+
+
+class DisputeForm(forms.Form):
+    category = forms.ChoiceField(label="What happened?", choices=Dispute.Category.choices)
+    reason = forms.CharField(
+        min_length=10,
+        max_length=4000,
+        label="Describe it for the moderator",
+        widget=forms.Textarea(
+            {"rows": 3, "placeholder": "E.g. I paid at 14:05 by SEPA, ref 1234, but the seller…"}
+        ),
+    )

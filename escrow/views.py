@@ -1,0 +1,583 @@
+"""Opening a trade (an offer's page, quick buy/sell) and the trade room: steps, actions, chat
+(the browser UI). Thin: each view parses a form and calls one service or selector. Panels and
+actions of higher layers (disputes) join the room through the hooks below."""
+
+from __future__ import annotations
+
+from escrow import services as escrow_services
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from escrow.selectors import trader_stats
+from common.errors import ApplicationError, NotFound
+from escrow import selectors as escrow_selectors
+from escrow import services as escrow
+from marketplace import selectors
+from accounts import selectors as account_selectors
+from accounts.forms import FeedbackReplyForm
+from accounts.models import TraderRelation
+from common.forms import add_application_error
+from marketplace import selectors as market_selectors
+from marketplace.forms import QuickTradeForm, TakeOfferForm
+from marketplace.views import offer_or_404, order_book_context
+from marketplace.models import Offer
+from escrow.models import Trade
+
+S = Trade.State
+
+STATE_LABELS = {
+    S.FUNDED: "Awaiting payment",
+    S.PAID: "Paid · awaiting release",
+    S.RELEASING: "Settling…",
+    S.COMPLETED: "Completed",
+    S.CANCELLED: "Cancelled",
+    S.EXPIRED: "Expired",
+    S.DISPUTED: "In dispute",
+    S.REFUNDING: "Settling…",
+    S.REFUNDED: "Refunded",
+    S.SPLITTING: "Settling…",
+    S.SPLIT: "Split by moderator",
+}
+EVENT_LABELS = {
+    S.FUNDED: "Trade opened · crypto locked in escrow",
+    S.PAID: "Marked as paid by the buyer",
+    S.RELEASING: "Released · settlement queued",
+    S.COMPLETED: "Completed · crypto delivered to the buyer",
+    S.CANCELLED: "Cancelled · crypto returned to the seller",
+    S.EXPIRED: "Expired · payment window ended",
+    S.DISPUTED: "Dispute opened",
+    S.REFUNDING: "Moderator decided: refund the seller",
+    S.REFUNDED: "Refunded to the seller",
+    S.SPLITTING: "Moderator decided: split",
+    S.SPLIT: "Split settled",
+}
+SETTLING_STATES = frozenset({S.RELEASING, S.REFUNDING, S.SPLITTING})
+FINAL_STATES = escrow.FINAL_STATES
+TRADES_PAGE = 50
+FEEDBACK_PAGE = 20
+
+
+# --- what higher layers add to the room ---------------------------------------------------------
+# disputes registers its panel (the dispute, its evidence) and the "dispute" action (its form and
+# service) in DisputesConfig.ready(): escrow, a layer below, never imports them.
+
+
+@dataclass(frozen=True)
+class RoomAction:
+    form: type[forms.Form]
+    run: Callable[..., Any]  # run(trade=, actor=, data=) with the form's cleaned data
+
+
+room_panels: list[Callable[[Trade, Any], dict[str, Any]]] = []
+room_actions: dict[str, RoomAction] = {}
+
+
+def _room_form(slug: str, data: Any = None) -> forms.Form | None:
+    action = room_actions.get(slug)
+    return action.form(data) if action else None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def _trade_or_404(trade_id: int, user: Any) -> Trade:
+    try:
+        return selectors.trade_get_for_user(trade_id=trade_id, user=user)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+# --- opening a trade ---------------------------------------------------------------------------
+
+
+@require_POST
+def quick_trade(request: HttpRequest) -> HttpResponse:
+    """Take the best offer that fits at once (offer_match), then go to the trade room."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(reverse("home"))
+    form = QuickTradeForm(request.POST)
+    status = 400
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            trade = escrow_services.trade_match(
+                taker=request.user,
+                side=data["side"],
+                asset=data["asset"],
+                fiat=data["fiat"],
+                fiat_amount=data["fiat_amount"],
+                payment_method=data["payment_method"] or None,
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            status = exc.status
+        else:
+            messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+            return redirect("trade_detail", trade_id=trade.pk)
+    book = {k: request.POST.get(k, "") for k in ("side", "asset", "fiat", "payment_method")}
+    context = order_book_context(request, book)
+    context["quick_form"] = form
+    context["quick_open"] = True
+    return render(request, "marketplace/order_book.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
+    offer = offer_or_404(offer_id, viewer=request.user)
+    form = TakeOfferForm(offer=offer)
+    status = 200
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        form = TakeOfferForm(request.POST, offer=offer)
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                trade = escrow_services.trade_open(
+                    offer_id=offer.pk,
+                    taker=request.user,
+                    amount=data["amount"] or None,
+                    fiat_amount=data["fiat_amount"] or None,
+                    payment_method=data["payment_method"] or None,
+                )
+            except ApplicationError as exc:
+                add_application_error(form, exc)
+                status = exc.status
+            else:
+                messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+                return redirect("trade_detail", trade_id=trade.pk)
+    # The taker's verb: taking a sell offer buys the asset.
+    verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"
+    context = {
+        "offer": offer,
+        "form": form,
+        "verb": verb,
+        "stats": trader_stats(user=offer.maker),
+        "is_own": request.user.is_authenticated and offer.maker_id == request.user.pk,
+        "methods": list(offer.payment_methods.all()),
+        "requirements": selectors.offer_requirements(offer),
+        "unmet": selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user).get(
+            offer.pk, []
+        ),
+    }
+    return render(request, "marketplace/offer_detail.html", context, status=status)
+
+
+# --- trades -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeAction:
+    """A button of the trade room: the target state, who presses it and the service it calls."""
+
+    slug: str
+    to: str
+    label: str
+    style: str
+    confirm_style: str
+
+
+ACTIONS = {
+    "mark-paid": TradeAction("mark-paid", S.PAID, "I have paid", "primary", "primary"),
+    "release": TradeAction("release", S.RELEASING, "Release crypto", "buy", "buy"),
+    "cancel": TradeAction("cancel", S.CANCELLED, "Cancel trade", "ghost", "danger"),
+    "dispute": TradeAction("dispute", S.DISPUTED, "Open a dispute", "danger-ghost", "danger"),
+}
+ACTION_FOR_STATE = {a.to: a for a in ACTIONS.values()}
+
+
+def _run_action(
+    action: TradeAction, *, trade: Trade, user: Any, reason: str, otp: str | None = None
+) -> Trade:
+    if action.slug == "mark-paid":
+        return escrow.trade_mark_paid(trade_id=trade.pk, actor=user)
+    if action.slug == "release":
+        return escrow.escrow_release(trade_id=trade.pk, actor=user, otp=otp)
+    if action.slug == "cancel":
+        return escrow.trade_cancel(trade_id=trade.pk, actor=user)
+    raise ValueError(f"unknown action {action.slug}")
+
+
+DONE_MESSAGES = {
+    "mark-paid": "Marked as paid. The seller has been asked to confirm and release.",
+    "release": "Released. The crypto is being settled to the buyer.",
+    "cancel": "Trade cancelled. The crypto went back to the seller.",
+    "dispute": "Dispute opened. A moderator will review the trade; the escrow stays locked.",
+}
+
+
+def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
+    """Everything the trade room shows, computed once for the page and for its live partial."""
+    now = timezone.now()
+    role = trade.role_of(user)
+    moves = escrow.allowed_moves(trade=trade, role=role) if role else []
+    deadline_passed = trade.state == S.FUNDED and now >= trade.payment_deadline
+    dispute_opens_at: datetime | None = None
+    if trade.state == S.PAID and trade.paid_at:
+        opens = trade.paid_at + settings.DISPUTE_DELAY
+        dispute_opens_at = opens if now < opens else None
+    actions = []
+    for to in moves:
+        action = ACTION_FOR_STATE.get(to)
+        if action is None:
+            continue
+        if action.slug == "mark-paid" and deadline_passed:
+            continue  # the service refuses once the window ended; the sweeper expires it
+        if action.slug == "dispute" and dispute_opens_at:
+            continue  # shown as "a dispute can be opened from …" instead
+        actions.append(action)
+    events = [
+        {"event": e, "label": EVENT_LABELS.get(e.new_state, e.new_state)}
+        for e in trade.events.select_related("actor")
+    ]
+    # A settlement that failed waits for a moderator: the room says so instead of "settling".
+    settlement_delayed = (
+        trade.state in SETTLING_STATES
+        and escrow_selectors.settlement_status_for_trade(trade_id=trade.pk) == "failed"
+    )
+    counterparty = None
+    if role == "buyer":
+        counterparty = trade.seller
+    elif role == "seller":
+        counterparty = trade.buyer
+    version = ":".join(
+        str(x)
+        for x in (
+            trade.state,
+            len(events),
+            bool(dispute_opens_at),
+            deadline_passed,
+            bool(role),
+            settlement_delayed,
+        )
+    )
+    return {
+        "trade": trade,
+        "role": role,
+        "counterparty": counterparty,
+        "actions": actions,
+        "events": events,
+        "state_label": "Settlement delayed"
+        if settlement_delayed
+        else STATE_LABELS.get(trade.state, trade.state),
+        "is_final": trade.state in FINAL_STATES,
+        "is_settling": trade.state in SETTLING_STATES,
+        "settlement_delayed": settlement_delayed,
+        "deadline_passed": deadline_passed,
+        "dispute_opens_at": dispute_opens_at,
+        "dispute_form": _room_form("dispute"),
+        "version": version,
+        "steps": _steps(trade, events),
+    }
+
+
+def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The progress bar: the happy path, or the path this trade really took."""
+    reached = {e["event"].new_state for e in events} | {trade.state}
+    if reached & {S.CANCELLED, S.EXPIRED}:
+        path = [S.FUNDED, S.CANCELLED if S.CANCELLED in reached else S.EXPIRED]
+    elif S.DISPUTED in reached:
+        end = {S.REFUNDING: S.REFUNDED, S.SPLITTING: S.SPLIT}
+        settle = next((s for s in (S.RELEASING, S.REFUNDING, S.SPLITTING) if s in reached), None)
+        path = [S.FUNDED]
+        if S.PAID in reached:
+            path.append(S.PAID)
+        path.append(S.DISPUTED)
+        if settle:
+            path += [settle, end.get(settle, S.COMPLETED)]
+        else:
+            path.append("decision")
+    else:
+        path = [S.FUNDED, S.PAID, S.RELEASING, S.COMPLETED]
+    names = {
+        S.FUNDED: "Crypto in escrow",
+        S.PAID: "Buyer paid",
+        S.RELEASING: "Released",
+        S.COMPLETED: "Completed",
+        S.CANCELLED: "Cancelled",
+        S.EXPIRED: "Expired",
+        S.DISPUTED: "Dispute",
+        S.REFUNDING: "Refund",
+        S.REFUNDED: "Refunded",
+        S.SPLITTING: "Split",
+        S.SPLIT: "Settled",
+        "decision": "Moderator decides",
+    }
+    current = path.index(trade.state) if trade.state in path else len(path) - 1
+    return [
+        {
+            "name": names[s],
+            "status": "done" if i < current else ("current" if i == current else "todo"),
+        }
+        for i, s in enumerate(path)
+    ]
+
+
+def _render_trade_room(
+    request: HttpRequest,
+    trade: Trade,
+    *,
+    status: int = 200,
+    error: str = "",
+    changed: bool = False,
+) -> HttpResponse:
+    context = _trade_room(trade, request.user)
+    context.update(_chat_context(trade, request.user))
+    for panel in room_panels:
+        context.update(panel(trade, request.user))
+    context["error"] = error
+    context["changed"] = changed
+    if context["counterparty"] is not None:
+        context["counterparty_stats"] = trader_stats(user=context["counterparty"])
+    return render(request, "marketplace/trade_detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def trade_detail(request: HttpRequest, trade_id: int) -> HttpResponse:
+    return _render_trade_room(request, _trade_or_404(trade_id, request.user))
+
+
+@login_required
+@require_GET
+def trade_status(request: HttpRequest, trade_id: int) -> HttpResponse:
+    """The live part of the trade room (state, timeline, buttons) that htmx polls every 3s.
+    Nothing changed since the version the page shows: 204, so htmx leaves an open dialog alone."""
+    trade = _trade_or_404(trade_id, request.user)
+    context = _trade_room(trade, request.user)
+    if request.GET.get("v") == context["version"]:
+        return HttpResponse(status=204)
+    return render(request, "marketplace/_trade_live.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpResponse:
+    """Mark paid, release, cancel or dispute. A POST carries the state the page showed; if the
+    trade moved on meanwhile nothing is done. Without confirm=1 it shows the confirmation page
+    (what the <details> dialog of the trade room says, for browsers without it)."""
+    spec = ACTIONS.get(action)
+    if spec is None:
+        raise Http404("No such action.")
+    trade = _trade_or_404(trade_id, request.user)
+    expected = request.POST.get("expected_state") if request.method == "POST" else None
+    if expected is not None and expected != trade.state:
+        return _render_trade_room(request, trade, status=409, changed=True)
+    if request.method != "POST" or expected is None or request.POST.get("confirm") != "1":
+        room = _trade_room(trade, request.user)
+        if spec not in room["actions"]:
+            messages.info(request, "That step isn't available on this trade right now.")
+            return redirect("trade_detail", trade_id=trade.pk)
+        form = _room_form(spec.slug, request.POST or None)
+        return render(
+            request, "marketplace/trade_confirm.html", {**room, "action": spec, "form": form}
+        )
+    try:
+        if spec.slug in room_actions:
+            form = _room_form(spec.slug, request.POST)
+            assert form is not None
+            if not form.is_valid():
+                room = _trade_room(trade, request.user)
+                context = {**room, "action": spec, "form": form}
+                return render(request, "marketplace/trade_confirm.html", context, status=400)
+            room_actions[spec.slug].run(trade=trade, actor=request.user, data=form.cleaned_data)
+        else:
+            _run_action(
+                spec, trade=trade, user=request.user, reason="", otp=request.POST.get("otp")
+            )
+    except ApplicationError as exc:
+        fresh = _trade_or_404(trade_id, request.user)
+        return _render_trade_room(request, fresh, status=exc.status, error=exc.message)
+    messages.success(request, DONE_MESSAGES[spec.slug])
+    return redirect("trade_detail", trade_id=trade.pk)
+
+
+TRADE_FILTERS = {"all": "All", "active": "Active", "finished": "Finished"}
+
+
+@login_required
+@require_GET
+def my_trades(request: HttpRequest) -> HttpResponse:
+    show = request.GET.get("show", "all")
+    if show not in TRADE_FILTERS:
+        show = "all"
+    trades = selectors.trade_list_for_user(user=request.user)
+    if show == "active":
+        trades = trades.exclude(state__in=FINAL_STATES)
+    elif show == "finished":
+        trades = trades.filter(state__in=FINAL_STATES)
+    page = Paginator(trades, TRADES_PAGE).get_page(request.GET.get("page"))
+    rows = [
+        {
+            "trade": t,
+            "role": t.role_of(request.user),
+            "counterparty": t.seller if t.buyer_id == request.user.pk else t.buyer,
+            "label": STATE_LABELS.get(t.state, t.state),
+        }
+        for t in page
+    ]
+    context = {"page": page, "rows": rows, "show": show, "filters": TRADE_FILTERS}
+    return render(request, "marketplace/my_trades.html", context)
+
+
+# --- the trade room's chat ----------------------------------------------------------------------
+
+
+def _chat_context(trade: Trade, user: Any) -> dict[str, Any]:
+    chat = list(selectors.trade_messages(trade=trade))
+    return {
+        "trade": trade,
+        "chat": chat,
+        "chat_version": f"{len(chat)}:{chat[-1].pk if chat else 0}",
+        "chat_live": trade.state not in FINAL_STATES,
+        "me": user,
+    }
+
+
+@login_required
+@require_GET
+def trade_chat(request: HttpRequest, trade_id: int) -> HttpResponse:
+    """The chat list that htmx polls; 204 when nothing new, so a half-typed message stays put."""
+    trade = _trade_or_404(trade_id, request.user)
+    context = _chat_context(trade, request.user)
+    if request.GET.get("v") == context["chat_version"]:
+        return HttpResponse(status=204)
+    return render(request, "marketplace/_trade_chat_list.html", context)
+
+
+@login_required
+@require_POST
+def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
+    trade = _trade_or_404(trade_id, request.user)
+    error = ""
+    try:
+        escrow_services.trade_message_send(
+            trade_id=trade.pk,
+            actor=request.user,
+            text=request.POST.get("text", ""),
+            attachment=request.FILES.get("attachment"),
+        )
+    except ApplicationError as exc:
+        error = exc.message
+    if request.htmx:
+        context = _chat_context(trade, request.user)
+        context["chat_error"] = error
+        context["chat_text"] = request.POST.get("text", "") if error else ""
+        return render(
+            request, "marketplace/_trade_chat.html", context, status=400 if error else 200
+        )
+    if error:
+        messages.error(request, error)
+    return redirect(f"{reverse('trade_detail', args=[trade.pk])}#chat")
+
+
+@login_required
+@require_GET
+def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) -> HttpResponse:
+    """Attachments go out only through this permission check, never from a public URL."""
+    try:
+        message = selectors.trade_message_attachment(
+            trade_id=trade_id, message_id=message_id, user=request.user
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    return FileResponse(
+        message.attachment.open("rb"),
+        content_type=message.attachment_type,
+        as_attachment=message.attachment_type == "application/pdf",
+        filename=message.attachment_name,
+    )
+
+
+@login_required
+@require_GET
+def my_offers(request: HttpRequest) -> HttpResponse:
+    offers = (
+        selectors.offer_list_for_user(user=request.user)
+        .annotate(
+            trades_count=Count("trades", distinct=True),
+            open_trades=Count("trades", filter=~Q(trades__state__in=escrow.FINAL_STATES), distinct=True),
+        )
+        .order_by("-created_at", "-pk")
+    )
+    return render(request, "marketplace/my_offers.html", {"offers": offers})
+
+
+# --- the public profile -----------------------------------------------------------------------
+
+
+@require_GET
+def trader_profile(request: HttpRequest, username: str) -> HttpResponse:
+    """A trader's public face: tier badge, record computed from trades, feedback with replies,
+    open offers. Documents and limits are never shown here."""
+    trader = get_object_or_404(get_user_model(), username=username, is_active=True)
+    viewer = request.user
+    is_me = viewer.is_authenticated and viewer.pk == trader.pk
+    offers = list(market_selectors.offer_book(maker_username=trader.username, viewer=viewer)[:50])
+    feedback = Paginator(escrow_selectors.feedback_received(user=trader), FEEDBACK_PAGE).get_page(
+        request.GET.get("page")
+    )
+    relation = None
+    if viewer.is_authenticated and not is_me:
+        relation = TraderRelation.objects.filter(owner=viewer, other=trader).first()
+    context = {
+        "trader": trader,
+        "tier": account_selectors.profile_for(trader).kyc_tier,
+        "stats": escrow_selectors.trader_stats(user=trader),
+        "summary": escrow_selectors.feedback_summary(user=trader),
+        "feedback": feedback,
+        "page": feedback,
+        "offers": offers,
+        "is_me": is_me,
+        "relation": relation,
+        "reply_form": FeedbackReplyForm() if is_me else None,
+    }
+    return render(request, "accounts/profile.html", context)
+
+
+@login_required
+@require_POST
+def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
+    form = FeedbackReplyForm(request.POST)
+    target = reverse("profile", args=[request.user.username])
+    if not form.is_valid():
+        messages.error(request, "Write a reply of up to 500 characters.")
+        return redirect(target)
+    try:
+        escrow.feedback_reply(
+            feedback_id=feedback_id, actor=request.user, text=form.cleaned_data["text"]
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Your reply is published.")
+    return redirect(f"{target}#feedback-{feedback_id}")

@@ -1,0 +1,35 @@
+"""The wallet's forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from common.forms import AmountInput
+from ledger.models import Asset
+
+
+def _asset_choices() -> list[tuple[str, str]]:
+    return [(a.code, a.code) for a in Asset.objects.filter(is_active=True).order_by("code")]
+
+
+class WithdrawalForm(forms.Form):
+    asset = forms.ChoiceField(label="Asset")
+    amount = forms.CharField(max_length=48, label="Amount", widget=AmountInput())
+    address = forms.CharField(
+        max_length=128,
+        label="Destination address",
+        widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
+    )
+    otp = forms.CharField(
+        max_length=10,
+        required=False,
+        label="2FA code",
+        help_text="From your authenticator app, if you turned two-factor authentication on.",
+        widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["asset"].choices = _asset_choices()
