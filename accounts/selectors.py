@@ -4,10 +4,10 @@ lists, KYC documents. Figures that count trades (stats, volumes) are escrow's: i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -80,6 +80,8 @@ DEFAULT_KYC_LIMITS_EUR: dict[int, dict[str, Decimal]] = {
     1: {"per_trade": Decimal(10_000), "per_30_days": Decimal(50_000)},
     2: {"per_trade": Decimal(100_000), "per_30_days": Decimal(1_000_000)},
 }
+
+
 @dataclass(frozen=True)
 class TierLimits:
     tier: int

@@ -569,11 +569,10 @@ async def hammer(
 def ledger_check() -> dict[str, Any]:
     from django.db.models import Count, Sum
 
-    from escrow.models import Settlement
+    from escrow.models import Settlement, Trade
     from ledger.models import LedgerAccount
     from ledger.replay import verify_ledger
     from ledger.services import ledger_seal_pending
-    from escrow.models import Trade
 
     t0 = time.perf_counter()
     sealed_now = ledger_seal_pending()

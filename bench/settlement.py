@@ -22,8 +22,6 @@ Not a test: nothing asserts a time. Writes its section of BENCHMARKS.md (--no-wr
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import argparse
 import cProfile
 import io
@@ -41,6 +39,8 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from escrow import services as escrow_services
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -345,10 +345,9 @@ def build_template(trades: int, users: int, procs: int, bulk: bool = True) -> di
     keep a template."""
     from django.contrib.auth import get_user_model
 
-    from escrow.models import Settlement
+    from escrow.models import Settlement, Trade
     from ledger import services as ledger
     from marketplace import services as market
-    from escrow.models import Trade
 
     C.close_django()
     C.create_db(RUN_DB)
@@ -443,10 +442,9 @@ def _replicate_trade(template_id: int, copies: int) -> int:
     from django.db import connection, transaction
     from django.db.models import F
 
-    from escrow.models import EscrowEvent, Settlement
+    from escrow.models import EscrowEvent, Settlement, Trade
     from ledger.models import LedgerAccount, Transfer
     from marketplace.models import Offer
-    from escrow.models import Trade
 
     def cols(model: Any, *skip: str) -> list[str]:
         return [
@@ -526,9 +524,8 @@ def check_settled(trades: int) -> list[str]:
     """Every trade completed exactly once: state, outbox row, audit event and ledger postings."""
     from django.db.models import Count
 
-    from escrow.models import EscrowEvent, Settlement
+    from escrow.models import EscrowEvent, Settlement, Trade
     from ledger.models import LedgerAccount, Transfer
-    from escrow.models import Trade
 
     problems = []
     states = dict(Trade.objects.values_list("state").annotate(n=Count("id")))

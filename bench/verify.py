@@ -197,8 +197,7 @@ def build(entries: int, users: int, seal_batch: int) -> dict[str, Any]:
     from django.db import connection
 
     from ledger import services as ledger
-    from ledger.models import Checkpoint, LedgerAccount, MerkleNode
-    from ledger.models import Asset
+    from ledger.models import Asset, Checkpoint, LedgerAccount, MerkleNode
 
     out: dict[str, Any] = {"seals": []}
     C.close_django()

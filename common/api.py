@@ -174,6 +174,17 @@ class ErrorSerializer(serializers.Serializer):
     error = Body()
 
 
+# The error answers every endpoint may give, for the schema: one shape, the JSON error.
+ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    409: ErrorSerializer,
+    429: ErrorSerializer,
+}
+
+
 def paginated(serializer: type[serializers.Serializer]) -> serializers.Serializer:
     """The response schema of a cursor-paginated list of `serializer`."""
     name = serializer.__name__.removesuffix("Out")

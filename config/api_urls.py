@@ -3,6 +3,8 @@
 from django.urls import include, path
 
 from accounts.api import views as accounts
+from disputes.api import views as disputes
+from escrow.api import trades
 from escrow.api import views as escrow
 from ledger.api import views as ledger
 from marketplace.api import views as market
@@ -13,11 +15,11 @@ urlpatterns = [
     path("api-keys/<int:key_id>/", accounts.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("offers/", market.OfferListApi.as_view(), name="api-offers"),
     path("offers/<int:offer_id>/", market.OfferDetailApi.as_view(), name="api-offer"),
-    path("offers/<int:offer_id>/take/", market.OfferTakeApi.as_view(), name="api-offer-take"),
-    path("match/", market.MatchApi.as_view(), name="api-match"),
+    path("offers/<int:offer_id>/take/", trades.OfferTakeApi.as_view(), name="api-offer-take"),
+    path("match/", trades.MatchApi.as_view(), name="api-match"),
     path("prices/", market.PriceListApi.as_view(), name="api-prices"),
-    path("trades/", market.TradeListApi.as_view(), name="api-trades"),
-    path("trades/<int:trade_id>/", market.TradeDetailApi.as_view(), name="api-trade"),
+    path("trades/", trades.TradeListApi.as_view(), name="api-trades"),
+    path("trades/<int:trade_id>/", trades.TradeDetailApi.as_view(), name="api-trade"),
     path(
         "trades/<int:trade_id>/mark-paid/",
         escrow.TradeMarkPaidApi.as_view(),
@@ -28,26 +30,28 @@ urlpatterns = [
     ),
     path("trades/<int:trade_id>/cancel/", escrow.TradeCancelApi.as_view(), name="api-trade-cancel"),
     path(
-        "trades/<int:trade_id>/dispute/", escrow.TradeDisputeApi.as_view(), name="api-trade-dispute"
+        "trades/<int:trade_id>/dispute/",
+        disputes.TradeDisputeApi.as_view(),
+        name="api-trade-dispute",
     ),
     path(
         "trades/<int:trade_id>/messages/",
-        market.TradeMessagesApi.as_view(),
+        trades.TradeMessagesApi.as_view(),
         name="api-trade-messages",
     ),
     path(
         "trades/<int:trade_id>/messages/<int:message_id>/attachment/",
-        market.TradeMessageAttachmentApi.as_view(),
+        trades.TradeMessageAttachmentApi.as_view(),
         name="api-trade-message-attachment",
     ),
     path(
         "trades/<int:trade_id>/feedback/",
-        market.TradeFeedbackApi.as_view(),
+        trades.TradeFeedbackApi.as_view(),
         name="api-trade-feedback",
     ),
     path(
         "feedback/<int:feedback_id>/reply/",
-        market.FeedbackReplyApi.as_view(),
+        trades.FeedbackReplyApi.as_view(),
         name="api-feedback-reply",
     ),
     path("kyc/documents/", accounts.KycDocumentListApi.as_view(), name="api-kyc-documents"),

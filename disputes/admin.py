@@ -14,10 +14,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from escrow.selectors import trader_stats
 from common.errors import ApplicationError
 from disputes import selectors, services
 from disputes.models import Dispute, Evidence, ModeratorAction
+from escrow.selectors import trader_stats
 from marketplace import selectors as market_selectors
 
 

@@ -4,11 +4,9 @@ never sets a trade state itself. Every moderator step is written to the audit lo
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import logging
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +20,7 @@ from common.money import fmt, parse_amount
 from common.transactions import durable_atomic
 from disputes.models import Dispute, Evidence, ModeratorAction
 from escrow import services as escrow
+from escrow import services as escrow_services
 from escrow.models import Trade
 
 logger = logging.getLogger(__name__)

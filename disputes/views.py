@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse

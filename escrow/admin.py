@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from common.errors import ApplicationError
 from escrow import services
-from escrow.models import EscrowEvent, Settlement
+from escrow.models import EscrowEvent, Settlement, Trade
 
 
 @admin.register(EscrowEvent)
@@ -119,3 +119,27 @@ class SettlementAdmin(admin.ModelAdmin):
             done += 1
         if done:
             self.message_user(request, f"{done} settlement(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(Trade)
+class TradeAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "state",
+        "asset",
+        "amount",
+        "fiat_amount",
+        "fiat",
+        "buyer",
+        "seller",
+        "created_at",
+    )
+    list_filter = ("state", "asset", "fiat")
+    search_fields = ("buyer__username", "seller__username", "id")
+    readonly_fields = [f.name for f in Trade._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -12,7 +12,9 @@ class EscrowConfig(AppConfig):
         from marketplace import selectors as market
 
         market.trader_figures_register(
-            stats_recent=stats.trader_stats_recent, taker_facts=stats.taker_facts
+            stats_fresh=stats.trader_stats_for_users,
+            stats_recent=stats.trader_stats_recent,
+            taker_facts=stats.taker_facts,
         )
         # The settings page (accounts) shows how much of the 30-day limit trades used.
         accounts.trade_volume_reader_register(stats.trade_volume_eur)

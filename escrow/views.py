@@ -4,8 +4,6 @@ actions of higher layers (disputes) join the room through the hooks below."""
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,9 +12,9 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -26,20 +24,21 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from escrow.selectors import trader_stats
-from common.errors import ApplicationError, NotFound
-from escrow import selectors as escrow_selectors
-from escrow import services as escrow
-from marketplace import selectors
 from accounts import selectors as account_selectors
 from accounts.forms import FeedbackReplyForm
 from accounts.models import TraderRelation
+from common.errors import ApplicationError, NotFound
 from common.forms import add_application_error
+from escrow import selectors as escrow_selectors
+from escrow import services as escrow
+from escrow import services as escrow_services
+from escrow.models import Trade
+from escrow.selectors import trader_stats
+from marketplace import selectors
 from marketplace import selectors as market_selectors
 from marketplace.forms import QuickTradeForm, TakeOfferForm
-from marketplace.views import offer_or_404, order_book_context
 from marketplace.models import Offer
-from escrow.models import Trade
+from marketplace.views import offer_or_404, order_book_context
 
 S = Trade.State
 
@@ -525,7 +524,9 @@ def my_offers(request: HttpRequest) -> HttpResponse:
         selectors.offer_list_for_user(user=request.user)
         .annotate(
             trades_count=Count("trades", distinct=True),
-            open_trades=Count("trades", filter=~Q(trades__state__in=escrow.FINAL_STATES), distinct=True),
+            open_trades=Count(
+                "trades", filter=~Q(trades__state__in=escrow.FINAL_STATES), distinct=True
+            ),
         )
         .order_by("-created_at", "-pk")
     )

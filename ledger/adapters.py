@@ -18,8 +18,7 @@ from django.utils.module_loading import import_string
 from common.errors import ValidationFailed
 
 if TYPE_CHECKING:
-    from ledger.models import Withdrawal
-    from ledger.models import Asset
+    from ledger.models import Asset, Withdrawal
 
 
 @dataclass(frozen=True)

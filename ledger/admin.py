@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 
 from common.errors import ApplicationError
 from ledger import services
-from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
+from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -123,3 +123,12 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             ),
             "withdrawals rejected",
         )
+
+
+@admin.register(Asset)
+class AssetAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "precision", "is_active")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Amounts already stored were validated at this precision; changing it would re-scale them.
+        return ("code", "precision") if obj else ()

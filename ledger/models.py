@@ -3,10 +3,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
-
-from django.core.validators import MaxValueValidator, MinValueValidator
 
 from common.money import AMOUNT_DECIMAL_PLACES, amount_field
 
@@ -42,9 +41,7 @@ class LedgerAccount(models.Model):
         WORLD = "world"  # the outside world: deposits in, withdrawals out (goes negative)
 
     code = models.CharField(max_length=64, unique=True)
-    asset = models.ForeignKey(
-        Asset, on_delete=models.PROTECT, related_name="accounts"
-    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="accounts")
     kind = models.CharField(max_length=8, choices=Kind.choices)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -112,9 +109,7 @@ class Transfer(models.Model):
         VOID_PENDING = "void_pending"  # releases a pending transfer entirely
 
     idempotency_key = models.CharField(max_length=200, unique=True)
-    asset = models.ForeignKey(
-        Asset, on_delete=models.PROTECT, related_name="transfers"
-    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="transfers")
     debit_account = models.ForeignKey(
         LedgerAccount, on_delete=models.PROTECT, related_name="debits"
     )

@@ -33,8 +33,7 @@ from django.db.models import Count, Max, Min, Q
 
 from ledger import chain, merkle, signing
 from ledger import verify as tasks
-from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
-from ledger.models import Asset
+from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer
 
 CHUNK = 5000  # rows a fetch through the ORM
 # Entries a chain task: a power of two, so that each full one is a complete Merkle subtree.

@@ -15,9 +15,8 @@ from django.utils import timezone
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
-from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
+from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer
 from ledger.services.sealing import entry_from_values, with_stored_tree
-from ledger.models import Asset
 
 
 @dataclass(frozen=True)

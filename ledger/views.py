@@ -3,7 +3,6 @@ browser UI). Thin: each view parses a form and calls one service or selector."""
 
 from __future__ import annotations
 
-
 import json
 from decimal import Decimal
 from typing import Any
@@ -16,13 +15,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from common.errors import ApplicationError, NotFound
+from common.forms import add_application_error
+from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.adapters import get_chain_adapter
-from ledger.models import Transfer, Withdrawal
-from common.forms import add_application_error
 from ledger.forms import WithdrawalForm
-from common.templatetags.money import amount as amount_text
+from ledger.models import Transfer, Withdrawal
 
 TRANSFERS_PAGE = 50
 

@@ -1,18 +1,7 @@
 from django.contrib import admin
 
 from marketplace import services
-from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
-from escrow.models import Trade
-
-
-@admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "precision", "is_active")
-
-    def get_readonly_fields(self, request, obj=None):
-        # Amounts already stored were validated at this precision; changing it would re-scale them.
-        return ("code", "precision") if obj else ()
 
 
 @admin.register(FiatCurrency)
@@ -62,28 +51,4 @@ class OfferAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Offer._meta.fields] + ["payment_methods"]
 
     def has_add_permission(self, request):
-        return False
-
-
-@admin.register(Trade)
-class TradeAdmin(admin.ModelAdmin):
-    list_display = (
-        "id",
-        "state",
-        "asset",
-        "amount",
-        "fiat_amount",
-        "fiat",
-        "buyer",
-        "seller",
-        "created_at",
-    )
-    list_filter = ("state", "asset", "fiat")
-    search_fields = ("buyer__username", "seller__username", "id")
-    readonly_fields = [f.name for f in Trade._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
         return False

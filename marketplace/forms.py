@@ -9,9 +9,9 @@ from typing import Any
 from django import forms
 
 from common.forms import AmountInput
+from common.templatetags.money import amount
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer, PaymentMethod
-from common.templatetags.money import amount
 
 SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
 PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]

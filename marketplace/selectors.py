@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -28,8 +28,6 @@ from common.errors import NotFound, ValidationFailed
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer
 
-
-
 # --- traders' figures, from the layer that owns trades ----------------------------------
 # Trades and the figures counted from them (completed trades, completion rate, release time) are
 # escrow's, a layer above this one; escrow registers its readers here in EscrowConfig.ready(). The
@@ -39,10 +37,19 @@ _trader_figures: dict[str, Callable[..., Any]] = {}
 
 def trader_figures_register(
     *,
+    stats_fresh: Callable[..., dict[int, TraderStats]],
     stats_recent: Callable[..., dict[int, TraderStats]],
     taker_facts: Callable[..., TakerFacts],
 ) -> None:
-    _trader_figures.update(stats_recent=stats_recent, taker_facts=taker_facts)
+    _trader_figures.update(
+        stats_fresh=stats_fresh, stats_recent=stats_recent, taker_facts=taker_facts
+    )
+
+
+def trader_stats_fresh(*, user_ids: list[int]) -> dict[int, TraderStats]:
+    """Traders' stats counted now (one offer's page, its maker's own view)."""
+    result: dict[int, TraderStats] = _trader_figures["stats_fresh"](user_ids=user_ids)
+    return result
 
 
 def trader_stats_recent(
@@ -59,6 +66,7 @@ def taker_facts(*, user: Any) -> TakerFacts:
     """What an offer's requirements are checked against, for this taker."""
     facts: TakerFacts = _trader_figures["taker_facts"](user=user)
     return facts
+
 
 def offer_book(
     *,

@@ -3,7 +3,6 @@ service or selector."""
 
 from __future__ import annotations
 
-
 from decimal import Decimal
 from typing import Any
 
@@ -17,9 +16,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
-from escrow.selectors import trader_stats_recent
 from common.errors import ApplicationError, NotFound, ValidationFailed
+from common.forms import add_application_error
 from common.money import parse_amount
+from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from marketplace import selectors, services
 from marketplace.forms import (
@@ -27,9 +27,8 @@ from marketplace.forms import (
     OrderBookFilterForm,
     QuickTradeForm,
 )
-from common.forms import add_application_error
 from marketplace.models import Offer, PriceIndex
-from common.templatetags.money import amount as amount_text
+from marketplace.selectors import trader_stats_recent
 
 ORDER_BOOK_PAGE = 50
 

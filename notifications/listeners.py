@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from escrow.models import EscrowEvent, Settlement
-from escrow.services import settlement_failed_listeners, transition_listeners
-from escrow.models import TradeMessage
-from escrow.services.room import message_listeners
 from disputes.services import party_notice_listeners
+from escrow.models import EscrowEvent, Settlement, TradeMessage
+from escrow.services import settlement_failed_listeners, transition_listeners
+from escrow.services.room import message_listeners
 
 logger = logging.getLogger(__name__)
 

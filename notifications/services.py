@@ -24,8 +24,7 @@ from django.utils import timezone
 
 from common.errors import NotFound, ValidationFailed
 from common.money import fmt
-from escrow.models import EscrowEvent, Settlement
-from escrow.models import Trade
+from escrow.models import EscrowEvent, Settlement, Trade
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
-from ledger.selectors import balance_available
 from escrow.models import Trade
+from ledger.selectors import balance_available
 from marketplace.tests.factories import fund, make_offer
 
 pytestmark = pytest.mark.django_db

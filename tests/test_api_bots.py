@@ -12,9 +12,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from conftest import wait_for
+from escrow.models import Trade
 from escrow.tasks import expire_overdue_trades
 from ledger.tasks import seal_pending
-from escrow.models import Trade
 from marketplace.tests.factories import fund
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]

@@ -21,8 +21,6 @@ so the per-user model starts from zero while the per-asset sums are checked glob
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -61,14 +59,13 @@ from common.errors import (
 from common.money import quantum, round_down, round_half_up
 from conftest import require_postgres
 from escrow import services as escrow
-from escrow.models import EscrowEvent, Settlement
+from escrow import services as escrow_services
+from escrow.models import EscrowEvent, Settlement, Trade
 from ledger import services as ledger
-from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
+from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.replay import verify_ledger
 from marketplace import services as market
-from ledger.models import Asset
 from marketplace.models import Offer, PriceIndex
-from escrow.models import Trade
 
 S = Trade.State
 Kind = LedgerAccount.Kind

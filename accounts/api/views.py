@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.models import ApiKey, KycDocument, TraderRelation
-from common.api import ApiView, ErrorSerializer, IpRateThrottle, otp_from, paginated
+from common.api import ERRORS, ApiView, ErrorSerializer, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
 from common.idempotency import idempotent
 

@@ -3,16 +3,15 @@ lock in offer_take makes them queue, so they can't all slip under the limit toge
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from collections import Counter
 from decimal import Decimal
 
 import pytest
 
-from escrow.selectors import trade_volume_eur
 from accounts.tests.factories import DEFAULT_LIMITS, UserFactory
 from conftest import require_postgres
+from escrow import services as escrow_services
+from escrow.selectors import trade_volume_eur
 from escrow.tests.test_concurrency import outcome, run_at_once
 from marketplace.tests.factories import fund, make_offer
 

@@ -3,8 +3,6 @@ review, trusted and blocked lists."""
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,9 +11,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
-from accounts.selectors import limits_status
-from escrow.selectors import trade_volume_eur
-from accounts.selectors import profile_for
+from accounts.selectors import limits_status, profile_for
 from accounts.tests.factories import (
     DEFAULT_LIMITS,
     PDF,
@@ -33,9 +29,11 @@ from common.errors import (
     ValidationFailed,
 )
 from escrow import services as escrow
+from escrow import services as escrow_services
+from escrow.models import Trade
+from escrow.selectors import trade_volume_eur
 from ledger.models import LedgerAccount, Transfer
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.selectors import offer_book
 from marketplace.tests.factories import fund, make_offer, make_trade
 
@@ -145,9 +143,9 @@ class TestPerTradeLimit:
             escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.015")
         assert caught.value.message.startswith("This trade is 1,275 EUR;")
         # 0.011 BTC = 935 EUR: fine
-        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.011").amount == Decimal(
-            "0.011"
-        )
+        assert escrow_services.trade_open(
+            offer_id=offer.pk, taker=bob, amount="0.011"
+        ).amount == Decimal("0.011")
 
 
 class TestThirtyDayLimit:
@@ -231,7 +229,9 @@ class TestFreeze:
         with pytest.raises(PermissionDenied, match="frozen"):
             escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
         with pytest.raises(PermissionDenied, match="frozen"):
-            escrow_services.trade_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="100")
+            escrow_services.trade_match(
+                taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="100"
+            )
         assert _snapshot() == before
         assert ProfileEvent.objects.get(user=bob).action == "frozen"
 

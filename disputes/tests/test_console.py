@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from datetime import timedelta
 
 import pytest
@@ -16,6 +14,7 @@ from disputes import services
 from disputes.models import Dispute, Evidence, ModeratorAction
 from disputes.tests.test_services import PNG, moderator
 from escrow import services as escrow
+from escrow import services as escrow_services
 from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 

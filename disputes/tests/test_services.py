@@ -17,12 +17,11 @@ from disputes import services
 from disputes.apps import ensure_moderators_group
 from disputes.models import Dispute, Evidence, ModeratorAction
 from escrow import services as escrow
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from ledger.models import LedgerAccount
 from ledger.replay import verify_ledger
 from ledger.selectors import balance_available
 from ledger.services import ledger_seal_pending
-from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

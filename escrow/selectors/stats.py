@@ -33,10 +33,8 @@ from django.utils import timezone
 
 from accounts.selectors import (
     LIMITS_CURRENCY,
-    LimitsStatus,
     TakerFacts,
     TraderStats,
-    kyc_limits,
     profile_for,
 )
 from escrow.models import Feedback, Trade

@@ -1,12 +1,33 @@
 """Every write of escrow: the state machine (transitions), settlement, opening a trade (opening)
 and the trade room's chat and feedback (room). Import from here."""
 
+from escrow.services.opening import (
+    trade_match,
+    trade_open,
+)
+from escrow.services.room import (
+    FEEDBACK_STATES,
+    MAX_FEEDBACK_LENGTH,
+    MAX_MESSAGE_LENGTH,
+    feedback_leave,
+    feedback_reply,
+    message_listeners,
+    trade_message_send,
+    trade_system_note,
+)
+from escrow.services.settlement import (
+    TRANSIENT_ERRORS,
+    settlement_execute,
+    settlement_retry,
+    settlements_execute_pending,
+    settlements_requeue_stale,
+)
 from escrow.services.transitions import (
     ACTION_VERBS,
     DECISIONS,
     FINAL_STATES,
-    S,
     TRANSITIONS,
+    S,
     _enqueue,
     _escrow_transition,
     allowed_moves,
@@ -23,27 +44,6 @@ from escrow.services.transitions import (
     trades_expire_overdue,
     transition_listeners,
 )
-from escrow.services.settlement import (
-    TRANSIENT_ERRORS,
-    settlement_execute,
-    settlement_retry,
-    settlements_execute_pending,
-    settlements_requeue_stale,
-)
-from escrow.services.opening import (
-    trade_match,
-    trade_open,
-)
-from escrow.services.room import (
-    FEEDBACK_STATES,
-    MAX_FEEDBACK_LENGTH,
-    MAX_MESSAGE_LENGTH,
-    feedback_leave,
-    feedback_reply,
-    message_listeners,
-    trade_message_send,
-    trade_system_note,
-)
 
 __all__ = [
     "ACTION_VERBS",
@@ -52,9 +52,9 @@ __all__ = [
     "FINAL_STATES",
     "MAX_FEEDBACK_LENGTH",
     "MAX_MESSAGE_LENGTH",
-    "S",
     "TRANSIENT_ERRORS",
     "TRANSITIONS",
+    "S",
     "_enqueue",
     "_escrow_transition",
     "allowed_moves",

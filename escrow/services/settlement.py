@@ -15,22 +15,20 @@ from django.utils import timezone
 
 from common.errors import InvalidTransition, NotFound
 from common.transactions import durable_atomic
-from escrow.models import EscrowEvent, Settlement
-from ledger import services as ledger
-from ledger.models import LedgerAccount, Transfer
-from ledger.services.transfers import transfers_post_select as ledger_transfers_post_select
-from escrow.models import Trade
-
+from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services.transitions import (
-    S,
     SYSTEM,
     TRANSITIONS,
+    S,
     _announce_failed,
     _enqueue,
     _escrow_transition,
     _require_moderator,
     announce_many,
 )
+from ledger import services as ledger
+from ledger.models import LedgerAccount, Transfer
+from ledger.services.transfers import transfers_post_select as ledger_transfers_post_select
 
 logger = logging.getLogger(__name__)
 
@@ -479,5 +477,3 @@ def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
         )
         transaction.on_commit(lambda: _enqueue(settlement.pk))
     return settlement
-
-

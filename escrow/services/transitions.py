@@ -17,10 +17,9 @@ from django.utils import timezone
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
-from escrow.models import EscrowEvent, Settlement
+from escrow.models import EscrowEvent, Settlement, Trade
 from ledger import services as ledger
 from marketplace.models import Offer
-from escrow.models import Trade
 
 logger = logging.getLogger(__name__)
 

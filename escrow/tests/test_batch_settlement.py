@@ -2,8 +2,6 @@
 gives exactly the rows the one-by-one path gives, and falls back to that path for whatever the
 batch cannot take."""
 
-
-from escrow import services as escrow_services
 from decimal import Decimal
 
 import pytest
@@ -14,13 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from accounts.tests.factories import UserFactory
 from conftest import require_postgres
 from escrow import services
-from escrow.models import Settlement
+from escrow import services as escrow_services
+from escrow.models import Settlement, Trade
 from ledger import services as ledger
-from ledger.models import LedgerAccount, Transfer
+from ledger.models import Asset, LedgerAccount, Transfer
 from ledger.replay import verify_ledger
 from ledger.selectors import balance_available
-from ledger.models import Asset
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 S = Trade.State

@@ -11,11 +11,10 @@ from django.utils import timezone
 
 from conftest import wait_for
 from escrow import services
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from ledger.models import Transfer
 from ledger.selectors import balance_available
 from ledger.tasks import seal_pending
-from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]

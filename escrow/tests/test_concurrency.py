@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -17,12 +15,12 @@ from django.utils import timezone
 from common.errors import ApplicationError
 from conftest import require_postgres
 from escrow import services
-from escrow.models import Settlement
+from escrow import services as escrow_services
+from escrow.models import Settlement, Trade
 from ledger import services as ledger
 from ledger.models import Transfer
 from ledger.replay import verify_ledger
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer, make_trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,7 +127,10 @@ def test_many_takers_never_oversell_the_offer(alice, refdata):
     offer = make_offer(alice, amount="0.05")
     takers = [UserFactory(username=f"taker{i}") for i in range(25)]
     results = run_at_once(
-        [lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
+        [
+            lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01")
+            for u in takers
+        ]
     )
     counts = Counter(outcome(r) for r in results)
     # then exactly five trades open, the rest are told the offer ran out
@@ -152,7 +153,10 @@ def test_takers_never_take_more_than_the_seller_holds(alice, refdata):
     )
     takers = [UserFactory(username=f"t{i}") for i in range(12)]
     results = run_at_once(
-        [lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01") for u in takers]
+        [
+            lambda u=u: escrow_services.trade_open(offer_id=offer.pk, taker=u, amount="0.01")
+            for u in takers
+        ]
     )
     counts = Counter(outcome(r) for r in results)
     # 0.01 + fee per trade: two fit in 0.03, never more

@@ -10,11 +10,10 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied
 from escrow import services
-from escrow.models import EscrowEvent, Settlement
+from escrow.models import EscrowEvent, Settlement, Trade
 from ledger.models import LedgerAccount, Transfer
 from ledger.selectors import balance_available
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 
 S = Trade.State

@@ -20,10 +20,9 @@ from accounts.tests.factories import UserFactory
 from common.errors import InvalidTransition, PermissionDenied
 from conftest import require_postgres
 from escrow import selectors, services, tasks
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from ledger import services as ledger
 from ledger.models import Transfer
-from escrow.models import Trade
 from marketplace.tests.factories import make_trade
 from notifications.models import Notification
 
@@ -144,7 +143,9 @@ def test_a_refused_posting_fails_after_max_attempts_and_everyone_is_told_once(
     settlement.refresh_from_db()
     assert (settlement.status, settlement.attempts) == (Settlement.Status.FAILED, n)
     assert Trade.objects.get(pk=trade.pk).state == S.RELEASING
-    assert not Transfer.objects.filter(reference=trade.pk).exclude(kind="escrow_hold", flags="pending")
+    assert not Transfer.objects.filter(reference=trade.pk).exclude(
+        kind="escrow_hold", flags="pending"
+    )
     assert selectors.settlement_failed_count() == 1
     # and both parties and the moderator were told once (in-app and by email), the clerk not
     assert _settlement_notes() == {"alice": 1, "bob": 1, "mod": 1, "clerk": 0}

@@ -6,21 +6,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import AmountInput, ApiView, ErrorSerializer, otp_from, paginated
+from common.api import ERRORS, AmountInput, ApiView, ErrorSerializer, otp_from, paginated
 from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
 from ledger import selectors, services
 from ledger.models import Transfer, Withdrawal
-
-ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    409: ErrorSerializer,
-    429: ErrorSerializer,
-}
 
 
 class WalletOut(serializers.Serializer):

@@ -12,8 +12,8 @@ from common.money import parse_amount
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
 from ledger.adapters import get_chain_adapter
-from ledger.selectors import asset_get
 from ledger.models import Deposit, Transfer, Withdrawal
+from ledger.selectors import asset_get
 from ledger.services.transfers import (
     account_for_user,
     account_world,

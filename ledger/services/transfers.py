@@ -16,8 +16,7 @@ from django.db import connection, transaction
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
-from ledger.models import LedgerAccount, Transfer
-from ledger.models import Asset
+from ledger.models import Asset, LedgerAccount, Transfer
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from django.db import IntegrityError, transaction
 
 from conftest import require_postgres
 from ledger import services
-from ledger.models import LedgerAccount, Transfer
+from ledger.models import Asset, LedgerAccount, Transfer
 from ledger.replay import verify_ledger
 from ledger.services.transfers import transfers_post_select
-from ledger.models import Asset
 from marketplace.tests.factories import fund
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,8 @@ from django.db import IntegrityError, transaction
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition, NotFound, ValidationFailed
 from ledger import services
-from ledger.models import Deposit, LedgerAccount, Transfer, Withdrawal
+from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.selectors import wallet_list_for_user
-from ledger.models import Asset
 from marketplace.tests.factories import fund
 
 pytestmark = pytest.mark.django_db

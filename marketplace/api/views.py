@@ -1,49 +1,32 @@
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import F, Prefetch
-from django.http import FileResponse
-from drf_spectacular.types import OpenApiTypes
+from django.db.models import F
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from escrow.selectors import trader_stats_for_users, trader_stats_recent
-from common.api import AmountInput, ApiView, ErrorSerializer, paginated
+from common.api import ERRORS, AmountInput, ApiView, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
-from escrow.models import EscrowEvent
 from marketplace import selectors, services
-from marketplace.api.serializers import OfferOut, TradeOut
-from escrow.models import Feedback, Trade
+from marketplace.api.serializers import OfferOut
 from marketplace.models import Offer, PriceIndex
-
-ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    409: ErrorSerializer,
-    429: ErrorSerializer,
-}
 
 
 def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
-    return trader_stats_for_users(user_ids=list({o.maker_id for o in offers}))
+    return selectors.trader_stats_fresh(user_ids=list({o.maker_id for o in offers}))
 
 
 def _book_maker_stats(offers: list[Offer]) -> dict[int, Any]:
     """The page's makers' stats, at most TRADER_STATS_CACHE_SECONDS old (the book's help says
     so): one cache round trip instead of counting every maker's trades on every request."""
     names = {o.maker_id: selectors.maker_name(o) for o in offers}
-    return trader_stats_recent(user_ids=list(names), usernames=names)
+    return selectors.trader_stats_recent(user_ids=list(names), usernames=names)
 
 
 def _decimal_param(request: Request, name: str) -> Decimal | None:
@@ -61,12 +44,6 @@ def _decimal_param(request: Request, name: str) -> Decimal | None:
             f"{name}: must be a positive number.", fields={name: ["Must be positive."]}
         )
     return value
-
-
-def _trades_qs():
-    return Trade.objects.select_related(
-        "asset", "fiat", "buyer", "seller", "payment_method"
-    ).prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
 
 
 class OfferInput(serializers.Serializer):
@@ -265,107 +242,6 @@ class OfferDetailApi(ApiView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class OfferTakeApi(ApiView):
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "OfferTakeInput"
-
-        amount = AmountInput(required=False, help_text="In the asset.")
-        fiat_amount = AmountInput(required=False, help_text="In the offer's fiat.")
-        payment_method = serializers.CharField(required=False, max_length=32)
-
-    @extend_schema(
-        operation_id="offers_take",
-        request=Input,
-        responses={201: TradeOut, **ERRORS},
-        examples=[
-            OpenApiExample(
-                "By fiat amount",
-                value={"fiat_amount": "250.00", "payment_method": "sepa"},
-                request_only=True,
-            )
-        ],
-        description="Open a trade: the seller's amount is held in escrow at once. 409 when the offer ran out or is paused.",
-    )
-    @idempotent
-    def post(self, request: Request, offer_id: int) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        trade = escrow_services.trade_open(offer_id=offer_id, taker=request.user, **data.validated_data)
-        return Response(
-            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
-            status=status.HTTP_201_CREATED,
-        )
-
-
-class MatchApi(ApiView):
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "MatchInput"
-
-        side = serializers.ChoiceField(
-            choices=["buy", "sell"], help_text="What you want to do with the asset."
-        )
-        asset = serializers.CharField(max_length=12)
-        fiat = serializers.CharField(max_length=3)
-        fiat_amount = AmountInput()
-        payment_method = serializers.CharField(required=False, max_length=32)
-
-    @extend_schema(
-        operation_id="match",
-        request=Input,
-        responses={201: TradeOut, **ERRORS},
-        examples=[
-            OpenApiExample(
-                "Quick buy",
-                value={"side": "buy", "asset": "BTC", "fiat": "EUR", "fiat_amount": "100"},
-                request_only=True,
-            )
-        ],
-        description="Quick buy/sell: takes the best offer that fits the amount at once.",
-    )
-    @idempotent
-    def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        trade = escrow_services.trade_match(taker=request.user, **data.validated_data)
-        return Response(
-            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
-            status=status.HTTP_201_CREATED,
-        )
-
-
-class TradeListApi(ApiView):
-    ordering = ("-created_at", "-id")
-
-    @extend_schema(
-        operation_id="trades_list",
-        parameters=[
-            OpenApiParameter("state", str, enum=Trade.State.values),
-            OpenApiParameter("cursor", str),
-            OpenApiParameter("limit", int),
-        ],
-        responses={200: paginated(TradeOut), **ERRORS},
-    )
-    def get(self, request: Request) -> Response:
-        state = request.query_params.get("state") or None
-        if state and state not in Trade.State.values:
-            raise ValidationFailed(
-                f"state: unknown state {state!r}.", fields={"state": ["Unknown state."]}
-            )
-        qs = selectors.trade_list_for_user(user=request.user, state=state).prefetch_related(
-            Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
-        )
-        return self.paginate(qs, TradeOut)
-
-
-class TradeDetailApi(ApiView):
-    @extend_schema(operation_id="trades_retrieve", responses={200: TradeOut, **ERRORS})
-    def get(self, request: Request, trade_id: int) -> Response:
-        trade = selectors.trade_get_for_user(trade_id=trade_id, user=request.user)
-        return Response(TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data)
-
-
 class PriceOut(serializers.Serializer):
     asset = serializers.CharField(source="asset.code")
     fiat = serializers.CharField(source="fiat.code")
@@ -393,165 +269,3 @@ class PriceListApi(ApiView):
 
 
 # --- the trade room: chat and feedback ----------------------------------------------------------
-
-
-class MessageOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    sender = serializers.CharField(source="sender.username", allow_null=True, default=None)
-    is_moderator = serializers.BooleanField()
-    text = serializers.CharField()
-    attachment_url = serializers.SerializerMethodField()
-    attachment_type = serializers.CharField()
-    created_at = serializers.DateTimeField()
-
-    def get_attachment_url(self, message: Any) -> str | None:
-        if not message.attachment:
-            return None
-        return f"/api/v1/trades/{message.trade_id}/messages/{message.pk}/attachment/"
-
-
-class TradeMessagesApi(ApiView):
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
-
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "MessageInput"
-
-        text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-        attachment = serializers.FileField(required=False, help_text="PNG, JPEG, GIF, WebP or PDF")
-
-    @extend_schema(
-        operation_id="trades_messages_list", responses={200: paginated(MessageOut), **ERRORS}
-    )
-    def get(self, request: Request, trade_id: int) -> Response:
-        trade = selectors.trade_get_for_user(trade_id=trade_id, user=request.user)
-        self.ordering = ("created_at", "id")
-        return self.paginate(selectors.trade_messages(trade=trade), MessageOut)
-
-    @extend_schema(
-        operation_id="trades_messages_create",
-        request={"application/json": Input, "multipart/form-data": Input},
-        responses={201: MessageOut, **ERRORS},
-        examples=[
-            OpenApiExample("Text", value={"text": "Sent via SEPA, ref 1234"}, request_only=True)
-        ],
-    )
-    @idempotent
-    def post(self, request: Request, trade_id: int) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        message = escrow_services.trade_message_send(
-            trade_id=trade_id,
-            actor=request.user,
-            text=data.validated_data["text"],
-            attachment=data.validated_data.get("attachment"),
-        )
-        return Response(MessageOut(message).data, status=status.HTTP_201_CREATED)
-
-
-class TradeMessageAttachmentApi(ApiView):
-    @extend_schema(
-        operation_id="trades_messages_attachment",
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
-    )
-    def get(self, request: Request, trade_id: int, message_id: int) -> FileResponse:
-        message = selectors.trade_message_attachment(
-            trade_id=trade_id, message_id=message_id, user=request.user
-        )
-        return FileResponse(
-            message.attachment.open("rb"),
-            content_type=message.attachment_type,
-            as_attachment=message.attachment_type == "application/pdf",
-            filename=message.attachment_name,
-        )
-
-
-class FeedbackOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    trade = serializers.IntegerField(source="trade_id")
-    author = serializers.CharField(source="author.username")
-    target = serializers.CharField(source="target.username")
-    rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
-    comment = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    reply = serializers.CharField(help_text="The target's one reply; empty until they reply.")
-    replied_at = serializers.DateTimeField(allow_null=True)
-
-
-class TradeFeedbackApi(ApiView):
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "FeedbackInput"
-
-        rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
-        comment = serializers.CharField(
-            max_length=500, required=False, allow_blank=True, default=""
-        )
-
-    @extend_schema(
-        operation_id="trades_feedback",
-        request=Input,
-        responses={201: FeedbackOut, **ERRORS},
-        examples=[
-            OpenApiExample(
-                "Thanks", value={"rating": "positive", "comment": "Fast release"}, request_only=True
-            )
-        ],
-        description=(
-            "Rate the other party of a completed or resolved (refunded, split) trade, once; "
-            "never a cancelled or expired one."
-        ),
-    )
-    @idempotent
-    def post(self, request: Request, trade_id: int) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        feedback = escrow_services.feedback_leave(
-            trade_id=trade_id, actor=request.user, **data.validated_data
-        )
-        return Response(FeedbackOut(feedback).data, status=status.HTTP_201_CREATED)
-
-
-class FeedbackReplyApi(ApiView):
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "FeedbackReplyInput"
-
-        text = serializers.CharField(max_length=500)
-
-    @extend_schema(
-        operation_id="feedback_reply",
-        request=Input,
-        responses={200: FeedbackOut, **ERRORS},
-        examples=[
-            OpenApiExample(
-                "Reply",
-                value={"text": "The bank held the transfer for a day; sorry for the wait."},
-                request_only=True,
-            ),
-            OpenApiExample(
-                "Already replied",
-                value={
-                    "error": {
-                        "code": "reply_exists",
-                        "message": "You already replied to this feedback.",
-                        "fields": {},
-                    }
-                },
-                response_only=True,
-                status_codes=["409"],
-            ),
-        ],
-        description=(
-            "Answer feedback left about you, once (403 for anyone but its target, 409 when "
-            "already answered). Shown on your public profile."
-        ),
-    )
-    @idempotent
-    def post(self, request: Request, feedback_id: int) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        feedback = escrow_services.feedback_reply(
-            feedback_id=feedback_id, actor=request.user, text=data.validated_data["text"]
-        )
-        return Response(FeedbackOut(feedback).data)

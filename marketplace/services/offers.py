@@ -21,8 +21,8 @@ from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Asset
 from ledger.selectors import asset_get
-from marketplace.selectors import fiat_get
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
+from marketplace.selectors import fiat_get
 
 MAX_PAYMENT_METHODS = 3
 PRICE_PRECISION = 8

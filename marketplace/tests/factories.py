@@ -3,18 +3,17 @@ writing balances), so every fixture is a state the product can really be in."""
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from decimal import Decimal
 from typing import Any
 
 import factory
 
-from ledger import services as ledger
-from marketplace import services
-from ledger.models import Asset
-from marketplace.models import FiatCurrency, PaymentMethod, PriceIndex
+from escrow import services as escrow_services
 from escrow.models import Trade
+from ledger import services as ledger
+from ledger.models import Asset
+from marketplace import services
+from marketplace.models import FiatCurrency, PaymentMethod, PriceIndex
 
 ASSETS = {"BTC": ("Bitcoin", 8), "ETH": ("Ether", 18), "USDT": ("Tether USD", 6)}
 FIATS = {"EUR": "Euro", "USD": "US dollar", "NGN": "Nigerian naira"}

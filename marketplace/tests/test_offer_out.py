@@ -9,10 +9,10 @@ import pytest
 from rest_framework.renderers import JSONRenderer
 
 from accounts.tests.factories import complete
+from ledger.models import Asset
 from marketplace import services
 from marketplace.api.serializers import OfferOut
 from marketplace.api.views import _book_maker_stats, _maker_stats
-from ledger.models import Asset
 from marketplace.models import Offer
 from marketplace.selectors import (
     attach_reference_data,

@@ -3,8 +3,6 @@ the order book's "why not open", and reputation: feedback, replies and computed 
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import re
 from datetime import timedelta
 
@@ -15,12 +13,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services as accounts
-from escrow.selectors import trader_stats
 from accounts.tests.factories import DEFAULT_LIMITS, complete, set_tier
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow import services as escrow
-from marketplace import services
+from escrow import services as escrow_services
 from escrow.models import Feedback, Trade
+from escrow.selectors import trader_stats
+from marketplace import services
 from marketplace.models import Offer
 from marketplace.selectors import offer_book, offer_get, offers_unmet_for_viewer
 from marketplace.tests.factories import fund, make_offer, make_trade
@@ -56,7 +55,10 @@ class TestRequirements:
         assert "tier 1 or higher; you are tier 0" in caught.value.message
         assert not Trade.objects.exists()
         set_tier(bob, 1)
-        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
+        assert (
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state
+            == "funded"
+        )
 
     def test_minimum_completed_trades(self, alice, bob, carol):
         offer = _offer(alice, min_taker_trades=1)
@@ -329,7 +331,9 @@ class TestFeedbackRules:
         for trade in (cancelled, expired):
             for actor in (alice, bob):
                 with pytest.raises(InvalidTransition, match="never on a cancelled or expired"):
-                    escrow_services.feedback_leave(trade_id=trade.pk, actor=actor, rating="negative")
+                    escrow_services.feedback_leave(
+                        trade_id=trade.pk, actor=actor, rating="negative"
+                    )
         assert not Feedback.objects.exists()
 
     @pytest.mark.parametrize("state", [Trade.State.REFUNDED, Trade.State.SPLIT])

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from decimal import Decimal
 
 import pytest
 
 from common.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
+from escrow import services as escrow_services
+from escrow.models import Trade
 from ledger.models import LedgerAccount, Transfer
 from ledger.selectors import balance_available
 from marketplace import services
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.selectors import offer_book
 from marketplace.tests.factories import fund, make_offer
 
@@ -203,7 +202,10 @@ class TestOfferTake:
         with pytest.raises(Conflict, match="paused"):
             escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
         services.offer_set_active(offer_id=offer.pk, actor=alice, active=True)
-        assert escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state == "funded"
+        assert (
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01").state
+            == "funded"
+        )
 
     def test_deleted_or_unknown_offer(self, alice, bob):
         fund(alice, "BTC", "1")
@@ -272,7 +274,9 @@ class TestBookAndMatch:
 
     def test_match_with_nothing_fitting(self, bob, refdata):
         with pytest.raises(NotFound, match="No BTC offer fits"):
-            escrow_services.trade_match(taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000")
+            escrow_services.trade_match(
+                taker=bob, side="buy", asset="BTC", fiat="EUR", fiat_amount="1000"
+            )
 
 
 def test_a_moderator_editing_the_index_in_the_admin_moves_the_floating_offers(admin_client, alice):

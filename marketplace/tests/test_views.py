@@ -8,13 +8,12 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from common.templatetags.money import amount, fiat, percent
 from escrow import services as escrow
-from escrow.models import EscrowEvent, Settlement
+from escrow.models import EscrowEvent, Settlement, Trade
 from ledger.models import Withdrawal
 from ledger.selectors import balance_available, wallet_list_for_user
 from marketplace.models import Offer
-from escrow.models import Trade
-from common.templatetags.money import amount, fiat, percent
 from marketplace.tests.factories import fund, make_offer, make_trade
 
 pytestmark = pytest.mark.django_db

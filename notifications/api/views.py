@@ -11,7 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ApiView, CursorPage, ErrorSerializer, paginated
+from common.api import ERRORS, ApiView, CursorPage, ErrorSerializer, paginated
 from common.idempotency import idempotent
 from notifications import selectors, services
 from notifications.models import Notification, WebhookDelivery

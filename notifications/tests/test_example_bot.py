@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import ROOT, wait_for
-from marketplace.models import Offer
 from escrow.models import Trade
+from marketplace.models import Offer
 from marketplace.tests.factories import fund
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import json
 import logging
 import socket
@@ -14,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from escrow import services as escrow
+from escrow import services as escrow_services
 from marketplace.tests.factories import fund, make_offer, make_trade
 from notifications import listeners, services
 from notifications.models import Notification, WebhookDelivery

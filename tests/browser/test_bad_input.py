@@ -10,9 +10,8 @@ from playwright.sync_api import Page, Request, expect
 
 from conftest import wait_for
 from escrow import services as escrow
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from ledger.models import Transfer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer, make_trade
 from tests.browser.helpers import login
 

@@ -13,12 +13,11 @@ from playwright.sync_api import Page, expect
 
 from conftest import wait_for
 from disputes.models import Dispute
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from escrow.tasks import expire_overdue_trades
 from ledger.models import Transfer
 from ledger.selectors import balance_available
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_trade
 from tests.browser.helpers import PNG, assert_not_reloaded, login, mark_no_reload, screenshot
 

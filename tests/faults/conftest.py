@@ -701,16 +701,17 @@ def assert_ledger_verifies() -> None:
 def assert_settled_once(trades: list[Any]) -> None:
     """Each trade completed exactly once: one payout, one fee, one completion event, its
     settlement done in one committed attempt, its escrow account empty."""
-    from escrow.models import EscrowEvent, Settlement
+    from escrow.models import EscrowEvent, Settlement, Trade
     from ledger.models import LedgerAccount, Transfer
-    from escrow.models import Trade
 
     ids = [t.pk for t in trades]
     states = dict(Trade.objects.filter(pk__in=ids).values_list("pk", "state"))
     assert set(states.values()) == {Trade.State.COMPLETED}, _count(states.values())
     for kind in ("trade_payout", "trade_fee"):
         per_trade = _count(
-            Transfer.objects.filter(reference__in=ids, kind=kind).values_list("reference", flat=True)
+            Transfer.objects.filter(reference__in=ids, kind=kind).values_list(
+                "reference", flat=True
+            )
         )
         assert per_trade == dict.fromkeys(ids, 1), (kind, {k: v for k, v in per_trade.items()})
     completions = _count(

@@ -12,9 +12,8 @@ from decimal import Decimal
 import pytest
 
 from conftest import wait_for
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from escrow.tasks import settle_pending, sweep_settlements
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

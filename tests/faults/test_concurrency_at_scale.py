@@ -3,8 +3,6 @@ racing trades on one balance, on real PostgreSQL with real threads."""
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from collections import Counter
 from decimal import Decimal
 
@@ -14,10 +12,11 @@ from django.db import connection
 
 from common.errors import ApplicationError, InsufficientFunds
 from escrow import services as escrow
+from escrow import services as escrow_services
+from escrow.models import Trade
 from ledger import services as ledger
 from ledger.models import LedgerAccount, Withdrawal
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

@@ -17,10 +17,9 @@ from django.db import connections
 from django.db.models import Sum
 
 from conftest import wait_for
-from escrow.models import Settlement
+from escrow.models import Settlement, Trade
 from ledger.models import LedgerAccount, Transfer
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

@@ -4,8 +4,6 @@ however close to the deadline the payment came."""
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import time
 from collections import Counter
 from datetime import timedelta
@@ -17,11 +15,11 @@ from django.utils import timezone
 from common.errors import InvalidTransition
 from conftest import wait_for
 from escrow import services
-from escrow.models import EscrowEvent
+from escrow import services as escrow_services
+from escrow.models import EscrowEvent, Trade
 from escrow.tasks import expire_overdue_trades
 from ledger.models import LedgerAccount, Transfer
 from marketplace.models import Offer
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import ApiClient, assert_ledger_verifies, make_traders, run_together
@@ -52,7 +50,8 @@ def test_windows_that_end_while_beat_is_down_apply_when_it_returns(
     offer = make_offer(seller, amount="0.5", min_fiat="10", payment_window_minutes=5)
     api = {user.pk: ApiClient(live_server.url, token) for user, token in buyers}
     lapsed, paid_late, still_open = (
-        escrow_services.trade_open(offer_id=offer.pk, taker=user, amount="0.01") for user, _ in buyers
+        escrow_services.trade_open(offer_id=offer.pk, taker=user, amount="0.01")
+        for user, _ in buyers
     )
     worker = fault_worker(concurrency=2)
     worker.start()
@@ -105,7 +104,10 @@ def test_payment_racing_the_deadline_and_the_expiry_sweep(refdata):
     (seller, _), *buyers = make_traders("edge", count + 1)
     fund(seller, "BTC", "1")
     offer = make_offer(seller, amount="0.5", min_fiat="10")
-    trades = [escrow_services.trade_open(offer_id=offer.pk, taker=user, amount="0.01") for user, _ in buyers]
+    trades = [
+        escrow_services.trade_open(offer_id=offer.pk, taker=user, amount="0.01")
+        for user, _ in buyers
+    ]
     deadline = timezone.now() + timedelta(seconds=1.5)
     Trade.objects.filter(pk__in=[t.pk for t in trades]).update(payment_deadline=deadline)
     # each buyer acts at its own offset from the deadline, spread over [-0.6 s, +0.2 s]

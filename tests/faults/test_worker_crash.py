@@ -3,8 +3,6 @@ again, and restarted; every released trade still ends `completed` exactly once."
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 import time
 from decimal import Decimal
 
@@ -13,10 +11,10 @@ from django.db import connection
 
 from conftest import wait_for
 from escrow import services
-from escrow.models import Settlement
+from escrow import services as escrow_services
+from escrow.models import Settlement, Trade
 from escrow.tasks import settle
 from ledger.models import LedgerAccount
-from escrow.models import Trade
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (

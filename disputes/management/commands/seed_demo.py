@@ -3,13 +3,12 @@ offers in several assets and currencies, and a staff moderator `admin`. Safe to 
 
 from __future__ import annotations
 
-from escrow import services as escrow_services
-
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from escrow import services as escrow_services
 from ledger import services as ledger
 from marketplace import services
 from marketplace.models import Offer
@@ -171,8 +170,8 @@ class Command(BaseCommand):
         from django.utils import timezone
 
         from disputes.services import dispute_open, evidence_submit
-        from escrow.services import trade_mark_paid
         from escrow.models import Trade
+        from escrow.services import trade_mark_paid
 
         trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
         escrow_services.trade_message_send(
