@@ -18,19 +18,11 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.models import ApiKey, KycDocument, TraderRelation
-from common.api import ERRORS, ApiView, ErrorSerializer, IpRateThrottle, otp_from, paginated
+from common.api import ERRORS, ApiView, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
 from common.idempotency import idempotent
 
-ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    429: ErrorSerializer,
-}
-# KYC documents and relations also answer 409 (a document in the wrong state).
-ERRORS_409 = {**ERRORS, 409: ErrorSerializer}
+ERRORS_409 = ERRORS  # KYC documents and relations also answer 409 (a document in the wrong state)
 
 
 class AuthThrottle(IpRateThrottle):

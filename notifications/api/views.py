@@ -11,18 +11,11 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ERRORS, ApiView, CursorPage, ErrorSerializer, paginated
+from common.api import ERRORS, ApiView, CursorPage, paginated
 from common.idempotency import idempotent
 from notifications import selectors, services
 from notifications.models import Notification, WebhookDelivery
 
-ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    429: ErrorSerializer,
-}
 CURSOR_PARAMS = [OpenApiParameter("cursor", str), OpenApiParameter("limit", int)]
 EVENT_CHOICES = [(e, e) for e in services.WEBHOOK_EVENTS]
 
