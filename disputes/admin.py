@@ -17,8 +17,8 @@ from django.utils.html import format_html
 from common.errors import ApplicationError
 from disputes import selectors, services
 from disputes.models import Dispute, Evidence, ModeratorAction
+from escrow import selectors as escrow_selectors
 from escrow.selectors import trader_stats
-from marketplace import selectors as market_selectors
 
 
 class AssignedToMeFilter(admin.SimpleListFilter):
@@ -261,7 +261,7 @@ class DisputeAdmin(admin.ModelAdmin):
             "dispute": dispute,
             "trade": trade,
             "events": trade.events.select_related("actor"),
-            "chat": market_selectors.trade_messages(trade=trade),
+            "chat": escrow_selectors.trade_messages(trade=trade),
             "evidence": selectors.evidence_list(dispute=dispute),
             "buyer": history(trade.buyer),
             "seller": history(trade.seller),

@@ -108,7 +108,7 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 
 def _trade_or_404(trade_id: int, user: Any) -> Trade:
     try:
-        return selectors.trade_get_for_user(trade_id=trade_id, user=user)
+        return escrow_selectors.trade_get_for_user(trade_id=trade_id, user=user)
     except NotFound as exc:
         raise Http404(exc.message) from None
 
@@ -429,7 +429,7 @@ def my_trades(request: HttpRequest) -> HttpResponse:
     show = request.GET.get("show", "all")
     if show not in TRADE_FILTERS:
         show = "all"
-    trades = selectors.trade_list_for_user(user=request.user)
+    trades = escrow_selectors.trade_list_for_user(user=request.user)
     if show == "active":
         trades = trades.exclude(state__in=FINAL_STATES)
     elif show == "finished":
@@ -452,7 +452,7 @@ def my_trades(request: HttpRequest) -> HttpResponse:
 
 
 def _chat_context(trade: Trade, user: Any) -> dict[str, Any]:
-    chat = list(selectors.trade_messages(trade=trade))
+    chat = list(escrow_selectors.trade_messages(trade=trade))
     return {
         "trade": trade,
         "chat": chat,
@@ -504,7 +504,7 @@ def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
 def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) -> HttpResponse:
     """Attachments go out only through this permission check, never from a public URL."""
     try:
-        message = selectors.trade_message_attachment(
+        message = escrow_selectors.trade_message_attachment(
             trade_id=trade_id, message_id=message_id, user=request.user
         )
     except NotFound as exc:

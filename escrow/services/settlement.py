@@ -16,12 +16,12 @@ from django.utils import timezone
 from common.errors import InvalidTransition, NotFound
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
+from escrow.services import transitions
 from escrow.services.transitions import (
     SYSTEM,
     TRANSITIONS,
     S,
     _announce_failed,
-    _enqueue,
     _escrow_transition,
     _require_moderator,
     announce_many,
@@ -441,7 +441,7 @@ def settlements_requeue_stale() -> int:
         if Settlement.objects.filter(
             pk=settlement_id, status="pending", queued_at__lt=cutoff
         ).update(queued_at=timezone.now()):
-            _enqueue(settlement_id)
+            transitions._enqueue(settlement_id)
             requeued += 1
     return requeued
 
@@ -475,5 +475,5 @@ def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
             attempts,
             settlement.last_error,
         )
-        transaction.on_commit(lambda: _enqueue(settlement.pk))
+        transaction.on_commit(lambda: transitions._enqueue(settlement.pk))
     return settlement

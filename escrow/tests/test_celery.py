@@ -12,6 +12,7 @@ from django.utils import timezone
 from conftest import wait_for
 from escrow import services
 from escrow.models import Settlement, Trade
+from escrow.services import transitions
 from ledger.models import Transfer
 from ledger.selectors import balance_available
 from ledger.tasks import seal_pending
@@ -43,7 +44,7 @@ def test_sweeper_requeues_a_lost_settlement(celery_worker_process, alice, bob, m
     # given a release whose broker message was lost
     trade = make_trade(alice, bob)
     services.trade_mark_paid(trade_id=trade.pk, actor=bob)
-    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    monkeypatch.setattr(transitions, "_enqueue", lambda settlement_id: None)
     services.escrow_release(trade_id=trade.pk, actor=alice)
     monkeypatch.undo()
     settlement = Settlement.objects.get(trade=trade)
@@ -73,7 +74,7 @@ def test_a_settlement_batch_notifies_through_a_task(celery_worker_process, alice
     # given three released trades waiting in the outbox
     from notifications.models import Notification
 
-    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    monkeypatch.setattr(transitions, "_enqueue", lambda settlement_id: None)
     trades = [make_trade(alice, bob, amount="0.01") for _ in range(3)]
     for trade in trades:
         services.trade_mark_paid(trade_id=trade.pk, actor=bob)

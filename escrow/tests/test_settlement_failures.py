@@ -21,6 +21,7 @@ from common.errors import InvalidTransition, PermissionDenied
 from conftest import require_postgres
 from escrow import selectors, services, tasks
 from escrow.models import Settlement, Trade
+from escrow.services import transitions
 from ledger import services as ledger
 from ledger.models import Transfer
 from marketplace.tests.factories import make_trade
@@ -37,7 +38,7 @@ def queued(monkeypatch) -> list[int]:
     """The settlements sent to the broker; the test settles them itself."""
     require_postgres()
     sent: list[int] = []
-    monkeypatch.setattr(services, "_enqueue", sent.append)
+    monkeypatch.setattr(transitions, "_enqueue", sent.append)
     return sent
 
 
@@ -309,7 +310,7 @@ def test_a_transient_database_error_is_retried_not_counted(
 
     # when the task meets one in the batch (the cause fixed meanwhile): Celery retries it
     Trade.objects.filter(pk=trade.pk).update(seller_fee=fee)
-    post_batch = services.ledger_transfers_post_select
+    post_batch = settlement_service.ledger_transfers_post_select
     batches = []
 
     def flaky_batch(*args, **kwargs):
@@ -318,7 +319,7 @@ def test_a_transient_database_error_is_retried_not_counted(
             raise OperationalError("server closed the connection unexpectedly")
         return post_batch(*args, **kwargs)
 
-    monkeypatch.setattr(services, "ledger_transfers_post_select", flaky_batch)
+    monkeypatch.setattr(settlement_service, "ledger_transfers_post_select", flaky_batch)
     with django_capture_on_commit_callbacks(execute=True):
         # (apply runs the retry in-process; throw=False lets it, as a worker would)
         result = tasks.settle.apply(args=(settlement.pk,), throw=False)

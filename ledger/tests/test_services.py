@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 
-from common.errors import Conflict, InsufficientFunds, InvalidTransition, NotFound, ValidationFailed
+from common.errors import Conflict, InsufficientFunds, InvalidTransition, ValidationFailed
 from ledger import services
 from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.selectors import wallet_list_for_user
@@ -169,7 +169,7 @@ def test_an_automatic_adapter_posts_or_voids(alice, monkeypatch):
         ({"amount": "0.123456789"}, ValidationFailed, "amount"),
         ({"amount": "0.1", "address": ""}, ValidationFailed, "address"),
         ({"amount": "0.1", "address": "bad address!"}, ValidationFailed, "address"),
-        ({"amount": "0.1", "asset_code": "NOPE"}, NotFound, "asset"),
+        ({"amount": "0.1", "asset_code": "NOPE"}, ValidationFailed, "asset"),
     ],
 )
 def test_bad_withdrawals_change_nothing(alice, kwargs, error, field):
