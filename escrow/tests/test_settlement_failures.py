@@ -21,6 +21,7 @@ from common.errors import InvalidTransition, PermissionDenied
 from conftest import require_postgres
 from escrow import selectors, services, tasks
 from escrow.models import Settlement, Trade
+from escrow.services import settlement as settlement_service
 from escrow.services import transitions
 from ledger import services as ledger
 from ledger.models import Transfer
