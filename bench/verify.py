@@ -264,7 +264,7 @@ def stage_breakdown() -> dict[str, Any]:
 
     from ledger import chain, merkle
     from ledger.replay import SCAN_CHUNK, Report, _assets, _conninfo, verify_chain
-    from ledger.verify import CODES_SQL, ENTRY_SQL, FETCH, AccountCodes
+    from ledger.scan import CODES_SQL, ENTRY_SQL, FETCH, AccountCodes
 
     sha = hashlib.sha256
     out = dict.fromkeys(

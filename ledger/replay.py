@@ -3,8 +3,8 @@
 Streaming, in one snapshot of the database: the entries are read in ranges of seqs (each a
 complete Merkle subtree: SCAN_CHUNK, a power of two) and the transfers in ranges of ids; memory
 holds a range or two plus one running total per account and the open holds. On PostgreSQL, and
-outside a transaction, the ranges are checked by worker processes (`python -m ledger.verify
-scan-worker`, one per core) on their own connections in the snapshot this process exports; the
+outside a transaction, the ranges are checked by worker processes (`python -m ledger.scan`,
+one per core) on their own connections in the snapshot this process exports; the
 results are combined here in order, so that the first failure reported is the first in seq
 order, as if one loop had checked entry after entry. Elsewhere (SQLite, or inside a transaction
 such as a test's) the same checks run here, one range after the other.
@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q
 
 from ledger import chain, merkle, signing
-from ledger import verify as tasks
+from ledger import scan as tasks
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
 from marketplace.models import Asset
 
@@ -163,7 +163,7 @@ def _load_codes(ids: list[int]) -> list[tuple[int, str]]:
 
 
 class _Workers:
-    """The tasks in worker processes (`python -m ledger.verify scan-worker`: no Django), each on
+    """The tasks in worker processes (`python -m ledger.scan`: no Django), each on
     its own connection in the snapshot exported by `snap`'s transaction; results in task order.
     Leaving early ends them."""
 
@@ -193,7 +193,7 @@ class _Workers:
         try:
             for _ in range(min(self.workers, len(todo))):
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "ledger.verify", "scan-worker"],
+                    [sys.executable, "-m", "ledger.scan"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=env,
@@ -430,7 +430,7 @@ def _check_balances(
     report: Report, todo: list[Task], source: _Here | _Workers, results: Iterator[dict]
 ) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
-    zero. Combines the replays of consecutive id ranges (ledger.verify.replay_rows), in order."""
+    zero. Combines the replays of consecutive id ranges (ledger.scan.replay_rows), in order."""
     zero = Decimal(0)
     totals: dict[int, list[Decimal]] = defaultdict(lambda: [zero, zero, zero, zero])
     holds: dict[int, Decimal] = {}
