@@ -199,7 +199,7 @@ def _peak_rss_kib() -> int:
 
 
 def scan_worker(stdin: Any, stdout: Any) -> None:
-    """`python -m ledger.scan`, started by ledger.replay: pickled messages in
+    """`python -m ledger.scan`, started by ledger.replay_pool: pickled messages in
     (conninfo, snapshot, assets; then tasks ("chain", first_seq, last_seq, sizes) or
     ("balances", first_id, last_id); None to stop), pickled messages out: ("progress", n),
     ("result", summary) or ("error", traceback)."""
