@@ -374,26 +374,7 @@ def test_scan_rows_names_the_first_gap():
     assert hashlib.sha256(bytes.fromhex(rows[1][12])).digest()  # hex, as stored
 
 
-@given(st.integers(min_value=1, max_value=300), st.data())
-def test_frontiers_of_subtree_levels_give_every_root(n, data):
-    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
-    levels = merkle.subtree_levels(leaves)
-    size = data.draw(st.integers(min_value=1, max_value=n))
-    tree = merkle.StreamingRoot()
-    for level, node in merkle.frontier(levels, size):
-        tree.extend(level, node)
-    assert tree.root() == merkle.root_of(leaves[:size])
-    # Chunks of 2**k leaves as complete subtrees, then a partial one as a frontier.
-    k = data.draw(st.integers(min_value=0, max_value=5))
-    whole = merkle.StreamingRoot()
-    full = n >> k << k
-    for start in range(0, full, 1 << k):
-        whole.extend(k, merkle.subtree_levels(leaves[start : start + (1 << k)])[k][0])
-    rest = merkle.frontier(merkle.subtree_levels(leaves[full:]), n - full) if n > full else []
-    assert whole.root(*rest) == merkle.root_of(leaves)
-
-
-# --- the offline verifier's export check -------------------------------------------------------
+# --- the offline verifier's encoder ----------------------------------------------------------
 
 values = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), texts)
 
@@ -414,50 +395,3 @@ def test_fast_entry_bytes_of_any_dict_is_canonical(fields, version, extra, dropp
     canonical = outcome(chain.canonical_entry_bytes, entry)
     assert outcome(chain.fast_entry_bytes, entry) == canonical
     assert outcome(verify.entry_data, entry) == canonical
-
-
-@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8, 13])
-def test_verify_export_in_blocks(monkeypatch, count):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    monkeypatch.setattr(verify, "_BLOCK", 1)  # complete subtrees of 2 leaves
-    lines, leaves, prev = [], [], chain.GENESIS_HASH
-    for seq in range(1, count + 1):
-        entry = {
-            "v": 1,
-            "seq": seq,
-            "id": seq,
-            "key": f"k{seq}",
-            "kind": "deposit",
-            "flags": "single",
-            "asset": "BTC",
-            "debit": "world:BTC",
-            "credit": "user:1:BTC",
-            "amount": "0.10000000",
-            "pending_id": None,
-            "created_at": "2026-01-01T00:00:00.000000Z",
-        }
-        data = chain.canonical_entry_bytes(entry)
-        this = chain.chain_hash(prev, data)
-        lines.append(json.dumps({"seq": seq, "entry": entry, "prev_hash": prev, "hash": this}))
-        leaves.append(merkle.leaf_hash(data))
-        prev = this
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-
-    def signed(root: bytes) -> dict:
-        head = {
-            "tree_size": count,
-            "root_hash": root.hex(),
-            "chain_head": prev,
-            "timestamp": "2026-01-01T00:00:00Z",
-            "key_id": "k",
-        }
-        message = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
-        return {**head, "signature": key.sign(message).hex()}
-
-    assert verify.verify_export(lines, signed(merkle.root_of(leaves)), {"k": public}) == count
-    bad = signed(merkle.root_of([*leaves[:-1], bytes(32)]))
-    with pytest.raises(verify.VerificationError, match="Merkle root"):
-        verify.verify_export(lines, bad, {"k": public})
