@@ -22,7 +22,7 @@ from django.db.models import Count, Max, Min, Q
 from ledger import chain, merkle, signing
 from ledger.models import Checkpoint, LedgerAccount, SigningKey, Transfer
 from ledger.replay_pool import Here, Progress, Task, Workers, snapshot, stored_nodes
-from ledger.scan import node_error, resolve
+from ledger.scan import Balances, node_error, resolve
 from marketplace.models import Asset
 
 # Entries a chain task: a power of two, so that each full one is a complete Merkle subtree.
@@ -185,8 +185,7 @@ def _check_balances(
 ) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
     zero. Combines the replays of consecutive id ranges (ledger.scan.replay_rows), in order."""
-    zero = Decimal(0)
-    totals: dict[int, list[Decimal]] = defaultdict(lambda: [zero, zero, zero, zero])
+    totals: dict[int, Balances] = defaultdict(Balances)
     holds: dict[int, Decimal] = {}
     failures: list[tuple[int, int | None, int | None]] = []
     for _ in todo:
@@ -197,29 +196,30 @@ def _check_balances(
                 failures.append((tid, seq, pending_id))
                 continue
             resolve(totals[debit], totals[credit], flags, held, amount)
-        for account_id, four in part["totals"].items():
-            total = totals[account_id]
-            for i in range(4):
-                total[i] += four[i]
+        for account_id, replayed in part["totals"].items():
+            totals[account_id].add(replayed)
         holds.update(part["holds"])
         failures.extend(part["failures"])
         report.unsealed += part["unsealed"]
     for tid, seq, pending_id in sorted(failures):
         report.fail(f"transfer {tid}: resolves hold {pending_id}, which is not an open hold", seq)
     per_asset: dict[int, Decimal] = defaultdict(Decimal)
-    for account_id, code, kind, asset_id, *stored in source.accounts():
+    for account in source.accounts():
         report.accounts += 1
-        dp, dpo, cp, cpo = totals.get(account_id, (zero, zero, zero, zero))
-        stored = [Decimal(x) for x in stored]
-        if stored != [dp, dpo, cp, cpo]:
+        replayed = totals.get(account.id) or Balances()
+        stored = account.balances()
+        if stored != replayed:
             report.fail(
-                f"account {code}: stored balances {tuple(map(str, stored))} differ from the "
-                f"replayed transfers {(str(dp), str(dpo), str(cp), str(cpo))}",
-                _first_seq_of(account_id),
+                f"account {account.code}: stored balances {tuple(map(str, stored.columns()))} "
+                f"differ from the replayed transfers {tuple(map(str, replayed.columns()))}",
+                _first_seq_of(account.id),
             )
-        if kind != LedgerAccount.Kind.WORLD and dpo + dp > cpo:
-            report.fail(f"account {code}: overdrawn", _first_seq_of(account_id))
-        per_asset[asset_id] += stored[3] - stored[1]
+        if (
+            account.kind != LedgerAccount.Kind.WORLD
+            and replayed.debits_posted + replayed.debits_pending > replayed.credits_posted
+        ):
+            report.fail(f"account {account.code}: overdrawn", _first_seq_of(account.id))
+        per_asset[account.asset_id] += stored.credits_posted - stored.debits_posted
     codes = dict(Asset.objects.values_list("pk", "code"))
     for asset_id, total in per_asset.items():
         if total != 0:

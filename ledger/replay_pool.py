@@ -22,7 +22,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -51,12 +52,13 @@ class Here:
         got = Transfer.objects.aggregate(lo=Min(column), hi=Max(column))
         return got["lo"], got["hi"]
 
-    def accounts(self) -> Iterator[tuple]:
-        return (
+    def accounts(self) -> Iterator[AccountRow]:
+        rows = (
             LedgerAccount.objects.order_by("pk")
             .values_list(*ACCOUNT_COLUMNS)
             .iterator(chunk_size=CHUNK)
         )
+        return map(AccountRow._make, rows)
 
     def results(self, todo: list[Task]) -> Iterator[dict]:
         for kind, first, last, *sizes in todo:
@@ -95,16 +97,30 @@ REPLAY_COLUMNS = (
     "credit_account_id",
     "pending_id",
 )
-ACCOUNT_COLUMNS = (
-    "id",
-    "code",
-    "kind",
-    "asset_id",
-    "debits_pending",
-    "debits_posted",
-    "credits_pending",
-    "credits_posted",
-)
+
+
+class AccountRow(NamedTuple):
+    """A stored account as the balance check reads it (ACCOUNT_COLUMNS)."""
+
+    id: int
+    code: str
+    kind: str
+    asset_id: int
+    debits_pending: Decimal
+    debits_posted: Decimal
+    credits_pending: Decimal
+    credits_posted: Decimal
+
+    def balances(self) -> scan.Balances:
+        return scan.Balances(
+            debits_pending=Decimal(self.debits_pending),
+            debits_posted=Decimal(self.debits_posted),
+            credits_pending=Decimal(self.credits_pending),
+            credits_posted=Decimal(self.credits_posted),
+        )
+
+
+ACCOUNT_COLUMNS = AccountRow._fields
 
 
 ACCOUNT_SQL = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM ledger_ledgeraccount ORDER BY id"  # noqa: S608
@@ -151,10 +167,10 @@ class Workers:
         sql = f"SELECT min({column}), max({column}) FROM ledger_transfer"  # noqa: S608 - ours
         return self.snap.execute(sql).fetchone()
 
-    def accounts(self) -> Iterator[tuple]:
+    def accounts(self) -> Iterator[AccountRow]:
         with self.snap.cursor(name="ledger_accounts") as cursor:
             cursor.execute(ACCOUNT_SQL)
-            yield from scan.fetched_rows(cursor.fetchmany)
+            yield from map(AccountRow._make, scan.fetched_rows(cursor.fetchmany))
 
     def results(self, todo: list[Task]) -> Iterator[dict]:
         inbox: queue.Queue[tuple[int, str, Any]] = queue.Queue()

@@ -14,6 +14,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,29 @@ NODES_SQL = (
     'AND "index" < %s ORDER BY "index"'
 )
 FETCH = 2000  # rows a fetch
+ZERO = Decimal(0)
+
+
+@dataclass(slots=True)
+class Balances:
+    """An account's four balance columns (LedgerAccount's, TigerBeetle's): stored, or replayed
+    from the transfers by replay_rows. Pickled from the workers to ledger.replay."""
+
+    debits_pending: Decimal = ZERO
+    debits_posted: Decimal = ZERO
+    credits_pending: Decimal = ZERO
+    credits_posted: Decimal = ZERO
+
+    def columns(self) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """The four in LedgerAccount's column order, for messages."""
+        return (self.debits_pending, self.debits_posted, self.credits_pending, self.credits_posted)
+
+    def add(self, other: Balances) -> None:
+        """Another range's replay of the same account, added to this one."""
+        self.debits_pending += other.debits_pending
+        self.debits_posted += other.debits_posted
+        self.credits_pending += other.credits_pending
+        self.credits_posted += other.credits_posted
 
 
 class AccountCodes(dict):  # type: ignore[type-arg]
@@ -138,13 +162,12 @@ def summarize(scan: chain.Scan, sizes: list[int], nodes: Any = None) -> dict[str
 
 
 def replay_rows(rows: Iterable[tuple[Any, ...]], first_id: int) -> dict[str, Any]:
-    """Replay transfers first_id.. (rows of TRANSFER_SQL in id order) onto per-account totals
-    (debits_pending, debits_posted, credits_pending, credits_posted), TigerBeetle's way: a
-    single posts, a pending holds, a post_pending / void_pending releases the open hold it
-    names and posts what it says. A resolution of a hold before first_id is left for the caller
-    ("deferred", with the holds still open at the end); one of no open hold here fails."""
-    zero = Decimal(0)
-    totals: dict[int, list[Decimal]] = defaultdict(lambda: [zero, zero, zero, zero])
+    """Replay transfers first_id.. (rows of TRANSFER_SQL in id order) onto per-account
+    Balances, TigerBeetle's way: a single posts, a pending holds, a post_pending / void_pending
+    releases the open hold it names and posts what it says. A resolution of a hold before
+    first_id is left for the caller ("deferred", with the holds still open at the end); one of
+    no open hold here fails."""
+    totals: dict[int, Balances] = defaultdict(Balances)
     holds: dict[int, Decimal] = {}
     deferred: list[tuple[Any, ...]] = []
     failures: list[tuple[int, int | None, int | None]] = []  # transfer, its seq, the hold
@@ -155,11 +178,11 @@ def replay_rows(rows: Iterable[tuple[Any, ...]], first_id: int) -> dict[str, Any
         if seq is None:
             unsealed += 1
         if flags == "single":
-            totals[debit][1] += amount
-            totals[credit][3] += amount
+            totals[debit].debits_posted += amount
+            totals[credit].credits_posted += amount
         elif flags == "pending":
-            totals[debit][0] += amount
-            totals[credit][2] += amount
+            totals[debit].debits_pending += amount
+            totals[credit].credits_pending += amount
             holds[tid] = amount
         elif pending_id is not None and pending_id < first_id:
             deferred.append((tid, seq, flags, amount, debit, credit, pending_id))
@@ -178,15 +201,13 @@ def replay_rows(rows: Iterable[tuple[Any, ...]], first_id: int) -> dict[str, Any
     }
 
 
-def resolve(
-    dr: list[Decimal], cr: list[Decimal], flags: str, held: Decimal, amount: Decimal
-) -> None:
+def resolve(debit: Balances, credit: Balances, flags: str, held: Decimal, amount: Decimal) -> None:
     """A post_pending or void_pending of a hold of `held`: released; a post posts `amount`."""
-    dr[0] -= held
-    cr[2] -= held
+    debit.debits_pending -= held
+    credit.credits_pending -= held
     if flags == "post_pending":
-        dr[1] += amount
-        cr[3] += amount
+        debit.debits_posted += amount
+        credit.credits_posted += amount
 
 
 def _peak_rss_kib() -> int:
@@ -255,4 +276,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the module as imported, not this `__main__` copy of it: the results pickle its
+    # classes (Balances) by module name, which the parent knows as ledger.scan.
+    from ledger import scan
+
+    sys.exit(scan.main())
