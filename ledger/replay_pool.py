@@ -133,10 +133,16 @@ def stored_nodes(level: int, first: int, end: int) -> list[tuple[int, str]]:
         return cursor.fetchall()
 
 
+_AMOUNT = chain.ROW_COLUMNS.index("amount")
+_CREATED_AT = chain.ROW_COLUMNS.index("created_at")
+
+
 def _as_text(row: tuple) -> tuple:
     """An ORM row with amount and created_at as PostgreSQL's texts (see chain.scan_rows)."""
-    created = row[10].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return (*row[:8], format(row[8], "f"), row[9], created, *row[11:])
+    text = list(row)
+    text[_AMOUNT] = format(row[_AMOUNT], "f")
+    text[_CREATED_AT] = row[_CREATED_AT].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return tuple(text)
 
 
 def assets_by_id() -> dict[int, tuple[str, int]]:

@@ -39,6 +39,9 @@ NODES_SQL = (
     'AND "index" < %s ORDER BY "index"'
 )
 FETCH = 2000  # rows a fetch
+# Where an ENTRY_SQL row names its accounts (AccountCodes loads their codes).
+_DEBIT_ACCOUNT = chain.ROW_COLUMNS.index("debit_account_id")
+_CREDIT_ACCOUNT = chain.ROW_COLUMNS.index("credit_account_id")
 ZERO = Decimal(0)
 
 
@@ -80,8 +83,8 @@ class AccountCodes(dict):  # type: ignore[type-arg]
             self.clear()
         wanted = {key}
         for row in self.batch:
-            wanted.add(row[6])
-            wanted.add(row[7])
+            wanted.add(row[_DEBIT_ACCOUNT])
+            wanted.add(row[_CREDIT_ACCOUNT])
         wanted.difference_update(self.keys())
         self.update(self.load(sorted(wanted)))
         if key not in self:

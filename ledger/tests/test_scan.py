@@ -1,5 +1,5 @@
 """verify_ledger's balance replay (ledger.scan.replay_rows): the four columns by name, across
-ranges of transfer ids, and through the workers' pipe."""
+ranges of transfer ids, and through the workers' pipe; the rows it reads, by column name."""
 
 from __future__ import annotations
 
@@ -76,3 +76,27 @@ def test_balances_add_and_cross_the_workers_pipe():
     # then
     assert total.columns() == (Decimal("3"), Decimal("5"), Decimal("7"), Decimal("6"))
     assert pickle.loads(pickle.dumps(total, protocol=pickle.HIGHEST_PROTOCOL)) == total  # noqa: S301
+
+
+def test_an_orm_row_reads_as_postgresqls_texts():
+    """Off PostgreSQL the entries come through the ORM: amount and created_at become the texts
+    ENTRY_SQL would give (chain.ROW_COLUMNS), every other column stays."""
+    import datetime as dt
+
+    from ledger import chain
+    from ledger.replay_pool import _as_text
+
+    # given
+    values = {name: f"<{name}>" for name in chain.ROW_COLUMNS}
+    values["amount"] = Decimal("0.50000000")
+    values["created_at"] = dt.datetime(
+        2026, 1, 2, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=3))
+    )
+    # when
+    row = _as_text(tuple(values[name] for name in chain.ROW_COLUMNS))
+    # then
+    assert dict(zip(chain.ROW_COLUMNS, row, strict=True)) == {
+        **values,
+        "amount": "0.50000000",
+        "created_at": "2026-01-02 01:05:06.000007",
+    }
