@@ -262,16 +262,17 @@ def stage_breakdown() -> dict[str, Any]:
     import psycopg
 
     from ledger import chain, merkle
-    from ledger.replay import SCAN_CHUNK, Report, _assets, _conninfo, verify_chain
-    from ledger.verify import CODES_SQL, ENTRY_SQL, FETCH, AccountCodes
+    from ledger.replay import SCAN_CHUNK, Report, verify_chain
+    from ledger.replay_pool import assets_by_id, database_conninfo
+    from ledger.scan import CODES_SQL, ENTRY_SQL, FETCH, AccountCodes
 
     sha = hashlib.sha256
     out = dict.fromkeys(
         ["read_s", "read_cpu_s", "scan_s", "levels_s", "hashlib_s", "floor_s", "bytes"], 0.0
     )
     ok = True
-    assets = _assets()
-    with psycopg.connect(_conninfo()) as conn:
+    assets = assets_by_id()
+    with psycopg.connect(database_conninfo()) as conn:
         conn.execute("SET DateStyle = ISO")
         codes = AccountCodes(lambda ids: conn.execute(CODES_SQL, [ids]).fetchall())
         (last,) = conn.execute("SELECT max(seq) FROM ledger_transfer").fetchone()

@@ -3,46 +3,31 @@
 Streaming, in one snapshot of the database: the entries are read in ranges of seqs (each a
 complete Merkle subtree: SCAN_CHUNK, a power of two) and the transfers in ranges of ids; memory
 holds a range or two plus one running total per account and the open holds. On PostgreSQL, and
-outside a transaction, the ranges are checked by worker processes (`python -m ledger.verify
-scan-worker`, one per core) on their own connections in the snapshot this process exports; the
-results are combined here in order, so that the first failure reported is the first in seq
+outside a transaction, the ranges are checked by worker processes (`python -m ledger.scan`,
+one per core) on their own connections in the snapshot this process exports (ledger.replay_pool);
+the results are combined here in order, so that the first failure reported is the first in seq
 order, as if one loop had checked entry after entry. Elsewhere (SQLite, or inside a transaction
 such as a test's) the same checks run here, one range after the other.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
-import os
-import pickle
-import queue
-import subprocess
-import sys
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
-from django.conf import settings
-from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q
 
 from ledger import chain, merkle, signing
-from ledger import verify as tasks
 from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer
+from ledger.replay_pool import Here, Progress, Task, Workers, snapshot, stored_nodes
+from ledger.scan import Balances, node_error, resolve
 
-CHUNK = 5000  # rows a fetch through the ORM
 # Entries a chain task: a power of two, so that each full one is a complete Merkle subtree.
 SCAN_CHUNK = 1 << 15
 # Transfer ids a balance task.
 REPLAY_CHUNK = 1 << 16
-
-Progress = Callable[[int], None] | None
-Task = tuple[Any, ...]
 
 
 @dataclass
@@ -65,242 +50,11 @@ class Report:
             self.first_bad_seq = seq
 
 
-# --- where the ranges are checked ---------------------------------------------------------------
-
-
-class _Here:
-    """The tasks one after the other in this process, on Django's connection (inside the
-    transaction `_source` opened)."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.assets = _assets()
-        self.codes = tasks.AccountCodes(_load_codes)
-
-    def bounds(self, column: str) -> tuple[int | None, int | None]:
-        got = Transfer.objects.aggregate(lo=Min(column), hi=Max(column))
-        return got["lo"], got["hi"]
-
-    def accounts(self) -> Iterator[tuple]:
-        return (
-            LedgerAccount.objects.order_by("pk")
-            .values_list(*ACCOUNT_COLUMNS)
-            .iterator(chunk_size=CHUNK)
-        )
-
-    def results(self, todo: list[Task]) -> Iterator[dict]:
-        for kind, first, last, *sizes in todo:
-            with self._rows(kind, first, last) as fetchmany:
-                if kind == "chain":
-                    rows = tasks.fetched_rows(fetchmany, self.codes, self.progress)
-                    heads = [first + n - 1 for n in sizes[0]]
-                    scan = chain.scan_rows(rows, first, last, self.assets, self.codes, heads)
-                    yield tasks.summarize(scan, sizes[0], _stored_nodes)
-                else:
-                    yield tasks.replay_rows(tasks.fetched_rows(fetchmany), first)
-
-    @contextmanager
-    def _rows(self, kind: str, first: int, last: int) -> Iterator[Callable[[int], list]]:
-        if connection.vendor == "postgresql":
-            sql = tasks.ENTRY_SQL if kind == "chain" else tasks.TRANSFER_SQL
-            with connection.connection.cursor(name="ledger_rows", binary=True) as cursor:
-                cursor.execute(sql, [first, last])
-                yield cursor.fetchmany
-            return
-        if kind == "chain":
-            qs = Transfer.objects.filter(seq__gte=first, seq__lte=last).order_by("seq")
-            rows = map(_as_text, qs.values_list(*chain.ROW_COLUMNS).iterator(chunk_size=CHUNK))
-        else:
-            qs = Transfer.objects.filter(id__gte=first, id__lte=last).order_by("id")
-            rows = qs.values_list(*REPLAY_COLUMNS).iterator(chunk_size=CHUNK)
-        yield lambda n: list(itertools.islice(rows, n))
-
-
-REPLAY_COLUMNS = (
-    "id",
-    "seq",
-    "flags",
-    "amount",
-    "debit_account_id",
-    "credit_account_id",
-    "pending_id",
-)
-ACCOUNT_COLUMNS = (
-    "id",
-    "code",
-    "kind",
-    "asset_id",
-    "debits_pending",
-    "debits_posted",
-    "credits_pending",
-    "credits_posted",
-)
-
-
-ACCOUNT_SQL = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM ledger_ledgeraccount ORDER BY id"  # noqa: S608
-
-
-def _stored_nodes(level: int, first: int, end: int) -> list[tuple[int, str]]:
-    with connection.cursor() as cursor:
-        cursor.execute(tasks.NODES_SQL, [level, first, end])
-        return cursor.fetchall()
-
-
-def _as_text(row: tuple) -> tuple:
-    """An ORM row with amount and created_at as PostgreSQL's texts (see chain.scan_rows)."""
-    created = row[10].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return (*row[:8], format(row[8], "f"), row[9], created, *row[11:])
-
-
-def _assets() -> dict[int, tuple[str, int]]:
-    rows = Asset.objects.values_list("pk", "code", "precision")
-    return {pk: (code, precision) for pk, code, precision in rows}
-
-
-def _load_codes(ids: list[int]) -> list[tuple[int, str]]:
-    return list(LedgerAccount.objects.filter(pk__in=ids).values_list("pk", "code"))
-
-
-class _Workers:
-    """The tasks in worker processes (`python -m ledger.verify scan-worker`: no Django), each on
-    its own connection in the snapshot exported by `snap`'s transaction; results in task order.
-    Leaving early ends them."""
-
-    def __init__(self, progress: Progress, workers: int, snap: Any, conninfo: str) -> None:
-        self.progress = progress
-        self.workers = workers
-        self.snap = snap
-        (snapshot,) = snap.execute("SELECT pg_export_snapshot()").fetchone()
-        self.init = (conninfo, snapshot, _assets())
-        self.started = 0
-        self.peak_rss_kib = 0
-
-    def bounds(self, column: str) -> tuple[int | None, int | None]:
-        sql = f"SELECT min({column}), max({column}) FROM ledger_transfer"  # noqa: S608 - ours
-        return self.snap.execute(sql).fetchone()
-
-    def accounts(self) -> Iterator[tuple]:
-        with self.snap.cursor(name="ledger_accounts") as cursor:
-            cursor.execute(ACCOUNT_SQL)
-            yield from tasks.fetched_rows(cursor.fetchmany)
-
-    def results(self, todo: list[Task]) -> Iterator[dict]:
-        inbox: queue.Queue[tuple[int, str, Any]] = queue.Queue()
-        path = [str(settings.BASE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-        procs: list[subprocess.Popen] = []
-        try:
-            for _ in range(min(self.workers, len(todo))):
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "ledger.verify", "scan-worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    env=env,
-                )
-                procs.append(proc)
-                self.started = len(procs)
-                threading.Thread(
-                    target=_read_messages, args=(len(procs) - 1, proc.stdout, inbox), daemon=True
-                ).start()
-                _send(proc, self.init)
-            queued = iter(enumerate(todo))
-            doing: dict[int, int] = {}  # worker -> index of its task
-            for worker, proc in enumerate(procs):
-                _next(worker, proc, queued, doing)
-            done: dict[int, dict] = {}
-            for index in range(len(todo)):
-                while index not in done:
-                    worker, kind, payload = inbox.get()
-                    if kind == "progress":
-                        if self.progress is not None:
-                            self.progress(payload)
-                    elif kind == "result":
-                        self.peak_rss_kib = max(self.peak_rss_kib, payload.pop("peak_rss_kib", 0))
-                        done[doing.pop(worker)] = payload
-                        _next(worker, procs[worker], queued, doing)
-                    elif kind == "exit" and worker not in doing:
-                        continue  # it had nothing more to do
-                    else:
-                        raise RuntimeError(f"verify_ledger worker {worker} failed:\n{payload}")
-                yield done.pop(index)
-        finally:
-            for proc in procs:
-                proc.kill()
-                proc.wait()
-                proc.stdin.close()
-                proc.stdout.close()
-
-
-def _send(proc: subprocess.Popen, message: Any) -> None:
-    pickle.dump(message, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-    proc.stdin.flush()
-
-
-def _next(worker: int, proc: subprocess.Popen, queued: Iterator, doing: dict[int, int]) -> None:
-    index, task = next(queued, (None, None))
-    if index is None:
-        _send(proc, None)
-    else:
-        doing[worker] = index
-        _send(proc, task)
-
-
-def _read_messages(worker: int, stream: Any, inbox: queue.Queue) -> None:
-    while True:
-        try:
-            message = pickle.load(stream)  # noqa: S301 - our own child's pipe
-        except (EOFError, OSError, ValueError):
-            inbox.put((worker, "exit", "it exited"))
-            return
-        inbox.put((worker, *message))
-
-
-def _workers() -> int:
-    return int(getattr(settings, "LEDGER_VERIFY_WORKERS", 0) or os.cpu_count() or 1)
-
-
-def _conninfo() -> str:
-    from psycopg import conninfo, pq
-
-    allowed = {d.keyword.decode() for d in pq.Conninfo.get_defaults()}
-    params = connection.get_connection_params()
-    return conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in allowed and isinstance(v, str | int)}
-    )
-
-
-@contextmanager
-def _source(progress: Progress, workers: int | None, tasks_: int) -> Iterator[_Here | _Workers]:
-    """One snapshot of the ledger for every read, and where the tasks run: worker processes on
-    PostgreSQL outside a transaction when there are 2 or more cores and about `tasks_` tasks
-    (starting the workers costs more than small ledgers take), this process else."""
-    workers = workers or _workers()
-    workers = workers if tasks_ >= 2 * workers else 1
-    if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        import psycopg
-
-        conninfo = _conninfo()
-        with psycopg.connect(conninfo) as snap:
-            snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            snap.read_only = True
-            with snap.transaction():
-                yield _Workers(progress, workers, snap, conninfo)
-        return
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                if outermost:  # one snapshot for every read
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute("SET LOCAL DateStyle = ISO")
-        yield _Here(progress)
-
-
 # --- the checks -----------------------------------------------------------------------------------
 
 
 def _chain_tasks(
-    report: Report, source: _Here | _Workers, chunk: int
+    report: Report, source: Here | Workers, chunk: int
 ) -> tuple[list[Task], list[Checkpoint]] | None:
     """The seq ranges to scan, each with the checkpoints that end inside it; None when there is
     nothing to scan because the first entry is not seq 1."""
@@ -365,7 +119,7 @@ def _check_upper_nodes(report: Report, roots: list[bytes], bits: int) -> None:
     levels = merkle.subtree_levels(roots)
     if len(levels) < 2:
         return
-    bad = tasks.node_error(levels, 0, _stored_nodes, base_level=bits)
+    bad = node_error(levels, 0, stored_nodes, base_level=bits)
     if bad is not None:
         report.fail(bad[1], bad[0])
 
@@ -415,7 +169,7 @@ def _combine_scans(
     return True
 
 
-def _balance_tasks(source: _Here | _Workers) -> list[Task]:
+def _balance_tasks(source: Here | Workers) -> list[Task]:
     first, last = source.bounds("id")
     if first is None:
         return []
@@ -426,12 +180,11 @@ def _balance_tasks(source: _Here | _Workers) -> list[Task]:
 
 
 def _check_balances(
-    report: Report, todo: list[Task], source: _Here | _Workers, results: Iterator[dict]
+    report: Report, todo: list[Task], source: Here | Workers, results: Iterator[dict]
 ) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
-    zero. Combines the replays of consecutive id ranges (ledger.verify.replay_rows), in order."""
-    zero = Decimal(0)
-    totals: dict[int, list[Decimal]] = defaultdict(lambda: [zero, zero, zero, zero])
+    zero. Combines the replays of consecutive id ranges (ledger.scan.replay_rows), in order."""
+    totals: dict[int, Balances] = defaultdict(Balances)
     holds: dict[int, Decimal] = {}
     failures: list[tuple[int, int | None, int | None]] = []
     for _ in todo:
@@ -441,30 +194,31 @@ def _check_balances(
             if held is None:
                 failures.append((tid, seq, pending_id))
                 continue
-            tasks.resolve(totals[debit], totals[credit], flags, held, amount)
-        for account_id, four in part["totals"].items():
-            total = totals[account_id]
-            for i in range(4):
-                total[i] += four[i]
+            resolve(totals[debit], totals[credit], flags, held, amount)
+        for account_id, replayed in part["totals"].items():
+            totals[account_id].add(replayed)
         holds.update(part["holds"])
         failures.extend(part["failures"])
         report.unsealed += part["unsealed"]
     for tid, seq, pending_id in sorted(failures):
         report.fail(f"transfer {tid}: resolves hold {pending_id}, which is not an open hold", seq)
     per_asset: dict[int, Decimal] = defaultdict(Decimal)
-    for account_id, code, kind, asset_id, *stored in source.accounts():
+    for account in source.accounts():
         report.accounts += 1
-        dp, dpo, cp, cpo = totals.get(account_id, (zero, zero, zero, zero))
-        stored = [Decimal(x) for x in stored]
-        if stored != [dp, dpo, cp, cpo]:
+        replayed = totals.get(account.id) or Balances()
+        stored = account.balances()
+        if stored != replayed:
             report.fail(
-                f"account {code}: stored balances {tuple(map(str, stored))} differ from the "
-                f"replayed transfers {(str(dp), str(dpo), str(cp), str(cpo))}",
-                _first_seq_of(account_id),
+                f"account {account.code}: stored balances {tuple(map(str, stored.columns()))} "
+                f"differ from the replayed transfers {tuple(map(str, replayed.columns()))}",
+                _first_seq_of(account.id),
             )
-        if kind != LedgerAccount.Kind.WORLD and dpo + dp > cpo:
-            report.fail(f"account {code}: overdrawn", _first_seq_of(account_id))
-        per_asset[asset_id] += stored[3] - stored[1]
+        if (
+            account.kind != LedgerAccount.Kind.WORLD
+            and replayed.debits_posted + replayed.debits_pending > replayed.credits_posted
+        ):
+            report.fail(f"account {account.code}: overdrawn", _first_seq_of(account.id))
+        per_asset[account.asset_id] += stored.credits_posted - stored.debits_posted
     codes = dict(Asset.objects.values_list("pk", "code"))
     for asset_id, total in per_asset.items():
         if total != 0:
@@ -489,7 +243,7 @@ def verify_chain(
     re-computed from its fields), and the Merkle root at every checkpoint must be the one it
     signed."""
     chunk = chunk or SCAN_CHUNK
-    with _source(progress, workers, _about(chunk)[0]) as source:
+    with snapshot(progress, workers, _about(chunk)[0]) as source:
         planned = _chain_tasks(report, source, chunk)
         if planned is not None:
             todo, checkpoints = planned
@@ -500,7 +254,7 @@ def verify_chain(
 def verify_balances(report: Report, *, workers: int | None = None) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
     zero."""
-    with _source(None, workers, _about(SCAN_CHUNK)[1]) as source:
+    with snapshot(None, workers, _about(SCAN_CHUNK)[1]) as source:
         todo = _balance_tasks(source)
         _check_balances(report, todo, source, source.results(todo))
         _note_workers(report, source)
@@ -523,7 +277,7 @@ def verify_ledger(
     """verify_chain, then verify_balances, in one snapshot and one set of workers."""
     report = Report()
     chunk = chunk or SCAN_CHUNK
-    with _source(progress, workers, sum(_about(chunk))) as source:
+    with snapshot(progress, workers, sum(_about(chunk))) as source:
         planned = _chain_tasks(report, source, chunk)
         chain_todo, checkpoints = planned if planned is not None else ([], [])
         balance_todo = _balance_tasks(source)
@@ -534,7 +288,7 @@ def verify_ledger(
     return report
 
 
-def _note_workers(report: Report, source: _Here | _Workers) -> None:
-    if isinstance(source, _Workers):
+def _note_workers(report: Report, source: Here | Workers) -> None:
+    if isinstance(source, Workers):
         report.workers = max(report.workers, source.started)
         report.worker_peak_rss_kib = max(report.worker_peak_rss_kib, source.peak_rss_kib)

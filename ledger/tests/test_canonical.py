@@ -1,9 +1,11 @@
-"""The verifier's fast path gives exactly the sealer's canonical bytes (hypothesis).
+"""Every fast path gives exactly the canonical bytes (hypothesis).
 
-ledger.chain.entry_bytes (json.dumps of a dict) is the definition; fields_bytes, the f-string
-inlined in scan_rows, amount_text / amount_pattern (PostgreSQL's NUMERIC text) and
-timestamp_text (its timestamp text) must agree with it, and with common.money.fmt and strftime,
-for arbitrary values; the texts PostgreSQL really prints are checked against the database too.
+ledger.chain.canonical_entry_bytes (json.dumps of a dict) is the definition; its fast paths
+(plain_fields_bytes, fields_bytes, fast_entry_bytes and ledger.verify.entry_data through it, the
+f-string inlined in scan_rows) must give the same bytes, and amount_text / amount_pattern
+(PostgreSQL's NUMERIC text) and timestamp_text (its timestamp text) must agree with
+common.money.fmt and strftime, for arbitrary values; the texts PostgreSQL really prints are
+checked against the database too.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import json
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, getcontext, localcontext
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from common.money import fmt
-from ledger import chain, merkle
+from ledger import chain, merkle, verify
 from ledger.services.sealing import entry_from_values
 
 # Any text, including what JSON must escape ('"', '\\', controls), non-ASCII and lone surrogates.
@@ -86,13 +88,46 @@ def test_plain_means_json_leaves_the_string_alone(text):
     pending_id=st.none() | ints,
     created_at=texts,
 )
-def test_fields_bytes_is_entry_bytes(**fields):
+def test_every_fast_path_is_canonical_entry_bytes(**fields):
+    # given an entry of the canonical shape, its fields in chain.FIELDS order
     entry = {**fields, "v": chain.ENTRY_VERSION}
-    assert outcome(chain.fields_bytes, *fields.values()) == outcome(chain.entry_bytes, entry)
-    if all(chain.plain(v) for v in fields.values() if isinstance(v, str)):
-        assert outcome(chain.plain_fields_bytes, *fields.values()) == outcome(
-            chain.entry_bytes, entry
-        )
+    values = [fields[name] for name in chain.FIELDS]
+    # when / then
+    canonical = outcome(chain.canonical_entry_bytes, entry)
+    assert outcome(chain.fields_bytes, *values) == canonical
+    assert outcome(chain.fast_entry_bytes, entry) == canonical
+    assert outcome(verify.entry_data, entry) == canonical
+    if all(chain.plain(v) for v in values if isinstance(v, str)):
+        assert outcome(chain.plain_fields_bytes, *values) == canonical
+    # (the f-string inlined in scan_rows: test_scan_rows_inlined_bytes_are_canonical)
+
+
+FAST_PATH_MARK = "fast path: byte-for-byte equal to canonical_entry_bytes"
+# The functions that say FAST_PATH_MARK in their docstring, each held equal to
+# canonical_entry_bytes by a test here: a new fast path must be added to this list and to a test.
+FAST_PATHS = {
+    "ledger.chain.plain_fields_bytes": "test_every_fast_path_is_canonical_entry_bytes",
+    "ledger.chain.fields_bytes": "test_every_fast_path_is_canonical_entry_bytes",
+    "ledger.chain.fast_entry_bytes": "test_fast_entry_bytes_of_any_dict_is_canonical",
+    "ledger.verify.entry_data": "test_fast_entry_bytes_of_any_dict_is_canonical",
+    "ledger.chain.scan_rows": "test_scan_rows_inlined_bytes_are_canonical",
+}
+
+
+def test_every_fast_path_is_listed():
+    # given every function of the modules that encode entries
+    marked = {
+        f"{module.__name__}.{name}"
+        for module in (chain, verify)
+        for name, function in vars(module).items()
+        if callable(function)
+        and getattr(function, "__module__", None) == module.__name__
+        and FAST_PATH_MARK in " ".join((function.__doc__ or "").split()).lower()
+    }
+    # then
+    assert marked == set(FAST_PATHS)
+    assert set(FAST_PATHS.values()) <= set(globals())
+    assert chain.entry_bytes is chain.canonical_entry_bytes  # the old name, not another encoder
 
 
 @settings(max_examples=500)
@@ -181,17 +216,17 @@ entries = st.fixed_dictionaries(
 )
 
 
-def sealed_rows(items: list[dict]) -> list[tuple]:
+def sealed_rows(items: list[dict], assets: dict = ASSETS, codes: dict = CODES) -> list[tuple]:
     """Rows as the verifier reads them, hashed the sealer's way (transfer_entry's fields through
-    entry_from_values and entry_bytes)."""
+    entry_from_values and canonical_entry_bytes)."""
     rows, prev = [], chain.GENESIS_HASH
     for seq, e in enumerate(items, start=1):
-        code, precision = ASSETS[e["asset_id"]]
+        code, precision = assets[e["asset_id"]]
         # The services store amounts at the asset's precision (finer digits are tampering).
         quantum = Decimal(1).scaleb(-precision)
         e = {**e, "amount": max(e["amount"].quantize(quantum, rounding=ROUND_DOWN), quantum)}
         created = e["created_at"].replace(tzinfo=dt.UTC)
-        data = chain.entry_bytes(
+        data = chain.canonical_entry_bytes(
             entry_from_values(
                 seq=seq,
                 id=e["id"],
@@ -200,8 +235,8 @@ def sealed_rows(items: list[dict]) -> list[tuple]:
                 flags=e["flags"],
                 asset_code=code,
                 precision=precision,
-                debit=CODES[e["debit"]],
-                credit=CODES[e["credit"]],
+                debit=codes[e["debit"]],
+                credit=codes[e["credit"]],
                 amount=e["amount"],
                 pending_id=e["pending_id"],
                 created_at=created,
@@ -218,9 +253,13 @@ def sealed_rows(items: list[dict]) -> list[tuple]:
 
 
 def encodable(e: dict) -> bool:
+    return encodable_with(e, ASSETS)
+
+
+def encodable_with(e: dict, assets: dict) -> bool:
     try:
         e["key"].encode()
-        fmt(e["amount"], ASSETS[e["asset_id"]][1])
+        fmt(e["amount"], assets[e["asset_id"]][1])
     except (UnicodeEncodeError, InvalidOperation):
         return False
     return True
@@ -258,6 +297,38 @@ def test_scan_rows_recomputes_the_sealers_hashes(items, data):
     bad = chain.scan_rows([*rows[: seq - 1], tuple(row), *rows[seq:]], 1, len(rows), ASSETS, CODES)
     assert bad.error is not None
     assert bad.error[0] == seq, bad.error
+
+
+# Any text a sealer can encode (no lone surrogates), plain or not.
+encodable_texts = st.text(
+    st.characters(blacklist_categories=["Cs"]), max_size=12
+) | st.sampled_from(['a"b', "a\\b", "a\nb", "é", "\u2028"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    strings=st.fixed_dictionaries(
+        {name: encodable_texts for name in ("key", "kind", "flags", "asset", "debit", "credit")}
+    ),
+    precision=precisions,
+    entry=entries,
+)
+def test_scan_rows_inlined_bytes_are_canonical(strings, precision, entry):
+    """The f-string inlined in scan_rows runs for an entry whose kind, flags, asset and account
+    codes it has seen plain() before: the same strings three times, any of them."""
+    # given
+    assets = {1: (strings["asset"], precision)}
+    codes = {1: strings["debit"], 2: strings["credit"]}
+    e = {**entry, "key": strings["key"], "kind": strings["kind"], "flags": strings["flags"]}
+    e |= {"asset_id": 1, "debit": 1, "credit": 2}
+    assume(encodable_with(e, assets))
+    items = [{**e, "id": e["id"] + i} for i in range(3)]
+    rows = sealed_rows(items, assets, codes)
+    # when
+    scan = chain.scan_rows(rows, 1, len(rows), assets, codes)
+    # then
+    assert scan.error is None, scan.error
+    assert [leaf.hex() for leaf in scan.leaves] == [row[13] for row in rows]
 
 
 def _deposits(count: int) -> list[dict]:
@@ -303,26 +374,7 @@ def test_scan_rows_names_the_first_gap():
     assert hashlib.sha256(bytes.fromhex(rows[1][12])).digest()  # hex, as stored
 
 
-@given(st.integers(min_value=1, max_value=300), st.data())
-def test_frontiers_of_subtree_levels_give_every_root(n, data):
-    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
-    levels = merkle.subtree_levels(leaves)
-    size = data.draw(st.integers(min_value=1, max_value=n))
-    tree = merkle.StreamingRoot()
-    for level, node in merkle.frontier(levels, size):
-        tree.extend(level, node)
-    assert tree.root() == merkle.root_of(leaves[:size])
-    # Chunks of 2**k leaves as complete subtrees, then a partial one as a frontier.
-    k = data.draw(st.integers(min_value=0, max_value=5))
-    whole = merkle.StreamingRoot()
-    full = n >> k << k
-    for start in range(0, full, 1 << k):
-        whole.extend(k, merkle.subtree_levels(leaves[start : start + (1 << k)])[k][0])
-    rest = merkle.frontier(merkle.subtree_levels(leaves[full:]), n - full) if n > full else []
-    assert whole.root(*rest) == merkle.root_of(leaves)
-
-
-# --- the offline verifier's export check -------------------------------------------------------
+# --- the offline verifier's encoder ----------------------------------------------------------
 
 values = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), texts)
 
@@ -334,59 +386,12 @@ values = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), t
     st.dictionaries(texts, values, max_size=2),
     st.sets(st.sampled_from(chain.FIELDS), max_size=2),
 )
-def test_entry_data_is_entry_bytes(fields, version, extra, dropped):
-    from ledger.verify import entry_data
-
+def test_fast_entry_bytes_of_any_dict_is_canonical(fields, version, extra, dropped):
+    # given any dict an export could hold: wrong types, versions, extra and missing keys
     entry = {**fields, "v": version, **extra}
     for name in dropped:
         entry.pop(name, None)
-    assert outcome(entry_data, entry) == outcome(chain.entry_bytes, entry)
-
-
-@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8, 13])
-def test_verify_export_in_blocks(monkeypatch, count):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    from ledger import verify
-
-    monkeypatch.setattr(verify, "_BLOCK", 1)  # complete subtrees of 2 leaves
-    lines, leaves, prev = [], [], chain.GENESIS_HASH
-    for seq in range(1, count + 1):
-        entry = {
-            "v": 1,
-            "seq": seq,
-            "id": seq,
-            "key": f"k{seq}",
-            "kind": "deposit",
-            "flags": "single",
-            "asset": "BTC",
-            "debit": "world:BTC",
-            "credit": "user:1:BTC",
-            "amount": "0.10000000",
-            "pending_id": None,
-            "created_at": "2026-01-01T00:00:00.000000Z",
-        }
-        data = chain.entry_bytes(entry)
-        this = chain.chain_hash(prev, data)
-        lines.append(json.dumps({"seq": seq, "entry": entry, "prev_hash": prev, "hash": this}))
-        leaves.append(merkle.leaf_hash(data))
-        prev = this
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-
-    def signed(root: bytes) -> dict:
-        head = {
-            "tree_size": count,
-            "root_hash": root.hex(),
-            "chain_head": prev,
-            "timestamp": "2026-01-01T00:00:00Z",
-            "key_id": "k",
-        }
-        message = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
-        return {**head, "signature": key.sign(message).hex()}
-
-    assert verify.verify_export(lines, signed(merkle.root_of(leaves)), {"k": public}) == count
-    bad = signed(merkle.root_of([*leaves[:-1], bytes(32)]))
-    with pytest.raises(verify.VerificationError, match="Merkle root"):
-        verify.verify_export(lines, bad, {"k": public})
+    # when / then
+    canonical = outcome(chain.canonical_entry_bytes, entry)
+    assert outcome(chain.fast_entry_bytes, entry) == canonical
+    assert outcome(verify.entry_data, entry) == canonical

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import merkle
 
@@ -102,3 +104,22 @@ def test_known_vector():
     assert merkle.root_of([merkle.leaf_hash(b"")]).hex() == (
         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
     )
+
+
+@given(st.integers(min_value=1, max_value=300), st.data())
+def test_frontiers_of_subtree_levels_give_every_root(n, data):
+    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
+    levels = merkle.subtree_levels(leaves)
+    size = data.draw(st.integers(min_value=1, max_value=n))
+    tree = merkle.StreamingRoot()
+    for level, node in merkle.frontier(levels, size):
+        tree.extend(level, node)
+    assert tree.root() == merkle.root_of(leaves[:size])
+    # Chunks of 2**k leaves as complete subtrees, then a partial one as a frontier.
+    k = data.draw(st.integers(min_value=0, max_value=5))
+    whole = merkle.StreamingRoot()
+    full = n >> k << k
+    for start in range(0, full, 1 << k):
+        whole.extend(k, merkle.subtree_levels(leaves[start : start + (1 << k)])[k][0])
+    rest = merkle.frontier(merkle.subtree_levels(leaves[full:]), n - full) if n > full else []
+    assert whole.root(*rest) == merkle.root_of(leaves)

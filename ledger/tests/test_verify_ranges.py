@@ -19,7 +19,7 @@ from ledger.replay import verify_ledger
 from ledger.services import checkpoint_create, ledger_seal_pending
 from marketplace.tests.factories import fund, make_trade
 
-# workers=1: this process; workers=2: `python -m ledger.verify scan-worker` processes.
+# workers=1: this process; workers=2: `python -m ledger.scan` processes.
 WAYS = [pytest.param(1, id="here"), pytest.param(2, id="workers")]
 
 
