@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: venv run reset-data lint test clean
+.PHONY: venv run reset-data lint check test clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,8 @@ reset-data:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	# One direction of dependency between the apps (docs/architecture.md).
+	$(VENV)/bin/lint-imports --no-cache
 	SERVICES="postgres redis" scripts/with-services.sh \
 	  $(VENV)/bin/python manage.py makemigrations --check --dry-run
 	# docker-compose (v1, Debian's) validates the file without a container engine.
@@ -37,6 +39,11 @@ lint: venv
 	# Known vulnerabilities and yanked pins of the locked dependencies fail; newer releases are
 	# reported as news only (pip-audit's data source is out of reach here: see its docstring).
 	$(VENV)/bin/python scripts/audit_deps.py requirements/test.txt
+
+# The inner loop: lint plus the unit tests, without the browser and fault tests.
+check: lint
+	SERVICES="postgres redis" scripts/with-services.sh $(VENV)/bin/pytest -q -n 2 \
+	  --ignore=tests/browser --ignore=tests/faults -m "not celery_worker" $(PYTEST_ARGS)
 
 test: lint
 	scripts/with-services.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
