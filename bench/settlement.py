@@ -6,7 +6,7 @@
 1. pgbench on the same server (-i -s 10; -c 8 -j 2 -T 20 -M prepared): the yardstick.
 2. Setup: a handful of sellers and buyers, deposits and one sell offer per seller through the
    services, then one trade per seller/buyer pair through offer_take -> trade_mark_paid ->
-   escrow_release (escrow.services._enqueue patched to a no-op so every settlement waits in the
+   escrow_release (escrow.services.transitions._enqueue patched to a no-op so every settlement waits in the
    outbox), copied set-based into N trades (`--setup bulk`, the default; `--setup services`
    makes every trade through the services, in several processes: slow). The setup's entries are
    sealed, verify_ledger must pass, and the database is kept as a template.
@@ -59,9 +59,9 @@ WAIT_QUIET = 0.0  # --wait-quiet: seconds to wait for other processes to leave t
 
 def _no_enqueue() -> None:
     """Settlements stay in the outbox (no Celery message): the benchmark's workers take them."""
-    from escrow import services
+    from escrow.services import transitions
 
-    services._enqueue = lambda settlement_id: None
+    transitions._enqueue = lambda settlement_id: None
 
 
 def _setup_worker(jobs: list[tuple[int, int, int, int]], out: Any) -> None:
@@ -710,17 +710,29 @@ def run_profile(batch: int, out_path: str) -> dict[str, Any]:
     proc.join()
     stats = pstats.Stats(out_path)
     wanted = {
-        ("escrow/services.py", "settlements_execute_pending"): "settlements_execute_pending (all)",
-        ("escrow/services.py", "_settle_claimed"): "  _settle_claimed (in the transaction)",
-        ("escrow/services.py", "_settle_batch"): "    _settle_batch (set-based, PostgreSQL)",
+        (
+            "escrow/services/settlement.py",
+            "settlements_execute_pending",
+        ): "settlements_execute_pending (all)",
+        (
+            "escrow/services/settlement.py",
+            "_settle_claimed",
+        ): "  _settle_claimed (in the transaction)",
+        (
+            "escrow/services/settlement.py",
+            "_settle_batch",
+        ): "    _settle_batch (set-based, PostgreSQL)",
         ("ledger/services/transfers.py", "accounts_for_users"): "      accounts_for_users",
         ("ledger/services/transfers.py", "accounts_fees"): "      accounts_fees",
         (
             "ledger/services/transfers.py",
             "transfers_post_select",
         ): "      ledger transfers_post_select (transfers + balances)",
-        ("escrow/services.py", "announce_many"): "      announce_many",
-        ("escrow/services.py", "_settle_one_by_one"): "    _settle_one_by_one (fallback)",
+        ("escrow/services/transitions.py", "announce_many"): "      announce_many",
+        (
+            "escrow/services/settlement.py",
+            "_settle_one_by_one",
+        ): "    _settle_one_by_one (fallback)",
         (
             "django/db/backends/base/base.py",
             "run_and_clear_commit_hooks",

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
+from escrow.models import EscrowEvent
 from notifications import services
 from notifications.models import WebhookDelivery
 
@@ -49,8 +50,6 @@ def sweep_webhooks() -> int:
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def notify_trade_events(event_ids: list[int]) -> int:
     """The notifications of a settlement batch, off the settlement worker's path."""
-    from escrow.models import EscrowEvent
-
     events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
     services.notify_trade_events(events=events)
     return len(events)

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.services import require_second_factor
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
@@ -241,8 +242,6 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
 def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trade:
     """The seller confirms the fiat arrived: the release is queued for settlement (with a
     current 2FA code once the seller turned 2FA on)."""
-    from accounts.services import require_second_factor
-
     if actor is not None:
         require_second_factor(user=actor, otp=otp)
     with durable_atomic():

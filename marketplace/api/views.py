@@ -10,7 +10,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ERRORS, AmountInput, ApiView, ErrorSerializer, paginated
+from common.api import ERRORS, AmountInput, ApiView, CursorPage, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
 from marketplace import selectors, services
@@ -156,8 +156,6 @@ class OfferListApi(ApiView):
         return page["paginator"].get_paginated_response(data)
 
     def paginator_page(self, qs: Any) -> dict[str, Any]:
-        from common.api import CursorPage
-
         paginator = CursorPage()
         paginator.ordering = self.ordering
         rows = paginator.paginate_queryset(qs, self.request, view=self)

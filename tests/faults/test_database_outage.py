@@ -217,8 +217,8 @@ class _FailsOnce:
 def test_a_retry_after_a_503_never_repeats_committed_work(
     endpoint, refdata, live_server, monkeypatch
 ):
+    import escrow.api.trades
     import ledger.api.views
-    import marketplace.api.views
 
     (seller, seller_token), (_, buyer_token) = make_traders("retry", 2)
     fund(seller, "BTC", "1")
@@ -226,8 +226,8 @@ def test_a_retry_after_a_503_never_repeats_committed_work(
     if endpoint == "take":
         api, path = ApiClient(live_server.url, buyer_token), f"/offers/{offer.pk}/take/"
         body = {"amount": "0.01"}
-        fault = _FailsOnce(marketplace.api.views._trades_qs)
-        monkeypatch.setattr(marketplace.api.views, "_trades_qs", fault)
+        fault = _FailsOnce(escrow.api.trades._trades_qs)
+        monkeypatch.setattr(escrow.api.trades, "_trades_qs", fault)
     else:
         api, path = ApiClient(live_server.url, seller_token), "/wallets/BTC/withdrawals/"
         body = {"amount": "0.1", "address": "bc1qfaultsaddress"}

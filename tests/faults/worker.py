@@ -36,15 +36,15 @@ def main() -> None:
     app.conf.task_routes = {"*": {"queue": os.environ["FAULTS_QUEUE"]}}
     delay = float(os.environ.get("FAULTS_SETTLE_DELAY") or 0)
     if delay > 0:
-        from escrow import services
+        from escrow.services import settlement
 
-        settle_one = services._settle_one
+        settle_one = settlement._settle_one
 
         def slow_settle_one(settlement, trade):
             settle_one(settlement, trade)
             time.sleep(delay)
 
-        services._settle_one = slow_settle_one
+        settlement._settle_one = slow_settle_one
     go_file = os.environ.get("FAULTS_GO_FILE")
     if go_file:
         while not os.path.exists(go_file):

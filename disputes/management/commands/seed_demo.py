@@ -3,12 +3,19 @@ offers in several assets and currencies, and a staff moderator `admin`. Safe to 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from disputes.apps import ensure_moderators_group
+from disputes.services import dispute_open, evidence_submit
 from escrow import services as escrow_services
+from escrow.models import Trade
+from escrow.services import trade_mark_paid
 from ledger import services as ledger
 from marketplace import services
 from marketplace.models import Offer
@@ -150,10 +157,6 @@ class Command(BaseCommand):
 
     def _moderator(self, User: Any) -> None:
         """`mod`: staff in the Moderators group (no superuser powers)."""
-        from django.contrib.auth.models import Group
-
-        from disputes.apps import ensure_moderators_group
-
         ensure_moderators_group()
         mod, created = User.objects.get_or_create(
             username="mod", defaults={"is_staff": True, "email": "mod@example.test"}
@@ -165,14 +168,6 @@ class Command(BaseCommand):
 
     def _seed_dispute(self, *, offer: Offer, buyer: Any) -> None:
         """bob bought ETH from alice, says he paid; alice says nothing arrived: a dispute."""
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from disputes.services import dispute_open, evidence_submit
-        from escrow.models import Trade
-        from escrow.services import trade_mark_paid
-
         trade = escrow_services.trade_open(offer_id=offer.pk, taker=buyer, fiat_amount="260.00")
         escrow_services.trade_message_send(
             trade_id=trade.pk,
