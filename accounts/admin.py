@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin import helpers
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts import services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
+from common.admin import ReadOnlyAdmin, messages
 from common.errors import ApplicationError
 
 
@@ -84,7 +85,7 @@ def _document_link(document: KycDocument) -> str:
 
 
 @admin.register(KycDocument)
-class KycDocumentAdmin(admin.ModelAdmin):
+class KycDocumentAdmin(ReadOnlyAdmin):
     """The KYC review queue: pending first, oldest first. Only reviewers (`review_kyc`) see it."""
 
     list_display = (
@@ -145,15 +146,6 @@ class KycDocumentAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_review_permission(request) or super().has_module_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Approve: raise to the requested tier", permissions=["review"])
     def approve(self, request: HttpRequest, queryset: QuerySet[KycDocument]) -> None:
@@ -270,22 +262,13 @@ class ProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProfileEvent)
-class ProfileEventAdmin(admin.ModelAdmin):
+class ProfileEventAdmin(ReadOnlyAdmin):
     """The audit trail of profile changes: append-only, read-only."""
 
     list_display = ("created_at", "user", "action", "actor", "detail", "reason")
     list_filter = ("action",)
     search_fields = ("user__username", "actor__username", "reason")
     list_select_related = ("user", "actor")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(TraderRelation)

@@ -70,6 +70,21 @@ class TraderStats:
     average_release_seconds: int | None = None
 
 
+def is_moderator(user: Any) -> bool:
+    """Staff with the moderators' permission (the Moderators group has it): the one check of who
+    may act as a moderator, wherever a trade, a dispute or their files are concerned."""
+    return bool(
+        user is not None
+        and getattr(user, "is_authenticated", False)
+        and user.is_staff
+        and user.has_perm(MODERATOR_PERMISSION)
+    )
+
+
+# The permission that makes staff a moderator (escrow's; named here as a string, a layer below).
+MODERATOR_PERMISSION = "escrow.decide_trade"
+
+
 # --- public stats and limits (computed by escrow.selectors.stats) ----------------------------
 
 # --- limits -----------------------------------------------------------------------------------

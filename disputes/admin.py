@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdmin, messages
 from common.errors import ApplicationError
 from disputes import selectors, services
 from disputes.models import Dispute, Evidence, ModeratorAction
@@ -288,16 +289,7 @@ class EvidenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModeratorAction)
-class ModeratorActionAdmin(admin.ModelAdmin):
+class ModeratorActionAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "actor", "action", "target", "reason")
     list_filter = ("action", "actor")
     search_fields = ("target", "reason", "actor__username")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

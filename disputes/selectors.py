@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from accounts.selectors import is_moderator
 from common.errors import NotFound
 from disputes.models import Dispute, Evidence
-from disputes.services import is_moderator
 
 
 def dispute_get_for_user(*, dispute_id: int, user: Any) -> Dispute:

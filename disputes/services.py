@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import services as accounts
+from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
 from common.money import fmt, parse_amount
@@ -25,18 +26,11 @@ from escrow.models import Trade
 
 logger = logging.getLogger(__name__)
 
-MODERATOR_PERMISSION = "escrow.decide_trade"
 
 # Who tells the parties about a dispute's news (notifications, a layer above, registers itself in
 # its AppConfig.ready()): each is called after commit with trade=, text=, kind=, except_user_id=
 # and email=.
 party_notice_listeners: list[Callable[..., None]] = []
-
-
-def is_moderator(user: Any) -> bool:
-    return bool(
-        user and user.is_authenticated and user.is_staff and user.has_perm(MODERATOR_PERMISSION)
-    )
 
 
 def _require_moderator(actor: Any) -> None:

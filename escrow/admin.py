@@ -5,20 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdmin, messages
 from common.errors import ApplicationError
 from escrow import services
 from escrow.models import EscrowEvent, Settlement, Trade
 
 
 @admin.register(EscrowEvent)
-class EscrowEventAdmin(admin.ModelAdmin):
+class EscrowEventAdmin(ReadOnlyAdmin):
     list_display = (
         "trade",
         "old_state",
@@ -30,18 +31,9 @@ class EscrowEventAdmin(admin.ModelAdmin):
     )
     list_filter = ("new_state", "actor_role")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Settlement)
-class SettlementAdmin(admin.ModelAdmin):
+class SettlementAdmin(ReadOnlyAdmin):
     """Read-only; failed first, then pending, each oldest first. "Failed" in the status filter is
     the moderators' queue; the admin index links to it while it is not empty."""
 
@@ -91,15 +83,6 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_decide_permission(request) or super().has_module_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Retry the selected failed settlements", permissions=["decide"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Settlement]) -> None:

@@ -2,22 +2,12 @@
 included, edits or deletes them here), deposit confirmations and withdrawal decisions that call
 the services."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin, messages
 from common.errors import ApplicationError
 from ledger import services
 from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(LedgerAccount)

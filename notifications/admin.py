@@ -3,6 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.db import models
 
+from common.admin import ReadOnlyAdmin
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 
@@ -31,7 +32,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "endpoint",
@@ -46,12 +47,3 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("status", "event")
     search_fields = ("endpoint__url", "endpoint__user__username")
     list_select_related = ("endpoint",)
-
-    def has_add_permission(self, request: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
-        return False

@@ -294,9 +294,14 @@ class TestStrikesAndSuspension:
         assert profile.strikes == 2
 
     def test_suspension_ends(self, limits, btc_offer, bob):
+        # given a suspension that has run out
         services.profile_penalize(user=bob, actor=None, reason="a", suspend_days=1)
         Profile.objects.filter(user=bob).update(suspended_until=timezone.now() - timedelta(1))
-        escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+        # when bob takes an offer
+        trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="100")
+        # then he trades again, as the buyer of a funded trade
+        assert (trade.state, trade.buyer_id) == (Trade.State.FUNDED, bob.pk)
+        assert profile_for(bob).strikes == 1
 
     def test_ongoing_trades_of_a_suspended_seller_settle(self, limits, btc_offer, bob):
         trade = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="800")
@@ -453,9 +458,12 @@ class TestRelations:
         assert set(caught.value.fields) == {field}
         assert not TraderRelation.objects.exists()
 
-    def test_cant_trust_or_block_yourself(self, alice):
-        with pytest.raises(ValidationFailed, match="can't block yourself"):
-            services.trader_relation_add(actor=alice, username="alice", kind="blocked")
+    @pytest.mark.parametrize("kind", ["trusted", "blocked"])
+    def test_cant_trust_or_block_yourself(self, alice, kind):
+        verb = {"trusted": "trust", "blocked": "block"}[kind]
+        with pytest.raises(ValidationFailed, match=f"can't {verb} yourself"):
+            services.trader_relation_add(actor=alice, username="alice", kind=kind)
+        assert not TraderRelation.objects.exists()
 
     def test_remove_only_your_own(self, alice, bob):
         relation = services.trader_relation_add(actor=alice, username="bob", kind="trusted")

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from accounts.selectors import is_moderator
 from common.errors import NotFound
 from escrow.models import Trade, TradeMessage
 
@@ -42,9 +43,7 @@ def trade_messages(*, trade: Trade) -> QuerySet[Any]:
 def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> Any:
     """A chat attachment for the trade's parties and moderators only; anyone else: not found."""
     trade = Trade.objects.filter(pk=trade_id).first()
-    allowed = trade is not None and (
-        trade.role_of(user) is not None or user.has_perm("escrow.decide_trade")
-    )
+    allowed = trade is not None and (trade.role_of(user) is not None or is_moderator(user))
     message = (
         TradeMessage.objects.filter(pk=message_id, trade_id=trade_id).exclude(attachment="").first()
     )

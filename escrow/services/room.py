@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
 from escrow.models import Feedback, Trade, TradeMessage
@@ -23,7 +24,7 @@ def _trade_for(trade_id: int, actor: Any, *, as_moderator: bool) -> Trade:
     if trade is None:
         raise NotFound(f"Trade #{trade_id} not found.")
     if as_moderator:
-        if not (actor.is_staff and actor.has_perm("escrow.decide_trade")):
+        if not is_moderator(actor):
             raise PermissionDenied("Only a moderator can write as moderator.")
     elif trade.role_of(actor) is None:
         raise NotFound(f"Trade #{trade_id} not found.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.selectors import is_moderator
 from accounts.services import require_second_factor
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
@@ -94,19 +96,24 @@ def allowed_moves(*, trade: Trade, role: str) -> list[str]:
             continue
         if to == S.PAID and now >= trade.payment_deadline:
             continue
-        if (
-            to == S.DISPUTED
-            and trade.state == S.PAID
-            and trade.paid_at
-            and now < trade.paid_at + settings.DISPUTE_DELAY
-        ):
+        if to == S.DISPUTED and dispute_opens_at(trade, now=now) is not None:
             continue
         moves.append(to)
     return moves
 
 
+def dispute_opens_at(trade: Trade, *, now: datetime | None = None) -> datetime | None:
+    """When the parties of a paid trade may open a dispute (DISPUTE_DELAY after payment), while
+    that is still ahead; None when they may now, or when the trade isn't paid. The one home of
+    the dispute delay: the state machine, the trade room and the API read it here."""
+    if trade.state != S.PAID or not trade.paid_at:
+        return None
+    opens_at: datetime = trade.paid_at + settings.DISPUTE_DELAY
+    return opens_at if (now or timezone.now()) < opens_at else None
+
+
 def _require_moderator(actor: Any) -> None:
-    if not (actor is not None and actor.is_staff and actor.has_perm("escrow.decide_trade")):
+    if not is_moderator(actor):
         raise PermissionDenied("Only a moderator can do this.")
 
 
@@ -276,14 +283,12 @@ def escrow_expire(*, trade_id: int) -> Trade:
 
 
 def _dispute_delay_passed(trade: Trade) -> None:
-    if trade.state == S.PAID and trade.paid_at:
-        opens_at = trade.paid_at + settings.DISPUTE_DELAY
-        if timezone.now() < opens_at:
-            raise Conflict(
-                f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
-                f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
-                code="dispute_too_early",
-            )
+    if (opens_at := dispute_opens_at(trade)) is not None:
+        raise Conflict(
+            f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
+            f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
+            code="dispute_too_early",
+        )
 
 
 def escrow_dispute(*, trade_id: int, actor: Any, reason: str = "") -> Trade:

@@ -1,44 +1,29 @@
-"""Opening a trade (an offer's page, quick buy/sell) and the trade room: steps, actions, chat
-(the browser UI). Thin: each view parses a form and calls one service or selector. Panels and
-actions of higher layers (disputes) join the room through the hooks below."""
+"""The trade room (the browser UI): steps, the actions each party may take now, the chat. Panels
+and actions of higher layers (disputes) join it through room_panels and room_actions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors as account_selectors
-from accounts.forms import FeedbackReplyForm
-from accounts.models import TraderRelation
 from common.errors import ApplicationError, NotFound
-from common.forms import add_application_error
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow
 from escrow import services as escrow_services
 from escrow.models import Trade
 from escrow.selectors import trader_stats
-from marketplace import selectors
-from marketplace import selectors as market_selectors
-from marketplace.forms import QuickTradeForm, TakeOfferForm
-from marketplace.models import Offer
-from marketplace.views import offer_or_404, order_book_context
 
 S = Trade.State
 
@@ -113,84 +98,6 @@ def _trade_or_404(trade_id: int, user: Any) -> Trade:
         raise Http404(exc.message) from None
 
 
-# --- opening a trade ---------------------------------------------------------------------------
-
-
-@require_POST
-def quick_trade(request: HttpRequest) -> HttpResponse:
-    """Take the best offer that fits at once (offer_match), then go to the trade room."""
-    if not request.user.is_authenticated:
-        return redirect_to_login(reverse("home"))
-    form = QuickTradeForm(request.POST)
-    status = 400
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            trade = escrow_services.trade_match(
-                taker=request.user,
-                side=data["side"],
-                asset=data["asset"],
-                fiat=data["fiat"],
-                fiat_amount=data["fiat_amount"],
-                payment_method=data["payment_method"] or None,
-            )
-        except ApplicationError as exc:
-            add_application_error(form, exc)
-            status = exc.status
-        else:
-            messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
-            return redirect("trade_detail", trade_id=trade.pk)
-    book = {k: request.POST.get(k, "") for k in ("side", "asset", "fiat", "payment_method")}
-    context = order_book_context(request, book)
-    context["quick_form"] = form
-    context["quick_open"] = True
-    return render(request, "marketplace/order_book.html", context, status=status)
-
-
-@require_http_methods(["GET", "POST"])
-def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
-    """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
-    offer = offer_or_404(offer_id, viewer=request.user)
-    form = TakeOfferForm(offer=offer)
-    status = 200
-    if request.method == "POST":
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        form = TakeOfferForm(request.POST, offer=offer)
-        status = 400
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                trade = escrow_services.trade_open(
-                    offer_id=offer.pk,
-                    taker=request.user,
-                    amount=data["amount"] or None,
-                    fiat_amount=data["fiat_amount"] or None,
-                    payment_method=data["payment_method"] or None,
-                )
-            except ApplicationError as exc:
-                add_application_error(form, exc)
-                status = exc.status
-            else:
-                messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
-                return redirect("trade_detail", trade_id=trade.pk)
-    # The taker's verb: taking a sell offer buys the asset.
-    verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"
-    context = {
-        "offer": offer,
-        "form": form,
-        "verb": verb,
-        "stats": trader_stats(user=offer.maker),
-        "is_own": request.user.is_authenticated and offer.maker_id == request.user.pk,
-        "methods": list(offer.payment_methods.all()),
-        "requirements": selectors.offer_requirements(offer),
-        "unmet": selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user).get(
-            offer.pk, []
-        ),
-    }
-    return render(request, "marketplace/offer_detail.html", context, status=status)
-
-
 # --- trades -----------------------------------------------------------------------------------
 
 
@@ -240,10 +147,7 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
     role = trade.role_of(user)
     moves = escrow.allowed_moves(trade=trade, role=role) if role else []
     deadline_passed = trade.state == S.FUNDED and now >= trade.payment_deadline
-    dispute_opens_at: datetime | None = None
-    if trade.state == S.PAID and trade.paid_at:
-        opens = trade.paid_at + settings.DISPUTE_DELAY
-        dispute_opens_at = opens if now < opens else None
+    dispute_opens_at = escrow.dispute_opens_at(trade, now=now)
     actions = []
     for to in moves:
         action = ACTION_FOR_STATE.get(to)
@@ -515,70 +419,3 @@ def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) 
         as_attachment=message.attachment_type == "application/pdf",
         filename=message.attachment_name,
     )
-
-
-@login_required
-@require_GET
-def my_offers(request: HttpRequest) -> HttpResponse:
-    offers = (
-        selectors.offer_list_for_user(user=request.user)
-        .annotate(
-            trades_count=Count("trades", distinct=True),
-            open_trades=Count(
-                "trades", filter=~Q(trades__state__in=escrow.FINAL_STATES), distinct=True
-            ),
-        )
-        .order_by("-created_at", "-pk")
-    )
-    return render(request, "marketplace/my_offers.html", {"offers": offers})
-
-
-# --- the public profile -----------------------------------------------------------------------
-
-
-@require_GET
-def trader_profile(request: HttpRequest, username: str) -> HttpResponse:
-    """A trader's public face: tier badge, record computed from trades, feedback with replies,
-    open offers. Documents and limits are never shown here."""
-    trader = get_object_or_404(get_user_model(), username=username, is_active=True)
-    viewer = request.user
-    is_me = viewer.is_authenticated and viewer.pk == trader.pk
-    offers = list(market_selectors.offer_book(maker_username=trader.username, viewer=viewer)[:50])
-    feedback = Paginator(escrow_selectors.feedback_received(user=trader), FEEDBACK_PAGE).get_page(
-        request.GET.get("page")
-    )
-    relation = None
-    if viewer.is_authenticated and not is_me:
-        relation = TraderRelation.objects.filter(owner=viewer, other=trader).first()
-    context = {
-        "trader": trader,
-        "tier": account_selectors.profile_for(trader).kyc_tier,
-        "stats": escrow_selectors.trader_stats(user=trader),
-        "summary": escrow_selectors.feedback_summary(user=trader),
-        "feedback": feedback,
-        "page": feedback,
-        "offers": offers,
-        "is_me": is_me,
-        "relation": relation,
-        "reply_form": FeedbackReplyForm() if is_me else None,
-    }
-    return render(request, "accounts/profile.html", context)
-
-
-@login_required
-@require_POST
-def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
-    form = FeedbackReplyForm(request.POST)
-    target = reverse("profile", args=[request.user.username])
-    if not form.is_valid():
-        messages.error(request, "Write a reply of up to 500 characters.")
-        return redirect(target)
-    try:
-        escrow.feedback_reply(
-            feedback_id=feedback_id, actor=request.user, text=form.cleaned_data["text"]
-        )
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "Your reply is published.")
-    return redirect(f"{target}#feedback-{feedback_id}")

@@ -1,0 +1,34 @@
+"""The browser UI of escrow: opening trades, the trade room, traders' public profiles."""
+
+from escrow.views.opening import my_offers, offer_detail, quick_trade
+from escrow.views.profile import feedback_reply, trader_profile
+from escrow.views.room import (
+    RoomAction,
+    my_trades,
+    room_actions,
+    room_panels,
+    trade_action,
+    trade_chat,
+    trade_chat_attachment,
+    trade_chat_send,
+    trade_detail,
+    trade_status,
+)
+
+__all__ = [
+    "RoomAction",
+    "feedback_reply",
+    "my_offers",
+    "my_trades",
+    "offer_detail",
+    "quick_trade",
+    "room_actions",
+    "room_panels",
+    "trade_action",
+    "trade_chat",
+    "trade_chat_attachment",
+    "trade_chat_send",
+    "trade_detail",
+    "trade_status",
+    "trader_profile",
+]

@@ -1,0 +1,117 @@
+"""Opening a trade in the browser: an offer's page with its take form, quick buy/sell from the
+book, and the maker's offers with their open trades."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from common.errors import ApplicationError
+from common.forms import add_application_error
+from escrow import services as escrow
+from escrow import services as escrow_services
+from escrow.selectors import trader_stats
+from escrow.views.room import _trade_or_404  # noqa: F401
+from marketplace import selectors
+from marketplace.forms import QuickTradeForm, TakeOfferForm
+from marketplace.models import Offer
+from marketplace.views import offer_or_404, order_book_context
+
+# --- opening a trade ---------------------------------------------------------------------------
+
+
+@require_POST
+def quick_trade(request: HttpRequest) -> HttpResponse:
+    """Take the best offer that fits at once (offer_match), then go to the trade room."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(reverse("home"))
+    form = QuickTradeForm(request.POST)
+    status = 400
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            trade = escrow_services.trade_match(
+                taker=request.user,
+                side=data["side"],
+                asset=data["asset"],
+                fiat=data["fiat"],
+                fiat_amount=data["fiat_amount"],
+                payment_method=data["payment_method"] or None,
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            status = exc.status
+        else:
+            messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+            return redirect("trade_detail", trade_id=trade.pk)
+    book = {k: request.POST.get(k, "") for k in ("side", "asset", "fiat", "payment_method")}
+    context = order_book_context(request, book)
+    context["quick_form"] = form
+    context["quick_open"] = True
+    return render(request, "marketplace/order_book.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
+    offer = offer_or_404(offer_id, viewer=request.user)
+    form = TakeOfferForm(offer=offer)
+    status = 200
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        form = TakeOfferForm(request.POST, offer=offer)
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                trade = escrow_services.trade_open(
+                    offer_id=offer.pk,
+                    taker=request.user,
+                    amount=data["amount"] or None,
+                    fiat_amount=data["fiat_amount"] or None,
+                    payment_method=data["payment_method"] or None,
+                )
+            except ApplicationError as exc:
+                add_application_error(form, exc)
+                status = exc.status
+            else:
+                messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+                return redirect("trade_detail", trade_id=trade.pk)
+    # The taker's verb: taking a sell offer buys the asset.
+    verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"
+    context = {
+        "offer": offer,
+        "form": form,
+        "verb": verb,
+        "stats": trader_stats(user=offer.maker),
+        "is_own": request.user.is_authenticated and offer.maker_id == request.user.pk,
+        "methods": list(offer.payment_methods.all()),
+        "requirements": selectors.offer_requirements(offer),
+        "unmet": selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user).get(
+            offer.pk, []
+        ),
+    }
+    return render(request, "marketplace/offer_detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def my_offers(request: HttpRequest) -> HttpResponse:
+    offers = (
+        selectors.offer_list_for_user(user=request.user)
+        .annotate(
+            trades_count=Count("trades", distinct=True),
+            open_trades=Count(
+                "trades", filter=~Q(trades__state__in=escrow.FINAL_STATES), distinct=True
+            ),
+        )
+        .order_by("-created_at", "-pk")
+    )
+    return render(request, "marketplace/my_offers.html", {"offers": offers})
