@@ -144,8 +144,8 @@ class ApiView(APIView):
         return response
 
     def paginate(
-        self, queryset: Any, serializer: type[serializers.Serializer], **context: Any
-    ) -> Any:
+        self, queryset: Any, serializer: type[serializers.Serializer[Any]], **context: Any
+    ) -> Response:
         page = CursorPage()
         if hasattr(self, "ordering"):
             page.ordering = self.ordering

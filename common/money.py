@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 from django.db import models
 
@@ -84,16 +85,16 @@ def fmt(amount: Decimal, precision: int) -> str:
 # --- model fields ------------------------------------------------------------------------------
 
 
-def amount_field(**kwargs: object) -> models.DecimalField:
+def amount_field(**kwargs: Any) -> models.DecimalField[Decimal | str | int, Decimal]:
     """Asset amounts: exact decimals wide enough for 18 places (ETH's wei)."""
     return models.DecimalField(
         max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs
     )
 
 
-def fiat_field(**kwargs: object) -> models.DecimalField:
+def fiat_field(**kwargs: Any) -> models.DecimalField[Decimal | str | int, Decimal]:
     return models.DecimalField(max_digits=20, decimal_places=2, **kwargs)
 
 
-def price_field(**kwargs: object) -> models.DecimalField:
+def price_field(**kwargs: Any) -> models.DecimalField[Decimal | str | int, Decimal]:
     return models.DecimalField(max_digits=24, decimal_places=8, **kwargs)
