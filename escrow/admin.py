@@ -30,13 +30,13 @@ class EscrowEventAdmin(admin.ModelAdmin):
     )
     list_filter = ("new_state", "actor_role")
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: EscrowEvent | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: EscrowEvent | None = None) -> bool:
         return False
 
 
@@ -138,8 +138,8 @@ class TradeAdmin(admin.ModelAdmin):
     search_fields = ("buyer__username", "seller__username", "id")
     readonly_fields = [f.name for f in Trade._meta.fields]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Trade | None = None) -> bool:
         return False
