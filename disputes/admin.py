@@ -3,6 +3,7 @@ decide (timeline, chat, evidence, both parties' history) and the actions, which 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -47,7 +48,7 @@ class PastSlaFilter(admin.SimpleListFilter):
         if self.value() == "past":
             from django.conf import settings
 
-            cutoff = timezone.now() - timezone.timedelta(hours=settings.DISPUTE_SLA_HOURS)
+            cutoff = timezone.now() - timedelta(hours=settings.DISPUTE_SLA_HOURS)
             return queryset.exclude(status=Dispute.Status.DECIDED).filter(created_at__lt=cutoff)
         return queryset
 
@@ -209,7 +210,8 @@ class DisputeAdmin(admin.ModelAdmin):
         form = DecisionForm(request.POST or None)
         if request.method != "POST" or not form.is_valid():
             errors = (
-                "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+                # (an ErrorList iterates as str; the stubs say ValidationError | str)
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())  # type: ignore[arg-type]
                 or "Fill in the decision."
             )
             self.message_user(request, errors, messages.ERROR)
