@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse
@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts import services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
-from common.admin import ReadOnlyAdmin, messages
+from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 
 

@@ -14,7 +14,7 @@ class SignupForm(UserCreationForm):
         widget=forms.EmailInput({"autocomplete": "email"}),
     )
 
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]  # the stubs lack Meta
         model = get_user_model()
         fields = ("username", "email")
 

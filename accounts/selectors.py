@@ -183,7 +183,7 @@ def kyc_document_for_download(*, document_id: int, user: Any) -> KycDocument:
         and user.is_authenticated
         and (document.user_id == user.pk or user.has_perm("accounts.review_kyc"))
     )
-    if not allowed or not document.file:
+    if document is None or not allowed or not document.file:
         raise NotFound("Document not found.")
     return document
 

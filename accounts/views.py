@@ -5,11 +5,12 @@ service or selector."""
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -74,7 +75,7 @@ def _settings_page(
     new_key: tuple[ApiKey, str] | None = None,
     new_token: str | None = None,
 ) -> HttpResponse:
-    user = request.user
+    user = cast(User, request.user)  # login_required
     profile = selectors.profile_for(user)
     relations = list(selectors.relation_list_for_user(user=user))
     context: dict[str, Any] = {
@@ -138,7 +139,7 @@ def kyc_delete(request: HttpRequest, document_id: int) -> HttpResponse:
 
 
 @require_GET
-def kyc_file(request: HttpRequest, document_id: int) -> HttpResponse:
+def kyc_file(request: HttpRequest, document_id: int) -> FileResponse:
     """KYC files go out only through this check (owner or reviewer); everyone else, logged in
     or not, gets 404 and no hint the document exists."""
     try:

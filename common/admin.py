@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     """An audit trail or a ledger row: moderators read it; only services write it."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -73,8 +73,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 class _HeaderThrottle(SimpleRateThrottle):
     """Rate from settings.API_RATE_LIMITS at call time; remembers what X-RateLimit-* report."""
 
+    # Set by SimpleRateThrottle.__init__ (parse_rate); the stubs do not declare them.
+    num_requests: int
+    duration: int
+
     def get_rate(self) -> str | None:
-        return settings.API_RATE_LIMITS.get(self.scope)
+        return settings.API_RATE_LIMITS.get(cast(str, self.scope))
 
     def allow_request(self, request: Any, view: Any) -> bool:
         try:
@@ -144,8 +148,8 @@ class ApiView(APIView):
         return response
 
     def paginate(
-        self, queryset: Any, serializer: type[serializers.Serializer], **context: Any
-    ) -> Any:
+        self, queryset: Any, serializer: type[serializers.Serializer[Any]], **context: Any
+    ) -> Response:
         page = CursorPage()
         if hasattr(self, "ordering"):
             page.ordering = self.ordering
@@ -169,7 +173,7 @@ class ErrorSerializer(serializers.Serializer):
     class Body(serializers.Serializer):
         code = serializers.CharField()
         message = serializers.CharField()
-        fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+        fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]  # a field named `fields`
 
     error = Body()
 
@@ -203,5 +207,5 @@ def otp_from(request: Any) -> str | None:
     header = request.headers.get("X-OTP")
     if header:
         return header
-    data = getattr(request, "data", None)
+    data: Any = getattr(request, "data", None)
     return data.get("otp") if hasattr(data, "get") else None

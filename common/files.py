@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.utils.functional import LazyObject
 
 from common.errors import ValidationFailed
@@ -36,9 +36,9 @@ class PrivateStorage(LazyObject):
 private_storage = PrivateStorage()
 
 
-def get_private_storage() -> PrivateStorage:
+def get_private_storage() -> Storage:
     """For FileField(storage=...): a callable, so migrations name it instead of freezing it."""
-    return private_storage
+    return cast(Storage, private_storage)  # a lazy proxy of one
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -30,7 +30,9 @@ class IdempotencyMismatch(ApplicationError):
 
 def _fingerprint(request: Request) -> str:
     digest = hashlib.sha256()
-    digest.update(request.method.encode() + b" " + request.get_full_path().encode() + b"\n")
+    digest.update(
+        cast(str, request.method).encode() + b" " + request.get_full_path().encode() + b"\n"
+    )
     digest.update(request.body)
     return digest.hexdigest()
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 from django.db import models
+
+if TYPE_CHECKING:
+    from django.db.models.expressions import Combinable
 
 from common.errors import ValidationFailed
 
@@ -84,16 +88,32 @@ def fmt(amount: Decimal, precision: int) -> str:
 # --- model fields ------------------------------------------------------------------------------
 
 
-def amount_field(**kwargs: object) -> models.DecimalField:
+# What the helpers' fields read as, for mypy: the django-stubs plugin infers a field's types from
+# a models.DecimalField(...) call in the model body, not through a helper.
+_Amount: TypeAlias = "models.DecimalField[Decimal | int | str | Combinable, Decimal]"
+_AmountOrNone: TypeAlias = (
+    "models.DecimalField[Decimal | int | str | Combinable | None, Decimal | None]"
+)
+
+
+@overload
+def amount_field(*, null: Literal[True], **kwargs: Any) -> _AmountOrNone: ...
+@overload
+def amount_field(**kwargs: Any) -> _Amount: ...
+def amount_field(**kwargs: Any) -> _Amount | _AmountOrNone:
     """Asset amounts: exact decimals wide enough for 18 places (ETH's wei)."""
     return models.DecimalField(
         max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs
     )
 
 
-def fiat_field(**kwargs: object) -> models.DecimalField:
+def fiat_field(**kwargs: Any) -> _Amount:
     return models.DecimalField(max_digits=20, decimal_places=2, **kwargs)
 
 
-def price_field(**kwargs: object) -> models.DecimalField:
+@overload
+def price_field(*, null: Literal[True], **kwargs: Any) -> _AmountOrNone: ...
+@overload
+def price_field(**kwargs: Any) -> _Amount: ...
+def price_field(**kwargs: Any) -> _Amount | _AmountOrNone:
     return models.DecimalField(max_digits=24, decimal_places=8, **kwargs)

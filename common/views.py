@@ -42,6 +42,7 @@ def lockout(
 ) -> HttpResponse:
     """django-axes' answer to a locked-out login: JSON under /api/, a page elsewhere."""
     message = "Too many failed logins: this account is locked for a while from here. Try later or reset your password."
+    response: HttpResponse
     if request.path.startswith("/api/"):
         response = _json("locked_out", message, 429)
     else:

@@ -3,10 +3,11 @@ decide (timeline, chat, evidence, both parties' history) and the actions, which 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -14,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdmin, messages
+from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 from disputes import selectors, services
 from disputes.models import Dispute, Evidence, ModeratorAction
@@ -48,7 +49,7 @@ class PastSlaFilter(admin.SimpleListFilter):
         if self.value() == "past":
             from django.conf import settings
 
-            cutoff = timezone.now() - timezone.timedelta(hours=settings.DISPUTE_SLA_HOURS)
+            cutoff = timezone.now() - timedelta(hours=settings.DISPUTE_SLA_HOURS)
             return queryset.exclude(status=Dispute.Status.DECIDED).filter(created_at__lt=cutoff)
         return queryset
 
@@ -210,7 +211,8 @@ class DisputeAdmin(admin.ModelAdmin):
         form = DecisionForm(request.POST or None)
         if request.method != "POST" or not form.is_valid():
             errors = (
-                "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+                # (an ErrorList iterates as str; the stubs say ValidationError | str)
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())  # type: ignore[arg-type]
                 or "Fill in the decision."
             )
             self.message_user(request, errors, messages.ERROR)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdmin, messages
+from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 from escrow import services
 from escrow.models import EscrowEvent, Settlement, Trade
@@ -121,8 +121,8 @@ class TradeAdmin(admin.ModelAdmin):
     search_fields = ("buyer__username", "seller__username", "id")
     readonly_fields = [f.name for f in Trade._meta.fields]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Trade | None = None) -> bool:
         return False

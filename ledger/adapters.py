@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -64,7 +64,7 @@ class ManualChainAdapter(ChainAdapter):
 
 @cache
 def _adapter_class(path: str) -> type[ChainAdapter]:
-    return import_string(path)
+    return cast(type[ChainAdapter], import_string(path))
 
 
 def get_chain_adapter() -> ChainAdapter:

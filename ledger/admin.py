@@ -2,9 +2,14 @@
 included, edits or deletes them here), deposit confirmations and withdrawal decisions that call
 the services."""
 
-from django.contrib import admin
+from collections.abc import Callable
+from typing import Any
 
-from common.admin import ReadOnlyAdmin, messages
+from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+
+from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 from ledger import services
 from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
@@ -43,7 +48,13 @@ class TransferAdmin(ReadOnlyAdmin):
     list_select_related = ("asset", "debit_account", "credit_account")
 
 
-def _run(modeladmin, request, queryset, call, done: str) -> None:
+def _run(
+    modeladmin: "admin.ModelAdmin[Any]",
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    call: Callable[[Any], object],
+    done: str,
+) -> None:
     ok = 0
     for obj in queryset:
         try:
@@ -61,7 +72,9 @@ class DepositAdmin(admin.ModelAdmin):
     list_filter = ("status", "asset")
     actions = ["confirm"]
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Deposit | None = None
+    ) -> list[str] | tuple[str, ...]:
         return (
             ("status", "transfer", "confirmed_by")
             if obj is None
@@ -69,7 +82,7 @@ class DepositAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Confirm and credit the selected deposits")
-    def confirm(self, request, queryset):
+    def confirm(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> None:
         _run(
             self,
             request,
@@ -85,11 +98,11 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     list_filter = ("status", "asset")
     actions = ["confirm_sent", "reject"]
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None  # the list and its actions, never the form
 
     @admin.action(description="Confirm sent on chain (posts the hold)")
-    def confirm_sent(self, request, queryset):
+    def confirm_sent(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
         _run(
             self,
             request,
@@ -101,7 +114,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         )
 
     @admin.action(description="Reject (voids the hold back to the user)")
-    def reject(self, request, queryset):
+    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
         _run(
             self,
             request,
@@ -119,6 +132,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
 class AssetAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "precision", "is_active")
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Asset | None = None
+    ) -> list[str] | tuple[str, ...]:
         # Amounts already stored were validated at this precision; changing it would re-scale them.
         return ("code", "precision") if obj else ()

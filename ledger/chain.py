@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 GENESIS_HASH = "0" * 64
 ENTRY_VERSION = 1
@@ -180,7 +180,7 @@ def amount_text(amount: str | Decimal, precision: int) -> str:
             amount = Decimal(amount)
         except InvalidOperation:
             raise ValueError(f"not a decimal: {amount!r}") from None
-    return decimal_text(amount, precision)
+    return decimal_text(cast(Decimal, amount), precision)
 
 
 def timestamp_text(created_at: str | dt.datetime) -> str | None:
@@ -199,7 +199,7 @@ def timestamp_text(created_at: str | dt.datetime) -> str | None:
             return None
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=dt.UTC)
-    return created_at.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
+    return cast(dt.datetime, created_at).astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
 
 
 # --- checking stored entries ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -32,4 +32,4 @@ class WithdrawalForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["asset"].choices = _asset_choices()
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()

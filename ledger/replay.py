@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, cast
 
 from django.db.models import Count, Max, Min, Q
 
@@ -62,6 +63,7 @@ def _chain_tasks(
         raise ValueError("chunk must be a power of two")
     checkpoints = list(Checkpoint.objects.order_by("tree_size"))
     keys = dict(SigningKey.objects.values_list("key_id", "public_key"))
+    checkpoint: Checkpoint | None  # each in turn, then the next one a range ends at
     for checkpoint in checkpoints:
         public = keys.get(checkpoint.key_id)
         if public is None or not signing.verify_signature(
@@ -79,7 +81,7 @@ def _chain_tasks(
     at = iter(checkpoints)
     checkpoint = next(at, None)
     for lo in range(1, (last or 0) + 1, chunk):
-        hi = min(lo + chunk - 1, last)
+        hi = min(lo + chunk - 1, cast(int, last))  # the loop runs only up to a last seq
         sizes = []
         while checkpoint is not None and checkpoint.tree_size <= hi:
             sizes.append(checkpoint.tree_size - lo + 1)
@@ -92,7 +94,7 @@ def _check_chain(
     report: Report,
     todo: list[Task],
     checkpoints: list[Checkpoint],
-    results: Iterator[dict],
+    results: Iterator[dict[str, Any]],
     chunk: int,
 ) -> None:
     """Combine the scans of consecutive seq ranges, in order; stop at the first failure (and
@@ -126,7 +128,7 @@ def _check_upper_nodes(report: Report, roots: list[bytes], bits: int) -> None:
 
 def _combine_scans(
     report: Report,
-    scans: Iterator[dict],
+    scans: Iterator[dict[str, Any]],
     checkpoints: list[Checkpoint],
     roots: list[bytes],
     chunk: int,
@@ -173,6 +175,7 @@ def _balance_tasks(source: Here | Workers) -> list[Task]:
     first, last = source.bounds("id")
     if first is None:
         return []
+    last = cast(int, last)  # no first, no last
     return [
         ("balances", lo, min(lo + REPLAY_CHUNK - 1, last))
         for lo in range(first, last + 1, REPLAY_CHUNK)
@@ -180,7 +183,7 @@ def _balance_tasks(source: Here | Workers) -> list[Task]:
 
 
 def _check_balances(
-    report: Report, todo: list[Task], source: Here | Workers, results: Iterator[dict]
+    report: Report, todo: list[Task], source: Here | Workers, results: Iterator[dict[str, Any]]
 ) -> None:
     """Replaying every transfer must give each account's stored columns; each asset sums to
     zero. Combines the replays of consecutive id ranges (ledger.scan.replay_rows), in order."""
@@ -268,7 +271,8 @@ def _about(chunk: int) -> tuple[int, int]:
 
 
 def sealed_count() -> int:
-    return Transfer.objects.filter(seq__isnull=False).aggregate(n=Count("id"))["n"]
+    count: int = Transfer.objects.filter(seq__isnull=False).aggregate(n=Count("id"))["n"]
+    return count
 
 
 def verify_ledger(

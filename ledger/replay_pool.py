@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,7 +34,7 @@ from ledger.models import Asset, LedgerAccount, Transfer
 
 CHUNK = 5000  # rows a fetch through the ORM
 
-Progress = Callable[[int], None] | None
+Progress = Callable[[int], object] | None
 Task = tuple[Any, ...]
 
 
@@ -59,7 +59,7 @@ class Here:
         )
         return map(AccountRow._make, rows)
 
-    def results(self, todo: list[Task]) -> Iterator[dict]:
+    def results(self, todo: list[Task]) -> Iterator[dict[str, Any]]:
         for kind, first, last, *sizes in todo:
             with self._rows(kind, first, last) as fetchmany:
                 if kind == "chain":
@@ -71,13 +71,14 @@ class Here:
                     yield scan.replay_rows(scan.fetched_rows(fetchmany), first)
 
     @contextmanager
-    def _rows(self, kind: str, first: int, last: int) -> Iterator[Callable[[int], list]]:
+    def _rows(self, kind: str, first: int, last: int) -> Iterator[Callable[[int], list[Any]]]:
         if connection.vendor == "postgresql":
             sql = scan.ENTRY_SQL if kind == "chain" else scan.TRANSFER_SQL
             with connection.connection.cursor(name="ledger_rows", binary=True) as cursor:
                 cursor.execute(sql, [first, last])
                 yield cursor.fetchmany
             return
+        rows: Iterator[tuple[Any, ...]]
         if kind == "chain":
             qs = Transfer.objects.filter(seq__gte=first, seq__lte=last).order_by("seq")
             rows = map(_as_text, qs.values_list(*chain.ROW_COLUMNS).iterator(chunk_size=CHUNK))
@@ -129,14 +130,14 @@ def stored_nodes(level: int, first: int, end: int) -> list[tuple[int, str]]:
     """NODES_SQL's rows on Django's connection: for ledger.scan.node_error."""
     with connection.cursor() as cursor:
         cursor.execute(scan.NODES_SQL, [level, first, end])
-        return cursor.fetchall()
+        return cast(list[tuple[int, str]], cursor.fetchall())
 
 
 _AMOUNT = chain.ROW_COLUMNS.index("amount")
 _CREATED_AT = chain.ROW_COLUMNS.index("created_at")
 
 
-def _as_text(row: tuple) -> tuple:
+def _as_text(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """An ORM row with amount and created_at as PostgreSQL's texts (see chain.scan_rows)."""
     text = list(row)
     text[_AMOUNT] = format(row[_AMOUNT], "f")
@@ -170,18 +171,18 @@ class Workers:
 
     def bounds(self, column: str) -> tuple[int | None, int | None]:
         sql = f"SELECT min({column}), max({column}) FROM ledger_transfer"  # noqa: S608 - ours
-        return self.snap.execute(sql).fetchone()
+        return cast(tuple[int | None, int | None], self.snap.execute(sql).fetchone())
 
     def accounts(self) -> Iterator[AccountRow]:
         with self.snap.cursor(name="ledger_accounts") as cursor:
             cursor.execute(ACCOUNT_SQL)
             yield from map(AccountRow._make, scan.fetched_rows(cursor.fetchmany))
 
-    def results(self, todo: list[Task]) -> Iterator[dict]:
+    def results(self, todo: list[Task]) -> Iterator[dict[str, Any]]:
         inbox: queue.Queue[tuple[int, str, Any]] = queue.Queue()
         path = [str(settings.BASE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-        procs: list[subprocess.Popen] = []
+        procs: list[subprocess.Popen[bytes]] = []
         try:
             for _ in range(min(self.workers, len(todo))):
                 proc = subprocess.Popen(
@@ -200,7 +201,7 @@ class Workers:
             doing: dict[int, int] = {}  # worker -> index of its task
             for worker, proc in enumerate(procs):
                 _next(worker, proc, queued, doing)
-            done: dict[int, dict] = {}
+            done: dict[int, dict[str, Any]] = {}
             for index in range(len(todo)):
                 while index not in done:
                     worker, kind, payload = inbox.get()
@@ -220,16 +221,23 @@ class Workers:
             for proc in procs:
                 proc.kill()
                 proc.wait()
-                proc.stdin.close()
-                proc.stdout.close()
+                # Both are pipes: Popen(stdin=PIPE, stdout=PIPE).
+                cast(IO[bytes], proc.stdin).close()
+                cast(IO[bytes], proc.stdout).close()
 
 
-def _send(proc: subprocess.Popen, message: Any) -> None:
-    pickle.dump(message, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-    proc.stdin.flush()
+def _send(proc: subprocess.Popen[bytes], message: Any) -> None:
+    stdin = cast(IO[bytes], proc.stdin)  # Popen(stdin=PIPE)
+    pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    stdin.flush()
 
 
-def _next(worker: int, proc: subprocess.Popen, queued: Iterator, doing: dict[int, int]) -> None:
+def _next(
+    worker: int,
+    proc: subprocess.Popen[bytes],
+    queued: Iterator[tuple[int, Task]],
+    doing: dict[int, int],
+) -> None:
     index, task = next(queued, (None, None))
     if index is None:
         _send(proc, None)
@@ -238,7 +246,7 @@ def _next(worker: int, proc: subprocess.Popen, queued: Iterator, doing: dict[int
         _send(proc, task)
 
 
-def _read_messages(worker: int, stream: Any, inbox: queue.Queue) -> None:
+def _read_messages(worker: int, stream: Any, inbox: queue.Queue[tuple[int, str, Any]]) -> None:
     while True:
         try:
             message = pickle.load(stream)  # noqa: S301 - our own child's pipe
@@ -259,7 +267,7 @@ def database_conninfo() -> str:
     allowed = {d.keyword.decode() for d in pq.Conninfo.get_defaults()}
     params = connection.get_connection_params()
     return conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in allowed and isinstance(v, str | int)}
+        "", **{k: v for k, v in params.items() if k in allowed and isinstance(v, str | int)}
     )
 
 

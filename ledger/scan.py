@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ledger import chain, merkle
 
@@ -89,7 +89,7 @@ class AccountCodes(dict):  # type: ignore[type-arg]
         self.update(self.load(sorted(wanted)))
         if key not in self:
             raise KeyError(f"account {key} does not exist")
-        return dict.__getitem__(self, key)
+        return cast(str, dict.__getitem__(self, key))
 
 
 def fetched_rows(fetchmany: Any, codes: AccountCodes | None = None, progress: Any = None) -> Any:

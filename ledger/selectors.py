@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
@@ -145,7 +145,7 @@ def proof_status_for_entry(
         return ProofStatus(ProofState.UNSEALED, **known)
     if Checkpoint.objects.filter(tree_size__gte=seq).exists():
         return ProofStatus(ProofState.READY, **known)
-    ready_by = checkpoint_ready_by(sealed_at)
+    ready_by = checkpoint_ready_by(cast(dt.datetime, sealed_at))  # sealed: it has a seq
     return ProofStatus(
         ProofState.WAITING,
         **known,

@@ -131,7 +131,7 @@ def verify_proof(proof: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     leaf_hash = merkle.leaf_hash(leaf)
     if leaf_hash.hex() != proof["leaf_hash"]:
         raise VerificationError("leaf_hash is not the hash of leaf", proof["seq"])
-    entry = json.loads(leaf)
+    entry: dict[str, Any] = json.loads(leaf)
     if entry.get("seq") != proof["seq"]:
         raise VerificationError("the leaf is a different entry", proof["seq"])
     ok = merkle.verify_inclusion(

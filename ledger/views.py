@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -28,14 +28,14 @@ TRANSFERS_PAGE = 50
 
 # --- wallet -----------------------------------------------------------------------------------
 
-TRANSFER_KINDS = {
+TRANSFER_KINDS: dict[str, str] = {
     Transfer.Kind.DEPOSIT: "Deposit",
     Transfer.Kind.WITHDRAWAL: "Withdrawal",
     Transfer.Kind.ESCROW_HOLD: "Escrow",
     Transfer.Kind.TRADE_PAYOUT: "Trade payout",
     Transfer.Kind.TRADE_FEE: "Trade fee",
 }
-FLAG_NOTES = {
+FLAG_NOTES: dict[str, str] = {
     Transfer.Flags.PENDING: "held",
     Transfer.Flags.POST_PENDING: "hold settled",
     Transfer.Flags.VOID_PENDING: "hold returned",
@@ -102,7 +102,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
     deposits = [
         {
             "asset": w.asset,
-            "text": adapter.deposit_instructions(user_id=request.user.pk, asset=w.asset),
+            "text": adapter.deposit_instructions(user_id=cast(int, request.user.pk), asset=w.asset),
         }
         for w in wallets
     ]

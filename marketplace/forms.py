@@ -4,7 +4,7 @@ ApplicationError is turned into form errors by common.forms.add_application_erro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -51,9 +51,11 @@ class OrderBookFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["asset"].choices = _asset_choices()
-        self.fields["fiat"].choices = _fiat_choices(blank="All currencies")
-        self.fields["payment_method"].choices = _method_choices(blank="All payment methods")
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices(blank="All currencies")
+        cast(forms.ChoiceField, self.fields["payment_method"]).choices = _method_choices(
+            blank="All payment methods"
+        )
 
 
 class QuickTradeForm(forms.Form):
@@ -71,9 +73,11 @@ class QuickTradeForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["asset"].choices = _asset_choices()
-        self.fields["fiat"].choices = _fiat_choices()
-        self.fields["payment_method"].choices = _method_choices(blank="Any payment method")
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices()
+        cast(forms.ChoiceField, self.fields["payment_method"]).choices = _method_choices(
+            blank="Any payment method"
+        )
 
 
 class TakeOfferForm(forms.Form):
@@ -94,12 +98,12 @@ class TakeOfferForm(forms.Form):
             offer.asset.precision, 8
         )
         methods = [(m.code, m.name) for m in offer.payment_methods.all()]
-        self.fields["payment_method"].choices = methods
+        cast(forms.ChoiceField, self.fields["payment_method"]).choices = methods
         if len(methods) == 1:
             self.fields["payment_method"].initial = methods[0][0]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = cast(dict[str, Any], super().clean())
         if not data.get("amount") and not data.get("fiat_amount"):
             raise forms.ValidationError(
                 "Enter how much you want to trade, in fiat or in the asset."
@@ -168,7 +172,7 @@ class OfferForm(forms.Form):
         coerce=int,
         initial=0,
         required=False,
-        empty_value=0,
+        empty_value=0,  # type: ignore[arg-type]  # any value, not only a str
     )
     min_taker_trades = forms.IntegerField(
         label="Minimum completed trades",
@@ -194,9 +198,9 @@ class OfferForm(forms.Form):
     def __init__(self, *args: Any, offer: Offer | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.offer = offer
-        self.fields["asset"].choices = _asset_choices()
-        self.fields["fiat"].choices = _fiat_choices()
-        self.fields["payment_methods"].choices = _method_choices()
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices()
+        cast(forms.ChoiceField, self.fields["payment_methods"]).choices = _method_choices()
         if offer is not None:
             # Side and pair define the offer; changing them is a new offer.
             for name in ("side", "asset", "fiat"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
 from django.db.models import (
@@ -16,6 +16,10 @@ from django.db.models import (
     QuerySet,
 )
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.db.models.expressions import Combinable
+    from django.db.models.fields.related import ForeignKey
 
 from accounts.selectors import (
     TakerFacts,
@@ -84,7 +88,9 @@ def offer_book(
     logged-in viewer, are the makers they blocked or who blocked them."""
     # One filter() and one exclude(): the book runs on every request, and each further call
     # clones and re-resolves the whole query.
-    where = Q(is_deleted=False, is_active=True, available__gt=0, effective_price__isnull=False)
+    where: Q | Combinable = Q(
+        is_deleted=False, is_active=True, available__gt=0, effective_price__isnull=False
+    )
     if side:
         where &= Q(side=side)
     if asset:
@@ -141,7 +147,7 @@ def attach_reference_data(offers: list[Offer]) -> None:
         known = _REFERENCE[model]
         if any(getattr(o, f"{name}_id") not in known for o in offers):
             known.update(model.objects.in_bulk())
-        field = Offer._meta.get_field(name)
+        field = cast("ForeignKey[Any, Any]", Offer._meta.get_field(name))
         for offer in offers:
             field.set_cached_value(offer, known[getattr(offer, f"{name}_id")])
 

@@ -258,7 +258,8 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
                 delivery.payload = {**delivery.payload, "delivery_id": delivery.pk}
             WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
         for delivery in deliveries:
-            transaction.on_commit(lambda delivery_id=delivery.pk: _enqueue(delivery_id))
+            # mypy cannot type a lambda's default argument
+            transaction.on_commit(lambda delivery_id=delivery.pk: _enqueue(delivery_id))  # type: ignore[misc]
     if mails:
         try:
             # One connection for the lot; the in-app notifications are there whatever happens.

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
+from django.db import models
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -95,7 +99,7 @@ class ApiKeyListApi(ApiView):
 
     @extend_schema(operation_id="api_keys_list", responses={200: paginated(ApiKeyOut), **ERRORS})
     def get(self, request: Request) -> Response:
-        return self.paginate(ApiKey.objects.filter(user=request.user), ApiKeyOut)
+        return self.paginate(ApiKey.objects.filter(user=cast(User, request.user)), ApiKeyOut)
 
     @extend_schema(
         operation_id="api_keys_create",
@@ -138,7 +142,7 @@ class ApiKeyRevokeApi(ApiView):
 # --- KYC documents ----------------------------------------------------------------------------
 
 
-def _choice_input(choices: type) -> serializers.ChoiceField:
+def _choice_input(choices: type[models.TextChoices]) -> serializers.ChoiceField:
     """An input choice field written in the schema as a pattern, not an enum: the output
     serializer holds the named enum, and a `kind` enum shared by two components would get a
     hashed name (several resources have a `kind`)."""
@@ -277,7 +281,7 @@ class RelationListApi(ApiView):
             raise ValidationFailed(
                 f"kind: unknown kind {kind!r}.", fields={"kind": ["trusted or blocked."]}
             )
-        qs = TraderRelation.objects.filter(owner=request.user).select_related("other")
+        qs = TraderRelation.objects.filter(owner=cast(User, request.user)).select_related("other")
         if kind:
             qs = qs.filter(kind=kind)
         return self.paginate(qs, RelationOut)

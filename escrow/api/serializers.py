@@ -6,11 +6,11 @@ from typing import Any
 
 from rest_framework import serializers
 
-from escrow.models import Trade
+from escrow.models import EscrowEvent, Trade
 from escrow.services import allowed_moves
 from marketplace.api.serializers import AmountOut
 
-ACTION_FOR_STATE = {
+ACTION_FOR_STATE: dict[str, str] = {
     Trade.State.PAID: "mark-paid",
     Trade.State.RELEASING: "release",
     Trade.State.CANCELLED: "cancel",
@@ -18,7 +18,7 @@ ACTION_FOR_STATE = {
 }
 
 
-class EventOut(serializers.Serializer):
+class EventOut(serializers.Serializer[EscrowEvent]):
     old_state = serializers.CharField()
     new_state = serializers.CharField()
     actor = serializers.CharField(source="actor.username", allow_null=True, default=None)
@@ -27,7 +27,7 @@ class EventOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class TradeOut(serializers.Serializer):
+class TradeOut(serializers.Serializer[Trade]):
     id = serializers.IntegerField()
     offer = serializers.IntegerField(source="offer_id")
     state = serializers.ChoiceField(choices=Trade.State.choices)

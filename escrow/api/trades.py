@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -20,17 +20,17 @@ from common.idempotency import idempotent
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow_services
 from escrow.api.serializers import TradeOut
-from escrow.models import EscrowEvent, Feedback, Trade
+from escrow.models import EscrowEvent, Feedback, Trade, TradeMessage
 
 
-def _trades_qs():
+def _trades_qs() -> QuerySet[Trade]:
     return Trade.objects.select_related(
         "asset", "fiat", "buyer", "seller", "payment_method"
     ).prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
 
 
 class OfferTakeApi(ApiView):
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "OfferTakeInput"
 
@@ -65,7 +65,7 @@ class OfferTakeApi(ApiView):
 
 
 class MatchApi(ApiView):
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "MatchInput"
 
@@ -132,7 +132,7 @@ class TradeDetailApi(ApiView):
         return Response(TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data)
 
 
-class MessageOut(serializers.Serializer):
+class MessageOut(serializers.Serializer[TradeMessage]):
     id = serializers.IntegerField()
     sender = serializers.CharField(source="sender.username", allow_null=True, default=None)
     is_moderator = serializers.BooleanField()
@@ -150,7 +150,7 @@ class MessageOut(serializers.Serializer):
 class TradeMessagesApi(ApiView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "MessageInput"
 
@@ -203,7 +203,7 @@ class TradeMessageAttachmentApi(ApiView):
         )
 
 
-class FeedbackOut(serializers.Serializer):
+class FeedbackOut(serializers.Serializer[Feedback]):
     id = serializers.IntegerField()
     trade = serializers.IntegerField(source="trade_id")
     author = serializers.CharField(source="author.username")
@@ -216,7 +216,7 @@ class FeedbackOut(serializers.Serializer):
 
 
 class TradeFeedbackApi(ApiView):
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "FeedbackInput"
 
@@ -250,7 +250,7 @@ class TradeFeedbackApi(ApiView):
 
 
 class FeedbackReplyApi(ApiView):
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "FeedbackReplyInput"
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -14,7 +17,7 @@ from escrow.models import EscrowEvent, Trade
 from escrow.selectors import trade_get_for_user
 
 
-class ReasonInput(serializers.Serializer):
+class ReasonInput(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     otp = serializers.CharField(
         max_length=10,
@@ -36,10 +39,13 @@ def _reason(request: Request, trade_id: int) -> str:
     trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
     data = ReasonInput(data=request.data)
     data.is_valid(raise_exception=True)
-    return data.validated_data["reason"]
+    return cast(str, data.validated_data["reason"])
 
 
-def _schema(operation_id: str, description: str):
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def _schema(operation_id: str, description: str) -> Callable[[_View], _View]:
     return extend_schema(
         operation_id=operation_id,
         request=ReasonInput,

@@ -28,6 +28,7 @@ from django.db.models import (
     Sum,
     When,
 )
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -175,7 +176,7 @@ def trade_value_eur(
     return fiat_amount
 
 
-_VALUE = DecimalField(max_digits=60, decimal_places=20)
+_VALUE: DecimalField[Decimal, Decimal] = DecimalField(max_digits=60, decimal_places=20)
 
 
 def _trade_value_eur_expression() -> Any:
@@ -187,7 +188,7 @@ def _trade_value_eur_expression() -> Any:
             output_field=_VALUE,
         )
 
-    def times(price: Subquery) -> ExpressionWrapper:
+    def times(price: Subquery) -> ExpressionWrapper[CombinedExpression]:
         return ExpressionWrapper(F("amount") * price, output_field=_VALUE)
 
     return Case(

@@ -67,7 +67,8 @@ def trade_message_send(
             message.attachment.save(f"trade-{trade.pk}", attachment, save=False)
         message.save()
         for listener in message_listeners:
-            transaction.on_commit(lambda listener=listener: listener(message), robust=True)
+            # mypy cannot type a lambda's default argument
+            transaction.on_commit(lambda listener=listener: listener(message), robust=True)  # type: ignore[misc]
     return message
 
 

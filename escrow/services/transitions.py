@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -22,6 +22,7 @@ from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
 from ledger import services as ledger
+from ledger.models import Transfer
 from marketplace.models import Offer
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
 }
 FINAL_STATES = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.SPLIT})
 
-ACTION_VERBS = {
+ACTION_VERBS: dict[str, str] = {
     S.PAID: "mark it paid",
     S.CANCELLED: "cancel it",
     S.EXPIRED: "expire it",
@@ -73,7 +74,9 @@ def announce(trade: Trade, event: EscrowEvent) -> None:
 
 def announce_many(events: list[EscrowEvent]) -> None:
     for listener in transition_listeners:
-        transaction.on_commit(lambda listener=listener: listener(events), robust=True)
+        # mypy cannot type a lambda's default argument; a partial has no __qualname__ for the
+        # robust hook's error log.
+        transaction.on_commit(lambda listener=listener: listener(events), robust=True)  # type: ignore[misc]
 
 
 # Hooks other apps (notifications) register; called on commit with the settlements that have
@@ -84,7 +87,7 @@ settlement_failed_listeners: list[Callable[[list[Settlement]], None]] = []
 
 def _announce_failed(settlements: list[Settlement]) -> None:
     for listener in settlement_failed_listeners:
-        transaction.on_commit(lambda listener=listener: listener(settlements), robust=True)
+        transaction.on_commit(lambda listener=listener: listener(settlements), robust=True)  # type: ignore[misc]
 
 
 def allowed_moves(*, trade: Trade, role: str) -> list[str]:
@@ -197,15 +200,17 @@ def _return_hold(trade: Trade) -> None:
     and a cancel on one offer queue instead of deadlocking."""
     offer = Offer.objects.select_for_update().only("pk").get(pk=trade.offer_id)
     ledger.transfer_void_pending(
-        idempotency_key=f"trade:{trade.pk}:void", pending=trade.escrow_hold
+        idempotency_key=f"trade:{trade.pk}:void", pending=cast(Transfer, trade.escrow_hold)
     )
     Offer.objects.filter(pk=offer.pk).update(available=F("available") + trade.amount)
 
 
 def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:
-    kind = {S.RELEASING: Settlement.Kind.RELEASE, S.REFUNDING: Settlement.Kind.REFUND}.get(
-        to, Settlement.Kind.SPLIT
-    )
+    kinds: dict[str, str] = {
+        S.RELEASING: Settlement.Kind.RELEASE,
+        S.REFUNDING: Settlement.Kind.REFUND,
+    }
+    kind = kinds.get(to, Settlement.Kind.SPLIT)
     if kind != Settlement.Kind.REFUND:
         # The accounts the settlement pays into exist before it is queued (created here once per
         # user and asset, else only read): were a first-time buyer's account created inside a

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from common.errors import ApplicationError, NotFound
 from escrow import selectors as escrow_selectors
@@ -27,7 +28,14 @@ from escrow.selectors import trader_stats
 
 S = Trade.State
 
-STATE_LABELS = {
+
+class HtmxHttpRequest(HttpRequest):
+    """What django_htmx's middleware makes of a request (its documented way to type it)."""
+
+    htmx: HtmxDetails
+
+
+STATE_LABELS: dict[str, str] = {
     S.FUNDED: "Awaiting payment",
     S.PAID: "Paid · awaiting release",
     S.RELEASING: "Settling…",
@@ -40,7 +48,7 @@ STATE_LABELS = {
     S.SPLITTING: "Settling…",
     S.SPLIT: "Split by moderator",
 }
-EVENT_LABELS = {
+EVENT_LABELS: dict[str, str] = {
     S.FUNDED: "Trade opened · crypto locked in escrow",
     S.PAID: "Marked as paid by the buyer",
     S.RELEASING: "Released · settlement queued",
@@ -118,7 +126,7 @@ ACTIONS = {
     "cancel": TradeAction("cancel", S.CANCELLED, "Cancel trade", "ghost", "danger"),
     "dispute": TradeAction("dispute", S.DISPUTED, "Open a dispute", "danger-ghost", "danger"),
 }
-ACTION_FOR_STATE = {a.to: a for a in ACTIONS.values()}
+ACTION_FOR_STATE: dict[str, TradeAction] = {a.to: a for a in ACTIONS.values()}
 
 
 def _run_action(
@@ -206,10 +214,11 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
 def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The progress bar: the happy path, or the path this trade really took."""
     reached = {e["event"].new_state for e in events} | {trade.state}
+    path: list[str]
     if reached & {S.CANCELLED, S.EXPIRED}:
         path = [S.FUNDED, S.CANCELLED if S.CANCELLED in reached else S.EXPIRED]
     elif S.DISPUTED in reached:
-        end = {S.REFUNDING: S.REFUNDED, S.SPLITTING: S.SPLIT}
+        end: dict[str, str] = {S.REFUNDING: S.REFUNDED, S.SPLITTING: S.SPLIT}
         settle = next((s for s in (S.RELEASING, S.REFUNDING, S.SPLITTING) if s in reached), None)
         path = [S.FUNDED]
         if S.PAID in reached:
@@ -379,7 +388,7 @@ def trade_chat(request: HttpRequest, trade_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
+def trade_chat_send(request: HtmxHttpRequest, trade_id: int) -> HttpResponse:
     trade = _trade_or_404(trade_id, request.user)
     error = ""
     try:
@@ -405,7 +414,7 @@ def trade_chat_send(request: HttpRequest, trade_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) -> HttpResponse:
+def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) -> FileResponse:
     """Attachments go out only through this permission check, never from a public URL."""
     try:
         message = escrow_selectors.trade_message_attachment(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -14,7 +16,7 @@ from ledger import selectors, services
 from ledger.models import Transfer, Withdrawal
 
 
-class WalletOut(serializers.Serializer):
+class WalletOut(serializers.Serializer[Any]):
     asset = serializers.CharField()
     precision = serializers.IntegerField()
     available = serializers.CharField()
@@ -44,7 +46,7 @@ class WalletListApi(ApiView):
         return Response({"results": WalletOut(rows, many=True).data})
 
 
-class WithdrawalOut(serializers.Serializer):
+class WithdrawalOut(serializers.Serializer[Withdrawal]):
     id = serializers.IntegerField()
     asset = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
@@ -60,7 +62,7 @@ class WithdrawalOut(serializers.Serializer):
 class WithdrawalCreateApi(ApiView):
     write_scope = "withdraw"
 
-    class Input(serializers.Serializer):
+    class Input(serializers.Serializer[dict[str, Any]]):
         class Meta:
             ref_name = "WithdrawalCreateInput"
 
@@ -98,7 +100,7 @@ class WithdrawalCreateApi(ApiView):
         return Response(WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)
 
 
-class TransferOut(serializers.Serializer):
+class TransferOut(serializers.Serializer[Transfer]):
     id = serializers.IntegerField()
     asset = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
@@ -130,7 +132,7 @@ class TransferListApi(ApiView):
 # --- the verifiable ledger ----------------------------------------------------------------------
 
 
-class CheckpointOut(serializers.Serializer):
+class CheckpointOut(serializers.Serializer[dict[str, Any]]):
     tree_size = serializers.IntegerField()
     root_hash = serializers.CharField()
     chain_head = serializers.CharField()
@@ -139,7 +141,7 @@ class CheckpointOut(serializers.Serializer):
     signature = serializers.CharField()
 
 
-class ProofOut(serializers.Serializer):
+class ProofOut(serializers.Serializer[dict[str, Any]]):
     seq = serializers.IntegerField()
     leaf_index = serializers.IntegerField()
     leaf = serializers.CharField(help_text="The entry's canonical bytes, hex.")
@@ -149,7 +151,7 @@ class ProofOut(serializers.Serializer):
     checkpoint = CheckpointOut()
 
 
-class ConsistencyOut(serializers.Serializer):
+class ConsistencyOut(serializers.Serializer[dict[str, Any]]):
     first = serializers.IntegerField()
     second = serializers.IntegerField()
     first_root = serializers.CharField()
@@ -157,14 +159,18 @@ class ConsistencyOut(serializers.Serializer):
     path = serializers.ListField(child=serializers.CharField())
 
 
-class PublicKeyOut(serializers.Serializer):
+class PublicKeyOut(serializers.Serializer[dict[str, Any]]):
     key_id = serializers.CharField()
     public_key = serializers.CharField(help_text="Raw 32-byte Ed25519 public key, hex.")
 
 
+@overload
+def _int_param(request: Request, name: str, *, required: Literal[True]) -> int: ...
+@overload
+def _int_param(request: Request, name: str, *, required: bool) -> int | None: ...
 def _int_param(request: Request, name: str, *, required: bool) -> int | None:
     raw = request.query_params.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         if required:
             raise ValidationFailed(f"{name}: required.", fields={name: ["Required."]})
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -157,13 +157,15 @@ def _withdrawal_finish(
 ) -> None:
     if completed:
         transfer_post_pending(
-            idempotency_key=f"withdrawal:{withdrawal.pk}:post", pending=withdrawal.hold
+            idempotency_key=f"withdrawal:{withdrawal.pk}:post",
+            pending=cast(Transfer, withdrawal.hold),
         )
         withdrawal.status = Withdrawal.Status.COMPLETED
         withdrawal.txid = txid
     else:
         transfer_void_pending(
-            idempotency_key=f"withdrawal:{withdrawal.pk}:void", pending=withdrawal.hold
+            idempotency_key=f"withdrawal:{withdrawal.pk}:void",
+            pending=cast(Transfer, withdrawal.hold),
         )
         withdrawal.status = Withdrawal.Status.FAILED
         withdrawal.failure_reason = reason[:200]

@@ -4,8 +4,8 @@ and signs checkpoints (tree heads). Settlements never wait on it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -96,7 +96,9 @@ ENTRY_COLUMNS = (
 )
 
 
-def entry_rows(rows: Iterable[tuple[Any, ...]], first_seq: int) -> Iterator[tuple[tuple, bytes]]:
+def entry_rows(
+    rows: Iterable[tuple[Any, ...]], first_seq: int
+) -> Iterator[tuple[tuple[Any, ...], bytes]]:
     """(row, canonical bytes) for rows of ENTRY_COLUMNS (+ anything after them) read as plain
     tuples in seq order starting at first_seq: no model objects, asset codes from one dict."""
     assets = {pk: (code, precision) for pk, code, precision in _asset_rows()}
@@ -137,7 +139,8 @@ def fetch_subtrees(keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], byt
     keys = sorted(set(keys))
     seqs = [index + 1 for level, index in keys if level == 0]
     upper = [(level, index) for level, index in keys if level > 0]
-    parts, params = [], []
+    parts: list[str] = []
+    params: list[Any] = []
     if seqs:
         marks = ", ".join(["%s"] * len(seqs))
         parts.append(f"SELECT 0, seq - 1, leaf_hash FROM ledger_transfer WHERE seq IN ({marks})")  # noqa: S608 - placeholders
@@ -158,7 +161,10 @@ def fetch_subtrees(keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], byt
         return {(level, index): bytes.fromhex(h) for level, index, h in cursor.fetchall()}
 
 
-def with_stored_tree(compute: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def with_stored_tree(compute: Callable[[Callable[[int, int], bytes]], _T]) -> _T:
     """Run compute(lookup) twice: once to learn which subtrees it needs, then with them fetched
     in one go, so a proof costs a constant number of queries, not O(log n) round trips."""
     wanted: set[tuple[int, int]] = set()
@@ -204,7 +210,10 @@ def ledger_seal_pending(*, batch_size: int | None = None) -> int:
                 .values("seq", "hash")
                 .first()
             )
-            seq, prev_hash = (head["seq"], head["hash"]) if head else (0, chain.GENESIS_HASH)
+            # seq__isnull=False: a sealed head has a seq
+            seq, prev_hash = (
+                (cast(int, head["seq"]), head["hash"]) if head else (0, chain.GENESIS_HASH)
+            )
             batch = list(
                 Transfer.objects.filter(seq__isnull=True)
                 .order_by("id")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import F
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
@@ -31,7 +31,7 @@ def _book_maker_stats(offers: list[Offer]) -> dict[int, Any]:
 
 def _decimal_param(request: Request, name: str) -> Decimal | None:
     raw = request.query_params.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return None
     try:
         value = Decimal(raw)
@@ -95,7 +95,7 @@ class OfferPatchInput(serializers.Serializer):
 
 
 class OfferListApi(ApiView):
-    ordering = None  # the book has its own order: best price first
+    ordering: Any = None  # the book has its own order: best price first
 
     @extend_schema(
         operation_id="offers_list",
@@ -159,7 +159,7 @@ class OfferListApi(ApiView):
         paginator = CursorPage()
         paginator.ordering = self.ordering
         rows = paginator.paginate_queryset(qs, self.request, view=self)
-        return {"paginator": paginator, "rows": list(rows)}
+        return {"paginator": paginator, "rows": list(cast(list[Any], rows))}
 
     @extend_schema(
         operation_id="offers_create",
@@ -244,7 +244,7 @@ class PriceOut(serializers.Serializer):
     asset = serializers.CharField(source="asset.code")
     fiat = serializers.CharField(source="fiat.code")
     price = serializers.DecimalField(max_digits=24, decimal_places=8)
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named `source`
     updated_at = serializers.DateTimeField()
 
 

@@ -290,7 +290,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             "max_fiat": offer.max_fiat,
             "payment_window_minutes": offer.payment_window_minutes,
         }
-        merged = {k: changes.get(k, v) for k, v in current.items()}
+        merged: dict[str, Any] = {k: changes.get(k, v) for k, v in current.items()}
         if "price_type" in changes and changes["price_type"] == Offer.PriceType.FIXED:
             merged["margin_percent"] = None
         values = _offer_terms(asset=offer.asset, fiat=offer.fiat, **merged)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.core.management.base import BaseCommand
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         for transfer in qs.order_by("seq").iterator(chunk_size=5000):
             row = {
                 "seq": transfer.seq,
-                "entry": transfer_entry(transfer, seq=transfer.seq),
+                "entry": transfer_entry(transfer, seq=cast(int, transfer.seq)),
                 "prev_hash": transfer.prev_hash,
                 "hash": transfer.hash,
             }
