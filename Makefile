@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: venv run reset-data lint check test clean
+.PHONY: venv run reset-data lint lint-code check test clean
 
 venv: $(VENV)/.installed
 
@@ -26,7 +26,8 @@ run: venv
 reset-data:
 	rm -rf .data
 
-lint: venv
+# The code's own checks (seconds): style, the layers contract, types, migrations.
+lint-code: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One direction of dependency between the apps (docs/architecture.md).
@@ -36,6 +37,9 @@ lint: venv
 	DATABASE_URL=postgres://localhost/x REDIS_URL=redis://localhost/0 $(VENV)/bin/mypy
 	SERVICES="postgres redis" scripts/with-services.sh \
 	  $(VENV)/bin/python manage.py makemigrations --check --dry-run
+
+# Everything make test checks before the suite: the code's checks, the compose file, the pins.
+lint: lint-code
 	# docker-compose (v1, Debian's) validates the file without a container engine.
 	@command -v docker-compose >/dev/null || $(APT_INSTALL) --no-install-recommends docker-compose
 	docker-compose config -q
@@ -43,10 +47,12 @@ lint: venv
 	# reported as news only (pip-audit's data source is out of reach here: see its docstring).
 	$(VENV)/bin/python scripts/audit_deps.py requirements/test.txt
 
-# The inner loop: lint plus the unit tests, without the browser and fault tests.
-check: lint
+# The inner loop (about 40 s here): the code's checks plus the unit tests, in two processes;
+# without the browser, fault, Celery-worker and long property-based tests, which make test runs.
+check: lint-code
 	SERVICES="postgres redis" scripts/with-services.sh $(VENV)/bin/pytest -q -n 2 \
-	  --ignore=tests/browser --ignore=tests/faults -m "not celery_worker" $(PYTEST_ARGS)
+	  --ignore=tests/browser --ignore=tests/faults --ignore=tests/test_randomized.py \
+	  --ignore=tests/test_schemathesis.py -m "not celery_worker" $(PYTEST_ARGS)
 
 test: lint
 	scripts/with-services.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
