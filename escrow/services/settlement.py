@@ -1,6 +1,9 @@
 """Settlement: the outbox rows a release, refund or split queued, claimed in batches by Celery
 workers (FOR UPDATE SKIP LOCKED) and posted on the ledger exactly once; a settlement that keeps
-failing goes to `failed`, the moderators' queue, and back to pending by their retry."""
+failing goes to `failed`, the moderators' queue, and back to pending by their retry.
+
+Longer than most modules on purpose: the set-based batch (SQL) and the careful one-by-one path
+settle the same rules and must change together, so they live side by side."""
 
 from __future__ import annotations
 

@@ -1,0 +1,69 @@
+"""Every write of accounts: API keys and tokens (keys), standing and limits (standing), KYC
+documents (kyc), trusted and blocked lists (relations), two-factor authentication (two_factor).
+Import from here."""
+
+from accounts.services.keys import (
+    KEY_PREFIX,
+    api_key_create,
+    api_key_revoke,
+    hash_key,
+    token_rotate,
+)
+from accounts.services.kyc import (
+    DEFAULT_KYC_MAX_BYTES,
+    DEFAULT_KYC_TYPES,
+    MAX_PENDING_DOCUMENTS,
+    kyc_document_delete,
+    kyc_document_review,
+    kyc_document_submit,
+)
+from accounts.services.relations import (
+    trader_relation_add,
+    trader_relation_remove,
+)
+from accounts.services.standing import (
+    MAX_SUSPENSION_DAYS,
+    ensure_can_trade,
+    profile_freeze,
+    profile_penalize,
+    profile_unfreeze,
+    profiles_lock,
+    trade_limits_enforce,
+)
+from accounts.services.two_factor import (
+    has_two_factor,
+    require_second_factor,
+    totp_device,
+    totp_disable,
+    totp_setup_confirm,
+    totp_setup_start,
+)
+
+__all__ = [
+    "DEFAULT_KYC_MAX_BYTES",
+    "DEFAULT_KYC_TYPES",
+    "KEY_PREFIX",
+    "MAX_PENDING_DOCUMENTS",
+    "MAX_SUSPENSION_DAYS",
+    "api_key_create",
+    "api_key_revoke",
+    "ensure_can_trade",
+    "has_two_factor",
+    "hash_key",
+    "kyc_document_delete",
+    "kyc_document_review",
+    "kyc_document_submit",
+    "profile_freeze",
+    "profile_penalize",
+    "profile_unfreeze",
+    "profiles_lock",
+    "require_second_factor",
+    "token_rotate",
+    "totp_device",
+    "totp_disable",
+    "totp_setup_confirm",
+    "totp_setup_start",
+    "trade_limits_enforce",
+    "trader_relation_add",
+    "trader_relation_remove",
+]

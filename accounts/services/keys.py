@@ -1,0 +1,72 @@
+"""Credentials for bots: scoped API keys (stored hashed) and the account token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from accounts.models import ApiKey
+from accounts.services.two_factor import require_second_factor
+from common.errors import (
+    NotFound,
+    ValidationFailed,
+)
+
+KEY_PREFIX = "mk_"
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_create(
+    *, user: Any, name: str, scopes: list[str], otp: str | None = None
+) -> tuple[ApiKey, str]:
+    """Create a scoped key; the raw key is returned once and never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise ValidationFailed(
+            "name: give the key a name of 1-64 characters.", fields={"name": ["1-64 characters."]}
+        )
+    scopes = list(dict.fromkeys(scopes or []))
+    unknown = [s for s in scopes if s not in ApiKey.Scope.values]
+    if not scopes or unknown:
+        raise ValidationFailed(
+            f"scopes: choose from {', '.join(ApiKey.Scope.values)}.",
+            fields={
+                "scopes": [
+                    f"Unknown scope {unknown[0]!r}." if unknown else "Choose at least one scope."
+                ]
+            },
+        )
+    if ApiKey.Scope.WITHDRAW in scopes:
+        require_second_factor(user=user, otp=otp)
+    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            user=user, name=name, prefix=raw[:10], key_hash=hash_key(raw), scopes=scopes
+        )
+    return key, raw
+
+
+def api_key_revoke(*, user: Any, key_id: int) -> ApiKey:
+    """Revoke one of the user's keys; requests with it fail from now on."""
+    key = ApiKey.objects.filter(pk=key_id, user=user).first()
+    if key is None:
+        raise NotFound(f"API key #{key_id} not found.")
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def token_rotate(*, user: Any) -> Token:
+    """Replace the user's session-independent token (the old one stops working)."""
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)

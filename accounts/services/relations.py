@@ -1,0 +1,42 @@
+"""Each trader's trusted and blocked lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from accounts.models import TraderRelation
+from accounts.services._common import _invalid
+from common.errors import (
+    NotFound,
+)
+
+# --- trusted and blocked lists ----------------------------------------------------------------
+
+
+def trader_relation_add(*, actor: Any, username: str, kind: str) -> TraderRelation:
+    """Trust or block another trader; trusting someone blocked (or the reverse) replaces it."""
+    if kind not in TraderRelation.Kind.values:
+        raise _invalid("kind", "Choose trusted or blocked.")
+    name = str(username or "").strip()
+    other = get_user_model().objects.filter(username=name, is_active=True).first()
+    if other is None:
+        raise _invalid("username", f"No trader called {name!r}.")
+    if other.pk == actor.pk:
+        raise _invalid(
+            "username", f"You can't {'trust' if kind == 'trusted' else 'block'} yourself."
+        )
+    with transaction.atomic():
+        relation, _ = TraderRelation.objects.update_or_create(
+            owner=actor, other=other, defaults={"kind": kind}
+        )
+    return relation
+
+
+def trader_relation_remove(*, actor: Any, relation_id: int) -> None:
+    """Take someone off your trusted or blocked list."""
+    deleted, _ = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk).delete()
+    if not deleted:
+        raise NotFound(f"Relation #{relation_id} not found.")

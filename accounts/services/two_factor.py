@@ -1,0 +1,84 @@
+"""Two-factor authentication (TOTP through django-otp) and the second factor money needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from common.errors import (
+    InvalidTransition,
+    PermissionDenied,
+    ValidationFailed,
+)
+
+# --- two-factor authentication (TOTP, django-otp) ------------------------------------------------
+
+
+def totp_device(user: Any, *, confirmed: bool | None = True) -> Any:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    qs = TOTPDevice.objects.filter(user=user)
+    if confirmed is not None:
+        qs = qs.filter(confirmed=confirmed)
+    return qs.order_by("-id").first()
+
+
+def has_two_factor(user: Any) -> bool:
+    return bool(user and user.is_authenticated and totp_device(user) is not None)
+
+
+def totp_setup_start(*, user: Any) -> tuple[Any, str]:
+    """Start enrolling an authenticator app: an unconfirmed device and its otpauth:// URL."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if has_two_factor(user):
+        raise InvalidTransition("Two-factor authentication is already on.", code="otp_exists")
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+    return device, device.config_url
+
+
+def totp_setup_confirm(*, user: Any, token: str) -> Any:
+    """The first code from the app proves it was set up: 2FA is on from now on."""
+    device = totp_device(user, confirmed=False)
+    if device is None:
+        raise InvalidTransition("Start the setup first.", code="otp_not_started")
+    if not device.verify_token(str(token or "").strip()):
+        raise ValidationFailed(
+            "otp: that code is not right; check your phone's clock.",
+            fields={"otp": ["Wrong code."]},
+        )
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    return device
+
+
+def totp_disable(*, user: Any, token: str) -> None:
+    """Turning 2FA off needs a current code too."""
+    require_second_factor(user=user, otp=token)
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.filter(user=user).delete()
+
+
+def require_second_factor(*, user: Any, otp: str | None) -> None:
+    """Once a user turned 2FA on, releasing, withdrawing and creating withdraw-scoped keys need
+    a current code from their authenticator; without 2FA nothing is asked."""
+    device = totp_device(user)
+    if device is None:
+        return
+    token = str(otp or "").strip()
+    if not token:
+        raise PermissionDenied(
+            "otp: enter the 6-digit code from your authenticator app.",
+            fields={"otp": ["Required: two-factor authentication is on."]},
+            code="otp_required",
+        )
+    if not device.verify_token(token):
+        raise PermissionDenied(
+            "otp: that code is wrong or was already used.",
+            fields={"otp": ["Wrong code."]},
+            code="otp_invalid",
+        )
