@@ -1,4 +1,4 @@
-"""DRF glue: one place that turns domain and framework errors into DESIGN.md's JSON error."""
+"""DRF glue: one place that turns domain and framework errors into the JSON error of docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one domain error family. The API turns it into the JSON error of DESIGN.md, the browser
+"""The one domain error family. The API turns it into the JSON error of docs/architecture.md, the browser
 views into form errors; services raise nothing else for a broken rule."""
 
 from __future__ import annotations

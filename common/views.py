@@ -1,4 +1,4 @@
-"""Error pages: JSON under /api/ (DESIGN.md's error format), HTML elsewhere."""
+"""Error pages: JSON under /api/ (docs/architecture.md's error format), HTML elsewhere."""
 
 from __future__ import annotations
 

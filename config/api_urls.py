@@ -1,4 +1,4 @@
-"""/api/v1/: one table of every endpoint (DESIGN.md's REST API)."""
+"""/api/v1/: one table of every endpoint (docs/architecture.md's REST API)."""
 
 from django.urls import include, path
 

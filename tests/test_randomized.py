@@ -72,7 +72,7 @@ Kind = LedgerAccount.Kind
 Flags = Transfer.Flags
 BUYER, SELLER, SYSTEM, MODERATOR, STRANGER = "buyer", "seller", "system", "moderator", "stranger"
 
-# DESIGN.md's escrow table, written out again here (not imported) as the oracle.
+# docs/architecture.md's escrow table, written out again here (not imported) as the oracle.
 SPEC: dict[tuple[str, str], set[str]] = {
     (S.FUNDED, S.PAID): {BUYER},
     (S.FUNDED, S.CANCELLED): {BUYER, MODERATOR},

@@ -1,4 +1,4 @@
-"""Every allowed transition of DESIGN.md's table, and the forbidden ones (wrong user, wrong state)."""
+"""Every allowed transition of docs/architecture.md's table, and the forbidden ones (wrong user, wrong state)."""
 
 from datetime import timedelta
 from decimal import Decimal
