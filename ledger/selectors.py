@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
-from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer
+from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer, Withdrawal
 from ledger.services.sealing import entry_from_values, with_stored_tree
 
 
@@ -288,3 +288,22 @@ def asset_get(*, code: Any) -> Asset:
             f"asset: unknown asset {code!r}.", fields={"asset": ["Unknown asset."]}
         )
     return asset
+
+
+def transfer_effect_for_user(*, transfer: Transfer, user: Any) -> tuple[str, Decimal]:
+    """What a transfer did to this user's available balance: ("+" or "-" or "", amount). A hold
+    already left the available balance, so posting it changes nothing more there, except the
+    unposted rest that comes back; voiding it gives the whole amount back."""
+    outgoing = transfer.debit_account.user_id == user.pk
+    flags = transfer.flags
+    if flags == Transfer.Flags.POST_PENDING:
+        back = transfer.pending.amount - transfer.amount if transfer.pending else Decimal(0)
+        return ("+", back) if back > 0 else ("", transfer.amount)
+    if flags == Transfer.Flags.VOID_PENDING:
+        return ("+", transfer.amount) if outgoing else ("", transfer.amount)
+    return ("-", transfer.amount) if outgoing else ("+", transfer.amount)
+
+
+def withdrawal_list_recent(*, user: Any, limit: int = 10) -> list[Withdrawal]:
+    """The user's latest withdrawals, newest first, with their status."""
+    return list(Withdrawal.objects.filter(user=user).select_related("asset")[:limit])

@@ -4,7 +4,6 @@ browser UI). Thin: each view parses a form and calls one service or selector."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any, cast
 
 from django.contrib import messages
@@ -21,7 +20,7 @@ from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.adapters import get_chain_adapter
 from ledger.forms import WithdrawalForm
-from ledger.models import Transfer, Withdrawal
+from ledger.models import Transfer
 
 TRANSFERS_PAGE = 50
 
@@ -43,29 +42,15 @@ FLAG_NOTES: dict[str, str] = {
 
 
 def _transfer_row(transfer: Transfer, user: Any) -> dict[str, Any]:
-    """A transfer as the user sees it: what it did to their available balance."""
-    outgoing = transfer.debit_account.user_id == user.pk
-    flags = transfer.flags
-    if flags == Transfer.Flags.POST_PENDING:
-        # The hold already left the available balance; only an unposted rest comes back.
-        back = transfer.pending.amount - transfer.amount if transfer.pending else Decimal(0)
-        sign, change = ("+", back) if back > 0 else ("", transfer.amount)
-    elif flags == Transfer.Flags.VOID_PENDING:
-        sign, change = ("+", transfer.amount) if outgoing else ("", transfer.amount)
-    else:
-        sign, change = ("-", transfer.amount) if outgoing else ("+", transfer.amount)
+    """A transfer as the user sees it, in words."""
+    sign, change = ledger_selectors.transfer_effect_for_user(transfer=transfer, user=user)
     return {
         "t": transfer,
         "kind": TRANSFER_KINDS.get(transfer.kind, transfer.kind),
-        "note": FLAG_NOTES.get(flags, ""),
+        "note": FLAG_NOTES.get(transfer.flags, ""),
         "sign": sign,
         "change": change,
     }
-
-
-def _recent_withdrawals(user: Any) -> list[Withdrawal]:
-    # Not yet a ledger selector; the wallet page shows the last few with their status.
-    return list(Withdrawal.objects.filter(user=user).select_related("asset")[:10])
 
 
 @login_required
@@ -114,7 +99,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
         "form": form,
         "page": page,
         "rows": [_transfer_row(t, request.user) for t in page],
-        "withdrawals": _recent_withdrawals(request.user),
+        "withdrawals": ledger_selectors.withdrawal_list_recent(user=request.user),
         "balances": {w.asset.code: amount_text(w.available, w.asset.precision) for w in wallets},
     }
     return render(request, "marketplace/wallet.html", context, status=status)

@@ -12,13 +12,16 @@ from escrow.selectors.stats import (
     trader_stats_recent,
 )
 from escrow.selectors.trades import (
+    TradeRoomState,
     trade_get_for_user,
     trade_list_for_user,
     trade_message_attachment,
     trade_messages,
+    trade_room_state,
 )
 
 __all__ = [
+    "TradeRoomState",
     "feedback_received",
     "feedback_summary",
     "settlement_failed_count",
@@ -28,6 +31,7 @@ __all__ = [
     "trade_list_for_user",
     "trade_message_attachment",
     "trade_messages",
+    "trade_room_state",
     "trade_value_eur",
     "trade_volume_eur",
     "trader_stats",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.selectors import is_moderator
 from common.errors import NotFound
-from escrow.models import Trade, TradeMessage
+from escrow.models import Settlement, Trade, TradeMessage
+from escrow.services.transitions import allowed_moves, dispute_opens_at
 
 
 def trade_list_for_user(*, user: Any, state: str | None = None) -> QuerySet[Trade]:
@@ -50,3 +54,46 @@ def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> An
     if not allowed or message is None:
         raise NotFound("Attachment not found.")
     return message
+
+
+SETTLING_STATES = frozenset({Trade.State.RELEASING, Trade.State.REFUNDING, Trade.State.SPLITTING})
+
+
+@dataclass(frozen=True)
+class TradeRoomState:
+    """What a trade's room offers this user now: the rules, not their wording."""
+
+    role: str | None  # buyer, seller, or None (a moderator or staff looking on)
+    counterparty: Any
+    moves: list[str]  # the states this user may move the trade to from the page, now
+    deadline_passed: bool  # the payment window ran out (the sweeper expires it shortly)
+    dispute_opens_at: datetime | None  # a paid trade's dispute delay, while it runs
+    settlement_delayed: bool  # its settlement failed and waits for a moderator
+
+
+def trade_room_state(*, trade: Trade, user: Any, now: datetime | None = None) -> TradeRoomState:
+    """The trade room's rules for this user: the moves the state machine allows them, less
+    marking paid once the window ran out and a dispute while the dispute delay runs."""
+    now = now or timezone.now()
+    role = trade.role_of(user)
+    deadline_passed = trade.state == Trade.State.FUNDED and now >= trade.payment_deadline
+    opens_at = dispute_opens_at(trade, now=now)
+    moves = [
+        to
+        for to in (allowed_moves(trade=trade, role=role) if role else [])
+        if not (to == Trade.State.PAID and deadline_passed)
+        and not (to == Trade.State.DISPUTED and opens_at)
+    ]
+    delayed = (
+        trade.state in SETTLING_STATES
+        and Settlement.objects.filter(trade_id=trade.pk, status=Settlement.Status.FAILED).exists()
+    )
+    counterparty = {"buyer": trade.seller, "seller": trade.buyer}.get(role or "")
+    return TradeRoomState(
+        role=role,
+        counterparty=counterparty,
+        moves=moves,
+        deadline_passed=deadline_passed,
+        dispute_opens_at=opens_at,
+        settlement_delayed=delayed,
+    )

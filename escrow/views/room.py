@@ -14,7 +14,6 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
@@ -151,35 +150,20 @@ DONE_MESSAGES = {
 
 def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
     """Everything the trade room shows, computed once for the page and for its live partial."""
-    now = timezone.now()
-    role = trade.role_of(user)
-    moves = escrow.allowed_moves(trade=trade, role=role) if role else []
-    deadline_passed = trade.state == S.FUNDED and now >= trade.payment_deadline
-    dispute_opens_at = escrow.dispute_opens_at(trade, now=now)
-    actions = []
-    for to in moves:
-        action = ACTION_FOR_STATE.get(to)
-        if action is None:
-            continue
-        if action.slug == "mark-paid" and deadline_passed:
-            continue  # the service refuses once the window ended; the sweeper expires it
-        if action.slug == "dispute" and dispute_opens_at:
-            continue  # shown as "a dispute can be opened from …" instead
-        actions.append(action)
+    state = escrow_selectors.trade_room_state(trade=trade, user=user)
+    role, deadline_passed, dispute_opens_at = (
+        state.role,
+        state.deadline_passed,
+        state.dispute_opens_at,
+    )
+    actions = [ACTION_FOR_STATE[to] for to in state.moves if to in ACTION_FOR_STATE]
     events = [
         {"event": e, "label": EVENT_LABELS.get(e.new_state, e.new_state)}
         for e in trade.events.select_related("actor")
     ]
     # A settlement that failed waits for a moderator: the room says so instead of "settling".
-    settlement_delayed = (
-        trade.state in SETTLING_STATES
-        and escrow_selectors.settlement_status_for_trade(trade_id=trade.pk) == "failed"
-    )
-    counterparty = None
-    if role == "buyer":
-        counterparty = trade.seller
-    elif role == "seller":
-        counterparty = trade.buyer
+    settlement_delayed = state.settlement_delayed
+    counterparty = state.counterparty
     version = ":".join(
         str(x)
         for x in (
