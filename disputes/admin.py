@@ -98,6 +98,15 @@ class DisputeAdmin(admin.ModelAdmin):
     ordering = ("created_at",)
     change_form_template = "admin/disputes/dispute/change_form.html"
 
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # A moderator never handles (nor reads as moderator) a dispute about their own trade.
+        user = request.user
+        return (
+            super()
+            .get_queryset(request)
+            .exclude(Q(trade__buyer_id=user.pk) | Q(trade__seller_id=user.pk))
+        )
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -237,7 +246,7 @@ class DisputeAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> Any:
         dispute = get_object_or_404(
-            Dispute.objects.select_related(
+            self.get_queryset(request).select_related(
                 "trade__asset", "trade__fiat", "trade__buyer", "trade__seller"
             ),
             pk=object_id,
@@ -275,7 +284,11 @@ class DisputeAdmin(admin.ModelAdmin):
             "can_decide": services.is_moderator(request.user)
             and dispute.status != Dispute.Status.DECIDED,
         }
-        return super().change_view(request, object_id, form_url, extra_context=context)
+        response = super().change_view(request, object_id, form_url, extra_context=context)
+        if request.method == "GET" and response.status_code == 200:
+            # The file (chat, evidence, both traders' records) was shown: the append-only audit.
+            services.dispute_file_read(dispute_id=dispute.pk, actor=request.user)
+        return response
 
 
 @admin.register(Evidence)

@@ -165,6 +165,7 @@ def dispute_assign(*, dispute_id: int, actor: Any) -> Dispute:
     _require_moderator(actor)
     with durable_atomic():
         dispute = _locked(dispute_id)
+        escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
         _open_for_changes(dispute)
         previous = dispute.assigned_to
         dispute.assigned_to = actor
@@ -198,6 +199,7 @@ def dispute_request_evidence(
         raise ValidationFailed("hours: 1 to 168.", fields={"hours": ["1 to 168 hours."]})
     with durable_atomic():
         dispute = _locked(dispute_id)
+        escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
         _open_for_changes(dispute)
         dispute.status = Dispute.Status.AWAITING_EVIDENCE
         dispute.evidence_requested_from = party
@@ -219,6 +221,16 @@ def dispute_request_evidence(
             email=True,
         )
     return dispute
+
+
+def dispute_file_read(*, dispute_id: int, actor: Any) -> None:
+    """Staff read a dispute's file (its chat, evidence and both traders' records): written to
+    the append-only moderators' audit, which no moderator can edit."""
+    dispute = Dispute.objects.select_related("trade").filter(pk=dispute_id).first()
+    if dispute is None:
+        raise NotFound(f"Dispute #{dispute_id} not found.")
+    escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
+    _audit(actor=actor, action="read_file", dispute=dispute)
 
 
 def dispute_moderator_message(*, dispute_id: int, actor: Any, text: str) -> Any:
@@ -256,6 +268,7 @@ def dispute_decide(
         )
     with durable_atomic():
         dispute = _locked(dispute_id)
+        escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
         _open_for_changes(dispute)
         trade: Trade = dispute.trade
         share = None

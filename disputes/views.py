@@ -67,6 +67,9 @@ def evidence_file(request: HttpRequest, evidence_id: int) -> FileResponse:
         evidence = selectors.evidence_file_for_user(evidence_id=evidence_id, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
+    if evidence.dispute.trade.role_of(request.user) is None:
+        # Read by a moderator, not a party: written to the moderators' audit.
+        services.dispute_file_read(dispute_id=evidence.dispute_id, actor=request.user)
     return FileResponse(
         evidence.file.open("rb"),
         content_type=evidence.content_type,

@@ -13,6 +13,7 @@ from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.files import check_upload
 from escrow.models import Feedback, Trade, TradeMessage
+from escrow.services.transitions import require_impartial_moderator
 
 MAX_MESSAGE_LENGTH = 2000
 # Hooks other apps register (notifications, webhooks); called on commit with the message.
@@ -26,6 +27,7 @@ def _trade_for(trade_id: int, actor: Any, *, as_moderator: bool) -> Trade:
     if as_moderator:
         if not is_moderator(actor):
             raise PermissionDenied("Only a moderator can write as moderator.")
+        require_impartial_moderator(trade=trade, actor=actor)
     elif trade.role_of(actor) is None:
         raise NotFound(f"Trade #{trade_id} not found.")
     return trade

@@ -120,11 +120,22 @@ def _require_moderator(actor: Any) -> None:
         raise PermissionDenied("Only a moderator can do this.")
 
 
+def require_impartial_moderator(*, trade: Trade, actor: Any) -> None:
+    """A moderator acts as moderator only on trades they are no party to: they can't be
+    assigned, read the file as moderator or decide where they would judge their own trade."""
+    _require_moderator(actor)
+    if trade.role_of(actor) is not None:
+        raise PermissionDenied(
+            f"You are a party to trade #{trade.pk}: another moderator must handle it.",
+            code="conflict_of_interest",
+        )
+
+
 def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
     if actor is None:
         return SYSTEM
     if as_moderator:
-        _require_moderator(actor)
+        require_impartial_moderator(trade=trade, actor=actor)
         return MODERATOR
     role = trade.role_of(actor)
     if role is None:
