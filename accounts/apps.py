@@ -5,10 +5,19 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        # Money leaves only with the owner's second factor (when 2FA is on): the ledger, a layer
-        # below, asks its registered guards before it holds a withdrawal.
-        from accounts.services import require_second_factor
+        # Money leaves only with the owner's second factor (when 2FA is on) and never from a frozen
+        # account: the ledger, a layer below, asks its registered guards before it holds one.
+        from accounts.services import (
+            ensure_can_withdraw,
+            require_second_factor,
+            withdrawal_hold_reason,
+        )
         from ledger.services import funds
 
-        if require_second_factor not in funds.withdrawal_guards:
-            funds.withdrawal_guards.append(require_second_factor)
+        # A frozen account withdraws nothing; what it queued before the freeze waits for a
+        # moderator.
+        for guard in (ensure_can_withdraw, require_second_factor):
+            if guard not in funds.withdrawal_guards:
+                funds.withdrawal_guards.append(guard)
+        if withdrawal_hold_reason not in funds.withdrawal_hold_reasons:
+            funds.withdrawal_hold_reasons.append(withdrawal_hold_reason)

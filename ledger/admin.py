@@ -96,7 +96,7 @@ class DepositAdmin(admin.ModelAdmin):
 class WithdrawalAdmin(ReadOnlyAdmin):
     list_display = ("id", "user", "asset", "amount", "address", "status", "txid", "created_at")
     list_filter = ("status", "asset")
-    actions = ["confirm_sent", "reject"]
+    actions = ["confirm_sent", "reject", "release_hold"]
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None  # the list and its actions, never the form
@@ -111,6 +111,16 @@ class WithdrawalAdmin(ReadOnlyAdmin):
                 withdrawal_id=w.pk, txid=f"manual:{request.user.username}", actor=request.user
             ),
             "withdrawals confirmed",
+        )
+
+    @admin.action(description="Release the hold (the account was cleared): send it")
+    def release_hold(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
+        _run(
+            self,
+            request,
+            queryset,
+            lambda w: services.withdrawal_release_hold(withdrawal_id=w.pk, actor=request.user),
+            "withdrawals released",
         )
 
     @admin.action(description="Reject (voids the hold back to the user)")

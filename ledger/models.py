@@ -170,6 +170,7 @@ class Withdrawal(models.Model):
         SUBMITTED = "submitted"  # the adapter has it; waiting for its confirmation
         COMPLETED = "completed"  # hold posted to the outside world
         FAILED = "failed"  # hold voided back to the user
+        HELD = "held"  # stopped before sending (a frozen account): a moderator releases or rejects
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"

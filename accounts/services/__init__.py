@@ -24,11 +24,13 @@ from accounts.services.relations import (
 from accounts.services.standing import (
     MAX_SUSPENSION_DAYS,
     ensure_can_trade,
+    ensure_can_withdraw,
     profile_freeze,
     profile_penalize,
     profile_unfreeze,
     profiles_lock,
     trade_limits_enforce,
+    withdrawal_hold_reason,
 )
 from accounts.services.two_factor import (
     has_two_factor,
@@ -48,6 +50,7 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "ensure_can_trade",
+    "ensure_can_withdraw",
     "has_two_factor",
     "hash_key",
     "kyc_document_delete",
@@ -66,4 +69,5 @@ __all__ = [
     "trade_limits_enforce",
     "trader_relation_add",
     "trader_relation_remove",
+    "withdrawal_hold_reason",
 ]

@@ -176,3 +176,20 @@ def profiles_lock(*, user_ids: list[int]) -> dict[int, Profile]:
         profile_for(user)
     rows = Profile.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
     return {p.user_id: p for p in rows}
+
+
+def withdrawal_hold_reason(*, user: Any) -> str | None:
+    """Why money may not leave this account now (a freeze), or None."""
+    profile = Profile.objects.filter(user_id=user.pk).only("is_frozen", "frozen_reason").first()
+    if profile is not None and profile.is_frozen:
+        return f"account frozen: {profile.frozen_reason}" if profile.frozen_reason else "frozen"
+    return None
+
+
+def ensure_can_withdraw(*, user: Any, otp: str | None = None) -> None:
+    """A frozen account withdraws nothing ("suspected fraud" means the money stays)."""
+    if withdrawal_hold_reason(user=user):
+        raise PermissionDenied(
+            "Your account is frozen: withdrawals are stopped until support clears it.",
+            code="account_frozen",
+        )

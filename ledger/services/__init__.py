@@ -7,6 +7,7 @@ from ledger.services.funds import (
     withdrawal_confirm,
     withdrawal_process,
     withdrawal_reject,
+    withdrawal_release_hold,
     withdrawal_request,
 )
 from ledger.services.sealing import (
@@ -52,5 +53,6 @@ __all__ = [
     "withdrawal_confirm",
     "withdrawal_process",
     "withdrawal_reject",
+    "withdrawal_release_hold",
     "withdrawal_request",
 ]

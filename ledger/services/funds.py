@@ -27,6 +27,9 @@ from ledger.services.transfers import (
 # Checks a higher layer adds before money leaves (accounts registers the second factor in its
 # AppConfig.ready()): each is called with user= and otp= and raises an ApplicationError to refuse.
 withdrawal_guards: list[Callable[..., None]] = []
+# Why a queued withdrawal must wait for a moderator instead of being sent (accounts registers a
+# frozen account's reason): each is called with user= and returns a reason, or None.
+withdrawal_hold_reasons: list[Callable[..., str | None]] = []
 
 
 def deposit_credit(
@@ -116,6 +119,15 @@ def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
         )
         if withdrawal.status != Withdrawal.Status.REQUESTED:
             return withdrawal
+        held = next(
+            (r for check in withdrawal_hold_reasons if (r := check(user=withdrawal.user))), None
+        )
+        if held:
+            # Nothing leaves a frozen account: the hold stays, a moderator releases or rejects it.
+            withdrawal.status = Withdrawal.Status.HELD
+            withdrawal.failure_reason = held[:200]
+            withdrawal.save(update_fields=["status", "failure_reason", "updated_at"])
+            return withdrawal
         result = get_chain_adapter().submit_withdrawal(withdrawal=withdrawal)
         if result.status == "sent":
             _withdrawal_finish(withdrawal, completed=True, txid=result.txid)
@@ -137,6 +149,23 @@ def withdrawal_reject(*, withdrawal_id: int, reason: str, actor: Any) -> Withdra
     return _withdrawal_decide(withdrawal_id=withdrawal_id, completed=False, txid="", reason=reason)
 
 
+def withdrawal_release_hold(*, withdrawal_id: int, actor: Any) -> Withdrawal:
+    """A moderator lets a held withdrawal go on (the account was cleared): it is queued again,
+    and held again if its account is still frozen."""
+    with durable_atomic():
+        withdrawal = Withdrawal.objects.select_for_update().get(pk=withdrawal_id)
+        if withdrawal.status != Withdrawal.Status.HELD:
+            raise InvalidTransition(
+                f"Withdrawal #{withdrawal.pk} is not held ({withdrawal.status})."
+            )
+        withdrawal.status = Withdrawal.Status.REQUESTED
+        withdrawal.failure_reason = ""
+        withdrawal.save(update_fields=["status", "failure_reason", "updated_at"])
+        pk = withdrawal.pk
+        transaction.on_commit(lambda: _queue_withdrawal(pk))
+    return withdrawal
+
+
 def _withdrawal_decide(
     *, withdrawal_id: int, completed: bool, txid: str, reason: str
 ) -> Withdrawal:
@@ -146,7 +175,10 @@ def _withdrawal_decide(
             .select_related("hold")
             .get(pk=withdrawal_id)
         )
-        if withdrawal.status not in (Withdrawal.Status.REQUESTED, Withdrawal.Status.SUBMITTED):
+        allowed = [Withdrawal.Status.REQUESTED, Withdrawal.Status.SUBMITTED]
+        if not completed:
+            allowed.append(Withdrawal.Status.HELD)  # a held one is rejected, never sent from here
+        if withdrawal.status not in allowed:
             raise InvalidTransition(f"Withdrawal #{withdrawal.pk} is already {withdrawal.status}.")
         _withdrawal_finish(withdrawal, completed=completed, txid=txid, reason=reason)
         return withdrawal
