@@ -33,6 +33,31 @@ def test_check_deploy_is_clean_with_production_settings():
     assert "no issues" in run.stdout
 
 
+@pytest.mark.parametrize(
+    "key", ["change-me", "local-dev-only-not-secret", "django-insecure-" + "k" * 40, "short-key"]
+)
+def test_production_refuses_a_default_known_or_short_secret_key(key):
+    # given production settings with a key anyone could know (security finding 12)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": key,
+        "ALLOWED_HOSTS": "p2p.example.com",
+    }
+    # when the site starts
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # then it refuses, naming the setting
+    assert run.returncode != 0
+    assert "SECRET_KEY is a default, known or short key" in run.stderr
+
+
 @pytest.mark.django_db
 def test_security_headers_on_pages(client, refdata):
     response = client.get("/")

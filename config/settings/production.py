@@ -1,10 +1,30 @@
 """docker-compose / production: no defaults for secrets or hosts."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
+# Known, short or default keys sign sessions anyone could forge: refuse to start with one.
+_KNOWN_KEYS = {
+    "change-me",
+    "changeme",
+    "secret",
+    "local-dev-only-not-secret",
+    "test-only-not-secret",
+}
+if (
+    SECRET_KEY.lower() in _KNOWN_KEYS
+    or SECRET_KEY.startswith("django-insecure")
+    or len(SECRET_KEY) < 50
+    or len(set(SECRET_KEY)) < 5
+):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a default, known or short key: set a random one of 50+ characters "
+        '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
