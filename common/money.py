@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 from django.db import models
@@ -21,6 +22,41 @@ def quantum(precision: int) -> Decimal:
     return Decimal(1).scaleb(-precision)
 
 
+# The one grammar of a number a user types or a bot sends: ASCII digits, at most one decimal
+# point, at most one leading sign; no exponent, no underscores, no other digits or spaces inside.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Longer than any amount a column can hold (40 digits, a point, a sign): refused before parsing.
+_MAX_NUMBER_TEXT = 64
+
+
+def parse_decimal(value: object, *, field: str) -> Decimal:
+    """A number in the one grammar, exactly, as a Decimal (signed); anything else is a clear
+    400 naming the field, never an exception from deep inside decimal arithmetic."""
+    if isinstance(value, float):
+        raise ValidationFailed(
+            f"{field}: send amounts as decimal strings, not floats.",
+            fields={field: ['Send the amount as a decimal string, e.g. "0.015".']},
+        )
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValidationFailed(
+                f"{field}: must be a finite number.", fields={field: ["Enter a number."]}
+            )
+        text = format(value, "f") if abs(value.adjusted()) < _MAX_NUMBER_TEXT else "x"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = str(value).strip() if isinstance(value, str) else "x"
+    if len(text) > _MAX_NUMBER_TEXT or not _NUMBER.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise ValidationFailed(
+            f"{field}: {shown!r} is not a number; write it like 1234.5678 (digits, one point, "
+            "no exponent).",
+            fields={field: ["Enter a number like 1234.5678."]},
+        )
+    return Decimal(text)
+
+
 def parse_amount(
     value: object,
     *,
@@ -29,46 +65,30 @@ def parse_amount(
     allow_zero: bool = False,
 ) -> Decimal:
     """Parse a user-supplied amount exactly; reject floats, junk, non-positive and over-precise."""
-    if isinstance(value, float):
-        raise ValidationFailed(
-            f"{field}: send amounts as decimal strings, not floats.",
-            fields={field: ['Send the amount as a decimal string, e.g. "0.015".']},
-        )
-    if isinstance(value, Decimal):
-        amount = value
-    else:
-        try:
-            amount = Decimal(str(value).strip())
-        except (InvalidOperation, ValueError):
-            raise ValidationFailed(
-                f"{field}: {value!r} is not a number.", fields={field: ["Enter a number."]}
-            ) from None
-    if not amount.is_finite():
-        raise ValidationFailed(
-            f"{field}: must be a finite number.", fields={field: ["Enter a number."]}
-        )
+    amount = parse_decimal(value, field=field)
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ValidationFailed(
             f"{field}: must be greater than zero.", fields={field: ["Must be greater than zero."]}
+        )
+    # Size before precision: quantizing a huge number is what would fail.
+    if amount.adjusted() >= AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES:
+        raise ValidationFailed(
+            f"{field}: amount is too large.", fields={field: ["Amount is too large."]}
         )
     if amount != amount.quantize(quantum(precision), rounding=ROUND_DOWN):
         raise ValidationFailed(
             f"{field}: at most {precision} decimal places are allowed.",
             fields={field: [f"At most {precision} decimal places."]},
         )
-    if amount.adjusted() >= AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES:
-        raise ValidationFailed(
-            f"{field}: amount is too large.", fields={field: ["Amount is too large."]}
-        )
     return amount.quantize(quantum(precision))
 
 
 def parse_signed(value: object, *, precision: int, field: str) -> Decimal:
-    """Like parse_amount, for values that may be zero or negative (a price margin)."""
-    text = str(value).strip()
-    negative = text.startswith("-")
-    magnitude = parse_amount(text.lstrip("-+"), precision=precision, field=field, allow_zero=True)
-    return -magnitude if negative else magnitude
+    """Like parse_amount, for values that may be zero or negative (a price margin): one leading
+    sign at most."""
+    number = parse_decimal(value, field=field)
+    magnitude = parse_amount(abs(number), precision=precision, field=field, allow_zero=True)
+    return -magnitude if number < 0 else magnitude
 
 
 def round_down(amount: Decimal, precision: int) -> Decimal:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, cast
 
 from django.db.models import F
@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from common.api import ERRORS, AmountInput, ApiView, CursorPage, ErrorSerializer, paginated
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
+from common.money import AMOUNT_MAX_DIGITS, parse_decimal
 from marketplace import selectors, services
 from marketplace.api.serializers import OfferOut
 from marketplace.models import Offer, PriceIndex
@@ -33,13 +34,8 @@ def _decimal_param(request: Request, name: str) -> Decimal | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValidationFailed(
-            f"{name}: not a number.", fields={name: ["Enter a number."]}
-        ) from None
-    if not value.is_finite() or value < 0:
+    value = parse_decimal(raw, field=name)
+    if value < 0 or value.adjusted() >= AMOUNT_MAX_DIGITS:
         raise ValidationFailed(
             f"{name}: must be a positive number.", fields={name: ["Must be positive."]}
         )
