@@ -52,7 +52,7 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
         raise ValidationFailed(
             f"{field}: {shown!r} is not a number; write it like 1234.5678 (digits, one point, "
             "no exponent).",
-            fields={field: ["Enter a number like 1234.5678."]},
+            fields={field: ["Enter a number."]},
         )
     return Decimal(text)
 
