@@ -80,6 +80,20 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"
 
+    class Error(models.TextChoices):
+        """Why the last attempt failed: a fixed class, never the receiver's answer or the
+        exception's text (both would let a URL read or scan what it should not reach)."""
+
+        HTTP_STATUS = "http_status", "Answered with a non-2xx status (see last_status_code)"
+        REDIRECT = "redirect", "Answered with a redirect (not followed)"
+        TIMEOUT = "timeout"
+        CONNECTION_ERROR = "connection_error", "Connection error"
+        TLS_ERROR = "tls_error", "TLS error"
+        DNS_ERROR = "dns_error", "DNS error"
+        REFUSED_ADDRESS = "refused_address", "Resolves to a private or internal address"
+        REFUSED_URL = "refused_url", "The URL is not allowed (not https://)"
+        ENDPOINT_DISABLED = "endpoint_disabled", "The endpoint is disabled"
+
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
     )
@@ -88,7 +102,7 @@ class WebhookDelivery(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.CharField(max_length=500, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, choices=Error.choices)
     # When the next attempt is due; a worker that claims the row pushes it forward by a lease.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

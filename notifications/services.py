@@ -13,7 +13,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import requests
+import certifi
+import urllib3
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -25,12 +26,14 @@ from django.utils import timezone
 from common.errors import NotFound, ValidationFailed
 from common.money import fmt
 from escrow.models import EscrowEvent, Settlement, Trade
+from notifications import egress
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
 S = Trade.State
 K = Notification.Kind
+E = WebhookDelivery.Error
 
 # Escrow state entered -> webhook event. refunding/splitting are passing states: the moderator's
 # decision is announced once it is settled (refunded/split -> trade.resolved).
@@ -97,7 +100,8 @@ def _invalid(field: str, message: str) -> ValidationFailed:
 
 
 def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookEndpoint, str]:
-    """Register an http(s) endpoint for trade events; returns its signing secret (shown once)."""
+    """Register an endpoint for trade events (https, public addresses only: egress.check_url);
+    returns its signing secret (shown once)."""
     url = str(url or "").strip()
     if not url:
         raise _invalid("url", "Enter the URL to POST events to.")
@@ -107,6 +111,10 @@ def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookE
         _validate_url(url)
     except ValidationError:
         raise _invalid("url", "Enter an http:// or https:// URL.") from None
+    try:
+        _check_target(url)
+    except egress.EgressRefused as refused:
+        raise _invalid("url", refused.message) from None
     chosen = list(dict.fromkeys(str(e) for e in events or []))
     unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
     if unknown:
@@ -123,6 +131,15 @@ def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookE
         user=user, url=url, secret=secret, events=[e for e in WEBHOOK_EVENTS if e in chosen]
     )
     return endpoint, secret
+
+
+def _check_target(url: str) -> egress.ResolvedTarget:
+    """The address policy with this deployment's switches (both off in production)."""
+    return egress.check_url(
+        url,
+        allow_http=settings.WEBHOOK_ALLOW_HTTP,
+        allow_loopback=settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS,
+    )
 
 
 def webhook_delete(*, endpoint_id: int, user: Any) -> None:
@@ -284,11 +301,30 @@ def backoff_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(base * 2**attempts, cap))
 
 
+# Why a URL was refused at delivery -> the class recorded on the delivery.
+ERROR_FOR_REFUSAL: dict[str, str] = {
+    "refused_address": E.REFUSED_ADDRESS,
+    "dns_error": E.DNS_ERROR,
+    "scheme": E.REFUSED_URL,
+    "invalid_url": E.REFUSED_URL,
+}
+
+
 def _post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[bool, int | None, str]:
-    """One signed POST: (2xx?, HTTP status or None, what went wrong)."""
+    """One signed POST: (2xx?, HTTP status or None, a WebhookDelivery.Error value or "").
+
+    The URL is resolved and checked again now (what it resolved to at registration may have
+    changed), and the connection goes to the checked address: the name is not looked up twice.
+    Nothing of the answer but its status code is read, and no exception text is kept: either
+    would turn a webhook into a reader or a port scanner of whatever it can reach."""
+    try:
+        target = _check_target(endpoint.url)
+    except egress.EgressRefused as refused:
+        return False, None, ERROR_FOR_REFUSAL.get(refused.reason, E.REFUSED_URL)
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {
+        "Host": target.host_header,
         "Content-Type": "application/json",
         "User-Agent": "escrow-marketplace-webhooks/1",
         "X-Event": delivery.event,
@@ -297,23 +333,61 @@ def _post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[bool, i
         "X-Signature": webhook_signature(secret=endpoint.secret, timestamp=timestamp, body=body),
     }
     try:
-        # No redirects: a signed body goes to the registered URL only.
-        with requests.post(
-            endpoint.url,
-            data=body,
+        code = _send(target, body=body, headers=headers)
+    except urllib3.exceptions.SSLError:
+        return False, None, E.TLS_ERROR
+    # NewConnectionError is a ConnectTimeoutError subclass in urllib3 2: refused is not a timeout.
+    except urllib3.exceptions.NewConnectionError:
+        return False, None, E.CONNECTION_ERROR
+    except (urllib3.exceptions.TimeoutError, TimeoutError):
+        return False, None, E.TIMEOUT
+    except (urllib3.exceptions.HTTPError, OSError):
+        return False, None, E.CONNECTION_ERROR
+    if 200 <= code < 300:
+        return True, code, ""
+    # No redirects: a signed body goes to the registered URL only.
+    if 300 <= code < 400:
+        return False, code, E.REDIRECT
+    return False, code, E.HTTP_STATUS
+
+
+def _send(target: egress.ResolvedTarget, *, body: bytes, headers: dict[str, str]) -> int:
+    """POST to the checked address; TLS still verifies the certificate of the URL's host name
+    (SNI and the hostname check use it, not the address). Returns the status code only."""
+    pool: urllib3.HTTPConnectionPool
+    timeout = urllib3.Timeout(connect=DELIVERY_TIMEOUT_SECONDS, read=DELIVERY_TIMEOUT_SECONDS)
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(
+            host=str(target.address),
+            port=target.port,
+            timeout=timeout,
+            maxsize=1,
+            retries=False,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            server_hostname=target.host,
+            assert_hostname=target.host,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(
+            host=str(target.address), port=target.port, timeout=timeout, maxsize=1, retries=False
+        )
+    with pool:
+        response = pool.urlopen(
+            "POST",
+            target.target,
+            body=body,
             headers=headers,
-            timeout=DELIVERY_TIMEOUT_SECONDS,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            code = response.status_code
-            if 200 <= code < 300:
-                return True, code, ""
-            # Read a little of the answer for the log, never a whole (possibly huge) body.
-            snippet = response.raw.read(200, decode_content=True).decode("utf-8", "replace")
-            return False, code, f"HTTP {code}: {snippet}".strip()
-    except requests.RequestException as exc:
-        return False, None, f"{type(exc).__name__}: {exc}"
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=False,
+        )
+        try:
+            return response.status
+        finally:
+            # Closed unread: the body is never looked at.
+            response.close()
 
 
 def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
@@ -335,10 +409,10 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     if endpoint.is_active:
         ok, status_code, error = _post(endpoint, delivery)
     else:
-        ok, status_code, error = False, None, "The endpoint is disabled."
+        ok, status_code, error = False, None, E.ENDPOINT_DISABLED
     delivery.attempts += 1
     delivery.last_status_code = status_code
-    delivery.last_error = error[:500]
+    delivery.last_error = error
     finished = timezone.now()
     if ok:
         delivery.status = WebhookDelivery.Status.DELIVERED

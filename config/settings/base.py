@@ -308,6 +308,12 @@ LOGGING = {
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=1.0)
 WEBHOOK_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+# Webhooks go over https:// to public addresses only (notifications/egress.py). Plain http and
+# the loopback receiver of the tests are switched on by test settings; production refuses both.
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS = env.bool(
+    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS", default=False
+)
 CELERY_BEAT_SCHEDULE["notifications-sweep-webhooks"] = {
     "task": "notifications.tasks.sweep_webhooks",
     "schedule": 30.0,

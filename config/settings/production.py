@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS, env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
@@ -38,3 +38,13 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+# WEBHOOKS
+# A user's webhook URL must never reach inside (metadata service, Redis, the database) nor go
+# out unencrypted: the switches the tests use are refused here, whatever the environment says.
+if WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS:
+    raise ImproperlyConfigured(
+        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS must be off in production."
+    )
+if WEBHOOK_ALLOW_HTTP:
+    raise ImproperlyConfigured("WEBHOOK_ALLOW_HTTP must be off in production: webhooks use https.")

@@ -31,3 +31,8 @@ KYC_LIMITS_EUR = {0: _NO_LIMIT, 1: _NO_LIMIT, 2: _NO_LIMIT}
 # One client (127.0.0.1) makes every test request, and the counters live in Redis across
 # tests: limits high here; the throttling test sets its own.
 API_RATE_LIMITS = {"key": "100000/min", "ip": "100000/min", "auth": "100000/min"}
+
+# The webhook tests deliver to their own plain-http receiver on 127.0.0.1 (loopback only: other
+# private addresses stay refused). Production refuses to start with either of these on.
+WEBHOOK_ALLOW_HTTP = True
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS = True

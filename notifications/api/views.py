@@ -43,7 +43,13 @@ class DeliveryOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.choices)
     attempts = serializers.IntegerField()
     last_status_code = serializers.IntegerField(allow_null=True)
-    last_error = serializers.CharField()
+    last_error = serializers.ChoiceField(
+        choices=WebhookDelivery.Error.choices,
+        allow_blank=True,
+        help_text="Why the last attempt failed, as a class (empty once delivered); for "
+        "http_status and redirect the code is in last_status_code. The answer's body is never "
+        "read.",
+    )
     next_attempt_at = serializers.DateTimeField(
         allow_null=True, help_text="When a pending delivery is tried again."
     )
@@ -68,7 +74,9 @@ class WebhookListApi(ApiView):
             ref_name = "WebhookCreateInput"
 
         url = serializers.CharField(
-            max_length=services.URL_MAX_LENGTH, help_text="http:// or https://"
+            max_length=services.URL_MAX_LENGTH,
+            help_text="https://, on a host whose every address is public (no private, loopback "
+            "or link-local addresses)",
         )
         events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_CHOICES),
@@ -123,14 +131,34 @@ class WebhookListApi(ApiView):
                 response_only=True,
                 status_codes=["400"],
             ),
+            OpenApiExample(
+                "A private or internal address",
+                value={
+                    "error": {
+                        "code": "invalid",
+                        "message": "url: webhooks cannot be sent to private or internal "
+                        "addresses (10.0.0.1).",
+                        "fields": {
+                            "url": [
+                                "webhooks cannot be sent to private or internal addresses "
+                                "(10.0.0.1)."
+                            ]
+                        },
+                    }
+                },
+                response_only=True,
+                status_codes=["400"],
+            ),
         ],
         description=(
             "Register an endpoint. Each event is POSTed as JSON `{event, delivery_id, created_at, "
             "trade: {id, state, asset, fiat, amount, fiat_amount, buyer, seller}}` with headers "
             "`X-Event`, `X-Delivery-Id`, `X-Timestamp` (unix seconds) and `X-Signature: "
             "sha256=<hex HMAC-SHA256(secret, timestamp + '.' + raw body)>`. Answer 2xx within 5 "
-            "seconds; anything else is retried with exponential backoff. Delivery is at least "
-            "once: de-duplicate on X-Delivery-Id."
+            "seconds; anything else (a redirect too: it is not followed) is retried with "
+            "exponential backoff. Delivery is at least once: de-duplicate on X-Delivery-Id. The "
+            "URL must be https:// and its host must resolve to public addresses only; it is "
+            "resolved again at each delivery."
         ),
     )
     @idempotent

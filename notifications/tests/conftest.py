@@ -1,10 +1,12 @@
-"""A real HTTP receiver on 127.0.0.1 (any free port) that webhooks are delivered to."""
+"""A real HTTP receiver on 127.0.0.1 (any free port) that webhooks are delivered to, and a stub
+DNS: no notifications test ever asks a real resolver."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +14,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from notifications import egress
+
+# Public addresses that tests only ever resolve, never connect to (documentation-style names).
+PUBLIC_NAMES = {
+    "bot.example.com": ["93.184.216.34"],
+    "x.example": ["93.184.216.35"],
+}
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The names egress.resolve knows in a test; add entries to point a name elsewhere. A name
+    not listed does not resolve (socket.gaierror), as a real resolver would say."""
+    table = {name: list(addresses) for name, addresses in PUBLIC_NAMES.items()}
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return list(table[host])
+
+    monkeypatch.setattr(egress, "resolve", resolve)
+    return table
 
 
 @dataclass
@@ -32,11 +57,12 @@ class Received:
 
 
 class Receiver:
-    """Answers each POST with the next queued status (200 once the queue is empty)."""
+    """Answers each POST with the next queued status and body (200 "ok" once the queue is
+    empty)."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        self._answers: list[tuple[int, dict[str, str]]] = []
+        self._answers: list[tuple[int, dict[str, str], bytes]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -47,13 +73,15 @@ class Receiver:
                     receiver.received.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
-                    code, headers = receiver._answers.pop(0) if receiver._answers else (200, {})
+                    code, headers, answer = (
+                        receiver._answers.pop(0) if receiver._answers else (200, {}, b"ok")
+                    )
                 self.send_response(code)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -67,9 +95,11 @@ class Receiver:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/hooks"
 
-    def answer(self, *codes: int, headers: dict[str, str] | None = None) -> None:
+    def answer(
+        self, *codes: int, headers: dict[str, str] | None = None, body: bytes = b"ok"
+    ) -> None:
         with self._lock:
-            self._answers.extend((code, headers or {}) for code in codes)
+            self._answers.extend((code, headers or {}, body) for code in codes)
 
     def events(self) -> list[str]:
         with self._lock:
