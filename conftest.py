@@ -20,6 +20,21 @@ from marketplace.tests.factories import reference_data
 ROOT = Path(__file__).resolve().parent
 
 
+@pytest.fixture(autouse=True)
+def _no_real_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test asks a real resolver: a webhook host name (the API's schema examples, a bot's
+    URL) resolves through this stub, to a documentation address that nothing connects to.
+    notifications/tests has a fuller table of its own."""
+    from notifications import egress
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host.endswith(".example.com") or host.endswith(".example"):
+            return ["93.184.216.34"]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(egress, "resolve", resolve)
+
+
 @pytest.fixture
 def refdata(db: None) -> None:
     reference_data()
