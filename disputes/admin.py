@@ -162,6 +162,16 @@ class DisputeAdmin(admin.ModelAdmin):
             path(
                 "<int:dispute_id>/decide/", wrap(self.decide_view), name="disputes_dispute_decide"
             ),
+            path(
+                "<int:dispute_id>/approve/",
+                wrap(self.approve_view),
+                name="disputes_dispute_approve",
+            ),
+            path(
+                "<int:dispute_id>/send-back/",
+                wrap(self.send_back_view),
+                name="disputes_dispute_send_back",
+            ),
             *super().get_urls(),
         ]
 
@@ -239,7 +249,31 @@ class DisputeAdmin(admin.ModelAdmin):
                 penalize_loser=data["penalize_loser"],
                 suspend_days=data["suspend_days"] or 0,
             ),
-            "Decision recorded; the settlement is queued.",
+            "Decision recorded: it settles now, or once a second moderator approves it (four eyes).",
+        )
+
+    def approve_view(self, request: HttpRequest, dispute_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return self._back(dispute_id)
+        return self._run(
+            request,
+            dispute_id,
+            lambda: services.dispute_approve(dispute_id=dispute_id, actor=request.user),
+            "Decision approved; the settlement is queued.",
+        )
+
+    def send_back_view(self, request: HttpRequest, dispute_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return self._back(dispute_id)
+        return self._run(
+            request,
+            dispute_id,
+            lambda: services.dispute_send_back(
+                dispute_id=dispute_id,
+                actor=request.user,
+                reason=str(request.POST.get("reason", ""))[:500],
+            ),
+            "Sent back to review.",
         )
 
     def change_view(

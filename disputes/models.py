@@ -26,6 +26,7 @@ class Dispute(models.Model):
         OPEN = "open"  # waiting for a moderator
         IN_REVIEW = "in_review"  # a moderator took it
         AWAITING_EVIDENCE = "awaiting_evidence"  # a party was asked for more
+        AWAITING_APPROVAL = "awaiting_approval"  # a large decision waits for a second moderator
         DECIDED = "decided"
 
     class Outcome(models.TextChoices):
@@ -59,6 +60,17 @@ class Dispute(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Four eyes: a decision above DISPUTE_FOUR_EYES_EUR is proposed by one moderator (the fields
+    # above hold it, decided_* still empty) and settles only once another approves it.
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    penalize_loser = models.BooleanField(default=False)
+    suspend_days = models.PositiveSmallIntegerField(default=0)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

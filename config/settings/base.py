@@ -268,6 +268,8 @@ KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1
 KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
 # Disputes older than this are flagged in the moderators' queue.
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=24)
+# Decisions on trades worth more than this (EUR) need a second moderator's approval (four eyes).
+DISPUTE_FOUR_EYES_EUR = Decimal(env("DISPUTE_FOUR_EYES_EUR", default="1000"))
 EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=20 * 1024 * 1024)
 EVIDENCE_TYPES = {
     "image/png",
