@@ -307,7 +307,10 @@ class DisputeAdmin(admin.ModelAdmin):
             "dispute": dispute,
             "trade": trade,
             "events": trade.events.select_related("actor"),
-            "chat": escrow_selectors.trade_messages(trade=trade),
+            # The chat is read by the moderator assigned to the dispute only.
+            "chat": escrow_selectors.trade_messages(trade=trade)
+            if dispute.assigned_to_id == request.user.pk
+            else None,
             "evidence": selectors.evidence_list(dispute=dispute),
             "buyer": history(trade.buyer),
             "seller": history(trade.seller),

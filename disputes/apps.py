@@ -54,3 +54,9 @@ class DisputesConfig(AppConfig):
         if views.trade_room_panel not in room.room_panels:
             room.room_panels.append(views.trade_room_panel)
         room.room_actions["dispute"] = views.OPEN_DISPUTE
+        # The moderator assigned to a trade's dispute (and no party to it) may read the trade.
+        from disputes import selectors
+        from escrow.selectors import trades
+
+        if selectors.assigned_moderator_reads not in trades.trade_readers:
+            trades.trade_readers.append(selectors.assigned_moderator_reads)

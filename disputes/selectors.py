@@ -43,3 +43,12 @@ def evidence_file_for_user(*, evidence_id: int, user: Any) -> Evidence:
     ):
         raise NotFound("Evidence not found.")
     return evidence
+
+
+def assigned_moderator_reads(trade: Any, user: Any) -> bool:
+    """A moderator reads a trade (its room, its chat) once assigned to its dispute, and only if
+    no party to it."""
+    return (
+        trade.role_of(user) is None
+        and Dispute.objects.filter(trade_id=trade.pk, assigned_to_id=user.pk).exists()
+    )

@@ -76,9 +76,11 @@ def test_permission_matrix(case, alice, bob, carol):
         assert client.get(f"/admin/disputes/dispute/{dispute.pk}/change/").status_code == page, who
         client.post(decide_url, decision)
         assert Dispute.objects.get(pk=dispute.pk).status != Dispute.Status.DECIDED, who
-    # the moderator sees everything and decides
+    # the moderator reads the chat once assigned to the dispute, sees everything and decides
     client = _client(mod)
     assert client.get(evidence_url).status_code == 200
+    assert client.get(chat_url).status_code == 404
+    services.dispute_assign(dispute_id=dispute.pk, actor=mod)
     assert client.get(chat_url).status_code == 200
     page = client.get(f"/admin/disputes/dispute/{dispute.pk}/change/")
     assert page.status_code == 200

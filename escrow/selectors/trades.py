@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,14 +25,27 @@ def trade_list_for_user(*, user: Any, state: str | None = None) -> QuerySet[Trad
     return qs.order_by("-created_at", "-pk")
 
 
+# Who besides the parties may read a trade and its chat: disputes registers "the impartial
+# moderator assigned to its dispute" in DisputesConfig.ready() (staff alone read nothing).
+trade_readers: list[Callable[[Trade, Any], bool]] = []
+
+
+def may_read_trade(trade: Trade, user: Any) -> bool:
+    """Its parties, and whoever a higher layer vouches for (the assigned moderator)."""
+    if trade.role_of(user) is not None:
+        return True
+    return is_moderator(user) and any(reader(trade, user) for reader in trade_readers)
+
+
 def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
-    """A trade its parties (or staff) may see; anyone else gets not-found, not a hint it exists."""
+    """A trade its parties (or its assigned moderator) may see; anyone else gets not-found, not
+    a hint it exists."""
     trade = (
         Trade.objects.select_related("asset", "fiat", "buyer", "seller", "offer", "payment_method")
         .filter(pk=trade_id)
         .first()
     )
-    if trade is None or (trade.role_of(user) is None and not user.is_staff):
+    if trade is None or not may_read_trade(trade, user):
         raise NotFound(f"Trade #{trade_id} not found.")
     return trade
 
@@ -47,7 +61,7 @@ def trade_messages(*, trade: Trade) -> QuerySet[Any]:
 def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> Any:
     """A chat attachment for the trade's parties and moderators only; anyone else: not found."""
     trade = Trade.objects.filter(pk=trade_id).first()
-    allowed = trade is not None and (trade.role_of(user) is not None or is_moderator(user))
+    allowed = trade is not None and may_read_trade(trade, user)
     message = (
         TradeMessage.objects.filter(pk=message_id, trade_id=trade_id).exclude(attachment="").first()
     )
