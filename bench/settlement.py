@@ -40,8 +40,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from escrow import services as escrow_services
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as C
@@ -80,7 +78,7 @@ def _setup_worker(jobs: list[tuple[int, int, int, int]], out: Any) -> None:
             if not left[offer_id]:
                 continue
             buyer, seller = users[buyer_id], users[seller_id]
-            trade = escrow_services.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
+            trade = escrow.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
             escrow.trade_mark_paid(trade_id=trade.pk, actor=buyer)
             escrow.escrow_release(trade_id=trade.pk, actor=seller)
             left[offer_id] -= 1
@@ -382,19 +380,20 @@ def build_template(trades: int, users: int, procs: int, bulk: bool = True) -> di
         jobs.append((offer.pk, seller.pk, buyer.pk, n))
     if bulk:
         from escrow import services as escrow
+        from escrow.services import transitions
 
-        real_enqueue = escrow._enqueue
-        escrow._enqueue = lambda settlement_id: None
+        real_enqueue = transitions._enqueue
+        transitions._enqueue = lambda settlement_id: None
         users_by_pk = User.objects.in_bulk([u for j in jobs for u in j[1:3]])
         done = []
         for offer_id, seller_id, buyer_id, n in jobs:
             seller, buyer = users_by_pk[seller_id], users_by_pk[buyer_id]
-            trade = escrow_services.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
+            trade = escrow.trade_open(offer_id=offer_id, taker=buyer, amount=str(AMOUNT))
             escrow.trade_mark_paid(trade_id=trade.pk, actor=buyer)
             escrow.escrow_release(trade_id=trade.pk, actor=seller)
             copied = _replicate_trade(trade.pk, n - 1)
             done.append({"pid": os.getpid(), "trades": copied + 1, "seconds": 0.0})
-        escrow._enqueue = real_enqueue
+        transitions._enqueue = real_enqueue
     else:
         C.close_django()
         ctx = mp.get_context("spawn")
