@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
-from common.files import check_upload
+from common.files import check_upload, name_for_type
 from escrow.models import Feedback, Trade, TradeMessage
 from escrow.services.transitions import require_impartial_moderator
 
@@ -66,7 +66,9 @@ def trade_message_send(
         )
         if attachment is not None:
             message.attachment_name = str(getattr(attachment, "name", "attachment"))[:200]
-            message.attachment.save(f"trade-{trade.pk}", attachment, save=False)
+            message.attachment.save(
+                name_for_type(f"trade-{trade.pk}", content_type), attachment, save=False
+            )
         message.save()
         for listener in message_listeners:
             # mypy cannot type a lambda's default argument
