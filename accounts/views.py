@@ -26,6 +26,7 @@ from accounts.forms import (
 )
 from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.errors import ApplicationError, NotFound
+from common.files import private_file_response
 from common.forms import add_application_error
 
 FEEDBACK_PAGE = 20
@@ -146,15 +147,11 @@ def kyc_file(request: HttpRequest, document_id: int) -> FileResponse:
         document = selectors.kyc_document_for_download(document_id=document_id, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    response = FileResponse(
-        document.file.open("rb"),
+    return private_file_response(
+        document.file,
         content_type=document.content_type,
-        as_attachment=document.content_type == "application/pdf",
-        filename=document.file_name or f"document-{document.pk}",
+        name=document.file_name or f"document-{document.pk}",
     )
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @login_required

@@ -50,3 +50,11 @@ class InvalidTransition(Conflict):
 
 class InsufficientFunds(Conflict):
     code = "insufficient_funds"
+
+
+class RateLimited(ApplicationError):
+    """Too much too fast: the same call may succeed once the window has moved on. The same code
+    as the API's own throttles (docs/architecture.md §7), so a client handles one 429."""
+
+    status = 429
+    code = "throttled"

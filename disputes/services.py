@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts import services as accounts
 from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
-from common.files import check_upload
+from common.files import check_upload, name_for_type
 from common.money import fmt, parse_amount
 from common.transactions import durable_atomic
 from disputes.models import Dispute, Evidence, ModeratorAction
@@ -147,7 +147,9 @@ def evidence_submit(
         )
         if file is not None:
             evidence.file_name = str(getattr(file, "name", "evidence"))[:200]
-            evidence.file.save(f"dispute-{dispute.pk}", file, save=False)
+            evidence.file.save(
+                name_for_type(f"dispute-{dispute.pk}", content_type), file, save=False
+            )
         evidence.save()
         if dispute.status == Dispute.Status.AWAITING_EVIDENCE:
             dispute.status = (

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from common.errors import ApplicationError, NotFound
+from common.files import private_file_response
 from disputes import selectors, services
 from disputes.forms import DisputeForm
 from escrow.models import Trade
@@ -70,9 +71,6 @@ def evidence_file(request: HttpRequest, evidence_id: int) -> FileResponse:
     if evidence.dispute.trade.role_of(request.user) is None:
         # Read by a moderator, not a party: written to the moderators' audit.
         services.dispute_file_read(dispute_id=evidence.dispute_id, actor=request.user)
-    return FileResponse(
-        evidence.file.open("rb"),
-        content_type=evidence.content_type,
-        as_attachment=evidence.content_type in ("application/pdf", "video/mp4"),
-        filename=evidence.file_name,
+    return private_file_response(
+        evidence.file, content_type=evidence.content_type, name=evidence.file_name
     )

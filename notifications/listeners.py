@@ -79,7 +79,11 @@ def on_trade_message(message: TradeMessage) -> None:
         )
         text = f"{who} wrote in trade #{message.trade_id}: {message.text[:200] or 'an attachment'}"
         services.notify_parties(
-            trade=message.trade, text=text, kind="message", except_user_id=message.sender_id
+            trade=message.trade,
+            text=text,
+            kind="message",
+            except_user_id=message.sender_id,
+            coalesce=True,
         )
     except Exception:
         logger.exception("notifying about message %s failed", message.pk)

@@ -537,12 +537,26 @@ def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
 
 
 def notify_parties(
-    *, trade: Trade, text: str, kind: str, except_user_id: int | None = None, email: bool = False
+    *,
+    trade: Trade,
+    text: str,
+    kind: str,
+    except_user_id: int | None = None,
+    email: bool = False,
+    coalesce: bool = False,
 ) -> None:
     """Tell both parties of a trade about something that is not an escrow move (a dispute step,
-    a chat message): in-app, and by email when it matters."""
+    a chat message): in-app, and by email when it matters. `coalesce`: not again to a party who
+    has not yet read the last one of this kind on this trade (a burst of chat is one bell)."""
     trade = Trade.objects.select_related("buyer", "seller").get(pk=trade.pk)
     users = [u for u in (trade.buyer, trade.seller) if u.pk != except_user_id]
+    if coalesce:
+        unread = set(
+            Notification.objects.filter(
+                trade=trade, kind=kind, read_at__isnull=True, user__in=users
+            ).values_list("user_id", flat=True)
+        )
+        users = [u for u in users if u.pk not in unread]
     Notification.objects.bulk_create(
         Notification(user=u, trade=trade, kind=kind, text=text[:500]) for u in users
     )

@@ -16,7 +16,7 @@ from common.errors import (
     NotFound,
     PermissionDenied,
 )
-from common.files import check_upload
+from common.files import check_upload, name_for_type
 
 # --- KYC documents ----------------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ def kyc_document_submit(*, user: Any, kind: str, file: Any, requested_tier: Any)
         content_type=content_type,
         file_name=str(getattr(file, "name", "document"))[:200],
     )
-    document.file.save(f"kyc-{user.pk}", file, save=False)
+    document.file.save(name_for_type(f"kyc-{user.pk}", content_type), file, save=False)
     try:
         with transaction.atomic():
             document.save()

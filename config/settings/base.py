@@ -132,6 +132,8 @@ CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=5 * 102
 # Idempotency fingerprints read the whole body, attachments included.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 CHAT_ATTACHMENT_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"}
+# Per user and trade, counted from the chat's own rows (no cache): a burst cannot flood the room.
+CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=20)
 
 # AUTH
 LOGIN_URL = "login"

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from common.api import ERRORS, AmountInput, ApiView, paginated
 from common.errors import ValidationFailed
+from common.files import private_file_response
 from common.idempotency import idempotent
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow_services
@@ -195,11 +196,8 @@ class TradeMessageAttachmentApi(ApiView):
         message = escrow_selectors.trade_message_attachment(
             trade_id=trade_id, message_id=message_id, user=request.user
         )
-        return FileResponse(
-            message.attachment.open("rb"),
-            content_type=message.attachment_type,
-            as_attachment=message.attachment_type == "application/pdf",
-            filename=message.attachment_name,
+        return private_file_response(
+            message.attachment, content_type=message.attachment_type, name=message.attachment_name
         )
 
 

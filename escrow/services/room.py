@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -10,10 +11,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.selectors import is_moderator
-from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
-from common.files import check_upload
+from common.errors import (
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ValidationFailed,
+)
+from common.files import check_upload, name_for_type
 from escrow.models import Feedback, Trade, TradeMessage
-from escrow.services.transitions import require_impartial_moderator
+from escrow.services.transitions import FINAL_STATES, require_impartial_moderator
 
 MAX_MESSAGE_LENGTH = 2000
 # Hooks other apps register (notifications, webhooks); called on commit with the message.
@@ -33,10 +41,29 @@ def _trade_for(trade_id: int, actor: Any, *, as_moderator: bool) -> Trade:
     return trade
 
 
+def _require_chat_open(*, trade: Trade, actor: Any) -> None:
+    """Refuse a message on a final trade, or past the sender's CHAT_MESSAGES_PER_MINUTE.
+    Called with the trade row locked, so racing posts of one sender are counted one by one."""
+    if trade.state in FINAL_STATES:
+        # A final trade has no open dispute, so this closes the room to moderators too.
+        raise Conflict(
+            f"Trade #{trade.pk} is {trade.state}: its chat is read-only.", code="chat_closed"
+        )
+    limit = settings.CHAT_MESSAGES_PER_MINUTE
+    recent = TradeMessage.objects.filter(
+        trade=trade, sender=actor, created_at__gte=timezone.now() - timedelta(minutes=1)
+    ).count()
+    if recent >= limit:
+        raise RateLimited(
+            f"At most {limit} messages a minute in one trade's chat; wait a moment and resend."
+        )
+
+
 def trade_message_send(
     *, trade_id: int, actor: Any, text: str = "", attachment: Any = None, as_moderator: bool = False
 ) -> TradeMessage:
-    """A party (or a moderator, marked as such) writes in the trade room; files are sniffed."""
+    """A party (or a moderator, marked as such) writes in the trade room while the trade is not
+    final, at most CHAT_MESSAGES_PER_MINUTE a minute; files are sniffed and named by type."""
     trade = _trade_for(trade_id, actor, as_moderator=as_moderator)
     text = (text or "").strip()
     if not text and attachment is None:
@@ -57,6 +84,10 @@ def trade_message_send(
             max_bytes=settings.CHAT_ATTACHMENT_MAX_BYTES,
         )
     with transaction.atomic():
+        # FOR NO KEY UPDATE: queues this trade's chat writers (and a move to a final state),
+        # not the rows that merely reference the trade.
+        trade = Trade.objects.select_for_update(no_key=True).get(pk=trade.pk)
+        _require_chat_open(trade=trade, actor=actor)
         message = TradeMessage(
             trade=trade,
             sender=actor,
@@ -66,7 +97,9 @@ def trade_message_send(
         )
         if attachment is not None:
             message.attachment_name = str(getattr(attachment, "name", "attachment"))[:200]
-            message.attachment.save(f"trade-{trade.pk}", attachment, save=False)
+            message.attachment.save(
+                name_for_type(f"trade-{trade.pk}", content_type), attachment, save=False
+            )
         message.save()
         for listener in message_listeners:
             # mypy cannot type a lambda's default argument

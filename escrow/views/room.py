@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from common.errors import ApplicationError, NotFound
+from common.files import private_file_response
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow
 from escrow import services as escrow_services
@@ -406,9 +407,6 @@ def trade_chat_attachment(request: HttpRequest, trade_id: int, message_id: int) 
         )
     except NotFound as exc:
         raise Http404(exc.message) from None
-    return FileResponse(
-        message.attachment.open("rb"),
-        content_type=message.attachment_type,
-        as_attachment=message.attachment_type == "application/pdf",
-        filename=message.attachment_name,
+    return private_file_response(
+        message.attachment, content_type=message.attachment_type, name=message.attachment_name
     )
