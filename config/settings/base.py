@@ -205,6 +205,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+# After a password change or reset, withdrawals wait this long (accounts.services.credentials).
+PASSWORD_CHANGE_WITHDRAW_LOCK_HOURS = env.int("PASSWORD_CHANGE_WITHDRAW_LOCK_HOURS", default=24)
 # How long an Idempotency-Key replays its first answer; older records are ignored and pruned
 # hourly (common.tasks.idempotency_records_prune).
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
