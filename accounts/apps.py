@@ -9,14 +9,15 @@ class AccountsConfig(AppConfig):
         # account: the ledger, a layer below, asks its registered guards before it holds one.
         from accounts.services import (
             ensure_can_withdraw,
+            ensure_withdrawals_unlocked,
             require_second_factor,
             withdrawal_hold_reason,
         )
         from ledger.services import funds
 
         # A frozen account withdraws nothing; what it queued before the freeze waits for a
-        # moderator.
-        for guard in (ensure_can_withdraw, require_second_factor):
+        # moderator. Nor does one whose password was just changed, until the lock ends.
+        for guard in (ensure_can_withdraw, ensure_withdrawals_unlocked, require_second_factor):
             if guard not in funds.withdrawal_guards:
                 funds.withdrawal_guards.append(guard)
         if withdrawal_hold_reason not in funds.withdrawal_hold_reasons:

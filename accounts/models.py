@@ -24,6 +24,9 @@ class Profile(models.Model):
     frozen_reason = models.CharField(max_length=500, blank=True)
     strikes = models.PositiveIntegerField(default=0)
     suspended_until = models.DateTimeField(null=True, blank=True)
+    # Set by a password change or reset (accounts.services.credentials): until then no
+    # withdrawal leaves, whichever credential asks, so a thief who changed it cannot cash out.
+    withdrawals_locked_until = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -46,6 +49,7 @@ class ProfileEvent(models.Model):
         STRIKE = "strike"
         KYC_APPROVED = "kyc_approved"
         KYC_REJECTED = "kyc_rejected"
+        PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an audit action, no secret)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_events"

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.db.models import (
     Case,
@@ -218,3 +219,15 @@ def limits_status(*, user: Any) -> LimitsStatus:
         used_30_days=_trade_volume_readers[0](user_ids=[user.pk])[user.pk],
         next=kyc_limits(tier + 1) if tier < 2 else None,
     )
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def session_list_for_user(*, user: Any) -> list[Any]:
+    """The user's live browser sessions (django.contrib.sessions rows), soonest to expire last.
+    Sessions are not indexed by user: each live row is decoded once (fine at this size; a
+    per-user index of sessions is the step up)."""
+    user_id = str(user.pk)
+    live = Session.objects.filter(expire_date__gt=timezone.now()).order_by("-expire_date")
+    return [s for s in live.iterator() if s.get_decoded().get("_auth_user_id") == user_id]

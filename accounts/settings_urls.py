@@ -1,4 +1,4 @@
-"""/settings/: the user's own verification, API keys and trusted/blocked lists."""
+"""/settings/: the user's own verification, API keys, sessions and trusted/blocked lists."""
 
 from django.urls import path
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("keys/", views.api_key_create, name="settings_key_create"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke, name="settings_key_revoke"),
     path("token/", views.token_rotate, name="settings_token_rotate"),
+    path("sessions/end-others/", views.sessions_end_others, name="settings_sessions_end_others"),
     path("2fa/start/", views.totp_start, name="totp_start"),
     path("2fa/confirm/", views.totp_confirm, name="totp_confirm"),
     path("2fa/disable/", views.totp_disable, name="totp_disable"),

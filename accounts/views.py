@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -95,6 +96,8 @@ def _settings_page(
         "trusted": [r for r in relations if r.kind == TraderRelation.Kind.TRUSTED],
         "blocked": [r for r in relations if r.kind == TraderRelation.Kind.BLOCKED],
         "relation_form": relation_form or RelationForm(),
+        "sessions": selectors.session_list_for_user(user=user),
+        "current_session_key": request.session.session_key,
     }
     return render(request, "accounts/settings.html", context, status=status)
 
@@ -230,6 +233,40 @@ def relation_remove(request: HttpRequest, relation_id: int) -> HttpResponse:
         raise Http404(exc.message) from None
     messages.success(request, "Removed from your list.")
     return redirect(_safe_next(request, reverse("settings") + "#relations"))
+
+
+@login_required
+@require_POST
+def sessions_end_others(request: HttpRequest) -> HttpResponse:
+    ended = services.sessions_end_others(
+        user=request.user, keep_session_key=request.session.session_key
+    )
+    messages.success(request, f"Ended {ended} other session{'s' if ended != 1 else ''}.")
+    return redirect(reverse("settings") + "#sessions")
+
+
+# --- passwords --------------------------------------------------------------------------------
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's, then: a new account token, the other sessions ended, withdrawals paused."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)  # keeps this session (a new key) logged in
+        services.credentials_after_password_change(
+            user=form.user, keep_session_key=self.request.session.session_key
+        )
+        return response
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's, then the same as a change, with no session kept: whoever knew the old
+    password is logged out everywhere."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        services.credentials_after_password_change(user=form.user, keep_session_key=None)
+        return response
 
 
 # --- two-factor authentication ----------------------------------------------------------------

@@ -1,5 +1,13 @@
 """Idempotency-Key for POSTs: the same key with the same request replays the stored first
-response without doing the work again; the same key with another request gets 422."""
+response without doing the work again; the same key with another request gets 422.
+
+Like Stripe's: a record is the user's, and replays only to a credential holding every scope of
+the one that sent the first request (else 403 `idempotency_scope`, nothing replayed). A view
+names the secrets its answer carries (`@idempotent(secret_fields=("key",))`): the first caller
+gets them, the record stores the answer without them, and a replay says
+`{"<field>": null, "secret_shown_once": true}`. Records expire after IDEMPOTENCY_TTL_HOURS: an
+older one is ignored (the key starts afresh) and the beat task idempotency_records_prune
+deletes them."""
 
 from __future__ import annotations
 
@@ -9,18 +17,27 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.errors import ApplicationError, Conflict
+from common.errors import ApplicationError, Conflict, PermissionDenied
 from common.models import IdempotencyRecord
+from common.permissions import scopes_of
 from common.transactions import current_idempotency_record
 
 MAX_KEY_LENGTH = 255
 # A record still without a response after this long belongs to a request that died.
 STALE_AFTER = timedelta(minutes=2)
+DEFAULT_TTL_HOURS = 24
+SHOWN_ONCE_FLAG = "secret_shown_once"
+
+
+def ttl() -> timedelta:
+    """How long a record replays (settings.IDEMPOTENCY_TTL_HOURS)."""
+    return timedelta(hours=getattr(settings, "IDEMPOTENCY_TTL_HOURS", DEFAULT_TTL_HOURS))
 
 
 class IdempotencyMismatch(ApplicationError):
@@ -37,9 +54,30 @@ def _fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
-def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
-    """Wrap an APIView's post(); without the header it runs as usual."""
+def redact(body: Any, secret_fields: tuple[str, ...]) -> Any:
+    """The answer as it may be stored: each secret field's value null, and a flag saying the
+    secret was shown once (only when the answer had one)."""
+    if not secret_fields or not isinstance(body, dict):
+        return body
+    present = [field for field in secret_fields if body.get(field) is not None]
+    if not present:
+        return body
+    return {**body, **dict.fromkeys(present), SHOWN_ONCE_FLAG: True}
 
+
+def idempotent(
+    view_method: Callable[..., Response] | None = None, *, secret_fields: tuple[str, ...] = ()
+) -> Any:
+    """Wrap an APIView's post(); without the header it runs as usual. `secret_fields` are the
+    answer's fields never stored for a replay. Use as `@idempotent` or `@idempotent(...)`."""
+    if view_method is None:
+        return lambda method: _idempotent(method, secret_fields=tuple(secret_fields))
+    return _idempotent(view_method, secret_fields=tuple(secret_fields))
+
+
+def _idempotent(
+    view_method: Callable[..., Response], *, secret_fields: tuple[str, ...]
+) -> Callable[..., Response]:
     @wraps(view_method)
     def wrapper(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = request.headers.get("Idempotency-Key")
@@ -51,13 +89,28 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
                 fields={"Idempotency-Key": ["Too long."]},
             )
         fingerprint = _fingerprint(request)
+        scopes = scopes_of(request)
         try:
             with transaction.atomic():
                 record = IdempotencyRecord.objects.create(
-                    user=request.user, key=key, fingerprint=fingerprint
+                    user=request.user, key=key, fingerprint=fingerprint, scopes=sorted(scopes)
                 )
         except IntegrityError:
             record = IdempotencyRecord.objects.get(user=request.user, key=key)
+            if record.created_at < timezone.now() - ttl():
+                # Expired: the key starts afresh (the beat task may not have pruned it yet).
+                IdempotencyRecord.objects.filter(
+                    pk=record.pk, created_at=record.created_at
+                ).delete()
+                return wrapper(self, request, *args, **kwargs)
+            if not set(record.scopes) <= scopes:
+                # The answer belongs to a stronger credential: never hand it to a weaker one.
+                raise PermissionDenied(
+                    "This Idempotency-Key was first used by a credential with more scopes ("
+                    + ", ".join(sorted(record.scopes))
+                    + "); retry with that credential or use a new key.",
+                    code="idempotency_scope",
+                ) from None
             if record.fingerprint != fingerprint:
                 raise IdempotencyMismatch(
                     "This Idempotency-Key was already used with a different request.",
@@ -101,7 +154,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
             _forget_unless_committed(record)
         else:
             record.status_code = response.status_code
-            record.response_body = response.data
+            record.response_body = redact(response.data, secret_fields)
             record.save(update_fields=["status_code", "response_body"])
         return response
 

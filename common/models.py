@@ -6,7 +6,9 @@ from django.db import models
 
 
 class IdempotencyRecord(models.Model):
-    """The first response to a POST sent with an Idempotency-Key, replayed for a retry."""
+    """The first response to a POST sent with an Idempotency-Key, replayed for a retry until
+    IDEMPOTENCY_TTL_HOURS have passed. Secrets in the response (a raw API key, a webhook
+    secret) are never stored: the body is redacted first."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
@@ -16,12 +18,17 @@ class IdempotencyRecord(models.Model):
     # Set in the service's own transaction (common.transactions.durable_atomic): the work is
     # done even if no response was ever recorded.
     committed = models.BooleanField(default=False)
+    # The scopes of the credential that sent the first request (common.permissions.scopes_of):
+    # a replay goes only to a credential holding every one of them.
+    scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "key"], name="one_record_per_user_key")
         ]
+        # idempotency_records_prune deletes by age.
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_at")]
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key}"

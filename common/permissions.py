@@ -31,3 +31,20 @@ class HasScope(BasePermission):
             self.message = f"This API key lacks the '{needed}' scope."
             return False
         return True
+
+
+class AccountCredentialForWrites(BasePermission):
+    """Managing credentials (API keys, webhooks) takes the account's own credential, the account
+    token or a browser session: a scoped API key may list them, never create, revoke or delete
+    one, so a leaked trade key cannot mint a stronger key or lock its owner out."""
+
+    message = (
+        "API keys can't manage API keys or webhooks; use your account token (POST "
+        "/api/v1/auth/token/) or the settings page."
+    )
+    code = "account_credential_required"
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        return getattr(getattr(request, "auth", None), "scopes", None) is None

@@ -25,6 +25,7 @@ from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.api import ERRORS, ApiView, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
 from common.idempotency import idempotent
+from common.permissions import AccountCredentialForWrites, HasScope
 
 ERRORS_409 = ERRORS  # KYC documents and relations also answer 409 (a document in the wrong state)
 
@@ -84,10 +85,19 @@ class ApiKeyOut(serializers.Serializer):
 
 
 class ApiKeyCreatedOut(ApiKeyOut):
-    key = serializers.CharField(help_text="Shown once; store it now.")
+    key = serializers.CharField(
+        allow_null=True,
+        help_text="Shown once; store it now. null in an Idempotency-Key replay, which has "
+        "secret_shown_once: true instead.",
+    )
+    secret_shown_once = serializers.BooleanField(
+        required=False, help_text="Only in an Idempotency-Key replay: the key is not repeated."
+    )
 
 
 class ApiKeyListApi(ApiView):
+    permission_classes = [HasScope, AccountCredentialForWrites]
+
     class Input(serializers.Serializer):
         class Meta:
             ref_name = "KeyListInput"
@@ -113,13 +123,8 @@ class ApiKeyListApi(ApiView):
             )
         ],
     )
-    @idempotent
+    @idempotent(secret_fields=("key",))
     def post(self, request: Request) -> Response:
-        if getattr(request.auth, "scopes", None) is not None:
-            raise ApplicationError(
-                "API keys can't create keys; use your account token or the profile page.",
-                code="forbidden",
-            )
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         key, raw = services.api_key_create(
@@ -133,6 +138,8 @@ class ApiKeyListApi(ApiView):
 
 
 class ApiKeyRevokeApi(ApiView):
+    permission_classes = [HasScope, AccountCredentialForWrites]
+
     @extend_schema(operation_id="api_keys_revoke", responses={204: None, **ERRORS})
     def delete(self, request: Request, key_id: int) -> Response:
         services.api_key_revoke(user=request.user, key_id=key_id)

@@ -1,7 +1,13 @@
-"""Every write of accounts: API keys and tokens (keys), standing and limits (standing), KYC
+"""Every write of accounts: API keys and tokens (keys), what a password change does to them and
+to sessions (credentials), standing and limits (standing), KYC
 documents (kyc), trusted and blocked lists (relations), two-factor authentication (two_factor).
 Import from here."""
 
+from accounts.services.credentials import (
+    credentials_after_password_change,
+    ensure_withdrawals_unlocked,
+    sessions_end_others,
+)
 from accounts.services.keys import (
     KEY_PREFIX,
     api_key_create,
@@ -49,8 +55,10 @@ __all__ = [
     "MAX_SUSPENSION_DAYS",
     "api_key_create",
     "api_key_revoke",
+    "credentials_after_password_change",
     "ensure_can_trade",
     "ensure_can_withdraw",
+    "ensure_withdrawals_unlocked",
     "has_two_factor",
     "hash_key",
     "kyc_document_delete",
@@ -61,6 +69,7 @@ __all__ = [
     "profile_unfreeze",
     "profiles_lock",
     "require_second_factor",
+    "sessions_end_others",
     "token_rotate",
     "totp_device",
     "totp_disable",

@@ -202,7 +202,16 @@ CELERY_BEAT_SCHEDULE = {
     "escrow-settle-pending": {"task": "escrow.tasks.settle_pending", "schedule": 60.0},
     "ledger-seal": {"task": "ledger.tasks.seal_pending", "schedule": 5.0},
     "ledger-process-withdrawals": {"task": "ledger.tasks.sweep_withdrawals", "schedule": 30.0},
+    "common-prune-idempotency-records": {
+        "task": "common.tasks.idempotency_records_prune",
+        "schedule": 3600.0,
+    },
 }
+# After a password change or reset, withdrawals wait this long (accounts.services.credentials).
+PASSWORD_CHANGE_WITHDRAW_LOCK_HOURS = env.int("PASSWORD_CHANGE_WITHDRAW_LOCK_HOURS", default=24)
+# How long an Idempotency-Key replays its first answer; older records are ignored and pruned
+# hourly (common.tasks.idempotency_records_prune).
+IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 
 # REST FRAMEWORK
 REST_FRAMEWORK = {

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from common.api import ERRORS, ApiView, CursorPage, paginated
 from common.idempotency import idempotent
+from common.permissions import AccountCredentialForWrites, HasScope
 from notifications import selectors, services
 from notifications.models import Notification, WebhookDelivery
 
@@ -32,8 +33,13 @@ class WebhookOut(serializers.Serializer):
 
 class WebhookCreatedOut(WebhookOut):
     secret = serializers.CharField(
+        allow_null=True,
         help_text="Shown once; store it now. X-Signature is sha256=HMAC-SHA256(secret, "
-        '"<X-Timestamp>.<raw body>") in hex.'
+        '"<X-Timestamp>.<raw body>") in hex. null in an Idempotency-Key replay, which has '
+        "secret_shown_once: true instead.",
+    )
+    secret_shown_once = serializers.BooleanField(
+        required=False, help_text="Only in an Idempotency-Key replay: the secret is not repeated."
     )
 
 
@@ -68,6 +74,8 @@ class NotificationOut(serializers.Serializer):
 
 class WebhookListApi(ApiView):
     """Your webhook endpoints: trade events POSTed as signed JSON."""
+
+    permission_classes = [HasScope, AccountCredentialForWrites]
 
     class Input(serializers.Serializer):
         class Meta:
@@ -161,7 +169,7 @@ class WebhookListApi(ApiView):
             "resolved again at each delivery."
         ),
     )
-    @idempotent
+    @idempotent(secret_fields=("secret",))
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
@@ -172,6 +180,8 @@ class WebhookListApi(ApiView):
 
 class WebhookDetailApi(ApiView):
     """One of your webhook endpoints."""
+
+    permission_classes = [HasScope, AccountCredentialForWrites]
 
     @extend_schema(
         operation_id="webhooks_destroy",

@@ -38,14 +38,15 @@ def test_register_list_and_delete_a_webhook(alice, bob):
     assert set(body) == {"id", "url", "events", "is_active", "created_at", "secret"}
     assert body["events"] == ["trade.paid"]
     assert body["secret"] == WebhookEndpoint.objects.get().secret
-    # and a retried POST with the same key replays the answer instead of adding another
+    # and a retried POST with the same key replays the answer instead of adding another, all
+    # but the secret, which was shown once
     again = api.post(
         "/api/v1/webhooks/",
         {"url": "https://bot.example.com/hook", "events": ["trade.paid"]},
         format="json",
         HTTP_IDEMPOTENCY_KEY="hook-1",
     )
-    assert again.json() == body
+    assert again.json() == {**body, "secret": None, "secret_shown_once": True}
     assert WebhookEndpoint.objects.count() == 1
     # and the list never shows the secret; bob's list is empty
     listed = api.get("/api/v1/webhooks/").json()
