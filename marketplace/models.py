@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -131,3 +133,11 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.asset}/{self.fiat}"
+
+    @property
+    def depth(self) -> Decimal:
+        """What a taker can take now. The book's queries annotate `book_depth`: a sell offer's
+        `available` capped by what its maker holds (marketplace.selectors.offer_book); an offer
+        read any other way shows what is left of it."""
+        depth: Decimal = self.__dict__.get("book_depth", self.available)
+        return depth

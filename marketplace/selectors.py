@@ -9,12 +9,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection
 from django.db.models import (
+    Case,
     Exists,
     F,
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
+    Value,
+    When,
 )
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -29,7 +34,7 @@ from accounts.selectors import (
     trusting_owner_ids,
 )
 from common.errors import NotFound, ValidationFailed
-from ledger.models import Asset
+from ledger.models import Asset, LedgerAccount
 from marketplace.models import FiatCurrency, Offer
 
 # --- traders' figures, from the layer that owns trades ----------------------------------
@@ -72,6 +77,32 @@ def taker_facts(*, user: Any) -> TakerFacts:
     return facts
 
 
+def _with_depth(qs: QuerySet[Offer]) -> QuerySet[Offer]:
+    """Annotate `book_depth`, what a taker can take now (Offer.depth): a sell offer's `available`
+    capped by its maker's available balance of the asset, a buy offer's `available` (a buyer
+    pays fiat). A subquery in the same statement, not a query per offer: a seller's balance
+    may drop after the offer was published (other offers taken, a withdrawal), and the book
+    must not show depth that isn't there."""
+    amount = Offer._meta.get_field("available")
+    held = LedgerAccount.objects.filter(
+        kind=LedgerAccount.Kind.USER, user_id=OuterRef("maker_id"), asset_id=OuterRef("asset_id")
+    ).values(held=F("credits_posted") - F("debits_posted") - F("debits_pending"))[:1]
+    return qs.annotate(
+        book_depth=Case(
+            When(
+                side=Offer.Side.SELL,
+                then=Least(
+                    F("available"),
+                    Coalesce(Subquery(held, output_field=amount), Value(Decimal(0))),
+                    output_field=amount,
+                ),
+            ),
+            default=F("available"),
+            output_field=amount,
+        )
+    )
+
+
 def offer_book(
     *,
     side: str | None = None,
@@ -85,12 +116,15 @@ def offer_book(
 ) -> QuerySet[Offer]:
     """Active offers, best price first for the taker: lowest when the maker sells, highest when
     buying. Makers who may not trade now (frozen, suspended) are left out, and so, for a
-    logged-in viewer, are the makers they blocked or who blocked them."""
+    logged-in viewer, are the makers they blocked or who blocked them. What an offer shows as
+    available is its real depth (`book_depth`, _with_depth); an offer whose real depth can't
+    fill its minimum isn't takeable and is left out."""
     # One filter() and one exclude(): the book runs on every request, and each further call
     # clones and re-resolves the whole query.
     where: Q | Combinable = Q(
-        is_deleted=False, is_active=True, available__gt=0, effective_price__isnull=False
+        is_deleted=False, is_active=True, book_depth__gt=0, effective_price__isnull=False
     )
+    where &= Q(book_depth__gte=F("min_fiat") / F("effective_price"))
     if side:
         where &= Q(side=side)
     if asset:
@@ -108,7 +142,7 @@ def offer_book(
     if fiat_amount is not None:
         # Within the limits, and enough left at this price for the amount asked.
         where &= Q(min_fiat__lte=fiat_amount, max_fiat__gte=fiat_amount)
-        where &= Q(available__gte=fiat_amount / F("effective_price"))
+        where &= Q(book_depth__gte=fiat_amount / F("effective_price"))
     if maker_username:
         where &= Q(maker__username=maker_username)
     # Makers who may not trade now; for a logged-in viewer, also those blocked either way.
@@ -118,7 +152,7 @@ def offer_book(
     )
     if viewer is not None and getattr(viewer, "is_authenticated", False):
         hidden |= Q(maker_id__in=blocked_user_ids(user=viewer))
-    qs = Offer.objects.filter(where).exclude(hidden)
+    qs = _with_depth(Offer.objects.all()).filter(where).exclude(hidden)
     order = "effective_price" if side != Offer.Side.BUY else "-effective_price"
     return (
         qs.select_related("asset", "fiat", "maker")
@@ -175,7 +209,7 @@ def offer_payment_method_codes(*, offer_ids: list[int]) -> dict[int, list[str]]:
 def offer_get(*, offer_id: int, viewer: Any = None) -> Offer:
     """An offer; for a viewer the maker blocked, or who blocked the maker, it doesn't exist."""
     offer = (
-        Offer.objects.filter(pk=offer_id, is_deleted=False)
+        _with_depth(Offer.objects.filter(pk=offer_id, is_deleted=False))
         .select_related("asset", "fiat", "maker")
         .first()
     )

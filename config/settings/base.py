@@ -275,6 +275,20 @@ KYC_LIMITS_EUR = {
         "per_30_days": Decimal(env("KYC_TIER2_PER_30_DAYS", default="1000000")),
     },
 }
+# Abuse limits (docs/architecture.md §3.2). Open (not deleted) offers per maker, by KYC tier; a
+# fixed price may stray at most PRICE_PROTECTION_PCT percent from its pair's index (floating
+# prices follow the index). A trade is at least MIN_TRADE_EUR in EUR equivalent (no dust trades
+# whose fees round away). A buyer holds at most MAX_UNPAID_TRADES funded trades, and opens at most
+# TAKES_PER_MAKER_PER_MINUTE trades against one maker's offers a minute.
+MAX_OPEN_OFFERS = {
+    0: env.int("MAX_OPEN_OFFERS_TIER0", default=10),
+    1: env.int("MAX_OPEN_OFFERS_TIER1", default=30),
+    2: env.int("MAX_OPEN_OFFERS_TIER2", default=100),
+}
+PRICE_PROTECTION_PCT = Decimal(env("PRICE_PROTECTION_PCT", default="20"))
+MIN_TRADE_EUR = Decimal(env("MIN_TRADE_EUR", default="10"))
+MAX_UNPAID_TRADES = env.int("MAX_UNPAID_TRADES", default=2)
+TAKES_PER_MAKER_PER_MINUTE = env.int("TAKES_PER_MAKER_PER_MINUTE", default=10)
 KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
 # Disputes older than this are flagged in the moderators' queue.

@@ -28,6 +28,14 @@ PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=tempfile.mkdtemp(prefix="
 _NO_LIMIT = {"per_trade": Decimal("1e12"), "per_30_days": Decimal("1e12")}
 KYC_LIMITS_EUR = {0: _NO_LIMIT, 1: _NO_LIMIT, 2: _NO_LIMIT}
 
+# Tests open many offers and trades from a few traders in a moment: the abuse caps are off here;
+# their tests (marketplace/tests/test_abuse.py, escrow/tests/test_abuse.py) set them.
+MAX_OPEN_OFFERS = {0: 100_000, 1: 100_000, 2: 100_000}
+MAX_UNPAID_TRADES = 100_000
+TAKES_PER_MAKER_PER_MINUTE = 100_000
+# Fixtures price offers freely (e.g. 1,000 EUR/BTC to sort a book); the price tests set 20.
+PRICE_PROTECTION_PCT = Decimal(1_000_000)
+
 # One client (127.0.0.1) makes every test request, and the counters live in Redis across
 # tests: limits high here; the throttling test sets its own.
 API_RATE_LIMITS = {"key": "100000/min", "ip": "100000/min", "auth": "100000/min"}

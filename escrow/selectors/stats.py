@@ -151,7 +151,13 @@ def trader_stats(*, user: Any) -> TraderStats:
 # --- limits ---------------------------------------------------------------------------------
 
 LIMIT_WINDOW = timedelta(days=30)
-# Trades that never moved money don't use up a limit.
+# Trades that never moved money don't use up a limit. A funded trade not yet paid does count, for
+# both parties: it may still be paid and completed, and two parties could otherwise open any
+# number of trades at once past their limits. What keeps takers who never pay from using up a
+# seller's limit (finding 6) is that their trades stop counting the moment they expire or are
+# cancelled, that a buyer holds at most MAX_UNPAID_TRADES of them, and that a taker opens at most
+# TAKES_PER_MAKER_PER_MINUTE against one maker (escrow.services.opening); escrow/tests/
+# test_abuse.py TestVolumeLimits proves the first.
 NOT_COUNTED = [Trade.State.CANCELLED, Trade.State.EXPIRED]
 
 

@@ -37,8 +37,47 @@ def _invalid(field: str, message: str) -> ValidationFailed:
 
 
 def _fee(amount: Decimal, *, is_maker: bool, precision: int) -> Decimal:
+    """The side's rate of the amount, rounded down, but at least the asset's smallest unit when
+    the rate isn't zero: dust trades whose fees rounded to nothing made wash trading free."""
     rate = settings.MAKER_FEE_RATE if is_maker else settings.TAKER_FEE_RATE
-    return round_down(amount * rate, precision)
+    fee = round_down(amount * rate, precision)
+    if rate > 0 and amount > 0:
+        fee = max(fee, Decimal(1).scaleb(-precision))
+    return fee
+
+
+def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
+    """Under the taker's profile lock (their takes queue there, so two can't both slip under a
+    limit): a taker who buys holds at most MAX_UNPAID_TRADES funded trades as buyer (takes
+    never paid lock sellers' coins and limits), and nobody opens more than
+    TAKES_PER_MAKER_PER_MINUTE trades against one maker's offers a minute (cancelled ones
+    count: take-and-cancel is how an offer is churned)."""
+    if offer.side == Offer.Side.SELL:
+        unpaid = Trade.objects.filter(buyer_id=taker.pk, state=Trade.State.FUNDED).count()
+        if unpaid >= settings.MAX_UNPAID_TRADES:
+            raise Conflict(
+                f"You have {unpaid} trades waiting for your payment; pay or cancel one before "
+                "taking another.",
+                code="too_many_unpaid_trades",
+            )
+    since = timezone.now() - timedelta(minutes=1)
+    recent = Trade.objects.filter(
+        taker_id=taker.pk, maker_id=offer.maker_id, created_at__gte=since
+    ).count()
+    if recent >= settings.TAKES_PER_MAKER_PER_MINUTE:
+        raise Conflict(
+            f"You opened {recent} trades with this maker in the last minute; wait a minute.",
+            code="rate_limited",
+        )
+
+
+def _at_least_minimum(*, value_eur: Decimal, field: str) -> None:
+    """A trade of at least MIN_TRADE_EUR (EUR equivalent): below it, trades are dust that only
+    wash trading wants."""
+    minimum = Decimal(settings.MIN_TRADE_EUR)
+    if value_eur < minimum:
+        message = f"A trade must be worth at least {minimum:f} EUR; this one is {value_eur:f} EUR."
+        raise ValidationFailed(message, fields={field: [message]}, code="below_minimum")
 
 
 def trade_open(
@@ -63,6 +102,7 @@ def trade_open(
         accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
         if trading_block_reason(parties[offer.maker_id]):
             raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+        _taker_within_abuse_limits(offer=offer, taker=taker)
         unmet = offer_unmet_requirements(
             offer=offer,
             taker=TakerFacts(
@@ -84,10 +124,12 @@ def trade_open(
             offer=offer, amount=amount, fiat_amount=fiat_amount
         )
         method = market.offer_payment_method(offer=offer, code=payment_method)
+        value_eur = trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total)
+        _at_least_minimum(value_eur=value_eur, field=field)
         accounts.trade_limits_enforce(
             taker=taker,
             parties=parties,
-            value_eur=trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total),
+            value_eur=value_eur,
             volumes_eur=trade_volume_eur(user_ids=sorted(parties)),
             field=field,
         )
@@ -185,6 +227,8 @@ def trade_match(
             return trade_open(
                 offer_id=offer.pk, taker=taker, fiat_amount=value, payment_method=payment_method
             )
-        except Conflict:
-            continue  # taken, drained or over its maker's limit: try the next best
+        except Conflict as exc:
+            if exc.code == "too_many_unpaid_trades":
+                raise  # the taker's own standing: every other offer would say the same
+            continue  # taken, drained, over its maker's limit or rate: try the next best
     raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")

@@ -63,7 +63,12 @@ class OfferOut(serializers.Serializer):
     min_fiat = AmountOut(precision="fiat.precision")
     max_fiat = AmountOut(precision="fiat.precision")
     amount = AmountOut(precision="asset.precision")
-    available = AmountOut(precision="asset.precision")
+    available = AmountOut(
+        precision="asset.precision",
+        source="depth",
+        help_text="What can be taken now: what is left, for a sell offer at most what its maker "
+        "holds.",
+    )
     payment_methods = serializers.SerializerMethodField()
     payment_window_minutes = serializers.IntegerField()
     terms = serializers.CharField()
@@ -98,7 +103,7 @@ class OfferOut(serializers.Serializer):
             "min_fiat": fmt(offer.min_fiat, fiat_places),
             "max_fiat": fmt(offer.max_fiat, fiat_places),
             "amount": fmt(offer.amount, asset_places),
-            "available": fmt(offer.available, asset_places),
+            "available": fmt(offer.depth, asset_places),
             "payment_methods": self.get_payment_methods(offer),
             "payment_window_minutes": offer.payment_window_minutes,
             "terms": offer.terms,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Round
@@ -194,6 +195,53 @@ def _offer_terms(
     return values
 
 
+def _price_protected(*, asset: Asset, fiat: FiatCurrency, values: dict[str, Any]) -> None:
+    """A fixed price at most PRICE_PROTECTION_PCT percent from the pair's index, so a price
+    nobody would pay can't top the book that quick trade takes from (a floating price follows
+    the index; a pair without an index has nothing to compare with)."""
+    if values["price_type"] != Offer.PriceType.FIXED:
+        return
+    index = (
+        PriceIndex.objects.filter(asset=asset, fiat=fiat).values_list("price", flat=True).first()
+    )
+    if index is None:
+        return
+    pct = Decimal(settings.PRICE_PROTECTION_PCT)
+    low, high = index * (1 - pct / 100), index * (1 + pct / 100)
+    if not low <= values["price"] <= high:
+        raise _invalid(
+            "price",
+            f"The {asset.code}/{fiat.code} index is {fmt(index, fiat.precision)} {fiat.code}; a "
+            f"fixed price must be within {pct.normalize():f}% of it "
+            f"({fmt(low, fiat.precision)}-{fmt(high, fiat.precision)} {fiat.code}).",
+        )
+
+
+def _open_offers_within_cap(*, maker: Any) -> None:
+    """Inside the caller's transaction: the maker's profile locked (two creates racing queue
+    here) and their open offers below MAX_OPEN_OFFERS of their tier; paused offers count, as
+    resuming one takes a click."""
+    profile = accounts.profiles_lock(user_ids=[maker.pk])[maker.pk]
+    cap: int = settings.MAX_OPEN_OFFERS.get(profile.kyc_tier, 0)
+    if Offer.objects.filter(maker_id=maker.pk, is_deleted=False).count() >= cap:
+        raise ValidationFailed(
+            f"Tier {profile.kyc_tier} traders may have {cap} offers open; delete one first.",
+            code="too_many_offers",
+        )
+
+
+def _within_balance(*, offer: Offer, user: Any, available: Decimal) -> None:
+    """A sell offer can't offer more than its maker holds right now (what is already in trades
+    is held in their escrow, out of the balance)."""
+    held = ledger.account_for_user(user=user, asset=offer.asset).available
+    if available > held:
+        asset = offer.asset
+        raise _invalid(
+            "amount",
+            f"You hold {fmt(held, asset.precision)} {asset.code}; a sell offer can't offer more.",
+        )
+
+
 def offer_create(
     *,
     maker: Any,
@@ -231,6 +279,7 @@ def offer_create(
         max_fiat=max_fiat,
         payment_window_minutes=payment_window_minutes,
     )
+    _price_protected(asset=asset_obj, fiat=fiat_obj, values=values)
     methods = _payment_methods(payment_methods)
     requirements = _requirements(
         {
@@ -248,6 +297,7 @@ def offer_create(
                 f"You hold {fmt(available, asset_obj.precision)} {asset_obj.code}; a sell offer can't offer more.",
             )
     with durable_atomic():
+        _open_offers_within_cap(maker=maker)
         offer = Offer(
             maker=maker,
             side=side,
@@ -279,7 +329,8 @@ def _offer_for_maker(offer_id: int, maker: Any) -> Offer:
 
 def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
     """The maker edits price, limits, window, methods, terms, total or who may take it; takes in
-    flight keep theirs."""
+    flight keep theirs. Raising a sell offer is checked against the balance as creating it is,
+    and a new fixed price against the index."""
     with durable_atomic():
         offer = _offer_for_maker(offer_id, actor)
         current = {
@@ -294,6 +345,8 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
         if "price_type" in changes and changes["price_type"] == Offer.PriceType.FIXED:
             merged["margin_percent"] = None
         values = _offer_terms(asset=offer.asset, fiat=offer.fiat, **merged)
+        if "price" in changes or "price_type" in changes:
+            _price_protected(asset=offer.asset, fiat=offer.fiat, values=values)
         for field, value in values.items():
             setattr(offer, field, value)
         offer.effective_price = offer_effective_price(offer)
@@ -305,6 +358,8 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
                     "amount",
                     f"{fmt(taken, offer.asset.precision)} is already in trades; the total can't be less.",
                 )
+            if offer.side == Offer.Side.SELL and total - taken > offer.available:
+                _within_balance(offer=offer, user=actor, available=total - taken)
             offer.available = total - taken
             offer.amount = total
         if "terms" in changes:
