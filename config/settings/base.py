@@ -124,6 +124,10 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
+# Addresses (IPs or CIDRs) of the reverse proxies in front of `web`, e.g. the TLS proxy. Only a
+# request from one of them may tell the client's address in X-Forwarded-For (common.http.
+# client_ip); from anyone else the header is ignored. Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # FILES
 # Trade attachments and evidence never live under a public URL: views check who may read them.
@@ -151,6 +155,10 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "common.views.lockout"
+# The address as common.http.client_ip reads it (behind a trusted proxy, the client's, never the
+# proxy's): the lockout is per username and client address, so a stranger elsewhere can't lock
+# anyone out.
+AXES_CLIENT_IP_CALLABLE = "common.http.client_ip"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
