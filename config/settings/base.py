@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LastSeenMiddleware",
+    # Before any view: a login or signup records the device it came from.
+    "accounts.middleware.DeviceCookieMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a lockout into a response.
@@ -274,6 +276,11 @@ KYC_LIMITS_EUR = {
 }
 KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
+# Sock puppets: accounts that share a device cookie or a login address are linked (no trades
+# between them; their trades and feedback don't count toward each other's figures). An address
+# links only while at most this many accounts were seen at it: more is a carrier's NAT, an
+# office or a café, and would link strangers.
+LINK_IP_MAX_USERS = env.int("LINK_IP_MAX_USERS", default=3)
 # Disputes older than this are flagged in the moderators' queue.
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=24)
 EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=20 * 1024 * 1024)
