@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
 from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
@@ -200,9 +200,26 @@ class ProfileAdmin(admin.ModelAdmin):
         "suspended_until",
         "last_seen",
         "created_at",
+        "linked_accounts",
         "history",
     )
     fields = readonly_fields
+
+    @admin.display(description="Linked accounts")
+    def linked_accounts(self, profile: Profile) -> str:
+        # Sock puppets: accounts seen on this one's device or at its (not too busy) address.
+        # They can't trade with it and don't count toward its figures.
+        links = selectors.linked_accounts_for_moderators(user=profile.user)
+        if not links:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{} · {}</li>",
+                ((name, ", ".join(kinds)) for name, kinds in links),
+            ),
+        )
 
     @admin.display(description="History")
     def history(self, profile: Profile) -> str:

@@ -22,3 +22,10 @@ class AccountsConfig(AppConfig):
                 funds.withdrawal_guards.append(guard)
         if withdrawal_hold_reason not in funds.withdrawal_hold_reasons:
             funds.withdrawal_hold_reasons.append(withdrawal_hold_reason)
+
+        # Sock puppets: each login (and signup, which logs in) records the address and device.
+        from django.contrib.auth.signals import user_logged_in
+
+        from accounts.middleware import record_login_links
+
+        user_logged_in.connect(record_login_links, dispatch_uid="accounts.record_login_links")

@@ -179,3 +179,35 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class AccountLink(models.Model):
+    """A value an account was seen with at signup or login: its address or its device cookie,
+    kept only as a keyed hash (HMAC-SHA256 under SECRET_KEY, accounts.services.links), so raw
+    addresses are never stored. Two accounts sharing a value are linked (accounts.selectors.
+    linked_user_ids): they may not trade with each other and don't count toward each other's
+    reputation. An address shared by more than LINK_IP_MAX_USERS accounts links nobody."""
+
+    class Kind(models.TextChoices):
+        IP = "ip"
+        DEVICE = "device"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_links"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    value_hash = models.CharField(max_length=64)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind", "value_hash"], name="account_link_once_per_value"
+            )
+        ]
+        # Who else was seen with a value: every link check starts from it.
+        indexes = [models.Index(fields=["kind", "value_hash"], name="account_link_value")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind} {self.value_hash[:12]}…"

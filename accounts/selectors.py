@@ -15,14 +15,19 @@ from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.db.models import (
     Case,
+    Count,
+    Exists,
     F,
+    IntegerField,
+    OuterRef,
     Q,
     QuerySet,
+    Subquery,
     When,
 )
 from django.utils import timezone
 
-from accounts.models import KycDocument, Profile, TraderRelation
+from accounts.models import AccountLink, KycDocument, Profile, TraderRelation
 from common.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -165,6 +170,77 @@ def trusting_owner_ids(*, user: Any, owner_ids: list[int]) -> set[int]:
             other_id=user.pk, owner_id__in=owner_ids, kind=TraderRelation.Kind.TRUSTED
         ).values_list("owner_id", flat=True)
     )
+
+
+# --- account links (sock puppets) ---------------------------------------------------------------
+# Accounts are linked when they share a device cookie, or an address that at most
+# settings.LINK_IP_MAX_USERS accounts were seen at: a busier address is a carrier's NAT, an
+# office or a café, and would link strangers. Linked accounts can't trade with each other, and
+# their trades and feedback don't count toward each other's figures (escrow.selectors.stats).
+
+Ref = int | OuterRef
+
+
+def _deeper(ref: Ref) -> Ref:
+    """The same outer field, seen from one subquery further in."""
+    return OuterRef(ref) if isinstance(ref, OuterRef) else ref
+
+
+def _linking(links: QuerySet[AccountLink]) -> QuerySet[AccountLink]:
+    """Only the rows whose value links: a device, or a not-too-busy address."""
+    sharers = Subquery(
+        AccountLink.objects.filter(kind=OuterRef("kind"), value_hash=OuterRef("value_hash"))
+        .order_by()
+        .values("kind")
+        .annotate(n=Count("*"))
+        .values("n"),
+        output_field=IntegerField(),
+    )
+    return links.annotate(sharers=sharers).filter(
+        Q(kind=AccountLink.Kind.DEVICE) | Q(sharers__lte=settings.LINK_IP_MAX_USERS)
+    )
+
+
+def _shared_links(*, user: Ref, other: Ref) -> QuerySet[AccountLink]:
+    """`user`'s link rows that `other` shares. Ids, or OuterRef to fields of the query that
+    holds this one (escrow's stats ask about each trade's two parties)."""
+    # (Q: the stubs don't know a lookup may take an OuterRef.)
+    theirs = AccountLink.objects.filter(
+        Q(user_id=_deeper(other)), kind=OuterRef("kind"), value_hash=OuterRef("value_hash")
+    )
+    return _linking(AccountLink.objects.filter(Q(user_id=user), Exists(theirs)))
+
+
+def accounts_linked_sql(*, user_field: str, other_field: str) -> Exists:
+    """accounts_linked in SQL, about two user-id fields of each row of the outer query: one
+    subquery, so a page's figures take the same number of queries with or without it."""
+    return Exists(_shared_links(user=OuterRef(user_field), other=OuterRef(other_field)))
+
+
+def accounts_linked(*, user_id: int, other_id: int) -> bool:
+    """Do the two accounts share a device or a not-too-busy address?"""
+    return user_id != other_id and _shared_links(user=user_id, other=other_id).exists()
+
+
+def _links_of_others(*, user: Any) -> QuerySet[AccountLink]:
+    mine = AccountLink.objects.filter(
+        user_id=user.pk, kind=OuterRef("kind"), value_hash=OuterRef("value_hash")
+    )
+    return _linking(AccountLink.objects.exclude(user_id=user.pk).filter(Exists(mine)))
+
+
+def linked_user_ids(*, user: Any) -> set[int]:
+    """The other accounts linked to this one."""
+    return set(_links_of_others(user=user).values_list("user_id", flat=True))
+
+
+def linked_accounts_for_moderators(*, user: Any) -> list[tuple[str, list[str]]]:
+    """(username, kinds of link) of each account linked to this one, for the admin: which
+    signal linked them is for moderators only, never for the traders."""
+    kinds: dict[str, set[str]] = {}
+    for username, kind in _links_of_others(user=user).values_list("user__username", "kind"):
+        kinds.setdefault(username, set()).add(kind)
+    return [(name, sorted(kinds[name])) for name in sorted(kinds)]
 
 
 # --- KYC documents ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError
+from common.http import client_ip
 from common.permissions import HasScope
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class _HeaderThrottle(SimpleRateThrottle):
 
     def get_rate(self) -> str | None:
         return settings.API_RATE_LIMITS.get(cast(str, self.scope))
+
+    def get_ident(self, request: Any) -> str:
+        # Not DRF's own, which believes any X-Forwarded-For: the address a trusted proxy saw.
+        return client_ip(request)
 
     def allow_request(self, request: Any, view: Any) -> bool:
         try:

@@ -24,6 +24,7 @@ from accounts import selectors, services
 from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.api import ERRORS, ApiView, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
+from common.http import client_ip
 from common.idempotency import idempotent
 from common.permissions import AccountCredentialForWrites, HasScope
 
@@ -70,6 +71,9 @@ class TokenObtainApi(ApiView):
             err = ApplicationError("Wrong username or password.", code="invalid_credentials")
             err.status = 401
             raise err
+        # No session login, so no user_logged_in: the address is recorded here (account links).
+        # Not the device: bots keep no cookies, each request would look like a new device.
+        services.account_links_record(user=user, ip=client_ip(request), device=None)
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 

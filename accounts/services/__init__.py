@@ -1,6 +1,6 @@
 """Every write of accounts: API keys and tokens (keys), what a password change does to them and
-to sessions (credentials), standing and limits (standing), KYC
-documents (kyc), trusted and blocked lists (relations), two-factor authentication (two_factor).
+to sessions (credentials), standing and limits (standing), KYC documents (kyc), trusted and
+blocked lists (relations), account links (links), two-factor authentication (two_factor).
 Import from here."""
 
 from accounts.services.credentials import (
@@ -23,6 +23,7 @@ from accounts.services.kyc import (
     kyc_document_review,
     kyc_document_submit,
 )
+from accounts.services.links import account_links_record, link_value_hash
 from accounts.services.relations import (
     trader_relation_add,
     trader_relation_remove,
@@ -53,6 +54,7 @@ __all__ = [
     "KEY_PREFIX",
     "MAX_PENDING_DOCUMENTS",
     "MAX_SUSPENSION_DAYS",
+    "account_links_record",
     "api_key_create",
     "api_key_revoke",
     "credentials_after_password_change",
@@ -64,6 +66,7 @@ __all__ = [
     "kyc_document_delete",
     "kyc_document_review",
     "kyc_document_submit",
+    "link_value_hash",
     "profile_freeze",
     "profile_penalize",
     "profile_unfreeze",

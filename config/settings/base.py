@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LastSeenMiddleware",
+    # Before any view: a login or signup records the device it came from.
+    "accounts.middleware.DeviceCookieMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a lockout into a response.
@@ -124,6 +126,10 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
+# Addresses (IPs or CIDRs) of the reverse proxies in front of `web`, e.g. the TLS proxy. Only a
+# request from one of them may tell the client's address in X-Forwarded-For (common.http.
+# client_ip); from anyone else the header is ignored. Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # FILES
 # Trade attachments and evidence never live under a public URL: views check who may read them.
@@ -153,6 +159,10 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "common.views.lockout"
+# The address as common.http.client_ip reads it (behind a trusted proxy, the client's, never the
+# proxy's): the lockout is per username and client address, so a stranger elsewhere can't lock
+# anyone out.
+AXES_CLIENT_IP_CALLABLE = "common.http.client_ip"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -291,6 +301,11 @@ MAX_UNPAID_TRADES = env.int("MAX_UNPAID_TRADES", default=2)
 TAKES_PER_MAKER_PER_MINUTE = env.int("TAKES_PER_MAKER_PER_MINUTE", default=10)
 KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
+# Sock puppets: accounts that share a device cookie or a login address are linked (no trades
+# between them; their trades and feedback don't count toward each other's figures). An address
+# links only while at most this many accounts were seen at it: more is a carrier's NAT, an
+# office or a café, and would link strangers.
+LINK_IP_MAX_USERS = env.int("LINK_IP_MAX_USERS", default=3)
 # Disputes older than this are flagged in the moderators' queue.
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=24)
 # Decisions on trades worth more than this (EUR) need a second moderator's approval (four eyes).

@@ -36,6 +36,7 @@ from accounts.selectors import (
     LIMITS_CURRENCY,
     TakerFacts,
     TraderStats,
+    accounts_linked_sql,
     profile_for,
 )
 from escrow.models import Feedback, Trade
@@ -64,7 +65,8 @@ def trader_stats_for_users(
 ) -> dict[int, TraderStats]:
     """Completed trades, completion rate (completed / the finished trades that count against
     that side) and average release time per user, in one query per side (and one for the
-    usernames, unless the caller has them)."""
+    usernames, unless the caller has them). Trades with a linked account (a sock puppet,
+    accounts.selectors) don't count."""
     stats: dict[int, dict[str, Any]] = {
         uid: {"done": 0, "finished": 0, "release": None} for uid in user_ids
     }
@@ -73,8 +75,10 @@ def trader_stats_for_users(
         extra: dict[str, Any] = {}
         if side == "seller":
             extra["release"] = Avg(F("released_at") - F("paid_at"), filter=released)
+        other = "seller" if side == "buyer" else "buyer"
         rows = (
             Trade.objects.filter(**{f"{side}_id__in": user_ids}, state__in=FINISHED[side])
+            .exclude(accounts_linked_sql(user_field=f"{side}_id", other_field=f"{other}_id"))
             .values(f"{side}_id")
             .annotate(
                 done=Count("id", filter=Q(state=Trade.State.COMPLETED)),
@@ -250,7 +254,12 @@ def feedback_received(*, user: Any) -> QuerySet[Feedback]:
 
 
 def feedback_summary(*, user: Any) -> dict[str, int]:
-    return Feedback.objects.filter(target=user).aggregate(
-        positive=Count("id", filter=Q(rating=Feedback.Rating.POSITIVE)),
-        negative=Count("id", filter=Q(rating=Feedback.Rating.NEGATIVE)),
+    """Positive and negative ratings, but none from a linked account (a sock puppet)."""
+    return (
+        Feedback.objects.filter(target=user)
+        .exclude(accounts_linked_sql(user_field="target_id", other_field="author_id"))
+        .aggregate(
+            positive=Count("id", filter=Q(rating=Feedback.Rating.POSITIVE)),
+            negative=Count("id", filter=Q(rating=Feedback.Rating.NEGATIVE)),
+        )
     )

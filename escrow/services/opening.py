@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts import services as accounts
-from accounts.selectors import TakerFacts, trading_block_reason, trusting_owner_ids
+from accounts.selectors import TakerFacts, accounts_linked, trading_block_reason, trusting_owner_ids
 from common.errors import (
     Conflict,
     InsufficientFunds,
@@ -103,6 +103,12 @@ def trade_open(
         if trading_block_reason(parties[offer.maker_id]):
             raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
         _taker_within_abuse_limits(offer=offer, taker=taker)
+        # Sock puppets: never say which signal linked them (it would teach how to evade it).
+        if accounts_linked(user_id=offer.maker_id, other_id=taker.pk):
+            raise PermissionDenied(
+                f"Offer #{offer.pk} isn't open to you: your accounts are related.",
+                code="linked_accounts",
+            )
         unmet = offer_unmet_requirements(
             offer=offer,
             taker=TakerFacts(
@@ -231,4 +237,8 @@ def trade_match(
             if exc.code == "too_many_unpaid_trades":
                 raise  # the taker's own standing: every other offer would say the same
             continue  # taken, drained, over its maker's limit or rate: try the next best
+        except PermissionDenied as exc:
+            if exc.code != "linked_accounts":
+                raise
+            continue  # a related account's offer: another maker's may fit
     raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
