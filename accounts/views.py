@@ -29,6 +29,7 @@ from accounts.models import ApiKey, KycDocument, TraderRelation
 from common.errors import ApplicationError, NotFound
 from common.files import private_file_response
 from common.forms import add_application_error
+from common.http import client_ip
 
 FEEDBACK_PAGE = 20
 
@@ -52,6 +53,10 @@ def signup(request: HttpRequest) -> HttpResponse:
     ):
         next_url = ""
     form = SignupForm(request.POST or None)
+    if request.method == "POST" and not services.signup_allowed(address=client_ip(request)):
+        form.add_error(None, "Too many new accounts from your network; try again in an hour.")
+        context = {"form": form, "next": next_url}
+        return render(request, "registration/signup.html", context, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         selectors.profile_for(user)  # every new account starts at tier 0 with a profile

@@ -23,7 +23,7 @@ from accounts.services.kyc import (
     kyc_document_review,
     kyc_document_submit,
 )
-from accounts.services.links import account_links_record, link_value_hash
+from accounts.services.links import account_links_record, link_value_hash, signup_allowed
 from accounts.services.relations import (
     trader_relation_add,
     trader_relation_remove,
@@ -73,6 +73,7 @@ __all__ = [
     "profiles_lock",
     "require_second_factor",
     "sessions_end_others",
+    "signup_allowed",
     "token_rotate",
     "totp_device",
     "totp_disable",

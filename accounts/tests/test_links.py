@@ -183,3 +183,31 @@ def test_moderators_see_the_links_on_the_profile(admin_client, alice, bob):
     html = page.content.decode()
     assert "bob" in html
     assert "device" in html
+
+
+@pytest.mark.django_db
+def test_sign_ups_are_throttled_per_address(client, settings, refdata):
+    # given a limit of 3 sign-ups an hour per address (security finding 6: ten accounts in 1.2 s)
+    from django.core.cache import cache
+
+    settings.SIGNUP_PER_ADDRESS_PER_HOUR = 3
+    cache.clear()
+    codes = []
+    # when one address signs up five accounts
+    for n in range(5):
+        response = client.post(
+            "/accounts/signup/",
+            {
+                "username": f"puppet{n}",
+                "email": f"puppet{n}@example.test",
+                "password1": "a-long-puppet-pass-9",
+                "password2": "a-long-puppet-pass-9",
+            },
+            REMOTE_ADDR="198.51.100.7",
+        )
+        codes.append(response.status_code)
+        client.logout()
+    # then three are created and the rest are told to wait
+    assert codes[:3] == [302, 302, 302]
+    assert codes[3:] == [429, 429]
+    assert "Too many new accounts" in response.content.decode()

@@ -307,6 +307,8 @@ KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"
 # office or a café, and would link strangers.
 LINK_IP_MAX_USERS = env.int("LINK_IP_MAX_USERS", default=3)
 # Disputes older than this are flagged in the moderators' queue.
+# Sign-ups per client address per hour (0: no limit).
+SIGNUP_PER_ADDRESS_PER_HOUR = env.int("SIGNUP_PER_ADDRESS_PER_HOUR", default=5)
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=24)
 # Decisions on trades worth more than this (EUR) need a second moderator's approval (four eyes).
 DISPUTE_FOUR_EYES_EUR = Decimal(env("DISPUTE_FOUR_EYES_EUR", default="1000"))
