@@ -411,7 +411,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
             amount = Decimal(0).quantize(quantum(prec))
         elif kind == "negative":
             amount = -amount
-        value = str(amount) if data.draw(st.booleans()) else amount
+        value = format(amount, "f") if data.draw(st.booleans()) else amount
         deposit = self.attempt(
             f"deposit {value} {asset} to u{user}",
             lambda: ledger.deposit_credit(
@@ -478,7 +478,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
                 price_type=price_type,
                 price=price,
                 margin_percent=margin,
-                amount=str(amount),
+                amount=format(amount, "f"),
                 min_fiat=str(min_fiat),
                 max_fiat=str(max_fiat),
                 payment_methods=methods,
@@ -523,7 +523,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
             fiat_total = Decimal(cents).scaleb(-2)
         by_fiat = how == "fiat" or data.draw(st.booleans())
         kwargs: dict[str, Any] = (
-            {"fiat_amount": str(fiat_total)} if by_fiat else {"amount": str(qty)}
+            {"fiat_amount": format(fiat_total, "f")} if by_fiat else {"amount": format(qty, "f")}
         )
         method = data.draw(
             st.sampled_from([None, None, None, *offer.methods, *offer.methods, *METHODS])
@@ -809,7 +809,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         withdrawal = self.attempt(
             f"u{user} withdraws {amount} {asset} (holds {held}) to {address!r}",
             lambda: ledger.withdrawal_request(
-                user=self.users[user], asset_code=asset, amount=str(amount), address=address
+                user=self.users[user], asset_code=asset, amount=format(amount, "f"), address=address
             ),
             expected,
         )
