@@ -50,6 +50,7 @@ class ProfileEvent(models.Model):
         KYC_APPROVED = "kyc_approved"
         KYC_REJECTED = "kyc_rejected"
         PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an audit action, no secret)
+        KYC_FILE_READ = "kyc_file_read"  # a reviewer opened one of the user's documents
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_events"

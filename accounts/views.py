@@ -155,6 +155,7 @@ def kyc_file(request: HttpRequest, document_id: int) -> FileResponse:
         document = selectors.kyc_document_for_download(document_id=document_id, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
+    services.kyc_file_read(document=document, reader=request.user)
     return private_file_response(
         document.file,
         content_type=document.content_type,

@@ -22,6 +22,7 @@ from accounts.services.kyc import (
     kyc_document_delete,
     kyc_document_review,
     kyc_document_submit,
+    kyc_file_read,
 )
 from accounts.services.links import account_links_record, link_value_hash, signup_allowed
 from accounts.services.relations import (
@@ -66,6 +67,7 @@ __all__ = [
     "kyc_document_delete",
     "kyc_document_review",
     "kyc_document_submit",
+    "kyc_file_read",
     "link_value_hash",
     "profile_freeze",
     "profile_penalize",

@@ -123,3 +123,16 @@ def kyc_document_delete(*, document_id: int, actor: Any) -> None:
         document.delete()
         # The file goes once the row is gone for good.
         transaction.on_commit(lambda: storage.delete(name) if name else None)
+
+
+def kyc_file_read(*, document: KycDocument, reader: Any) -> None:
+    """A reviewer (not the owner) opened a KYC file: written to the user's audit trail, which
+    no moderator can edit."""
+    if reader.pk == document.user_id:
+        return
+    ProfileEvent.objects.create(
+        user_id=document.user_id,
+        actor=reader,
+        action=ProfileEvent.Action.KYC_FILE_READ,
+        reason=f"document #{document.pk} ({document.kind})",
+    )

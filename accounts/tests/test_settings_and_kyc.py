@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services
-from accounts.models import ApiKey, KycDocument, Profile, TraderRelation
+from accounts.models import ApiKey, KycDocument, Profile, ProfileEvent, TraderRelation
 from accounts.selectors import profile_for
 from accounts.tests.factories import DEFAULT_LIMITS, PDF, PNG, UserFactory, reviewer, upload
 
@@ -68,6 +68,9 @@ class TestKycFilePermissions:
             assert b"".join(response.streaming_content) == PNG
             assert response["Content-Type"] == "image/png"
             assert "no-store" in response["Cache-Control"]
+        # a reviewer's reading is written to the owner's audit trail; the owner's own is not
+        reads = ProfileEvent.objects.filter(user=document.user, action="kyc_file_read")
+        assert reads.count() == (1 if status == 200 and who != "owner" else 0)
 
     def test_unknown_document_is_404_too(self, client, bob):
         client.force_login(bob)
