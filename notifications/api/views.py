@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from common.api import ERRORS, ApiView, CursorPage, paginated
 from common.idempotency import idempotent
 from common.permissions import AccountCredentialForWrites, HasScope
-from notifications import selectors, services
+from notifications import selectors, services, webhooks
 from notifications.models import Notification, WebhookDelivery
 
 CURSOR_PARAMS = [OpenApiParameter("cursor", str), OpenApiParameter("limit", int)]
@@ -82,7 +82,7 @@ class WebhookListApi(ApiView):
             ref_name = "WebhookCreateInput"
 
         url = serializers.CharField(
-            max_length=services.URL_MAX_LENGTH,
+            max_length=webhooks.URL_MAX_LENGTH,
             help_text="https://, on a host whose every address is public (no private, loopback "
             "or link-local addresses)",
         )

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
 from marketplace.tests.factories import make_trade
-from notifications import services
+from notifications import services, webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
@@ -85,7 +85,7 @@ def test_bad_webhook_input_names_the_field(alice, payload, field):
 
 def test_webhook_limit_per_account(alice):
     api = client_for(alice)
-    for n in range(services.MAX_ENDPOINTS_PER_USER):
+    for n in range(webhooks.MAX_ENDPOINTS_PER_USER):
         assert (
             api.post(
                 "/api/v1/webhooks/", {"url": f"https://bot.example.com/{n}"}, format="json"

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from conftest import wait_for
 from escrow import services as escrow
 from marketplace.tests.factories import fund, make_offer, make_trade
-from notifications import services
+from notifications import services, webhooks
 from notifications.models import WebhookDelivery
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
@@ -88,7 +88,7 @@ def test_failing_receiver_gets_the_delivery_retried(celery_worker_process, alice
 
 def test_sweeper_requeues_a_lost_delivery(celery_worker_process, alice, bob, receiver, monkeypatch):
     # given a delivery whose broker message was lost
-    monkeypatch.setattr(services, "_enqueue", lambda delivery_id: None)
+    monkeypatch.setattr(webhooks, "_enqueue", lambda delivery_id: None)
     services.webhook_create(user=alice, url=receiver.url)
     trade = make_trade(alice, bob)
     monkeypatch.undo()

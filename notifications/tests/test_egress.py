@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from conftest import ROOT
 from marketplace.tests.factories import make_trade
-from notifications import egress, services
+from notifications import egress, services, webhooks
 from notifications.models import WebhookDelivery, WebhookEndpoint
 
 PUBLIC = "93.184.216.34"
@@ -64,7 +64,7 @@ def no_sending(monkeypatch):
         sent.append(target)
         return 200
 
-    monkeypatch.setattr(services, "_send", send)
+    monkeypatch.setattr(webhooks, "_send", send)
     return sent
 
 
@@ -433,7 +433,7 @@ def test_a_closed_port_is_a_connection_error_without_details(alice):
 @pytest.mark.django_db
 def test_a_silent_receiver_is_a_timeout(alice, monkeypatch):
     # given a receiver that accepts the connection and never answers
-    monkeypatch.setattr(services, "DELIVERY_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(webhooks, "DELIVERY_TIMEOUT_SECONDS", 0.3)
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen()

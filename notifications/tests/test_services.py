@@ -14,7 +14,7 @@ from django.utils import timezone
 from escrow import services as escrow
 from escrow import services as escrow_services
 from marketplace.tests.factories import fund, make_offer, make_trade
-from notifications import listeners, services
+from notifications import listeners, services, webhooks
 from notifications.models import Notification, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
@@ -214,7 +214,7 @@ def test_event_filter_and_inactive_endpoints(alice, bob, receiver):
 
 def test_sweeper_requeues_only_overdue_pending_deliveries(alice, receiver, monkeypatch):
     queued: list[int] = []
-    monkeypatch.setattr(services, "_enqueue", queued.append)
+    monkeypatch.setattr(webhooks, "_enqueue", queued.append)
     delivery, _, _ = _delivery_for(alice, receiver.url)
     # a delivery just due belongs to its own queued task, not to the sweeper
     assert services.webhook_deliveries_requeue_due() == 0
