@@ -77,5 +77,6 @@ urlpatterns = [
     path("ledger/entries/<int:seq>/proof/", ledger.InclusionProofApi.as_view(), name="api-proof"),
     path("ledger/consistency/", ledger.ConsistencyProofApi.as_view(), name="api-consistency"),
     path("ledger/public-key/", ledger.PublicKeyApi.as_view(), name="api-public-key"),
+    path("", include("lending.api.urls")),
     path("", include("notifications.api.urls")),
 ]

@@ -101,6 +101,14 @@ class Transfer(models.Model):
         ESCROW_HOLD = "escrow_hold"
         TRADE_PAYOUT = "trade_payout"
         TRADE_FEE = "trade_fee"
+        # Lending (reference: the loan request's id): the borrower's collateral hold, a lender's
+        # funding hold and the disbursement, an installment paid to a lender, collateral handed
+        # over in a liquidation, the platform's fee.
+        LOAN_COLLATERAL = "loan_collateral"
+        LOAN_FUNDING = "loan_funding"
+        LOAN_INSTALLMENT = "loan_installment"
+        LOAN_LIQUIDATION = "loan_liquidation"
+        LOAN_FEE = "loan_fee"
 
     class Flags(models.TextChoices):
         SINGLE = "single"  # posted at once

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "marketplace",
     "escrow",
     "disputes",
+    "lending",
     "notifications",
 ]
 
@@ -212,6 +213,13 @@ CELERY_BEAT_SCHEDULE = {
     "escrow-settle-pending": {"task": "escrow.tasks.settle_pending", "schedule": 60.0},
     "ledger-seal": {"task": "ledger.tasks.seal_pending", "schedule": 5.0},
     "ledger-process-withdrawals": {"task": "ledger.tasks.sweep_withdrawals", "schedule": 30.0},
+    "lending-collect-installments": {
+        "task": "lending.tasks.collect_installments",
+        "schedule": 300.0,
+    },
+    "lending-check-ltv": {"task": "lending.tasks.check_ltv", "schedule": 60.0},
+    "lending-sweep-requests": {"task": "lending.tasks.sweep_requests", "schedule": 60.0},
+    "lending-default-overdue": {"task": "lending.tasks.default_overdue", "schedule": 300.0},
     "common-prune-idempotency-records": {
         "task": "common.tasks.idempotency_records_prune",
         "schedule": 3600.0,
@@ -362,3 +370,17 @@ CELERY_BEAT_SCHEDULE["notifications-sweep-webhooks"] = {
     "task": "notifications.tasks.sweep_webhooks",
     "schedule": 30.0,
 }
+
+# LENDING (docs/architecture.md §3.3)
+# Loan-to-value = the debt still scheduled (principal plus interest) over the collateral's value,
+# both in one fiat of the price index. A request must start at or below LENDING_INITIAL_LTV; at
+# LENDING_MARGIN_CALL_LTV the borrower is told (once per crossing); at LENDING_LIQUIDATION_LTV,
+# or when a late loan's LENDING_GRACE_HOURS run out, the collateral goes to the lenders in kind
+# with LENDING_LIQUIDATION_PENALTY on top of their debt. No liquidation on a price older than
+# PRICE_MAX_AGE seconds.
+LENDING_INITIAL_LTV = Decimal(env("LENDING_INITIAL_LTV", default="0.65"))
+LENDING_MARGIN_CALL_LTV = Decimal(env("LENDING_MARGIN_CALL_LTV", default="0.75"))
+LENDING_LIQUIDATION_LTV = Decimal(env("LENDING_LIQUIDATION_LTV", default="0.83"))
+LENDING_LIQUIDATION_PENALTY = Decimal(env("LENDING_LIQUIDATION_PENALTY", default="0.05"))
+LENDING_GRACE_HOURS = env.int("LENDING_GRACE_HOURS", default=72)
+PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)

@@ -54,6 +54,17 @@ def account_escrow(*, trade_id: int, asset: Asset) -> LedgerAccount:
     return account
 
 
+def account_hold(*, code: str, asset: Asset) -> LedgerAccount:
+    """An escrow-kind account under any code (e.g. `loan:collateral:7`): where a higher app's
+    holds sit. The code names the owner; the ledger does not read it."""
+    account, _ = LedgerAccount.objects.get_or_create(
+        code=code, defaults={"kind": Kind.ESCROW, "asset": asset}
+    )
+    if account.asset_id != asset.pk:
+        raise Conflict(f"Account {code!r} holds {account.asset}, not {asset}.")
+    return account
+
+
 def accounts_for_users(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """{(user_id, asset_id): account id} for many users at once, creating the missing ones."""
     found = _user_accounts(pairs)

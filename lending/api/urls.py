@@ -1,0 +1,18 @@
+from django.urls import path
+
+from lending.api import views
+
+urlpatterns = [
+    path("loan-requests/", views.LoanRequestListApi.as_view(), name="api-loan-requests"),
+    path("loan-requests/<int:request_id>/", views.LoanRequestDetailApi.as_view(),
+         name="api-loan-request"),
+    path("loan-requests/<int:request_id>/fund/", views.LoanRequestFundApi.as_view(),
+         name="api-loan-request-fund"),
+    path("loan-requests/<int:request_id>/cancel/", views.LoanRequestCancelApi.as_view(),
+         name="api-loan-request-cancel"),
+    path("loans/", views.LoanListApi.as_view(), name="api-loans"),
+    path("loans/<int:loan_id>/", views.LoanDetailApi.as_view(), name="api-loan"),
+    path("loans/<int:loan_id>/repay/", views.LoanRepayApi.as_view(), name="api-loan-repay"),
+    path("loans/<int:loan_id>/collateral/", views.LoanCollateralApi.as_view(),
+         name="api-loan-collateral"),
+]  # fmt: skip

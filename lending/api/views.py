@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api import ERRORS, AmountInput, ApiView, paginated
+from common.idempotency import idempotent
+from common.money import fmt
+from lending import selectors, services
+from lending.models import Loan, LoanRequest
+
+
+class ScheduleRowOut(serializers.Serializer[Any]):
+    n = serializers.IntegerField()
+    due_at = serializers.DateTimeField()
+    principal = serializers.CharField()
+    interest = serializers.CharField()
+    total = serializers.CharField()
+    status = serializers.CharField(required=False)
+
+
+def _schedule_preview(r: LoanRequest) -> list[dict[str, Any]]:
+    p = r.asset.precision
+    rows = services.loan_schedule(
+        principal=r.amount, annual_rate=r.annual_rate, term_months=r.term_months, plan=r.plan,
+        precision=p, start=timezone.now(),
+    )  # fmt: skip
+    return [
+        {"n": x.n, "due_at": x.due_at, "principal": fmt(x.principal, p),
+         "interest": fmt(x.interest, p), "total": fmt(x.total, p)}
+        for x in rows
+    ]  # fmt: skip
+
+
+class LoanRequestOut(serializers.Serializer[LoanRequest]):
+    id = serializers.IntegerField()
+    borrower = serializers.CharField(source="borrower.username")
+    asset = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+    funded = serializers.SerializerMethodField()
+    annual_rate = serializers.CharField()
+    term_months = serializers.IntegerField()
+    plan = serializers.CharField()
+    collateral_asset = serializers.CharField(source="collateral_asset.code")
+    collateral_amount = serializers.SerializerMethodField()
+    funding_deadline = serializers.DateTimeField()
+    allow_partial = serializers.BooleanField()
+    min_fill = serializers.SerializerMethodField()
+    state = serializers.CharField()
+    schedule = serializers.SerializerMethodField()
+
+    def _a(self, obj: LoanRequest, value: Any) -> str | None:
+        return None if value is None else fmt(value, obj.asset.precision)
+
+    def get_amount(self, obj: LoanRequest) -> str | None:
+        return self._a(obj, obj.amount)
+
+    def get_funded(self, obj: LoanRequest) -> str | None:
+        return self._a(obj, obj.funded)
+
+    def get_min_fill(self, obj: LoanRequest) -> str | None:
+        return self._a(obj, obj.min_fill)
+
+    def get_collateral_amount(self, obj: LoanRequest) -> str:
+        return fmt(obj.collateral_amount, obj.collateral_asset.precision)
+
+    def get_schedule(self, obj: LoanRequest) -> list[dict[str, Any]] | None:
+        # The full preview on the detail page; lists stay light.
+        return _schedule_preview(obj) if self.context.get("detail") else None
+
+
+class LoanOut(serializers.Serializer[Loan]):
+    id = serializers.IntegerField(source="pk")
+    borrower = serializers.CharField(source="borrower.username")
+    asset = serializers.CharField(source="asset.code")
+    principal = serializers.SerializerMethodField()
+    collateral_asset = serializers.CharField(source="collateral_asset.code")
+    collateral_amount = serializers.SerializerMethodField()
+    annual_rate = serializers.CharField()
+    plan = serializers.CharField()
+    state = serializers.CharField()
+    activated_at = serializers.DateTimeField()
+    late_since = serializers.DateTimeField(allow_null=True)
+    margin_called = serializers.BooleanField()
+    shortfall = serializers.SerializerMethodField()
+    ltv = serializers.SerializerMethodField()
+    schedule = serializers.SerializerMethodField()
+
+    def get_principal(self, obj: Loan) -> str:
+        return fmt(obj.principal, obj.asset.precision)
+
+    def get_shortfall(self, obj: Loan) -> str:
+        return fmt(obj.shortfall, obj.asset.precision)
+
+    def get_collateral_amount(self, obj: Loan) -> str:
+        return fmt(obj.collateral_amount, obj.collateral_asset.precision)
+
+    def get_ltv(self, obj: Loan) -> str | None:
+        if not self.context.get("detail"):
+            return None
+        ltv = selectors.loan_ltv(obj)
+        return None if ltv is None else f"{ltv:.4f}"
+
+    def get_schedule(self, obj: Loan) -> list[dict[str, Any]] | None:
+        if not self.context.get("detail"):
+            return None
+        p = obj.asset.precision
+        return [
+            {"n": i.n, "due_at": i.due_at, "principal": fmt(i.principal, p),
+             "interest": fmt(i.interest, p), "total": fmt(i.total, p), "status": i.status}
+            for i in obj.installments.order_by("n")
+        ]  # fmt: skip
+
+
+def _request_out(request: Request, request_id: int, code: int = 200) -> Response:
+    obj = selectors.loan_request_get(request_id=request_id)
+    data = LoanRequestOut(obj, context={"request": request, "detail": True}).data
+    return Response(data, status=code)
+
+
+def _loan_out(request: Request, loan_id: int) -> Response:
+    obj = selectors.loan_get_for_user(loan_id=loan_id, user=request.user)
+    return Response(LoanOut(obj, context={"request": request, "detail": True}).data)
+
+
+class LoanRequestListApi(ApiView):
+    class Input(serializers.Serializer[dict[str, Any]]):
+        asset = serializers.CharField(max_length=12)
+        amount = AmountInput(max_length=64)
+        annual_rate = AmountInput(max_length=64, help_text='Percent per year, e.g. "5".')
+        term_months = serializers.IntegerField()
+        plan = serializers.CharField(max_length=10, default="amortized")
+        collateral_asset = serializers.CharField(max_length=12)
+        collateral_amount = AmountInput(max_length=64)
+        funding_deadline = serializers.DateTimeField()
+        allow_partial = serializers.BooleanField(default=False)
+        min_fill = AmountInput(max_length=64, required=False, allow_null=True, default=None)
+
+    @extend_schema(operation_id="loan_requests_list", responses={200: paginated(LoanRequestOut)})
+    def get(self, request: Request) -> Response:
+        qs = selectors.loan_request_list().filter(state=request.query_params.get("state", "open"))
+        return self.paginate(qs, LoanRequestOut)
+
+    @extend_schema(operation_id="loan_requests_create", request=Input,
+                   responses={201: LoanRequestOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = services.loan_request_create(borrower=request.user, **data.validated_data)
+        return _request_out(request, created.pk, status.HTTP_201_CREATED)
+
+
+class LoanRequestDetailApi(ApiView):
+    @extend_schema(operation_id="loan_requests_detail", responses={200: LoanRequestOut, **ERRORS})
+    def get(self, request: Request, request_id: int) -> Response:
+        return _request_out(request, request_id)
+
+
+class LoanRequestFundApi(ApiView):
+    class Input(serializers.Serializer[dict[str, Any]]):
+        amount = AmountInput(max_length=64)
+
+    @extend_schema(operation_id="loan_requests_fund", request=Input,
+                   responses={200: LoanRequestOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request, request_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.loan_request_fund(
+            request_id=request_id, lender=request.user, amount=data.validated_data["amount"]
+        )
+        return _request_out(request, request_id)
+
+
+class LoanRequestCancelApi(ApiView):
+    @extend_schema(operation_id="loan_requests_cancel", request=None,
+                   responses={200: LoanRequestOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request, request_id: int) -> Response:
+        services.loan_request_cancel(request_id=request_id, actor=request.user)
+        return _request_out(request, request_id)
+
+
+class LoanListApi(ApiView):
+    ordering = "-request_id"
+
+    @extend_schema(operation_id="loans_list", responses={200: paginated(LoanOut)})
+    def get(self, request: Request) -> Response:
+        return self.paginate(selectors.loan_list_for_user(user=request.user), LoanOut)
+
+
+class LoanDetailApi(ApiView):
+    @extend_schema(operation_id="loans_detail", responses={200: LoanOut, **ERRORS})
+    def get(self, request: Request, loan_id: int) -> Response:
+        return _loan_out(request, loan_id)
+
+
+class LoanRepayApi(ApiView):
+    @extend_schema(operation_id="loans_repay", request=None, responses={200: LoanOut, **ERRORS})
+    @idempotent
+    def post(self, request: Request, loan_id: int) -> Response:
+        services.loan_repay_early(loan_id=loan_id, actor=request.user)
+        return _loan_out(request, loan_id)
+
+
+class LoanCollateralApi(ApiView):
+    class Input(serializers.Serializer[dict[str, Any]]):
+        amount = AmountInput(max_length=64)
+
+    @extend_schema(operation_id="loans_add_collateral", request=Input,
+                   responses={200: LoanOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request, loan_id: int) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.loan_add_collateral(
+            loan_id=loan_id, actor=request.user, amount=data.validated_data["amount"]
+        )
+        return _loan_out(request, loan_id)

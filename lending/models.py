@@ -1,0 +1,244 @@
+"""Loans between users: a borrower's request, the lenders' commitments, the loan it becomes, its
+installments and the audit trail of every move. No workflow here: lending.services moves them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from common.money import amount_field
+from ledger.models import Asset, Transfer
+
+
+class LoanRequest(models.Model):
+    """What a borrower asks for; its collateral is held from the request on."""
+
+    class State(models.TextChoices):
+        OPEN = "open"  # collecting commitments until funding_deadline
+        ACTIVE = "active"  # funded: a Loan with the same id exists
+        CANCELLED = "cancelled"  # the borrower withdrew it before activation
+        EXPIRED = "expired"  # the deadline passed without enough funding
+
+    class Plan(models.TextChoices):
+        AMORTIZED = "amortized", "Monthly equal installments"
+        BULLET = "bullet", "Principal and interest at the end"
+
+    borrower = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loan_requests"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = amount_field()
+    # Percent per year, e.g. 5 = 5 %.
+    annual_rate = models.DecimalField(max_digits=7, decimal_places=4)
+    term_months = models.PositiveSmallIntegerField()
+    plan = models.CharField(max_length=10, choices=Plan.choices, default=Plan.AMORTIZED)
+    collateral_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    collateral_amount = amount_field()
+    funding_deadline = models.DateTimeField()
+    allow_partial = models.BooleanField(default=False)
+    # With allow_partial: the least funding with which the request activates at its deadline.
+    min_fill = amount_field(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    funded = amount_field(default=Decimal(0))
+    collateral_hold = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The deadline sweeper reads only open requests.
+            models.Index(
+                fields=["funding_deadline"], condition=Q(state="open"), name="loanrequest_open"
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="loanrequest_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(annual_rate__gt=0, annual_rate__lte=100),
+                name="loanrequest_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(term_months__gte=1, term_months__lte=24),
+                name="loanrequest_term_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(collateral_amount__gt=0), name="loanrequest_collateral_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(asset=F("collateral_asset")), name="loanrequest_assets_differ"
+            ),
+            # Overfunding is impossible in the database too, whatever a service does.
+            models.CheckConstraint(
+                condition=Q(funded__gte=0, funded__lte=F("amount")),
+                name="loanrequest_funded_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_fill__isnull=True)
+                | Q(allow_partial=True, min_fill__gt=0, min_fill__lte=F("amount")),
+                name="loanrequest_min_fill_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Loan request #{self.pk} {self.amount} {self.asset_id} ({self.state})"
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.funded
+
+
+class LoanCommitment(models.Model):
+    """One lender's part of a request, held from their wallet until activation or the end."""
+
+    request = models.ForeignKey(LoanRequest, on_delete=models.PROTECT, related_name="commitments")
+    lender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loan_commitments"
+    )
+    amount = amount_field()
+    hold = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="loancommitment_positive"),
+            # One commitment per lender and request: their share is one number.
+            models.UniqueConstraint(fields=["request", "lender"], name="one_commitment_per_lender"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lender_id} commits {self.amount} to #{self.request_id}"
+
+
+class Loan(models.Model):
+    """An activated request; its id is the request's id (and every transfer's reference)."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        LATE = "late"  # an installment could not be collected; grace runs from late_since
+        REPAID = "repaid"
+        DEFAULTED = "defaulted"  # grace ran out; liquidation follows
+        LIQUIDATED = "liquidated"
+
+    request = models.OneToOneField(
+        LoanRequest, on_delete=models.PROTECT, primary_key=True, related_name="loan"
+    )
+    borrower = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loans"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    collateral_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    principal = amount_field()
+    # What sits in the loan's collateral account now (the request's amount plus top-ups).
+    collateral_amount = amount_field()
+    annual_rate = models.DecimalField(max_digits=7, decimal_places=4)
+    term_months = models.PositiveSmallIntegerField()
+    plan = models.CharField(max_length=10, choices=LoanRequest.Plan.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    activated_at = models.DateTimeField()
+    late_since = models.DateTimeField(null=True, blank=True)
+    # Set when the LTV crosses LENDING_MARGIN_CALL_LTV (the borrower is told once), cleared when
+    # it falls back below.
+    margin_called = models.BooleanField(default=False)
+    # What the collateral did not cover in a liquidation, in the loan's asset.
+    shortfall = amount_field(default=Decimal(0))
+    # The last liquidation refused on a stale price (for moderators), if any.
+    liquidation_blocked_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-request_id"]
+        indexes = [
+            models.Index(
+                fields=["state"], condition=Q(state__in=["active", "late"]), name="loan_open"
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(principal__gt=0), name="loan_principal_positive"),
+            models.CheckConstraint(
+                condition=Q(collateral_amount__gte=0), name="loan_collateral_nonneg"
+            ),
+            models.CheckConstraint(condition=Q(shortfall__gte=0), name="loan_shortfall_nonneg"),
+            models.CheckConstraint(
+                condition=Q(late_since__isnull=True) | Q(state__in=["late", "defaulted"]),
+                name="loan_late_since_only_when_late",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Loan #{self.pk} {self.principal} {self.asset_id} ({self.state})"
+
+
+class Installment(models.Model):
+    class Status(models.TextChoices):
+        DUE = "due"
+        PAID = "paid"
+        MISSED = "missed"  # the wallet could not cover it when due; still collected once it can
+        CLOSED = "closed"  # settled otherwise: an early repayment or a liquidation
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="installments")
+    n = models.PositiveSmallIntegerField()
+    due_at = models.DateTimeField()
+    principal = amount_field()
+    interest = amount_field()
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.DUE)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["loan_id", "n"]
+        indexes = [
+            models.Index(
+                fields=["due_at"], condition=Q(status__in=["due", "missed"]), name="installment_due"
+            )
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["loan", "n"], name="one_installment_per_number"),
+            models.CheckConstraint(
+                condition=Q(principal__gte=0, interest__gte=0), name="installment_nonneg"
+            ),
+            models.CheckConstraint(
+                condition=Q(principal__gt=0) | Q(interest__gt=0), name="installment_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="paid", paid_at__isnull=False) | ~Q(status="paid"),
+                name="installment_paid_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Loan #{self.loan_id} installment {self.n} ({self.status})"
+
+    @property
+    def total(self) -> Decimal:
+        return self.principal + self.interest
+
+
+class LoanEvent(models.Model):
+    """The audit trail: one row per move of a request or its loan, and per margin call or
+    refused liquidation (old and new state equal then)."""
+
+    request = models.ForeignKey(LoanRequest, on_delete=models.CASCADE, related_name="events")
+    subject = models.CharField(max_length=8)  # "request" or "loan"
+    old_state = models.CharField(max_length=10, blank=True)
+    new_state = models.CharField(max_length=10)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_role = models.CharField(max_length=10)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"#{self.request_id} {self.subject}: {self.old_state or '-'} -> {self.new_state}"

@@ -1,0 +1,63 @@
+"""Every write of lending: requests, funding, installments, repayments, LTV and liquidation.
+Split by concern; import from here."""
+
+from lending.services.loans import (
+    Payoff,
+    installments_collect_due,
+    loan_add_collateral,
+    loan_collect,
+    loan_default,
+    loan_liquidate,
+    loan_payoff_quote,
+    loan_repay_early,
+    loan_scheduled_debt,
+    loans_check_ltv,
+    loans_default_overdue,
+    loans_ltv,
+)
+from lending.services.pricing import PairPrice, pair_price
+from lending.services.requests import (
+    loan_ltv_quote,
+    loan_request_cancel,
+    loan_request_close_due,
+    loan_request_create,
+    loan_request_fund,
+    loan_requests_sweep,
+)
+from lending.services.schedule import ScheduledInstallment, lender_shares, loan_schedule
+from lending.services.transitions import (
+    TRANSITIONS,
+    event_listeners,
+    liquidation_blocked_listeners,
+    margin_call_listeners,
+)
+
+__all__ = [
+    "TRANSITIONS",
+    "PairPrice",
+    "Payoff",
+    "ScheduledInstallment",
+    "event_listeners",
+    "installments_collect_due",
+    "lender_shares",
+    "liquidation_blocked_listeners",
+    "loan_add_collateral",
+    "loan_collect",
+    "loan_default",
+    "loan_liquidate",
+    "loan_ltv_quote",
+    "loan_payoff_quote",
+    "loan_repay_early",
+    "loan_request_cancel",
+    "loan_request_close_due",
+    "loan_request_create",
+    "loan_request_fund",
+    "loan_requests_sweep",
+    "loan_schedule",
+    "loan_scheduled_debt",
+    "loans_check_ltv",
+    "loans_default_overdue",
+    "loans_ltv",
+    "margin_call_listeners",
+    "pair_price",
+]

@@ -1,0 +1,68 @@
+"""Prices for loans: a crypto pair valued through a common fiat of the price index.
+
+The index holds fiat per one unit of an asset (marketplace.PriceIndex). For a loan in asset A
+with collateral in asset C, both are valued in the first fiat of LTV_FIATS for which the index
+has both A and C (EUR, else USD): the price of one C in A is price(C, fiat) / price(A, fiat).
+The LTV is the debt still scheduled (principal plus interest) times price(A, fiat) over the
+collateral amount times price(C, fiat). The pair's age is that of its older price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
+
+from django.conf import settings
+from django.utils import timezone
+
+from common.errors import Conflict
+from marketplace.models import PriceIndex
+
+LTV_FIATS = ("EUR", "USD")
+
+
+@dataclass(frozen=True, slots=True)
+class PairPrice:
+    fiat: str
+    asset_price: Decimal  # fiat per one unit of the loan's asset
+    collateral_price: Decimal  # fiat per one unit of the collateral
+    updated_at: datetime  # the older of the two
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        age = (now or timezone.now()) - self.updated_at
+        return age > timedelta(seconds=settings.PRICE_MAX_AGE)
+
+    def value_in_asset(self, collateral: Decimal) -> Decimal:
+        """What `collateral` is worth in units of the loan's asset (unrounded)."""
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return collateral * self.collateral_price / self.asset_price
+
+    def collateral_for(self, amount: Decimal) -> Decimal:
+        """How much collateral is worth `amount` of the loan's asset (unrounded)."""
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return amount * self.asset_price / self.collateral_price
+
+    def ltv(self, *, debt: Decimal, collateral: Decimal) -> Decimal:
+        with localcontext() as ctx:
+            ctx.prec = 60
+            return (debt * self.asset_price) / (collateral * self.collateral_price)
+
+
+def pair_price(*, asset_id: int, collateral_asset_id: int) -> PairPrice:
+    """Both assets' prices in the first common fiat; a clear conflict when there is none."""
+    rows = PriceIndex.objects.filter(
+        asset_id__in=(asset_id, collateral_asset_id), fiat__code__in=LTV_FIATS
+    ).values_list("asset_id", "fiat__code", "price", "updated_at")
+    found = {(a, f): (p, u) for a, f, p, u in rows}
+    for fiat in LTV_FIATS:
+        a, c = found.get((asset_id, fiat)), found.get((collateral_asset_id, fiat))
+        if a and c:
+            return PairPrice(fiat, a[0], c[0], min(a[1], c[1]))
+    raise Conflict(
+        "No price index values both assets in EUR or USD: the loan can't be valued.",
+        code="no_price",
+        fields={"collateral_asset": ["No common price index for this pair."]},
+    )

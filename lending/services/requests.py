@@ -1,0 +1,347 @@
+"""Loan requests: creation with the collateral held, funding by lenders, activation, cancellation
+and expiry. Each service is one durable transaction; the request row is locked before any
+ledger account, so racing lenders queue on it and can never overfund."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+
+from common.errors import (
+    ApplicationError,
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from common.money import fmt, parse_amount, round_down
+from common.transactions import durable_atomic
+from ledger import services as ledger
+from ledger.models import Transfer
+from ledger.selectors import asset_get
+from lending.models import Installment, Loan, LoanCommitment, LoanRequest
+from lending.services.pricing import pair_price
+from lending.services.schedule import loan_schedule
+from lending.services.transitions import (
+    BORROWER,
+    SYSTEM,
+    _request_transition,
+    event,
+    request_role,
+)
+
+logger = logging.getLogger(__name__)
+
+K = Transfer.Kind
+MAX_FUNDING_DAYS = 30  # how far ahead a funding deadline may lie
+RATE_PRECISION = 4
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
+
+
+def collateral_account(request_id: int, asset: Any) -> Any:
+    return ledger.account_hold(code=f"loan:collateral:{request_id}", asset=asset)
+
+
+def funding_account(request_id: int, asset: Any) -> Any:
+    return ledger.account_hold(code=f"loan:funding:{request_id}", asset=asset)
+
+
+def _parse_term(value: object) -> int:
+    text = (
+        str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    )
+    if not text.isdigit() or not 1 <= int(text) <= 24:
+        raise _invalid("term_months", "A whole number of months from 1 to 24.")
+    return int(text)
+
+
+def _parse_rate(value: object) -> Decimal:
+    rate = parse_amount(value, precision=RATE_PRECISION, field="annual_rate")
+    if rate > 100:
+        raise _invalid("annual_rate", "At most 100 (percent per year).")
+    return rate
+
+
+def _parse_deadline(value: object, now: datetime) -> datetime:
+    if isinstance(value, str):
+        from django.utils.dateparse import parse_datetime
+
+        value = parse_datetime(value)
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise _invalid("funding_deadline", "A date and time with its time zone (ISO 8601).")
+    if value <= now:
+        raise _invalid("funding_deadline", "Must be in the future.")
+    if value > now + timedelta(days=MAX_FUNDING_DAYS):
+        raise _invalid("funding_deadline", f"At most {MAX_FUNDING_DAYS} days ahead.")
+    return value
+
+
+def loan_ltv_quote(
+    *, asset: Any, collateral_asset: Any, principal: Decimal, annual_rate: Decimal,
+    term_months: int, plan: str, collateral_amount: Decimal,
+) -> tuple[Decimal, Decimal]:  # fmt: skip
+    """(LTV, collateral needed for LENDING_INITIAL_LTV) of a would-be loan at today's index."""
+    rows = loan_schedule(
+        principal=principal, annual_rate=annual_rate, term_months=term_months, plan=plan,
+        precision=asset.precision, start=timezone.now(),
+    )  # fmt: skip
+    debt = principal + sum((r.interest for r in rows), Decimal(0))
+    price = pair_price(asset_id=asset.pk, collateral_asset_id=collateral_asset.pk)
+    if price.is_stale():
+        raise Conflict(
+            "The price index is stale: no loan can be valued now; try again later.",
+            code="stale_price",
+        )
+    needed = price.collateral_for(debt) / settings.LENDING_INITIAL_LTV
+    needed = -round_down(-needed, collateral_asset.precision)  # rounded up
+    return price.ltv(debt=debt, collateral=collateral_amount), needed
+
+
+def loan_request_create(
+    *,
+    borrower: Any,
+    asset: Any,
+    amount: Any,
+    annual_rate: Any,
+    term_months: Any,
+    plan: Any,
+    collateral_asset: Any,
+    collateral_amount: Any,
+    funding_deadline: Any,
+    allow_partial: bool = False,
+    min_fill: Any = None,
+) -> LoanRequest:
+    """A request whose collateral is held and meets LENDING_INITIAL_LTV, or a clear error."""
+    now = timezone.now()
+    loan_asset = asset_get(code=asset)
+    try:
+        coll_asset = asset_get(code=collateral_asset)
+    except ValidationFailed:
+        raise _invalid("collateral_asset", "Unknown asset.") from None
+    if coll_asset.pk == loan_asset.pk:
+        raise _invalid("collateral_asset", "Must differ from the asset borrowed.")
+    principal = parse_amount(amount, precision=loan_asset.precision, field="amount")
+    rate = _parse_rate(annual_rate)
+    term = _parse_term(term_months)
+    if plan not in LoanRequest.Plan.values:
+        raise _invalid("plan", f"One of {', '.join(LoanRequest.Plan.values)}.")
+    collateral = parse_amount(
+        collateral_amount, precision=coll_asset.precision, field="collateral_amount"
+    )
+    deadline = _parse_deadline(funding_deadline, now)
+    fill: Decimal | None = None
+    if allow_partial:
+        if min_fill in (None, ""):
+            raise _invalid("min_fill", "Required when a partial fill is acceptable.")
+        fill = parse_amount(min_fill, precision=loan_asset.precision, field="min_fill")
+        if fill > principal:
+            raise _invalid("min_fill", "At most the amount requested.")
+    elif min_fill not in (None, ""):
+        raise _invalid("min_fill", "Only with allow_partial.")
+    ltv, needed = loan_ltv_quote(
+        asset=loan_asset, collateral_asset=coll_asset, principal=principal, annual_rate=rate,
+        term_months=term, plan=plan, collateral_amount=collateral,
+    )  # fmt: skip
+    if ltv > settings.LENDING_INITIAL_LTV:
+        raise _invalid(
+            "collateral_amount",
+            f"LTV {ltv:.4f} is above {settings.LENDING_INITIAL_LTV}: at least "
+            f"{fmt(needed, coll_asset.precision)} {coll_asset.code} is needed.",
+        )
+    with durable_atomic():
+        request = LoanRequest.objects.create(
+            borrower=borrower, asset=loan_asset, amount=principal, annual_rate=rate,
+            term_months=term, plan=plan, collateral_asset=coll_asset,
+            collateral_amount=collateral, funding_deadline=deadline,
+            allow_partial=bool(allow_partial), min_fill=fill,
+        )  # fmt: skip
+        try:
+            request.collateral_hold = ledger.transfer_post(
+                idempotency_key=f"loan:{request.pk}:collateral",
+                debit=ledger.account_for_user(user=borrower, asset=coll_asset),
+                credit=collateral_account(request.pk, coll_asset),
+                amount=collateral,
+                kind=K.LOAN_COLLATERAL,
+                pending=True,
+                reference=request.pk,
+            )
+        except InsufficientFunds as exc:
+            raise InsufficientFunds(
+                exc.message, fields={"collateral_amount": ["Insufficient balance."]}
+            ) from None
+        request.save(update_fields=["collateral_hold"])
+        event(
+            request_id=request.pk, subject="request", old="", new=request.state,
+            actor=borrower, role=BORROWER, reason=f"LTV {ltv:.4f}",
+        )  # fmt: skip
+    return request
+
+
+def _lock_request(request_id: int) -> LoanRequest:
+    try:
+        return (
+            LoanRequest.objects.select_for_update()
+            .select_related("asset", "collateral_asset")
+            .get(pk=request_id)
+        )
+    except LoanRequest.DoesNotExist:
+        raise NotFound(
+            f"Loan request #{request_id} not found.", fields={"request": ["Not found."]}
+        ) from None
+
+
+def loan_request_fund(*, request_id: int, lender: Any, amount: Any) -> LoanCommitment:
+    """Hold a lender's part (at most what is left); the last part activates the loan."""
+    with durable_atomic():
+        # The request row is the queue: racing lenders see each other's `funded` in turn.
+        request = _lock_request(request_id)
+        value = parse_amount(amount, precision=request.asset.precision, field="amount")
+        if lender.pk == request.borrower_id:
+            raise PermissionDenied(
+                "You can't fund your own loan request.",
+                fields={"request": ["This is your own request."]},
+            )
+        if request.state != LoanRequest.State.OPEN:
+            raise Conflict(
+                f"Loan request #{request.pk} is {request.state}: it takes no more funding.",
+                code="invalid_transition",
+                fields={"state": [request.state]},
+            )
+        if timezone.now() >= request.funding_deadline:
+            raise Conflict(
+                "The funding deadline has passed.", fields={"funding_deadline": ["Passed."]}
+            )
+        left = request.remaining
+        if value > left:
+            raise ValidationFailed(
+                f"amount: only {fmt(left, request.asset.precision)} {request.asset.code} is left.",
+                fields={"amount": [f"At most {fmt(left, request.asset.precision)}."]},
+            )
+        if LoanCommitment.objects.filter(request=request, lender=lender).exists():
+            raise Conflict(
+                "You already fund this request.", fields={"amount": ["One commitment per lender."]}
+            )
+        commitment = LoanCommitment.objects.create(request=request, lender=lender, amount=value)
+        commitment.hold = ledger.transfer_post(
+            idempotency_key=f"loan:{request.pk}:fund:{commitment.pk}",
+            debit=ledger.account_for_user(user=lender, asset=request.asset),
+            credit=funding_account(request.pk, request.asset),
+            amount=value,
+            kind=K.LOAN_FUNDING,
+            pending=True,
+            reference=request.pk,
+        )
+        commitment.save(update_fields=["hold"])
+        request.funded += value
+        if request.funded == request.amount:
+            _activate(request, actor=lender, role="lender", reason="fully funded")
+        else:
+            request.save(update_fields=["funded", "updated_at"])
+    return commitment
+
+
+def _activate(request: LoanRequest, *, actor: Any, role: str, reason: str) -> Loan:
+    """Post every hold, pay the principal to the borrower and fix the schedule."""
+    now = timezone.now()
+    _request_transition(request=request, to=LoanRequest.State.ACTIVE, actor=actor, role=role,
+                        reason=reason)  # fmt: skip
+    for c in LoanCommitment.objects.filter(request=request).select_related("hold"):
+        assert c.hold is not None
+        ledger.transfer_post_pending(idempotency_key=f"loan:{request.pk}:fund:{c.pk}:post",
+                                     pending=c.hold)  # fmt: skip
+    ledger.transfer_post(
+        idempotency_key=f"loan:{request.pk}:disburse",
+        debit=funding_account(request.pk, request.asset),
+        credit=ledger.account_for_user(user=request.borrower, asset=request.asset),
+        amount=request.funded,
+        kind=K.LOAN_FUNDING,
+        reference=request.pk,
+    )
+    assert request.collateral_hold is not None
+    ledger.transfer_post_pending(
+        idempotency_key=f"loan:{request.pk}:collateral:post", pending=request.collateral_hold
+    )
+    loan = Loan.objects.create(
+        request=request, borrower_id=request.borrower_id, asset=request.asset,
+        collateral_asset=request.collateral_asset, principal=request.funded,
+        collateral_amount=request.collateral_amount, annual_rate=request.annual_rate,
+        term_months=request.term_months, plan=request.plan, activated_at=now,
+    )  # fmt: skip
+    Installment.objects.bulk_create(
+        Installment(loan=loan, n=r.n, due_at=r.due_at, principal=r.principal, interest=r.interest)
+        for r in loan_schedule(
+            principal=loan.principal, annual_rate=loan.annual_rate, term_months=loan.term_months,
+            plan=loan.plan, precision=request.asset.precision, start=now,
+        )
+    )  # fmt: skip
+    event(request_id=request.pk, subject="loan", old="", new=loan.state, actor=actor, role=role,
+          reason=f"principal {fmt(loan.principal, request.asset.precision)}")  # fmt: skip
+    return loan
+
+
+def _void_all(request: LoanRequest) -> None:
+    for c in LoanCommitment.objects.filter(request=request).select_related("hold"):
+        assert c.hold is not None
+        ledger.transfer_void_pending(idempotency_key=f"loan:{request.pk}:fund:{c.pk}:void",
+                                     pending=c.hold)  # fmt: skip
+    assert request.collateral_hold is not None
+    ledger.transfer_void_pending(
+        idempotency_key=f"loan:{request.pk}:collateral:void", pending=request.collateral_hold
+    )
+
+
+def loan_request_cancel(*, request_id: int, actor: Any, reason: str = "") -> LoanRequest:
+    """The borrower withdraws an open request: every hold goes back."""
+    with durable_atomic():
+        request = _lock_request(request_id)
+        role = request_role(request, actor)
+        _request_transition(request=request, to=LoanRequest.State.CANCELLED, actor=actor,
+                            role=role, reason=reason or "cancelled by the borrower")  # fmt: skip
+        _void_all(request)
+    return request
+
+
+def loan_request_close_due(*, request_id: int) -> LoanRequest:
+    """At the deadline: activate a partial fill that reached its minimum, else expire."""
+    with durable_atomic():
+        request = _lock_request(request_id)
+        if request.state != LoanRequest.State.OPEN or timezone.now() < request.funding_deadline:
+            return request  # another sweeper or the last lender got here first
+        if request.allow_partial and request.min_fill and request.funded >= request.min_fill:
+            _activate(request, actor=None, role=SYSTEM, reason="deadline reached with min_fill")
+        else:
+            _request_transition(request=request, to=LoanRequest.State.EXPIRED, actor=None,
+                                role=SYSTEM, reason="funding deadline passed")  # fmt: skip
+            _void_all(request)
+    return request
+
+
+def loan_requests_sweep() -> int:
+    """Beat: close every open request whose deadline has passed, each in its own transaction."""
+    done = 0
+    due = LoanRequest.objects.filter(
+        state=LoanRequest.State.OPEN, funding_deadline__lte=timezone.now()
+    ).values_list("pk", flat=True)
+    for pk in list(due.order_by("pk")[:500]):
+        try:
+            loan_request_close_due(request_id=pk)
+            done += 1
+        except ApplicationError:
+            logger.exception("loan request #%s could not be closed", pk)
+    return done
+
+
+def funded_total(request_id: int) -> Decimal:
+    return LoanCommitment.objects.filter(request_id=request_id).aggregate(s=Sum("amount"))[
+        "s"
+    ] or Decimal(0)
