@@ -14,6 +14,7 @@ from conftest import require_postgres
 from escrow import services
 from escrow import services as escrow_services
 from escrow.models import Settlement, Trade
+from escrow.services import transitions
 from ledger import services as ledger
 from ledger.models import Asset, LedgerAccount, Transfer
 from ledger.replay import verify_ledger
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.django_db
 def _postgres_and_no_broker(monkeypatch):
     require_postgres()
     # the outbox rows wait for the test to settle them
-    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    monkeypatch.setattr(transitions, "_enqueue", lambda settlement_id: None)
 
 
 def _moderator():

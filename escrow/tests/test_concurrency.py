@@ -17,6 +17,7 @@ from conftest import require_postgres
 from escrow import services
 from escrow import services as escrow_services
 from escrow.models import Settlement, Trade
+from escrow.services import transitions
 from ledger import services as ledger
 from ledger.models import Transfer
 from ledger.replay import verify_ledger
@@ -191,7 +192,7 @@ def test_withdrawals_racing_a_take_never_overdraw(alice, bob, carol):
 
 def test_workers_settle_batches_in_parallel_into_one_chain(alice, bob, carol, monkeypatch):
     # given 30 released trades whose settlements wait in the outbox
-    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    monkeypatch.setattr(transitions, "_enqueue", lambda settlement_id: None)
     fund(alice, "BTC", "5")
     fund(carol, "BTC", "5")
     offers = [make_offer(alice, amount="2"), make_offer(carol, amount="2")]

@@ -6,13 +6,15 @@ from marketplace.services.offers import (
     offer_create,
     offer_delete,
     offer_effective_price,
+    offer_set_active,
+    offer_update,
+    price_index_set,
+)
+from marketplace.services.taking import (
     offer_lock_for_taking,
     offer_payment_method,
     offer_quantity,
     offer_reserve,
-    offer_set_active,
-    offer_update,
-    price_index_set,
 )
 
 __all__ = [

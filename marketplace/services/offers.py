@@ -13,11 +13,8 @@ from django.db.models import F, Value
 from django.db.models.functions import Round
 
 from accounts import services as accounts
-from accounts.selectors import (
-    is_blocked_between,
-)
-from common.errors import Conflict, NotFound, ValidationFailed
-from common.money import fmt, parse_amount, parse_signed, round_down, round_half_up
+from common.errors import NotFound, ValidationFailed
+from common.money import fmt, parse_amount, parse_signed, round_half_up
 from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Asset
@@ -393,79 +390,3 @@ def offer_delete(*, offer_id: int, actor: Any) -> None:
         offer.is_deleted = True
         offer.is_active = False
         offer.save(update_fields=["is_deleted", "is_active", "updated_at"])
-
-
-# --- taking an offer (escrow.services.trade_open opens the trade; these are the offer's part) ---
-
-
-def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
-    """Inside the caller's transaction: the offer's row locked (every take of it queues here, so
-    it is never oversold), refused when it is the taker's own, paused, gone, or its maker and the
-    taker blocked each other (then it doesn't exist for them: not a hint that it does)."""
-    assert transaction.get_connection().in_atomic_block, "taking an offer needs a transaction"
-    offer = (
-        Offer.objects.select_for_update(of=("self",))
-        .select_related("asset", "fiat", "maker")
-        .filter(pk=offer_id, is_deleted=False)
-        .first()
-    )
-    if offer is None or (
-        offer.maker_id != taker.pk and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
-    ):
-        raise NotFound(f"Offer #{offer_id} not found.")
-    if offer.maker_id == taker.pk:
-        raise _invalid("offer", "You cannot take your own offer.")
-    if not offer.is_active:
-        raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
-    return offer
-
-
-def offer_quantity(
-    *, offer: Offer, amount: Any, fiat_amount: Any
-) -> tuple[Decimal, Decimal, Decimal, str]:
-    """What a take of `amount` (in the asset) or `fiat_amount` comes to at the offer's price now:
-    (asset amount, fiat amount, price, the field the taker gave), within the offer's limits and
-    what it has left."""
-    asset, fiat = offer.asset, offer.fiat
-    price = offer_effective_price(offer)
-    if price is None or price <= 0:
-        raise Conflict(f"Offer #{offer.pk} has no price right now: its price index is missing.")
-    if amount not in (None, ""):
-        qty = parse_amount(amount, precision=asset.precision, field="amount")
-        fiat_total = round_half_up(qty * price, fiat.precision)
-    else:
-        fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
-        qty = round_down(fiat_total / price, asset.precision)
-        if qty <= 0:
-            raise _invalid("fiat_amount", "That buys less than the asset's smallest unit.")
-    field = "amount" if amount not in (None, "") else "fiat_amount"
-    if not offer.min_fiat <= fiat_total <= offer.max_fiat:
-        raise _invalid(
-            field,
-            f"This offer trades {offer.min_fiat}-{offer.max_fiat} {fiat.code} per trade; "
-            f"you asked for {fiat_total} {fiat.code}.",
-        )
-    if qty > offer.available:
-        raise Conflict(
-            f"Only {fmt(offer.available, asset.precision)} {asset.code} is left on offer #{offer.pk}.",
-            fields={field: ["More than the offer has left."]},
-            code="offer_exhausted",
-        )
-    return qty, fiat_total, price, field
-
-
-def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | None:
-    """The payment method a take uses: the one asked for, which the offer must accept, else the
-    offer's first."""
-    methods = {m.code: m for m in offer.payment_methods.all()}
-    if code:
-        if code not in methods:
-            raise _invalid("payment_method", f"This offer doesn't accept {code!r}.")
-        return methods[code]
-    return next(iter(methods.values()), None)
-
-
-def offer_reserve(*, offer: Offer, amount: Decimal) -> None:
-    """Lower what is left of a locked offer by a take's amount (its CHECK keeps it >= 0)."""
-    offer.available -= amount
-    offer.save(update_fields=["available", "updated_at"])

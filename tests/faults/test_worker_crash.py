@@ -13,6 +13,7 @@ from conftest import wait_for
 from escrow import services
 from escrow import services as escrow_services
 from escrow.models import Settlement, Trade
+from escrow.services import transitions
 from escrow.tasks import settle
 from ledger.models import LedgerAccount
 from marketplace.tests.factories import fund, make_offer
@@ -34,7 +35,7 @@ KILLS = 10
 def _released_trades(monkeypatch, seller, buyers, count: int) -> list[Trade]:
     """`count` trades taken, paid and released; their settlements wait in the outbox because the
     broker never heard of them (_enqueue is a no-op meanwhile)."""
-    monkeypatch.setattr(services, "_enqueue", lambda settlement_id: None)
+    monkeypatch.setattr(transitions, "_enqueue", lambda settlement_id: None)
     offer = make_offer(seller, amount="1", min_fiat="10")
     trades = []
     for i in range(count):
