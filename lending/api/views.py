@@ -129,7 +129,7 @@ def _loan_out(request: Request, loan_id: int) -> Response:
 
 
 class LoanRequestListApi(ApiView):
-    class Input(serializers.Serializer[dict[str, Any]]):
+    class LoanRequestInput(serializers.Serializer[dict[str, Any]]):
         asset = serializers.CharField(max_length=12)
         amount = AmountInput(max_length=64)
         annual_rate = AmountInput(max_length=64, help_text='Percent per year, e.g. "5".')
@@ -146,11 +146,11 @@ class LoanRequestListApi(ApiView):
         qs = selectors.loan_request_list().filter(state=request.query_params.get("state", "open"))
         return self.paginate(qs, LoanRequestOut)
 
-    @extend_schema(operation_id="loan_requests_create", request=Input,
+    @extend_schema(operation_id="loan_requests_create", request=LoanRequestInput,
                    responses={201: LoanRequestOut, **ERRORS})  # fmt: skip
     @idempotent
     def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
+        data = self.LoanRequestInput(data=request.data)
         data.is_valid(raise_exception=True)
         created = services.loan_request_create(borrower=request.user, **data.validated_data)
         return _request_out(request, created.pk, status.HTTP_201_CREATED)
@@ -163,14 +163,14 @@ class LoanRequestDetailApi(ApiView):
 
 
 class LoanRequestFundApi(ApiView):
-    class Input(serializers.Serializer[dict[str, Any]]):
+    class LoanFundInput(serializers.Serializer[dict[str, Any]]):
         amount = AmountInput(max_length=64)
 
-    @extend_schema(operation_id="loan_requests_fund", request=Input,
+    @extend_schema(operation_id="loan_requests_fund", request=LoanFundInput,
                    responses={200: LoanRequestOut, **ERRORS})  # fmt: skip
     @idempotent
     def post(self, request: Request, request_id: int) -> Response:
-        data = self.Input(data=request.data)
+        data = self.LoanFundInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.loan_request_fund(
             request_id=request_id, lender=request.user, amount=data.validated_data["amount"]
@@ -210,14 +210,14 @@ class LoanRepayApi(ApiView):
 
 
 class LoanCollateralApi(ApiView):
-    class Input(serializers.Serializer[dict[str, Any]]):
+    class LoanCollateralInput(serializers.Serializer[dict[str, Any]]):
         amount = AmountInput(max_length=64)
 
-    @extend_schema(operation_id="loans_add_collateral", request=Input,
+    @extend_schema(operation_id="loans_add_collateral", request=LoanCollateralInput,
                    responses={200: LoanOut, **ERRORS})  # fmt: skip
     @idempotent
     def post(self, request: Request, loan_id: int) -> Response:
-        data = self.Input(data=request.data)
+        data = self.LoanCollateralInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.loan_add_collateral(
             loan_id=loan_id, actor=request.user, amount=data.validated_data["amount"]
