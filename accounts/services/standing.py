@@ -179,16 +179,26 @@ def profiles_lock(*, user_ids: list[int]) -> dict[int, Profile]:
 
 
 def withdrawal_hold_reason(*, user: Any) -> str | None:
-    """Why money may not leave this account now (a freeze), or None."""
-    profile = Profile.objects.filter(user_id=user.pk).only("is_frozen", "frozen_reason").first()
-    if profile is not None and profile.is_frozen:
+    """Why money may not leave this account now, or None: a freeze, or the pause after a
+    password change (a withdrawal queued just before the change may be the thief's)."""
+    profile = (
+        Profile.objects.filter(user_id=user.pk)
+        .only("is_frozen", "frozen_reason", "withdrawals_locked_until")
+        .first()
+    )
+    if profile is None:
+        return None
+    if profile.is_frozen:
         return f"account frozen: {profile.frozen_reason}" if profile.frozen_reason else "frozen"
+    locked = profile.withdrawals_locked_until
+    if locked is not None and locked > timezone.now():
+        return "password changed recently: a moderator checks this withdrawal"
     return None
 
 
 def ensure_can_withdraw(*, user: Any, otp: str | None = None) -> None:
     """A frozen account withdraws nothing ("suspected fraud" means the money stays)."""
-    if withdrawal_hold_reason(user=user):
+    if Profile.objects.filter(user_id=user.pk, is_frozen=True).exists():
         raise PermissionDenied(
             "Your account is frozen: withdrawals are stopped until support clears it.",
             code="account_frozen",

@@ -68,3 +68,21 @@ def test_a_queued_withdrawal_is_held_then_released_or_rejected(alice, bob):
     assert refused.status == Withdrawal.Status.FAILED
     assert balance_available(user=bob, asset_code="BTC") == Decimal(1)
     assert kept.status in (Withdrawal.Status.SUBMITTED, Withdrawal.Status.COMPLETED)
+
+
+def test_a_withdrawal_queued_before_a_password_change_is_held(alice):
+    # given a withdrawal queued, then the password changed (the thief may have queued it)
+    from accounts.services import credentials_after_password_change
+
+    fund(alice, "BTC", "1")
+    queued = services.withdrawal_request(
+        user=alice, asset_code="BTC", amount="0.2", address="bc1qbeforechange"
+    )
+    credentials_after_password_change(user=alice, keep_session_key=None)
+    # when the worker picks it up
+    services.withdrawal_process(withdrawal_id=queued.pk)
+    # then it waits for a moderator, the amount still held
+    queued.refresh_from_db()
+    assert queued.status == Withdrawal.Status.HELD
+    assert "password changed" in queued.failure_reason
+    assert balance_available(user=alice, asset_code="BTC") == Decimal("0.8")
