@@ -18,7 +18,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from common.errors import ApplicationError
+from common.errors import ApplicationError, RateLimited
 from common.http import client_ip
 from common.permissions import HasScope
 
@@ -41,7 +41,10 @@ def _flatten(detail: Any) -> dict[str, Any]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return _error(exc.code, exc.message, exc.fields, exc.status)
+        answer = _error(exc.code, exc.message, exc.fields, exc.status)
+        if isinstance(exc, RateLimited):
+            answer["Retry-After"] = str(exc.retry_after)
+        return answer
     if isinstance(exc, OperationalError):
         return _error(
             "unavailable", "The service is briefly unavailable; retry shortly.", None, 503

@@ -58,3 +58,5 @@ class RateLimited(ApplicationError):
 
     status = 429
     code = "throttled"
+    # Seconds until the window has moved on: sent as the Retry-After header.
+    retry_after: int = 60

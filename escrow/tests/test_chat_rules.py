@@ -67,6 +67,7 @@ class TestRateLimit:
         assert refused.value.status == 429
         assert response.status_code == 429, response.json()
         assert response.json()["error"]["code"] == "throttled"
+        assert response["Retry-After"] == "60"
         assert TradeMessage.objects.filter(trade=trade, sender=bob).count() == 3
 
     def test_the_limit_is_per_user_and_per_minute(self, alice, bob, settings):
