@@ -49,3 +49,19 @@ def loan_ltv(loan: Loan) -> Decimal | None:
     except ApplicationError:
         return None
     return price.ltv(debt=loan_scheduled_debt(loan), collateral=loan.collateral_amount)
+
+
+def loan_parties(*, loan_ids: list[int]) -> dict[int, list[int]]:
+    """Each loan's borrower and lenders (user ids, the borrower first, each once), in one
+    query: who is told a loan's news."""
+    parties: dict[int, list[int]] = {}
+    rows = (
+        Loan.objects.filter(pk__in=loan_ids)
+        .values_list("pk", "borrower_id", "request__commitments__lender_id")
+        .order_by("pk", "request__commitments__id")
+    )
+    for loan_id, borrower_id, lender_id in rows:
+        users = parties.setdefault(loan_id, [borrower_id])
+        if lender_id is not None and lender_id not in users:
+            users.append(lender_id)
+    return parties

@@ -1,14 +1,18 @@
 """Hooks into escrow.services.transition_listeners and settlement_failed_listeners, and marketplace
-chat message_listeners (each called on commit)."""
+chat message_listeners, and lending's event, margin-call and liquidation-blocked listeners (each
+called on commit)."""
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from disputes.services import party_notice_listeners
 from escrow.models import EscrowEvent, Settlement, TradeMessage
 from escrow.services import settlement_failed_listeners, transition_listeners
 from escrow.services.room import message_listeners
+from lending.models import Loan, LoanEvent
+from lending.services import transitions as lending_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +104,43 @@ def on_dispute_notice(**notice: object) -> None:
 
 
 party_notice_listeners.append(on_dispute_notice)
+
+
+# --- loans (lending) ---------------------------------------------------------------------------
+# Each logs its own failure: a loan move that committed is never undone by its news.
+
+
+def on_loan_events(events: list[LoanEvent]) -> None:
+    from notifications.loans import notify_loan_events
+
+    try:
+        notify_loan_events(events=events)
+    except Exception:
+        logger.exception("notifications about loan events %s failed", [e.pk for e in events])
+
+
+def on_margin_call(loan: Loan, ltv: Decimal) -> None:
+    from notifications.loans import notify_margin_call
+
+    try:
+        notify_margin_call(loan_id=loan.pk, ltv=ltv)
+    except Exception:
+        logger.exception("margin call notifications for loan #%s failed", loan.pk)
+
+
+def on_liquidation_blocked(loan: Loan, why: str) -> None:
+    from notifications.loans import notify_liquidation_blocked
+    from notifications.services import _moderators
+
+    try:
+        notify_liquidation_blocked(loan_id=loan.pk, why=why, moderators=_moderators())
+    except Exception:
+        logger.exception("telling moderators that loan #%s can't be liquidated failed", loan.pk)
+
+
+if on_loan_events not in lending_hooks.event_listeners:
+    lending_hooks.event_listeners.append(on_loan_events)
+if on_margin_call not in lending_hooks.margin_call_listeners:
+    lending_hooks.margin_call_listeners.append(on_margin_call)
+if on_liquidation_blocked not in lending_hooks.liquidation_blocked_listeners:
+    lending_hooks.liquidation_blocked_listeners.append(on_liquidation_blocked)

@@ -9,7 +9,7 @@ from escrow.models import Trade
 
 
 class Notification(models.Model):
-    """An in-app message to one user about one of their trades (the bell in the UI)."""
+    """An in-app message to one user about one of their trades or loans (the bell in the UI)."""
 
     class Kind(models.TextChoices):
         CREATED = "created"
@@ -23,6 +23,9 @@ class Notification(models.Model):
         MESSAGE = "message"
         # A settlement failed (parties: it is delayed; moderators: retry it in the admin).
         SETTLEMENT = "settlement", "Settlement delayed"
+        # News of a loan (lending): activation, installments, lateness, margin calls, default,
+        # liquidation, and for moderators a liquidation blocked by a stale price. No trade.
+        LOAN = "loan"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

@@ -198,14 +198,7 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
         ]
     with transaction.atomic():
         Notification.objects.bulk_create(notes)
-        if deliveries:
-            WebhookDelivery.objects.bulk_create(deliveries)
-            for delivery in deliveries:
-                delivery.payload = {**delivery.payload, "delivery_id": delivery.pk}
-            WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
-        for delivery in deliveries:
-            # mypy cannot type a lambda's default argument
-            transaction.on_commit(lambda delivery_id=delivery.pk: webhooks._enqueue(delivery_id))  # type: ignore[misc]
+        webhooks.webhook_deliveries_queue(deliveries)
     if mails:
         try:
             # One connection for the lot; the in-app notifications are there whatever happens.

@@ -18,6 +18,7 @@ import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
+from django.db import transaction
 from django.utils import timezone
 
 from common.errors import NotFound, ValidationFailed
@@ -44,7 +45,15 @@ EVENT_FOR_STATE: dict[str, str] = {
     S.REFUNDED: "trade.resolved",
     S.SPLIT: "trade.resolved",
 }
-WEBHOOK_EVENTS: list[str] = list(dict.fromkeys(EVENT_FOR_STATE.values()))
+# Loans (lending): news of a loan goes to the endpoints of its borrower and of every lender.
+LOAN_WEBHOOK_EVENTS: list[str] = [
+    "loan.activated",
+    "loan.installment_paid",
+    "loan.installment_missed",
+    "loan.margin_call",
+    "loan.liquidated",
+]
+WEBHOOK_EVENTS: list[str] = list(dict.fromkeys(EVENT_FOR_STATE.values())) + LOAN_WEBHOOK_EVENTS
 
 MAX_ENDPOINTS_PER_USER = 10
 URL_MAX_LENGTH = 500
@@ -267,6 +276,21 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
         delivered_at=delivery.delivered_at,
     )
     return delivery
+
+
+def webhook_deliveries_queue(deliveries: list[WebhookDelivery]) -> None:
+    """Write new outbox rows (their payloads get their own delivery_id) and queue each one once
+    the caller's transaction commits (the sweeper finds any whose message is lost)."""
+    if not deliveries:
+        return
+    with transaction.atomic():
+        WebhookDelivery.objects.bulk_create(deliveries)
+        for delivery in deliveries:
+            delivery.payload = {**delivery.payload, "delivery_id": delivery.pk}
+        WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+        for delivery in deliveries:
+            # mypy cannot type a lambda's default argument
+            transaction.on_commit(lambda delivery_id=delivery.pk: _enqueue(delivery_id))  # type: ignore[misc]
 
 
 def _enqueue(delivery_id: int) -> None:

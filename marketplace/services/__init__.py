@@ -9,6 +9,7 @@ from marketplace.services.offers import (
     offer_set_active,
     offer_update,
     price_index_set,
+    price_listeners,
 )
 from marketplace.services.taking import (
     offer_lock_for_taking,
@@ -28,4 +29,5 @@ __all__ = [
     "offer_set_active",
     "offer_update",
     "price_index_set",
+    "price_listeners",
 ]

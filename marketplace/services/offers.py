@@ -3,7 +3,7 @@ escrow hold in the same transaction that creates the trade."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -101,6 +101,11 @@ def _requirements(values: dict[str, Any]) -> dict[str, Any]:
 # --- price index ------------------------------------------------------------------------------
 
 
+# A hook for higher apps (lending rechecks its loans' LTV): called on commit with the PriceIndex
+# that changed; a failing listener is logged, never raised into the price move.
+price_listeners: list[Callable[[PriceIndex], None]] = []
+
+
 def price_index_set(
     *, asset_code: str, fiat_code: str, price: Any, source: str = "manual"
 ) -> PriceIndex:
@@ -120,6 +125,9 @@ def price_index_set(
                 output_field=Offer._meta.get_field("effective_price"),
             )
         )
+        for listener in price_listeners:
+            # A default argument binds each listener (mypy cannot type it).
+            transaction.on_commit(lambda listener=listener: listener(row), robust=True)  # type: ignore[misc]
     return row
 
 

@@ -293,3 +293,20 @@ def test_a_moderator_editing_the_index_in_the_admin_moves_the_floating_offers(ad
     row.refresh_from_db()
     assert (row.price, row.source) == (Decimal("90000"), "admin")
     assert Offer.objects.get(pk=offer.pk).effective_price == Decimal("91800.00")
+
+
+def test_price_listeners_hear_a_price_move_on_commit(refdata, django_capture_on_commit_callbacks):
+    # given a listener on the price hook
+    heard: list[tuple[str, Decimal]] = []
+    services.price_listeners.append(lambda row: heard.append((row.asset.code, row.price)))
+    try:
+        # when a price index is set
+        with django_capture_on_commit_callbacks() as callbacks:
+            services.price_index_set(asset_code="ETH", fiat_code="EUR", price="2500")
+        # then it is told only once the move commits, with the changed row
+        assert heard == []
+        for callback in callbacks:
+            callback()
+    finally:
+        services.price_listeners.pop()
+    assert heard == [("ETH", Decimal("2500"))]
