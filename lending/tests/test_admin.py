@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 
 from accounts.tests.factories import UserFactory
 from common.errors import PermissionDenied
 from lending import selectors, services
-from lending.models import LendingControlChange, Loan, LoanEvent
+from lending.models import LendingControlChange, Loan, LoanEvent, LoanRequest
 from lending.tests.helpers import bal, lenders, request_example
 from marketplace.services import price_index_set
 from marketplace.tests.factories import fund
@@ -142,3 +144,28 @@ def test_a_liquidated_loan_shows_its_prices_events_and_every_transfer(usdt_loan,
     assert {"loan_collateral", "loan_funding", "loan_liquidation"} <= kinds
     for t in transfers:
         assert f"<td>{t.pk}</td>" in detail
+
+
+def test_demo_loans_are_seeded_once(refdata):
+    # given the demo traders
+    call_command("seed_demo", stdout=StringIO())
+    # when the demo loans are seeded twice
+    first, second = StringIO(), StringIO()
+    call_command("seed_lending_demo", stdout=first)
+    call_command("seed_lending_demo", stdout=second)
+    # then there is one open request of the example, partly funded by bob ...
+    assert "demo loans already present" in second.getvalue()
+    assert LoanRequest.objects.count() == 2
+    example = LoanRequest.objects.get(state="open")
+    assert (example.borrower.username, example.asset.code, example.amount) == ("alice", "ETH", 1)
+    assert (example.annual_rate, example.term_months, example.collateral_asset.code) == (
+        5,
+        6,
+        "USDT",
+    )
+    assert example.funded == Decimal("0.4")
+    assert list(example.commitments.values_list("lender__username", flat=True)) == ["bob"]
+    # ... and one active loan with exactly one installment paid
+    loan = Loan.objects.get()
+    assert (loan.state, loan.borrower.username) == ("active", "bob")
+    assert list(loan.installments.values_list("status", flat=True)) == ["paid", "due", "due"]
