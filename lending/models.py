@@ -242,3 +242,37 @@ class LoanEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.request_id} {self.subject}: {self.old_state or '-'} -> {self.new_state}"
+
+
+class LendingControl(models.Model):
+    """Lending's switches for moderators: one row (pk 1). While liquidations are paused (a
+    broken price feed) no loan is liquidated; the LTV check and the default sweep record why."""
+
+    liquidations_paused = models.BooleanField(default=False)
+    reason = models.CharField(max_length=300, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="lendingcontrol_singleton")]
+
+    def __str__(self) -> str:
+        return "liquidations paused" if self.liquidations_paused else "liquidations running"
+
+
+class LendingControlChange(models.Model):
+    """The audit trail of the switches: who paused or resumed liquidations, when and why."""
+
+    liquidations_paused = models.BooleanField()
+    reason = models.CharField(max_length=300, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        verb = "paused" if self.liquidations_paused else "resumed"
+        return f"liquidations {verb} by {self.actor_id}"

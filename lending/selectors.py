@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Q, QuerySet
 
 from common.errors import ApplicationError, NotFound
-from lending.models import Loan, LoanRequest
-from lending.services import loan_scheduled_debt, pair_price
+from ledger.models import Transfer
+from lending.models import LendingControl, LendingControlChange, Loan, LoanEvent, LoanRequest
+from lending.services import loan_scheduled_debt, loans_ltv, pair_price
 
 
 def loan_request_list() -> QuerySet[LoanRequest]:
@@ -65,3 +67,59 @@ def loan_parties(*, loan_ids: list[int]) -> dict[int, list[int]]:
         if lender_id is not None and lender_id not in users:
             users.append(lender_id)
     return parties
+
+
+# --- moderators ----------------------------------------------------------------------------
+
+LOAN_TRANSFER_KINDS = (
+    Transfer.Kind.LOAN_COLLATERAL,
+    Transfer.Kind.LOAN_FUNDING,
+    Transfer.Kind.LOAN_INSTALLMENT,
+    Transfer.Kind.LOAN_LIQUIDATION,
+    Transfer.Kind.LOAN_FEE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoanAtRisk:
+    loan: Loan
+    ltv: Decimal
+
+
+def loans_at_risk(*, min_ltv: Decimal | None = None, limit: int = 200) -> list[LoanAtRisk]:
+    """Open loans by LTV, highest first: the LTV check's own set-based query (loans_ltv), then
+    one query for the rows shown."""
+    rows = sorted(
+        ((pk, ltv) for pk, _, ltv in loans_ltv() if min_ltv is None or ltv >= min_ltv),
+        key=lambda row: (-row[1], row[0]),
+    )[:limit]
+    loans = Loan.objects.select_related("asset", "collateral_asset", "borrower").in_bulk(
+        [pk for pk, _ in rows]
+    )
+    return [LoanAtRisk(loans[pk], ltv) for pk, ltv in rows if pk in loans]
+
+
+def loan_events(*, loan_id: int) -> QuerySet[LoanEvent]:
+    return (
+        LoanEvent.objects.filter(request_id=loan_id)
+        .select_related("actor")
+        .order_by("created_at", "pk")
+    )
+
+
+def loan_transfers(*, loan_id: int) -> QuerySet[Transfer]:
+    """Every ledger transfer of a loan and its request: the loan kinds with its id as reference."""
+    return (
+        Transfer.objects.filter(reference=loan_id, kind__in=LOAN_TRANSFER_KINDS)
+        .select_related("asset", "debit_account", "credit_account")
+        .order_by("pk")
+    )
+
+
+def lending_control() -> LendingControl:
+    """The switches (an unsaved default row until a moderator first uses them)."""
+    return LendingControl.objects.filter(pk=1).first() or LendingControl(pk=1)
+
+
+def lending_control_changes(*, limit: int = 10) -> list[LendingControlChange]:
+    return list(LendingControlChange.objects.select_related("actor")[:limit])

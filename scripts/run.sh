@@ -16,6 +16,7 @@ PY=.venv/bin/python
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
+$PY manage.py seed_lending_demo
 
 pids=()
 # Background jobs of a non-interactive shell ignore Ctrl-C, so stop them here.

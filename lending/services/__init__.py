@@ -1,6 +1,7 @@
 """Every write of lending: requests, funding, installments, repayments, LTV and liquidation.
 Split by concern; import from here."""
 
+from lending.services.controls import liquidations_paused, liquidations_set_paused
 from lending.services.loans import (
     Payoff,
     installments_collect_due,
@@ -41,6 +42,8 @@ __all__ = [
     "installments_collect_due",
     "lender_shares",
     "liquidation_blocked_listeners",
+    "liquidations_paused",
+    "liquidations_set_paused",
     "loan_add_collateral",
     "loan_collect",
     "loan_default",

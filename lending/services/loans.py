@@ -20,6 +20,7 @@ from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Transfer
 from lending.models import Installment, Loan, LoanCommitment, LoanEvent
+from lending.services.controls import liquidations_paused
 from lending.services.pricing import LTV_FIATS, pair_price
 from lending.services.requests import collateral_account
 from lending.services.schedule import lender_shares, split_pro_rata
@@ -393,12 +394,20 @@ def loan_liquidate(*, loan_id: int, reason: str = "") -> Loan:
     """Hand the collateral to the lenders in kind at the index price: each gets collateral worth
     what they are owed plus LENDING_LIQUIDATION_PENALTY, the borrower the rest; when it does not
     cover that, the lenders share all of it pro rata to what they are owed and the part of the
-    debt left uncovered is the shortfall. Refused (and recorded) on a stale price."""
+    debt left uncovered is the shortfall. Refused (and recorded) on a stale price, and while
+    moderators have paused liquidations (the loan is then left as it is)."""
     with durable_atomic():
         loan = _lock_loan(loan_id)
         if loan.state not in (L.ACTIVE, L.LATE, L.DEFAULTED):
             raise InvalidTransition(f"Loan #{loan.pk} is {loan.state}: nothing to liquidate.",
                                     fields={"state": [loan.state]})  # fmt: skip
+        paused = liquidations_paused()
+        if paused is not None:
+            # A moderator paused liquidations (a broken price feed): the loan stays as it is.
+            why = f"liquidations paused by moderators: {paused.reason or 'no reason given'}"
+            event(request_id=loan.pk, subject="loan", old=loan.state, new=loan.state, actor=None,
+                  role=SYSTEM, reason=f"liquidation not done ({reason or 'requested'}): {why}")  # fmt: skip
+            return loan
         price = pair_price(asset_id=loan.asset_id, collateral_asset_id=loan.collateral_asset_id)
         now = timezone.now()
         if price.is_stale(now):
