@@ -43,6 +43,10 @@ class LoanRequest(models.Model):
     min_fill = amount_field(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
     funded = amount_field(default=Decimal(0))
+    # Set when the request was made by taking a lender's offer (and activated at once).
+    offer = models.ForeignKey(
+        "LoanOffer", on_delete=models.PROTECT, null=True, blank=True, related_name="requests"
+    )
     collateral_hold = models.OneToOneField(
         Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -91,6 +95,79 @@ class LoanRequest(models.Model):
     @property
     def remaining(self) -> Decimal:
         return self.amount - self.funded
+
+
+class LoanOffer(models.Model):
+    """What a lender offers: `available` of `asset` held from their wallet from posting on
+    (`hold`, into `loan:offer:{id}`), so a take never fails for the lender's lack of funds.
+    Each take voids the hold and holds what is left again; the taken part goes through the
+    normal funding path of a request that activates at once."""
+
+    class State(models.TextChoices):
+        OPEN = "open"  # takeable while available > 0
+        TAKEN = "taken"  # every unit lent: nothing held any more
+        CANCELLED = "cancelled"  # the lender withdrew it: what was left went back
+
+    lender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loan_offers"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = amount_field()  # as posted
+    available = amount_field()  # what is left to take (and held)
+    annual_rate = models.DecimalField(max_digits=7, decimal_places=4)
+    term_min = models.PositiveSmallIntegerField()
+    term_max = models.PositiveSmallIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    # The current hold of `available` (None once nothing is left); `hold_seq` numbers the
+    # holds for their idempotency keys (`loan:offer:{id}:hold:{seq}`).
+    hold = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    hold_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="loanoffer_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(available__gte=0, available__lte=F("amount")),
+                name="loanoffer_available_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(annual_rate__gt=0, annual_rate__lte=100), name="loanoffer_rate_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(term_min__gte=1, term_max__lte=24, term_min__lte=F("term_max")),
+                name="loanoffer_term_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"Loan offer #{self.pk} {self.available}/{self.amount} {self.asset_id} ({self.state})"
+        )
+
+
+class LoanOfferCollateral(models.Model):
+    """A collateral asset an offer accepts and the highest initial LTV it takes with it."""
+
+    offer = models.ForeignKey(LoanOffer, on_delete=models.CASCADE, related_name="collaterals")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    max_ltv = models.DecimalField(max_digits=5, decimal_places=4)  # e.g. 0.5000 = 50 %
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["offer", "asset"], name="one_ltv_per_offer_asset"),
+            models.CheckConstraint(
+                condition=Q(max_ltv__gt=0, max_ltv__lte=1), name="loanoffercollateral_ltv_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"offer #{self.offer_id}: {self.asset_id} up to LTV {self.max_ltv}"
 
 
 class LoanCommitment(models.Model):

@@ -9,8 +9,16 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from common.errors import ApplicationError, NotFound
+from common.money import parse_decimal
 from ledger.models import Transfer
-from lending.models import LendingControl, LendingControlChange, Loan, LoanEvent, LoanRequest
+from lending.models import (
+    LendingControl,
+    LendingControlChange,
+    Loan,
+    LoanEvent,
+    LoanOffer,
+    LoanRequest,
+)
 from lending.services import loan_scheduled_debt, loans_ltv, pair_price
 
 
@@ -22,6 +30,39 @@ def loan_request_get(*, request_id: int) -> LoanRequest:
     found = loan_request_list().filter(pk=request_id).first()
     if found is None:
         raise NotFound(f"Loan request #{request_id} not found.")
+    return found
+
+
+def loan_offer_list(
+    *, state: str = "open", asset: str | None = None, min_rate: str | None = None,
+    max_rate: str | None = None,
+) -> QuerySet[LoanOffer]:  # fmt: skip
+    """Offers in a state, filtered by the asset lent and the annual rate (percent); a filter
+    that is not a number is refused naming it."""
+    qs = (
+        LoanOffer.objects.filter(state=state)
+        .select_related("asset", "lender")
+        .prefetch_related("collaterals__asset")
+        .order_by("annual_rate", "-id")
+    )
+    if asset:
+        qs = qs.filter(asset__code=asset.upper())
+    for field, value, lookup in (("min_rate", min_rate, "gte"), ("max_rate", max_rate, "lte")):
+        if value not in (None, ""):
+            rate = parse_decimal(value, field=field)
+            qs = qs.filter(**{f"annual_rate__{lookup}": rate})
+    return qs
+
+
+def loan_offer_get(*, offer_id: int) -> LoanOffer:
+    found = (
+        LoanOffer.objects.select_related("asset", "lender")
+        .prefetch_related("collaterals__asset")
+        .filter(pk=offer_id)
+        .first()
+    )
+    if found is None:
+        raise NotFound(f"Loan offer #{offer_id} not found.")
     return found
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from common.api import ERRORS, AmountInput, ApiView, paginated
 from common.idempotency import idempotent
 from common.money import fmt
 from lending import selectors, services
-from lending.models import Loan, LoanRequest
+from lending.models import Loan, LoanOffer, LoanRequest
 
 
 class ScheduleRowOut(serializers.Serializer[Any]):
@@ -223,3 +223,113 @@ class LoanCollateralApi(ApiView):
             loan_id=loan_id, actor=request.user, amount=data.validated_data["amount"]
         )
         return _loan_out(request, loan_id)
+
+
+class LoanOfferCollateralOut(serializers.Serializer[Any]):
+    asset = serializers.CharField(source="asset.code")
+    max_ltv = serializers.CharField()
+
+
+class LoanOfferOut(serializers.Serializer[LoanOffer]):
+    id = serializers.IntegerField()
+    lender = serializers.CharField(source="lender.username")
+    asset = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+    available = serializers.SerializerMethodField()
+    annual_rate = serializers.CharField()
+    term_min = serializers.IntegerField()
+    term_max = serializers.IntegerField()
+    collateral = LoanOfferCollateralOut(source="collaterals.all", many=True)
+    state = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_amount(self, obj: LoanOffer) -> str:
+        return fmt(obj.amount, obj.asset.precision)
+
+    def get_available(self, obj: LoanOffer) -> str:
+        return fmt(obj.available, obj.asset.precision)
+
+
+def _offer_out(request: Request, offer_id: int, code: int = 200) -> Response:
+    obj = selectors.loan_offer_get(offer_id=offer_id)
+    return Response(LoanOfferOut(obj, context={"request": request}).data, status=code)
+
+
+class LoanOfferListApi(ApiView):
+    class LoanOfferInput(serializers.Serializer[dict[str, Any]]):
+        asset = serializers.CharField(max_length=12)
+        amount = AmountInput(max_length=64)
+        annual_rate = AmountInput(max_length=64, help_text='Percent per year, e.g. "5".')
+        term_min = serializers.IntegerField()
+        term_max = serializers.IntegerField()
+        collateral = serializers.ListField(
+            child=serializers.DictField(), max_length=20,
+            help_text='Accepted collateral: [{"asset": "USDT", "max_ltv": "0.5"}] (LTV as a '
+            "string fraction).",
+        )  # fmt: skip
+
+    @extend_schema(
+        operation_id="loan_offers_list",
+        parameters=[
+            OpenApiParameter("asset", str, description="The asset lent, e.g. ETH."),
+            OpenApiParameter("min_rate", str, description="Annual rate at least (percent)."),
+            OpenApiParameter("max_rate", str, description="Annual rate at most (percent)."),
+            OpenApiParameter("state", str, description="open (default), taken or cancelled."),
+        ],
+        responses={200: paginated(LoanOfferOut)},
+    )
+    def get(self, request: Request) -> Response:
+        q = request.query_params
+        qs = selectors.loan_offer_list(
+            state=q.get("state", "open"), asset=q.get("asset"), min_rate=q.get("min_rate"),
+            max_rate=q.get("max_rate"),
+        )  # fmt: skip
+        return self.paginate(qs, LoanOfferOut)
+
+    @extend_schema(operation_id="loan_offers_create", request=LoanOfferInput,
+                   responses={201: LoanOfferOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.LoanOfferInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = services.loan_offer_create(lender=request.user, **data.validated_data)
+        return _offer_out(request, created.pk, status.HTTP_201_CREATED)
+
+
+class LoanOfferDetailApi(ApiView):
+    @extend_schema(operation_id="loan_offers_detail", responses={200: LoanOfferOut, **ERRORS})
+    def get(self, request: Request, offer_id: int) -> Response:
+        return _offer_out(request, offer_id)
+
+
+class LoanOfferTakeApi(ApiView):
+    class LoanOfferTakeInput(serializers.Serializer[dict[str, Any]]):
+        amount = AmountInput(max_length=64)
+        term_months = serializers.IntegerField()
+        plan = serializers.CharField(max_length=10, default="amortized")
+        collateral_asset = serializers.CharField(max_length=12)
+        collateral_amount = AmountInput(max_length=64)
+
+    @extend_schema(operation_id="loan_offers_take", request=LoanOfferTakeInput,
+                   responses={201: LoanOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request, offer_id: int) -> Response:
+        data = self.LoanOfferTakeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        loan = services.loan_offer_take(
+            offer_id=offer_id, borrower=request.user, **data.validated_data
+        )
+        obj = selectors.loan_get_for_user(loan_id=loan.pk, user=request.user)
+        return Response(
+            LoanOut(obj, context={"request": request, "detail": True}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class LoanOfferCancelApi(ApiView):
+    @extend_schema(operation_id="loan_offers_cancel", request=None,
+                   responses={200: LoanOfferOut, **ERRORS})  # fmt: skip
+    @idempotent
+    def post(self, request: Request, offer_id: int) -> Response:
+        services.loan_offer_cancel(offer_id=offer_id, actor=request.user)
+        return _offer_out(request, offer_id)

@@ -16,6 +16,7 @@ from lending.services.loans import (
     loans_default_overdue,
     loans_ltv,
 )
+from lending.services.offers import loan_offer_cancel, loan_offer_create, loan_offer_take
 from lending.services.pricing import PairPrice, pair_price
 from lending.services.requests import (
     loan_ltv_quote,
@@ -49,6 +50,9 @@ __all__ = [
     "loan_default",
     "loan_liquidate",
     "loan_ltv_quote",
+    "loan_offer_cancel",
+    "loan_offer_create",
+    "loan_offer_take",
     "loan_payoff_quote",
     "loan_repay_early",
     "loan_request_cancel",

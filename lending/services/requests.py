@@ -159,31 +159,37 @@ def loan_request_create(
             f"{fmt(needed, coll_asset.precision)} {coll_asset.code} is needed.",
         )
     with durable_atomic():
-        request = LoanRequest.objects.create(
+        return _insert_request(
             borrower=borrower, asset=loan_asset, amount=principal, annual_rate=rate,
             term_months=term, plan=plan, collateral_asset=coll_asset,
             collateral_amount=collateral, funding_deadline=deadline,
-            allow_partial=bool(allow_partial), min_fill=fill,
+            allow_partial=bool(allow_partial), min_fill=fill, reason=f"LTV {ltv:.4f}",
         )  # fmt: skip
-        try:
-            request.collateral_hold = ledger.transfer_post(
-                idempotency_key=f"loan:{request.pk}:collateral",
-                debit=ledger.account_for_user(user=borrower, asset=coll_asset),
-                credit=collateral_account(request.pk, coll_asset),
-                amount=collateral,
-                kind=K.LOAN_COLLATERAL,
-                pending=True,
-                reference=request.pk,
-            )
-        except InsufficientFunds as exc:
-            raise InsufficientFunds(
-                exc.message, fields={"collateral_amount": ["Insufficient balance."]}
-            ) from None
-        request.save(update_fields=["collateral_hold"])
-        event(
-            request_id=request.pk, subject="request", old="", new=request.state,
-            actor=borrower, role=BORROWER, reason=f"LTV {ltv:.4f}",
-        )  # fmt: skip
+
+
+def _insert_request(*, borrower: Any, reason: str, **fields: Any) -> LoanRequest:
+    """Create a checked request and hold its collateral, in the caller's transaction."""
+    request = LoanRequest.objects.create(borrower=borrower, **fields)
+    coll_asset, collateral = request.collateral_asset, request.collateral_amount
+    try:
+        request.collateral_hold = ledger.transfer_post(
+            idempotency_key=f"loan:{request.pk}:collateral",
+            debit=ledger.account_for_user(user=borrower, asset=coll_asset),
+            credit=collateral_account(request.pk, coll_asset),
+            amount=collateral,
+            kind=K.LOAN_COLLATERAL,
+            pending=True,
+            reference=request.pk,
+        )
+    except InsufficientFunds as exc:
+        raise InsufficientFunds(
+            exc.message, fields={"collateral_amount": ["Insufficient balance."]}
+        ) from None
+    request.save(update_fields=["collateral_hold"])
+    event(
+        request_id=request.pk, subject="request", old="", new=request.state,
+        actor=borrower, role=BORROWER, reason=reason,
+    )  # fmt: skip
     return request
 
 
@@ -231,22 +237,29 @@ def loan_request_fund(*, request_id: int, lender: Any, amount: Any) -> LoanCommi
             raise Conflict(
                 "You already fund this request.", fields={"amount": ["One commitment per lender."]}
             )
-        commitment = LoanCommitment.objects.create(request=request, lender=lender, amount=value)
-        commitment.hold = ledger.transfer_post(
-            idempotency_key=f"loan:{request.pk}:fund:{commitment.pk}",
-            debit=ledger.account_for_user(user=lender, asset=request.asset),
-            credit=funding_account(request.pk, request.asset),
-            amount=value,
-            kind=K.LOAN_FUNDING,
-            pending=True,
-            reference=request.pk,
-        )
-        commitment.save(update_fields=["hold"])
-        request.funded += value
-        if request.funded == request.amount:
-            _activate(request, actor=lender, role="lender", reason="fully funded")
-        else:
-            request.save(update_fields=["funded", "updated_at"])
+        commitment = _commit(request, lender, value)
+    return commitment
+
+
+def _commit(request: LoanRequest, lender: Any, value: Decimal) -> LoanCommitment:
+    """Hold a checked part from the lender (the request locked by the caller); the last part
+    activates the loan."""
+    commitment = LoanCommitment.objects.create(request=request, lender=lender, amount=value)
+    commitment.hold = ledger.transfer_post(
+        idempotency_key=f"loan:{request.pk}:fund:{commitment.pk}",
+        debit=ledger.account_for_user(user=lender, asset=request.asset),
+        credit=funding_account(request.pk, request.asset),
+        amount=value,
+        kind=K.LOAN_FUNDING,
+        pending=True,
+        reference=request.pk,
+    )
+    commitment.save(update_fields=["hold"])
+    request.funded += value
+    if request.funded == request.amount:
+        _activate(request, actor=lender, role="lender", reason="fully funded")
+    else:
+        request.save(update_fields=["funded", "updated_at"])
     return commitment
 
 
