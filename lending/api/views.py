@@ -141,7 +141,9 @@ class LoanRequestListApi(ApiView):
         allow_partial = serializers.BooleanField(default=False)
         min_fill = AmountInput(max_length=64, required=False, allow_null=True, default=None)
 
-    @extend_schema(operation_id="loan_requests_list", responses={200: paginated(LoanRequestOut)})
+    @extend_schema(
+        operation_id="loan_requests_list", responses={200: paginated(LoanRequestOut), **ERRORS}
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.loan_request_list().filter(state=request.query_params.get("state", "open"))
         return self.paginate(qs, LoanRequestOut)
@@ -190,7 +192,7 @@ class LoanRequestCancelApi(ApiView):
 class LoanListApi(ApiView):
     ordering = "-request_id"
 
-    @extend_schema(operation_id="loans_list", responses={200: paginated(LoanOut)})
+    @extend_schema(operation_id="loans_list", responses={200: paginated(LoanOut), **ERRORS})
     def get(self, request: Request) -> Response:
         return self.paginate(selectors.loan_list_for_user(user=request.user), LoanOut)
 
@@ -276,7 +278,7 @@ class LoanOfferListApi(ApiView):
             OpenApiParameter("max_rate", str, description="Annual rate at most (percent)."),
             OpenApiParameter("state", str, description="open (default), taken or cancelled."),
         ],
-        responses={200: paginated(LoanOfferOut)},
+        responses={200: paginated(LoanOfferOut), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         q = request.query_params
