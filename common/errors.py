@@ -26,6 +26,11 @@ class ValidationFailed(ApplicationError):
     status = 400
     code = "invalid"
 
+    @classmethod
+    def for_field(cls, field: str, message: str, code: str | None = None) -> ValidationFailed:
+        """The usual shape: "field: message", and the message under that field."""
+        return cls(f"{field}: {message}", fields={field: [message]}, code=code)
+
 
 class NotFound(ApplicationError):
     status = 404

@@ -12,7 +12,7 @@ from django.core.mail import EmailMessage, get_connection, send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from common.errors import NotFound, ValidationFailed
+from common.errors import NotFound
 from common.money import fmt
 from escrow.models import EscrowEvent, Settlement, Trade
 from notifications import webhooks
@@ -72,10 +72,6 @@ __all__ = [
     "webhook_deliveries_requeue_due",
     "webhook_signature",
 ]
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
 
 
 # --- in-app notifications -----------------------------------------------------------------------

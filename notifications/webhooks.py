@@ -69,10 +69,6 @@ REQUEUE_GRACE = timedelta(seconds=30)
 _validate_url = URLValidator(schemes=["http", "https"])
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
-
-
 # --- webhook endpoints --------------------------------------------------------------------------
 
 
@@ -81,21 +77,21 @@ def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookE
     returns its signing secret (shown once)."""
     url = str(url or "").strip()
     if not url:
-        raise _invalid("url", "Enter the URL to POST events to.")
+        raise ValidationFailed.for_field("url", "Enter the URL to POST events to.")
     if len(url) > URL_MAX_LENGTH:
-        raise _invalid("url", f"At most {URL_MAX_LENGTH} characters.")
+        raise ValidationFailed.for_field("url", f"At most {URL_MAX_LENGTH} characters.")
     try:
         _validate_url(url)
     except ValidationError:
-        raise _invalid("url", "Enter an http:// or https:// URL.") from None
+        raise ValidationFailed.for_field("url", "Enter an http:// or https:// URL.") from None
     try:
         _check_target(url)
     except egress.EgressRefused as refused:
-        raise _invalid("url", refused.message) from None
+        raise ValidationFailed.for_field("url", refused.message) from None
     chosen = list(dict.fromkeys(str(e) for e in events or []))
     unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
     if unknown:
-        raise _invalid(
+        raise ValidationFailed.for_field(
             "events", f"Unknown event {unknown[0]!r}; choose from {', '.join(WEBHOOK_EVENTS)}."
         )
     if WebhookEndpoint.objects.filter(user=user).count() >= MAX_ENDPOINTS_PER_USER:

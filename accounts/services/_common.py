@@ -11,16 +11,12 @@ from common.errors import (
 )
 
 
-def _invalid(field: str, message: str, code: str | None = None) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]}, code=code)
-
-
 def _reason(reason: Any, *, required: bool = False) -> str:
     text = " ".join(str(reason or "").split())
     if required and not text:
-        raise _invalid("reason", "Give a reason; the user sees it.")
+        raise ValidationFailed.for_field("reason", "Give a reason; the user sees it.")
     if len(text) > 500:
-        raise _invalid("reason", "At most 500 characters.")
+        raise ValidationFailed.for_field("reason", "At most 500 characters.")
     return text
 
 

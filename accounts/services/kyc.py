@@ -10,11 +10,12 @@ from django.utils import timezone
 
 from accounts.models import KycDocument, ProfileEvent
 from accounts.selectors import profile_for
-from accounts.services._common import _invalid, _locked_profile, _reason
+from accounts.services._common import _locked_profile, _reason
 from common.errors import (
     InvalidTransition,
     NotFound,
     PermissionDenied,
+    ValidationFailed,
 )
 from common.files import check_upload, name_for_type
 
@@ -28,18 +29,22 @@ MAX_PENDING_DOCUMENTS = 10
 def kyc_document_submit(*, user: Any, kind: str, file: Any, requested_tier: Any) -> KycDocument:
     """A document for review towards a higher tier; images or PDF only, sniffed from content."""
     if kind not in KycDocument.Kind.values:
-        raise _invalid("kind", f"Choose one of: {', '.join(KycDocument.Kind.labels)}.")
+        raise ValidationFailed.for_field(
+            "kind", f"Choose one of: {', '.join(KycDocument.Kind.labels)}."
+        )
     try:
         tier = int(requested_tier)
     except (TypeError, ValueError):
         tier = 0
     if tier not in (1, 2):
-        raise _invalid("requested_tier", "Choose tier 1 or tier 2.")
+        raise ValidationFailed.for_field("requested_tier", "Choose tier 1 or tier 2.")
     profile = profile_for(user)
     if profile.kyc_tier >= tier:
-        raise _invalid("requested_tier", f"You are already tier {profile.kyc_tier}.")
+        raise ValidationFailed.for_field(
+            "requested_tier", f"You are already tier {profile.kyc_tier}."
+        )
     if file is None:
-        raise _invalid("file", "Attach a scan or photo of the document.")
+        raise ValidationFailed.for_field("file", "Attach a scan or photo of the document.")
     content_type = check_upload(
         file,
         field="file",
@@ -48,7 +53,9 @@ def kyc_document_submit(*, user: Any, kind: str, file: Any, requested_tier: Any)
     )
     pending = KycDocument.objects.filter(user=user, status=KycDocument.Status.PENDING).count()
     if pending >= MAX_PENDING_DOCUMENTS:
-        raise _invalid("file", f"You have {pending} documents waiting for review already.")
+        raise ValidationFailed.for_field(
+            "file", f"You have {pending} documents waiting for review already."
+        )
     document = KycDocument(
         user=user,
         kind=kind,

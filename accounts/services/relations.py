@@ -8,9 +8,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from accounts.models import TraderRelation
-from accounts.services._common import _invalid
 from common.errors import (
     NotFound,
+    ValidationFailed,
 )
 
 # --- trusted and blocked lists ----------------------------------------------------------------
@@ -19,13 +19,13 @@ from common.errors import (
 def trader_relation_add(*, actor: Any, username: str, kind: str) -> TraderRelation:
     """Trust or block another trader; trusting someone blocked (or the reverse) replaces it."""
     if kind not in TraderRelation.Kind.values:
-        raise _invalid("kind", "Choose trusted or blocked.")
+        raise ValidationFailed.for_field("kind", "Choose trusted or blocked.")
     name = str(username or "").strip()
     other = get_user_model().objects.filter(username=name, is_active=True).first()
     if other is None:
-        raise _invalid("username", f"No trader called {name!r}.")
+        raise ValidationFailed.for_field("username", f"No trader called {name!r}.")
     if other.pk == actor.pk:
-        raise _invalid(
+        raise ValidationFailed.for_field(
             "username", f"You can't {'trust' if kind == 'trusted' else 'block'} yourself."
         )
     with transaction.atomic():

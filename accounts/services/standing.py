@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import Profile, ProfileEvent
 from accounts.selectors import LIMITS_CURRENCY, kyc_limits, profile_for, trading_block_reason
-from accounts.services._common import _invalid, _locked_profile, _reason
+from accounts.services._common import _locked_profile, _reason
 from common.errors import (
     Conflict,
     PermissionDenied,
@@ -64,9 +64,9 @@ def profile_penalize(*, user: Any, actor: Any, reason: str, suspend_days: int = 
     (a longer suspension already running is kept). The caller (a moderator's dispute decision)
     has checked the actor's right to decide."""
     if isinstance(suspend_days, bool) or not isinstance(suspend_days, int):
-        raise _invalid("suspend_days", "Whole days, 0 to 365.")
+        raise ValidationFailed.for_field("suspend_days", "Whole days, 0 to 365.")
     if not 0 <= suspend_days <= MAX_SUSPENSION_DAYS:
-        raise _invalid("suspend_days", f"Whole days, 0 to {MAX_SUSPENSION_DAYS}.")
+        raise ValidationFailed.for_field("suspend_days", f"Whole days, 0 to {MAX_SUSPENSION_DAYS}.")
     text = _reason(reason)
     with transaction.atomic():
         profile = _locked_profile(user)

@@ -32,10 +32,6 @@ from marketplace.selectors import fiat_get, offer_book, offer_unmet_requirements
 from marketplace.services.offers import REQUIREMENT_FIELDS
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
-
-
 def _fee(amount: Decimal, *, is_maker: bool, precision: int) -> Decimal:
     """The side's rate of the amount, rounded down, but at least the asset's smallest unit when
     the rate isn't zero: dust trades whose fees rounded to nothing made wash trading free."""
@@ -93,7 +89,9 @@ def trade_open(
     # Early, for a clear answer; checked again below under the profile lock.
     accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
-        raise _invalid("amount", "Give either amount (in the asset) or fiat_amount, not both.")
+        raise ValidationFailed.for_field(
+            "amount", "Give either amount (in the asset) or fiat_amount, not both."
+        )
     with durable_atomic():
         offer = market.offer_lock_for_taking(offer_id=offer_id, taker=taker)
         asset, fiat = offer.asset, offer.fiat
@@ -205,7 +203,7 @@ def trade_match(
     taker, at once."""
     accounts.ensure_can_trade(user=taker)
     if side not in Offer.Side.values:
-        raise _invalid("side", "Choose buy or sell.")
+        raise ValidationFailed.for_field("side", "Choose buy or sell.")
     fiat_obj = fiat_get(code=fiat)
     value = parse_amount(fiat_amount, precision=fiat_obj.precision, field="fiat_amount")
     # side is what the taker wants to do: buying means taking sell offers.

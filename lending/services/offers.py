@@ -31,7 +31,6 @@ from lending.models import Loan, LoanOffer, LoanOfferCollateral, LoanRequest
 from lending.services.requests import (
     _commit,
     _insert_request,
-    _invalid,
     _parse_rate,
     _parse_term,
     loan_ltv_quote,
@@ -49,20 +48,28 @@ def _parse_collateral(value: object, loan_asset: Any) -> list[tuple[Any, Decimal
     """A non-empty list of {"asset": code, "max_ltv": "0.5"}: known assets, each once, not
     the asset lent, 0 < max_ltv ≤ 1; anything else is refused naming `collateral`."""
     if not isinstance(value, list | tuple) or not value:
-        raise _invalid("collateral", 'A non-empty list of {"asset": ..., "max_ltv": ...}.')
+        raise ValidationFailed.for_field(
+            "collateral", 'A non-empty list of {"asset": ..., "max_ltv": ...}.'
+        )
     out: list[tuple[Any, Decimal]] = []
     seen: set[int] = set()
     for item in value:
         if not isinstance(item, dict) or set(item) != {"asset", "max_ltv"}:
-            raise _invalid("collateral", 'Each item is exactly {"asset": ..., "max_ltv": ...}.')
+            raise ValidationFailed.for_field(
+                "collateral", 'Each item is exactly {"asset": ..., "max_ltv": ...}.'
+            )
         try:
             asset = asset_get(code=item["asset"])
         except ValidationFailed:
-            raise _invalid("collateral", f"Unknown asset {item['asset']!r}.") from None
+            raise ValidationFailed.for_field(
+                "collateral", f"Unknown asset {item['asset']!r}."
+            ) from None
         if asset.pk == loan_asset.pk:
-            raise _invalid("collateral", "A collateral asset must differ from the asset lent.")
+            raise ValidationFailed.for_field(
+                "collateral", "A collateral asset must differ from the asset lent."
+            )
         if asset.pk in seen:
-            raise _invalid("collateral", f"{asset.code} is listed twice.")
+            raise ValidationFailed.for_field("collateral", f"{asset.code} is listed twice.")
         seen.add(asset.pk)
         raw = item["max_ltv"]
         try:
@@ -76,7 +83,7 @@ def _parse_collateral(value: object, loan_asset: Any) -> list[tuple[Any, Decimal
             or not Decimal(0) < ltv <= 1
             or ltv != ltv.quantize(Decimal(1).scaleb(-LTV_PRECISION))
         ):
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "collateral", f"{asset.code}: max_ltv is a fraction in (0, 1], e.g. 0.5."
             )
         out.append((asset, ltv))
@@ -87,7 +94,7 @@ def _term(value: object, field: str) -> int:
     try:
         return _parse_term(value)
     except ValidationFailed:
-        raise _invalid(field, "A whole number of months from 1 to 24.") from None
+        raise ValidationFailed.for_field(field, "A whole number of months from 1 to 24.") from None
 
 
 def loan_offer_create(
@@ -100,7 +107,7 @@ def loan_offer_create(
     rate = _parse_rate(annual_rate)
     low, high = _term(term_min, "term_min"), _term(term_max, "term_max")
     if low > high:
-        raise _invalid("term_max", "At least term_min.")
+        raise ValidationFailed.for_field("term_max", "At least term_min.")
     accepted = _parse_collateral(collateral, loan_asset)
     with durable_atomic():
         offer = LoanOffer.objects.create(
@@ -180,24 +187,28 @@ def loan_offer_take(
         value = parse_amount(amount, precision=p, field="amount")
         if value > offer.available:
             left = fmt(offer.available, p)
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "amount", f"Only {left} {offer.asset.code} is available; at most {left}."
             )
         term = _parse_term(term_months)
         if not offer.term_min <= term <= offer.term_max:
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "term_months", f"This offer lends for {offer.term_min} to {offer.term_max} months."
             )
         if plan not in LoanRequest.Plan.values:
-            raise _invalid("plan", f"One of {', '.join(LoanRequest.Plan.values)}.")
+            raise ValidationFailed.for_field(
+                "plan", f"One of {', '.join(LoanRequest.Plan.values)}."
+            )
         try:
             coll_asset = asset_get(code=collateral_asset)
         except ValidationFailed:
-            raise _invalid("collateral_asset", "Unknown asset.") from None
+            raise ValidationFailed.for_field("collateral_asset", "Unknown asset.") from None
         accepted = offer.collaterals.filter(asset=coll_asset).first()
         if accepted is None:
             codes = ", ".join(c.asset.code for c in offer.collaterals.select_related("asset"))
-            raise _invalid("collateral_asset", f"This offer accepts only {codes}.")
+            raise ValidationFailed.for_field(
+                "collateral_asset", f"This offer accepts only {codes}."
+            )
         collateral = parse_amount(
             collateral_amount, precision=coll_asset.precision, field="collateral_amount"
         )
@@ -208,7 +219,7 @@ def loan_offer_take(
             collateral_amount=collateral,
         )  # fmt: skip
         if ltv > limit:
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "collateral_amount",
                 f"LTV {ltv:.4f} is above {limit} (this offer's and the platform's limit): "
                 f"{fmt(collateral * ltv / limit, coll_asset.precision)} {coll_asset.code} "

@@ -44,10 +44,6 @@ MAX_FUNDING_DAYS = 30  # how far ahead a funding deadline may lie
 RATE_PRECISION = 4
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
-
-
 def collateral_account(request_id: int, asset: Any) -> Any:
     return ledger.account_hold(code=f"loan:collateral:{request_id}", asset=asset)
 
@@ -61,14 +57,14 @@ def _parse_term(value: object) -> int:
         str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
     )
     if not text.isdigit() or not 1 <= int(text) <= 24:
-        raise _invalid("term_months", "A whole number of months from 1 to 24.")
+        raise ValidationFailed.for_field("term_months", "A whole number of months from 1 to 24.")
     return int(text)
 
 
 def _parse_rate(value: object) -> Decimal:
     rate = parse_amount(value, precision=RATE_PRECISION, field="annual_rate")
     if rate > 100:
-        raise _invalid("annual_rate", "At most 100 (percent per year).")
+        raise ValidationFailed.for_field("annual_rate", "At most 100 (percent per year).")
     return rate
 
 
@@ -78,11 +74,15 @@ def _parse_deadline(value: object, now: datetime) -> datetime:
 
         value = parse_datetime(value)
     if not isinstance(value, datetime) or timezone.is_naive(value):
-        raise _invalid("funding_deadline", "A date and time with its time zone (ISO 8601).")
+        raise ValidationFailed.for_field(
+            "funding_deadline", "A date and time with its time zone (ISO 8601)."
+        )
     if value <= now:
-        raise _invalid("funding_deadline", "Must be in the future.")
+        raise ValidationFailed.for_field("funding_deadline", "Must be in the future.")
     if value > now + timedelta(days=MAX_FUNDING_DAYS):
-        raise _invalid("funding_deadline", f"At most {MAX_FUNDING_DAYS} days ahead.")
+        raise ValidationFailed.for_field(
+            "funding_deadline", f"At most {MAX_FUNDING_DAYS} days ahead."
+        )
     return value
 
 
@@ -127,14 +127,14 @@ def loan_request_create(
     try:
         coll_asset = asset_get(code=collateral_asset)
     except ValidationFailed:
-        raise _invalid("collateral_asset", "Unknown asset.") from None
+        raise ValidationFailed.for_field("collateral_asset", "Unknown asset.") from None
     if coll_asset.pk == loan_asset.pk:
-        raise _invalid("collateral_asset", "Must differ from the asset borrowed.")
+        raise ValidationFailed.for_field("collateral_asset", "Must differ from the asset borrowed.")
     principal = parse_amount(amount, precision=loan_asset.precision, field="amount")
     rate = _parse_rate(annual_rate)
     term = _parse_term(term_months)
     if plan not in LoanRequest.Plan.values:
-        raise _invalid("plan", f"One of {', '.join(LoanRequest.Plan.values)}.")
+        raise ValidationFailed.for_field("plan", f"One of {', '.join(LoanRequest.Plan.values)}.")
     collateral = parse_amount(
         collateral_amount, precision=coll_asset.precision, field="collateral_amount"
     )
@@ -142,18 +142,20 @@ def loan_request_create(
     fill: Decimal | None = None
     if allow_partial:
         if min_fill in (None, ""):
-            raise _invalid("min_fill", "Required when a partial fill is acceptable.")
+            raise ValidationFailed.for_field(
+                "min_fill", "Required when a partial fill is acceptable."
+            )
         fill = parse_amount(min_fill, precision=loan_asset.precision, field="min_fill")
         if fill > principal:
-            raise _invalid("min_fill", "At most the amount requested.")
+            raise ValidationFailed.for_field("min_fill", "At most the amount requested.")
     elif min_fill not in (None, ""):
-        raise _invalid("min_fill", "Only with allow_partial.")
+        raise ValidationFailed.for_field("min_fill", "Only with allow_partial.")
     ltv, needed = loan_ltv_quote(
         asset=loan_asset, collateral_asset=coll_asset, principal=principal, annual_rate=rate,
         term_months=term, plan=plan, collateral_amount=collateral,
     )  # fmt: skip
     if ltv > settings.LENDING_INITIAL_LTV:
-        raise _invalid(
+        raise ValidationFailed.for_field(
             "collateral_amount",
             f"LTV {ltv:.4f} is above {settings.LENDING_INITIAL_LTV}: at least "
             f"{fmt(needed, coll_asset.precision)} {coll_asset.code} is needed.",

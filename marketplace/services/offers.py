@@ -30,32 +30,32 @@ MAX_REQUIRED_AGE_DAYS = 3_650
 REQUIREMENT_FIELDS = ("min_taker_tier", "min_taker_trades", "min_account_age_days", "trusted_only")
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", fields={field: [message]})
-
-
 def _payment_methods(codes: Iterable[str]) -> list[PaymentMethod]:
     codes = list(dict.fromkeys(str(c) for c in codes or []))
     if not codes:
-        raise _invalid("payment_methods", "Choose at least one payment method.")
+        raise ValidationFailed.for_field("payment_methods", "Choose at least one payment method.")
     if len(codes) > MAX_PAYMENT_METHODS:
-        raise _invalid("payment_methods", f"Choose at most {MAX_PAYMENT_METHODS} payment methods.")
+        raise ValidationFailed.for_field(
+            "payment_methods", f"Choose at most {MAX_PAYMENT_METHODS} payment methods."
+        )
     found = {m.code: m for m in PaymentMethod.objects.filter(code__in=codes, is_active=True)}
     unknown = [c for c in codes if c not in found]
     if unknown:
-        raise _invalid("payment_methods", f"Unknown payment method {unknown[0]!r}.")
+        raise ValidationFailed.for_field(
+            "payment_methods", f"Unknown payment method {unknown[0]!r}."
+        )
     return [found[c] for c in codes]
 
 
 def _whole(value: Any, *, field: str, low: int, high: int, message: str) -> int:
     if isinstance(value, bool):
-        raise _invalid(field, message)
+        raise ValidationFailed.for_field(field, message)
     try:
         number = int(str(value).strip() or 0) if value is not None else 0
     except (TypeError, ValueError):
-        raise _invalid(field, message) from None
+        raise ValidationFailed.for_field(field, message) from None
     if not low <= number <= high:
-        raise _invalid(field, message)
+        raise ValidationFailed.for_field(field, message)
     return number
 
 
@@ -67,7 +67,7 @@ def _flag(value: Any, *, field: str) -> bool:
         return True
     if text in ("", "0", "false", "off", "no"):
         return False
-    raise _invalid(field, "Yes or no.")
+    raise ValidationFailed.for_field(field, "Yes or no.")
 
 
 def _requirements(values: dict[str, Any]) -> dict[str, Any]:
@@ -167,21 +167,23 @@ def _offer_terms(
     payment_window_minutes: Any,
 ) -> dict[str, Any]:
     if price_type not in Offer.PriceType.values:
-        raise _invalid("price_type", "Choose fixed or floating.")
+        raise ValidationFailed.for_field("price_type", "Choose fixed or floating.")
     values: dict[str, Any] = {"price_type": price_type, "price": None, "margin_percent": None}
     if price_type == Offer.PriceType.FIXED:
         values["price"] = parse_amount(price, precision=PRICE_PRECISION, field="price")
     else:
         if margin_percent in (None, ""):
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "margin_percent",
                 "A floating price needs a margin in percent (may be 0 or negative).",
             )
         margin = parse_signed(margin_percent, precision=2, field="margin_percent")
         if not Decimal(-50) <= margin <= Decimal(50):
-            raise _invalid("margin_percent", "The margin must be between -50% and +50%.")
+            raise ValidationFailed.for_field(
+                "margin_percent", "The margin must be between -50% and +50%."
+            )
         if not PriceIndex.objects.filter(asset=asset, fiat=fiat).exists():
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "price_type",
                 f"There is no {asset.code}/{fiat.code} price index to float on; use a fixed price.",
             )
@@ -189,13 +191,17 @@ def _offer_terms(
     values["min_fiat"] = parse_amount(min_fiat, precision=fiat.precision, field="min_fiat")
     values["max_fiat"] = parse_amount(max_fiat, precision=fiat.precision, field="max_fiat")
     if values["max_fiat"] < values["min_fiat"]:
-        raise _invalid("max_fiat", "The maximum must not be below the minimum.")
+        raise ValidationFailed.for_field("max_fiat", "The maximum must not be below the minimum.")
     try:
         window = int(payment_window_minutes)
     except (TypeError, ValueError):
-        raise _invalid("payment_window_minutes", "Enter whole minutes between 5 and 180.") from None
+        raise ValidationFailed.for_field(
+            "payment_window_minutes", "Enter whole minutes between 5 and 180."
+        ) from None
     if not 5 <= window <= 180:
-        raise _invalid("payment_window_minutes", "The payment window must be 5 to 180 minutes.")
+        raise ValidationFailed.for_field(
+            "payment_window_minutes", "The payment window must be 5 to 180 minutes."
+        )
     values["payment_window_minutes"] = window
     return values
 
@@ -214,7 +220,7 @@ def _price_protected(*, asset: Asset, fiat: FiatCurrency, values: dict[str, Any]
     pct = Decimal(settings.PRICE_PROTECTION_PCT)
     low, high = index * (1 - pct / 100), index * (1 + pct / 100)
     if not low <= values["price"] <= high:
-        raise _invalid(
+        raise ValidationFailed.for_field(
             "price",
             f"The {asset.code}/{fiat.code} index is {fmt(index, fiat.precision)} {fiat.code}; a "
             f"fixed price must be within {pct.normalize():f}% of it "
@@ -241,7 +247,7 @@ def _within_balance(*, offer: Offer, user: Any, available: Decimal) -> None:
     held = ledger.account_for_user(user=user, asset=offer.asset).available
     if available > held:
         asset = offer.asset
-        raise _invalid(
+        raise ValidationFailed.for_field(
             "amount",
             f"You hold {fmt(held, asset.precision)} {asset.code}; a sell offer can't offer more.",
         )
@@ -271,7 +277,7 @@ def offer_create(
     frozen or suspended makers can't publish."""
     accounts.ensure_can_trade(user=maker)
     if side not in Offer.Side.values:
-        raise _invalid("side", "Choose buy or sell.")
+        raise ValidationFailed.for_field("side", "Choose buy or sell.")
     asset_obj, fiat_obj = asset_get(code=asset), fiat_get(code=fiat)
     total = parse_amount(amount, precision=asset_obj.precision, field="amount")
     values = _offer_terms(
@@ -297,7 +303,7 @@ def offer_create(
     if side == Offer.Side.SELL:
         available = ledger.account_for_user(user=maker, asset=asset_obj).available
         if available < total:
-            raise _invalid(
+            raise ValidationFailed.for_field(
                 "amount",
                 f"You hold {fmt(available, asset_obj.precision)} {asset_obj.code}; a sell offer can't offer more.",
             )
@@ -359,7 +365,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             total = parse_amount(changes["amount"], precision=offer.asset.precision, field="amount")
             taken = offer.amount - offer.available
             if total < taken:
-                raise _invalid(
+                raise ValidationFailed.for_field(
                     "amount",
                     f"{fmt(taken, offer.asset.precision)} is already in trades; the total can't be less.",
                 )

@@ -11,10 +11,10 @@ from django.db import transaction
 from accounts.selectors import (
     is_blocked_between,
 )
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, parse_amount, round_down, round_half_up
 from marketplace.models import Offer, PaymentMethod
-from marketplace.services.offers import _invalid, offer_effective_price
+from marketplace.services.offers import offer_effective_price
 
 # --- taking an offer (escrow.services.trade_open opens the trade; these are the offer's part) ---
 
@@ -35,7 +35,7 @@ def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
     ):
         raise NotFound(f"Offer #{offer_id} not found.")
     if offer.maker_id == taker.pk:
-        raise _invalid("offer", "You cannot take your own offer.")
+        raise ValidationFailed.for_field("offer", "You cannot take your own offer.")
     if not offer.is_active:
         raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
     return offer
@@ -58,10 +58,12 @@ def offer_quantity(
         fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
         qty = round_down(fiat_total / price, asset.precision)
         if qty <= 0:
-            raise _invalid("fiat_amount", "That buys less than the asset's smallest unit.")
+            raise ValidationFailed.for_field(
+                "fiat_amount", "That buys less than the asset's smallest unit."
+            )
     field = "amount" if amount not in (None, "") else "fiat_amount"
     if not offer.min_fiat <= fiat_total <= offer.max_fiat:
-        raise _invalid(
+        raise ValidationFailed.for_field(
             field,
             f"This offer trades {offer.min_fiat}-{offer.max_fiat} {fiat.code} per trade; "
             f"you asked for {fiat_total} {fiat.code}.",
@@ -81,7 +83,9 @@ def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | N
     methods = {m.code: m for m in offer.payment_methods.all()}
     if code:
         if code not in methods:
-            raise _invalid("payment_method", f"This offer doesn't accept {code!r}.")
+            raise ValidationFailed.for_field(
+                "payment_method", f"This offer doesn't accept {code!r}."
+            )
         return methods[code]
     return next(iter(methods.values()), None)
 
