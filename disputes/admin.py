@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.selectors import is_moderator
 from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 from disputes import selectors, services
@@ -318,8 +319,7 @@ class DisputeAdmin(admin.ModelAdmin):
             "decision_form": DecisionForm(),
             "evidence_form": EvidenceRequestForm(),
             "message_form": MessageForm(),
-            "can_decide": services.is_moderator(request.user)
-            and dispute.status != Dispute.Status.DECIDED,
+            "can_decide": is_moderator(request.user) and dispute.status != Dispute.Status.DECIDED,
         }
         response = super().change_view(request, object_id, form_url, extra_context=context)
         if request.method == "GET" and response.status_code == 200:

@@ -2,7 +2,6 @@
 escrow.services (escrow_dispute, escrow_decide) inside these services' transactions; this app
 never sets a trade state itself. Every moderator step is written to the audit log."""
 
-from accounts.selectors import is_moderator  # the one moderator check, for the console
 from disputes.services._common import (
     party_notice_listeners,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "dispute_request_evidence",
     "dispute_send_back",
     "evidence_submit",
-    "is_moderator",
     "needs_second_moderator",
     "party_notice_listeners",
 ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.selectors import is_moderator
 from common.errors import NotFound
 from escrow.models import Settlement, Trade, TradeMessage
+from escrow.selectors.settlement import settlement_status_for_trade
 from escrow.services.transitions import allowed_moves, dispute_opens_at
 
 
@@ -100,7 +101,7 @@ def trade_room_state(*, trade: Trade, user: Any, now: datetime | None = None) ->
     ]
     delayed = (
         trade.state in SETTLING_STATES
-        and Settlement.objects.filter(trade_id=trade.pk, status=Settlement.Status.FAILED).exists()
+        and settlement_status_for_trade(trade_id=trade.pk) == Settlement.Status.FAILED
     )
     counterparty = {"buyer": trade.seller, "seller": trade.buyer}.get(role or "")
     return TradeRoomState(

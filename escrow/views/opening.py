@@ -17,7 +17,6 @@ from common.forms import add_application_error
 from escrow import services as escrow
 from escrow import services as escrow_services
 from escrow.selectors import trader_stats
-from escrow.views.room import _trade_or_404  # noqa: F401
 from marketplace import selectors
 from marketplace.forms import QuickTradeForm, TakeOfferForm
 from marketplace.models import Offer

@@ -25,6 +25,7 @@ from escrow import services as escrow
 from escrow import services as escrow_services
 from escrow.models import Trade
 from escrow.selectors import trader_stats
+from escrow.selectors.trades import SETTLING_STATES
 
 S = Trade.State
 
@@ -61,7 +62,6 @@ EVENT_LABELS: dict[str, str] = {
     S.SPLITTING: "Moderator decided: split",
     S.SPLIT: "Split settled",
 }
-SETTLING_STATES = frozenset({S.RELEASING, S.REFUNDING, S.SPLITTING})
 FINAL_STATES = escrow.FINAL_STATES
 TRADES_PAGE = 50
 FEEDBACK_PAGE = 20

@@ -21,6 +21,7 @@ import urllib3
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from common.errors import ValidationFailed
 from conftest import ROOT
 from marketplace.tests.factories import make_trade
 from notifications import egress, services, webhooks
@@ -167,7 +168,7 @@ def test_a_zoned_link_local_answer_is_refused(dns):
 @pytest.mark.django_db
 def test_registration_refuses_private_addresses(alice, locked_down, address):
     # given / when a URL naming a private or internal address is registered
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url=f"https://{_url_host(address)}:6379/hook")
     # then it is refused on the url field, and nothing was stored
     assert set(err.value.fields) == {"url"}
@@ -177,7 +178,7 @@ def test_registration_refuses_private_addresses(alice, locked_down, address):
 
 @pytest.mark.django_db
 def test_registration_message_names_the_field_and_the_address(alice, locked_down):
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url="https://10.0.0.1/hook")
     assert err.value.message == (
         "url: webhooks cannot be sent to private or internal addresses (10.0.0.1)."
@@ -206,7 +207,7 @@ def test_registration_refuses_names_resolving_to_private_addresses(
     # given a name the (stub) resolver answers with at least one internal address
     dns[name] = answers
     # when it is registered
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url=f"https://{name}/hook")
     # then it is refused, without saying what the internal name resolves to
     assert set(err.value.fields) == {"url"}
@@ -216,7 +217,7 @@ def test_registration_refuses_names_resolving_to_private_addresses(
 
 @pytest.mark.django_db
 def test_registration_refuses_a_name_that_does_not_resolve(alice, locked_down):
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url="https://nowhere.example/hook")
     assert set(err.value.fields) == {"url"}
     assert "could not be resolved" in err.value.message
@@ -226,7 +227,7 @@ def test_registration_refuses_a_name_that_does_not_resolve(alice, locked_down):
 def test_http_is_refused_unless_allowed(alice, locked_down):
     # given production's switches
     # when a plain http URL on a public name is registered
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url="http://bot.example.com/hook")
     # then it is refused; https on the same name is accepted (resolved only, nothing sent)
     assert err.value.fields == {"url": ["webhooks are sent over https:// only."]}
@@ -239,7 +240,7 @@ def test_the_test_switch_still_refuses_other_private_addresses(alice, settings):
     # given the test settings (http and loopback allowed)
     assert settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS
     # when a 10/8 address is registered, then it is refused all the same
-    with pytest.raises(services.ValidationFailed):
+    with pytest.raises(ValidationFailed):
         services.webhook_create(user=alice, url="http://10.0.0.1/hook")
 
 

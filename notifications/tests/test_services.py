@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from common.errors import ValidationFailed
 from escrow import services as escrow
 from escrow import services as escrow_services
 from marketplace.tests.factories import fund, make_offer, make_trade
@@ -231,13 +232,13 @@ def test_sweeper_requeues_only_overdue_pending_deliveries(alice, receiver, monke
 
 def test_webhook_url_and_events_are_validated(alice):
     for bad in ("ftp://example.com/x", "javascript:alert(1)", "example.com/hook", "", "http://"):
-        with pytest.raises(services.ValidationFailed) as err:
+        with pytest.raises(ValidationFailed) as err:
             services.webhook_create(user=alice, url=bad)
         assert set(err.value.fields) == {"url"}
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url="https://x.example/" + "a" * 490)
     assert set(err.value.fields) == {"url"}
-    with pytest.raises(services.ValidationFailed) as err:
+    with pytest.raises(ValidationFailed) as err:
         services.webhook_create(user=alice, url="https://x.example/", events=["trade.nope"])
     assert set(err.value.fields) == {"events"}
     endpoint, secret = services.webhook_create(
