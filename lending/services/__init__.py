@@ -1,20 +1,14 @@
 """Every write of lending: requests, funding, installments, repayments, LTV and liquidation.
 Split by concern; import from here."""
 
+from lending.services.collection import installments_collect_due, loan_collect
 from lending.services.controls import liquidations_paused, liquidations_set_paused
 from lending.services.loans import (
     Payoff,
-    installments_collect_due,
     loan_add_collateral,
-    loan_collect,
-    loan_default,
-    loan_liquidate,
     loan_payoff_quote,
     loan_repay_early,
     loan_scheduled_debt,
-    loans_check_ltv,
-    loans_default_overdue,
-    loans_ltv,
 )
 from lending.services.offers import loan_offer_cancel, loan_offer_create, loan_offer_take
 from lending.services.pricing import PairPrice, pair_price
@@ -25,6 +19,13 @@ from lending.services.requests import (
     loan_request_create,
     loan_request_fund,
     loan_requests_sweep,
+)
+from lending.services.risk import (
+    loan_default,
+    loan_liquidate,
+    loans_check_ltv,
+    loans_default_overdue,
+    loans_ltv,
 )
 from lending.services.schedule import ScheduledInstallment, lender_shares, loan_schedule
 from lending.services.transitions import (
