@@ -219,6 +219,13 @@ class Loan(models.Model):
     annual_rate = models.DecimalField(max_digits=7, decimal_places=4)
     term_months = models.PositiveSmallIntegerField()
     plan = models.CharField(max_length=10, choices=LoanRequest.Plan.choices)
+    # The platform's share of every interest payment (LENDING_INTEREST_FEE when it activated),
+    # taken from the lenders' interest, never added to what the borrower pays.
+    interest_fee = models.DecimalField(max_digits=5, decimal_places=4, default=Decimal(0))
+    # Everything the platform's fee account has received from this loan, in the loan's asset
+    # (and, from a liquidation, in the collateral's: fees_collateral).
+    fees = amount_field(default=Decimal(0))
+    fees_collateral = amount_field(default=Decimal(0))
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
     activated_at = models.DateTimeField()
     late_since = models.DateTimeField(null=True, blank=True)
@@ -245,6 +252,9 @@ class Loan(models.Model):
                 condition=Q(collateral_amount__gte=0), name="loan_collateral_nonneg"
             ),
             models.CheckConstraint(condition=Q(shortfall__gte=0), name="loan_shortfall_nonneg"),
+            models.CheckConstraint(
+                condition=Q(interest_fee__gte=0, interest_fee__lt=1), name="loan_interest_fee_range"
+            ),
             models.CheckConstraint(
                 condition=Q(late_since__isnull=True) | Q(state__in=["late", "defaulted"]),
                 name="loan_late_since_only_when_late",

@@ -383,4 +383,8 @@ LENDING_MARGIN_CALL_LTV = Decimal(env("LENDING_MARGIN_CALL_LTV", default="0.75")
 LENDING_LIQUIDATION_LTV = Decimal(env("LENDING_LIQUIDATION_LTV", default="0.83"))
 LENDING_LIQUIDATION_PENALTY = Decimal(env("LENDING_LIQUIDATION_PENALTY", default="0.05"))
 LENDING_GRACE_HOURS = env.int("LENDING_GRACE_HOURS", default=72)
+# The platform's optional fee: this fraction of every interest payment a lender receives
+# (installments, early repayment, liquidation) goes to the fee account. A loan keeps the rate it
+# activated with. 0 = no fee.
+LENDING_INTEREST_FEE = Decimal(env("LENDING_INTEREST_FEE", default="0"))
 PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)

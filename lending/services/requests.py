@@ -291,6 +291,7 @@ def _activate(request: LoanRequest, *, actor: Any, role: str, reason: str) -> Lo
         collateral_asset=request.collateral_asset, principal=request.funded,
         collateral_amount=request.collateral_amount, annual_rate=request.annual_rate,
         term_months=request.term_months, plan=request.plan, activated_at=now,
+        interest_fee=settings.LENDING_INTEREST_FEE,
     )  # fmt: skip
     Installment.objects.bulk_create(
         Installment(loan=loan, n=r.n, due_at=r.due_at, principal=r.principal, interest=r.interest)
