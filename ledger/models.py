@@ -103,12 +103,13 @@ class Transfer(models.Model):
         TRADE_FEE = "trade_fee"
         # Lending (reference: the loan request's id): the borrower's collateral hold, a lender's
         # funding hold and the disbursement, an installment paid to a lender, collateral handed
-        # over in a liquidation, the platform's fee.
+        # over in a liquidation, the platform's fee, a moderator's compensation in a loan dispute.
         LOAN_COLLATERAL = "loan_collateral"
         LOAN_FUNDING = "loan_funding"
         LOAN_INSTALLMENT = "loan_installment"
         LOAN_LIQUIDATION = "loan_liquidation"
         LOAN_FEE = "loan_fee"
+        LOAN_COMPENSATION = "loan_compensate"
 
     class Flags(models.TextChoices):
         SINGLE = "single"  # posted at once

@@ -1,6 +1,7 @@
 """Moderator screens of loans: loans at risk by LTV (the LTV check's own query), late, defaulted
 and liquidated loans (filters), a loan's audit trail and every ledger transfer it made, and the
-"pause liquidations" switch for a broken price feed. Actions only call lending.services."""
+"pause liquidations" switch for a broken price feed; loan disputes, taken and decided by a
+moderator who is no party. Actions only call lending.services."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from lending.models import (
     LendingControlChange,
     Loan,
     LoanCommitment,
+    LoanDispute,
     LoanEvent,
     LoanRequest,
 )
@@ -166,3 +168,109 @@ class LoanEventAdmin(_ModeratorsRead, ReadOnlyAdmin):
 @admin.register(LendingControlChange)
 class LendingControlChangeAdmin(_ModeratorsRead, ReadOnlyAdmin):
     list_display = ("created_at", "liquidations_paused", "actor", "reason")
+
+
+@admin.register(LoanDispute)
+class LoanDisputeAdmin(_ModeratorsRead, ReadOnlyAdmin):
+    """Open disputes first; a dispute's page shows the statements and the loan, and has the
+    "take it" and "decide" forms (lending.services.loan_dispute_assign / _decide)."""
+
+    list_display = ("id", "loan", "opened_by", "opener_role", "category", "status",
+                    "assigned_to", "outcome", "created_at")  # fmt: skip
+    list_filter = ("status", "category", "outcome")
+    search_fields = ("=loan__request__id", "opened_by__username")
+    readonly_fields = ("loan_link", "statements_table", "decision")
+    fields = ("loan_link", "opened_by", "opener_role", "category", "text", "status",
+              "assigned_to", "statements_table", "decision")  # fmt: skip
+    change_form_template = "admin/lending/loandispute/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).order_by("status", "-id")
+
+    @admin.display(description="loan")
+    def loan_link(self, dispute: LoanDispute) -> str:
+        url = reverse("admin:lending_loan_change", args=[dispute.loan_id])
+        return format_html('<a href="{}">Loan #{}</a>', url, dispute.loan_id)
+
+    @admin.display(description="statements")
+    def statements_table(self, dispute: LoanDispute) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} ({})</td><td>{}</td></tr>",
+            (
+                (st.created_at.strftime("%Y-%m-%d %H:%M"), st.author.username, st.role, st.text)
+                for st in dispute.statements.select_related("author")
+            ),
+        )
+        return format_html("<table><tr><th>when</th><th>who</th><th>said</th></tr>{}</table>", rows)
+
+    @admin.display(description="decision")
+    def decision(self, dispute: LoanDispute) -> str:
+        if dispute.status == LoanDispute.Status.OPEN:
+            return "-"
+        paid = ""
+        if dispute.compensation_amount is not None and dispute.compensation_asset is not None:
+            paid = (f"; user #{dispute.payer_id} paid user #{dispute.payee_id} "
+                    f"{dispute.compensation_amount.normalize()} {dispute.compensation_asset.code}")  # fmt: skip
+        return f"{dispute.outcome} by {dispute.decided_by}: {dispute.decision_reason}{paid}"
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:dispute_id>/take/", wrap(self.take_view), name="lending_loandispute_take"),
+            path(
+                "<int:dispute_id>/decide/",
+                wrap(self.decide_view),
+                name="lending_loandispute_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        dispute = (
+            LoanDispute.objects.select_related("loan__asset", "loan__collateral_asset")
+            .filter(pk=object_id)
+            .first()
+        )
+        extra = dict(extra_context or {})
+        if dispute is not None:
+            extra.update(
+                dispute=dispute,
+                can_judge=is_moderator(request.user),
+                outcomes=LoanDispute.Outcome.choices,
+                assets=[dispute.loan.asset.code, dispute.loan.collateral_asset.code],
+                parties=selectors.loan_party_users(loan_id=dispute.loan_id),
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _back(self, dispute_id: int) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:lending_loandispute_change", args=[dispute_id]))
+
+    def take_view(self, request: HttpRequest, dispute_id: int) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                services.loan_dispute_assign(dispute_id=dispute_id, actor=request.user)
+                self.message_user(request, f"Dispute #{dispute_id} is yours.", messages.SUCCESS)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        return self._back(dispute_id)
+
+    def decide_view(self, request: HttpRequest, dispute_id: int) -> HttpResponse:
+        if request.method == "POST":
+            p = request.POST
+            compensate = p.get("outcome") == LoanDispute.Outcome.COMPENSATE
+            try:
+                services.loan_dispute_decide(
+                    dispute_id=dispute_id, actor=request.user, outcome=p.get("outcome"),
+                    reason=p.get("reason"),
+                    compensation_asset=p.get("compensation_asset") if compensate else None,
+                    compensation_amount=p.get("compensation_amount") if compensate else None,
+                    payer_id=p.get("payer") if compensate else None,
+                    payee_id=p.get("payee") if compensate else None,
+                )  # fmt: skip
+                self.message_user(request, f"Dispute #{dispute_id} decided.", messages.SUCCESS)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        return self._back(dispute_id)

@@ -363,3 +363,90 @@ class LendingControlChange(models.Model):
     def __str__(self) -> str:
         verb = "paused" if self.liquidations_paused else "resumed"
         return f"liquidations {verb} by {self.actor_id}"
+
+
+class LoanDispute(models.Model):
+    """A party's complaint about a loan, judged by a moderator as trade disputes are: the
+    parties write statements, a moderator (never a party) takes it and decides; a decision may
+    order a compensation between the parties, posted on the ledger."""
+
+    class Category(models.TextChoices):
+        LIQUIDATION = "liquidation", "A liquidation or the price it used"
+        INSTALLMENT = "installment", "An installment collected or paid wrongly"
+        COLLATERAL = "collateral", "Collateral not returned or a top-up missing"
+        CONDUCT = "conduct", "The other party's conduct"
+        OTHER = "other", "Something else"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DECIDED = "decided"
+
+    class Outcome(models.TextChoices):
+        REJECTED = "rejected", "Rejected: nothing changes"
+        COMPENSATE = "compensate", "Upheld: one party compensates the other"
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="disputes")
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    opener_role = models.CharField(max_length=10)  # borrower or lender
+    category = models.CharField(max_length=12, choices=Category.choices)
+    text = models.TextField(max_length=4000)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+    decision_reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # A compensation ordered by the decision: `payer` pays `payee` this amount of this asset.
+    compensation_asset = models.ForeignKey(
+        Asset, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    compensation_amount = amount_field(null=True, blank=True)
+    payer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    payee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["loan"], condition=Q(status="open"), name="one_open_dispute_per_loan"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open", outcome="") | Q(status="decided") & ~Q(outcome=""),
+                name="loan_dispute_outcome_when_decided",
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome="compensate", compensation_amount__gt=0)
+                | ~Q(outcome="compensate") & Q(compensation_amount__isnull=True),
+                name="loan_dispute_compensation_amount",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Dispute #{self.pk} on loan #{self.loan_id} ({self.status})"
+
+
+class LoanDisputeStatement(models.Model):
+    """What a party (or the moderator) wrote in a loan dispute."""
+
+    dispute = models.ForeignKey(LoanDispute, on_delete=models.CASCADE, related_name="statements")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=10)  # borrower, lender or moderator
+    text = models.TextField(max_length=4000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Statement #{self.pk} in loan dispute #{self.dispute_id}"

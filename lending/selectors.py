@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from accounts.selectors import is_moderator
 from common.errors import ApplicationError, NotFound
 from common.money import parse_decimal
 from ledger.models import Transfer
@@ -15,6 +16,7 @@ from lending.models import (
     LendingControl,
     LendingControlChange,
     Loan,
+    LoanDispute,
     LoanEvent,
     LoanOffer,
     LoanRequest,
@@ -80,6 +82,40 @@ def loan_get_for_user(*, loan_id: int, user: Any) -> Loan:
     found = loan_list_for_user(user=user).filter(pk=loan_id).first()
     if found is None:
         raise NotFound(f"Loan #{loan_id} not found.")
+    return found
+
+
+def loan_disputes_for_user(*, loan_id: int, user: Any) -> QuerySet[LoanDispute]:
+    """A loan's disputes, newest first, for one of its parties (404 for anyone else)."""
+    loan_get_for_user(loan_id=loan_id, user=user)
+    return (
+        LoanDispute.objects.filter(loan_id=loan_id).prefetch_related("statements").order_by("-pk")
+    )
+
+
+def loan_party_users(*, loan_id: int) -> list[tuple[int, str, str]]:
+    """(user id, username, role) of a loan's borrower and lenders, the borrower first."""
+    from django.contrib.auth import get_user_model
+
+    ids = loan_parties(loan_ids=[loan_id]).get(loan_id, [])
+    names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    return [
+        (pk, names.get(pk, "?"), "borrower" if i == 0 else "lender") for i, pk in enumerate(ids)
+    ]
+
+
+def loan_dispute_get_for_user(*, dispute_id: int, user: Any) -> LoanDispute:
+    """A dispute with its statements, for a party of its loan or a moderator."""
+    found = (
+        LoanDispute.objects.select_related("loan", "opened_by", "assigned_to", "compensation_asset")
+        .prefetch_related("statements__author")
+        .filter(pk=dispute_id)
+        .first()
+    )
+    if found is None or not (
+        is_moderator(user) or loan_list_for_user(user=user).filter(pk=found.loan_id).exists()
+    ):
+        raise NotFound(f"Dispute #{dispute_id} not found.")
     return found
 
 

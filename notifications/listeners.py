@@ -11,7 +11,8 @@ from disputes.services import party_notice_listeners
 from escrow.models import EscrowEvent, Settlement, TradeMessage
 from escrow.services import settlement_failed_listeners, transition_listeners
 from escrow.services.room import message_listeners
-from lending.models import Loan, LoanEvent
+from lending.models import Loan, LoanDispute, LoanEvent
+from lending.services import disputes as lending_dispute_hooks
 from lending.services import transitions as lending_hooks
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,18 @@ def on_liquidation_blocked(loan: Loan, why: str) -> None:
         logger.exception("telling moderators that loan #%s can't be liquidated failed", loan.pk)
 
 
+def on_loan_dispute(dispute: LoanDispute, news: str) -> None:
+    from notifications.loans import notify_loan_dispute
+    from notifications.services import _moderators
+
+    try:
+        notify_loan_dispute(dispute=dispute, news=news, moderators=_moderators())
+    except Exception:
+        logger.exception("notifications about loan dispute #%s (%s) failed", dispute.pk, news)
+
+
+if on_loan_dispute not in lending_dispute_hooks.dispute_listeners:
+    lending_dispute_hooks.dispute_listeners.append(on_loan_dispute)
 if on_loan_events not in lending_hooks.event_listeners:
     lending_hooks.event_listeners.append(on_loan_events)
 if on_margin_call not in lending_hooks.margin_call_listeners:

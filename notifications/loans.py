@@ -4,20 +4,24 @@ webhooks through the same outbox as trades (webhooks.webhook_deliveries_queue)."
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.utils import timezone
 
 from common.money import fmt
-from lending.models import Loan, LoanEvent
+from lending.models import Loan, LoanDispute, LoanEvent
 from lending.selectors import loan_parties
 from notifications import webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
+logger = logging.getLogger(__name__)
 L = Loan.State
 K = Notification.Kind
 
@@ -130,10 +134,49 @@ def _loans(ids: set[int]) -> dict[int, Loan]:
     return Loan.objects.select_related("asset", "collateral_asset", "borrower").in_bulk(ids)
 
 
-def _send(notes: list[Notification], deliveries: list[WebhookDelivery]) -> None:
+# Who gets an email about a loan's news, besides the in-app note: whoever must act (the borrower
+# when a payment is missed or a margin call comes), and everyone when the loan starts or ends
+# badly. An installment paid is in-app only.
+EMAIL_TO = {
+    ACTIVATED: "all",
+    MISSED: "borrower",
+    MARGIN_CALL: "borrower",
+    DEFAULTED: "all",
+    LIQUIDATED: "all",
+}
+
+
+def _emails(user_ids: set[int]) -> dict[int, str]:
+    """Each user's email address, for those who have one: one query."""
+    found = get_user_model().objects.filter(pk__in=user_ids).exclude(email="")
+    return dict(found.values_list("pk", "email"))
+
+
+def _mails(
+    loan: Loan, news: str, text: str, users: list[int], emails: dict[int, str]
+) -> list[EmailMessage]:
+    who = EMAIL_TO.get(news)
+    if who is None:
+        return []
+    ids = [loan.borrower_id] if who == "borrower" else users
+    subject = f"Loan #{loan.pk}: {news.replace('_', ' ')}"
+    return [EmailMessage(subject, text, None, [emails[u]]) for u in ids if u in emails]
+
+
+def _send(
+    notes: list[Notification],
+    deliveries: list[WebhookDelivery],
+    mails: list[EmailMessage] | None = None,
+) -> None:
     with transaction.atomic():
         Notification.objects.bulk_create(notes)
         webhooks.webhook_deliveries_queue(deliveries)
+    if mails:
+        try:
+            # One connection for the lot; the in-app notifications are there whatever happens.
+            get_connection(fail_silently=False).send_messages(mails)
+        except Exception:
+            logger.warning("emails about %s loan event(s) failed", len(mails), exc_info=True)
 
 
 def _deliveries(
@@ -156,21 +199,25 @@ def notify_loan_events(*, events: list[LoanEvent]) -> None:
         return
     ids = {e.request_id for e, _ in wanted}
     loans, parties = _loans(ids), loan_parties(loan_ids=list(ids))
-    endpoints = _endpoints({u for users in parties.values() for u in users})
+    everyone = {u for users in parties.values() for u in users}
+    endpoints = _endpoints(everyone)
+    emails = _emails(everyone) if any(news in EMAIL_TO for _, news in wanted) else {}
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
+    mails: list[EmailMessage] = []
     for event, news in wanted:
         loan, users = loans.get(event.request_id), parties.get(event.request_id, [])
         if loan is None:
             continue
         text = TEXT[news].format(**_context(loan, event))[:500]
-        notes += [Notification(user_id=u, kind=K.LOAN, text=text) for u in users]
+        notes += [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in users]
+        mails += _mails(loan, news, text, users, emails)
         name = WEBHOOK_EVENT.get(news)
         if name is not None:
             extra = {"installment": int(n)} if (n := _context(loan, event)["installment"]) else {}
             payload = _payload(loan, name, event.created_at, **extra)
             deliveries += _deliveries(users, endpoints, name, payload)
-    _send(notes, deliveries)
+    _send(notes, deliveries, mails)
 
 
 def notify_margin_call(*, loan_id: int, ltv: Decimal) -> None:
@@ -192,8 +239,9 @@ def notify_margin_call(*, loan_id: int, ltv: Decimal) -> None:
     name = WEBHOOK_EVENT[MARGIN_CALL]
     payload = _payload(loan, name, timezone.now(), ltv=f"{ltv:.4f}")
     _send(
-        [Notification(user_id=loan.borrower_id, kind=K.LOAN, text=text)],
+        [Notification(user_id=loan.borrower_id, loan=loan, kind=K.LOAN, text=text)],
         _deliveries(users, _endpoints(set(users)), name, payload),
+        _mails(loan, MARGIN_CALL, text, users, _emails({loan.borrower_id})),
     )
 
 
@@ -208,5 +256,58 @@ def notify_liquidation_blocked(*, loan_id: int, why: str, moderators: list[Any])
     )
     text = MODERATOR_TEXT.format(n=loan_id, why=why.rstrip("."))[:500]
     Notification.objects.bulk_create(
-        Notification(user=m, kind=K.LOAN, text=text) for m in moderators if m.pk not in unread
+        Notification(user=m, loan_id=loan_id, kind=K.LOAN, text=text)
+        for m in moderators
+        if m.pk not in unread
     )
+
+
+# --- disputes ------------------------------------------------------------------------------
+
+DISPUTE_TEXT = {
+    "opened": "Loan #{n}: {who} ({role}) opened dispute #{d} ({category}). A moderator will "
+    "look at it; add your side on the loan's page.",
+    "statement": "Loan #{n}: a new statement in dispute #{d}.",
+    "assigned": "Loan #{n}: moderator {moderator} took dispute #{d}.",
+    "decided": "Loan #{n}: dispute #{d} decided: {outcome}. {reason}",
+}
+DISPUTE_MODERATOR_TEXT = (
+    "Loan #{n}: dispute #{d} opened by {who} ({category}): /admin/lending/loandispute/{d}/change/"
+)
+
+
+def notify_loan_dispute(*, dispute: LoanDispute, news: str, moderators: list[Any]) -> None:
+    """A loan dispute's news: the parties in-app (by email when it opens or is decided, all but
+    whoever caused it); the moderators when one opens."""
+    loan = dispute.loan
+    users = loan_parties(loan_ids=[loan.pk]).get(loan.pk, [])
+    latest = dispute.statements.order_by("-pk").first() if news == "statement" else None
+    actor_id = {
+        "opened": dispute.opened_by_id,
+        "statement": latest.author_id if latest else None,
+        "decided": None,
+        "assigned": None,
+    }.get(news)
+    context = {
+        "n": loan.pk, "d": dispute.pk, "who": dispute.opened_by.username,
+        "role": dispute.opener_role, "category": dispute.get_category_display().lower(),
+        "moderator": dispute.assigned_to.username if dispute.assigned_to else "",
+        "outcome": dispute.get_outcome_display(), "reason": dispute.decision_reason,
+    }  # fmt: skip
+    text = DISPUTE_TEXT[news].format(**context)[:500]
+    told = [u for u in users if u != actor_id]
+    if news == "statement" and dispute.assigned_to_id and dispute.assigned_to_id != actor_id:
+        told.append(dispute.assigned_to_id)
+    notes = [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in told]
+    mails: list[EmailMessage] = []
+    if news in ("opened", "decided"):
+        subject = f"Loan #{loan.pk}: dispute #{dispute.pk} {news}"
+        mails = [EmailMessage(subject, text, None, [e]) for e in _emails(set(told)).values()]
+    if news == "opened":
+        staff_text = DISPUTE_MODERATOR_TEXT.format(**context)[:500]
+        notes += [
+            Notification(user=m, loan=loan, kind=K.LOAN, text=staff_text)
+            for m in moderators
+            if m.pk not in users
+        ]
+    _send(notes, [], mails)

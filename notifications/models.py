@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from escrow.models import Trade
+from lending.models import Loan
 
 
 class Notification(models.Model):
@@ -32,6 +33,10 @@ class Notification(models.Model):
     )
     trade = models.ForeignKey(
         Trade, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    # A loan's news links to the loan's page (the request's id is the loan's).
+    loan = models.ForeignKey(
+        Loan, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     text = models.CharField(max_length=500)

@@ -32,4 +32,6 @@ def notification_read(request: HttpRequest, notification_id: int) -> HttpRespons
         return redirect("notifications")
     if notification.trade_id:
         return redirect("trade_detail", trade_id=notification.trade_id)
+    if notification.loan_id:
+        return redirect("lending:loan_detail", notification.loan_id)
     return redirect("notifications")

@@ -387,4 +387,6 @@ LENDING_GRACE_HOURS = env.int("LENDING_GRACE_HOURS", default=72)
 # (installments, early repayment, liquidation) goes to the fee account. A loan keeps the rate it
 # activated with. 0 = no fee.
 LENDING_INTEREST_FEE = Decimal(env("LENDING_INTEREST_FEE", default="0"))
+# A party may dispute a loan while it is open and up to this many days after it closed.
+LENDING_DISPUTE_DAYS = env.int("LENDING_DISPUTE_DAYS", default=30)
 PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)

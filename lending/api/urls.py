@@ -21,4 +21,10 @@ urlpatterns = [
     path("loans/<int:loan_id>/repay/", views.LoanRepayApi.as_view(), name="api-loan-repay"),
     path("loans/<int:loan_id>/collateral/", views.LoanCollateralApi.as_view(),
          name="api-loan-collateral"),
+    path("loans/<int:loan_id>/disputes/", views.LoanDisputeListApi.as_view(),
+         name="api-loan-disputes"),
+    path("loan-disputes/<int:dispute_id>/", views.LoanDisputeDetailApi.as_view(),
+         name="api-loan-dispute"),
+    path("loan-disputes/<int:dispute_id>/statements/", views.LoanDisputeStatementApi.as_view(),
+         name="api-loan-dispute-statements"),
 ]  # fmt: skip

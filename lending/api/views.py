@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -148,8 +148,23 @@ class LoanRequestListApi(ApiView):
         qs = selectors.loan_request_list().filter(state=request.query_params.get("state", "open"))
         return self.paginate(qs, LoanRequestOut)
 
-    @extend_schema(operation_id="loan_requests_create", request=LoanRequestInput,
-                   responses={201: LoanRequestOut, **ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="loan_requests_create",
+        request=LoanRequestInput,
+        responses={201: LoanRequestOut, **ERRORS},
+        description="The collateral is held from the borrower's wallet now and must meet "
+        "LENDING_INITIAL_LTV at today's price index; the answer carries the full schedule.",
+        examples=[
+            OpenApiExample(
+                "1 ETH at 5% over six months against USDT",
+                value={"asset": "ETH", "amount": "1", "annual_rate": "5", "term_months": 6,
+                       "plan": "amortized", "collateral_asset": "USDT",
+                       "collateral_amount": "6000", "funding_deadline": "2026-12-11T12:00:00Z",
+                       "allow_partial": True, "min_fill": "0.5"},
+                request_only=True,
+            ),
+        ],
+    )  # fmt: skip
     @idempotent
     def post(self, request: Request) -> Response:
         data = self.LoanRequestInput(data=request.data)
@@ -168,8 +183,14 @@ class LoanRequestFundApi(ApiView):
     class LoanFundInput(serializers.Serializer[dict[str, Any]]):
         amount = AmountInput(max_length=64)
 
-    @extend_schema(operation_id="loan_requests_fund", request=LoanFundInput,
-                   responses={200: LoanRequestOut, **ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="loan_requests_fund",
+        request=LoanFundInput,
+        responses={200: LoanRequestOut, **ERRORS},
+        description="Held from the lender's wallet; the request activates when fully funded. "
+        "Funding your own request or more than is left is a 400 naming `amount`.",
+        examples=[OpenApiExample("Fund part of it", value={"amount": "0.3"}, request_only=True)],
+    )
     @idempotent
     def post(self, request: Request, request_id: int) -> Response:
         data = self.LoanFundInput(data=request.data)
@@ -215,8 +236,14 @@ class LoanCollateralApi(ApiView):
     class LoanCollateralInput(serializers.Serializer[dict[str, Any]]):
         amount = AmountInput(max_length=64)
 
-    @extend_schema(operation_id="loans_add_collateral", request=LoanCollateralInput,
-                   responses={200: LoanOut, **ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="loans_add_collateral",
+        request=LoanCollateralInput,
+        responses={200: LoanOut, **ERRORS},
+        examples=[
+            OpenApiExample("Answer a margin call", value={"amount": "500"}, request_only=True)
+        ],
+    )
     @idempotent
     def post(self, request: Request, loan_id: int) -> Response:
         data = self.LoanCollateralInput(data=request.data)
@@ -288,8 +315,19 @@ class LoanOfferListApi(ApiView):
         )  # fmt: skip
         return self.paginate(qs, LoanOfferOut)
 
-    @extend_schema(operation_id="loan_offers_create", request=LoanOfferInput,
-                   responses={201: LoanOfferOut, **ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="loan_offers_create",
+        request=LoanOfferInput,
+        responses={201: LoanOfferOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Lend 2 ETH for 3 to 12 months",
+                value={"asset": "ETH", "amount": "2", "annual_rate": "6", "term_min": 3,
+                       "term_max": 12, "collateral": [{"asset": "USDT", "max_ltv": "0.6"}]},
+                request_only=True,
+            ),
+        ],
+    )  # fmt: skip
     @idempotent
     def post(self, request: Request) -> Response:
         data = self.LoanOfferInput(data=request.data)
@@ -312,8 +350,19 @@ class LoanOfferTakeApi(ApiView):
         collateral_asset = serializers.CharField(max_length=12)
         collateral_amount = AmountInput(max_length=64)
 
-    @extend_schema(operation_id="loan_offers_take", request=LoanOfferTakeInput,
-                   responses={201: LoanOut, **ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="loan_offers_take",
+        request=LoanOfferTakeInput,
+        responses={201: LoanOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "Borrow 0.5 ETH of it for six months",
+                value={"amount": "0.5", "term_months": 6, "plan": "amortized",
+                       "collateral_asset": "USDT", "collateral_amount": "3000"},
+                request_only=True,
+            ),
+        ],
+    )  # fmt: skip
     @idempotent
     def post(self, request: Request, offer_id: int) -> Response:
         data = self.LoanOfferTakeInput(data=request.data)
@@ -335,3 +384,121 @@ class LoanOfferCancelApi(ApiView):
     def post(self, request: Request, offer_id: int) -> Response:
         services.loan_offer_cancel(offer_id=offer_id, actor=request.user)
         return _offer_out(request, offer_id)
+
+
+# --- disputes ------------------------------------------------------------------------------
+
+
+class LoanDisputeStatementOut(serializers.Serializer[Any]):
+    author = serializers.CharField(source="author.username")
+    role = serializers.CharField()
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class LoanDisputeOut(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    loan = serializers.IntegerField(source="loan_id")
+    opened_by = serializers.CharField(source="opened_by.username")
+    opener_role = serializers.CharField()
+    category = serializers.CharField()
+    text = serializers.CharField()
+    status = serializers.CharField()
+    outcome = serializers.CharField()
+    decision_reason = serializers.CharField()
+    compensation = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    statements = LoanDisputeStatementOut(many=True)
+
+    def get_compensation(self, obj: Any) -> dict[str, Any] | None:
+        if obj.compensation_amount is None:
+            return None
+        asset = obj.compensation_asset
+        return {
+            "asset": asset.code,
+            "amount": fmt(obj.compensation_amount, asset.precision),
+            "payer": obj.payer_id,
+            "payee": obj.payee_id,
+        }
+
+
+def _dispute_out(request: Request, dispute_id: int, code: int = 200) -> Response:
+    obj = selectors.loan_dispute_get_for_user(dispute_id=dispute_id, user=request.user)
+    return Response(LoanDisputeOut(obj).data, status=code)
+
+
+class LoanDisputeListApi(ApiView):
+    class LoanDisputeInput(serializers.Serializer[dict[str, Any]]):
+        category = serializers.CharField(
+            max_length=12,
+            help_text="liquidation, installment, collateral, conduct or other.",
+        )
+        text = serializers.CharField(max_length=4000, help_text="What happened (10+ characters).")
+
+    ordering = "-id"
+
+    @extend_schema(operation_id="loan_disputes_list", responses={200: paginated(LoanDisputeOut),
+                   **ERRORS})  # fmt: skip
+    def get(self, request: Request, loan_id: int) -> Response:
+        qs = selectors.loan_disputes_for_user(loan_id=loan_id, user=request.user)
+        return self.paginate(qs, LoanDisputeOut)
+
+    @extend_schema(
+        operation_id="loan_disputes_open",
+        request=LoanDisputeInput,
+        responses={201: LoanDisputeOut, **ERRORS},
+        description="A party (the borrower or a lender) disputes the loan; a moderator who is "
+        "no party decides. One open dispute per loan (409 otherwise); up to "
+        "LENDING_DISPUTE_DAYS after the loan closed.",
+        examples=[
+            OpenApiExample(
+                "A liquidation at a wrong price",
+                value={
+                    "category": "liquidation",
+                    "text": "The ETH index was 8% below every exchange when it liquidated.",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def post(self, request: Request, loan_id: int) -> Response:
+        data = self.LoanDisputeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        dispute = services.loan_dispute_open(
+            loan_id=loan_id, actor=request.user, **data.validated_data
+        )
+        return _dispute_out(request, dispute.pk, status.HTTP_201_CREATED)
+
+
+class LoanDisputeDetailApi(ApiView):
+    @extend_schema(operation_id="loan_disputes_detail", responses={200: LoanDisputeOut, **ERRORS})
+    def get(self, request: Request, dispute_id: int) -> Response:
+        return _dispute_out(request, dispute_id)
+
+
+class LoanDisputeStatementApi(ApiView):
+    class LoanDisputeStatementInput(serializers.Serializer[dict[str, Any]]):
+        text = serializers.CharField(max_length=4000)
+
+    @extend_schema(
+        operation_id="loan_disputes_statement",
+        request=LoanDisputeStatementInput,
+        responses={201: LoanDisputeOut, **ERRORS},
+        examples=[
+            OpenApiExample(
+                "The other side answers",
+                value={"text": "The index matched Kraken's close at that minute."},
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def post(self, request: Request, dispute_id: int) -> Response:
+        data = self.LoanDisputeStatementInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.loan_dispute_statement(
+            dispute_id=dispute_id, actor=request.user, text=data.validated_data["text"]
+        )
+        return _dispute_out(request, dispute_id, status.HTTP_201_CREATED)

@@ -3,6 +3,13 @@ Split by concern; import from here."""
 
 from lending.services.collection import installments_collect_due, loan_collect
 from lending.services.controls import liquidations_paused, liquidations_set_paused
+from lending.services.disputes import (
+    dispute_listeners,
+    loan_dispute_assign,
+    loan_dispute_decide,
+    loan_dispute_open,
+    loan_dispute_statement,
+)
 from lending.services.loans import (
     Payoff,
     loan_add_collateral,
@@ -40,6 +47,7 @@ __all__ = [
     "PairPrice",
     "Payoff",
     "ScheduledInstallment",
+    "dispute_listeners",
     "event_listeners",
     "installments_collect_due",
     "lender_shares",
@@ -49,6 +57,10 @@ __all__ = [
     "loan_add_collateral",
     "loan_collect",
     "loan_default",
+    "loan_dispute_assign",
+    "loan_dispute_decide",
+    "loan_dispute_open",
+    "loan_dispute_statement",
     "loan_liquidate",
     "loan_ltv_quote",
     "loan_offer_cancel",

@@ -4,12 +4,14 @@ moderators on a blocked liquidation, webhooks through the outbox, failures that 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
+from ledger import services as ledger
 from lending import services
 from lending.models import Loan
 from lending.tests.helpers import at, lenders, request_example
@@ -181,3 +183,59 @@ def test_failing_notifications_leave_the_loan_alone(
     assert loan.state == "active"
     assert "notifications about loan events" in caplog.text
     assert not Notification.objects.exists()
+
+
+def test_loan_news_emails_whoever_must_act_and_links_to_the_loan(
+    alice, queued, mailoutbox, django_capture_on_commit_callbacks, monkeypatch
+):
+    # given users with email addresses and an activated loan
+    alice.email = "alice@example.com"
+    alice.save(update_fields=["email"])
+    loan, big, small = _usdt_loan(alice, django_capture_on_commit_callbacks)
+    # then everyone with an address is emailed about the activation; the note links to the loan
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([alice.email, big.email, small.email])
+    assert {m.subject for m in mailoutbox} == {f"Loan #{loan.pk}: activated"}
+    assert Notification.objects.filter(user=alice, loan=loan).count() == 1
+    # when alice spends the principal and the first installment can't be collected
+    mailoutbox.clear()
+    ledger.transfer_post(
+        idempotency_key="spent", debit=ledger.account_for_user(user=alice, asset=loan.asset),
+        credit=ledger.account_world(asset=loan.asset), amount=Decimal(1500), kind="withdrawal",
+    )  # fmt: skip
+    first = loan.installments.order_by("n").first()
+    at(monkeypatch, first.due_at + timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.installments_collect_due()
+    # then the borrower, who must act, gets an email; an installment paid would not
+    assert [(m.subject, m.to) for m in mailoutbox] == [
+        (f"Loan #{loan.pk}: installment missed", ["alice@example.com"])
+    ]
+
+
+def test_a_loan_dispute_reaches_moderators_and_the_parties(
+    alice, queued, mailoutbox, django_capture_on_commit_callbacks
+):
+    loan, big, small = _usdt_loan(alice, django_capture_on_commit_callbacks)
+    mod = UserFactory(username="mod", is_staff=True, email="mod@example.com")
+    mod.user_permissions.add(Permission.objects.get(codename="decide_trade"))
+    mod = type(mod).objects.get(pk=mod.pk)
+    mailoutbox.clear()
+    # when alice opens a dispute
+    with django_capture_on_commit_callbacks(execute=True):
+        dispute = services.loan_dispute_open(
+            loan_id=loan.pk, actor=alice, category="installment",
+            text="Installment 1 was collected twice from my wallet.",
+        )  # fmt: skip
+    # then the moderator is told with a link to the admin, the lenders in-app and by email
+    (staff,) = _texts(mod)
+    assert f"/admin/lending/loandispute/{dispute.pk}/change/" in staff
+    assert any(f"opened dispute #{dispute.pk}" in t for t in _texts(big))
+    assert any(f"opened dispute #{dispute.pk}" in t for t in _texts(small))
+    assert not any("dispute" in t for t in _texts(alice))  # she opened it
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([big.email, small.email])
+    # when the moderator decides it
+    with django_capture_on_commit_callbacks(execute=True):
+        services.loan_dispute_decide(dispute_id=dispute.pk, actor=mod, outcome="rejected",
+                                     reason="The ledger shows one collection.")  # fmt: skip
+    for user in (alice, big, small):
+        assert any(f"dispute #{dispute.pk} decided: Rejected" in t for t in _texts(user))
