@@ -64,12 +64,15 @@ def balance_available(*, user: Any, asset_code: str) -> Decimal:
     return account.available if account else Decimal(0)
 
 
-def transfer_list_for_user(*, user: Any) -> QuerySet[Transfer]:
-    return (
-        Transfer.objects.filter(Q(debit_account__user=user) | Q(credit_account__user=user))
-        .select_related("asset", "debit_account", "credit_account")
-        .order_by("-id")
-    )
+def transfer_list_for_user(
+    *, user: Any, kind: str | None = None, reference: int | None = None
+) -> QuerySet[Transfer]:
+    rows = Transfer.objects.filter(Q(debit_account__user=user) | Q(credit_account__user=user))
+    if kind is not None:
+        rows = rows.filter(kind=kind)
+    if reference is not None:
+        rows = rows.filter(reference=reference)
+    return rows.select_related("asset", "debit_account", "credit_account").order_by("-id")
 
 
 # --- proofs -----------------------------------------------------------------------------------

@@ -110,6 +110,9 @@ class TransferOut(serializers.Serializer[Transfer]):
     flags = serializers.ChoiceField(choices=Transfer.Flags.choices)
     pending_id = serializers.IntegerField(allow_null=True)
     trade = serializers.IntegerField(source="trade_id", allow_null=True)
+    reference = serializers.IntegerField(
+        allow_null=True, help_text="What it belongs to, e.g. a loan's id for the loan_* kinds."
+    )
     seq = serializers.IntegerField(allow_null=True)
     hash = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
@@ -121,12 +124,26 @@ class TransferOut(serializers.Serializer[Transfer]):
 class TransferListApi(ApiView):
     @extend_schema(
         operation_id="transfers_list",
-        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int)],
+        parameters=[
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("kind", str, description="Only this kind, e.g. loan_installment."),
+            OpenApiParameter(
+                "reference", int, description="Only those of this reference, e.g. a loan's id."
+            ),
+        ],
         responses={200: paginated(TransferOut), **ERRORS},
-        description="Your ledger transfers, newest first, with their chain seq and hash once sealed.",
+        description="Your ledger transfers, newest first, with their chain seq and hash once "
+        "sealed. A lender lists what a loan paid them with `?kind=loan_installment&reference="
+        "<loan id>` and proves each one from a signed checkpoint (`/ledger/entries/{seq}/proof/`).",
     )
     def get(self, request: Request) -> Response:
-        return self.paginate(selectors.transfer_list_for_user(user=request.user), TransferOut)
+        kind = request.query_params.get("kind") or None
+        if kind is not None and kind not in Transfer.Kind.values:
+            raise ValidationFailed.for_field("kind", f"One of: {', '.join(Transfer.Kind.values)}.")
+        reference = _int_param(request, "reference", required=False)
+        rows = selectors.transfer_list_for_user(user=request.user, kind=kind, reference=reference)
+        return self.paginate(rows, TransferOut)
 
 
 # --- the verifiable ledger ----------------------------------------------------------------------
