@@ -23,6 +23,18 @@ class PriceIndexAdmin(admin.ModelAdmin):
     list_display = ("asset", "fiat", "price", "source", "updated_at")
     list_editable = ("price",)
     list_filter = ("asset", "fiat")
+    actions = ("confirm_prices",)
+
+    @admin.action(description="Confirm the selected prices as current (same price, fresh time)")
+    def confirm_prices(self, request, queryset):
+        # A price the feed did not move is still right: confirming it keeps what reads the index
+        # (liquidations refuse a price older than PRICE_MAX_AGE) working. Through the service.
+        for row in queryset.select_related("asset", "fiat"):
+            services.price_index_set(
+                asset_code=row.asset.code, fiat_code=row.fiat.code, price=row.price,
+                source="admin",
+            )  # fmt: skip
+        self.message_user(request, f"{queryset.count()} price(s) confirmed as current.")
 
     def save_model(self, request, obj, form, change):
         # Through the service: the pair's floating offers follow the new price.
