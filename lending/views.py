@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
 from common.money import fmt, parse_amount, parse_decimal
+from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from ledger.models import Asset
 from lending import selectors, services
@@ -434,7 +435,7 @@ def request_fund(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect("lending:loan_detail", pk=req.pk)
             messages.success(
                 request,
-                f"You committed {fmt(Decimal(form.cleaned_data['amount']), req.asset.precision)} "
+                f"You committed {amount_text(form.cleaned_data['amount'], req.asset.precision)} "
                 f"{req.asset.code}; it is held until the request activates or ends.",
             )
             return redirect("lending:request_detail", pk=req.pk)
