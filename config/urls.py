@@ -28,6 +28,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("disputes/", include("disputes.urls")),
     path("notifications/", include("notifications.urls")),
+    path("lending/", include("lending.urls")),
     path("u/<str:username>/", escrow_views.trader_profile, name="profile"),
     path("settings/", include("accounts.settings_urls")),
     path("", include("marketplace.urls")),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.selectors import is_moderator
 from common.errors import ApplicationError, NotFound
@@ -16,12 +18,19 @@ from lending.models import (
     LendingControl,
     LendingControlChange,
     Loan,
+    LoanCommitment,
     LoanDispute,
     LoanEvent,
     LoanOffer,
     LoanRequest,
 )
-from lending.services import loan_scheduled_debt, loans_ltv, pair_price
+from lending.services import (
+    PairPrice,
+    loan_schedule,
+    loan_scheduled_debt,
+    loans_ltv,
+    pair_price,
+)
 
 
 def loan_request_list() -> QuerySet[LoanRequest]:
@@ -33,6 +42,79 @@ def loan_request_get(*, request_id: int) -> LoanRequest:
     if found is None:
         raise NotFound(f"Loan request #{request_id} not found.")
     return found
+
+
+def loan_request_list_open(
+    *, asset: str | None = None, min_rate: Decimal | None = None, max_term: int | None = None,
+    max_ltv: Decimal | None = None,
+) -> QuerySet[LoanRequest] | list[LoanRequest]:  # fmt: skip
+    """Open requests lenders may still fund (deadline ahead), newest first, filtered by the asset
+    borrowed, the least annual rate (percent), the longest term and the highest LTV (a fraction)
+    at today's index. The LTV filter values each request (loan_request_ltvs), so it reads the
+    rows the other filters left; without it the result stays a lazy queryset to paginate."""
+    qs = (
+        loan_request_list()
+        .filter(state=LoanRequest.State.OPEN, funding_deadline__gt=timezone.now())
+        .select_related("borrower")
+    )
+    if asset:
+        qs = qs.filter(asset__code=asset.upper())
+    if min_rate is not None:
+        qs = qs.filter(annual_rate__gte=min_rate)
+    if max_term is not None:
+        qs = qs.filter(term_months__lte=max_term)
+    if max_ltv is None:
+        return qs
+    rows = list(qs)
+    ltvs = loan_request_ltvs(rows)
+    return [r for r in rows if (ltv := ltvs.get(r.pk)) is not None and ltv <= max_ltv]
+
+
+def loan_request_ltvs(requests: Iterable[LoanRequest]) -> dict[int, Decimal | None]:
+    """Each request's LTV at today's index: its whole scheduled debt (principal plus interest,
+    as loan_ltv_quote counts it) over its collateral; None when no index values the pair. One
+    price query per distinct pair."""
+    prices: dict[tuple[int, int], PairPrice | None] = {}
+    now = timezone.now()
+    out: dict[int, Decimal | None] = {}
+    for r in requests:
+        pair = (r.asset_id, r.collateral_asset_id)
+        if pair not in prices:
+            try:
+                prices[pair] = pair_price(asset_id=pair[0], collateral_asset_id=pair[1])
+            except ApplicationError:
+                prices[pair] = None
+        price = prices[pair]
+        if price is None:
+            out[r.pk] = None
+            continue
+        rows = loan_schedule(
+            principal=r.amount, annual_rate=r.annual_rate, term_months=r.term_months,
+            plan=r.plan, precision=r.asset.precision, start=now,
+        )  # fmt: skip
+        debt = r.amount + sum((x.interest for x in rows), Decimal(0))
+        out[r.pk] = price.ltv(debt=debt, collateral=r.collateral_amount)
+    return out
+
+
+def loan_request_list_for_borrower(*, user: Any, states: Iterable[str]) -> QuerySet[LoanRequest]:
+    return loan_request_list().filter(borrower=user, state__in=list(states))
+
+
+def loan_commitment_list(*, request_id: int) -> QuerySet[LoanCommitment]:
+    """A request's commitments in funding order, with their lenders."""
+    return LoanCommitment.objects.filter(request_id=request_id).select_related("lender")
+
+
+def loan_commitment_list_for_lender(
+    *, user: Any, request_states: Iterable[str]
+) -> QuerySet[LoanCommitment]:
+    """The lender's commitments on requests in these states, newest first."""
+    return (
+        LoanCommitment.objects.filter(lender=user, request__state__in=list(request_states))
+        .select_related("request__asset", "request__collateral_asset", "request__borrower")
+        .order_by("-request_id")
+    )
 
 
 def loan_offer_list(

@@ -1,0 +1,156 @@
+"""Browser forms of lending. They collect what the user typed: amounts stay strings and every
+rule (precision, LTV, balances, who may act) is checked once, by lending.services, whose
+ApplicationError common.forms.add_application_error puts next to the field it names."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, cast
+
+from django import forms
+from django.utils import timezone
+
+from common.forms import AmountInput
+from ledger.models import Asset
+from lending.models import LoanRequest
+
+TERM_CHOICES = [(n, f"{n} month{'s' if n > 1 else ''}") for n in range(1, 25)]
+# How long lenders have to fund a request (the service allows up to 30 days ahead).
+FUNDING_WINDOWS = [
+    (6, "6 hours"),
+    (24, "1 day"),
+    (48, "2 days"),
+    (72, "3 days"),
+    (168, "7 days"),
+    (336, "14 days"),
+    (720, "30 days"),
+]
+
+
+def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
+    choices = [(a.code, a.code) for a in Asset.objects.filter(is_active=True).order_by("code")]
+    return [("", blank), *choices] if blank is not None else choices
+
+
+class BorrowForm(forms.Form):
+    """A loan request, field for field what loan_request_create takes (the deadline as a
+    window from now)."""
+
+    asset = forms.ChoiceField(label="Borrow")
+    amount = forms.CharField(max_length=64, label="Amount", widget=AmountInput())
+    annual_rate = forms.CharField(
+        max_length=16,
+        label="Annual interest rate (%)",
+        widget=AmountInput({"placeholder": "5"}),
+    )
+    term_months = forms.TypedChoiceField(label="Term", choices=TERM_CHOICES, coerce=int, initial=6)
+    plan = forms.ChoiceField(
+        label="Repayment",
+        choices=LoanRequest.Plan.choices,
+        widget=forms.RadioSelect,
+        initial=LoanRequest.Plan.AMORTIZED,
+    )
+    collateral_asset = forms.ChoiceField(label="Collateral asset")
+    collateral_amount = forms.CharField(
+        max_length=64, label="Collateral amount", widget=AmountInput()
+    )
+    funding_window = forms.TypedChoiceField(
+        label="Funding deadline",
+        choices=FUNDING_WINDOWS,
+        coerce=int,
+        initial=72,
+        help_text="Unfunded by then, the request ends and your collateral comes back.",
+    )
+    allow_partial = forms.BooleanField(
+        label="Accept a partial fill at the deadline", required=False
+    )
+    min_fill = forms.CharField(
+        max_length=64,
+        label="Least amount to activate with",
+        required=False,
+        widget=AmountInput(),
+        help_text="Only with a partial fill.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
+        cast(forms.ChoiceField, self.fields["collateral_asset"]).choices = _asset_choices()
+
+    def service_values(self) -> dict[str, Any]:
+        """What loan_request_create takes, as typed."""
+        data = self.cleaned_data
+        return {
+            "asset": data["asset"],
+            "amount": data["amount"],
+            "annual_rate": data["annual_rate"],
+            "term_months": data["term_months"],
+            "plan": data["plan"],
+            "collateral_asset": data["collateral_asset"],
+            "collateral_amount": data["collateral_amount"],
+            "funding_deadline": timezone.now() + timedelta(hours=data["funding_window"]),
+            "allow_partial": bool(data.get("allow_partial")),
+            "min_fill": data.get("min_fill") or None,
+        }
+
+
+class LendFilterForm(forms.Form):
+    """The GET filters of the list of open requests."""
+
+    asset = forms.ChoiceField(required=False, label="Asset")
+    min_rate = forms.CharField(
+        required=False,
+        max_length=16,
+        label="Rate at least (%)",
+        widget=AmountInput({"placeholder": "Any"}),
+    )
+    max_term = forms.TypedChoiceField(
+        required=False,
+        label="Term at most",
+        choices=[("", "Any term"), *TERM_CHOICES],
+        coerce=int,
+        empty_value=None,
+    )
+    max_ltv = forms.CharField(
+        required=False,
+        max_length=16,
+        label="LTV at most (%)",
+        widget=AmountInput({"placeholder": "Any"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices(blank="All assets")
+
+
+class FundForm(forms.Form):
+    amount = forms.CharField(max_length=64, label="Amount to lend", widget=AmountInput())
+
+
+class CollateralForm(forms.Form):
+    amount = forms.CharField(max_length=64, label="Collateral to add", widget=AmountInput())
+
+
+class RepayForm(forms.Form):
+    """Early repayment: the payoff total the borrower was shown, so a quote that changed in
+    the meantime (a day passed) is shown again instead of paid blindly."""
+
+    quoted_total = forms.CharField(max_length=64, widget=forms.HiddenInput())
+
+
+class TakeOfferForm(forms.Form):
+    """Borrow from a lender's offer in one step (loan_offer_take)."""
+
+    amount = forms.CharField(max_length=64, label="Amount", widget=AmountInput())
+    term_months = forms.TypedChoiceField(label="Term", choices=TERM_CHOICES, coerce=int)
+    plan = forms.ChoiceField(
+        label="Repayment", choices=LoanRequest.Plan.choices, initial=LoanRequest.Plan.AMORTIZED
+    )
+    collateral_asset = forms.ChoiceField(label="Collateral asset")
+    collateral_amount = forms.CharField(
+        max_length=64, label="Collateral amount", widget=AmountInput()
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["collateral_asset"]).choices = _asset_choices()
