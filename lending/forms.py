@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from common.forms import AmountInput
 from ledger.models import Asset
-from lending.models import LoanRequest
+from lending.models import LoanDispute, LoanRequest
 
 TERM_CHOICES = [(n, f"{n} month{'s' if n > 1 else ''}") for n in range(1, 25)]
 # How long lenders have to fund a request (the service allows up to 30 days ahead).
@@ -154,3 +154,23 @@ class TakeOfferForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["collateral_asset"]).choices = _asset_choices()
+
+
+class DisputeForm(forms.Form):
+    """A party's dispute about a loan (loan_dispute_open)."""
+
+    category = forms.ChoiceField(label="About", choices=LoanDispute.Category.choices)
+    text = forms.CharField(
+        label="What happened",
+        max_length=4000,
+        widget=forms.Textarea({"rows": 4}),
+        help_text="A moderator who has no part in this loan reads both sides and decides.",
+    )
+
+
+class StatementForm(forms.Form):
+    """A statement in an open loan dispute (loan_dispute_statement)."""
+
+    text = forms.CharField(
+        label="Your statement", max_length=4000, widget=forms.Textarea({"rows": 3})
+    )

@@ -16,4 +16,10 @@ urlpatterns = [
     path("loans/<int:pk>/", views.loan_detail, name="loan_detail"),
     path("loans/<int:pk>/collateral/", views.loan_add_collateral, name="loan_add_collateral"),
     path("loans/<int:pk>/repay/", views.loan_repay, name="loan_repay"),
+    path("loans/<int:pk>/disputes/", views.loan_dispute_open, name="loan_dispute_open"),
+    path(
+        "loans/<int:pk>/disputes/<int:dispute_id>/statements/",
+        views.loan_dispute_statement,
+        name="loan_dispute_statement",
+    ),
 ]

@@ -32,9 +32,11 @@ from lending import selectors, services
 from lending.forms import (
     BorrowForm,
     CollateralForm,
+    DisputeForm,
     FundForm,
     LendFilterForm,
     RepayForm,
+    StatementForm,
     TakeOfferForm,
 )
 from lending.models import Installment, Loan, LoanOffer, LoanRequest
@@ -535,10 +537,14 @@ def _loan_page(
         for c in selectors.loan_commitment_list(request_id=loan.pk)
         if c.lender_id == request.user.pk
     }
+    card_forms = {k: v for k, v in forms.items() if k not in ("dispute_form", "statement_form")}
     context = {
         "loan": loan,
-        "card": loan_context(loan, request.user, shares=shares, **forms),
+        "card": loan_context(loan, request.user, shares=shares, **card_forms),
         "events": selectors.loan_events(loan_id=loan.pk),
+        "disputes": selectors.loan_disputes_for_user(loan_id=loan.pk, user=request.user),
+        "dispute_form": forms.get("dispute_form") or DisputeForm(),
+        "statement_form": forms.get("statement_form") or StatementForm(),
         # Who lent what: the borrower sees every lender, a lender only their own share.
         "commitments": (
             selectors.loan_commitment_list(request_id=loan.pk)
@@ -604,3 +610,49 @@ def loan_repay(request: HttpRequest, pk: int) -> HttpResponse:
             )
             return redirect("lending:loan_detail", pk=pk)
     return _loan_page(request, _loan_or_404(pk, request.user), status=status, repay_form=form)
+
+
+@login_required
+@require_POST
+def loan_dispute_open(request: HttpRequest, pk: int) -> HttpResponse:
+    loan = _loan_or_404(pk, request.user)
+    form = DisputeForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            dispute = services.loan_dispute_open(
+                loan_id=loan.pk, actor=request.user, **form.cleaned_data
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            status = exc.status
+        else:
+            messages.success(request, f"Dispute #{dispute.pk} opened: a moderator will look at it.")
+            return redirect("lending:loan_detail", pk=pk)
+    return _loan_page(request, loan, status=status, dispute_form=form)
+
+
+@login_required
+@require_POST
+def loan_dispute_statement(request: HttpRequest, pk: int, dispute_id: int) -> HttpResponse:
+    loan = _loan_or_404(pk, request.user)
+    form = StatementForm(request.POST)
+    status = 400
+    if form.is_valid():
+        if (
+            not selectors.loan_disputes_for_user(loan_id=loan.pk, user=request.user)
+            .filter(pk=dispute_id)
+            .exists()
+        ):
+            raise Http404
+        try:
+            services.loan_dispute_statement(
+                dispute_id=dispute_id, actor=request.user, text=form.cleaned_data["text"]
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            status = exc.status
+        else:
+            messages.success(request, "Statement added.")
+            return redirect("lending:loan_detail", pk=pk)
+    return _loan_page(request, loan, status=status, statement_form=form)

@@ -469,3 +469,45 @@ def test_taking_a_lender_offer_from_the_borrow_page(client, alice, bob):
     assert response.status_code == 302
     loan = Loan.objects.get()
     assert (loan.borrower, loan.principal) == (alice, Decimal(1))
+
+
+# --- disputes ----------------------------------------------------------------------------------
+
+
+def test_a_party_opens_a_dispute_and_the_other_answers_on_the_loan_page(
+    client, alice, bob, carol, django_capture_on_commit_callbacks
+):
+    loan = active_loan(alice, bob)
+    url = reverse("lending:loan_dispute_open", kwargs={"pk": loan.pk})
+    # too short: the field's error, nothing opened
+    login(client, alice)
+    page = client.post(url, {"category": "installment", "text": "bad"})
+    assert page.status_code == 400
+    assert "at least 10 characters" in page.content.decode()
+    assert not loan.disputes.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        page = client.post(
+            url, {"category": "installment", "text": "Installment 1 came out twice."}
+        )
+    assert page.status_code == 302
+    dispute = loan.disputes.get()
+    # the lender sees it on the loan page and answers
+    login(client, bob)
+    html = client.get(reverse("lending:loan_detail", kwargs={"pk": loan.pk})).content.decode()
+    assert "Installment 1 came out twice." in html
+    answer = reverse(
+        "lending:loan_dispute_statement", kwargs={"pk": loan.pk, "dispute_id": dispute.pk}
+    )
+    assert client.post(answer, {"text": "The ledger shows one transfer."}).status_code == 302
+    assert [s.role for s in dispute.statements.all()] == ["lender"]
+    # a stranger can do neither
+    login(client, carol)
+    assert client.post(url, {"category": "other", "text": "I want in on this."}).status_code == 404
+    assert client.post(answer, {"text": "I want in on this."}).status_code == 404
+    # a loan notification opens the loan's page
+    login(client, bob)
+    note = bob.notifications.filter(loan=loan).first()
+    assert note is not None
+    assert client.post(reverse("notification_read", args=[note.pk])).url == reverse(
+        "lending:loan_detail", kwargs={"pk": loan.pk}
+    )
