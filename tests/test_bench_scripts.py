@@ -8,11 +8,18 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_postgres
 
 
 @pytest.mark.parametrize(
-    "script", ["bench/settlement.py", "bench/load.py", "bench/verify.py", "examples/bot.py"]
+    "script",
+    [
+        "bench/settlement.py",
+        "bench/load.py",
+        "bench/verify.py",
+        "bench/lending_liquidation.py",
+        "examples/bot.py",
+    ],
 )
 def test_the_script_starts(script):
     run = subprocess.run(
@@ -25,3 +32,17 @@ def test_the_script_starts(script):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage:" in run.stdout
+
+
+def test_the_liquidation_benchmark_runs_on_a_small_book():
+    """bench/lending_liquidation.py end to end on 300 loans (no pgbench, BENCHMARKS.md left
+    alone): its own checks (each loan liquidated once, none left past the line, verify_ledger)
+    must pass."""
+    require_postgres()
+    run = subprocess.run(
+        [sys.executable, "bench/lending_liquidation.py", "--loans", "300", "--pgbench-seconds",
+         "0", "--no-write"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    assert "all passed" in run.stdout

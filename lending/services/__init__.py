@@ -32,6 +32,7 @@ from lending.services.risk import (
     loan_liquidate,
     loans_check_ltv,
     loans_default_overdue,
+    loans_liquidate,
     loans_ltv,
 )
 from lending.services.schedule import ScheduledInstallment, lender_shares, loan_schedule
@@ -77,6 +78,7 @@ __all__ = [
     "loan_scheduled_debt",
     "loans_check_ltv",
     "loans_default_overdue",
+    "loans_liquidate",
     "loans_ltv",
     "margin_call_listeners",
     "pair_price",

@@ -105,10 +105,24 @@ def loan_payoff_quote(loan: Loan, *, now: datetime | None = None) -> Payoff:
     """What closing the loan costs now: outstanding principal plus interest accrued on it since
     the last paid installment fell due (or activation), actual/365 over whole days, rounded
     down; each lender's part of each (principal exactly what the schedule still owes them)."""
-    now = now or timezone.now()
-    rows = list(loan.installments.order_by("n"))
-    paid = [r for r in rows if r.status == S.PAID]
-    lenders = _lenders(loan)
+    return payoff_of(
+        loan,
+        installments=list(loan.installments.order_by("n")),
+        lenders=_lenders(loan),
+        now=now or timezone.now(),
+    )
+
+
+def payoff_of(
+    loan: Loan,
+    *,
+    installments: list[Installment],
+    lenders: list[tuple[int, Decimal]],
+    now: datetime,
+) -> Payoff:
+    """loan_payoff_quote's arithmetic over the loan's installments and (lender, commitment)
+    rows as the caller read them (a batch of liquidations reads them for many loans at once)."""
+    paid = [r for r in installments if r.status == S.PAID]
     weights = [a for _, a in lenders]
     prec = loan.asset.precision
     paid_principal = sum((r.principal for r in paid), Decimal(0))

@@ -9,6 +9,7 @@ collateral amount times price(C, fiat). The pair's age is that of its older pric
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
@@ -51,18 +52,31 @@ class PairPrice:
             return (debt * self.asset_price) / (collateral * self.collateral_price)
 
 
-def pair_price(*, asset_id: int, collateral_asset_id: int) -> PairPrice:
-    """Both assets' prices in the first common fiat; a clear conflict when there is none."""
+def pair_prices(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], PairPrice]:
+    """pair_price for many (asset, collateral asset) pairs in one query; a pair without a
+    common fiat is left out."""
+    wanted = set(pairs)
     rows = PriceIndex.objects.filter(
-        asset_id__in=(asset_id, collateral_asset_id), fiat__code__in=LTV_FIATS
+        asset_id__in={a for pair in wanted for a in pair}, fiat__code__in=LTV_FIATS
     ).values_list("asset_id", "fiat__code", "price", "updated_at")
     found = {(a, f): (p, u) for a, f, p, u in rows}
-    for fiat in LTV_FIATS:
-        a, c = found.get((asset_id, fiat)), found.get((collateral_asset_id, fiat))
-        if a and c:
-            return PairPrice(fiat, a[0], c[0], min(a[1], c[1]))
-    raise Conflict(
-        "No price index values both assets in EUR or USD: the loan can't be valued.",
-        code="no_price",
-        fields={"collateral_asset": ["No common price index for this pair."]},
-    )
+    prices: dict[tuple[int, int], PairPrice] = {}
+    for asset_id, collateral_asset_id in wanted:
+        for fiat in LTV_FIATS:
+            a, c = found.get((asset_id, fiat)), found.get((collateral_asset_id, fiat))
+            if a and c:
+                prices[asset_id, collateral_asset_id] = PairPrice(fiat, a[0], c[0], min(a[1], c[1]))
+                break
+    return prices
+
+
+def pair_price(*, asset_id: int, collateral_asset_id: int) -> PairPrice:
+    """Both assets' prices in the first common fiat; a clear conflict when there is none."""
+    price = pair_prices([(asset_id, collateral_asset_id)]).get((asset_id, collateral_asset_id))
+    if price is None:
+        raise Conflict(
+            "No price index values both assets in EUR or USD: the loan can't be valued.",
+            code="no_price",
+            fields={"collateral_asset": ["No common price index for this pair."]},
+        )
+    return price

@@ -184,3 +184,79 @@ def test_missed_installment_grace_default_liquidation(eth_loan, alice, monkeypat
     assert loan.state == "liquidated"
     assert bal(lender, "USDT") == owed_usdt
     assert bal(alice, "USDT") == Decimal("6000") - owed_usdt
+
+
+# --- the platform's fee at liquidation: from the lenders' interest, never from the borrower ---
+
+
+def _fees(asset_code: str) -> Decimal:
+    from ledger.models import Asset
+
+    return ledger.account_fees(asset=Asset.objects.get(code=asset_code)).balance
+
+
+@pytest.fixture
+def fee_loan(settings, alice, monkeypatch):
+    """usdt_loan activated with LENDING_INTEREST_FEE 0.10, then 20 days later (no installment
+    due yet) ETH at 1600 EUR and USDT at 0.92 (fresh): LTV 1521.95 * 0.92 / 1600 = 0.875."""
+    settings.LENDING_INTEREST_FEE = Decimal("0.10")
+    fund(alice, "ETH", "1")
+    request = request_example(alice, asset="USDT", amount="1500", collateral_asset="ETH",
+                              collateral_amount="1")  # fmt: skip
+    big, small = lenders("1000", "500", asset="USDT")
+    services.loan_request_fund(request_id=request.pk, lender=big, amount="1000")
+    services.loan_request_fund(request_id=request.pk, lender=small, amount="500")
+    loan = Loan.objects.get(pk=request.pk)
+    assert loan.interest_fee == Decimal("0.10")
+    at(monkeypatch, loan.activated_at + timedelta(days=20))
+    price_index_set(asset_code="ETH", fiat_code="EUR", price="1600")
+    price_index_set(asset_code="USDT", fiat_code="EUR", price="0.92")
+    return loan, big, small
+
+
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_liquidation_fee_is_taken_from_the_lenders_interest(fee_loan, alice, path):
+    loan, big, small = fee_loan
+    # when the loan is liquidated, alone or in a batch
+    if path == "single":
+        services.loan_liquidate(loan_id=loan.pk, reason="LTV at the liquidation line")
+    else:
+        assert services.loans_check_ltv()["liquidated"] == 1
+    # then, by hand: interest over 20 days = 1500 * 0.05 * 20 / 365 = 4.109589 (rounded down),
+    # split 2 : 1 -> 2.739726 and 1.369863; owed 1002.739726 and 501.369863 USDT.
+    # Each lender's collateral: owed * 1.05 * 0.92 / 1600 ETH, less the fee on their interest:
+    # 10 % of 2.739726 = 0.273972 USDT -> 0.273972 * 0.92 / 1600 = 0.0001575339 ETH, and
+    # 10 % of 1.369863 = 0.136986 USDT -> 0.00007876695 ETH.
+    # big:   1002.739726 * 1.05 * 0.92 / 1600 = 0.6054041095725 - 0.0001575339
+    # small:  501.369863 * 1.05 * 0.92 / 1600 = 0.30270205478625 - 0.00007876695
+    loan.refresh_from_db()
+    assert (loan.state, loan.shortfall, loan.collateral_amount) == ("liquidated", 0, 0)
+    assert bal(big, "ETH") == Decimal("0.6052465756725")
+    assert bal(small, "ETH") == Decimal("0.30262328783625")
+    assert _fees("ETH") == Decimal("0.00023630085")
+    assert loan.fees_collateral == Decimal("0.00023630085")
+    # the borrower pays debt + penalty, as without a fee: 1 - 0.6054041095725 - 0.30270205478625
+    assert bal(alice, "ETH") == Decimal("0.09189383564125")
+    last = LoanEvent.objects.filter(request_id=loan.pk).last()
+    assert "fee 0.000236300850000000 ETH" in last.reason
+    ledger.ledger_seal_pending()
+    from ledger.replay import verify_ledger
+
+    assert verify_ledger().ok
+
+
+def test_underwater_liquidation_takes_no_fee(fee_loan, alice):
+    loan, big, small = fee_loan
+    # given ETH at 1000 EUR: 1 ETH is worth 1086.956521 USDT, less than the 1504.109589 owed
+    price_index_set(asset_code="ETH", fiat_code="EUR", price="1000")
+    # when
+    assert services.loans_check_ltv()["liquidated"] == 1
+    # then the lenders take all of it pro rata to 1002.739726 : 501.369863 (exactly 2 : 1), the
+    # platform nothing, and the shortfall is 1504.109589 - 1086.956521
+    loan.refresh_from_db()
+    assert bal(big, "ETH") == Decimal("0.666666666666666666")
+    assert bal(small, "ETH") == Decimal("0.333333333333333334")
+    assert bal(alice, "ETH") == 0
+    assert _fees("ETH") == 0
+    assert loan.fees_collateral == 0
+    assert loan.shortfall == Decimal("417.153068")
