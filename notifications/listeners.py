@@ -120,13 +120,13 @@ def on_loan_events(events: list[LoanEvent]) -> None:
         logger.exception("notifications about loan events %s failed", [e.pk for e in events])
 
 
-def on_margin_call(loan: Loan, ltv: Decimal) -> None:
-    from notifications.loans import notify_margin_call
+def on_margin_call(calls: list[tuple[Loan, Decimal]]) -> None:
+    from notifications.loans import notify_margin_calls
 
     try:
-        notify_margin_call(loan_id=loan.pk, ltv=ltv)
+        notify_margin_calls(calls=[(loan.pk, ltv) for loan, ltv in calls])
     except Exception:
-        logger.exception("margin call notifications for loan #%s failed", loan.pk)
+        logger.exception("margin call notifications for %s loan(s) failed", len(calls))
 
 
 def on_liquidation_blocked(loan: Loan, why: str) -> None:

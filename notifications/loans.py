@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.money import fmt
-from lending.models import Loan, LoanDispute, LoanEvent
+from lending.models import Installment, Loan, LoanDispute, LoanEvent
 from lending.selectors import loan_parties
 from notifications import webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
@@ -84,9 +84,16 @@ def _pct(value: Decimal) -> str:
     return f"{value * 100:.1f}%"
 
 
-def _context(loan: Loan, event: LoanEvent | None, **extra: Any) -> dict[str, Any]:
+def _first_due(loan_ids: set[int]) -> dict[int, Any]:
+    """Each loan's first due date, in one query."""
+    rows = Installment.objects.filter(loan_id__in=loan_ids, n=1).values_list("loan_id", "due_at")
+    return dict(rows)
+
+
+def _context(
+    loan: Loan, event: LoanEvent | None, first: Any = None, **extra: Any
+) -> dict[str, Any]:
     found = _INSTALLMENT.match(event.reason) if event is not None else None
-    first = loan.installments.order_by("n").values_list("due_at", flat=True).first()
     return {
         "n": loan.pk,
         "borrower": loan.borrower.username,
@@ -205,44 +212,50 @@ def notify_loan_events(*, events: list[LoanEvent]) -> None:
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
     mails: list[EmailMessage] = []
+    firsts = _first_due({e.request_id for e, news in wanted if news == ACTIVATED})
     for event, news in wanted:
         loan, users = loans.get(event.request_id), parties.get(event.request_id, [])
         if loan is None:
             continue
-        text = TEXT[news].format(**_context(loan, event))[:500]
+        context = _context(loan, event, firsts.get(loan.pk))
+        text = TEXT[news].format(**context)[:500]
         notes += [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in users]
         mails += _mails(loan, news, text, users, emails)
         name = WEBHOOK_EVENT.get(news)
         if name is not None:
-            extra = {"installment": int(n)} if (n := _context(loan, event)["installment"]) else {}
+            extra = {"installment": int(n)} if (n := context["installment"]) else {}
             payload = _payload(loan, name, event.created_at, **extra)
             deliveries += _deliveries(users, endpoints, name, payload)
     _send(notes, deliveries, mails)
 
 
-def notify_margin_call(*, loan_id: int, ltv: Decimal) -> None:
-    """A loan's LTV has just crossed the margin-call line (once per crossing): the borrower is
-    told in-app; the borrower's and the lenders' bots by webhook."""
-    loan = _loans({loan_id}).get(loan_id)
-    if loan is None:
-        return
-    users = loan_parties(loan_ids=[loan_id]).get(loan_id, [loan.borrower_id])
-    text = TEXT[MARGIN_CALL].format(
-        **_context(
-            loan,
-            None,
-            ltv=_pct(ltv),
-            call_line=_pct(settings.LENDING_MARGIN_CALL_LTV),
-            liquidation_line=_pct(settings.LENDING_LIQUIDATION_LTV),
-        )
-    )[:500]
-    name = WEBHOOK_EVENT[MARGIN_CALL]
-    payload = _payload(loan, name, timezone.now(), ltv=f"{ltv:.4f}")
-    _send(
-        [Notification(user_id=loan.borrower_id, loan=loan, kind=K.LOAN, text=text)],
-        _deliveries(users, _endpoints(set(users)), name, payload),
-        _mails(loan, MARGIN_CALL, text, users, _emails({loan.borrower_id})),
-    )
+def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
+    """Loans whose LTV has just crossed the margin-call line (once per crossing): each borrower
+    is told in-app and by email; the borrower's and the lenders' bots by webhook. A constant
+    number of queries, however many loans crossed."""
+    ltvs = dict(calls)
+    loans = _loans(set(ltvs))
+    parties = loan_parties(loan_ids=list(loans))
+    everyone = {u for users in parties.values() for u in users}
+    endpoints = _endpoints(everyone)
+    emails = _emails({loan.borrower_id for loan in loans.values()})
+    lines = {
+        "call_line": _pct(settings.LENDING_MARGIN_CALL_LTV),
+        "liquidation_line": _pct(settings.LENDING_LIQUIDATION_LTV),
+    }
+    name, now = WEBHOOK_EVENT[MARGIN_CALL], timezone.now()
+    notes: list[Notification] = []
+    deliveries: list[WebhookDelivery] = []
+    mails: list[EmailMessage] = []
+    for loan_id, loan in sorted(loans.items()):
+        ltv = ltvs[loan_id]
+        users = parties.get(loan_id, [loan.borrower_id])
+        text = TEXT[MARGIN_CALL].format(**_context(loan, None, ltv=_pct(ltv), **lines))[:500]
+        notes.append(Notification(user_id=loan.borrower_id, loan=loan, kind=K.LOAN, text=text))
+        payload = _payload(loan, name, now, ltv=f"{ltv:.4f}")
+        deliveries += _deliveries(users, endpoints, name, payload)
+        mails += _mails(loan, MARGIN_CALL, text, users, emails)
+    _send(notes, deliveries, mails)
 
 
 def notify_liquidation_blocked(*, loan_id: int, why: str, moderators: list[Any]) -> None:

@@ -44,7 +44,7 @@ from lending.services.transitions import (
     _loan_transition,
     announce,
     announce_liquidation_blocked,
-    announce_margin_call,
+    announce_margin_calls,
 )
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def loans_check_ltv(*, batch_size: int | None = None) -> dict[str, int]:
             announce(events)
             for x in flipped:
                 x.margin_called = True
-                announce_margin_call(x, crossing[x.pk])
+            announce_margin_calls([(x, crossing[x.pk]) for x in flipped])
             called = len(flipped)
     liquidated = loans_liquidate(
         loan_ids=to_liquidate, reason="LTV at the liquidation line", batch_size=batch_size

@@ -42,8 +42,9 @@ TRANSITIONS: dict[tuple[str, str, str], frozenset[str]] = {
 # move that already happened.
 # Every committed move of a request or loan, and every margin call and refused liquidation.
 event_listeners: list[Callable[[list[LoanEvent]], None]] = []
-# A loan whose LTV has just crossed LENDING_MARGIN_CALL_LTV: once per crossing.
-margin_call_listeners: list[Callable[[Loan, Decimal], None]] = []
+# Loans whose LTV has just crossed LENDING_MARGIN_CALL_LTV (once per crossing), with their LTV:
+# one call per check, however many loans crossed.
+margin_call_listeners: list[Callable[[list[tuple[Loan, Decimal]]], None]] = []
 # A liquidation refused because the price index was stale (for the moderators).
 liquidation_blocked_listeners: list[Callable[[Loan, str], None]] = []
 
@@ -58,8 +59,9 @@ def announce(events: list[LoanEvent]) -> None:
     _on_commit(event_listeners, events)
 
 
-def announce_margin_call(loan: Loan, ltv: Decimal) -> None:
-    _on_commit(margin_call_listeners, loan, ltv)
+def announce_margin_calls(calls: list[tuple[Loan, Decimal]]) -> None:
+    if calls:
+        _on_commit(margin_call_listeners, calls)
 
 
 def announce_liquidation_blocked(loan: Loan, why: str) -> None:

@@ -37,7 +37,9 @@ def usdt_loan(alice):
 @pytest.fixture
 def margin_calls():
     calls = []
-    services.margin_call_listeners.append(lambda loan, ltv: calls.append((loan.pk, ltv)))
+    services.margin_call_listeners.append(
+        lambda called: calls.extend((loan.pk, ltv) for loan, ltv in called)
+    )
     yield calls
     services.margin_call_listeners.pop()
 
