@@ -12,7 +12,14 @@ from conftest import ROOT
 
 
 @pytest.mark.parametrize(
-    "script", ["bench/settlement.py", "bench/load.py", "bench/verify.py", "examples/bot.py"]
+    "script",
+    [
+        "bench/settlement.py",
+        "bench/load.py",
+        "bench/verify.py",
+        "bench/lending_installments.py",
+        "examples/bot.py",
+    ],
 )
 def test_the_script_starts(script):
     run = subprocess.run(

@@ -264,15 +264,16 @@ def _collect_batch(*, after: int, size: int, now: datetime) -> tuple[int | None,
             return None, 0, []
         ids = _pg_array(row[0] for row in loans)
         # Read after the lock (a new snapshot): what a worker that held a loan just paid is seen.
+        # (whether it is due, computed here: no date to parse per row)
         cursor.execute(
-            "SELECT loan_id, n, due_at, principal, interest, status FROM lending_installment "
-            "WHERE loan_id = ANY(%s::bigint[]) ORDER BY loan_id, n",
-            [ids],
+            "SELECT loan_id, n, due_at <= %s, principal, interest, status "
+            "FROM lending_installment WHERE loan_id = ANY(%s::bigint[]) ORDER BY loan_id, n",
+            [now, ids],
         )
-        installments: dict[int, list[tuple[int, datetime, Decimal, Decimal, str]]]
+        installments: dict[int, list[tuple[int, bool, Decimal, Decimal, str]]]
         installments = defaultdict(list)
-        for loan_id, n, due_at, principal, interest, status in cursor.fetchall():
-            installments[loan_id].append((n, due_at, principal, interest, status))
+        for loan_id, n, is_due, principal, interest, status in cursor.fetchall():
+            installments[loan_id].append((n, is_due, principal, interest, status))
         cursor.execute(
             "SELECT request_id, lender_id, amount FROM lending_loancommitment "
             "WHERE request_id = ANY(%s::bigint[]) ORDER BY request_id, id",
@@ -299,7 +300,7 @@ def _collect_batch(*, after: int, size: int, now: datetime) -> tuple[int | None,
         due: dict[int, list[int]] = {}  # loan -> positions of its due installments
         for loan_id, borrower, asset, *_ in loans:
             rows = installments[loan_id]
-            positions = [k for k, r in enumerate(rows) if r[4] in UNPAID and r[1] <= now]
+            positions = [k for k, r in enumerate(rows) if r[4] in UNPAID and r[1]]
             if positions:  # else paid by whoever held the loan before us
                 due[loan_id] = positions
                 owed[accounts[(borrower, asset)]] += sum(rows[k][2] + rows[k][3] for k in positions)
@@ -341,7 +342,7 @@ def _plan_loan(
     state: str,
     interest_fee: Decimal,
     prec: int,
-    rows: list[tuple[int, datetime, Decimal, Decimal, str]],
+    rows: list[tuple[int, bool, Decimal, Decimal, str]],
     positions: list[int],
     lenders: list[tuple[int, Decimal]],
     wallet: int,
