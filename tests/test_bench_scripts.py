@@ -18,6 +18,7 @@ from conftest import ROOT, require_postgres
         "bench/load.py",
         "bench/verify.py",
         "bench/lending_liquidation.py",
+        "bench/lending_installments.py",
         "examples/bot.py",
     ],
 )

@@ -73,6 +73,32 @@ def _pay(*, loan: Loan, key: str, lender_id: int, amount: Decimal, kind: str, so
     )
 
 
+def fee_on_interest(interest: Decimal, fee: Decimal, precision: int) -> Decimal:
+    """The platform's part of one lender's interest: interest * fee rounded down to the asset's
+    precision; the lender gets the rest (the borrower pays the same either way)."""
+    if fee <= 0 or interest <= 0:
+        return Decimal(0)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return round_down(interest * fee, precision)
+
+
+def _pay_fee(*, loan: Loan, key: str, amount: Decimal, source: Any) -> None:
+    """The fee parts of one payment, in one transfer to the platform's fee account; counted in
+    loan.fees (the caller saves it)."""
+    if amount <= 0:
+        return
+    ledger.transfer_post(
+        idempotency_key=key,
+        debit=source,
+        credit=ledger.account_fees(asset=loan.asset),
+        amount=amount,
+        kind=K.LOAN_FEE,
+        reference=loan.pk,
+    )
+    loan.fees += amount
+
+
 def _return_collateral(loan: Loan, amount: Decimal, key: str) -> None:
     if amount > 0:
         ledger.transfer_post(
@@ -154,7 +180,8 @@ def _close_installments(loan: Loan) -> None:
 
 
 def loan_repay_early(*, loan_id: int, actor: Any) -> Loan:
-    """The borrower pays outstanding principal plus accrued interest; the collateral returns."""
+    """The borrower pays outstanding principal plus accrued interest; the collateral returns.
+    Of each lender's interest the loan's interest_fee goes to the platform's fee account."""
     with durable_atomic():
         loan = _lock_loan(loan_id)
         role = loan_role(loan, actor, {lid for lid, _ in _lenders(loan)})
@@ -167,12 +194,19 @@ def loan_repay_early(*, loan_id: int, actor: Any) -> Loan:
                                     fields={"state": [loan.state]})  # fmt: skip
         quote = loan_payoff_quote(loan)
         wallet = ledger.account_for_user(user=loan.borrower, asset=loan.asset)
+        prec = loan.asset.precision
+        fees = Decimal(0)
         for lender_id, principal, interest in quote.per_lender:
+            fee = fee_on_interest(interest, loan.interest_fee, prec)
+            fees += fee
             _pay(loan=loan, key=f"loan:{loan.pk}:repay:lender:{lender_id}", lender_id=lender_id,
-                 amount=principal + interest, kind=K.LOAN_INSTALLMENT, source=wallet)  # fmt: skip
+                 amount=principal + interest - fee, kind=K.LOAN_INSTALLMENT,
+                 source=wallet)  # fmt: skip
+        _pay_fee(loan=loan, key=f"loan:{loan.pk}:repay:fee", amount=fees, source=wallet)
+        if fees:
+            loan.save(update_fields=["fees", "updated_at"])
         _close_installments(loan)
         _return_collateral(loan, loan.collateral_amount, f"loan:{loan.pk}:collateral:return")
-        prec = loan.asset.precision
         _loan_transition(loan=loan, to=L.REPAID, actor=actor, role=BORROWER,
                          reason=f"repaid early: {fmt(quote.principal, prec)} principal + "
                                 f"{fmt(quote.interest, prec)} interest ({quote.days} days)")  # fmt: skip
