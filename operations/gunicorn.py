@@ -14,6 +14,11 @@ from typing import Any
 from operations.logs import logging_config
 
 logconfig_dict = logging_config(level=os.environ.get("LOG_LEVEL", "INFO"))
+# gunicorn merges this over its defaults key by key: its own loggers must name our handler.
+logconfig_dict["loggers"] = {
+    name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+    for name in ("gunicorn.error", "gunicorn.access")
+}
 # The app logs its requests with their ids; gunicorn's access line would only repeat the path.
 accesslog = None
 
