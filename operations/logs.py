@@ -41,6 +41,7 @@ _PATTERNS = [
 _SHAPES = [
     re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b"),
     re.compile(r"\b[0-9a-f]{40}\b"),
+    re.compile(r"\bmk_[A-Za-z0-9_-]{16,}"),  # accounts.services.KEY_PREFIX + token_urlsafe
     re.compile(r"\b[A-Z2-7]{32}\b"),
 ]
 
