@@ -10,6 +10,7 @@ when the queue is full the message is dropped with a warning (the sweeper has it
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -21,19 +22,20 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 10_000
 
 _lock = threading.Lock()
-_queue: queue.Queue[tuple[Any, tuple[Any, ...]]] | None = None
+_queue: queue.Queue[tuple[contextvars.Context, tuple[Any, tuple[Any, ...]]]] | None = None
 _owner_pid: int | None = None
 
 
 def publish_after_commit(task: Any, *args: Any) -> None:
     """Queue `task(*args)` on the broker without waiting for it; never raises."""
     try:
-        _publisher().put_nowait((task, args))
+        # With the caller's context variables (the request id of its log lines goes with the task).
+        _publisher().put_nowait((contextvars.copy_context(), (task, args)))
     except queue.Full:
         logger.warning("publish queue full; %s%r left to its sweeper", task.name, args)
 
 
-def _publisher() -> queue.Queue[tuple[Any, tuple[Any, ...]]]:
+def _publisher() -> queue.Queue[tuple[contextvars.Context, tuple[Any, tuple[Any, ...]]]]:
     global _queue, _owner_pid
     # A forked child (gunicorn, Celery prefork) inherits the queue but not the thread.
     if _queue is None or _owner_pid != os.getpid():
@@ -47,10 +49,10 @@ def _publisher() -> queue.Queue[tuple[Any, tuple[Any, ...]]]:
     return _queue
 
 
-def _drain(pending: queue.Queue[tuple[Any, tuple[Any, ...]]]) -> None:
+def _drain(pending: queue.Queue[tuple[contextvars.Context, tuple[Any, tuple[Any, ...]]]]) -> None:
     while True:
-        task, args = pending.get()
-        _publish(task, args)
+        context, (task, args) = pending.get()
+        context.run(_publish, task, args)
         pending.task_done()
 
 

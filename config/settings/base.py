@@ -7,6 +7,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from operations.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 env.read_env(str(BASE_DIR / ".env"), overwrite=False)
@@ -59,10 +61,16 @@ INSTALLED_APPS = [
     "disputes",
     "lending",
     "notifications",
+    "operations",
 ]
 
 # MIDDLEWARE
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before host checks and the HTTPS redirect;
+    # then the request id every later log line carries, and the request metrics (operations/).
+    "operations.middleware.ProbeMiddleware",
+    "operations.middleware.RequestContextMiddleware",
+    "operations.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -347,13 +355,15 @@ LEDGER_CHECKPOINT_INTERVAL = env.int("LEDGER_CHECKPOINT_INTERVAL", default=60)
 LEDGER_SIGNING_KEY = env("LEDGER_SIGNING_KEY", default="")
 CHAIN_ADAPTER = env("CHAIN_ADAPTER", default="ledger.adapters.ManualChainAdapter")
 
-# LOGGING
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-}
+# LOGGING AND METRICS (operations/, docs/operations.md)
+# One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,
+# secrets redacted; LOG_FORMAT=plain for a terminal. Celery logs through the same handler.
+LOGGING = logging_config(
+    level=env("LOG_LEVEL", default="INFO"), json=env("LOG_FORMAT", default="json") == "json"
+)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# /metrics answers a scraper that sends `Authorization: Bearer <METRICS_TOKEN>`; unset: off (404).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 # WEBHOOKS
 # Retries of a failed delivery wait base * 2^attempts seconds (capped), up to the max attempts.
