@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from ledger.selectors import balance_available
 from lending import services
+from marketplace.models import PriceIndex
 from marketplace.tests.factories import fund
 
 
@@ -46,3 +47,12 @@ def lenders(*amounts: str, asset: str = "ETH", prefix: str = "lender") -> list[A
 def at(monkeypatch: Any, moment: datetime) -> None:
     """Move the clock every service and auto_now field reads."""
     monkeypatch.setattr(timezone, "now", lambda: moment)
+
+
+def move_price(asset: str, eur: str) -> None:
+    """Move the asset's EUR index, fresh, without announcing it: price_index_set would queue the
+    LTV check to whatever Celery worker runs, and a race test must decide who competes. The
+    tests that want the check call services.loans_check_ltv themselves."""
+    PriceIndex.objects.filter(asset__code=asset, fiat__code="EUR").update(
+        price=Decimal(eur), updated_at=timezone.now()
+    )
