@@ -49,11 +49,13 @@ lint: lint-code
 	$(VENV)/bin/python scripts/audit_deps.py requirements/test.txt
 
 # The inner loop (about 40 s here): the code's checks plus the unit tests, in two processes;
-# without the browser, fault, Celery-worker and long property-based tests, which make test runs.
+# without the browser, fault, Celery-worker, operations (process-spawning) and long property-based
+# tests, which make test runs.
 check: lint-code
 	SERVICES="postgres redis" scripts/with-services.sh $(VENV)/bin/pytest -q -n 2 \
 	  --ignore=tests/browser --ignore=tests/faults --ignore=tests/test_randomized.py \
-	  --ignore=tests/test_schemathesis.py -m "not celery_worker" $(PYTEST_ARGS)
+	  --ignore=tests/test_schemathesis.py --ignore=lending/tests/test_state_machine.py \
+	  --ignore=tests/ops -m "not celery_worker" $(PYTEST_ARGS)
 
 test: lint
 	scripts/with-services.sh $(VENV)/bin/pytest $(PYTEST_ARGS)

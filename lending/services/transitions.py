@@ -31,7 +31,8 @@ TRANSITIONS: dict[tuple[str, str, str], frozenset[str]] = {
     ("loan", L.ACTIVE, L.LATE): frozenset({SYSTEM}),  # an installment could not be collected
     ("loan", L.LATE, L.ACTIVE): frozenset({SYSTEM}),  # cured: every overdue one collected
     ("loan", L.ACTIVE, L.REPAID): frozenset({BORROWER, SYSTEM}),  # early, or the last one
-    ("loan", L.LATE, L.REPAID): frozenset({BORROWER}),
+    # early by the borrower, or the system collecting the last overdue installment
+    ("loan", L.LATE, L.REPAID): frozenset({BORROWER, SYSTEM}),
     ("loan", L.LATE, L.DEFAULTED): frozenset({SYSTEM}),  # LENDING_GRACE_HOURS ran out
     ("loan", L.ACTIVE, L.LIQUIDATED): frozenset({SYSTEM}),  # LTV at the liquidation line
     ("loan", L.LATE, L.LIQUIDATED): frozenset({SYSTEM}),

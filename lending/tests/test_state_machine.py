@@ -719,12 +719,6 @@ def test_random_lending_sequences_keep_the_ledger_and_every_share_right(
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="TRANSITIONS lets only the borrower move a loan from late to repaid, but collecting "
-    "its last overdue installment is the system's move: loan_collect raises PermissionDenied, "
-    "rolls the payment back, and the loan stays late until it defaults and is liquidated",
-)
 def test_a_top_up_cures_a_missed_last_installment(
     alice: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
