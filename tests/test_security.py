@@ -19,6 +19,7 @@ def test_check_deploy_is_clean_with_production_settings():
         **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": "x" * 30 + "-a-long-random-production-secret-key-value-0123456789",
+        "LEDGER_SIGNING_KEY": "5e1f0c9a2b7d4e8f6a3c1b0d9e7f5a2c4b6d8e0f1a3c5e7b9d2f4a6c8e0b1d3f",
         "ALLOWED_HOSTS": "p2p.example.com",
     }
     run = subprocess.run(
@@ -42,6 +43,7 @@ def test_production_refuses_a_default_known_or_short_secret_key(key):
         **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": key,
+        "LEDGER_SIGNING_KEY": "5e1f0c9a2b7d4e8f6a3c1b0d9e7f5a2c4b6d8e0f1a3c5e7b9d2f4a6c8e0b1d3f",
         "ALLOWED_HOSTS": "p2p.example.com",
     }
     # when the site starts

@@ -26,3 +26,10 @@ if not LEDGER_SIGNING_KEY:
         _KEY_FILE.write_text(secrets.token_hex(32))
         _KEY_FILE.chmod(0o600)
     LEDGER_SIGNING_KEY = _KEY_FILE.read_text().strip()
+
+# A developer's terminal reads plain lines; LOG_FORMAT=json gives production's JSON.
+from operations.logs import logging_config  # noqa: E402
+
+LOGGING = logging_config(
+    level=env("LOG_LEVEL", default="INFO"), json=env("LOG_FORMAT", default="plain") == "json"
+)

@@ -472,6 +472,7 @@ def _import_production(**overrides: str) -> subprocess.CompletedProcess[str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_ALLOW")},
         "SECRET_KEY": "x" * 30 + "-a-long-random-production-secret-key-value-0123456789",
+        "LEDGER_SIGNING_KEY": "5e1f0c9a2b7d4e8f6a3c1b0d9e7f5a2c4b6d8e0f1a3c5e7b9d2f4a6c8e0b1d3f",
         "ALLOWED_HOSTS": "p2p.example.com",
         **overrides,
     }
