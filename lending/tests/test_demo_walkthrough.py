@@ -35,7 +35,6 @@ def test_moving_the_price_in_the_admin_margin_calls_then_liquidates(
     example = LoanRequest.objects.get(borrower=alice, state="open")
     admin_client.force_login(bob)
     page = admin_client.post(f"/lending/requests/{example.pk}/fund/", {"amount": "0.6"})
-
     assert page.status_code == 302, page.content[:2000]
     assert Loan.objects.get(pk=example.pk).state == "active"
     # step 2: alice borrows 0.1 ETH against 600 USDT from Borrow; bob funds it
