@@ -81,8 +81,6 @@ def record_login_session(
     browser_session_touch(
         user=user, session_key=session.session_key, user_agent=request.headers.get("User-Agent", "")
     )
-    with contextlib.suppress(Exception):  # the cache is down: the next request writes again
-        cache.set(f"session-seen:{session.session_key}", 1, SESSION_EVERY_SECONDS)
 
 
 # --- the user's time zone -------------------------------------------------------------------

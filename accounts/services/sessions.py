@@ -25,9 +25,10 @@ def browser_session_touch(*, user: Any, session_key: str, user_agent: str = "") 
     """Record that this session of the user was just used: created at its first use (a login),
     its last_seen moved on after."""
     now = timezone.now()
-    if BrowserSession.objects.filter(session_key=session_key, user_id=user.pk).update(
-        last_seen=now
-    ):
+    mine = BrowserSession.objects.filter(session_key=session_key, user_id=user.pk)
+    if mine.update(last_seen=now):
+        if user_agent:  # a login made without one (e.g. from a script) learns it on first use
+            mine.filter(user_agent="").update(user_agent=user_agent[:USER_AGENT_MAX])
         return
     try:
         with transaction.atomic():
