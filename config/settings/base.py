@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LastSeenMiddleware",
+    # Times in the logged-in user's zone (issue 15: from the browser, stored on the profile).
+    "accounts.middleware.TimeZoneMiddleware",
     # Before any view: a login or signup records the device it came from.
     "accounts.middleware.DeviceCookieMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
