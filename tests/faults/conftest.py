@@ -484,8 +484,12 @@ def postgres_control(services_env: Services) -> Iterator[PostgresControl]:
 # --- traders, HTTP, threads ---------------------------------------------------------------------
 
 
+TRADER_PASSWORD = "demo-pass-123"
+
+
 def make_traders(prefix: str, count: int) -> list[tuple[Any, str]]:
-    """`count` users with profiles and API tokens, in three bulk inserts: [(user, token)]."""
+    """`count` users with profiles and API tokens, in three bulk inserts: [(user, token)]. Their
+    password (hashed once) is TRADER_PASSWORD: they confirm releases with it (no 2FA)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from rest_framework.authtoken.models import Token
@@ -493,10 +497,10 @@ def make_traders(prefix: str, count: int) -> list[tuple[Any, str]]:
     from accounts.models import Profile
 
     User = get_user_model()
-    unusable = make_password(None)
+    hashed = make_password(TRADER_PASSWORD)
     users = User.objects.bulk_create(
         [
-            User(username=f"{prefix}{i}", email=f"{prefix}{i}@example.test", password=unusable)
+            User(username=f"{prefix}{i}", email=f"{prefix}{i}@example.test", password=hashed)
             for i in range(count)
         ]
     )

@@ -17,6 +17,7 @@ from escrow.tasks import settle_pending, sweep_settlements
 from marketplace.tests.factories import fund, make_offer
 
 from .conftest import (
+    TRADER_PASSWORD,
     ApiClient,
     assert_ledger_verifies,
     assert_settled_once,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 LOCAL_CACHE = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # The seller confirms releases and withdrawals with the account password (no 2FA).
-FUND_PASSWORD = {"password": "demo-pass-123"}
+FUND_PASSWORD = {"password": TRADER_PASSWORD}
 
 
 def _trade_through_the_api(seller: ApiClient, buyer: ApiClient, offer_id: int) -> dict:
