@@ -307,3 +307,12 @@ def session_list_for_user(*, user: Any) -> list[Any]:
     user_id = str(user.pk)
     live = Session.objects.filter(expire_date__gt=timezone.now()).order_by("-expire_date")
     return [s for s in live.iterator() if s.get_decoded().get("_auth_user_id") == user_id]
+
+
+# --- the verified name (saved payment accounts must bear it) -----------------------------------
+
+
+def verified_name_for(*, user_id: int) -> str:
+    """The name on the user's approved identity document, or "" when none was verified."""
+    name = Profile.objects.filter(user_id=user_id).values_list("verified_name", flat=True).first()
+    return name or ""
