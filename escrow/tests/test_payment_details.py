@@ -119,7 +119,7 @@ class TestBuyOfferTaker:
     def test_the_seller_taking_names_their_account_for_the_method(
         self, alice, bob, accounts, buy_offer
     ):
-        revolut, sepa = accounts
+        _, sepa = accounts
         fund(alice)
         opened = escrow.trade_open(
             offer_id=buy_offer.pk,
