@@ -4,7 +4,10 @@ API and settings pages that manage them."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -15,7 +18,7 @@ from accounts.services.verified_name import profile_verified_name_set
 from accounts.tests.factories import reviewer
 from common.errors import NotFound, PermissionDenied, ValidationFailed
 from marketplace import services as market
-from marketplace.models import PaymentAccount
+from marketplace.models import Offer, PaymentAccount
 from marketplace.payment_fields import clean_details, same_name
 from marketplace.services import payment_accounts as pay
 from marketplace.tests.factories import fund, make_offer
@@ -298,3 +301,13 @@ class TestSettingsPages:
         assert client.get(f"/settings/payment-accounts/{account.pk}/edit/").status_code == 404
         assert client.post(f"/settings/payment-accounts/{account.pk}/delete/").status_code == 404
         assert PaymentAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_the_demo_data_has_alices_accounts_on_her_sell_offers(refdata):
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())  # safe to run again
+    offer = Offer.objects.get(maker__username="alice", asset__code="BTC", side="sell")
+    named = {a.method.code: a.details for a in offer.payment_accounts.all()}
+    assert named["revolut"]["revtag"] == "@alicem"
+    assert set(named) == {"sepa", "revolut"}
+    assert PaymentAccount.objects.filter(user__username="alice").count() == 3
