@@ -152,6 +152,28 @@ class TestVerifiedName:
         assert event.detail == "verified name: Alice Martin"
 
 
+    def test_a_moderator_sets_it_in_the_admin(self, alice):
+        from disputes.tests.test_services import moderator
+
+        mod = moderator()  # the Moderators group: view profiles, review KYC
+        client = Client()
+        client.force_login(mod)
+        profile = profile_for(alice)
+        response = client.post(
+            "/admin/accounts/profile/",
+            {
+                "action": "set_verified_name",
+                "_selected_action": [profile.pk],
+                "apply": "1",
+                "name": "Alice Martin",
+            },
+        )
+        assert response.status_code == 302
+        assert profile_for(alice).verified_name == "Alice Martin"
+        with pytest.raises(ValidationFailed):
+            sepa(alice, holder_name="Someone Else")
+
+
 class TestOwnership:
     def test_others_cannot_edit_or_delete_an_account(self, alice, bob):
         account = sepa(alice)
