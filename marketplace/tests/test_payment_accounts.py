@@ -151,7 +151,6 @@ class TestVerifiedName:
         event = ProfileEvent.objects.get(user=alice, actor=checker)
         assert event.detail == "verified name: Alice Martin"
 
-
     def test_a_moderator_sets_it_in_the_admin(self, alice):
         from disputes.tests.test_services import moderator
 
