@@ -41,7 +41,6 @@ class TradePaymentAccountOut(serializers.Serializer[TradePaymentAccount]):
 
     method = serializers.CharField(source="method_code")
     method_name = serializers.CharField()
-    label = serializers.CharField()  # type: ignore[assignment]  # a field named `label`
     holder_verified = serializers.BooleanField(
         help_text="The holder's name matched the seller's verified (KYC) name at opening."
     )

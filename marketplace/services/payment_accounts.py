@@ -60,8 +60,9 @@ def _method(code: Any) -> PaymentMethod:
 
 
 def _own_locked(*, account_id: Any, user: Any) -> PaymentAccount:
+    # Only the account's row: never the payment method's, which every take by it would queue on.
     account = (
-        PaymentAccount.objects.select_for_update()
+        PaymentAccount.objects.select_for_update(of=("self",))
         .select_related("method")
         .filter(pk=account_id, user_id=user.pk)
         .first()
@@ -203,7 +204,7 @@ def payment_account_for_take(
                 "You pay into the account the seller named; only a seller names one.",
             )
         return (
-            PaymentAccount.objects.select_for_update()
+            PaymentAccount.objects.select_for_update(of=("self",))
             .select_related("method")
             .filter(offers=offer, method=method, user_id=offer.maker_id)
             .order_by("pk")
