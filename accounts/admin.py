@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts import selectors, services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
+from accounts.services.verified_name import profile_verified_name_set
 from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 
@@ -26,6 +27,13 @@ class ReasonForm(forms.Form):
         max_length=500,
         widget=forms.Textarea({"rows": 3, "cols": 60}),
         help_text="The user sees this reason.",
+    )
+
+
+class VerifiedNameForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        help_text="Exactly as on the approved identity document. Payment accounts must bear it.",
     )
 
 
@@ -190,10 +198,11 @@ class ProfileAdmin(admin.ModelAdmin):
     list_filter = ("kyc_tier", "is_frozen")
     search_fields = ("user__username", "user__email")
     list_select_related = ("user",)
-    actions = ["freeze", "unfreeze"]
+    actions = ["freeze", "unfreeze", "set_verified_name"]
     readonly_fields = (
         "user",
         "kyc_tier",
+        "verified_name",
         "is_frozen",
         "frozen_reason",
         "strikes",
@@ -266,6 +275,45 @@ class ProfileAdmin(admin.ModelAdmin):
             ),
             done_text="account(s) frozen; their open trades go on",
         )
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.review_kyc")
+
+    @admin.action(
+        description="Set the verified name (from an approved ID)…", permissions=["review"]
+    )
+    def set_verified_name(
+        self, request: HttpRequest, queryset: QuerySet[Profile]
+    ) -> HttpResponse | None:
+        """The name on the identity document a reviewer approved: saved payment accounts must
+        bear it (marketplace.services.payment_accounts). One profile at a time."""
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one profile.", messages.ERROR)
+            return None
+        profile = queryset.select_related("user").get()
+        form = VerifiedNameForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            _apply_each(
+                self,
+                request,
+                queryset.select_related("user"),
+                lambda p: profile_verified_name_set(
+                    user=p.user, name=form.cleaned_data["name"], actor=request.user
+                ),
+                "verified name set",
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Set the verified name of {profile.user}",
+            "button": "Set name",
+            "objects": [profile],
+            "form": form,
+            "action": request.POST.get("action", ""),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "accounts/admin/action_reason.html", context)
 
     @admin.action(description="Unfreeze", permissions=["freeze"])
     def unfreeze(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:

@@ -20,6 +20,9 @@ class Profile(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
     )
     kyc_tier = models.PositiveSmallIntegerField(default=0)
+    # The name on the identity document a KYC reviewer approved (accounts.services.verified_name);
+    # the holder of every payment account the user saves must bear it. Blank: not verified.
+    verified_name = models.CharField(max_length=100, blank=True)
     is_frozen = models.BooleanField(default=False)
     frozen_reason = models.CharField(max_length=500, blank=True)
     strikes = models.PositiveIntegerField(default=0)

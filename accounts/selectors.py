@@ -355,3 +355,12 @@ def device_summary(user_agent: str) -> str:
     if browser and system:
         return f"{browser} on {system}"
     return browser or system or ua.split()[0][:60]
+
+
+# --- the verified name (saved payment accounts must bear it) -----------------------------------
+
+
+def verified_name_for(*, user_id: int) -> str:
+    """The name on the user's approved identity document, or "" when none was verified."""
+    name = Profile.objects.filter(user_id=user_id).values_list("verified_name", flat=True).first()
+    return name or ""

@@ -7,6 +7,7 @@ from disputes.api import views as disputes
 from escrow.api import trades
 from escrow.api import views as escrow
 from ledger.api import views as ledger
+from marketplace.api import payment_accounts
 from marketplace.api import views as market
 
 urlpatterns = [
@@ -18,6 +19,16 @@ urlpatterns = [
     path("offers/<int:offer_id>/take/", trades.OfferTakeApi.as_view(), name="api-offer-take"),
     path("match/", trades.MatchApi.as_view(), name="api-match"),
     path("prices/", market.PriceListApi.as_view(), name="api-prices"),
+    path(
+        "payment-accounts/",
+        payment_accounts.PaymentAccountListApi.as_view(),
+        name="api-payment-accounts",
+    ),
+    path(
+        "payment-accounts/<int:account_id>/",
+        payment_accounts.PaymentAccountDetailApi.as_view(),
+        name="api-payment-account",
+    ),
     path("trades/", trades.TradeListApi.as_view(), name="api-trades"),
     path("trades/<int:trade_id>/", trades.TradeDetailApi.as_view(), name="api-trade"),
     path(

@@ -225,3 +225,30 @@ class Settlement(models.Model):
 
     def __str__(self) -> str:
         return f"Settlement {self.kind} of trade #{self.trade_id} ({self.status})"
+
+
+# --- the seller's payment account, copied at opening (issue 15) ------------------------------
+
+
+class TradePaymentAccount(models.Model):
+    """The account the buyer pays into, copied from the seller's saved account when the trade
+    opened (escrow.services.opening): written once, never updated, so the seller editing or
+    deleting their account never changes an open trade. Who sees it: escrow.selectors.payment."""
+
+    trade = models.OneToOneField(
+        Trade, on_delete=models.CASCADE, primary_key=True, related_name="payment_account"
+    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # The saved account it was copied from, for the record only (it may be edited or gone).
+    source_account_id = models.PositiveBigIntegerField(null=True, blank=True)
+    method_code = models.CharField(max_length=32)
+    method_name = models.CharField(max_length=64)
+    label = models.CharField(max_length=64, blank=True)
+    # The holder's name matched the owner's verified (KYC) name when the trade opened.
+    holder_verified = models.BooleanField(default=False)
+    # [{"key", "label", "value" (what a copy button copies), "display"}], in the method's order.
+    fields = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.method_name} account on trade #{self.trade_id}"

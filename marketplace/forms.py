@@ -11,7 +11,8 @@ from django import forms
 from common.forms import AmountInput
 from common.templatetags.money import amount
 from ledger.models import Asset
-from marketplace.models import FiatCurrency, Offer, PaymentMethod
+from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod
+from marketplace.payment_forms import account_choices
 
 SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
 PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]
@@ -33,6 +34,12 @@ def _fiat_choices(blank: str | None = None) -> list[tuple[str, str]]:
 def _method_choices(blank: str | None = None) -> list[tuple[str, str]]:
     choices = [(m.code, m.name) for m in PaymentMethod.objects.filter(is_active=True)]
     return [("", blank), *choices] if blank is not None else choices
+
+
+def _own_accounts(user: Any) -> list[PaymentAccount]:
+    if user is None or not user.is_authenticated:
+        return []
+    return list(PaymentAccount.objects.filter(user_id=user.pk).select_related("method"))
 
 
 class OrderBookFilterForm(forms.Form):
@@ -86,9 +93,25 @@ class TakeOfferForm(forms.Form):
     fiat_amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
     amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
     payment_method = forms.ChoiceField(label="Payment method")
+    payment_account = forms.TypedChoiceField(
+        label="Your account the buyer pays into",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="Saved in Settings → Payment accounts; it must be for the payment method above.",
+    )
 
-    def __init__(self, *args: Any, offer: Offer, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, offer: Offer, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Taking a buy offer sells: the taker names their account (a sell offer's maker did).
+        accounts = _own_accounts(user) if offer.side == Offer.Side.BUY else []
+        if accounts:
+            cast(forms.ChoiceField, self.fields["payment_account"]).choices = [
+                ("", "None: I'll give it in the chat"),
+                *account_choices(accounts),
+            ]
+        else:
+            del self.fields["payment_account"]
         self.fields["fiat_amount"].label = f"Amount in {offer.fiat.code}"
         self.fields["amount"].label = f"Or amount in {offer.asset.code}"
         self.fields["fiat_amount"].widget.attrs["placeholder"] = (
@@ -149,6 +172,14 @@ class OfferForm(forms.Form):
     payment_methods = forms.MultipleChoiceField(
         label="Payment methods (up to 3)", widget=forms.CheckboxSelectMultiple
     )
+    payment_accounts = forms.TypedMultipleChoiceField(
+        label="Accounts buyers pay into (sell offers)",
+        required=False,
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="At most one per payment method; the trade room shows it to the buyer. "
+        "Manage them in Settings → Payment accounts.",
+    )
     payment_window_minutes = forms.TypedChoiceField(
         label="Payment window",
         choices=PAYMENT_WINDOWS,
@@ -195,9 +226,14 @@ class OfferForm(forms.Form):
         help_text="Manage your trusted list in Settings.",
     )
 
-    def __init__(self, *args: Any, offer: Offer | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, offer: Offer | None = None, user: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.offer = offer
+        cast(forms.ChoiceField, self.fields["payment_accounts"]).choices = account_choices(
+            _own_accounts(user)
+        )
         cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
         cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices()
         cast(forms.ChoiceField, self.fields["payment_methods"]).choices = _method_choices()
@@ -224,6 +260,7 @@ class OfferForm(forms.Form):
             "min_fiat": amount(offer.min_fiat, offer.fiat.precision),
             "max_fiat": amount(offer.max_fiat, offer.fiat.precision),
             "payment_methods": [m.code for m in offer.payment_methods.all()],
+            "payment_accounts": [a.pk for a in offer.payment_accounts.all()],
             "payment_window_minutes": offer.payment_window_minutes,
             "terms": offer.terms,
             "min_taker_tier": offer.min_taker_tier,
@@ -243,6 +280,7 @@ class OfferForm(forms.Form):
             "min_fiat": data["min_fiat"],
             "max_fiat": data["max_fiat"],
             "payment_methods": list(data["payment_methods"]),
+            "payment_accounts": list(data.get("payment_accounts") or []),
             "payment_window_minutes": data["payment_window_minutes"],
             "terms": data.get("terms", ""),
             "min_taker_tier": data.get("min_taker_tier") or 0,

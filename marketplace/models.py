@@ -141,3 +141,32 @@ class Offer(models.Model):
         read any other way shows what is left of it."""
         depth: Decimal = self.__dict__.get("book_depth", self.available)
         return depth
+
+
+# --- saved payment accounts (issue 15) ------------------------------------------------------------
+
+
+class PaymentAccount(models.Model):
+    """Where a user receives fiat by one payment method: the method's fields (marketplace.
+    payment_fields), checked and normalised by marketplace.services.payment_accounts. A sell
+    offer names the maker's (one per method, `offers`); a trade copies the one it uses when it
+    opens (escrow's TradePaymentAccount), so an edit or deletion never reaches an open trade."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="payment_accounts"
+    )
+    method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT, related_name="accounts")
+    label = models.CharField(max_length=64, blank=True)
+    # {field key: normalised value}, in the keys marketplace.payment_fields gives the method.
+    details = models.JSONField(default=dict)
+    # The sell offers that tell their buyers to pay into this account.
+    offers = models.ManyToManyField(Offer, blank=True, related_name="payment_accounts")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["method__name", "id"]
+        indexes = [models.Index(fields=["user", "method"], name="payment_account_by_user")]
+
+    def __str__(self) -> str:
+        return f"{self.method} account #{self.pk} of {self.user_id}"

@@ -35,7 +35,7 @@ from accounts.selectors import (
 )
 from common.errors import NotFound, ValidationFailed
 from ledger.models import Asset, LedgerAccount
-from marketplace.models import FiatCurrency, Offer
+from marketplace.models import FiatCurrency, Offer, PaymentAccount
 
 # --- traders' figures, from the layer that owns trades ----------------------------------
 # Trades and the figures counted from them (completed trades, completion rate, release time) are
@@ -335,3 +335,19 @@ def fiat_get(*, code: Any) -> FiatCurrency:
             f"fiat: unknown fiat currency {code!r}.", fields={"fiat": ["Unknown fiat currency."]}
         )
     return fiat
+
+
+# --- saved payment accounts (issue 15) ------------------------------------------------------------
+
+
+def payment_account_list_for_user(*, user: Any) -> QuerySet[PaymentAccount]:
+    """The user's own saved payment accounts, by method."""
+    return PaymentAccount.objects.filter(user_id=user.pk).select_related("method")
+
+
+def payment_account_get_for_user(*, account_id: int, user: Any) -> PaymentAccount:
+    """One of the user's own accounts; anyone else's is not found (not a hint it exists)."""
+    account = payment_account_list_for_user(user=user).filter(pk=account_id).first()
+    if account is None:
+        raise NotFound(f"Payment account #{account_id} not found.")
+    return account

@@ -155,8 +155,8 @@ def _offer_form_page(
 def offer_new(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         initial = {k: request.GET[k] for k in ("side", "asset", "fiat") if k in request.GET}
-        return _offer_form_page(request, OfferForm(initial=initial), offer=None)
-    form = OfferForm(request.POST)
+        return _offer_form_page(request, OfferForm(initial=initial, user=request.user), offer=None)
+    form = OfferForm(request.POST, user=request.user)
     status = 400
     if form.is_valid():
         try:
@@ -176,8 +176,10 @@ def offer_edit(request: HttpRequest, offer_id: int) -> HttpResponse:
     offer = _ownoffer_or_404(offer_id, request.user)
     initial = OfferForm.initial_for(offer)
     if request.method != "POST":
-        return _offer_form_page(request, OfferForm(initial=initial, offer=offer), offer=offer)
-    form = OfferForm(request.POST, initial=initial, offer=offer)
+        return _offer_form_page(
+            request, OfferForm(initial=initial, offer=offer, user=request.user), offer=offer
+        )
+    form = OfferForm(request.POST, initial=initial, offer=offer, user=request.user)
     status = 400
     if form.is_valid():
         try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from escrow.models import EscrowEvent, Trade
+from escrow.models import EscrowEvent, Trade, TradePaymentAccount
+from escrow.selectors.payment import trade_payment_account_for
 from escrow.services import allowed_moves
 from marketplace.api.serializers import AmountOut
 
@@ -25,6 +27,24 @@ class EventOut(serializers.Serializer[EscrowEvent]):
     actor_role = serializers.CharField()
     reason = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+
+class PaymentFieldOut(serializers.Serializer[dict[str, Any]]):
+    key = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named `label`
+    value = serializers.CharField(help_text="Exactly what to type or paste (the copy button's).")
+    display = serializers.CharField(help_text="How it reads, e.g. an IBAN in groups of four.")
+
+
+class TradePaymentAccountOut(serializers.Serializer[TradePaymentAccount]):
+    """The seller's account as copied when the trade opened."""
+
+    method = serializers.CharField(source="method_code")
+    method_name = serializers.CharField()
+    holder_verified = serializers.BooleanField(
+        help_text="The holder's name matched the seller's verified (KYC) name at opening."
+    )
+    details = PaymentFieldOut(source="fields", many=True)
 
 
 class TradeOut(serializers.Serializer[Trade]):
@@ -51,12 +71,20 @@ class TradeOut(serializers.Serializer[Trade]):
     terms = serializers.CharField()
     created_at = serializers.DateTimeField()
     my_role = serializers.SerializerMethodField()
+    payment_account = serializers.SerializerMethodField()
     actions = serializers.SerializerMethodField()
     events = EventOut(many=True, read_only=True)
 
     def _user(self) -> Any:
         request = self.context.get("request")
         return getattr(request, "user", None)
+
+    @extend_schema_field(TradePaymentAccountOut(allow_null=True))
+    def get_payment_account(self, trade: Trade) -> dict[str, Any] | None:
+        """The account the buyer pays into: for the buyer (and the seller, whose it is) while
+        the trade is open, and for the moderator assigned to its dispute; null for others."""
+        account = trade_payment_account_for(trade=trade, user=self._user())
+        return dict(TradePaymentAccountOut(account).data) if account is not None else None
 
     def get_my_role(self, trade: Trade) -> str | None:
         return trade.role_of(self._user())

@@ -26,7 +26,7 @@ from escrow.models import EscrowEvent, Feedback, Trade, TradeMessage
 
 def _trades_qs() -> QuerySet[Trade]:
     return Trade.objects.select_related(
-        "asset", "fiat", "buyer", "seller", "payment_method"
+        "asset", "fiat", "buyer", "seller", "payment_method", "payment_account"
     ).prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
 
 
@@ -38,6 +38,11 @@ class OfferTakeApi(ApiView):
         amount = AmountInput(required=False, help_text="In the asset.")
         fiat_amount = AmountInput(required=False, help_text="In the offer's fiat.")
         payment_method = serializers.CharField(required=False, max_length=32)
+        payment_account = serializers.IntegerField(
+            required=False,
+            help_text="Taking a buy offer (you sell): the id of your saved account for the "
+            "payment method, which the buyer pays into. A sell offer's is the one its maker named.",
+        )
 
     @extend_schema(
         operation_id="offers_take",
@@ -120,7 +125,8 @@ class TradeListApi(ApiView):
             raise ValidationFailed(
                 f"state: unknown state {state!r}.", fields={"state": ["Unknown state."]}
             )
-        qs = escrow_selectors.trade_list_for_user(user=request.user, state=state).prefetch_related(
+        qs = escrow_selectors.trade_list_for_user(user=request.user, state=state)
+        qs = qs.select_related("payment_account").prefetch_related(
             Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
         )
         return self.paginate(qs, TradeOut)

@@ -22,13 +22,14 @@ from common.errors import (
 )
 from common.money import fmt, parse_amount, round_down
 from common.transactions import durable_atomic
-from escrow.models import EscrowEvent, Trade
+from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
 from escrow.services.transitions import announce
 from ledger import services as ledger
 from marketplace import services as market
 from marketplace.models import Offer
 from marketplace.selectors import fiat_get, offer_book, offer_unmet_requirements
+from marketplace.services import payment_accounts as pay
 from marketplace.services.offers import REQUIREMENT_FIELDS
 
 
@@ -83,9 +84,12 @@ def trade_open(
     amount: Any = None,
     fiat_amount: Any = None,
     payment_method: str | None = None,
+    payment_account: Any = None,
 ) -> Trade:
     """Take an offer: lock the offer row and both parties' profiles, check who may take it and
-    both parties' limits, hold the seller's amount in escrow; never oversold."""
+    both parties' limits, hold the seller's amount in escrow; never oversold. The seller's
+    payment account (the sell offer's for the method, or the one a seller taking a buy offer
+    names) is copied into the trade."""
     # Early, for a clear answer; checked again below under the profile lock.
     accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
@@ -128,6 +132,9 @@ def trade_open(
             offer=offer, amount=amount, fiat_amount=fiat_amount
         )
         method = market.offer_payment_method(offer=offer, code=payment_method)
+        pay_into = pay.payment_account_for_take(
+            offer=offer, method=method, taker=taker, account_id=payment_account
+        )
         value_eur = trade_value_eur(asset=asset, fiat=fiat, amount=qty, fiat_amount=fiat_total)
         _at_least_minimum(value_eur=value_eur, field=field)
         accounts.trade_limits_enforce(
@@ -178,6 +185,10 @@ def trade_open(
                 fields=exc.fields,
             ) from None
         trade.save(update_fields=["escrow_hold"])
+        if pay_into is not None:
+            TradePaymentAccount.objects.create(
+                trade=trade, owner=seller, **pay.payment_account_snapshot(pay_into)
+            )
         event = EscrowEvent.objects.create(
             trade=trade,
             old_state="",

@@ -60,12 +60,12 @@ def quick_trade(request: HttpRequest) -> HttpResponse:
 def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
     """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
     offer = offer_or_404(offer_id, viewer=request.user)
-    form = TakeOfferForm(offer=offer)
+    form = TakeOfferForm(offer=offer, user=request.user)
     status = 200
     if request.method == "POST":
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        form = TakeOfferForm(request.POST, offer=offer)
+        form = TakeOfferForm(request.POST, offer=offer, user=request.user)
         status = 400
         if form.is_valid():
             data = form.cleaned_data
@@ -76,6 +76,7 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
                     amount=data["amount"] or None,
                     fiat_amount=data["fiat_amount"] or None,
                     payment_method=data["payment_method"] or None,
+                    payment_account=data.get("payment_account"),
                 )
             except ApplicationError as exc:
                 add_application_error(form, exc)

@@ -26,6 +26,7 @@ from escrow import services as escrow
 from escrow import services as escrow_services
 from escrow.models import Trade
 from escrow.selectors import trader_stats
+from escrow.selectors.payment import trade_payment_account_for
 from escrow.selectors.trades import SETTLING_STATES
 
 S = Trade.State
@@ -194,6 +195,7 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         "deadline_passed": deadline_passed,
         "dispute_opens_at": dispute_opens_at,
         "dispute_form": _room_form("dispute"),
+        "payment_account": trade_payment_account_for(trade=trade, user=user),
         "version": version,
         "steps": _steps(trade, events),
     }

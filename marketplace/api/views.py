@@ -55,6 +55,13 @@ class OfferInput(serializers.Serializer):
     payment_methods = serializers.ListField(
         child=serializers.CharField(max_length=32), max_length=3
     )
+    payment_accounts = serializers.ListField(
+        child=serializers.IntegerField(),
+        max_length=3,
+        required=False,
+        help_text="A sell offer: ids of your saved payment accounts the buyer pays into, at "
+        "most one per payment method (/api/v1/payment-accounts/).",
+    )
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, default=30)
     terms = serializers.CharField(max_length=2000, allow_blank=True, default="")
     min_taker_tier = serializers.IntegerField(
@@ -80,6 +87,12 @@ class OfferPatchInput(serializers.Serializer):
     max_fiat = AmountInput(required=False)
     payment_methods = serializers.ListField(
         child=serializers.CharField(max_length=32), max_length=3, required=False
+    )
+    payment_accounts = serializers.ListField(
+        child=serializers.IntegerField(),
+        max_length=3,
+        required=False,
+        help_text="Replaces the accounts a sell offer names ([] names none).",
     )
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, required=False)
     terms = serializers.CharField(max_length=2000, allow_blank=True, required=False)

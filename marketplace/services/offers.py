@@ -21,6 +21,7 @@ from ledger.models import Asset
 from ledger.selectors import asset_get
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
 from marketplace.selectors import fiat_get
+from marketplace.services import payment_accounts as pay
 
 MAX_PAYMENT_METHODS = 3
 PRICE_PRECISION = 8
@@ -272,6 +273,7 @@ def offer_create(
     min_taker_trades: Any = 0,
     min_account_age_days: Any = 0,
     trusted_only: Any = False,
+    payment_accounts: Iterable[Any] = (),
 ) -> Offer:
     """Publish an offer; a sell offer can't offer more than the maker holds right now, and
     frozen or suspended makers can't publish."""
@@ -292,6 +294,9 @@ def offer_create(
     )
     _price_protected(asset=asset_obj, fiat=fiat_obj, values=values)
     methods = _payment_methods(payment_methods)
+    accounts_named = pay.offer_payment_accounts(
+        maker=maker, side=side, methods=methods, account_ids=payment_accounts
+    )
     requirements = _requirements(
         {
             "min_taker_tier": min_taker_tier,
@@ -323,6 +328,7 @@ def offer_create(
         offer.effective_price = offer_effective_price(offer)
         offer.save(force_insert=True)
         offer.payment_methods.set(methods)
+        offer.payment_accounts.set(accounts_named)
     return offer
 
 
@@ -385,6 +391,19 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
         offer.save()
         if "payment_methods" in changes:
             offer.payment_methods.set(_payment_methods(changes["payment_methods"]))
+        if "payment_methods" in changes or "payment_accounts" in changes:
+            methods = list(offer.payment_methods.all())
+            if "payment_accounts" in changes:
+                offer.payment_accounts.set(
+                    pay.offer_payment_accounts(
+                        maker=actor,
+                        side=offer.side,
+                        methods=methods,
+                        account_ids=changes["payment_accounts"],
+                    )
+                )
+            else:
+                pay.offer_payment_accounts_keep(offer=offer, methods=methods)
     return offer
 
 

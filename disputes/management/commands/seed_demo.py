@@ -19,6 +19,8 @@ from escrow.services import trade_mark_paid
 from ledger import services as ledger
 from marketplace import services
 from marketplace.models import Offer
+from marketplace.selectors import payment_account_list_for_user
+from marketplace.services.payment_accounts import payment_account_create
 
 PASSWORD = "demo-pass-123"
 
@@ -145,15 +147,34 @@ class Command(BaseCommand):
         if Offer.objects.filter(maker__in=users.values()).exists():
             self.stdout.write("demo data already present")
             return
+        accounts = self._payment_accounts(users["alice"])
         offers = []
         for spec in OFFERS:
             spec = dict(spec)
+            if spec["maker"] == "alice" and spec["side"] == "sell":
+                # Her sell offers tell buyers which of her saved accounts to pay into.
+                spec["payment_accounts"] = [
+                    accounts[m] for m in spec["payment_methods"] if m in accounts
+                ]
             offers.append(services.offer_create(maker=users[spec.pop("maker")], **spec))
         self._seed_dispute(offer=offers[1], buyer=users["bob"])
         self.stdout.write(
             f"demo ready: traders alice and bob, moderator mod, superuser admin (password "
             f"{PASSWORD}); {len(OFFERS)} offers and one open dispute for mod to resolve"
         )
+
+    def _payment_accounts(self, alice: Any) -> dict[str, int]:
+        """alice's saved payment accounts (Settings → Payment accounts), by method code."""
+        demo = {
+            "revolut": {"holder_name": "Alice Martin", "revtag": "@alicem"},
+            "sepa": {"holder_name": "Alice Martin", "iban": "DE89 3704 0044 0532 0130 00"},
+            "wise": {"holder_name": "Alice Martin", "email": "alice@example.test"},
+        }
+        have = {a.method.code: a.pk for a in payment_account_list_for_user(user=alice)}
+        for method, details in demo.items():
+            if method not in have:
+                have[method] = payment_account_create(user=alice, method=method, details=details).pk
+        return have
 
     def _moderator(self, User: Any) -> None:
         """`mod`: staff in the Moderators group (no superuser powers)."""

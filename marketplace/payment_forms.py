@@ -1,0 +1,71 @@
+"""The browser form of a saved payment account: one text input per field the method defines
+(marketplace.payment_fields). It only collects what was typed; the service checks it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from marketplace.models import PaymentAccount, PaymentMethod
+from marketplace.payment_fields import fields_for, summary
+
+INPUT_ATTRS: dict[str, dict[str, str]] = {
+    "name": {"autocomplete": "name"},
+    "iban": {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters"},
+    "bic": {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters"},
+    "email": {"autocomplete": "email", "inputmode": "email", "type": "email"},
+    "phone": {"autocomplete": "tel", "inputmode": "tel", "type": "tel"},
+    "tag": {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "none"},
+    "sort_code": {"inputmode": "numeric", "autocomplete": "off"},
+    "uk_account": {"inputmode": "numeric", "autocomplete": "off"},
+}
+
+
+class PaymentAccountForm(forms.Form):
+    label = forms.CharField(
+        label="Nickname (optional)",
+        required=False,
+        max_length=64,
+        help_text="Only you see it, e.g. “Main bank”.",
+    )
+
+    def __init__(self, *args: Any, method: PaymentMethod, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.method = method
+        self.spec = fields_for(method.code)
+        for field in self.spec.fields:
+            optional = "" if field.required or self.spec.one_of else " (optional)"
+            self.fields[field.key] = forms.CharField(
+                label=field.label + optional,
+                required=False,  # the service says what is missing, and why
+                max_length=300,
+                help_text=field.help,
+                widget=forms.TextInput(INPUT_ATTRS.get(field.kind, {})),
+            )
+        if self.spec.one_of:
+            names = " or ".join(f.label for f in self.spec.fields if f.key in self.spec.one_of)
+            self.fields[self.spec.one_of[0]].help_text += f" Give the {names} (or both)."
+
+    @property
+    def detail_fields(self) -> list[forms.BoundField]:
+        return [self[f.key] for f in self.spec.fields]
+
+    @classmethod
+    def initial_for(cls, account: PaymentAccount) -> dict[str, Any]:
+        return {"label": account.label, **account.details}
+
+    def details(self) -> dict[str, str]:
+        return {f.key: self.cleaned_data.get(f.key) or "" for f in self.spec.fields}
+
+
+def account_choices(accounts: list[PaymentAccount]) -> list[tuple[int, str]]:
+    """Checkbox or select labels that tell the user's accounts apart."""
+    return [
+        (
+            a.pk,
+            f"{a.method.name} · {a.label + ' · ' if a.label else ''}"
+            f"{summary(a.method.code, a.details)}",
+        )
+        for a in accounts
+    ]
