@@ -18,6 +18,8 @@ from playwright.sync_api import Page
 # "Complet/ed", and a text of three or more words shown one word per line.
 LAYOUT_JS = r"""
 () => {
+  // Measured from the top: the sticky header covers scrolled content by design.
+  window.scrollTo(0, 0);
   const problems = { overflow: [], overlap: [], broken: [] };
   const path = (el) => {
     const parts = [];
