@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 # --- profiles ---------------------------------------------------------------------------------
 
 
+def kyc_pending_count() -> int:
+    """KYC documents waiting for a reviewer (the admin index's count)."""
+    return KycDocument.objects.filter(status=KycDocument.Status.PENDING).count()
+
+
 def profile_for(user: Any) -> Profile:
     """The user's profile, created on first use (accounts made before profiles existed, or by
     createsuperuser, have none)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from accounts.selectors import is_moderator
 from common.errors import NotFound
@@ -51,4 +54,13 @@ def assigned_moderator_reads(trade: Any, user: Any) -> bool:
     return (
         trade.role_of(user) is None
         and Dispute.objects.filter(trade_id=trade.pk, assigned_to_id=user.pk).exists()
+    )
+
+
+def dispute_queue_counts(*, now: datetime | None = None) -> dict[str, int]:
+    """The moderators' queue in one query: disputes not yet decided, and those of them older than
+    the SLA (DISPUTE_SLA_HOURS), as the console's "Past SLA" filter counts them."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.DISPUTE_SLA_HOURS)
+    return Dispute.objects.exclude(status=Dispute.Status.DECIDED).aggregate(
+        open=Count("id"), past_sla=Count("id", filter=Q(created_at__lt=cutoff))
     )

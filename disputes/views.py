@@ -19,16 +19,22 @@ from common.files import private_file_response
 from disputes import selectors, services
 from disputes.forms import DisputeForm
 from escrow.models import Trade
-from escrow.views import RoomAction
+from escrow.views import PANEL_VERSION, RoomAction
 
 
 def trade_room_panel(trade: Trade, user: Any) -> dict[str, Any]:
     """The trade room's dispute panel: the dispute, its evidence and the moderators' SLA."""
     dispute = selectors.dispute_for_trade(trade_id=trade.pk)
-    context: dict[str, Any] = {"dispute": dispute}
+    context: dict[str, Any] = {"dispute": dispute, PANEL_VERSION: ""}
     if dispute is not None:
-        context["evidence"] = selectors.evidence_list(dispute=dispute)
+        evidence = list(selectors.evidence_list(dispute=dispute))
+        context["evidence"] = evidence
         context["sla_hours"] = settings.DISPUTE_SLA_HOURS
+        # Redraw the room when the moderator takes it, asks for evidence or decides, or when
+        # either party adds evidence.
+        context[PANEL_VERSION] = (
+            f"{dispute.pk}-{dispute.status}-{dispute.assigned_to_id}-{len(evidence)}"
+        )
     return context
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("trades/", views.my_trades, name="my_trades"),
     path("trades/<int:trade_id>/", views.trade_detail, name="trade_detail"),
     path("trades/<int:trade_id>/status/", views.trade_status, name="trade_status"),
+    path("trades/<int:trade_id>/feedback/", views.trade_feedback, name="trade_feedback"),
     path("trades/<int:trade_id>/chat/", views.trade_chat, name="trade_chat"),
     path("trades/<int:trade_id>/chat/send/", views.trade_chat_send, name="trade_chat_send"),
     path(

@@ -310,3 +310,17 @@ def transfer_effect_for_user(*, transfer: Transfer, user: Any) -> tuple[str, Dec
 def withdrawal_list_recent(*, user: Any, limit: int = 10) -> list[Withdrawal]:
     """The user's latest withdrawals, newest first, with their status."""
     return list(Withdrawal.objects.filter(user=user).select_related("asset")[:limit])
+
+
+# Withdrawals a moderator may have to act on: waiting for a worker, submitted to the (manual, by
+# default) chain adapter and not yet confirmed, or held because the account is frozen.
+QUEUED_WITHDRAWALS = (
+    Withdrawal.Status.REQUESTED,
+    Withdrawal.Status.SUBMITTED,
+    Withdrawal.Status.HELD,
+)
+
+
+def withdrawal_queued_count() -> int:
+    """Withdrawals not yet completed or failed (the admin index's count)."""
+    return Withdrawal.objects.filter(status__in=QUEUED_WITHDRAWALS).count()

@@ -27,6 +27,9 @@ class Notification(models.Model):
         # News of a loan (lending): activation, installments, lateness, margin calls, default,
         # liquidation, and for moderators a liquidation blocked by a stale price. No trade.
         LOAN = "loan"
+        # Once per party when a trade is completed or resolved: rate the other trader (it links to
+        # the trade room's feedback panel).
+        FEEDBACK = "feedback", "Feedback prompt"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

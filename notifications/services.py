@@ -15,6 +15,7 @@ from django.utils import timezone
 from common.errors import NotFound
 from common.money import fmt
 from escrow.models import EscrowEvent, Settlement, Trade
+from escrow.services import FEEDBACK_STATES
 from notifications import webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import (  # the public webhook services, importable from here too
@@ -61,6 +62,10 @@ TEXT_FOR_STATE: dict[str, str] = {
     S.SPLIT: "Trade #{n} was resolved by a moderator: the {asset} was split between {buyer} "
     "and {seller}.",
 }
+
+FEEDBACK_PROMPT_TEXT = (
+    "Trade #{n} is done: how was trading with {other}? Leave your feedback in the trade room."
+)
 
 __all__ = [
     "EVENT_FOR_STATE",
@@ -179,6 +184,17 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
             for user_id, user in parties.items()
             if user_id != event.actor_id
         ]
+        if state in FEEDBACK_STATES:
+            # The trade's one move into a final, rateable state: each party is asked once.
+            notes += [
+                Notification(
+                    user=user,
+                    trade=trade,
+                    kind=K.FEEDBACK,
+                    text=FEEDBACK_PROMPT_TEXT.format(n=trade.pk, other=other.username),
+                )
+                for user, other in ((trade.buyer, trade.seller), (trade.seller, trade.buyer))
+            ]
         name = EVENT_FOR_STATE[state]
         payload = webhook_payload(trade=trade, event=event, name=name)
         deliveries += [

@@ -6,10 +6,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from common.errors import ApplicationError
 from notifications import selectors, services
+from notifications.models import Notification
 
 
 @login_required
@@ -31,7 +33,10 @@ def notification_read(request: HttpRequest, notification_id: int) -> HttpRespons
     except ApplicationError:
         return redirect("notifications")
     if notification.trade_id:
-        return redirect("trade_detail", trade_id=notification.trade_id)
+        room = reverse("trade_detail", args=[notification.trade_id])
+        if notification.kind == Notification.Kind.FEEDBACK:
+            return redirect(f"{room}#feedback")
+        return redirect(room)
     if notification.loan_id:
         return redirect("lending:loan_detail", notification.loan_id)
     return redirect("notifications")

@@ -2,6 +2,7 @@
 
 from escrow.selectors.settlement import settlement_failed_count, settlement_status_for_trade
 from escrow.selectors.stats import (
+    feedback_on_trade,
     feedback_received,
     feedback_summary,
     taker_facts,
@@ -22,6 +23,7 @@ from escrow.selectors.trades import (
 
 __all__ = [
     "TradeRoomState",
+    "feedback_on_trade",
     "feedback_received",
     "feedback_summary",
     "settlement_failed_count",

@@ -253,6 +253,13 @@ def feedback_received(*, user: Any) -> QuerySet[Feedback]:
     )
 
 
+def feedback_on_trade(*, trade_id: int) -> list[Feedback]:
+    """The (at most two) ratings the parties left on one trade, with their authors."""
+    return list(
+        Feedback.objects.filter(trade_id=trade_id).select_related("author", "target").order_by("id")
+    )
+
+
 def feedback_summary(*, user: Any) -> dict[str, int]:
     """Positive and negative ratings, but none from a linked account (a sock puppet)."""
     return (

@@ -3,6 +3,7 @@
 from escrow.views.opening import my_offers, offer_detail, quick_trade
 from escrow.views.profile import feedback_reply, trader_profile
 from escrow.views.room import (
+    PANEL_VERSION,
     RoomAction,
     my_trades,
     room_actions,
@@ -12,10 +13,12 @@ from escrow.views.room import (
     trade_chat_attachment,
     trade_chat_send,
     trade_detail,
+    trade_feedback,
     trade_status,
 )
 
 __all__ = [
+    "PANEL_VERSION",
     "RoomAction",
     "feedback_reply",
     "my_offers",
@@ -29,6 +32,7 @@ __all__ = [
     "trade_chat_attachment",
     "trade_chat_send",
     "trade_detail",
+    "trade_feedback",
     "trade_status",
     "trader_profile",
 ]

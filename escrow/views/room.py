@@ -82,6 +82,9 @@ class RoomAction:
 
 room_panels: list[Callable[[Trade, Any], dict[str, Any]]] = []
 room_actions: dict[str, RoomAction] = {}
+# A panel's context may carry this key: what, when it changes, must redraw the room (a dispute
+# assigned, evidence added). It joins the room's version, so the live poll swaps every panel.
+PANEL_VERSION = "panel_version"
 
 
 def _room_form(slug: str, data: Any = None) -> forms.Form | None:
@@ -143,6 +146,40 @@ def _run_action(
     if action.slug == "cancel":
         return escrow.trade_cancel(trade_id=trade.pk, actor=user)
     raise ValueError(f"unknown action {action.slug}")
+
+
+class FeedbackForm(forms.Form):
+    """The room's feedback form; the rules (once, which states, the length) are the service's."""
+
+    rating = forms.ChoiceField(
+        label="Your rating",
+        choices=[("positive", "👍 Positive"), ("negative", "👎 Negative")],
+        widget=forms.RadioSelect,
+    )
+    comment = forms.CharField(
+        label="Comment (optional, public on their profile)",
+        required=False,
+        max_length=escrow.MAX_FEEDBACK_LENGTH,
+        widget=forms.Textarea({"rows": 2}),
+    )
+
+
+def _feedback_context(
+    trade: Trade, user: Any, *, role: str | None, form: forms.Form | None = None
+) -> dict[str, Any]:
+    """The room's feedback panel: open to both parties once the trade is completed or resolved
+    (escrow.services.FEEDBACK_STATES), each may rate the other once."""
+    if role is None or trade.state not in escrow.FEEDBACK_STATES:
+        return {"feedback_open": False}
+    given = escrow_selectors.feedback_on_trade(trade_id=trade.pk)
+    mine = next((f for f in given if f.author_id == user.pk), None)
+    theirs = next((f for f in given if f.author_id != user.pk), None)
+    return {
+        "feedback_open": True,
+        "my_feedback": mine,
+        "their_feedback": theirs,
+        "feedback_form": None if mine else (form or FeedbackForm()),
+    }
 
 
 DONE_MESSAGES = {
@@ -221,7 +258,7 @@ def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         path = [S.FUNDED, S.PAID, S.RELEASING, S.COMPLETED]
     names = {
-        S.FUNDED: "Crypto in escrow",
+        S.FUNDED: "In escrow",
         S.PAID: "Buyer paid",
         S.RELEASING: "Released",
         S.COMPLETED: "Completed",
@@ -244,6 +281,22 @@ def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _room_context(trade: Trade, user: Any) -> dict[str, Any]:
+    """The whole room, from one read of the trade: the live part, the chat, the feedback and the
+    higher layers' panels, with one version over all of them. The page and its live poll both
+    render from this, so no panel can show another state than the status card."""
+    context = _trade_room(trade, user)
+    context.update(_chat_context(trade, user))
+    context.update(_feedback_context(trade, user, role=context["role"]))
+    parts = [context["version"]]
+    for panel in room_panels:
+        extra = dict(panel(trade, user))
+        parts.append(str(extra.pop(PANEL_VERSION, "")))
+        context.update(extra)
+    context["version"] = ":".join(parts)
+    return context
+
+
 def _render_trade_room(
     request: HttpRequest,
     trade: Trade,
@@ -252,10 +305,7 @@ def _render_trade_room(
     error: str = "",
     changed: bool = False,
 ) -> HttpResponse:
-    context = _trade_room(trade, request.user)
-    context.update(_chat_context(trade, request.user))
-    for panel in room_panels:
-        context.update(panel(trade, request.user))
+    context = _room_context(trade, request.user)
     context["error"] = error
     context["changed"] = changed
     if context["counterparty"] is not None:
@@ -272,13 +322,15 @@ def trade_detail(request: HttpRequest, trade_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def trade_status(request: HttpRequest, trade_id: int) -> HttpResponse:
-    """The live part of the trade room (state, timeline, buttons) that htmx polls every 3s.
-    Nothing changed since the version the page shows: 204, so htmx leaves an open dialog alone."""
+    """The live room that htmx polls every 3s: the status card and timeline, and out of band the
+    dispute panel, the chat box, the feedback panel, the alerts and the tab title, all from the
+    same read. Nothing changed since the version the page shows: 204, so htmx leaves an open
+    dialog and a half-typed message alone."""
     trade = _trade_or_404(trade_id, request.user)
-    context = _trade_room(trade, request.user)
+    context = _room_context(trade, request.user)
     if request.GET.get("v") == context["version"]:
         return HttpResponse(status=204)
-    return render(request, "marketplace/_trade_live.html", context)
+    return render(request, "marketplace/_trade_status.html", context)
 
 
 @login_required
@@ -320,6 +372,34 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
         return _render_trade_room(request, fresh, status=exc.status, error=exc.message)
     messages.success(request, DONE_MESSAGES[spec.slug])
     return redirect("trade_detail", trade_id=trade.pk)
+
+
+@login_required
+@require_POST
+def trade_feedback(request: HttpRequest, trade_id: int) -> HttpResponse:
+    """Rate the other party from the room, through the same service as the API."""
+    trade = _trade_or_404(trade_id, request.user)
+    form = FeedbackForm(request.POST)
+    error, status = "", 400
+    if form.is_valid():
+        try:
+            escrow_services.feedback_leave(
+                trade_id=trade.pk,
+                actor=request.user,
+                rating=form.cleaned_data["rating"],
+                comment=form.cleaned_data["comment"],
+            )
+        except ApplicationError as exc:
+            error, status = exc.message, exc.status
+        else:
+            messages.success(request, "Thank you: your feedback is on their profile.")
+            return redirect(f"{reverse('trade_detail', args=[trade.pk])}#feedback")
+    context = _room_context(trade, request.user)
+    context.update(_feedback_context(trade, request.user, role=context["role"], form=form))
+    context.update(feedback_error=error, error="", changed=False)
+    if context["counterparty"] is not None:
+        context["counterparty_stats"] = trader_stats(user=context["counterparty"])
+    return render(request, "marketplace/trade_detail.html", context, status=status)
 
 
 TRADE_FILTERS = {"all": "All", "active": "Active", "finished": "Finished"}
@@ -393,6 +473,8 @@ def trade_chat_send(request: HtmxHttpRequest, trade_id: int) -> HttpResponse:
         context = _chat_context(trade, request.user)
         context["chat_error"] = error
         context["chat_text"] = request.POST.get("text", "") if error else ""
+        # The answer to a send replaces the compose box (a live-poll swap keeps what is typed).
+        context["compose_fresh"] = True
         return render(
             request, "marketplace/_trade_chat.html", context, status=400 if error else 200
         )

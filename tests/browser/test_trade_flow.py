@@ -105,7 +105,12 @@ def test_a_trade_from_offer_to_completion_in_two_browsers(
     expect(buyer.locator("#chat-text")).to_have_value("")
     message = seller.locator("#chat-list .chat-msg", has_text="proof attached")
     expect(message).to_contain_text("bob")
-    expect(message.locator("a.chat-file")).to_have_text("Attachment: proof.png")
+    # an image shows as a thumbnail, served (like its click-through) by the permission check
+    thumb = message.locator("a.chat-file img.thumb")
+    expect(thumb).to_be_visible()
+    expect(thumb).to_have_attribute("alt", re.compile("proof.png"))
+    assert thumb.get_attribute("src") == message.locator("a.chat-file").get_attribute("href")
+    assert seller.evaluate("(img) => img.complete && img.naturalWidth > 0", thumb.element_handle())
     proof = seller.request.get(message.locator("a.chat-file").get_attribute("href"))
     assert proof.ok
     assert (proof.headers["content-type"], proof.body()) == ("image/png", PNG)
