@@ -34,4 +34,6 @@ def notification_read(request: HttpRequest, notification_id: int) -> HttpRespons
         return redirect("trade_detail", trade_id=notification.trade_id)
     if notification.loan_id:
         return redirect("lending:loan_detail", notification.loan_id)
+    if notification.offer_id:
+        return redirect("offer_edit", notification.offer_id)
     return redirect("notifications")
