@@ -5,7 +5,6 @@ field's error and changes nothing, and a stranger's loan is a 404."""
 from __future__ import annotations
 
 import re
-
 from datetime import timedelta
 from decimal import Decimal
 
