@@ -37,6 +37,11 @@ def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
         raise NotFound(f"Offer #{offer_id} not found.")
     if offer.maker_id == taker.pk:
         raise ValidationFailed.for_field("offer", "You cannot take your own offer.")
+    if not offer.is_active and offer.closed_at is not None:
+        raise Conflict(
+            f"Offer #{offer.pk} is closed: too little is left of it to take.",
+            code="offer_exhausted",
+        )
     if not offer.is_active:
         raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
     return offer

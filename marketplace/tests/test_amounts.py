@@ -138,6 +138,29 @@ class TestDustOffers:
         assert "0.003847 ETH is left" in note.text
         assert "50.00 EUR" in note.text
 
+    def test_the_api_says_when_the_platform_closed_it(self, client, alice, bob):
+        from marketplace.api.serializers import OfferOut
+        from marketplace.selectors import offer_get
+
+        offer = _eth_offer(alice)
+        escrow.trade_open(offer_id=offer.pk, taker=bob, fiat_amount="250")
+        client.force_login(alice)
+        body = client.get(f"/api/v1/offers/{offer.pk}/").json()
+        assert body["is_active"] is False
+        assert body["closed_at"] is not None
+        out = OfferOut(context={})
+        closed = offer_get(offer_id=offer.pk)
+        assert out.to_representation(closed) == out.generic_representation(closed)
+
+    def test_taking_a_closed_offer_says_too_little_is_left(self, alice, bob, carol):
+        from common.errors import Conflict
+
+        offer = _eth_offer(alice)
+        escrow.trade_open(offer_id=offer.pk, taker=bob, fiat_amount="250")
+        with pytest.raises(Conflict, match="too little is left") as err:
+            escrow.trade_open(offer_id=offer.pk, taker=carol, amount="0.003847")
+        assert err.value.code == "offer_exhausted"
+
     def test_a_take_that_leaves_enough_keeps_it_open(self, alice, bob):
         offer = _eth_offer(alice)
         escrow.trade_open(offer_id=offer.pk, taker=bob, fiat_amount="100")
