@@ -5,19 +5,22 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        # Money leaves only with the owner's second factor (when 2FA is on) and never from a frozen
-        # account: the ledger, a layer below, asks its registered guards before it holds one.
+        # Money leaves only when its owner confirms with the fund password (the 2FA code, or the
+        # account password without 2FA) and never from a frozen account: the ledger, a layer
+        # below, asks its registered confirmers and guards before it holds one.
         from accounts.services import (
             ensure_can_withdraw,
             ensure_withdrawals_unlocked,
-            require_second_factor,
+            funds_confirm,
             withdrawal_hold_reason,
         )
         from ledger.services import funds
 
+        if funds_confirm not in funds.withdrawal_confirmers:
+            funds.withdrawal_confirmers.append(funds_confirm)
         # A frozen account withdraws nothing; what it queued before the freeze waits for a
         # moderator. Nor does one whose password was just changed, until the lock ends.
-        for guard in (ensure_can_withdraw, ensure_withdrawals_unlocked, require_second_factor):
+        for guard in (ensure_can_withdraw, ensure_withdrawals_unlocked):
             if guard not in funds.withdrawal_guards:
                 funds.withdrawal_guards.append(guard)
         if withdrawal_hold_reason not in funds.withdrawal_hold_reasons:
@@ -26,6 +29,8 @@ class AccountsConfig(AppConfig):
         # Sock puppets: each login (and signup, which logs in) records the address and device.
         from django.contrib.auth.signals import user_logged_in
 
-        from accounts.middleware import record_login_links
+        from accounts.middleware import record_login_links, record_login_session
 
         user_logged_in.connect(record_login_links, dispatch_uid="accounts.record_login_links")
+        # The settings page lists each logged-in browser from its login on.
+        user_logged_in.connect(record_login_session, dispatch_uid="accounts.record_login_session")

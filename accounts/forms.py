@@ -56,6 +56,21 @@ class ApiKeyForm(forms.Form):
         help_text="read: see offers, trades and wallets; trade: post offers and trade; "
         "withdraw: request withdrawals.",
     )
+    # The fund password: the page shows one of the two (the code with 2FA on, else the password).
+    otp = forms.CharField(
+        label="2FA code",
+        max_length=10,
+        required=False,
+        widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+    password = forms.CharField(
+        label="Your password",
+        max_length=128,
+        required=False,
+        strip=False,
+        help_text="A key acts for you: confirm that it's you.",
+        widget=forms.PasswordInput({"autocomplete": "current-password"}),
+    )
 
 
 class RelationForm(forms.Form):

@@ -1,13 +1,16 @@
 """Profile.last_seen for the order book's "last seen": written at most every few minutes per
-user (a cache key remembers the last write), never on every request. The device cookie and the
+user (a cache key remembers the last write), never on every request; a browser session's last
+use likewise. The user's time zone for the pages. The device cookie and the
 addresses that link accounts (accounts.selectors, account links)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.cache import cache
@@ -19,11 +22,18 @@ from common.http import client_ip
 EVERY_SECONDS = 300
 
 
+SESSION_EVERY_SECONDS = 60
+
+
 class LastSeenMiddleware:
+    """Also the browser session's last use (accounts.models.BrowserSession), at most once a
+    minute per session, before the view: the settings page lists the session it is read in."""
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        _touch_session(request)
         response = self.get_response(request)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
@@ -37,6 +47,93 @@ class LastSeenMiddleware:
 
                 Profile.objects.filter(user_id=user.pk).update(last_seen=timezone.now())
         return response
+
+
+def _touch_session(request: HttpRequest) -> None:
+    user = getattr(request, "user", None)
+    session = getattr(request, "session", None)
+    key = session.session_key if session is not None else None
+    if user is None or not user.is_authenticated or not key:
+        return
+    try:
+        fresh = cache.add(f"session-seen:{key}", 1, SESSION_EVERY_SECONDS)
+    except Exception:  # the cache is down: skip, the list shows an older time
+        fresh = False
+    if fresh:
+        from accounts.services import browser_session_touch
+
+        browser_session_touch(
+            user=user, session_key=key, user_agent=request.headers.get("User-Agent", "")
+        )
+
+
+def record_login_session(
+    sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
+) -> None:
+    """user_logged_in: the new session is listed at once, with the browser it logged in from.
+    Connected in AccountsConfig.ready()."""
+    session = getattr(request, "session", None) if request is not None else None
+    if session is None or not session.session_key:
+        return
+    from accounts.services import browser_session_touch
+
+    assert request is not None
+    browser_session_touch(
+        user=user, session_key=session.session_key, user_agent=request.headers.get("User-Agent", "")
+    )
+
+
+# --- the user's time zone -------------------------------------------------------------------
+
+TIME_ZONE_CACHE_SECONDS = 300
+
+
+class TimeZoneMiddleware:
+    """Pages show times in the logged-in user's zone (Profile.time_zone, which static/js/
+    local-time.js reports from the browser); UTC for everyone else, for the API (its times carry
+    their offset) and for the admin, whose screens say UTC."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        name = _time_zone_of(request)
+        zone = None
+        if name:
+            try:
+                zone = ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):  # tzdata changed since it was stored
+                zone = None
+        if zone is not None:
+            timezone.activate(zone)
+        else:
+            timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()
+
+
+def _time_zone_of(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return ""
+    if request.path.startswith(("/admin/", "/api/")):
+        return ""
+    from accounts.models import Profile
+    from accounts.services import time_zone_cache_key
+
+    key = time_zone_cache_key(user.pk)
+    try:
+        cached = cache.get(key)
+    except Exception:
+        cached = None
+    if cached is not None:
+        return str(cached)
+    name = Profile.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first() or ""
+    with contextlib.suppress(Exception):  # the cache is down: read the profile next time too
+        cache.set(key, name, TIME_ZONE_CACHE_SECONDS)
+    return name
 
 
 # --- the device cookie and login links ------------------------------------------------------

@@ -28,6 +28,9 @@ class Profile(models.Model):
     # withdrawal leaves, whichever credential asks, so a thief who changed it cannot cash out.
     withdrawals_locked_until = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
+    # The IANA zone the user's browser reported (accounts.services.profile_time_zone_set): pages
+    # show times in it (accounts.middleware.TimeZoneMiddleware). Empty: UTC.
+    time_zone = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,6 +54,7 @@ class ProfileEvent(models.Model):
         KYC_REJECTED = "kyc_rejected"
         PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an audit action, no secret)
         KYC_FILE_READ = "kyc_file_read"  # a reviewer opened one of the user's documents
+        FUNDS_LOCKED = "funds_locked"  # too many wrong fund passwords (accounts.services.funds)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_events"
@@ -212,3 +216,26 @@ class AccountLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.kind} {self.value_hash[:12]}…"
+
+
+class BrowserSession(models.Model):
+    """A browser logged in to an account, as its owner recognizes it on the settings page: its
+    django.contrib.sessions row (by key), the browser it said it was, when it logged in and when
+    it was last seen. Written at login and at most once a minute after
+    (accounts.middleware.LastSeenMiddleware); revoking deletes the session row, so that browser
+    is logged out at once. A row whose session ended (logout, expiry) is not listed and is
+    pruned at its owner's next login."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="browser_sessions"
+    )
+    session_key = models.CharField(max_length=40, unique=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+
+    def __str__(self) -> str:
+        return f"session of {self.user_id} since {self.created_at:%Y-%m-%d %H:%M}"

@@ -4,6 +4,7 @@ lists, KYC documents. Figures that count trades (stats, volumes) are escrow's: i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from accounts.models import AccountLink, KycDocument, Profile, TraderRelation
+from accounts.models import AccountLink, BrowserSession, KycDocument, Profile, TraderRelation
 from common.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -307,3 +308,50 @@ def session_list_for_user(*, user: Any) -> list[Any]:
     user_id = str(user.pk)
     live = Session.objects.filter(expire_date__gt=timezone.now()).order_by("-expire_date")
     return [s for s in live.iterator() if s.get_decoded().get("_auth_user_id") == user_id]
+
+
+def browser_session_list_for_user(*, user: Any) -> list[BrowserSession]:
+    """The user's logged-in browsers (live sessions only), last seen first, each with `device`,
+    a short description of its user agent."""
+    live = Session.objects.filter(
+        session_key=OuterRef("session_key"), expire_date__gt=timezone.now()
+    )
+    rows = list(BrowserSession.objects.filter(user_id=user.pk).filter(Exists(live)))
+    for row in rows:
+        row.device = device_summary(row.user_agent)  # type: ignore[attr-defined]
+    return rows
+
+
+_BROWSERS = (  # the first that matches names the browser (Edge and Opera say Chrome too)
+    ("Edge", r"Edg(?:e|A|iOS)?/(\d+)"),
+    ("Opera", r"(?:OPR|Opera)/(\d+)"),
+    ("Samsung Internet", r"SamsungBrowser/(\d+)"),
+    ("Firefox", r"(?:Firefox|FxiOS)/(\d+)"),
+    ("Chrome", r"(?:HeadlessChrome|Chrome|CriOS)/(\d+)"),
+    ("Safari", r"Version/(\d+)[.\d]* (?:Mobile/\S+ )?Safari/"),
+)
+_SYSTEMS = (
+    ("iPhone", r"iPhone"),
+    ("iPad", r"iPad"),
+    ("Android", r"Android"),
+    ("Windows", r"Windows"),
+    ("ChromeOS", r"CrOS"),
+    ("macOS", r"Mac OS X|Macintosh"),
+    ("Linux", r"Linux|X11"),
+)
+
+
+def device_summary(user_agent: str) -> str:
+    """A user agent as a person recognizes it: "Chrome 126 on Windows", "Safari 17 on iPhone";
+    a program ("python-requests/2.32") by its first word; "Unknown device" when empty."""
+    ua = (user_agent or "").strip()
+    if not ua:
+        return "Unknown device"
+    browser = next(
+        (f"{name} {m.group(1)}" for name, pattern in _BROWSERS if (m := re.search(pattern, ua))),
+        None,
+    )
+    system = next((name for name, pattern in _SYSTEMS if re.search(pattern, ua)), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or ua.split()[0][:60]

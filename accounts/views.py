@@ -101,8 +101,9 @@ def _settings_page(
         "trusted": [r for r in relations if r.kind == TraderRelation.Kind.TRUSTED],
         "blocked": [r for r in relations if r.kind == TraderRelation.Kind.BLOCKED],
         "relation_form": relation_form or RelationForm(),
-        "sessions": selectors.session_list_for_user(user=user),
+        "sessions": selectors.browser_session_list_for_user(user=user),
         "current_session_key": request.session.session_key,
+        "time_zone": profile.time_zone or "UTC",
     }
     return render(request, "accounts/settings.html", context, status=status)
 
@@ -169,11 +170,15 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST)
     if form.is_valid():
         try:
+            services.funds_confirm(
+                user=request.user,
+                otp=form.cleaned_data["otp"],
+                password=form.cleaned_data["password"],
+            )
             key, raw = services.api_key_create(
                 user=request.user,
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
-                otp=request.POST.get("otp"),
             )
         except ApplicationError as exc:
             add_application_error(form, exc)
@@ -251,6 +256,45 @@ def sessions_end_others(request: HttpRequest) -> HttpResponse:
     return redirect(reverse("settings") + "#sessions")
 
 
+@login_required
+@require_POST
+def session_revoke(request: HttpRequest, session_id: int) -> HttpResponse:
+    try:
+        services.browser_session_revoke(
+            user=request.user,
+            session_id=session_id,
+            current_session_key=request.session.session_key,
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "That browser is logged out.")
+    return redirect(reverse("settings") + "#sessions")
+
+
+@login_required
+@require_POST
+def time_zone_set(request: HttpRequest) -> HttpResponse:
+    """The browser's zone, posted once by static/js/local-time.js (204), or chosen on the
+    settings page (back to it)."""
+    from_script = request.headers.get("X-Requested-With") == "fetch"
+    try:
+        profile = services.profile_time_zone_set(
+            user=request.user, time_zone=request.POST.get("time_zone", "")
+        )
+    except ApplicationError as exc:
+        if from_script:
+            return HttpResponse(exc.message, status=exc.status, content_type="text/plain")
+        messages.error(request, exc.message)
+    else:
+        if from_script:
+            return HttpResponse(status=204)
+        messages.success(request, f"Times are now shown in {profile.time_zone}.")
+    return redirect(reverse("settings") + "#sessions")
+
+
 # --- passwords --------------------------------------------------------------------------------
 
 
@@ -278,19 +322,29 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 # --- two-factor authentication ----------------------------------------------------------------
 
 
+def _totp_setup_page(
+    request: HttpRequest, device: Any, *, error: str = "", status: int = 200
+) -> HttpResponse:
+    import segno
+
+    qr_svg = segno.make(device.config_url, micro=False).svg_inline(scale=4, dark="#1e2329")
+    secret = base64.b32encode(device.bin_key).decode().rstrip("=")
+    context = {"qr_svg": qr_svg, "secret": secret, "error": error}
+    return render(request, "accounts/totp_setup.html", context, status=status)
+
+
 @login_required
 @require_POST
 def totp_start(request: HttpRequest) -> HttpResponse:
-    import segno
-
+    """The setup page; a setup already started shows its same secret (new_secret=1 replaces it)."""
     try:
-        device, url = services.totp_setup_start(user=request.user)
+        device, _ = services.totp_setup_start(
+            user=request.user, new_secret=request.POST.get("new_secret") == "1"
+        )
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("settings")
-    qr_svg = segno.make(url, micro=False).svg_inline(scale=4, dark="#1e2329")
-    secret = base64.b32encode(device.bin_key).decode().rstrip("=")
-    return render(request, "accounts/totp_setup.html", {"qr_svg": qr_svg, "secret": secret})
+    return _totp_setup_page(request, device)
 
 
 @login_required
@@ -299,11 +353,15 @@ def totp_confirm(request: HttpRequest) -> HttpResponse:
     try:
         services.totp_setup_confirm(user=request.user, token=request.POST.get("otp", ""))
     except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect("settings")
+        device = services.totp_device(request.user, confirmed=False)
+        if device is None:  # no setup under way (or 2FA already on)
+            messages.error(request, exc.message)
+            return redirect("settings")
+        # The same secret again: the QR code already scanned stays good.
+        return _totp_setup_page(request, device, error=exc.message, status=exc.status)
     messages.success(
         request,
-        "Two-factor authentication is on: releases, withdrawals and withdraw keys now ask for a code.",
+        "Two-factor authentication is on: releases, withdrawals and new API keys now ask for a code.",
     )
     return redirect("settings")
 

@@ -66,6 +66,10 @@ BASELINE: dict[str, Any] = {}  # --baseline: an earlier run's results, shown bes
 # --- setup -------------------------------------------------------------------------------------
 
 
+# The traders' account password: a release is confirmed with it (the fund password, no 2FA).
+FUND_PASSWORD = "bench-load-pass-1"  # noqa: S105 (a throwaway bench account's)
+
+
 def seed(traders: int, offers_each: int) -> dict[str, Any]:
     """Traders with a token, a deposit and sell offers, through the services."""
     from django.contrib.auth import get_user_model
@@ -78,7 +82,9 @@ def seed(traders: int, offers_each: int) -> dict[str, Any]:
     users: list[dict[str, Any]] = []
     offers = 0
     for k in range(traders):
-        user = User.objects.create_user(f"load_trader_{k:03d}", f"trader{k}@bench.test")
+        user = User.objects.create_user(
+            f"load_trader_{k:03d}", f"trader{k}@bench.test", password=FUND_PASSWORD
+        )
         token = token_rotate(user=user).key
         ledger.deposit_credit(
             user=user, asset_code="BTC", amount="30", reference="bench-load", actor=None
@@ -458,7 +464,11 @@ async def trader(
             log.aborted += 1
             continue
         status, _ = await api.call(
-            "POST /trades/{id}/release/", "POST", f"/api/v1/trades/{tid}/release/", seller_token
+            "POST /trades/{id}/release/",
+            "POST",
+            f"/api/v1/trades/{tid}/release/",
+            seller_token,
+            {"password": FUND_PASSWORD},
         )
         if status != 200:
             log.aborted += 1

@@ -11,6 +11,7 @@ from django.core.files.storage import FileSystemStorage, Storage
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse
 from django.utils.functional import LazyObject
+from django.utils.module_loading import import_string
 from django.utils.text import get_valid_filename
 
 from common.errors import ValidationFailed
@@ -36,17 +37,29 @@ FILE_CSP = "default-src 'none'; sandbox"
 MAX_BASE_NAME = 100
 
 
+def _refuse_url(self: Storage, name: str | None) -> str:
+    raise ValueError(
+        "This file is not accessible via a URL: it is served only by views that check."
+    )
+
+
 class _NoUrlStorage(FileSystemStorage):
-    def url(self, name: str | None) -> str:
-        raise ValueError(
-            "This file is not accessible via a URL: it is served only by views that check."
-        )
+    url = _refuse_url
 
 
 class PrivateStorage(LazyObject):
+    """settings.PRIVATE_STORAGE: a folder outside STATIC_ROOT and MEDIA_ROOT by default, or an
+    S3-compatible bucket (django-storages) for more than one host. Either way without a URL:
+    files go out only through views that check (private_file_response)."""
+
     def _setup(self) -> None:
-        # Outside STATIC_ROOT and MEDIA_ROOT, with no URL: files go out only through views that check.
-        self._wrapped = _NoUrlStorage(location=settings.PRIVATE_MEDIA_ROOT)
+        config = getattr(settings, "PRIVATE_STORAGE", None)
+        if not config:
+            self._wrapped = _NoUrlStorage(location=settings.PRIVATE_MEDIA_ROOT)
+            return
+        backend = import_string(config["BACKEND"])
+        no_url = type(f"NoUrl{backend.__name__}", (backend,), {"url": _refuse_url})
+        self._wrapped = no_url(**config.get("OPTIONS", {}))
 
 
 private_storage = PrivateStorage()

@@ -179,8 +179,9 @@ def ensure_offer(client: Client, args: argparse.Namespace) -> dict:
     return offer
 
 
-def release_paid_trades(client: Client, offer_id: int) -> int:
-    """Release every paid trade on our offer; a trade that moved on meanwhile is skipped."""
+def release_paid_trades(client: Client, offer_id: int, fund_password: str | None = None) -> int:
+    """Release every paid trade on our offer; a trade that moved on meanwhile is skipped. A
+    release is confirmed with the account password (the fund password while 2FA is off)."""
     released = 0
     for trade in _pages(client, "/api/v1/trades/", state="paid"):
         if trade["offer"] != offer_id or "release" not in trade.get("actions", []):
@@ -195,7 +196,9 @@ def release_paid_trades(client: Client, offer_id: int) -> int:
             trade["asset"],
         )
         try:
-            done = client.post(f"/api/v1/trades/{trade['id']}/release/")
+            done = client.post(
+                f"/api/v1/trades/{trade['id']}/release/", {"password": fund_password or ""}
+            )
         except ApiError as exc:
             if exc.status == 409:
                 log.warning("trade #%s moved on meanwhile: %s", trade["id"], exc.message)
@@ -209,7 +212,7 @@ def release_paid_trades(client: Client, offer_id: int) -> int:
 def run_maker(client: Client, args: argparse.Namespace) -> int:
     offer = ensure_offer(client, args)
     while True:
-        count = release_paid_trades(client, offer["id"])
+        count = release_paid_trades(client, offer["id"], args.fund_password or args.password)
         log.info("pass done: %d trade(s) released", count)
         if args.once:
             return 0
@@ -282,6 +285,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument("--token", help="an account token or API key instead of a password")
+    parser.add_argument(
+        "--fund-password",
+        help="the account password that confirms releases (default: --password)",
+    )
     parser.add_argument("--mode", choices=["maker", "taker"], required=True)
     parser.add_argument("--asset", default="BTC")
     parser.add_argument("--fiat", default="EUR")
@@ -305,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.token and not (args.username and args.password):
         parser.error("give --username and --password, or --token")
+    if args.mode == "maker" and not (args.fund_password or args.password):
+        parser.error("a maker releases trades: give --password or --fund-password")
     return args
 
 

@@ -22,12 +22,21 @@ class WithdrawalForm(forms.Form):
         label="Destination address",
         widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
     )
+    # The fund password: the page shows one of the two (the code with 2FA on, else the password).
     otp = forms.CharField(
         max_length=10,
         required=False,
         label="2FA code",
-        help_text="From your authenticator app, if you turned two-factor authentication on.",
+        help_text="From your authenticator app.",
         widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+    password = forms.CharField(
+        max_length=128,
+        required=False,
+        strip=False,
+        label="Your password",
+        help_text="Your account password confirms that it's you.",
+        widget=forms.PasswordInput({"autocomplete": "current-password"}),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -65,12 +65,14 @@ def wallet(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
+                ledger.withdrawal_owner_confirm(
+                    user=request.user, otp=data.get("otp"), password=data.get("password")
+                )
                 withdrawal = ledger.withdrawal_request(
                     user=request.user,
                     asset_code=data["asset"],
                     amount=data["amount"],
                     address=data["address"],
-                    otp=data.get("otp"),
                 )
             except ApplicationError as exc:
                 add_application_error(form, exc)

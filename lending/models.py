@@ -181,13 +181,16 @@ class LoanCommitment(models.Model):
     hold = models.OneToOneField(
         Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # A lender who adds to their part gets the whole held again: the hold's generation.
+    hold_seq = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="loancommitment_positive"),
-            # One commitment per lender and request: their share is one number.
+            # One commitment per lender and request: their share is one number (funding again
+            # adds to it).
             models.UniqueConstraint(fields=["request", "lender"], name="one_commitment_per_lender"),
         ]
 

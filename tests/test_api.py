@@ -103,10 +103,11 @@ def test_full_trade_over_the_api(offer, alice, bob):
     assert paid.json()["state"] == "paid"
     seen = seller.get(f"/api/v1/trades/{trade['id']}/").json()
     assert seen["actions"] == ["release"]  # a dispute opens only after the dispute delay
-    released = seller.post(f"/api/v1/trades/{trade['id']}/release/")
+    fund_password = {"password": "demo-pass-123"}  # the seller's account password (no 2FA)
+    released = seller.post(f"/api/v1/trades/{trade['id']}/release/", fund_password, format="json")
     assert released.status_code == 200
     assert released.json()["state"] in ("releasing", "completed")
-    again = seller.post(f"/api/v1/trades/{trade['id']}/release/")
+    again = seller.post(f"/api/v1/trades/{trade['id']}/release/", fund_password, format="json")
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "invalid_transition"
 
@@ -175,7 +176,9 @@ def test_scopes(offer, bob):
 
 def test_revoked_key_is_refused(bob, refdata):
     created = client_for(bob).post(
-        "/api/v1/api-keys/", {"name": "bot", "scopes": ["read"]}, format="json"
+        "/api/v1/api-keys/",
+        {"name": "bot", "scopes": ["read"], "password": "demo-pass-123"},
+        format="json",
     )
     assert created.status_code == 201
     raw = created.json()["key"]
@@ -203,7 +206,7 @@ def test_wallets_and_withdrawal(bob):
     api = client_for(bob)
     withdrawal = api.post(
         "/api/v1/wallets/eth/withdrawals/",
-        {"amount": "0.5", "address": "0xabcdef0123456789"},
+        {"amount": "0.5", "address": "0xabcdef0123456789", "password": "demo-pass-123"},
         format="json",
     )
     assert withdrawal.status_code == 201, withdrawal.json()
@@ -212,7 +215,7 @@ def test_wallets_and_withdrawal(bob):
     assert wallets["ETH"]["pending_withdrawal"] == "0.500000000000000000"
     too_much = api.post(
         "/api/v1/wallets/ETH/withdrawals/",
-        {"amount": "5", "address": "0xabcdef0123456789"},
+        {"amount": "5", "address": "0xabcdef0123456789", "password": "demo-pass-123"},
         format="json",
     )
     assert too_much.status_code == 409

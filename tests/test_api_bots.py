@@ -86,7 +86,7 @@ def test_bots_complete_a_trade(celery_worker_process, bots):
     seller_view = seller.get(f"/trades/{trade['id']}/")
     assert seller_view["state"] == "paid"
     assert "release" in seller_view["actions"]
-    seller.post(f"/trades/{trade['id']}/release/")
+    seller.post(f"/trades/{trade['id']}/release/", {"password": "demo-pass-123"})
     # the worker settles; the buyer bot polls until it sees the coins
     wait_for(lambda: buyer.get(f"/trades/{trade['id']}/")["state"] == "completed")
     wallets = {w["asset"]: w for w in buyer.get("/wallets/")["results"]}

@@ -44,7 +44,7 @@ def client_for(user=None, key: str | None = None) -> APIClient:
 
 def test_a_trade_key_cannot_replay_the_creation_of_a_withdraw_key(bob):
     # given: the account token created a withdraw key with Idempotency-Key K
-    body = {"name": "payout bot", "scopes": ["read", "withdraw"]}
+    body = {"name": "payout bot", "scopes": ["read", "withdraw"], "password": "demo-pass-123"}
     first = client_for(bob).post("/api/v1/api-keys/", body, format="json", HTTP_IDEMPOTENCY_KEY="K")
     assert first.status_code == 201, first.json()
     _, trade_key = api_key_create(user=bob, name="trader", scopes=["read", "trade"])
@@ -108,7 +108,7 @@ def test_the_record_keeps_the_scopes_of_the_first_credential(offer, bob):
 def test_an_api_key_is_shown_once_and_never_stored_for_replay(bob):
     # given: the account token created a key with Idempotency-Key K
     api = client_for(bob)
-    body = {"name": "bot", "scopes": ["read", "trade"]}
+    body = {"name": "bot", "scopes": ["read", "trade"], "password": "demo-pass-123"}
     first = api.post("/api/v1/api-keys/", body, format="json", HTTP_IDEMPOTENCY_KEY="K")
     raw = first.json()["key"]
     assert raw.startswith("mk_")

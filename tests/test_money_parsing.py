@@ -66,7 +66,7 @@ def test_the_api_and_pages_answer_400_not_500(alice, client):
     book = api.get("/api/v1/offers/", {"amount": "1e999999999"})
     withdrawal = api.post(
         "/api/v1/wallets/BTC/withdrawals/",
-        {"amount": "1e25", "address": "bc1qexponentaddress"},
+        {"amount": "1e25", "address": "bc1qexponentaddress", "password": "demo-pass-123"},
         format="json",
     )
     offer = api.post(

@@ -110,6 +110,18 @@ class ApiKeyListApi(ApiView):
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=ApiKey.Scope.choices), min_length=1
         )
+        otp = serializers.CharField(
+            max_length=10,
+            required=False,
+            help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+        )
+        password = serializers.CharField(
+            max_length=128,
+            required=False,
+            write_only=True,
+            style={"input_type": "password"},
+            help_text="The account password, required while 2FA is off (the fund password).",
+        )
 
     @extend_schema(operation_id="api_keys_list", responses={200: paginated(ApiKeyOut), **ERRORS})
     def get(self, request: Request) -> Response:
@@ -118,11 +130,15 @@ class ApiKeyListApi(ApiView):
     @extend_schema(
         operation_id="api_keys_create",
         request=Input,
+        description="A new key with its scopes; the raw key is in this answer only. Confirm with "
+        "the fund password: `otp` (the 2FA code) once 2FA is on, else `password` (the account "
+        "password); a missing or wrong one is refused (403 `otp_required`, `otp_invalid`, "
+        "`password_required`, `password_invalid`; 429 `funds_locked`) and no key is made.",
         responses={201: ApiKeyCreatedOut, **ERRORS},
         examples=[
             OpenApiExample(
                 "Trading bot",
-                value={"name": "grid bot", "scopes": ["read", "trade"]},
+                value={"name": "grid bot", "scopes": ["read", "trade"], "password": "…"},
                 request_only=True,
             )
         ],
@@ -131,11 +147,15 @@ class ApiKeyListApi(ApiView):
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        services.funds_confirm(
+            user=request.user,
+            otp=otp_from(request),
+            password=data.validated_data.get("password"),
+        )
         key, raw = services.api_key_create(
             user=request.user,
             name=data.validated_data["name"],
             scopes=data.validated_data["scopes"],
-            otp=otp_from(request),
         )
         out = ApiKeyCreatedOut({**ApiKeyOut(key).data, "key": raw}).data
         return Response(out, status=status.HTTP_201_CREATED)

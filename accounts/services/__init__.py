@@ -1,12 +1,18 @@
 """Every write of accounts: API keys and tokens (keys), what a password change does to them and
 to sessions (credentials), standing and limits (standing), KYC documents (kyc), trusted and
-blocked lists (relations), account links (links), two-factor authentication (two_factor).
+blocked lists (relations), account links (links), two-factor authentication (two_factor), the
+fund password asked before funds move (funds), browser sessions (sessions), the time zone.
 Import from here."""
 
 from accounts.services.credentials import (
     credentials_after_password_change,
     ensure_withdrawals_unlocked,
     sessions_end_others,
+)
+from accounts.services.funds import (
+    funds_confirm,
+    funds_confirm_factor,
+    funds_confirm_failures,
 )
 from accounts.services.keys import (
     KEY_PREFIX,
@@ -28,6 +34,12 @@ from accounts.services.links import account_links_record, link_value_hash, signu
 from accounts.services.relations import (
     trader_relation_add,
     trader_relation_remove,
+)
+from accounts.services.sessions import (
+    browser_session_revoke,
+    browser_session_touch,
+    profile_time_zone_set,
+    time_zone_cache_key,
 )
 from accounts.services.standing import (
     MAX_SUSPENSION_DAYS,
@@ -58,10 +70,15 @@ __all__ = [
     "account_links_record",
     "api_key_create",
     "api_key_revoke",
+    "browser_session_revoke",
+    "browser_session_touch",
     "credentials_after_password_change",
     "ensure_can_trade",
     "ensure_can_withdraw",
     "ensure_withdrawals_unlocked",
+    "funds_confirm",
+    "funds_confirm_factor",
+    "funds_confirm_failures",
     "has_two_factor",
     "hash_key",
     "kyc_document_delete",
@@ -71,11 +88,13 @@ __all__ = [
     "link_value_hash",
     "profile_freeze",
     "profile_penalize",
+    "profile_time_zone_set",
     "profile_unfreeze",
     "profiles_lock",
     "require_second_factor",
     "sessions_end_others",
     "signup_allowed",
+    "time_zone_cache_key",
     "token_rotate",
     "totp_device",
     "totp_disable",

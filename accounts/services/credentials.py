@@ -13,7 +13,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Profile, ProfileEvent
+from accounts.models import BrowserSession, Profile, ProfileEvent
 from accounts.selectors import session_list_for_user
 from accounts.services._common import _locked_profile
 from accounts.services.keys import token_rotate
@@ -53,10 +53,11 @@ def sessions_end_others(*, user: Any, keep_session_key: str | None) -> int:
     returns how many sessions ended."""
     keys = [s.session_key for s in session_list_for_user(user=user)]
     others = [k for k in keys if k != keep_session_key]
+    BrowserSession.objects.filter(user_id=user.pk).exclude(session_key=keep_session_key).delete()
     return Session.objects.filter(session_key__in=others).delete()[0] if others else 0
 
 
-def ensure_withdrawals_unlocked(*, user: Any, otp: str | None = None) -> None:
+def ensure_withdrawals_unlocked(*, user: Any) -> None:
     """A withdrawal guard (ledger.services.funds.withdrawal_guards): none leaves while the lock
     of a recent password change runs."""
     until = (

@@ -11,7 +11,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import ApiKey
-from accounts.services.two_factor import require_second_factor
 from common.errors import (
     NotFound,
     ValidationFailed,
@@ -24,10 +23,9 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_key_create(
-    *, user: Any, name: str, scopes: list[str], otp: str | None = None
-) -> tuple[ApiKey, str]:
-    """Create a scoped key; the raw key is returned once and never stored."""
+def api_key_create(*, user: Any, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """Create a scoped key; the raw key is returned once and never stored. (The person asking
+    confirms with accounts.services.funds_confirm first: the form and the API call it.)"""
     name = (name or "").strip()
     if not name or len(name) > 64:
         raise ValidationFailed(
@@ -44,8 +42,6 @@ def api_key_create(
                 ]
             },
         )
-    if ApiKey.Scope.WITHDRAW in scopes:
-        require_second_factor(user=user, otp=otp)
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         key = ApiKey.objects.create(

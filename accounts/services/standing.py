@@ -196,7 +196,7 @@ def withdrawal_hold_reason(*, user: Any) -> str | None:
     return None
 
 
-def ensure_can_withdraw(*, user: Any, otp: str | None = None) -> None:
+def ensure_can_withdraw(*, user: Any) -> None:
     """A frozen account withdraws nothing ("suspected fraud" means the money stays)."""
     if Profile.objects.filter(user_id=user.pk, is_frozen=True).exists():
         raise PermissionDenied(

@@ -28,20 +28,26 @@ def has_two_factor(user: Any) -> bool:
     return bool(user and user.is_authenticated and totp_device(user) is not None)
 
 
-def totp_setup_start(*, user: Any) -> tuple[Any, str]:
-    """Start enrolling an authenticator app: an unconfirmed device and its otpauth:// URL."""
+def totp_setup_start(*, user: Any, new_secret: bool = False) -> tuple[Any, str]:
+    """Start enrolling an authenticator app: an unconfirmed device and its otpauth:// URL. A
+    setup already started keeps its secret (the QR code the user may have scanned stays good,
+    e.g. after a wrong code); new_secret=True replaces it."""
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     if has_two_factor(user):
         raise InvalidTransition("Two-factor authentication is already on.", code="otp_exists")
     with transaction.atomic():
-        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+        pending = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False)
+        device = None if new_secret else pending.order_by("-id").first()
+        if device is None:
+            pending.delete()
+            device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
     return device, device.config_url
 
 
 def totp_setup_confirm(*, user: Any, token: str) -> Any:
-    """The first code from the app proves it was set up: 2FA is on from now on."""
+    """The first code from the app proves it was set up: 2FA is on from now on. A wrong code
+    changes nothing: the same secret waits for a right one."""
     device = totp_device(user, confirmed=False)
     if device is None:
         raise InvalidTransition("Start the setup first.", code="otp_not_started")
@@ -64,8 +70,8 @@ def totp_disable(*, user: Any, token: str) -> None:
 
 
 def require_second_factor(*, user: Any, otp: str | None) -> None:
-    """Once a user turned 2FA on, releasing, withdrawing and creating withdraw-scoped keys need
-    a current code from their authenticator; without 2FA nothing is asked."""
+    """Once a user turned 2FA on, turning it off needs a current code from their authenticator;
+    without 2FA nothing is asked. (Moving funds asks through accounts.services.funds_confirm.)"""
     device = totp_device(user)
     if device is None:
         return

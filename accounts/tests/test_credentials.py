@@ -85,7 +85,9 @@ def test_after_a_password_change_a_withdraw_key_cannot_withdraw(alice):
     # when: the password is changed, then the key asks for a withdrawal
     change_password(logged_in(alice))
     refused = api(withdraw_key).post(
-        "/api/v1/wallets/ETH/withdrawals/", {"amount": "0.5", "address": ADDRESS}, format="json"
+        "/api/v1/wallets/ETH/withdrawals/",
+        {"amount": "0.5", "address": ADDRESS, "password": NEW_PASSWORD},
+        format="json",
     )
 
     # then: refused until the lock ends, and the answer says when
@@ -177,8 +179,8 @@ def test_the_settings_page_lists_sessions_and_ends_the_others(alice):
 
     # then
     assert 'id="sessions"' in html
-    assert "2 active sessions" in html
-    assert "This session" in html
+    assert "2 browsers logged in" in html
+    assert "This browser" in html
     assert response.status_code == 302
     assert other_browser.get(reverse("settings")).status_code == 302
     assert browser.get(reverse("settings")).status_code == 200

@@ -196,7 +196,8 @@ class TestSettingsPage:
     def test_api_key_is_shown_once_and_can_be_revoked(self, client, bob):
         client.force_login(bob)
         response = client.post(
-            reverse("settings_key_create"), {"name": "grid bot", "scopes": ["read", "trade"]}
+            reverse("settings_key_create"),
+            {"name": "grid bot", "scopes": ["read", "trade"], "password": "demo-pass-123"},
         )
         html = response.content.decode()
         key = ApiKey.objects.get(user=bob)

@@ -3,6 +3,7 @@
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -81,6 +82,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LastSeenMiddleware",
+    # Times in the logged-in user's zone (issue 15: from the browser, stored on the profile).
+    "accounts.middleware.TimeZoneMiddleware",
     # Before any view: a login or signup records the device it came from.
     "accounts.middleware.DeviceCookieMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -143,6 +146,24 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # FILES
 # Trade attachments and evidence never live under a public URL: views check who may read them.
 PRIVATE_MEDIA_ROOT = env("PRIVATE_MEDIA_ROOT", default=str(BASE_DIR / "private_media"))
+# Past one host, private files go to an S3-compatible bucket (AWS S3, MinIO, Ceph, R2...) through
+# django-storages when PRIVATE_STORAGE_BUCKET is set; never public, never a URL (common.files).
+PRIVATE_STORAGE: dict[str, Any] | None = None
+if env("PRIVATE_STORAGE_BUCKET", default=""):
+    PRIVATE_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("PRIVATE_STORAGE_BUCKET"),
+            "endpoint_url": env("PRIVATE_STORAGE_ENDPOINT_URL", default="") or None,
+            "region_name": env("PRIVATE_STORAGE_REGION", default="") or None,
+            "access_key": env("PRIVATE_STORAGE_ACCESS_KEY", default="") or None,
+            "secret_key": env("PRIVATE_STORAGE_SECRET_KEY", default="") or None,
+            "location": env("PRIVATE_STORAGE_PREFIX", default="") or "private",
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
 CHAT_ATTACHMENT_MAX_BYTES = env.int("CHAT_ATTACHMENT_MAX_BYTES", default=5 * 1024 * 1024)
 # Idempotency fingerprints read the whole body, attachments included.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024

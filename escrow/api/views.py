@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.services import funds_confirm
 from common.api import ERRORS, ApiView, otp_from
 from common.idempotency import idempotent
 from escrow import services
@@ -19,10 +20,22 @@ from escrow.selectors import trade_get_for_user
 
 class ReasonInput(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class ReleaseInput(ReasonInput):
+    """The seller's fund password: the 2FA code once 2FA is on, else the account password."""
+
     otp = serializers.CharField(
         max_length=10,
         required=False,
-        help_text="2FA code (release, once 2FA is on); or X-OTP header.",
+        help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+    )
+    password = serializers.CharField(
+        max_length=128,
+        required=False,
+        write_only=True,
+        style={"input_type": "password"},
+        help_text="The account password, required while 2FA is off (the fund password).",
     )
 
 
@@ -45,13 +58,20 @@ def _reason(request: Request, trade_id: int) -> str:
 _View = TypeVar("_View", bound=Callable[..., Any])
 
 
-def _schema(operation_id: str, description: str) -> Callable[[_View], _View]:
+def _schema(
+    operation_id: str, description: str, request: type[serializers.Serializer[Any]] = ReasonInput
+) -> Callable[[_View], _View]:
     return extend_schema(
         operation_id=operation_id,
-        request=ReasonInput,
+        request=request,
         responses={200: TradeOut, **ERRORS},
         description=description + " 409 when the trade is no longer in a state that allows it.",
-        examples=[OpenApiExample("No body needed", value={}, request_only=True)],
+        examples=[
+            OpenApiExample("With the account password", value={"password": "…"}, request_only=True),
+            OpenApiExample("With the 2FA code", value={"otp": "123456"}, request_only=True),
+        ]
+        if request is ReleaseInput
+        else [OpenApiExample("No body needed", value={}, request_only=True)],
     )
 
 
@@ -65,11 +85,25 @@ class TradeMarkPaidApi(ApiView):
 
 
 class TradeReleaseApi(ApiView):
-    @_schema("trades_release", "Seller: the fiat arrived; the escrow is released to the buyer.")
+    @_schema(
+        "trades_release",
+        "Seller: the fiat arrived; the escrow is released to the buyer. Confirm with `otp` (the "
+        "2FA code) once 2FA is on, else with `password` (the account password); a missing or "
+        "wrong one is refused (403, `otp_required`, `otp_invalid`, `password_required`, "
+        "`password_invalid`; 429 `funds_locked` after too many wrong ones) and nothing changes.",
+        request=ReleaseInput,
+    )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
-        _reason(request, trade_id)
-        services.escrow_release(trade_id=trade_id, actor=request.user, otp=otp_from(request))
+        trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+        data = ReleaseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        funds_confirm(
+            user=request.user,
+            otp=otp_from(request),
+            password=data.validated_data.get("password"),
+        )
+        services.escrow_release(trade_id=trade_id, actor=request.user)
         return trade_response(request, trade_id)
 
 

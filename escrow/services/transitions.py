@@ -16,7 +16,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.selectors import is_moderator
-from accounts.services import require_second_factor
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
@@ -262,11 +261,10 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
         )
 
 
-def escrow_release(*, trade_id: int, actor: Any, otp: str | None = None) -> Trade:
-    """The seller confirms the fiat arrived: the release is queued for settlement (with a
-    current 2FA code once the seller turned 2FA on)."""
-    if actor is not None:
-        require_second_factor(user=actor, otp=otp)
+def escrow_release(*, trade_id: int, actor: Any) -> Trade:
+    """The seller confirms the fiat arrived: the release is queued for settlement. (The trade
+    room and the release API confirm the seller's fund password first: accounts.services.
+    funds_confirm.)"""
     with durable_atomic():
         return _escrow_transition(
             trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"

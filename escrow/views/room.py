@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
+from accounts.services import funds_confirm
 from common.errors import ApplicationError, NotFound
 from common.files import private_file_response
 from escrow import selectors as escrow_selectors
@@ -130,12 +131,14 @@ ACTION_FOR_STATE: dict[str, TradeAction] = {a.to: a for a in ACTIONS.values()}
 
 
 def _run_action(
-    action: TradeAction, *, trade: Trade, user: Any, reason: str, otp: str | None = None
+    action: TradeAction, *, trade: Trade, user: Any, reason: str, factors: dict[str, Any]
 ) -> Trade:
     if action.slug == "mark-paid":
         return escrow.trade_mark_paid(trade_id=trade.pk, actor=user)
     if action.slug == "release":
-        return escrow.escrow_release(trade_id=trade.pk, actor=user, otp=otp)
+        # The fund password: the 2FA code, or the account password without 2FA.
+        funds_confirm(user=user, otp=factors.get("otp"), password=factors.get("password"))
+        return escrow.escrow_release(trade_id=trade.pk, actor=user)
     if action.slug == "cancel":
         return escrow.trade_cancel(trade_id=trade.pk, actor=user)
     raise ValueError(f"unknown action {action.slug}")
@@ -308,9 +311,8 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
                 return render(request, "marketplace/trade_confirm.html", context, status=400)
             room_actions[spec.slug].run(trade=trade, actor=request.user, data=form.cleaned_data)
         else:
-            _run_action(
-                spec, trade=trade, user=request.user, reason="", otp=request.POST.get("otp")
-            )
+            factors = {k: request.POST.get(k) for k in ("otp", "password")}
+            _run_action(spec, trade=trade, user=request.user, reason="", factors=factors)
     except ApplicationError as exc:
         fresh = _trade_or_404(trade_id, request.user)
         return _render_trade_room(request, fresh, status=exc.status, error=exc.message)

@@ -69,7 +69,16 @@ class WithdrawalCreateApi(ApiView):
         amount = AmountInput()
         address = serializers.CharField(max_length=128)
         otp = serializers.CharField(
-            max_length=10, required=False, help_text="2FA code, once 2FA is on; or X-OTP header."
+            max_length=10,
+            required=False,
+            help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+        )
+        password = serializers.CharField(
+            max_length=128,
+            required=False,
+            write_only=True,
+            style={"input_type": "password"},
+            help_text="The account password, required while 2FA is off (the fund password).",
         )
 
     @extend_schema(
@@ -79,22 +88,30 @@ class WithdrawalCreateApi(ApiView):
         examples=[
             OpenApiExample(
                 "Withdraw",
-                value={"amount": "0.01", "address": "bc1qexampleaddress"},
+                value={"amount": "0.01", "address": "bc1qexampleaddress", "password": "…"},
                 request_only=True,
             )
         ],
-        description="The amount is held at once; a worker hands it to the chain adapter. Needs the `withdraw` scope.",
+        description="The amount is held at once; a worker hands it to the chain adapter. Needs the "
+        "`withdraw` scope, and the fund password: `otp` (the 2FA code) once 2FA is on, else "
+        "`password` (the account password); a missing or wrong one is refused (403 "
+        "`otp_required`, `otp_invalid`, `password_required`, `password_invalid`; 429 "
+        "`funds_locked` after too many wrong ones) and nothing is held.",
     )
     @idempotent
     def post(self, request: Request, asset: str) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        services.withdrawal_owner_confirm(
+            user=request.user,
+            otp=otp_from(request),
+            password=data.validated_data.get("password"),
+        )
         withdrawal = services.withdrawal_request(
             user=request.user,
             asset_code=asset,
             amount=data.validated_data["amount"],
             address=data.validated_data["address"],
-            otp=otp_from(request),
         )
         withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)
         return Response(WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)

@@ -24,9 +24,15 @@ from ledger.services.transfers import (
 
 # --- deposits and withdrawals -----------------------------------------------------------------
 
-# Checks a higher layer adds before money leaves (accounts registers the second factor in its
-# AppConfig.ready()): each is called with user= and otp= and raises an ApplicationError to refuse.
+# Checks a higher layer adds before money leaves (accounts registers a freeze and the lock after
+# a password change in its AppConfig.ready()): each is called with user= and raises an
+# ApplicationError to refuse.
 withdrawal_guards: list[Callable[..., None]] = []
+# The person asking proves it is them (accounts registers its fund password: the 2FA code, or
+# the account password without 2FA): the wallet form and the withdrawal API call
+# withdrawal_owner_confirm with what they sent before withdrawal_request. Each is called with user=,
+# otp= and password= and raises an ApplicationError to refuse.
+withdrawal_confirmers: list[Callable[..., object]] = []
 # Why a queued withdrawal must wait for a moderator instead of being sent (accounts registers a
 # frozen account's reason): each is called with user= and returns a reason, or None.
 withdrawal_hold_reasons: list[Callable[..., str | None]] = []
@@ -71,9 +77,15 @@ def _deposit_credit_locked(*, deposit: Deposit, actor: Any) -> Deposit:
     return deposit
 
 
-def withdrawal_request(
-    *, user: Any, asset_code: str, amount: Any, address: str, otp: str | None = None
-) -> Withdrawal:
+def withdrawal_owner_confirm(
+    *, user: Any, otp: str | None = None, password: str | None = None
+) -> None:
+    """The person asking for a withdrawal is the account's owner (the registered confirmers)."""
+    for confirm in withdrawal_confirmers:
+        confirm(user=user, otp=otp, password=password)
+
+
+def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str) -> Withdrawal:
     """Hold the amount at once (user -> world, pending); a worker hands it to the chain adapter."""
     asset = asset_get(code=asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
@@ -84,7 +96,7 @@ def withdrawal_request(
         )
     get_chain_adapter().validate_address(asset=asset, address=address)
     for guard in withdrawal_guards:
-        guard(user=user, otp=otp)
+        guard(user=user)
     with durable_atomic():
         withdrawal = Withdrawal.objects.create(
             user=user, asset=asset, amount=value, address=address

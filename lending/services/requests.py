@@ -235,10 +235,10 @@ def loan_request_fund(*, request_id: int, lender: Any, amount: Any) -> LoanCommi
                 f"amount: only {fmt(left, request.asset.precision)} {request.asset.code} is left.",
                 fields={"amount": [f"At most {fmt(left, request.asset.precision)}."]},
             )
-        if LoanCommitment.objects.filter(request=request, lender=lender).exists():
-            raise Conflict(
-                "You already fund this request.", fields={"amount": ["One commitment per lender."]}
-            )
+        mine = LoanCommitment.objects.filter(request=request, lender=lender).select_related("hold")
+        existing = mine.select_for_update(of=("self",)).first()
+        if existing is not None:
+            return _commit_more(request, existing, value)
         commitment = _commit(request, lender, value)
     return commitment
 
@@ -260,6 +260,37 @@ def _commit(request: LoanRequest, lender: Any, value: Decimal) -> LoanCommitment
     request.funded += value
     if request.funded == request.amount:
         _activate(request, actor=lender, role="lender", reason="fully funded")
+    else:
+        request.save(update_fields=["funded", "updated_at"])
+    return commitment
+
+
+def _commit_more(
+    request: LoanRequest, commitment: LoanCommitment, value: Decimal
+) -> LoanCommitment:
+    """A lender adds to their commitment: its hold is released and the new total held again (the
+    next hold_seq), in the same transaction, so their share stays one number and one hold."""
+    old = commitment.hold
+    assert old is not None
+    commitment.hold_seq += 1
+    seq = commitment.hold_seq
+    ledger.transfer_void_pending(
+        idempotency_key=f"loan:{request.pk}:fund:{commitment.pk}:{seq}:release", pending=old
+    )
+    commitment.amount += value
+    commitment.hold = ledger.transfer_post(
+        idempotency_key=f"loan:{request.pk}:fund:{commitment.pk}:{seq}",
+        debit=ledger.account_for_user(user=commitment.lender, asset=request.asset),
+        credit=funding_account(request.pk, request.asset),
+        amount=commitment.amount,
+        kind=K.LOAN_FUNDING,
+        pending=True,
+        reference=request.pk,
+    )
+    commitment.save(update_fields=["amount", "hold", "hold_seq"])
+    request.funded += value
+    if request.funded == request.amount:
+        _activate(request, actor=commitment.lender, role="lender", reason="fully funded")
     else:
         request.save(update_fields=["funded", "updated_at"])
     return commitment

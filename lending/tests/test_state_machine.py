@@ -370,8 +370,6 @@ class LendingMachine(RuleBasedStateMachine):
             broken[Conflict] = "funding_deadline"
         elif amount > left:
             broken[ValidationFailed] = "amount"
-        elif lender in req.lenders:
-            broken[Conflict] = "amount"
         elif amount > self.balance(lender, req.asset):
             broken[InsufficientFunds] = None
         result = self.attempt(
@@ -381,7 +379,9 @@ class LendingMachine(RuleBasedStateMachine):
             broken,
         )
         if isinstance(result, LoanCommitment):
-            req.lenders[lender] = amount
+            # funding again adds to the lender's one commitment
+            req.lenders[lender] = req.lenders.get(lender, Decimal(0)) + amount
+            assert result.amount == req.lenders[lender]
             row.refresh_from_db()
             assert row.funded == sum(req.lenders.values())
             assert row.state == ("active" if row.funded == row.amount else "open")

@@ -425,7 +425,7 @@ class TestTradeRoom:
         assert trade.state == S.PAID
         # and alice releases
         client.force_login(alice)
-        response = _post_action(client, trade, "release", expected="paid")
+        response = _post_action(client, trade, "release", expected="paid", password="demo-pass-123")
         assert response.status_code == 302
         # then the trade is releasing, with its settlement queued (on_commit doesn't run here)
         trade.refresh_from_db()
@@ -589,7 +589,12 @@ class TestWallet:
         client.force_login(alice)
         response = client.post(
             reverse("wallet"),
-            {"asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress000"},
+            {
+                "asset": "BTC",
+                "amount": "0.25",
+                "address": "bc1qexampleaddress000",
+                "password": "demo-pass-123",
+            },
         )
         assert response.status_code == 302
         assert balance_available(user=alice, asset_code="BTC") == Decimal("0.75")
@@ -606,12 +611,19 @@ class TestWallet:
         fund(alice, "BTC", "0.1")
         client.force_login(alice)
         response = client.post(
-            reverse("wallet"), {"asset": "BTC", "amount": "0.1", "address": "no spaces!"}
+            reverse("wallet"),
+            {"asset": "BTC", "amount": "0.1", "address": "no spaces!", "password": "demo-pass-123"},
         )
         assert response.status_code == 400
         assert "Not a valid address" in response.content.decode()
         response = client.post(
-            reverse("wallet"), {"asset": "BTC", "amount": "5", "address": "bc1qexampleaddress000"}
+            reverse("wallet"),
+            {
+                "asset": "BTC",
+                "amount": "5",
+                "address": "bc1qexampleaddress000",
+                "password": "demo-pass-123",
+            },
         )
         html = response.content.decode()
         assert response.status_code == 409

@@ -13,7 +13,7 @@ from escrow import services as escrow
 from escrow.models import Settlement, Trade
 from ledger.models import Transfer
 from marketplace.tests.factories import fund, make_offer, make_trade
-from tests.browser.helpers import login
+from tests.browser.helpers import PASSWORD, login
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,6 +82,7 @@ def test_a_double_click_on_release_settles_once(celery_worker_process, open_page
     posts = _count_posts(seller, f"/trades/{trade.pk}/release/")
 
     seller.locator("details.action-release > summary").click()
+    seller.locator("details.action-release").get_by_label("Your password").fill(PASSWORD)
     confirm = seller.locator("details.action-release").get_by_role(
         "button", name=re.compile(r"^Yes, release")
     )

@@ -19,7 +19,14 @@ from ledger.models import Transfer
 from ledger.selectors import balance_available
 from marketplace.models import Offer
 from marketplace.tests.factories import fund, make_trade
-from tests.browser.helpers import PNG, assert_not_reloaded, login, mark_no_reload, screenshot
+from tests.browser.helpers import (
+    PASSWORD,
+    PNG,
+    assert_not_reloaded,
+    login,
+    mark_no_reload,
+    screenshot,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
 
@@ -35,6 +42,8 @@ def _state(trade_id: int) -> str:
 def _confirm(page: Page, action: str, button: str) -> None:
     """Open an action's confirmation dialog in the trade room and confirm it."""
     page.locator(f"details.action-{action} > summary").click()
+    if action == "release":  # the fund password (no 2FA here)
+        page.locator("details.action-release").get_by_label("Your password").fill(PASSWORD)
     page.locator(f"details.action-{action}").get_by_role("button", name=button).click()
 
 

@@ -31,6 +31,8 @@ from .conftest import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LOCAL_CACHE = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The seller confirms releases and withdrawals with the account password (no 2FA).
+FUND_PASSWORD = {"password": "demo-pass-123"}
 
 
 def _trade_through_the_api(seller: ApiClient, buyer: ApiClient, offer_id: int) -> dict:
@@ -40,7 +42,7 @@ def _trade_through_the_api(seller: ApiClient, buyer: ApiClient, offer_id: int) -
     trade_id = replies["take"].data["id"]
     replies["mark-paid"] = buyer.post(f"/trades/{trade_id}/mark-paid/", timeout=30)
     assert replies["mark-paid"].status == 200, replies["mark-paid"]
-    replies["release"] = seller.post(f"/trades/{trade_id}/release/", timeout=30)
+    replies["release"] = seller.post(f"/trades/{trade_id}/release/", FUND_PASSWORD, timeout=30)
     assert replies["release"].status == 200, replies["release"]
     # (a worker may settle it before the response is built)
     assert replies["release"].data["state"] in ("releasing", "completed")
@@ -166,7 +168,7 @@ def test_release_answers_promptly_while_the_broker_hangs(settings, market, redis
     require(paid.status == 200, f"mark-paid: {paid}")
     redis_control.freeze()
     try:
-        release = seller_api.post(f"/trades/{take.data['id']}/release/", timeout=30)
+        release = seller_api.post(f"/trades/{take.data['id']}/release/", FUND_PASSWORD, timeout=30)
     finally:
         redis_control.thaw()
         # the server thread of a timed-out request goes on once Redis resumes: let it finish
@@ -189,7 +191,8 @@ def test_a_withdrawal_answers_normally_while_redis_is_down(market, redis_control
     redis_control.stop()
     try:
         reply = seller_api.post(
-            "/wallets/BTC/withdrawals/", {"amount": "0.1", "address": "bc1qfaultsaddress"}
+            "/wallets/BTC/withdrawals/",
+            {"amount": "0.1", "address": "bc1qfaultsaddress", **FUND_PASSWORD},
         )
     finally:
         redis_control.start()

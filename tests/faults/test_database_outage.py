@@ -230,7 +230,7 @@ def test_a_retry_after_a_503_never_repeats_committed_work(
         monkeypatch.setattr(escrow.api.trades, "_trades_qs", fault)
     else:
         api, path = ApiClient(live_server.url, seller_token), "/wallets/BTC/withdrawals/"
-        body = {"amount": "0.1", "address": "bc1qfaultsaddress"}
+        body = {"amount": "0.1", "address": "bc1qfaultsaddress", "password": "demo-pass-123"}
         fault = _FailsOnce(ledger.api.views.WithdrawalOut)
         monkeypatch.setattr(ledger.api.views, "WithdrawalOut", fault)
     key = str(uuid.uuid4())

@@ -449,7 +449,11 @@ def test_compose_stack_as_an_operator_runs_it(stack):
 
     # when the buyer pays and the seller releases: web queues the settlement for the worker
     assert stack.post(f"/api/v1/trades/{trade_id}/mark-paid/", headers=as_bob).status_code == 200
-    released = stack.post(f"/api/v1/trades/{trade_id}/release/", headers=as_alice)
+    released = stack.post(
+        f"/api/v1/trades/{trade_id}/release/",
+        headers=as_alice,
+        json={"password": "demo-pass-123"},  # the fund password (alice has no 2FA)
+    )
     assert released.status_code == 200, released.text
     request_id = released.headers["X-Request-ID"]
     # then the trade settles, and the worker's lines of that task carry web's request id

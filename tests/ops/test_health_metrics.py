@@ -123,7 +123,12 @@ def test_metrics_show_the_settlement_lag_after_a_trade(settings, alice, bob):
         f"/api/v1/offers/{offer.pk}/take/", {"amount": "0.01"}, content_type="application/json"
     ).json()
     assert buyer.post(f"/api/v1/trades/{trade['id']}/mark-paid/").status_code == 200
-    assert seller.post(f"/api/v1/trades/{trade['id']}/release/").status_code == 200
+    released = seller.post(
+        f"/api/v1/trades/{trade['id']}/release/",
+        {"password": "demo-pass-123"},
+        content_type="application/json",
+    )
+    assert released.status_code == 200
     scrape = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     text = scrape.content.decode()
     # while it waits, the oldest pending settlement has an age

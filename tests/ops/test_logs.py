@@ -87,7 +87,11 @@ def test_a_full_trade_logs_no_secret(captured, alice, bob):
         .status_code
         == 401
     )
-    released = seller.post(f"/api/v1/trades/{trade_id}/release/")
+    released = seller.post(
+        f"/api/v1/trades/{trade_id}/release/",
+        {"password": PASSWORD},
+        content_type="application/json",
+    )
     assert released.status_code == 200, released.content
     escrow.settlements_execute_pending()
     assert Trade.objects.get(pk=trade_id).state == Trade.State.COMPLETED

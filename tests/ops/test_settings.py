@@ -123,3 +123,41 @@ def test_ledger_keygen_prints_a_seed_and_its_key_id_without_any_secret_set():
     assert lines["key_id"] == signing.key_id_for(public)
     # and production accepts the seed
     assert load_production(SECRET_KEY=GOOD_SECRET, LEDGER_SIGNING_KEY=seed).returncode == 0
+
+
+def test_private_files_go_to_an_s3_compatible_bucket_when_one_is_named():
+    # given production settings with a bucket named in the environment (an S3-compatible
+    # endpoint: MinIO, Ceph, R2...), when the private storage is built (no connection is made)
+    script = (
+        "import django; django.setup()\n"
+        "from common.files import private_storage\n"
+        "private_storage._setup(); s = private_storage._wrapped\n"
+        "print(type(s).__mro__[1].__module__, s.bucket_name, s.endpoint_url, s.location, "
+        "s.default_acl, s.file_overwrite)\n"
+        "try:\n    s.url('kyc/x.pdf')\nexcept ValueError as e:\n    print('no url:', e)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "DATABASE_URL": "postgres://localhost/unused",
+            "REDIS_URL": "redis://localhost/0",
+            "ALLOWED_HOSTS": "market.example.com",
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "SECRET_KEY": GOOD_SECRET,
+            "LEDGER_SIGNING_KEY": GOOD_SEED,
+            "PRIVATE_STORAGE_BUCKET": "market-private",
+            "PRIVATE_STORAGE_ENDPOINT_URL": "https://s3.internal.example:9000",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    # then the files go to that bucket, privately, under a prefix, and still never get a URL
+    first, second = run.stdout.strip().splitlines()[-2:]
+    assert first == (
+        "storages.backends.s3 market-private https://s3.internal.example:9000 private private False"
+    )
+    assert second.startswith("no url: This file is not accessible via a URL")

@@ -1,0 +1,140 @@
+"""The fund password: what a person proves before crypto leaves their control.
+
+Releasing a trade's escrow, withdrawing and creating an API key ask for the current code of the
+user's authenticator app when they turned two-factor authentication on, and for their account
+password when they did not (Binance calls the latter the fund password). The check belongs to
+the request a person (or their bot) makes, like an API key's scopes: the trade room and the
+release API, the wallet form and the withdrawal API (through ledger's withdrawal_confirmers,
+ledger being below accounts), the API-key form and API call `funds_confirm` before the service
+that moves or exposes funds. Moderators, sweeps, tests and the bench call those services
+directly (docs/architecture.md §1).
+
+Wrong answers are counted per user (a cache counter, like the API throttles) with django-axes'
+numbers for logins: after AXES_FAILURE_LIMIT wrong codes or passwords, every try is refused for
+AXES_COOLOFF_TIME hours, whichever device or address they come from (whoever guesses already
+holds a session or a key of the account). A right answer clears the count."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from accounts.models import ProfileEvent
+from accounts.services.two_factor import totp_device
+from common.errors import PermissionDenied, RateLimited
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FAILURES = 5
+DEFAULT_COOLOFF_HOURS = 1.0
+
+
+def _max_failures() -> int:
+    return int(getattr(settings, "AXES_FAILURE_LIMIT", DEFAULT_MAX_FAILURES))
+
+
+def _cooloff_seconds() -> int:
+    hours = getattr(settings, "AXES_COOLOFF_TIME", DEFAULT_COOLOFF_HOURS)
+    seconds = hours.total_seconds() if hasattr(hours, "total_seconds") else float(hours) * 3600
+    return max(60, int(seconds))
+
+
+def _failures_key(user: Any) -> str:
+    # date_joined too: a database restored or recreated under the same Redis reuses ids.
+    joined = int(user.date_joined.timestamp()) if getattr(user, "date_joined", None) else 0
+    return f"funds-confirm-failures:{user.pk}:{joined}"
+
+
+def funds_confirm_failures(*, user: Any) -> int:
+    """Wrong codes or passwords counted against the user in the current window."""
+    try:
+        return int(cache.get(_failures_key(user)) or 0)
+    except Exception:  # the cache is down: the check itself still runs
+        return 0
+
+
+def funds_confirm_factor(user: Any) -> str:
+    """The field this user confirms with: "otp" with 2FA on, else "password"."""
+    return "otp" if totp_device(user) is not None else "password"
+
+
+def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = None) -> str:
+    """The person asking to move funds is the account's owner: the current 2FA code with 2FA on,
+    else the account password; a missing or wrong one is refused naming its field, and too many
+    wrong ones lock the check for a while. Returns the factor that was checked."""
+    if user is None or not user.is_authenticated:
+        raise PermissionDenied("Log in first.", code="not_authenticated")
+    if funds_confirm_failures(user=user) >= _max_failures():
+        raise _locked()
+    device = totp_device(user)
+    if device is not None:
+        token = str(otp or "").strip()
+        if not token:
+            raise PermissionDenied(
+                "otp: enter the 6-digit code from your authenticator app.",
+                fields={"otp": ["Required: two-factor authentication is on."]},
+                code="otp_required",
+            )
+        if not device.verify_token(token):
+            _failed(user, field="otp")
+            raise PermissionDenied(
+                "otp: that code is wrong or was already used.",
+                fields={"otp": ["Wrong code."]},
+                code="otp_invalid",
+            )
+        _clear(user)
+        return "otp"
+    if not password:
+        raise PermissionDenied(
+            "password: enter your account password to confirm.",
+            fields={"password": ["Required: confirm with your account password."]},
+            code="password_required",
+        )
+    if not user.has_usable_password() or not user.check_password(password):
+        _failed(user, field="password")
+        raise PermissionDenied(
+            "password: that is not your account password.",
+            fields={"password": ["Wrong password."]},
+            code="password_invalid",
+        )
+    _clear(user)
+    return "password"
+
+
+def _locked() -> RateLimited:
+    error = RateLimited(
+        "Too many wrong codes or passwords: confirming funds is locked for "
+        f"{math.ceil(_cooloff_seconds() / 60)} minutes. Nothing was changed.",
+        code="funds_locked",
+    )
+    error.retry_after = _cooloff_seconds()
+    return error
+
+
+def _failed(user: Any, *, field: str) -> None:
+    key, cooloff = _failures_key(user), _cooloff_seconds()
+    try:
+        cache.add(key, 0, cooloff)
+        count = int(cache.incr(key))
+    except Exception:  # the cache is down: the answer is still refused, just not counted
+        logger.warning("funds confirmation failure of user %s not counted", user.pk)
+        return
+    if count == _max_failures():
+        cache.touch(key, cooloff)  # the lock lasts a whole cool-off from the last failure
+        ProfileEvent.objects.create(
+            user_id=user.pk,
+            actor=user,
+            action=ProfileEvent.Action.FUNDS_LOCKED,
+            detail=f"{count} wrong {field} answers; locked for {cooloff // 60} min",
+        )
+
+
+def _clear(user: Any) -> None:
+    try:
+        cache.delete(_failures_key(user))
+    except Exception:
+        logger.warning("funds confirmation count of user %s not cleared", user.pk)
