@@ -4,8 +4,10 @@ from escrow import views
 
 urlpatterns = [
     path("match/", views.quick_trade, name="quick_trade"),
+    path("match/quote/", views.quick_quote, name="quick_quote"),
     path("offers/mine/", views.my_offers, name="my_offers"),
     path("offers/<int:offer_id>/", views.offer_detail, name="offer_detail"),
+    path("offers/<int:offer_id>/quote/", views.offer_quote, name="offer_quote"),
     path("trades/", views.my_trades, name="my_trades"),
     path("trades/<int:trade_id>/", views.trade_detail, name="trade_detail"),
     path("trades/<int:trade_id>/status/", views.trade_status, name="trade_status"),

@@ -140,7 +140,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
 
 @admin.register(Asset)
 class AssetAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "precision", "is_active")
+    list_display = ("code", "name", "precision", "display_precision", "is_active")
+    list_editable = ("display_precision",)
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Asset | None = None

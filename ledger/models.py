@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
@@ -17,18 +18,51 @@ class Asset(models.Model):
     precision = models.PositiveSmallIntegerField(
         validators=[MinValueValidator(0), MaxValueValidator(AMOUNT_DECIMAL_PLACES)]
     )
+    # Decimal places amounts are shown with in the browser (BTC 8, ETH 6, USDT 2), rounded down,
+    # the exact amount on hover (common.templatetags.money.amount); a quantity bought for a fiat
+    # amount is quantized to it when a trade opens (escrow.services.opening). Blank: the
+    # precision, at most DEFAULT_DISPLAY_PLACES. Never more than the precision.
+    display_precision = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(AMOUNT_DECIMAL_PLACES)],
+        help_text="Decimal places shown in the browser and traded for a fiat amount; at most "
+        "the precision. Blank: the precision, at most 8.",
+    )
     is_active = models.BooleanField(default=True)
+
+    DEFAULT_DISPLAY_PLACES = 8
 
     class Meta:
         ordering = ["code"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(precision__lte=AMOUNT_DECIMAL_PLACES), name="asset_precision_fits"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(display_precision__isnull=True)
+                | Q(display_precision__lte=F("precision")),
+                name="asset_display_precision_fits",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.code
+
+    def clean(self) -> None:
+        shown, places = self.display_precision, self.precision
+        if shown is not None and places is not None and shown > places:
+            raise ValidationError(
+                {"display_precision": f"At most the asset's precision ({places})."}
+            )
+
+    @property
+    def display_places(self) -> int:
+        """The decimal places amounts of this asset are shown and fiat-bought quantities traded
+        in: the display precision, else the precision capped at DEFAULT_DISPLAY_PLACES."""
+        if self.display_precision is not None:
+            return min(self.display_precision, self.precision)
+        return min(self.precision, self.DEFAULT_DISPLAY_PLACES)
 
 
 class LedgerAccount(models.Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -55,6 +56,25 @@ def wallet_list_for_user(*, user: Any) -> list[Wallet]:
             )
         )
     return wallets
+
+
+# --- what balances are worth, from the layer that owns prices ------------------------------------
+# Prices (the index) are marketplace's, a layer above; marketplace registers its reader here in
+# MarketplaceConfig.ready(). The wallet shows each balance's approximate fiat value through it.
+WalletValuer = Callable[..., tuple[str, dict[int, Decimal]]]
+_wallet_valuers: list[WalletValuer] = []
+
+
+def wallet_valuer_register(valuer: WalletValuer) -> None:
+    _wallet_valuers[:] = [valuer]
+
+
+def wallet_values(*, user: Any, wallets: list[Wallet]) -> tuple[str, dict[int, Decimal]]:
+    """(the fiat code, each asset's available balance in that fiat); empty when nothing is
+    registered or the index has no price for an asset."""
+    if not _wallet_valuers:
+        return "", {}
+    return _wallet_valuers[0](user=user, amounts={w.asset.pk: w.available for w in wallets})
 
 
 def balance_available(*, user: Any, asset_code: str) -> Decimal:

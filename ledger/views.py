@@ -95,8 +95,13 @@ def wallet(request: HttpRequest) -> HttpResponse:
     ]
     transfers = ledger_selectors.transfer_list_for_user(user=request.user).select_related("pending")
     page = Paginator(transfers, TRANSFERS_PAGE).get_page(request.GET.get("page"))
+    value_fiat, values = ledger_selectors.wallet_values(user=request.user, wallets=wallets)
     context = {
         "wallets": wallets,
+        # Each balance's approximate value in the user's fiat at the index (none without a price).
+        "wallet_rows": [{"w": w, "value": values.get(w.asset.pk)} for w in wallets],
+        "value_fiat": value_fiat,
+        "total_value": sum(values.values()) if values else None,
         "deposits": deposits,
         "form": form,
         "page": page,

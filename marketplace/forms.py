@@ -117,9 +117,8 @@ class TakeOfferForm(forms.Form):
         self.fields["fiat_amount"].widget.attrs["placeholder"] = (
             f"{offer.min_fiat:,.2f} – {offer.max_fiat:,.2f}"
         )
-        self.fields["amount"].widget.attrs["placeholder"] = "0." + "0" * min(
-            offer.asset.precision, 8
-        )
+        places = offer.asset.display_places
+        self.fields["amount"].widget.attrs["placeholder"] = "0." + "0" * places if places else "0"
         methods = [(m.code, m.name) for m in offer.payment_methods.all()]
         cast(forms.ChoiceField, self.fields["payment_method"]).choices = methods
         if len(methods) == 1:

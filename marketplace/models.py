@@ -88,6 +88,10 @@ class Offer(models.Model):
     terms = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     is_deleted = models.BooleanField(default=False)
+    # Set when the platform closed the offer (is_active off) because what is left of it can't
+    # cover its minimum (marketplace.services.dust); cleared when it reopens. The maker is told
+    # and reopens it by topping it up or lowering the minimum.
+    closed_at = models.DateTimeField(null=True, blank=True)
     # Who may take it (checked by offer_take; the order book tells a taker which one they miss).
     min_taker_tier = models.PositiveSmallIntegerField(default=0)
     min_taker_trades = models.PositiveIntegerField(default=0)

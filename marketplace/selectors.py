@@ -34,8 +34,9 @@ from accounts.selectors import (
     trusting_owner_ids,
 )
 from common.errors import NotFound, ValidationFailed
+from common.money import round_half_up
 from ledger.models import Asset, LedgerAccount
-from marketplace.models import FiatCurrency, Offer, PaymentAccount
+from marketplace.models import FiatCurrency, Offer, PaymentAccount, PriceIndex
 
 # --- traders' figures, from the layer that owns trades ----------------------------------
 # Trades and the figures counted from them (completed trades, completion rate, release time) are
@@ -351,3 +352,41 @@ def payment_account_get_for_user(*, account_id: int, user: Any) -> PaymentAccoun
     if account is None:
         raise NotFound(f"Payment account #{account_id} not found.")
     return account
+
+
+# --- what balances are worth (the wallet, through ledger.selectors.wallet_valuer_register) -----
+
+DEFAULT_VALUE_FIAT = "EUR"
+
+
+def preferred_fiat_code(*, user: Any) -> str:
+    """The fiat a user's balances are valued in: their profile's currency where profiles carry
+    one, else EUR."""
+    profile = getattr(user, "profile", None)
+    code = getattr(profile, "currency", "") or ""
+    return str(code).upper() or DEFAULT_VALUE_FIAT
+
+
+def asset_values(*, user: Any, amounts: dict[int, Decimal]) -> tuple[str, dict[int, Decimal]]:
+    """Each asset amount (by asset id) at the index price in the user's fiat, rounded half up to
+    the fiat's precision: an approximation for display, never used to move money. Assets the
+    index has no price for are left out."""
+    code = preferred_fiat_code(user=user)
+    fiat = FiatCurrency.objects.filter(code=code).first()
+    if fiat is None:
+        code, fiat = (
+            DEFAULT_VALUE_FIAT,
+            FiatCurrency.objects.filter(code=DEFAULT_VALUE_FIAT).first(),
+        )
+    if fiat is None:
+        return code, {}
+    prices = dict(
+        PriceIndex.objects.filter(fiat=fiat, asset_id__in=list(amounts)).values_list(
+            "asset_id", "price"
+        )
+    )
+    return code, {
+        asset_id: round_half_up(amount * prices[asset_id], fiat.precision)
+        for asset_id, amount in amounts.items()
+        if asset_id in prices
+    }

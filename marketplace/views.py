@@ -183,12 +183,23 @@ def offer_edit(request: HttpRequest, offer_id: int) -> HttpResponse:
     status = 400
     if form.is_valid():
         try:
-            services.offer_update(offer_id=offer.pk, actor=request.user, **form.service_values())
+            updated = services.offer_update(
+                offer_id=offer.pk, actor=request.user, **form.service_values()
+            )
         except ApplicationError as exc:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Offer #{offer.pk} updated.")
+            if updated.closed_at is not None:
+                messages.warning(
+                    request,
+                    f"Offer #{offer.pk} updated, and still closed: what is left can't cover its "
+                    "minimum per trade. Raise the amount or lower the minimum to reopen it.",
+                )
+            elif offer.closed_at is not None and updated.is_active:
+                messages.success(request, f"Offer #{offer.pk} updated and reopened.")
+            else:
+                messages.success(request, f"Offer #{offer.pk} updated.")
             return redirect("my_offers")
     return _offer_form_page(request, form, offer=offer, status=status)
 

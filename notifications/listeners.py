@@ -1,6 +1,6 @@
-"""Hooks into escrow.services.transition_listeners and settlement_failed_listeners, and marketplace
-chat message_listeners, and lending's event, margin-call and liquidation-blocked listeners (each
-called on commit)."""
+"""Hooks into escrow.services.transition_listeners and settlement_failed_listeners, the trade
+chat's message_listeners, marketplace's offer_closed_listeners, and lending's event, margin-call
+and liquidation-blocked listeners (each called on commit)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from escrow.services.room import message_listeners
 from lending.models import Loan, LoanDispute, LoanEvent
 from lending.services import disputes as lending_dispute_hooks
 from lending.services import transitions as lending_hooks
+from marketplace.models import Offer
+from marketplace.services import offer_closed_listeners
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,20 @@ def on_dispute_notice(**notice: object) -> None:
 
 
 party_notice_listeners.append(on_dispute_notice)
+
+
+def on_offer_closed(offer: Offer) -> None:
+    """An offer the platform closed (too little left to take): its maker is told."""
+    from notifications.services import notify_offer_closed
+
+    try:
+        notify_offer_closed(offer_id=offer.pk)
+    except Exception:
+        logger.exception("telling the maker that offer #%s closed failed", offer.pk)
+
+
+if on_offer_closed not in offer_closed_listeners:
+    offer_closed_listeners.append(on_offer_closed)
 
 
 # --- loans (lending) ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from escrow.models import Trade
 from lending.models import Loan
+from marketplace.models import Offer
 
 
 class Notification(models.Model):
@@ -30,6 +31,8 @@ class Notification(models.Model):
         # Once per party when a trade is completed or resolved: rate the other trader (it links to
         # the trade room's feedback panel).
         FEEDBACK = "feedback", "Feedback prompt"
+        # The platform closed one of the user's offers: too little is left to take (marketplace).
+        OFFER = "offer"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
@@ -40,6 +43,10 @@ class Notification(models.Model):
     # A loan's news links to the loan's page (the request's id is the loan's).
     loan = models.ForeignKey(
         Loan, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    # An offer's news links to the offer's edit page (its maker tops it up or lowers the minimum).
+    offer = models.ForeignKey(
+        Offer, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     text = models.CharField(max_length=500)

@@ -14,8 +14,10 @@ from django.utils import timezone
 
 from common.errors import NotFound
 from common.money import fmt
+from common.templatetags.money import amount_shown
 from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import FEEDBACK_STATES
+from marketplace.models import Offer
 from notifications import webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import (  # the public webhook services, importable from here too
@@ -103,8 +105,9 @@ def _context(trade: Trade, event: EscrowEvent) -> dict[str, Any]:
     return {
         "n": trade.pk,
         "offer": trade.offer_id,
-        "amount": fmt(trade.amount, asset.precision),
-        "buyer_receives": fmt(trade.buyer_receives, asset.precision),
+        # As the browser shows them (the display precision); the room has the exact amounts.
+        "amount": amount_shown(trade.amount, asset),
+        "buyer_receives": amount_shown(trade.buyer_receives, asset),
         "asset": asset.code,
         "fiat_amount": fmt(trade.fiat_amount, fiat.precision),
         "fiat": fiat.code,
@@ -320,3 +323,21 @@ def notify_parties(
                 logger.warning(
                     "email to user %s about trade #%s failed", user.pk, trade.pk, exc_info=True
                 )
+
+
+def notify_offer_closed(*, offer_id: int) -> None:
+    """The platform closed a maker's offer because what is left can't cover its minimum: the
+    maker is told in-app (and by email), with what to do about it."""
+    offer = Offer.objects.select_related("maker", "asset", "fiat").get(pk=offer_id)
+    left = amount_shown(offer.available, offer.asset)
+    text = (
+        f"Your offer #{offer.pk} was closed: {left} {offer.asset.code} is left, less than its "
+        f"minimum of {fmt(offer.min_fiat, offer.fiat.precision)} {offer.fiat.code} per trade, "
+        "so nobody could take it. Top it up or lower the minimum to reopen it."
+    )
+    Notification.objects.create(user=offer.maker, offer=offer, kind=K.OFFER, text=text[:500])
+    if offer.maker.email:
+        try:
+            send_mail(f"Offer #{offer.pk} closed", text, None, [offer.maker.email])
+        except Exception:
+            logger.warning("email about closed offer #%s failed", offer.pk, exc_info=True)

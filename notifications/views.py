@@ -39,4 +39,6 @@ def notification_read(request: HttpRequest, notification_id: int) -> HttpRespons
         return redirect(room)
     if notification.loan_id:
         return redirect("lending:loan_detail", notification.loan_id)
+    if notification.offer_id:
+        return redirect("offer_edit", notification.offer_id)
     return redirect("notifications")

@@ -142,6 +142,8 @@ class OfferModel:
     min_fiat: Decimal
     max_fiat: Decimal
     methods: list[str]
+    # Closed by the platform: what is left can't cover min_fiat (marketplace.services.dust).
+    closed: bool = False
 
 
 @dataclass
@@ -199,6 +201,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
         self.model = Balances()
         self.assets = {a.code: a for a in Asset.objects.filter(code__in=ASSETS)}
         self.precision = {code: a.precision for code, a in self.assets.items()}
+        # A quantity bought for a fiat amount is quantized to the display places (ETH 6).
+        self.display = {code: a.display_places for code, a in self.assets.items()}
         self.index = {
             (p.asset.code, p.fiat.code): p.price
             for p in PriceIndex.objects.select_related("asset", "fiat")
@@ -536,11 +540,15 @@ class MarketplaceMachine(RuleBasedStateMachine):
         expected: type[ApplicationError] | None = None
         seller = offer.maker if offer.side == "sell" else taker
         # The checks in offer_take's order.
-        if taker == offer.maker or (qty if not by_fiat else fiat_total) <= 0:
+        if taker == offer.maker:
+            expected = ValidationFailed
+        elif offer.closed:
+            expected = Conflict  # closed like a paused offer
+        elif (qty if not by_fiat else fiat_total) <= 0:
             expected = ValidationFailed
         else:
             if by_fiat:
-                qty = round_down(fiat_total / offer.price, prec)
+                qty = round_down(fiat_total / offer.price, self.display[offer.asset])
             else:
                 fiat_total = round_half_up(qty * offer.price, FIAT_PRECISION)
             if qty <= 0 or not offer.min_fiat <= fiat_total <= offer.max_fiat:
@@ -584,6 +592,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
         )
         self.trades[trade.pk] = model
         offer.available -= qty
+        # The take that leaves less than the minimum closes the offer in its transaction.
+        offer.closed = round_half_up(offer.available * offer.price, FIAT_PRECISION) < offer.min_fiat
         self.model.available[seller, offer.asset] -= model.hold
 
     # Hypothesis picks among the enabled rules evenly; these second names make taking and moving

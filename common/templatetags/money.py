@@ -1,11 +1,20 @@
-"""Template filters for money: exact Decimal formatting, never through float."""
+"""Template filters for money: exact Decimal formatting, never through float.
+
+Asset amounts in the browser go through one filter that knows the asset, `{{ x|amount:asset }}`:
+the amount rounded *down* to the asset's display precision (`Asset.display_places`: BTC 8,
+ETH 6, USDT 2 by default), every place written out ("1.000000 ETH", as the exact form writes
+its places), inside a span whose `title` and `data-exact` carry the exact amount, so it shows on
+hover and is what a copy takes. Down, not half-even: a balance, a payout or what is left of an
+offer is never shown as more than it is. The API keeps exact amounts (common.money.fmt)."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from common.money import quantum
 
@@ -36,9 +45,27 @@ def _places(value: Decimal, precision: int) -> int:
 DISPLAY_PLACES = 8
 
 
+def _is_asset(value: Any) -> bool:
+    return hasattr(value, "display_places") and hasattr(value, "precision")
+
+
+def amount_shown(value: Any, asset: Any) -> str:
+    """The amount as the browser shows it: rounded down to the asset's display places, each place
+    written (0.0384615384615385 ETH -> "0.038461"); plain text, for attributes and messages."""
+    number = _decimal(value)
+    if number is None:
+        return ""
+    places = int(asset.display_places)
+    return format(number.quantize(quantum(places), rounding=ROUND_DOWN), "f")
+
+
 @register.filter
 def amount(value: Any, precision: Any = 8) -> str:
-    """`{{ w.available|amount:w.asset.precision }}`: 0.01 BTC -> "0.01000000"."""
+    """`{{ trade.amount|amount:trade.asset }}`: the amount at the asset's display precision in a
+    span with the exact amount on hover and for copying (see the module's docstring).
+    `{{ x|amount:8 }}` (a number of places): the exact amount as text, 0.01 -> "0.01000000"."""
+    if _is_asset(precision):
+        return amount_html(value, precision)
     number = _decimal(value)
     if number is None:
         return ""
@@ -53,6 +80,29 @@ def amount(value: Any, precision: Any = 8) -> str:
         whole, frac = text.split(".")
         text = f"{whole}.{frac[:DISPLAY_PLACES]}{frac[DISPLAY_PLACES:].rstrip('0')}"
     return text
+
+
+def amount_html(value: Any, asset: Any) -> SafeString | str:
+    """<span class="amount" title="exact" data-exact="exact">shown</span>; `amount-rounded` when
+    the two differ (the page underlines it, hinting at the hover)."""
+    exact = amount(value, asset.precision)
+    if exact == "":
+        return ""
+    shown = amount_shown(value, asset)
+    rounded = _decimal(shown) != _decimal(value)
+    return format_html(
+        '<span class="{}" title="{}" data-exact="{}">{}</span>',
+        "amount amount-rounded" if rounded else "amount",
+        exact,
+        exact,
+        shown,
+    )
+
+
+@register.filter
+def amount_text(value: Any, asset: Any) -> str:
+    """`{{ x|amount_text:asset }}`: the shown amount as plain text (a page title, an attribute)."""
+    return amount_shown(value, asset)
 
 
 @register.filter

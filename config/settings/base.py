@@ -402,6 +402,13 @@ CELERY_BEAT_SCHEDULE["notifications-sweep-webhooks"] = {
     "schedule": 30.0,
 }
 
+# --- offers too small to take close themselves (issue 15; marketplace.services.dust) ---
+CELERY_BEAT_SCHEDULE["marketplace-close-dust-offers"] = {
+    "task": "marketplace.tasks.close_dust_offers",
+    "schedule": 300.0,
+}
+# --- end ---
+
 # LENDING (docs/architecture.md §3.3)
 # Loan-to-value = the debt still scheduled (principal plus interest) over the collateral's value,
 # both in one fiat of the price index. A request must start at or below LENDING_INITIAL_LTV; at

@@ -2,8 +2,11 @@
 and the trade room's chat and feedback (room). Import from here."""
 
 from escrow.services.opening import (
+    TradeQuote,
     trade_match,
+    trade_match_quote,
     trade_open,
+    trade_quote,
 )
 from escrow.services.room import (
     FEEDBACK_STATES,
@@ -57,6 +60,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "TRANSITIONS",
     "S",
+    "TradeQuote",
     "_enqueue",
     "_escrow_transition",
     "allowed_moves",
@@ -80,8 +84,10 @@ __all__ = [
     "trade_dispute",
     "trade_mark_paid",
     "trade_match",
+    "trade_match_quote",
     "trade_message_send",
     "trade_open",
+    "trade_quote",
     "trade_system_note",
     "trades_expire_overdue",
     "transition_listeners",

@@ -4,6 +4,8 @@ escrow hold, and the trade is created with its first event: one transaction, nev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,6 +43,57 @@ def _fee(amount: Decimal, *, is_maker: bool, precision: int) -> Decimal:
     if rate > 0 and amount > 0:
         fee = max(fee, Decimal(1).scaleb(-precision))
     return fee
+
+
+@dataclass(frozen=True)
+class TradeQuote:
+    """What taking an offer for an amount comes to, before anything is locked: the take form's
+    and quick trade's breakdown, and the figures trade_open opens the trade with (one
+    computation, so what the taker saw is what they get, the price moving aside)."""
+
+    offer: Offer
+    amount: Decimal
+    fiat_amount: Decimal
+    price: Decimal
+    seller_fee: Decimal
+    buyer_fee: Decimal
+    field: str
+
+    @property
+    def hold_amount(self) -> Decimal:
+        """What the seller locks in escrow: the amount plus the seller's fee."""
+        return self.amount + self.seller_fee
+
+    @property
+    def buyer_receives(self) -> Decimal:
+        """What the buyer gets once released: the amount less the buyer's fee."""
+        return self.amount - self.buyer_fee
+
+
+def trade_quote(*, offer: Offer, amount: Any = None, fiat_amount: Any = None) -> TradeQuote:
+    """Price, quantity (a fiat amount's quantized to the asset's display places), fees, the
+    seller's hold and the buyer's payout of a take of `offer`, within its limits and what it
+    has left; bad input is a ValidationFailed naming the field. Reads only: trade_open calls it
+    again under the offer's lock."""
+    if (amount in (None, "")) == (fiat_amount in (None, "")):
+        raise ValidationFailed.for_field(
+            "amount", "Give either amount (in the asset) or fiat_amount, not both."
+        )
+    qty, fiat_total, price, field = market.offer_quantity(
+        offer=offer, amount=amount, fiat_amount=fiat_amount
+    )
+    precision = offer.asset.precision
+    # The maker's rate for the maker's side: a sell offer's maker is its seller.
+    maker_sells = offer.side == Offer.Side.SELL
+    return TradeQuote(
+        offer=offer,
+        amount=qty,
+        fiat_amount=fiat_total,
+        price=price,
+        seller_fee=_fee(qty, is_maker=maker_sells, precision=precision),
+        buyer_fee=_fee(qty, is_maker=not maker_sells, precision=precision),
+        field=field,
+    )
 
 
 def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
@@ -128,9 +181,8 @@ def trade_open(
                 f"Offer #{offer.pk} isn't open to you: {' '.join(unmet)}",
                 code="requirement_not_met",
             )
-        qty, fiat_total, price, field = market.offer_quantity(
-            offer=offer, amount=amount, fiat_amount=fiat_amount
-        )
+        quote = trade_quote(offer=offer, amount=amount, fiat_amount=fiat_amount)
+        qty, fiat_total, price, field = quote.amount, quote.fiat_amount, quote.price, quote.field
         method = market.offer_payment_method(offer=offer, code=payment_method)
         pay_into = pay.payment_account_for_take(
             offer=offer, method=method, taker=taker, account_id=payment_account
@@ -148,7 +200,7 @@ def trade_open(
             (offer.maker, taker) if offer.side == Offer.Side.SELL else (taker, offer.maker)
         )
         now = timezone.now()
-        market.offer_reserve(offer=offer, amount=qty)
+        market.offer_reserve(offer=offer, amount=qty, price=price)
         trade = Trade.objects.create(
             offer=offer,
             maker=offer.maker,
@@ -161,8 +213,8 @@ def trade_open(
             amount=qty,
             fiat_amount=fiat_total,
             price=price,
-            seller_fee=_fee(qty, is_maker=seller.pk == offer.maker_id, precision=asset.precision),
-            buyer_fee=_fee(qty, is_maker=buyer.pk == offer.maker_id, precision=asset.precision),
+            seller_fee=quote.seller_fee,
+            buyer_fee=quote.buyer_fee,
             payment_window_minutes=offer.payment_window_minutes,
             payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
             terms=offer.terms,
@@ -201,18 +253,17 @@ def trade_open(
     return trade
 
 
-def trade_match(
+def _match_candidates(
     *,
     taker: Any,
     side: str,
     asset: str,
     fiat: str,
     fiat_amount: Any,
-    payment_method: str | None = None,
-) -> Trade:
-    """Quick buy/sell: take the best-priced offer that fits the amount and is open to the
-    taker, at once."""
-    accounts.ensure_can_trade(user=taker)
+    payment_method: str | None,
+) -> tuple[Decimal, Any, Iterator[Offer]]:
+    """Quick trade's candidates, best price first: offers on the other side that fit the fiat
+    amount and are open to the taker. (the parsed fiat amount, the fiat, the offers)"""
     if side not in Offer.Side.values:
         raise ValidationFailed.for_field("side", "Choose buy or sell.")
     fiat_obj = fiat_get(code=fiat)
@@ -227,17 +278,45 @@ def trade_match(
         fiat_amount=value,
         viewer=taker,
     )
-    facts = None
+
+    def open_to_taker() -> Iterator[Offer]:
+        facts = None
+        for offer in candidates:
+            if offer.maker_id == taker.pk:
+                continue
+            if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
+                facts = facts or taker_facts(user=taker)
+                trusted = offer.trusted_only and trusting_owner_ids(
+                    user=taker, owner_ids=[offer.maker_id]
+                )
+                if offer_unmet_requirements(offer=offer, taker=facts, is_trusted=bool(trusted)):
+                    continue  # not open to this taker: the next best may be
+            yield offer
+
+    return value, fiat_obj, open_to_taker()
+
+
+def trade_match(
+    *,
+    taker: Any,
+    side: str,
+    asset: str,
+    fiat: str,
+    fiat_amount: Any,
+    payment_method: str | None = None,
+) -> Trade:
+    """Quick buy/sell: take the best-priced offer that fits the amount and is open to the
+    taker, at once."""
+    accounts.ensure_can_trade(user=taker)
+    value, fiat_obj, candidates = _match_candidates(
+        taker=taker,
+        side=side,
+        asset=asset,
+        fiat=fiat,
+        fiat_amount=fiat_amount,
+        payment_method=payment_method,
+    )
     for offer in candidates:
-        if offer.maker_id == taker.pk:
-            continue
-        if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
-            facts = facts or taker_facts(user=taker)
-            trusted = offer.trusted_only and trusting_owner_ids(
-                user=taker, owner_ids=[offer.maker_id]
-            )
-            if offer_unmet_requirements(offer=offer, taker=facts, is_trusted=bool(trusted)):
-                continue  # not open to this taker: the next best may be
         try:
             return trade_open(
                 offer_id=offer.pk, taker=taker, fiat_amount=value, payment_method=payment_method
@@ -250,4 +329,31 @@ def trade_match(
             if exc.code != "linked_accounts":
                 raise
             continue  # a related account's offer: another maker's may fit
+    raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
+
+
+def trade_match_quote(
+    *,
+    taker: Any,
+    side: str,
+    asset: str,
+    fiat: str,
+    fiat_amount: Any,
+    payment_method: str | None = None,
+) -> TradeQuote:
+    """What quick trade would open now: the quote of the best offer trade_match would try
+    first (it may still fall to the next best if that one is taken meanwhile)."""
+    value, fiat_obj, candidates = _match_candidates(
+        taker=taker,
+        side=side,
+        asset=asset,
+        fiat=fiat,
+        fiat_amount=fiat_amount,
+        payment_method=payment_method,
+    )
+    for offer in candidates:
+        try:
+            return trade_quote(offer=offer, fiat_amount=value)
+        except (ValidationFailed, Conflict):
+            continue  # e.g. below the smallest amount traded: the next best may fit
     raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")

@@ -1,6 +1,6 @@
 """The browser UI of escrow: opening trades, the trade room, traders' public profiles."""
 
-from escrow.views.opening import my_offers, offer_detail, quick_trade
+from escrow.views.opening import my_offers, offer_detail, offer_quote, quick_quote, quick_trade
 from escrow.views.profile import feedback_reply, trader_profile
 from escrow.views.room import (
     PANEL_VERSION,
@@ -24,6 +24,8 @@ __all__ = [
     "my_offers",
     "my_trades",
     "offer_detail",
+    "offer_quote",
+    "quick_quote",
     "quick_trade",
     "room_actions",
     "room_panels",

@@ -3,6 +3,8 @@ book, and the maker's offers with their open trades."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -56,6 +58,61 @@ def quick_trade(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/order_book.html", context, status=status)
 
 
+def _quote_context(
+    quote: escrow_services.TradeQuote | None, *, verb: str, error: ApplicationError | None
+) -> dict[str, Any]:
+    return {"quote": quote, "verb": verb, "quote_error": error}
+
+
+def _offer_quote(offer: Offer, data: Any) -> dict[str, Any]:
+    """The take form's breakdown for what the form holds now (nothing typed: nothing shown)."""
+    verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"
+    amount, fiat_amount = (
+        (data.get("amount") or "").strip(),
+        (data.get("fiat_amount") or "").strip(),
+    )
+    if not amount and not fiat_amount:
+        return _quote_context(None, verb=verb, error=None)
+    try:
+        quote = escrow_services.trade_quote(
+            offer=offer, amount=amount or None, fiat_amount=None if amount else fiat_amount
+        )
+    except ApplicationError as exc:
+        return _quote_context(None, verb=verb, error=exc)
+    return _quote_context(quote, verb=verb, error=None)
+
+
+@require_GET
+def offer_quote(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """The take form's fee breakdown, which htmx swaps in as the amount changes: computed by the
+    service trade_open opens the trade with (escrow.services.trade_quote). Always a 200: a field
+    typed wrong is part of the breakdown, not a failed request."""
+    offer = offer_or_404(offer_id, viewer=request.user)
+    return render(request, "marketplace/_take_preview.html", _offer_quote(offer, request.GET))
+
+
+@require_GET
+def quick_quote(request: HttpRequest) -> HttpResponse:
+    """Quick trade's breakdown: the best offer that fits now and what taking it comes to."""
+    data = request.GET
+    verb = "Sell" if data.get("side") == "sell" else "Buy"
+    context = _quote_context(None, verb=verb, error=None)
+    context["quick"] = True
+    if request.user.is_authenticated and (data.get("fiat_amount") or "").strip():
+        try:
+            context["quote"] = escrow_services.trade_match_quote(
+                taker=request.user,
+                side=data.get("side", ""),
+                asset=data.get("asset", ""),
+                fiat=data.get("fiat", ""),
+                fiat_amount=data.get("fiat_amount", "").strip(),
+                payment_method=data.get("payment_method") or None,
+            )
+        except ApplicationError as exc:
+            context["quote_error"] = exc
+    return render(request, "marketplace/_take_preview.html", context)
+
+
 @require_http_methods(["GET", "POST"])
 def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
     """An offer's terms and the form to take it (or why it isn't open to this visitor)."""
@@ -98,6 +155,9 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
             offer.pk, []
         ),
     }
+    if request.method == "POST":
+        # The breakdown of what was sent; a refusal is already the form's error.
+        context["quote"] = _offer_quote(offer, request.POST)["quote"]
     return render(request, "marketplace/offer_detail.html", context, status=status)
 
 

@@ -4,6 +4,7 @@ field's error and changes nothing, and a stranger's loan is a 404."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from common.money import fmt
-from common.templatetags.money import amount
+from common.templatetags.money import amount, amount_shown
 from ledger import services as ledger
 from lending import services
 from lending.models import Installment, Loan, LoanCommitment, LoanRequest
@@ -91,11 +92,15 @@ def test_preview_shows_the_services_schedule_ltv_and_collateral_needed(client, a
         collateral_amount=Decimal(6000),
     )  # fmt: skip
     assert f"{ltv * 100:.2f}%" in html
-    assert f"{amount(needed, usdt)} USDT" in html
+    # Shown at USDT's display precision (the exact amount is the span's title).
+    text = re.sub(r"<[^>]+>", "", html)
+    usdt_asset = Asset.objects.get(code="USDT")
+    assert amount(needed, usdt) in html
+    assert f"{amount_shown(needed, usdt_asset)} USDT" in text
     assert "Enough collateral" in html
     assert f"l-{int(settings.LENDING_MARGIN_CALL_LTV * 100)}" in html
     assert f"l-{int(settings.LENDING_LIQUIDATION_LTV * 100)}" in html
-    assert f"{amount(Decimal(7000), usdt)} USDT" in html  # the balance to put up
+    assert f"{amount_shown(Decimal(7000), usdt_asset)} USDT" in text  # the balance to put up
 
 
 def test_preview_names_the_field_typed_wrong(client, alice):

@@ -73,6 +73,11 @@ class OfferOut(serializers.Serializer):
     payment_window_minutes = serializers.IntegerField()
     terms = serializers.CharField()
     is_active = serializers.BooleanField()
+    closed_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the platform closed the offer because what is left can't cover its "
+        "minimum per trade (is_active is then false); null otherwise.",
+    )
     maker = serializers.SerializerMethodField()
     min_taker_tier = serializers.IntegerField()
     min_taker_trades = serializers.IntegerField()
@@ -108,6 +113,7 @@ class OfferOut(serializers.Serializer):
             "payment_window_minutes": offer.payment_window_minutes,
             "terms": offer.terms,
             "is_active": offer.is_active,
+            "closed_at": None if offer.closed_at is None else _iso_datetime(offer.closed_at),
             "maker": self.get_maker(offer),
             "min_taker_tier": offer.min_taker_tier,
             "min_taker_trades": offer.min_taker_trades,

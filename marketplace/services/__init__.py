@@ -2,6 +2,13 @@
 quantity, payment method, reservation; escrow.services.trade_open opens the trade). Import from
 here."""
 
+from marketplace.services.dust import (
+    offer_close_if_dust,
+    offer_closed_listeners,
+    offer_is_dust,
+    offer_left_value,
+    offers_close_dust,
+)
 from marketplace.services.offers import (
     offer_create,
     offer_delete,
@@ -19,15 +26,20 @@ from marketplace.services.taking import (
 )
 
 __all__ = [
+    "offer_close_if_dust",
+    "offer_closed_listeners",
     "offer_create",
     "offer_delete",
     "offer_effective_price",
+    "offer_is_dust",
+    "offer_left_value",
     "offer_lock_for_taking",
     "offer_payment_method",
     "offer_quantity",
     "offer_reserve",
     "offer_set_active",
     "offer_update",
+    "offers_close_dust",
     "price_index_set",
     "price_listeners",
 ]

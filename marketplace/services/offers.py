@@ -22,6 +22,7 @@ from ledger.selectors import asset_get
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
 from marketplace.selectors import fiat_get
 from marketplace.services import payment_accounts as pay
+from marketplace.services.dust import offer_close_if_dust, offer_is_dust, offer_reopen_check
 
 MAX_PAYMENT_METHODS = 3
 PRICE_PRECISION = 8
@@ -383,6 +384,11 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             offer.terms = (changes["terms"] or "")[:2000]
         if "is_active" in changes:
             offer.is_active = bool(changes["is_active"])
+        if offer.closed_at is not None and not offer_is_dust(offer=offer):
+            # Closed by the platform for being too small to take; topped up or its minimum
+            # lowered, it reopens (unless this very edit pauses it).
+            offer.closed_at = None
+            offer.is_active = bool(changes.get("is_active", True))
         if any(f in changes for f in REQUIREMENT_FIELDS):
             current_req = {f: getattr(offer, f) for f in REQUIREMENT_FIELDS}
             merged_req = {f: changes.get(f, current_req[f]) for f in REQUIREMENT_FIELDS}
@@ -404,15 +410,21 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
                 )
             else:
                 pay.offer_payment_accounts_keep(offer=offer, methods=methods)
+        # An edit that leaves less than the new minimum closes it as a take would.
+        offer_close_if_dust(offer=offer)
     return offer
 
 
 def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
-    """Pause or resume an offer; trades already open go on."""
+    """Pause or resume an offer; trades already open go on. An offer too small to take can't be
+    resumed until it is topped up or its minimum lowered (offer_update reopens it then)."""
     with durable_atomic():
         offer = _offer_for_maker(offer_id, actor)
+        if active:
+            offer_reopen_check(offer=offer)
         offer.is_active = active
-        offer.save(update_fields=["is_active", "updated_at"])
+        offer.closed_at = None
+        offer.save(update_fields=["is_active", "closed_at", "updated_at"])
     return offer
 
 

@@ -12,8 +12,9 @@ from accounts.selectors import (
     is_blocked_between,
 )
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.money import fmt, parse_amount, round_down, round_half_up
+from common.money import fmt, parse_amount, quantum, round_down, round_half_up
 from marketplace.models import Offer, PaymentMethod
+from marketplace.services.dust import offer_close_if_dust
 from marketplace.services.offers import offer_effective_price
 
 # --- taking an offer (escrow.services.trade_open opens the trade; these are the offer's part) ---
@@ -36,6 +37,11 @@ def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
         raise NotFound(f"Offer #{offer_id} not found.")
     if offer.maker_id == taker.pk:
         raise ValidationFailed.for_field("offer", "You cannot take your own offer.")
+    if not offer.is_active and offer.closed_at is not None:
+        raise Conflict(
+            f"Offer #{offer.pk} is closed: too little is left of it to take.",
+            code="offer_exhausted",
+        )
     if not offer.is_active:
         raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
     return offer
@@ -55,11 +61,18 @@ def offer_quantity(
         qty = parse_amount(amount, precision=asset.precision, field="amount")
         fiat_total = round_half_up(qty * price, fiat.precision)
     else:
+        # A quantity bought for a fiat amount is quantized to the asset's display places (ETH 6),
+        # rounded down: no trade carries 18 digits of division noise. The fiat amount stays what
+        # the taker gave; amount x price <= fiat_amount < (amount + one display unit) x price,
+        # the rounding (under one display unit) staying with whoever sells the asset.
+        places = asset.display_places
         fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
-        qty = round_down(fiat_total / price, asset.precision)
+        qty = round_down(fiat_total / price, places)
         if qty <= 0:
             raise ValidationFailed.for_field(
-                "fiat_amount", "That buys less than the asset's smallest unit."
+                "fiat_amount",
+                f"That buys less than {fmt(quantum(places), places)} {asset.code}, the smallest "
+                "amount traded for a fiat amount.",
             )
     field = "amount" if amount not in (None, "") else "fiat_amount"
     if not offer.min_fiat <= fiat_total <= offer.max_fiat:
@@ -90,7 +103,10 @@ def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | N
     return next(iter(methods.values()), None)
 
 
-def offer_reserve(*, offer: Offer, amount: Decimal) -> None:
-    """Lower what is left of a locked offer by a take's amount (its CHECK keeps it >= 0)."""
+def offer_reserve(*, offer: Offer, amount: Decimal, price: Decimal | None = None) -> None:
+    """Lower what is left of a locked offer by a take's amount (its CHECK keeps it >= 0); when
+    what is left can't cover the offer's minimum any more (at the take's `price`), the offer
+    closes in the same transaction and its maker is told on commit."""
     offer.available -= amount
     offer.save(update_fields=["available", "updated_at"])
+    offer_close_if_dust(offer=offer, price=price)

@@ -16,6 +16,8 @@ from marketplace import services
 from marketplace.models import FiatCurrency, PaymentMethod, PriceIndex
 
 ASSETS = {"BTC": ("Bitcoin", 8), "ETH": ("Ether", 18), "USDT": ("Tether USD", 6)}
+# What the ledger's display-precision migration sets for the seeded assets.
+DISPLAY_PRECISION = {"BTC": 8, "ETH": 6, "USDT": 2}
 FIATS = {"EUR": "Euro", "USD": "US dollar", "NGN": "Nigerian naira"}
 METHODS = {"sepa": "SEPA transfer", "revolut": "Revolut", "wise": "Wise", "zelle": "Zelle"}
 PRICES = {
@@ -34,6 +36,7 @@ class AssetFactory(factory.django.DjangoModelFactory):
     code = "BTC"
     name = factory.LazyAttribute(lambda a: ASSETS.get(a.code, (a.code, 8))[0])
     precision = factory.LazyAttribute(lambda a: ASSETS.get(a.code, (a.code, 8))[1])
+    display_precision = factory.LazyAttribute(lambda a: DISPLAY_PRECISION.get(a.code))
 
 
 def reference_data() -> None:

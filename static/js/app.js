@@ -66,50 +66,41 @@
   setInterval(tick, 1000);
 
   /* Decimal helpers for previews only; the server computes every real amount exactly. */
-  function parseAmount(text) {
-    var t = String(text || "").trim().replace(",", ".");
-    if (!/^\d+(\.\d*)?$|^\.\d+$/.test(t)) return null;
-    var n = Number(t);
-    return isFinite(n) ? n : null;
-  }
   function group(n, places) {
     return n.toLocaleString("en-US", { minimumFractionDigits: places, maximumFractionDigits: places });
-  }
-  function floorTo(n, places) {
-    var f = Math.pow(10, Math.min(places, 12));
-    return (Math.floor(n * f) / f).toFixed(Math.min(places, 12));
   }
   function readJSON(id) {
     var el = document.getElementById(id);
     try { return el ? JSON.parse(el.textContent) : {}; } catch (e) { return {}; }
   }
 
-  /* Take form: type in fiat or in the asset; the other one shows what it comes to. */
+  /* Take form: the server takes the fiat amount or the asset amount, so typing in one clears
+     the other. The breakdown (price, fees, totals) comes from the server through htmx
+     (escrow.views.offer_quote); no money is computed here. */
   var take = document.getElementById("take-form");
   if (take) {
-    var price = Number(take.dataset.price);
-    var ap = Number(take.dataset.assetPrecision), fp = Number(take.dataset.fiatPrecision);
     var fiatIn = take.querySelector("[name=fiat_amount]"), assetIn = take.querySelector("[name=amount]");
-    var preview = document.getElementById("take-preview");
-    var update = function (source) {
-      var other = source === fiatIn ? assetIn : fiatIn;
-      if (source.value.trim() !== "") other.value = ""; // the server takes one of the two
-      var v = parseAmount(source.value);
-      if (!price || v === null) { preview.textContent = ""; return; }
-      if (source === fiatIn) {
-        preview.innerHTML = "≈ <strong>" + floorTo(v / price, ap) + " " + take.dataset.asset + "</strong> at " +
-          group(price, 2) + " " + take.dataset.fiat;
-      } else {
-        preview.innerHTML = "≈ <strong>" + group(v * price, fp) + " " + take.dataset.fiat + "</strong> at " +
-          group(price, 2) + " " + take.dataset.fiat;
-      }
-    };
     [fiatIn, assetIn].forEach(function (input) {
       if (!input) return;
-      input.addEventListener("input", function () { update(input); });
+      input.addEventListener("input", function () {
+        var other = input === fiatIn ? assetIn : fiatIn;
+        if (other && input.value.trim() !== "") other.value = "";
+      });
     });
-    if (fiatIn && fiatIn.value) update(fiatIn); else if (assetIn && assetIn.value) update(assetIn);
   }
+
+  /* Amounts are shown rounded to the asset's display precision; copying one (a selection inside
+     one amount) copies the exact amount its data-exact carries. */
+  document.addEventListener("copy", function (event) {
+    var sel = window.getSelection();
+    if (!sel || sel.rangeCount === 0 || !event.clipboardData) return;
+    var node = sel.getRangeAt(0).commonAncestorContainer;
+    var el = node.nodeType === 1 ? node : node.parentElement;
+    var amount = el && el.closest ? el.closest(".amount[data-exact]") : null;
+    if (!amount) return;
+    event.clipboardData.setData("text/plain", amount.dataset.exact);
+    event.preventDefault();
+  });
 
   /* Offer form: show the fields of the price type, preview a floating price, hint the balance. */
   var offer = document.getElementById("offer-form");

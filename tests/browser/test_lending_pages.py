@@ -14,7 +14,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from common.money import fmt
-from common.templatetags.money import amount
+from common.templatetags.money import amount_shown
 from ledger.models import Asset
 from lending import services
 from lending.models import Loan, LoanCommitment, LoanRequest
@@ -52,7 +52,8 @@ def quote(principal: str, collateral: str) -> tuple[str, str, str]:
         asset=eth, collateral_asset=usdt, principal=Decimal(principal), annual_rate=Decimal(5),
         term_months=6, plan="amortized", collateral_amount=Decimal(collateral),
     )  # fmt: skip
-    return amount(total, 18), f"{ltv * 100:.2f}%", amount(needed, 6)
+    # As the pages show them: at each asset's display precision (the exact one on hover).
+    return amount_shown(total, eth), f"{ltv * 100:.2f}%", amount_shown(needed, usdt)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -154,8 +155,9 @@ def test_lend_with_filters_and_funding(open_page, console, width, alice, bob, ca
     page.get_by_label("Amount to lend").fill("0.4")
     page.get_by_role("button", name="Fund", exact=True).click()
     expect(page.locator(".alert-success")).to_contain_text("You committed")
-    expect(page.get_by_test_id("funded")).to_have_text(amount(Decimal("0.4"), 18))
-    expect(page.get_by_test_id("left")).to_have_text(amount(Decimal("0.6"), 18))
+    eth = Asset.objects.get(code="ETH")
+    expect(page.get_by_test_id("funded")).to_have_text(amount_shown(Decimal("0.4"), eth))
+    expect(page.get_by_test_id("left")).to_have_text(amount_shown(Decimal("0.6"), eth))
     assert LoanCommitment.objects.get().amount == Decimal("0.4")
     assert bal(bob, "ETH") == Decimal("1.6")
     no_sideways_scroll(page, f"request detail at {width}px")
@@ -209,7 +211,8 @@ def test_my_loans_gauge_and_early_repayment(open_page, width, alice, bob):
     expect(card.locator("summary", has_text="Add collateral")).to_be_visible()
     repay.click()
     payoff = services.loan_payoff_quote(Loan.objects.get())
-    expect(card.get_by_test_id("payoff-total")).to_have_text(f"{amount(payoff.total, 18)} ETH")
+    shown = amount_shown(payoff.total, Asset.objects.get(code="ETH"))
+    expect(card.get_by_test_id("payoff-total")).to_have_text(f"{shown} ETH")
     no_sideways_scroll(page, f"my loans with the quote open at {width}px")
     confirm = card.get_by_role("button", name=re.compile(r"^Repay "))
     expect(confirm).to_be_visible()
