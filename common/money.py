@@ -105,6 +105,12 @@ def fmt(amount: Decimal, precision: int) -> str:
     return format(amount.quantize(quantum(precision)), "f")
 
 
+def fmt_fiat(amount: Decimal, precision: int) -> str:
+    """A fiat sum or price for people, with thousands separators: 2000 -> "2,000.00". The one
+    format of limits and prices, in pages and in error messages alike."""
+    return format(amount.quantize(quantum(precision)), f",.{precision}f")
+
+
 # --- model fields ------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from common.money import quantum
+from common.money import fmt_fiat, quantum
 
 register = template.Library()
 
@@ -115,8 +115,7 @@ def fiat(value: Any, precision: Any = 2) -> str:
         places = int(precision)
     except (TypeError, ValueError):
         places = 2
-    places = _places(number, places)
-    return format(number.quantize(quantum(places)), f",.{places}f")
+    return fmt_fiat(number, _places(number, places))
 
 
 @register.filter

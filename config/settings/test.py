@@ -48,3 +48,7 @@ WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS = True
 # Every test client signs up from 127.0.0.1 and the counters live in Redis across tests: the
 # sign-up throttle test sets its own limit.
 SIGNUP_PER_ADDRESS_PER_HOUR = 0
+
+# Parallel test processes (pytest-xdist) share one Redis but not one database: each keeps its own
+# cache keys, so one's "last seen" or rate-limit key never stands in for another's same user id.
+CACHES["default"]["KEY_PREFIX"] = env("PYTEST_XDIST_WORKER", default="main")  # noqa: F405

@@ -14,7 +14,7 @@ from django.db.models.functions import Round
 
 from accounts import services as accounts
 from common.errors import NotFound, ValidationFailed
-from common.money import fmt, parse_amount, parse_signed, round_half_up
+from common.money import fmt, fmt_fiat, parse_amount, parse_signed, round_half_up
 from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Asset
@@ -224,9 +224,9 @@ def _price_protected(*, asset: Asset, fiat: FiatCurrency, values: dict[str, Any]
     if not low <= values["price"] <= high:
         raise ValidationFailed.for_field(
             "price",
-            f"The {asset.code}/{fiat.code} index is {fmt(index, fiat.precision)} {fiat.code}; a "
-            f"fixed price must be within {pct.normalize():f}% of it "
-            f"({fmt(low, fiat.precision)}-{fmt(high, fiat.precision)} {fiat.code}).",
+            f"The {asset.code}/{fiat.code} index is {fmt_fiat(index, fiat.precision)} "
+            f"{fiat.code}; a fixed price must be within {pct.normalize():f}% of it "
+            f"({fmt_fiat(low, fiat.precision)} – {fmt_fiat(high, fiat.precision)} {fiat.code}).",
         )
 
 

@@ -12,7 +12,7 @@ from accounts.selectors import (
     is_blocked_between,
 )
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.money import fmt, parse_amount, quantum, round_down, round_half_up
+from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
 from marketplace.models import Offer, PaymentMethod
 from marketplace.services.dust import offer_close_if_dust
 from marketplace.services.offers import offer_effective_price
@@ -78,8 +78,9 @@ def offer_quantity(
     if not offer.min_fiat <= fiat_total <= offer.max_fiat:
         raise ValidationFailed.for_field(
             field,
-            f"This offer trades {offer.min_fiat}-{offer.max_fiat} {fiat.code} per trade; "
-            f"you asked for {fiat_total} {fiat.code}.",
+            f"This offer trades {fmt_fiat(offer.min_fiat, fiat.precision)} – "
+            f"{fmt_fiat(offer.max_fiat, fiat.precision)} {fiat.code} per trade; you asked for "
+            f"{fmt_fiat(fiat_total, fiat.precision)} {fiat.code}.",
         )
     if qty > offer.available:
         raise Conflict(

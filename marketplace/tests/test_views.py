@@ -224,7 +224,7 @@ class TestOfferPage:
         )
         html = response.content.decode()
         assert response.status_code == 400
-        assert "This offer trades 10.00-40000.00 EUR per trade" in html
+        assert "This offer trades 10.00 – 40,000.00 EUR per trade" in html
         assert 'value="5"' in html
 
     def test_more_than_the_offer_has_left_is_a_conflict(self, client, alice, bob):

@@ -89,7 +89,7 @@ def test_the_fee_breakdown_appears_before_taking_and_follows_the_amount(
     expect(page.get_by_test_id("preview-fee")).to_have_text(f"{_shown(second.buyer_fee)} ETH")
     # a refusal is part of the breakdown, naming the limit
     page.get_by_label("I want to pay").fill("5000")
-    expect(page.get_by_test_id("preview-error")).to_contain_text("10.00-2000.00 EUR")
+    expect(page.get_by_test_id("preview-error")).to_contain_text("10.00 – 2,000.00 EUR")
     page.get_by_label("I want to pay").fill("260")
     expect(page.get_by_test_id("preview-amount")).to_have_text(f"{_shown(second.amount)} ETH")
     no_sideways_scroll(page, f"the take form at {width}px")
