@@ -177,6 +177,24 @@ class AmountInput(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class FundsConfirmInput(serializers.Serializer[dict[str, Any]]):
+    """The fund password of a move of funds (a release, a withdrawal, an API key): the 2FA code
+    once 2FA is on, else the account password (accounts.services.funds_confirm checks it)."""
+
+    otp = serializers.CharField(
+        max_length=10,
+        required=False,
+        help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+    )
+    password = serializers.CharField(
+        max_length=128,
+        required=False,
+        write_only=True,
+        style={"input_type": "password"},
+        help_text="The account password, required while 2FA is off (the fund password).",
+    )
+
+
 class ErrorSerializer(serializers.Serializer):
     class Body(serializers.Serializer):
         code = serializers.CharField()

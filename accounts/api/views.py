@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.models import ApiKey, KycDocument, TraderRelation
-from common.api import ERRORS, ApiView, IpRateThrottle, otp_from, paginated
+from common.api import ERRORS, ApiView, FundsConfirmInput, IpRateThrottle, otp_from, paginated
 from common.errors import ApplicationError, ValidationFailed
 from common.http import client_ip
 from common.idempotency import idempotent
@@ -102,25 +102,13 @@ class ApiKeyCreatedOut(ApiKeyOut):
 class ApiKeyListApi(ApiView):
     permission_classes = [HasScope, AccountCredentialForWrites]
 
-    class Input(serializers.Serializer):
+    class Input(FundsConfirmInput):
         class Meta:
             ref_name = "KeyListInput"
 
         name = serializers.CharField(max_length=64)
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=ApiKey.Scope.choices), min_length=1
-        )
-        otp = serializers.CharField(
-            max_length=10,
-            required=False,
-            help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
-        )
-        password = serializers.CharField(
-            max_length=128,
-            required=False,
-            write_only=True,
-            style={"input_type": "password"},
-            help_text="The account password, required while 2FA is off (the fund password).",
         )
 
     @extend_schema(operation_id="api_keys_list", responses={200: paginated(ApiKeyOut), **ERRORS})

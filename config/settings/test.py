@@ -49,6 +49,14 @@ WEBHOOK_ALLOW_PRIVATE_ADDRESSES_FOR_TESTS = True
 # sign-up throttle test sets its own limit.
 SIGNUP_PER_ADDRESS_PER_HOUR = 0
 
-# Parallel test processes (pytest-xdist) share one Redis but not one database: each keeps its own
-# cache keys, so one's "last seen" or rate-limit key never stands in for another's same user id.
-CACHES["default"]["KEY_PREFIX"] = env("PYTEST_XDIST_WORKER", default="main")  # noqa: F405
+# Parallel test processes (pytest-xdist) share one Redis server but not one database: each worker
+# caches in a Redis database of its own (gw0 -> 1, gw1 -> 2, ...), so one's "last seen", rate-limit
+# counters or cache.clear() never reach another's. The Celery broker stays on REDIS_URL.
+_WORKER = env("PYTEST_XDIST_WORKER", default="")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    from urllib.parse import urlsplit, urlunsplit
+
+    _url = urlsplit(CACHES["default"]["LOCATION"])  # noqa: F405
+    CACHES["default"]["LOCATION"] = urlunsplit(  # noqa: F405
+        _url._replace(path=f"/{1 + int(_WORKER[2:]) % 15}")
+    )

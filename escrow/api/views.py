@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.services import funds_confirm
-from common.api import ERRORS, ApiView, otp_from
+from common.api import ERRORS, ApiView, FundsConfirmInput, otp_from
 from common.idempotency import idempotent
 from escrow import services
 from escrow.api.serializers import TradeOut
@@ -22,21 +22,8 @@ class ReasonInput(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class ReleaseInput(ReasonInput):
+class ReleaseInput(FundsConfirmInput, ReasonInput):
     """The seller's fund password: the 2FA code once 2FA is on, else the account password."""
-
-    otp = serializers.CharField(
-        max_length=10,
-        required=False,
-        help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
-    )
-    password = serializers.CharField(
-        max_length=128,
-        required=False,
-        write_only=True,
-        style={"input_type": "password"},
-        help_text="The account password, required while 2FA is off (the fund password).",
-    )
 
 
 def trade_response(request: Request, trade_id: int) -> Response:

@@ -8,7 +8,15 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ERRORS, AmountInput, ApiView, ErrorSerializer, otp_from, paginated
+from common.api import (
+    ERRORS,
+    AmountInput,
+    ApiView,
+    ErrorSerializer,
+    FundsConfirmInput,
+    otp_from,
+    paginated,
+)
 from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
@@ -62,24 +70,12 @@ class WithdrawalOut(serializers.Serializer[Withdrawal]):
 class WithdrawalCreateApi(ApiView):
     write_scope = "withdraw"
 
-    class Input(serializers.Serializer[dict[str, Any]]):
+    class Input(FundsConfirmInput):
         class Meta:
             ref_name = "WithdrawalCreateInput"
 
         amount = AmountInput()
         address = serializers.CharField(max_length=128)
-        otp = serializers.CharField(
-            max_length=10,
-            required=False,
-            help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
-        )
-        password = serializers.CharField(
-            max_length=128,
-            required=False,
-            write_only=True,
-            style={"input_type": "password"},
-            help_text="The account password, required while 2FA is off (the fund password).",
-        )
 
     @extend_schema(
         operation_id="withdrawals_create",
