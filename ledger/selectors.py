@@ -63,18 +63,34 @@ def wallet_list_for_user(*, user: Any) -> list[Wallet]:
 # MarketplaceConfig.ready(). The wallet shows each balance's approximate fiat value through it.
 WalletValuer = Callable[..., tuple[str, dict[int, Decimal]]]
 _wallet_valuers: list[WalletValuer] = []
+_wallet_fiats: list[Callable[[], list[str]]] = []
 
 
-def wallet_valuer_register(valuer: WalletValuer) -> None:
+def wallet_valuer_register(
+    valuer: WalletValuer, fiats: Callable[[], list[str]] | None = None
+) -> None:
+    """`valuer(user=, amounts=, fiat_code=)` values balances; `fiats()` lists the codes a user
+    may pick to see them in."""
     _wallet_valuers[:] = [valuer]
+    _wallet_fiats[:] = [fiats] if fiats is not None else []
 
 
-def wallet_values(*, user: Any, wallets: list[Wallet]) -> tuple[str, dict[int, Decimal]]:
-    """(the fiat code, each asset's available balance in that fiat); empty when nothing is
-    registered or the index has no price for an asset."""
+def wallet_values(
+    *, user: Any, wallets: list[Wallet], fiat_code: str | None = None
+) -> tuple[str, dict[int, Decimal]]:
+    """(the fiat code, each asset's available balance in that fiat: the one asked for if the
+    index has it, else the user's own); empty when nothing is registered or the index has no
+    price for an asset."""
     if not _wallet_valuers:
         return "", {}
-    return _wallet_valuers[0](user=user, amounts={w.asset.pk: w.available for w in wallets})
+    return _wallet_valuers[0](
+        user=user, amounts={w.asset.pk: w.available for w in wallets}, fiat_code=fiat_code
+    )
+
+
+def wallet_value_fiats() -> list[str]:
+    """The fiat codes balances can be shown in."""
+    return _wallet_fiats[0]() if _wallet_fiats else []
 
 
 def balance_available(*, user: Any, asset_code: str) -> Decimal:

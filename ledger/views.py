@@ -95,12 +95,18 @@ def wallet(request: HttpRequest) -> HttpResponse:
     ]
     transfers = ledger_selectors.transfer_list_for_user(user=request.user).select_related("pending")
     page = Paginator(transfers, TRANSFERS_PAGE).get_page(request.GET.get("page"))
-    value_fiat, values = ledger_selectors.wallet_values(user=request.user, wallets=wallets)
+    # The fiat balances are shown in: the one picked here (kept for the session), else the user's.
+    if request.GET.get("in"):
+        request.session["wallet_fiat"] = request.GET["in"][:3].upper()
+    value_fiat, values = ledger_selectors.wallet_values(
+        user=request.user, wallets=wallets, fiat_code=request.session.get("wallet_fiat")
+    )
     context = {
         "wallets": wallets,
         # Each balance's approximate value in the user's fiat at the index (none without a price).
         "wallet_rows": [{"w": w, "value": values.get(w.asset.pk)} for w in wallets],
         "value_fiat": value_fiat,
+        "value_fiats": ledger_selectors.wallet_value_fiats(),
         "total_value": sum(values.values()) if values else None,
         "deposits": deposits,
         "form": form,

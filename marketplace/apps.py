@@ -10,4 +10,4 @@ class MarketplaceConfig(AppConfig):
         from ledger import selectors as ledger
         from marketplace import selectors
 
-        ledger.wallet_valuer_register(selectors.asset_values)
+        ledger.wallet_valuer_register(selectors.asset_values, selectors.active_fiat_codes)

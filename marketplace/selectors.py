@@ -367,11 +367,19 @@ def preferred_fiat_code(*, user: Any) -> str:
     return str(code).upper() or DEFAULT_VALUE_FIAT
 
 
-def asset_values(*, user: Any, amounts: dict[int, Decimal]) -> tuple[str, dict[int, Decimal]]:
-    """Each asset amount (by asset id) at the index price in the user's fiat, rounded half up to
-    the fiat's precision: an approximation for display, never used to move money. Assets the
-    index has no price for are left out."""
-    code = preferred_fiat_code(user=user)
+def active_fiat_codes() -> list[str]:
+    """The fiat currencies traded here, by code."""
+    return list(FiatCurrency.objects.filter(is_active=True).values_list("code", flat=True))
+
+
+def asset_values(
+    *, user: Any, amounts: dict[int, Decimal], fiat_code: str | None = None
+) -> tuple[str, dict[int, Decimal]]:
+    """Each asset amount (by asset id) at the index price in `fiat_code` (the one the user picked
+    on the wallet page) or else the user's fiat, rounded half up to the fiat's precision: an
+    approximation for display, never used to move money. Assets the index has no price for are
+    left out."""
+    code = (fiat_code or "").upper() or preferred_fiat_code(user=user)
     fiat = FiatCurrency.objects.filter(code=code).first()
     if fiat is None:
         code, fiat = (

@@ -257,3 +257,17 @@ class TestWalletValues:
         assert "≈ 1,500.00 EUR" in html
         assert "≈ <strong" in html
         assert "2,350.00" in html
+
+    def test_the_user_picks_the_currency_and_it_is_kept(self, client, alice):
+        # given 0.5 BTC and the index's BTC/USD price (92,000)
+        fund(alice, "BTC", "0.5")
+        client.force_login(alice)
+        # when alice picks USD on the wallet page
+        html = client.get(reverse("wallet"), {"in": "usd"}).content.decode()
+        # then her balances are valued in USD, now and on her next visit
+        shown = "≈ 46,000.00 USD"
+        assert shown in html
+        assert shown in client.get(reverse("wallet")).content.decode()
+        assert '<option value="USD" selected>' in html
+        # and a code the index doesn't know falls back to her own currency
+        assert "EUR" in client.get(reverse("wallet"), {"in": "XYZ"}).content.decode()
