@@ -110,7 +110,10 @@ def test_a_trade_from_offer_to_completion_in_two_browsers(
     expect(thumb).to_be_visible()
     expect(thumb).to_have_attribute("alt", re.compile("proof.png"))
     assert thumb.get_attribute("src") == message.locator("a.chat-file").get_attribute("href")
-    assert seller.evaluate("(img) => img.complete && img.naturalWidth > 0", thumb.element_handle())
+    # the image loads (polled: the browser fetches it after the message appears)
+    seller.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(), timeout=15000
+    )
     proof = seller.request.get(message.locator("a.chat-file").get_attribute("href"))
     assert proof.ok
     assert (proof.headers["content-type"], proof.body()) == ("image/png", PNG)
