@@ -12,6 +12,7 @@ deletes them."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -19,6 +20,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import QueryDict
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,12 +47,38 @@ class IdempotencyMismatch(ApplicationError):
     code = "idempotency_key_reused"
 
 
+# Fields never fingerprinted: a stored hash of a password (unsalted, fast) could be guessed
+# offline from a copy of the database. Two requests differing only in these count as the same.
+UNHASHED_FIELDS = frozenset({"password", "otp"})
+
+
+def _hashable_body(request: Request) -> bytes:
+    """The body as fingerprinted: a JSON object or a form without its secret fields (canonical,
+    keys sorted); any other body as it came."""
+    raw = request.body
+    content_type = (request.content_type or "").split(";")[0].strip()
+    if content_type == "application/json":
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            return raw
+        if isinstance(data, dict):
+            kept = {k: v for k, v in data.items() if k not in UNHASHED_FIELDS}
+            return json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()
+        return raw
+    if content_type == "application/x-www-form-urlencoded":
+        form = QueryDict(raw)
+        pairs = sorted((k, v) for k in form for v in form.getlist(k) if k not in UNHASHED_FIELDS)
+        return json.dumps(pairs, separators=(",", ":")).encode()
+    return raw
+
+
 def _fingerprint(request: Request) -> str:
     digest = hashlib.sha256()
     digest.update(
         cast(str, request.method).encode() + b" " + request.get_full_path().encode() + b"\n"
     )
-    digest.update(request.body)
+    digest.update(_hashable_body(request))
     return digest.hexdigest()
 
 

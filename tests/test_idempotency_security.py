@@ -231,3 +231,28 @@ def test_a_read_key_lists_keys_and_webhooks_and_the_token_manages_them(bob):
     assert client_for(key=read_key).get("/api/v1/api-keys/").status_code == 200
     assert client_for(key=read_key).get("/api/v1/webhooks/").status_code == 200
     assert client_for(bob).delete(f"/api/v1/api-keys/{other.pk}/").status_code == 204
+
+
+def test_the_fingerprint_leaves_passwords_and_codes_out():
+    # given requests that differ only in the fund password or the 2FA code
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from common.idempotency import _fingerprint
+
+    factory = APIRequestFactory()
+
+    def fingerprint(body: dict, fmt: str = "json") -> str:
+        return _fingerprint(Request(factory.post("/api/v1/trades/1/release/", body, format=fmt)))
+
+    # when they are fingerprinted, then the secret fields make no difference (a stored, fast hash
+    # of a password could be guessed offline), in JSON and in forms alike
+    assert fingerprint({"password": "hunter2", "reason": "ok"}) == fingerprint(
+        {"reason": "ok", "password": "other-one"}
+    )
+    assert fingerprint({"otp": "123456"}) == fingerprint({})
+    assert fingerprint({"password": "a", "x": "1"}, "multipart") != fingerprint({"x": "2"}, "json")
+    # but every other field still does
+    assert fingerprint({"password": "hunter2", "reason": "ok"}) != fingerprint(
+        {"password": "hunter2", "reason": "changed"}
+    )
