@@ -50,6 +50,7 @@ from lending.services.transitions import (
     _loan_transition,
     announce,
     event,
+    system_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -379,32 +380,16 @@ def _plan_loan(
         batch.inst_loans.append(loan_id)
         batch.inst_ns.append(n)
         batch.events.append(
-            LoanEvent(
-                request_id=loan_id,
-                subject="loan",
-                old_state=state,
-                new_state=state,
-                actor=None,
-                actor_role=SYSTEM,
-                reason=_paid_reason(n, principal + interest, prec),
-                created_at=now,
-            )
-        )
+            system_event(loan_id=loan_id, state=state, at=now,
+                         reason=_paid_reason(n, principal + interest, prec))
+        )  # fmt: skip
     cured = state == L.LATE  # every overdue installment is in this batch
     if cured:
         _check("loan", loan_id, L.LATE, L.ACTIVE, SYSTEM)
         batch.events.append(
-            LoanEvent(
-                request_id=loan_id,
-                subject="loan",
-                old_state=L.LATE,
-                new_state=L.ACTIVE,
-                actor=None,
-                actor_role=SYSTEM,
-                reason="overdue installments collected",
-                created_at=now,
-            )
-        )
+            system_event(loan_id=loan_id, state=L.LATE, new=L.ACTIVE, at=now,
+                         reason="overdue installments collected")
+        )  # fmt: skip
     if cured or fees_total:
         batch.loan_ids.append(loan_id)
         batch.loan_fees.append(fees_total)

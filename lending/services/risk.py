@@ -45,6 +45,8 @@ from lending.services.transitions import (
     announce,
     announce_liquidation_blocked,
     announce_margin_calls,
+    system_event,
+    system_notes,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,13 +109,7 @@ def loans_check_ltv(*, batch_size: int | None = None) -> dict[str, int]:
                 .order_by("pk")
             )
             Loan.objects.filter(pk__in=[x.pk for x in flipped]).update(margin_called=True)
-            events = LoanEvent.objects.bulk_create(
-                LoanEvent(request_id=x.pk, subject="loan", old_state=x.state, new_state=x.state,
-                          actor=None, actor_role=SYSTEM,
-                          reason=f"margin call: LTV {crossing[x.pk]:.4f}")
-                for x in flipped
-            )  # fmt: skip
-            announce(events)
+            system_notes([(x, f"margin call: LTV {crossing[x.pk]:.4f}") for x in flipped])
             for x in flipped:
                 x.margin_called = True
             announce_margin_calls([(x, crossing[x.pk]) for x in flipped])
@@ -241,19 +237,7 @@ def _record_paused(loans: list[Loan], paused: LendingControl, why: str) -> None:
     each gets an audit row saying so."""
     text = (f"liquidation not done ({why or 'requested'}): liquidations paused by moderators: "
             f"{paused.reason or 'no reason given'}")[:300]  # fmt: skip
-    events = LoanEvent.objects.bulk_create(
-        LoanEvent(
-            request_id=loan.pk,
-            subject="loan",
-            old_state=loan.state,
-            new_state=loan.state,
-            actor=None,
-            actor_role=SYSTEM,
-            reason=text,
-        )
-        for loan in loans
-    )
-    announce(events)
+    system_notes([(loan, text) for loan in loans])
 
 
 def _record_blocked(loans: list[Loan], prices: dict[tuple[int, int], PairPrice], now: Any) -> None:
@@ -261,19 +245,7 @@ def _record_blocked(loans: list[Loan], prices: dict[tuple[int, int], PairPrice],
     loan (liquidation_blocked_at), audited, and the moderators are told on commit."""
     whys = {loan.pk: _stale_why(prices[loan.asset_id, loan.collateral_asset_id]) for loan in loans}
     Loan.objects.filter(pk__in=list(whys)).update(liquidation_blocked_at=now, updated_at=now)
-    events = LoanEvent.objects.bulk_create(
-        LoanEvent(
-            request_id=loan.pk,
-            subject="loan",
-            old_state=loan.state,
-            new_state=loan.state,
-            actor=None,
-            actor_role=SYSTEM,
-            reason=f"liquidation blocked: {whys[loan.pk]}"[:300],
-        )
-        for loan in loans
-    )
-    announce(events)
+    system_notes([(loan, f"liquidation blocked: {whys[loan.pk]}") for loan in loans])
     for loan in loans:
         loan.liquidation_blocked_at = now
         announce_liquidation_blocked(loan, whys[loan.pk])
@@ -489,9 +461,8 @@ def _liquidated_many(plans: list[tuple[Loan, Liquidation]], why: str, now: datet
         loan.collateral_amount = Decimal(0)
         loan.shortfall = plan.shortfall
         loan.fees_collateral += plan.fee
-        events.append(LoanEvent(request_id=loan.pk, subject="loan", old_state=old,
-                                new_state=L.LIQUIDATED, actor=None, actor_role=SYSTEM,
-                                reason=plan.reason(loan, why)[:300]))  # fmt: skip
+        events.append(system_event(loan_id=loan.pk, state=old, new=L.LIQUIDATED,
+                                   reason=plan.reason(loan, why)))  # fmt: skip
     Loan.objects.bulk_update(
         [loan for loan, _ in plans],
         ["state", "late_since", "closed_at", "collateral_amount", "shortfall", "fees_collateral",

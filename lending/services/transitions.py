@@ -119,6 +119,28 @@ def event(
     return row
 
 
+def system_event(
+    *, loan_id: int, state: str, reason: str, new: str | None = None, at: Any = None
+) -> LoanEvent:
+    """An unsaved audit row of the system about a loan: a move (`new`) or a note (the state
+    stays), for a batch's bulk_create."""
+    extra = {"created_at": at} if at is not None else {}
+    return LoanEvent(
+        request_id=loan_id, subject="loan", old_state=state, new_state=new or state, actor=None,
+        actor_role=SYSTEM, reason=reason[:300], **extra,
+    )  # fmt: skip
+
+
+def system_notes(notes: list[tuple[Loan, str]]) -> list[LoanEvent]:
+    """The system's notes on these loans (their state unchanged), written in one statement and
+    announced on commit."""
+    events = LoanEvent.objects.bulk_create(
+        system_event(loan_id=loan.pk, state=loan.state, reason=reason) for loan, reason in notes
+    )
+    announce(events)
+    return events
+
+
 def _request_transition(
     *, request: LoanRequest, to: str, actor: Any, role: str, reason: str = ""
 ) -> LoanEvent:
