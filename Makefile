@@ -12,7 +12,7 @@ venv: $(VENV)/.installed
 
 # Re-installs whenever the pinned requirements change. Debian's python3 ships
 # without ensurepip, so a failed `venv` gets python3-venv and a second try.
-$(VENV)/.installed: requirements/test.txt
+$(VENV)/.installed: requirements/test.txt requirements/base.txt
 	@[ -x $(VENV)/bin/pip ] || $(PY) -m venv $(VENV) || { \
 	  rm -rf $(VENV) && $(APT_INSTALL) python3-venv && $(PY) -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install -q --upgrade pip
