@@ -35,7 +35,7 @@ lint-code: venv
 	# Types: strict on ledger/ and escrow/ (pyproject.toml [tool.mypy]). The Django plugin imports
 	# the settings, which need these URLs set; it never connects.
 	DATABASE_URL=postgres://localhost/x REDIS_URL=redis://localhost/0 $(VENV)/bin/mypy
-	SERVICES="postgres redis" scripts/with-services.sh \
+	SERVICES="postgres redis anvil" scripts/with-services.sh \
 	  $(VENV)/bin/python manage.py makemigrations --check --dry-run
 
 # Everything make test checks before the suite: the code's checks, the compose file, the pins.
@@ -52,7 +52,7 @@ lint: lint-code
 # without the browser, fault, Celery-worker, operations (process-spawning) and long property-based
 # tests, which make test runs.
 check: lint-code
-	SERVICES="postgres redis" scripts/with-services.sh $(VENV)/bin/pytest -q -n 2 \
+	SERVICES="postgres redis anvil" scripts/with-services.sh $(VENV)/bin/pytest -q -n 2 \
 	  --ignore=tests/browser --ignore=tests/faults --ignore=tests/test_randomized.py \
 	  --ignore=tests/test_schemathesis.py --ignore=lending/tests/test_state_machine.py \
 	  --ignore=tests/ops -m "not celery_worker" $(PYTEST_ARGS)

@@ -9,13 +9,15 @@
 # (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1).
 # Exports DATABASE_URL, REDIS_URL, PGPORT_TEST, REDIS_PORT_TEST, PG_BIN and
 # TEST_SERVICES_DIR (layout: pgdata/ = data dir, pg.log, redis.pid, redis.log,
-# services.env = the two URLs; when run as root the server runs as the
-# `postgres` user).
+# anvil.log, services.env = the URLs; when run as root the server runs as the
+# `postgres` user). With "anvil" in SERVICES: a local Ethereum node (Foundry's
+# Anvil from npm, `npm ci` where node_modules lacks it) and EVM_RPC_URL;
+# ANVIL_BIN is its binary (tests start their own nodes with it too).
 #
 # Environment knobs:
 #   SERVICES_DIR=path  keep the data there and reuse it next time (`make run`);
 #                      unset = a throwaway folder, deleted afterwards (`make test`).
-#   SERVICES="postgres redis chromium"  what to install and start (the default).
+#   SERVICES="postgres redis chromium anvil"  what to install and start (the default).
 #   KEEP_URLS=1        a DATABASE_URL / REDIS_URL already set is used as it is,
 #                      and that service is not started (`make run` against yours).
 # Deliberately no `set -e`: every step checks its own result.
@@ -32,11 +34,12 @@ else SUDO=$(command -v sudo || true); AS_PG=(); fi
 # The system packages the tests need, where missing: PostgreSQL, Redis, and the
 # Chromium the browser tests drive (Playwright never downloads a browser).
 CHROMIUM=/usr/bin/chromium
-SERVICES=${SERVICES:-postgres redis chromium}
+SERVICES=${SERVICES:-postgres redis chromium anvil}
 want() { case " $SERVICES " in *" $1 "*) return 0;; *) return 1;; esac; }
 if [ "${KEEP_URLS:-}" = 1 ]; then
   [ -n "${DATABASE_URL:-}" ] && SERVICES=${SERVICES//postgres/}
   [ -n "${REDIS_URL:-}" ] && SERVICES=${SERVICES//redis/}
+  [ -n "${EVM_RPC_URL:-}" ] && SERVICES=${SERVICES//anvil/}
 fi
 MISSING=()
 want postgres && { [ -x "$PG_BIN/initdb" ] || MISSING+=(postgresql); }
@@ -50,6 +53,17 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
     || die "apt-get install ${MISSING[*]} failed"
 fi
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+# The local Ethereum node and the Solidity compiler come from npm (package.json pins them;
+# package-lock.json fixes the whole tree).
+ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
+export ANVIL_BIN=$ROOT_DIR/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+if want anvil && [ ! -x "$ANVIL_BIN" ]; then
+  command -v npm >/dev/null || { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+    $SUDO apt-get install -y -q nodejs npm >&2; } || die "apt-get install nodejs npm failed"
+  (cd "$ROOT_DIR" && npm ci --no-audit --no-fund >&2) || die "npm ci failed"
+  [ -x "$ANVIL_BIN" ] || die "npm ci did not install $ANVIL_BIN"
+fi
 
 # Two distinct free ports, both bound at once so they cannot collide.
 free_ports() {
@@ -76,7 +90,7 @@ chmod 755 "$DIR"
 PGDATA_DIR=$DIR/pgdata
 pg() { (cd "$DIR" && "${AS_PG[@]}" "$PG_BIN/$1" "${@:2}"); }  # cwd: postgres may not read ours
 
-PGPORT='' REDISPORT='' REDIS_STARTED='' PG_STARTED=''
+PGPORT='' REDISPORT='' REDIS_STARTED='' PG_STARTED='' ANVIL_PID=''
 cleanup() {
   if [ -n "$PG_STARTED" ] && [ -f "$PGDATA_DIR/postmaster.pid" ]; then
     # A kept database shuts down cleanly; a throwaway one needs no checkpoint.
@@ -87,6 +101,7 @@ cleanup() {
     redis-cli -p "$REDISPORT" shutdown nosave >/dev/null 2>&1 \
       || { [ -s "$DIR/redis.pid" ] && kill "$(cat "$DIR/redis.pid")" 2>/dev/null; }
   fi
+  [ -n "$ANVIL_PID" ] && kill "$ANVIL_PID" 2>/dev/null && wait "$ANVIL_PID" 2>/dev/null
   if [ -n "$KEEP" ]; then rm -f "$DIR/services.env"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
@@ -141,9 +156,36 @@ if [ -n "$PG_STARTED" ]; then
   fi
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/marketplace"
 fi
+# Anvil: chain id 31337, its ten funded dev accounts from the well-known test mnemonic. Mining:
+# one block per transaction (tests and the watcher mine more with anvil_mine), plus one block
+# every ANVIL_BLOCK_TIME seconds when set (`make run`: confirmations tick by themselves). A kept
+# folder keeps the chain (--state) across restarts.
+anvil_up() {
+  python3 -c 'import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=json.dumps({"jsonrpc": "2.0", "id": 1,
+    "method": "eth_chainId", "params": []}).encode(), headers={"Content-Type": "application/json"})
+sys.exit(0 if json.load(urllib.request.urlopen(req, timeout=1)).get("result") else 1)' \
+    "http://127.0.0.1:$1" 2>/dev/null
+}
+if want anvil; then
+  ANVIL_ARGS=(--host 127.0.0.1 --chain-id 31337 --silent)
+  [ -n "${ANVIL_BLOCK_TIME:-}" ] && ANVIL_ARGS+=(--block-time "$ANVIL_BLOCK_TIME")
+  [ -n "$KEEP" ] && ANVIL_ARGS+=(--state "$DIR/anvil-state.json")
+  for attempt in 1 2 3; do
+    read -r ANVILPORT _ < <(free_ports) || die "could not pick ports"
+    "$ANVIL_BIN" "${ANVIL_ARGS[@]}" --port "$ANVILPORT" >"$DIR/anvil.log" 2>&1 &
+    ANVIL_PID=$!
+    for _ in $(seq 100); do anvil_up "$ANVILPORT" && break 2; sleep 0.1; done
+    kill "$ANVIL_PID" 2>/dev/null; ANVIL_PID=''
+    [ "$attempt" = 3 ] && { cat "$DIR/anvil.log" >&2; die "anvil failed to start"; }
+  done
+  export EVM_RPC_URL="http://127.0.0.1:$ANVILPORT"
+fi
+
 export PGPORT_TEST=$PGPORT REDIS_PORT_TEST=$REDISPORT PG_BIN TEST_SERVICES_DIR=$DIR
 # For other shells while this runs (config/settings/local.py reads it: manage.py verify_ledger).
-printf 'DATABASE_URL=%s\nREDIS_URL=%s\n' "${DATABASE_URL:-}" "${REDIS_URL:-}" >"$DIR/services.env"
+printf 'DATABASE_URL=%s\nREDIS_URL=%s\nEVM_RPC_URL=%s\n' "${DATABASE_URL:-}" "${REDIS_URL:-}" \
+  "${EVM_RPC_URL:-}" >"$DIR/services.env"
 
 "$@"
 exit $?  # the EXIT trap runs cleanup and keeps this status
