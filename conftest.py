@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -194,3 +195,35 @@ def _celery_worker_session(django_db_setup, django_db_blocker) -> Iterator[Celer
     yield worker
     RUNNING_WORKERS.remove(worker)
     worker.stop()
+
+
+@pytest.fixture
+def anvil() -> Iterator[Any]:
+    """A fresh local Ethereum node (Anvil) for this test; stopped afterwards."""
+    from tests.anvil import AnvilNode
+
+    node = AnvilNode().start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def evm(anvil: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The chain switched on for this test: `anvil` with TestUSD deployed as USDT, a hot wallet
+    holding 100 ETH and 1,000,000 USDT, and the deposit keys; settings and the environment (for
+    workers this test starts: `evm.env()`) point at it. Returns tests.anvil.ChainSetup."""
+    from tests.anvil import chain_setup
+
+    setup = chain_setup(anvil)
+    for name, value in setup.env().items():
+        monkeypatch.setenv(name, value)
+    settings.EVM_RPC_URL = anvil.url
+    settings.EVM_XPUB = setup.xpub
+    settings.EVM_HOT_WALLET_ADDRESS = setup.hot.address
+    settings.EVM_ASSETS = {
+        "ETH": {"kind": "native"},
+        "USDT": {"kind": "erc20", "contract": setup.token},
+    }
+    return setup

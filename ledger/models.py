@@ -326,3 +326,7 @@ class Checkpoint(models.Model):
 TRADE_KINDS = frozenset(
     {Transfer.Kind.ESCROW_HOLD, Transfer.Kind.TRADE_PAYOUT, Transfer.Kind.TRADE_FEE}
 )
+
+# The chain's tables live beside their code (ledger/evm/); imported here so Django sees them.
+
+__all__ = [name for name in dir() if not name.startswith("_")]

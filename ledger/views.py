@@ -85,11 +85,12 @@ def wallet(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect("wallet")
     wallets = ledger_selectors.wallet_list_for_user(user=request.user)
-    adapter = get_chain_adapter()
     deposits = [
         {
             "asset": w.asset,
-            "text": adapter.deposit_instructions(user_id=cast(int, request.user.pk), asset=w.asset),
+            "text": get_chain_adapter(w.asset).deposit_instructions(
+                user_id=cast(int, request.user.pk), asset=w.asset
+            ),
         }
         for w in wallets
     ]

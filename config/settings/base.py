@@ -376,6 +376,22 @@ LEDGER_CHECKPOINT_INTERVAL = env.int("LEDGER_CHECKPOINT_INTERVAL", default=60)
 LEDGER_SIGNING_KEY = env("LEDGER_SIGNING_KEY", default="")
 CHAIN_ADAPTER = env("CHAIN_ADAPTER", default="ledger.adapters.ManualChainAdapter")
 
+# ETHEREUM (ledger/evm/, docs/chain.md): any JSON-RPC node; unset, every asset stays manual.
+EVM_RPC_URL = env("EVM_RPC_URL", default="")
+EVM_RPC_TIMEOUT = env.float("EVM_RPC_TIMEOUT", default=10.0)
+# Blocks on top of a deposit's (or a withdrawal's) before it counts: credited / posted.
+EVM_CONFIRMATIONS = env.int("EVM_CONFIRMATIONS", default=12)
+# The xpub of the deposit account (m/44'/60'/0'): user N's deposit address is xpub/0/N. Its
+# private half (EVM_DEPOSIT_XPRV[_FILE]) and the hot wallet's key (EVM_HOT_WALLET_KEY[_FILE]) are
+# read from the environment by the worker's code only (ledger/evm/keys.py), never settings.
+EVM_XPUB = env("EVM_XPUB", default="")
+EVM_HOT_WALLET_ADDRESS = env("EVM_HOT_WALLET_ADDRESS", default="")
+# The assets on the chain: ETH natively, USDT as the ERC-20 at EVM_USDT_CONTRACT (unset: manual).
+EVM_ASSETS = {
+    "ETH": {"kind": "native"},
+    "USDT": {"kind": "erc20", "contract": env("EVM_USDT_CONTRACT", default="")},
+}
+
 # LOGGING AND METRICS (operations/, docs/operations.md)
 # One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,
 # secrets redacted; LOG_FORMAT=plain for a terminal. Celery logs through the same handler.

@@ -60,3 +60,9 @@ if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
     CACHES["default"]["LOCATION"] = urlunsplit(  # noqa: F405
         _url._replace(path=f"/{1 + int(_WORKER[2:]) % 15}")
     )
+
+# The chain is off unless a test asks for a node: the `evm` fixture (conftest.py) starts its own
+# Anvil and sets EVM_TEST_RPC_URL (and the keys) for this process and the workers it starts.
+# EVM_RPC_URL, which `make test` exports for its shared node, is not read here.
+EVM_RPC_URL = env("EVM_TEST_RPC_URL", default="")
+EVM_CONFIRMATIONS = env.int("EVM_CONFIRMATIONS", default=2)

@@ -20,6 +20,7 @@ from ledger.services.sealing import (
 )
 from ledger.services.transfers import (
     TransferSpec,
+    account_custody,
     account_escrow,
     account_fees,
     account_for_user,
@@ -35,6 +36,7 @@ from ledger.services.transfers import (
 
 __all__ = [
     "TransferSpec",
+    "account_custody",
     "account_escrow",
     "account_fees",
     "account_for_user",

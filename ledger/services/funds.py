@@ -15,6 +15,7 @@ from ledger.adapters import get_chain_adapter
 from ledger.models import Deposit, Transfer, Withdrawal
 from ledger.selectors import asset_get
 from ledger.services.transfers import (
+    account_custody,
     account_for_user,
     account_world,
     transfer_post,
@@ -94,7 +95,8 @@ def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str)
         raise ValidationFailed(
             "address: a destination address is required.", fields={"address": ["Required."]}
         )
-    get_chain_adapter().validate_address(asset=asset, address=address)
+    adapter = get_chain_adapter(asset)
+    address = adapter.normalize_address(asset=asset, address=address)
     for guard in withdrawal_guards:
         guard(user=user)
     with durable_atomic():
@@ -104,7 +106,11 @@ def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str)
         withdrawal.hold = transfer_post(
             idempotency_key=f"withdrawal:{withdrawal.pk}:hold",
             debit=account_for_user(user=user, asset=asset),
-            credit=account_world(asset=asset),
+            credit=(
+                account_custody(asset=asset, place=adapter.withdrawal_custody)
+                if adapter.withdrawal_custody
+                else account_world(asset=asset)
+            ),
             amount=value,
             kind=Transfer.Kind.WITHDRAWAL,
             pending=True,
@@ -140,7 +146,7 @@ def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
             withdrawal.failure_reason = held[:200]
             withdrawal.save(update_fields=["status", "failure_reason", "updated_at"])
             return withdrawal
-        result = get_chain_adapter().submit_withdrawal(withdrawal=withdrawal)
+        result = get_chain_adapter(withdrawal.asset).submit_withdrawal(withdrawal=withdrawal)
         if result.status == "sent":
             _withdrawal_finish(withdrawal, completed=True, txid=result.txid)
         elif result.status == "failed":

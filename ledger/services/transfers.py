@@ -40,6 +40,17 @@ def account_world(*, asset: Asset) -> LedgerAccount:
     return account
 
 
+def account_custody(*, asset: Asset, place: str) -> LedgerAccount:
+    """Where the platform's coins of `asset` are (`deposits`: the users' deposit addresses,
+    `hot`: the hot wallet): an outside-world account (it goes negative), so minus its balance is
+    what sits there. A chain deposit debits `deposits`, a sweep moves deposits -> hot, a
+    withdrawal credits `hot`, gas spent is `hot` -> world."""
+    account, _ = LedgerAccount.objects.get_or_create(
+        code=f"custody:{asset.code}:{place}", defaults={"kind": Kind.WORLD, "asset": asset}
+    )
+    return account
+
+
 def account_fees(*, asset: Asset) -> LedgerAccount:
     account, _ = LedgerAccount.objects.get_or_create(
         code=f"fees:{asset.code}", defaults={"kind": Kind.FEES, "asset": asset}

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition, ValidationFailed
 from ledger import services
+from ledger.adapters import ChainAdapter
 from ledger.models import Asset, Deposit, LedgerAccount, Transfer, Withdrawal
 from ledger.selectors import wallet_list_for_user
 from marketplace.tests.factories import fund
@@ -137,7 +138,7 @@ def test_rejected_withdrawal_returns_the_hold(alice):
     assert services.account_for_user(user=alice, asset=_btc()).available == Decimal("1")
 
 
-class SentAdapter:
+class SentAdapter(ChainAdapter):
     def validate_address(self, *, asset, address):
         pass
 
@@ -152,7 +153,7 @@ class SentAdapter:
 
 
 def test_an_automatic_adapter_posts_or_voids(alice, monkeypatch):
-    monkeypatch.setattr("ledger.services.funds.get_chain_adapter", SentAdapter)
+    monkeypatch.setattr("ledger.services.funds.get_chain_adapter", lambda asset=None: SentAdapter())
     fund(alice, "BTC", "3")
     ok = services.withdrawal_request(user=alice, asset_code="BTC", amount="0.5", address="a")
     bad = services.withdrawal_request(user=alice, asset_code="BTC", amount="2", address="a")
