@@ -327,6 +327,6 @@ TRADE_KINDS = frozenset(
     {Transfer.Kind.ESCROW_HOLD, Transfer.Kind.TRADE_PAYOUT, Transfer.Kind.TRADE_FEE}
 )
 
-# The chain's tables live beside their code (ledger/evm/); imported here so Django sees them.
-
-__all__ = [name for name in dir() if not name.startswith("_")]
+# The chain's tables live beside their code (ledger/evm/models.py); re-exported here, where
+# Django looks for the app's models.
+from ledger.evm.models import DepositAddress as DepositAddress  # noqa: E402
