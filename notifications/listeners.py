@@ -11,6 +11,7 @@ from disputes.services import party_notice_listeners
 from escrow.models import EscrowEvent, Settlement, TradeMessage
 from escrow.services import settlement_failed_listeners, transition_listeners
 from escrow.services.room import message_listeners
+from ledger import alerts as ledger_alerts
 from lending.models import Loan, LoanDispute, LoanEvent
 from lending.services import disputes as lending_dispute_hooks
 from lending.services import transitions as lending_hooks
@@ -173,3 +174,21 @@ if on_margin_call not in lending_hooks.margin_call_listeners:
     lending_hooks.margin_call_listeners.append(on_margin_call)
 if on_liquidation_blocked not in lending_hooks.liquidation_blocked_listeners:
     lending_hooks.liquidation_blocked_listeners.append(on_liquidation_blocked)
+
+
+def on_moderator_alert(*, key: str, text: str) -> None:
+    from notifications.services import notify_moderators_funds
+
+    notify_moderators_funds(text=text)
+
+
+def on_funds_news(*, user_id: int, text: str) -> None:
+    from notifications.services import notify_user_funds
+
+    notify_user_funds(user_id=user_id, text=text)
+
+
+if on_moderator_alert not in ledger_alerts.moderator_alert_listeners:
+    ledger_alerts.moderator_alert_listeners.append(on_moderator_alert)
+if on_funds_news not in ledger_alerts.funds_news_listeners:
+    ledger_alerts.funds_news_listeners.append(on_funds_news)

@@ -33,6 +33,9 @@ class Notification(models.Model):
         FEEDBACK = "feedback", "Feedback prompt"
         # The platform closed one of the user's offers: too little is left to take (marketplace).
         OFFER = "offer"
+        # Deposits and withdrawals on the chain (a user's), and for moderators the chain's alerts:
+        # a hot wallet too low, a reserve shortfall (ledger.alerts).
+        FUNDS = "funds", "Deposits and withdrawals"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

@@ -244,6 +244,26 @@ def _moderators() -> list[Any]:
     return list(users.filter(is_staff=True).order_by("pk"))
 
 
+def notify_moderators_funds(*, text: str) -> None:
+    """A chain alert (ledger.alerts): every moderator gets it in-app, and by email if they have
+    one."""
+    moderators = _moderators()
+    Notification.objects.bulk_create(
+        [Notification(user=m, kind=Notification.Kind.FUNDS, text=text[:500]) for m in moderators]
+    )
+    mails = [EmailMessage("Funds alert", text, None, [m.email]) for m in moderators if m.email]
+    if mails:
+        try:
+            get_connection(fail_silently=False).send_messages(mails)
+        except Exception:
+            logger.warning("emails of a funds alert failed", exc_info=True)
+
+
+def notify_user_funds(*, user_id: int, text: str) -> None:
+    """A user's own deposit or withdrawal news (ledger.alerts), in-app."""
+    Notification.objects.create(user_id=user_id, kind=Notification.Kind.FUNDS, text=text[:500])
+
+
 def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
     """Settlements that have just failed: both parties are told it is delayed (in-app and email),
     the moderators what failed and where to retry it. Once per failure (the caller calls it when
