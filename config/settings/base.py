@@ -444,3 +444,37 @@ LENDING_INTEREST_FEE = Decimal(env("LENDING_INTEREST_FEE", default="0"))
 # A party may dispute a loan while it is open and up to this many days after it closed.
 LENDING_DISPUTE_DAYS = env.int("LENDING_DISPUTE_DAYS", default=30)
 PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)
+
+# --- EMAIL AND TELEGRAM (notifications.outbound, .email, .telegram) ---
+# Sent by the worker, never in a request: every SMTP step times out after EMAIL_TIMEOUT seconds,
+# and a failed message is retried OUTBOUND_BACKOFF_BASE_SECONDS * 2^attempts later (capped),
+# up to OUTBOUND_MAX_ATTEMPTS attempts.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+# Links in emails and Telegram messages start with this.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+OUTBOUND_MAX_ATTEMPTS = env.int("OUTBOUND_MAX_ATTEMPTS", default=8)
+OUTBOUND_BACKOFF_BASE_SECONDS = env.float("OUTBOUND_BACKOFF_BASE_SECONDS", default=2.0)
+OUTBOUND_BACKOFF_MAX_SECONDS = env.float("OUTBOUND_BACKOFF_MAX_SECONDS", default=1800.0)
+# The platform's Telegram bot (from @BotFather); no token: no Telegram at all.
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_BOT_NAME = env("TELEGRAM_BOT_NAME", default="")
+TELEGRAM_API_URL = env("TELEGRAM_API_URL", default="https://api.telegram.org")
+TELEGRAM_TIMEOUT_SECONDS = env.float("TELEGRAM_TIMEOUT_SECONDS", default=5.0)
+TELEGRAM_LINK_CODE_MINUTES = env.int("TELEGRAM_LINK_CODE_MINUTES", default=10)
+CELERY_BEAT_SCHEDULE["notifications-sweep-outbound"] = {
+    "task": "notifications.tasks.sweep_outbound",
+    "schedule": 30.0,
+}
+CELERY_BEAT_SCHEDULE["notifications-poll-telegram"] = {
+    "task": "notifications.tasks.poll_telegram",
+    "schedule": env.float("TELEGRAM_POLL_SECONDS", default=5.0),
+}
+# --- end ---
