@@ -70,7 +70,9 @@ def _price_index_json() -> dict[str, str]:
 
 
 def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
-    filters = OrderBookFilterForm({"side": "buy", "asset": "BTC", "fiat": "EUR", **data})
+    filters = OrderBookFilterForm(
+        {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
+    )
     filters.is_valid()  # an unknown choice just doesn't filter; its error is shown
     chosen = getattr(filters, "cleaned_data", {})
     side = chosen.get("side") or "buy"

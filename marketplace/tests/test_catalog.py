@@ -5,11 +5,14 @@ with a validated field for each thing a payer needs."""
 from __future__ import annotations
 
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from babel.numbers import list_currencies
+from django.core.management import call_command
 from django.urls import reverse
 
+from accounts.selectors import profile_for
 from accounts.tests.factories import UserFactory
 from common.errors import ValidationFailed
 from escrow import services as escrow_services
@@ -24,6 +27,8 @@ from marketplace.payment_fields import (
     fields_for,
     nuban_check_digit,
 )
+from marketplace.selectors import payment_methods_for_viewer
+from marketplace.services import payment_accounts as pay
 from marketplace.services.reference import (
     fiat_currencies_set_active,
     fiat_currencies_sync,
@@ -63,10 +68,6 @@ class TestCurrencies:
         assert not FiatCurrency.objects.get(code="NGN").is_active
 
     def test_command_reports_what_it_did(self, refdata):
-        from io import StringIO
-
-        from django.core.management import call_command
-
         out = StringIO()
         call_command("sync_reference_data", stdout=out)
         assert out.getvalue().strip() == (
@@ -424,11 +425,46 @@ class TestCatalogue:
             assert field.key in errors, (method.code, field.key)
 
     def test_a_brazilian_saves_a_pix_account(self, alice):
-        from marketplace.services import payment_accounts as pay
-
         account = pay.payment_account_create(
             user=alice,
             method="pix",
             details={"holder_name": "Alice", "pix_key": "+55 11 91234-5678"},
         )
         assert account.details == {"holder_name": "Alice", "pix_key": "+5511912345678"}
+
+
+class TestBookMethodFilter:
+    def test_the_brl_book_lists_brazils_methods_first(self, client, refdata):
+        # given BRL's book
+        html = client.get(reverse("home"), {"fiat": "BRL"}).content.decode()
+        # then its method filter starts with Pix, then the worldwide methods, then the rest
+        used_in, anywhere, others = (
+            html.index('<optgroup label="Used in BRL">'),
+            html.index('<optgroup label="Used anywhere">'),
+            html.index('<optgroup label="Other methods">'),
+        )
+        assert used_in < html.index('value="pix"') < anywhere
+        assert anywhere < html.index('value="paypal"') < others < html.index('value="sepa"')
+
+    def test_a_pix_offer_is_found_by_its_method_in_the_brl_book(self, client, alice):
+        # given a Brazilian seller's Pix offer
+        fund(alice)
+        make_offer(alice, fiat="BRL", price="500000", min_fiat="50", max_fiat="5000",
+                   payment_methods=["pix"])  # fmt: skip
+        # when a buyer filters the BRL book by Pix
+        page = client.get(reverse("home"), {"fiat": "BRL", "payment_method": "pix"})
+        # then it is there
+        assert page.context["page"].object_list[0].maker == alice
+
+    def test_a_profile_country_comes_before_the_fiat(self, alice):
+        profile = profile_for(alice)
+        profile.country = "KE"  # once profiles carry a country (issue 20's settings)
+        alice.profile = profile
+        groups = payment_methods_for_viewer(user=alice, fiat_code="EUR")
+        assert groups.where == "Kenya"
+        assert {"mpesa", "bank-transfer-kes", "airtel-money"} <= {m.code for m in groups.local}
+        assert "sepa" in {m.code for m in groups.others}
+
+    def test_all_currencies_lists_every_method_ungrouped(self, refdata):
+        groups = payment_methods_for_viewer(user=None, fiat_code="")
+        assert len(groups.others) == PaymentMethod.objects.filter(is_active=True).count()
