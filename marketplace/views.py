@@ -22,6 +22,7 @@ from common.money import parse_amount
 from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from marketplace import selectors, services
+from marketplace.currencies import MAX_MINOR_UNITS, parse_fiat_amount
 from marketplace.forms import (
     OfferForm,
     OrderBookFilterForm,
@@ -69,14 +70,22 @@ def _price_index_json() -> dict[str, str]:
 
 
 def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
-    filters = OrderBookFilterForm({"side": "buy", "asset": "BTC", "fiat": "EUR", **data})
+    filters = OrderBookFilterForm(
+        {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
+    )
     filters.is_valid()  # an unknown choice just doesn't filter; its error is shown
     chosen = getattr(filters, "cleaned_data", {})
     side = chosen.get("side") or "buy"
     fiat_amount: Decimal | None = None
     if chosen.get("amount"):
         try:
-            fiat_amount = parse_amount(chosen["amount"], precision=2, field="amount")
+            if chosen.get("fiat"):
+                fiat = selectors.fiat_get(code=chosen["fiat"])
+                fiat_amount = parse_fiat_amount(chosen["amount"], fiat=fiat, field="amount")
+            else:  # all currencies: no one currency's minor units to hold it to
+                fiat_amount = parse_amount(
+                    chosen["amount"], precision=MAX_MINOR_UNITS, field="amount"
+                )
         except ValidationFailed as exc:
             add_application_error(filters, exc)
     # The visitor buys by taking sell offers, and sells by taking buy offers.
