@@ -415,6 +415,8 @@ CELERY_BEAT_SCHEDULE["ledger-evm-sweeps"] = {
     "task": "ledger.evm.tasks.run_sweeps",
     "schedule": env.float("EVM_SWEEP_EVERY_SECONDS", default=60.0),
 }
+# The admin links a transaction hash to this block explorer ("https://etherscan.io/tx/{}").
+EVM_EXPLORER_TX_URL = env("EVM_EXPLORER_TX_URL", default="")
 # END ETHEREUM: WITHDRAWALS AND SWEEPS
 
 # LOGGING AND METRICS (operations/, docs/operations.md)

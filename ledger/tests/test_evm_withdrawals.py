@@ -390,3 +390,54 @@ def test_thirty_racing_withdrawals_of_the_whole_balance_one_succeeds(chain, alic
     mine.refresh_from_db()
     assert mine.balance == 0
     assert mine.debits_pending == 0
+
+
+def test_the_wallet_page_and_the_api_show_the_fee_before_confirming(chain, alice, admin_client):
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    credit(alice, "ETH", "2")
+    eth = Asset.objects.get(code="ETH")
+    fee = evm_adapter.EvmChainAdapter().withdrawal_fee(asset=eth, amount=Decimal(0))
+    shown = format(fee.normalize(), "f")
+    # the page shows it (and hands it to the form's script as the accepted fee)
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(reverse("wallet")).content.decode()
+    assert f"ETH network fee: {shown} ETH" in page
+    assert f'"ETH": "{shown}"' in page
+    # the API too; a withdrawal that sends it back as max_fee holds amount + fee
+    api = APIClient()
+    api.force_login(alice)
+    wallets = {w["asset"]: w for w in api.get("/api/v1/wallets/").json()["results"]}
+    assert Decimal(wallets["ETH"]["withdrawal_fee"]) == fee
+    assert Decimal(wallets["USDT"]["withdrawal_fee"]) == Decimal("1")
+    assert Decimal(wallets["BTC"]["withdrawal_fee"]) == 0  # manual: no network fee
+    made = api.post(
+        "/api/v1/wallets/ETH/withdrawals/",
+        {
+            "amount": "1",
+            "address": fresh_address(),
+            "max_fee": wallets["ETH"]["withdrawal_fee"],
+            "password": "demo-pass-123",
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.json()
+    assert Decimal(made.json()["fee"]) == fee
+    assert available(alice, "ETH") == Decimal(1) - fee
+    # and once sent, the admin shows its chain state: nonce, hash, status, confirmations
+    w = Withdrawal.objects.get()
+    services.withdrawal_process(withdrawal_id=w.pk)
+    sequencer_run()
+    chain.node.mine(1)
+    sequencer_run()
+    tx = ChainTransaction.objects.get(withdrawal=w)
+    listing = admin_client.get("/admin/ledger/withdrawal/").content.decode()
+    assert f"nonce {tx.nonce}" in listing
+    assert tx.tx_hash in listing
+    assert "Confirmed" in listing
+    assert "2/2 conf." in listing
+    assert admin_client.get("/admin/ledger/chaintransaction/").status_code == 200
