@@ -441,3 +441,45 @@ def test_the_wallet_page_and_the_api_show_the_fee_before_confirming(chain, alice
     assert "Confirmed" in listing
     assert "2/2 conf." in listing
     assert admin_client.get("/admin/ledger/chaintransaction/").status_code == 200
+
+
+def test_a_signed_transaction_whose_nonce_went_elsewhere_fails_and_refunds(
+    chain, alice, monkeypatch, admin_client
+):
+    from ledger.evm import sequencer
+
+    # given a withdrawal signed and stored while the node could not be reached
+    credit(alice, "ETH", "1")
+    dest = fresh_address()
+    w = request(alice, "ETH", "0.5", dest)
+    monkeypatch.setattr(sequencer, "_send_raw", lambda w3, tx: "connection refused")
+    sequencer_run()
+    monkeypatch.undo()
+    tx = ChainTransaction.objects.get(withdrawal=w)
+    assert (tx.status, tx.error) == (TX.Status.SIGNED, "connection refused")
+    # and a moderator can't confirm or reject it by hand: the chain decides
+    admin_client.post("/admin/ledger/withdrawal/", {"action": "reject", "_selected_action": [w.pk]})
+    assert Withdrawal.objects.get(pk=w.pk).status == Withdrawal.Status.SUBMITTED
+    # when the hot wallet's key spends that nonce elsewhere meanwhile
+    other = chain.hot.sign_transaction(
+        {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": tx.nonce,
+            "to": fresh_address(),
+            "value": 1,
+            "gas": 21_000,
+            "maxFeePerGas": 10**11,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_raw_transaction(other.raw_transaction)
+    )
+    # then the stored transaction can never be mined: it failed, nothing was sent, refunded
+    sequencer_run()
+    tx.refresh_from_db()
+    w.refresh_from_db()
+    assert (tx.status, w.status) == (TX.Status.FAILED, Withdrawal.Status.FAILED)
+    assert chain.eth_balance(dest) == 0
+    assert available(alice, "ETH") == Decimal(1)
