@@ -148,3 +148,7 @@ class AssetAdmin(admin.ModelAdmin):
     ) -> list[str] | tuple[str, ...]:
         # Amounts already stored were validated at this precision; changing it would re-scale them.
         return ("code", "precision") if obj else ()
+
+
+# The chain's transactions, and the withdrawals list with their chain state (ledger/evm/admin.py).
+import ledger.evm.admin  # noqa: E402, F401

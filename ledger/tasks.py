@@ -38,3 +38,8 @@ def sweep_withdrawals() -> int:
     for withdrawal_id in ids:
         process_withdrawal.delay(withdrawal_id)
     return len(ids)
+
+
+# The chain's sequencer and sweeps (ledger/evm/tasks.py).
+from ledger.evm.tasks import run_sequencer as run_sequencer  # noqa: E402
+from ledger.evm.tasks import run_sweeps as run_sweeps  # noqa: E402

@@ -392,6 +392,33 @@ EVM_ASSETS = {
     "USDT": {"kind": "erc20", "contract": env("EVM_USDT_CONTRACT", default="")},
 }
 
+# ETHEREUM: WITHDRAWALS AND SWEEPS (ledger/evm/sequencer.py, sweeps.py; docs/chain.md)
+# Gas (EIP-1559): the next block's base fee x margin, plus the median tip of recent blocks.
+EVM_BASE_FEE_MARGIN = env("EVM_BASE_FEE_MARGIN", default="2")
+EVM_FEE_HISTORY_BLOCKS = env.int("EVM_FEE_HISTORY_BLOCKS", default=10)
+EVM_PRIORITY_FEE_PERCENTILE = env.float("EVM_PRIORITY_FEE_PERCENTILE", default=50.0)
+EVM_MIN_PRIORITY_FEE_GWEI = env("EVM_MIN_PRIORITY_FEE_GWEI", default="1")
+# A sent transaction not mined after this long is replaced (same nonce, fees +12.5%).
+EVM_STUCK_AFTER_SECONDS = env.float("EVM_STUCK_AFTER_SECONDS", default=300.0)
+# A token withdrawal's fee, flat, in the token (its gas is paid in ETH by the platform).
+EVM_TOKEN_WITHDRAWAL_FEE = env("EVM_TOKEN_WITHDRAWAL_FEE", default="1")
+# A deposit address is swept to the hot wallet once it holds at least this much.
+EVM_SWEEP_MIN = {
+    "ETH": env("EVM_SWEEP_MIN_ETH", default="0.01"),
+    "USDT": env("EVM_SWEEP_MIN_USDT", default="10"),
+}
+CELERY_BEAT_SCHEDULE["ledger-evm-sequencer"] = {
+    "task": "ledger.evm.tasks.run_sequencer",
+    "schedule": env.float("EVM_SEQUENCER_EVERY_SECONDS", default=5.0),
+}
+CELERY_BEAT_SCHEDULE["ledger-evm-sweeps"] = {
+    "task": "ledger.evm.tasks.run_sweeps",
+    "schedule": env.float("EVM_SWEEP_EVERY_SECONDS", default=60.0),
+}
+# The admin links a transaction hash to this block explorer ("https://etherscan.io/tx/{}").
+EVM_EXPLORER_TX_URL = env("EVM_EXPLORER_TX_URL", default="")
+# END ETHEREUM: WITHDRAWALS AND SWEEPS
+
 # LOGGING AND METRICS (operations/, docs/operations.md)
 # One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,
 # secrets redacted; LOG_FORMAT=plain for a terminal. Celery logs through the same handler.
