@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from common.db import replica_reads
 from common.errors import ApplicationError, NotFound
 from common.forms import add_application_error
 from common.templatetags.money import amount as amount_text
@@ -130,6 +131,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@replica_reads
 def transfer_proof(request: HttpRequest, seq: int) -> HttpResponse:
     """The inclusion proof of one of the user's ledger entries against the latest signed
     checkpoint, checked here with the same code as the offline verifier, and downloadable; until

@@ -16,6 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
+from common.db import replica_reads
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
 from common.money import parse_amount
@@ -135,6 +136,7 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
 
 
 @require_GET
+@replica_reads
 def order_book(request: HttpRequest) -> HttpResponse:
     context = order_book_context(request, request.GET.dict())
     return render(request, "marketplace/order_book.html", context)

@@ -17,6 +17,7 @@ from common.api import (
     otp_from,
     paginated,
 )
+from common.db import replica_reads
 from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
@@ -258,6 +259,7 @@ class InclusionProofApi(ApiView):
         responses={200: ProofOut, **ERRORS},
         description="RFC 9162 inclusion proof of one of your entries against a signed checkpoint.",
     )
+    @replica_reads
     def get(self, request: Request, seq: int) -> Response:
         tree_size = _int_param(request, "tree_size", required=False)
         return Response(selectors.inclusion_proof(seq=seq, tree_size=tree_size, user=request.user))
@@ -275,6 +277,7 @@ class ConsistencyProofApi(ApiView):
         responses={200: ConsistencyOut, 400: ErrorSerializer, 429: ErrorSerializer},
         description="RFC 9162 consistency proof: the tree of `second` entries extends the tree of `first`.",
     )
+    @replica_reads
     def get(self, request: Request) -> Response:
         first = _int_param(request, "first", required=True)
         second = _int_param(request, "second", required=True)
