@@ -148,3 +148,7 @@ class AssetAdmin(admin.ModelAdmin):
     ) -> list[str] | tuple[str, ...]:
         # Amounts already stored were validated at this precision; changing it would re-scale them.
         return ("code", "precision") if obj else ()
+
+
+# The chain deposits' screens live beside their code; imported so the admin registers them.
+import ledger.evm.deposits_admin  # noqa: E402, F401

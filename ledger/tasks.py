@@ -38,3 +38,24 @@ def sweep_withdrawals() -> int:
     for withdrawal_id in ids:
         process_withdrawal.delay(withdrawal_id)
     return len(ids)
+
+
+# --- the chain's deposit watcher (ledger/evm/deposits.py) ---
+@shared_task
+def watch_deposits() -> dict[str, int | bool | None]:
+    """One run of the deposit watcher. Beat sends one every EVM_WATCH_SECONDS; a run that finds
+    another one still going (the advisory lock) returns at once, so overlapping runs do no harm."""
+    from ledger.evm.deposits import deposits_watch
+
+    result = deposits_watch()
+    return {
+        "busy": result.busy,
+        "tip": result.tip,
+        "scanned": result.scanned,
+        "seen": result.seen,
+        "credited": result.credited,
+        "dropped": result.dropped,
+    }
+
+
+# --- end deposit watcher ---

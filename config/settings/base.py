@@ -392,6 +392,22 @@ EVM_ASSETS = {
     "USDT": {"kind": "erc20", "contract": env("EVM_USDT_CONTRACT", default="")},
 }
 
+# --- EVM deposits (ledger/evm/deposits.py, docs/chain.md "Deposits") ---
+# The deposit watcher scans at most this many new blocks per run, from this block on its first
+# run (set it to the block the platform went live at: nothing before it is scanned).
+EVM_SCAN_BATCH = env.int("EVM_SCAN_BATCH", default=100)
+EVM_DEPOSITS_START_BLOCK = env.int("EVM_DEPOSITS_START_BLOCK", default=0)
+# A block explorer for the admin's transaction links ("https://etherscan.io"); unset: no links.
+EVM_EXPLORER_URL = env("EVM_EXPLORER_URL", default="")
+EVM_WATCH_SECONDS = env.float("EVM_WATCH_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["ledger-evm-watch-deposits"] = {
+    "task": "ledger.tasks.watch_deposits",
+    "schedule": EVM_WATCH_SECONDS,
+    # A run that waited longer than its period in the queue is superseded by the next one.
+    "options": {"expires": EVM_WATCH_SECONDS},
+}
+# --- end EVM deposits ---
+
 # LOGGING AND METRICS (operations/, docs/operations.md)
 # One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,
 # secrets redacted; LOG_FORMAT=plain for a terminal. Celery logs through the same handler.
