@@ -45,15 +45,19 @@ def test_an_eth_deposit_is_seen_then_credited_once_after_the_confirmations(evm, 
     first = deposits_watch()
     deposit = ChainDeposit.objects.get()
     assert (deposit.status, deposit.tx_hash, deposit.log_index) == ("seen", tx_hash, -1)
-    assert deposit.amount == Decimal("1.5") and deposit.units == 1_500_000_000_000_000_000
-    assert deposit.address == address and deposit.user == alice
-    assert first.seen == 1 and first.credited == 0
+    assert deposit.amount == Decimal("1.5")
+    assert deposit.units == 1_500_000_000_000_000_000
+    assert deposit.address == address
+    assert deposit.user == alice
+    assert first.seen == 1
+    assert first.credited == 0
     assert _balance(alice, "ETH") == 0
     # then one more block: two confirmations, credited
     evm.node.mine(1)
     second = deposits_watch()
     deposit.refresh_from_db()
-    assert second.credited == 1 and deposit.status == "credited"
+    assert second.credited == 1
+    assert deposit.status == "credited"
     assert _balance(alice, "ETH") == Decimal("1.5")
     transfer = deposit.deposit.transfer
     assert transfer.debit_account.code == "custody:ETH:deposits"
@@ -83,7 +87,8 @@ def test_a_token_deposit_is_credited_once(evm, alice, bob):
     deposits_watch()
     # then each is credited once, with its Transfer log's index
     alice_deposit = ChainDeposit.objects.get(user=alice)
-    assert alice_deposit.status == "credited" and alice_deposit.log_index >= 0
+    assert alice_deposit.status == "credited"
+    assert alice_deposit.log_index >= 0
     assert alice_deposit.sender == evm.faucet.address
     assert _balance(alice, "USDT") == Decimal("250.125")
     assert _balance(bob, "USDT") == Decimal("7")
@@ -105,8 +110,10 @@ def test_a_reorg_before_the_confirmations_drops_the_deposit(evm, alice):
     result = deposits_watch()
     # then the deposit is dropped, the orphaned block forgotten, nothing credited, ever
     deposit.refresh_from_db()
-    assert deposit.status == "dropped" and "reorg" in deposit.note
-    assert result.reorg_depth >= 1 and result.dropped == 1
+    assert deposit.status == "dropped"
+    assert "reorg" in deposit.note
+    assert result.reorg_depth >= 1
+    assert result.dropped == 1
     assert not ChainBlock.objects.filter(hash=orphan_hash).exists()
     evm.node.mine(3)
     deposits_watch()
@@ -168,7 +175,8 @@ def test_a_reorg_deeper_than_the_confirmations_alerts_the_moderators(evm, alice,
     deposits_watch()
     # then it stays credited, and the moderators hear of it
     deposit.refresh_from_db()
-    assert deposit.status == "credited" and "reorged out after crediting" in deposit.note
+    assert deposit.status == "credited"
+    assert "reorged out after crediting" in deposit.note
     assert _balance(alice, "ETH") == Decimal(3)
     assert Notification.objects.filter(user=moderator, text__contains=deposit.tx_hash).exists()
 
@@ -189,7 +197,8 @@ def test_a_transfer_to_an_unknown_address_is_ignored(evm, alice):
     # when the watcher runs
     result = deposits_watch()
     # then it scanned the blocks and recorded nothing
-    assert result.scanned > 0 and result.seen == 0
+    assert result.scanned > 0
+    assert result.seen == 0
     assert not ChainDeposit.objects.exists()
 
 
@@ -197,10 +206,12 @@ def test_amounts_below_the_precision_are_not_credited():
     # 18-decimal units into a 6-place asset: the dust stays uncredited, and says so
     assert _amount(1_500_000_000_000_000_000, decimals=18, precision=18) == (Decimal("1.5"), "")
     amount, note = _amount(1_234_567_890_000_000_000, decimals=18, precision=6)
-    assert amount == Decimal("1.234567") and "0.00000089" in note
+    assert amount == Decimal("1.234567")
+    assert "0.00000089" in note
     assert _amount(999, decimals=18, precision=6)[0] == 0
     amount, note = _amount(10**60, decimals=18, precision=18)
-    assert amount == 0 and "too large" in note
+    assert amount == 0
+    assert "too large" in note
 
 
 def test_a_second_watcher_waits_its_turn(evm, alice):
@@ -221,7 +232,8 @@ def test_a_second_watcher_waits_its_turn(evm, alice):
         thread.start()
         thread.join(30)
     # then it did nothing, and the next run does the work
-    assert results and results[0].busy
+    assert results
+    assert results[0].busy
     assert not deposits_watch().busy
 
 
@@ -235,7 +247,8 @@ def test_the_wallet_page_shows_the_address_qr_and_confirmations(evm, alice, clie
     page = client.get("/wallet/").content.decode()
     # then her EIP-55 address with its QR code, the token's contract and the confirmations show
     assert f'data-copy="{address}"' in page
-    assert 'class="deposit-qr"' in page and 'class="segno"' in page
+    assert 'class="deposit-qr"' in page
+    assert 'class="segno"' in page
     assert evm.token in page
     assert 'data-testid="deposit-confirmations">2<' in page
     assert "seen, 1/2 confirmations" in page
@@ -244,7 +257,8 @@ def test_the_wallet_page_shows_the_address_qr_and_confirmations(evm, alice, clie
     evm.node.mine(1)
     deposits_watch()
     part = client.get("/wallet/chain-deposits/").content.decode()
-    assert 'data-status="credited"' in part and "Credited" in part
+    assert 'data-status="credited"' in part
+    assert "Credited" in part
 
 
 def test_the_api_gives_the_deposit_address_and_the_deposits(evm, alice, client):
@@ -253,12 +267,16 @@ def test_the_api_gives_the_deposit_address_and_the_deposits(evm, alice, client):
     deposits_watch()
     client.force_login(alice)
     body = client.get("/api/v1/wallets/USDT/deposit-address/").json()
-    assert body["address"] == address and body["contract"] == evm.token
-    assert body["confirmations_required"] == 2 and body["chain"] == "eth"
+    assert body["address"] == address
+    assert body["contract"] == evm.token
+    assert body["confirmations_required"] == 2
+    assert body["chain"] == "eth"
     eth = client.get("/api/v1/wallets/eth/deposit-address/").json()
-    assert eth["address"] == address and eth["contract"] is None
+    assert eth["address"] == address
+    assert eth["contract"] is None
     btc = client.get("/api/v1/wallets/BTC/deposit-address/").json()
-    assert btc["address"] is None and btc["instructions"]
+    assert btc["address"] is None
+    assert btc["instructions"]
     rows = client.get("/api/v1/deposits/").json()["results"]
     assert [(r["amount"], r["status"], r["confirmations"]) for r in rows] == [
         ("0.250000000000000000", "seen", 1)
