@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from eth_account import Account
 
@@ -281,3 +283,43 @@ def test_the_api_gives_the_deposit_address_and_the_deposits(evm, alice, client):
     assert [(r["amount"], r["status"], r["confirmations"]) for r in rows] == [
         ("0.250000000000000000", "seen", 1)
     ]
+
+
+def test_the_faucet_sends_to_the_users_address_and_the_watcher_credits_it(evm, alice):
+    # given the local node's faucet (Anvil's account 0, TestUSD's deployer)
+    address = deposit_address_for(user=alice).address
+    out = StringIO()
+    # when it sends alice ETH and USDT
+    call_command("faucet", "alice", "ETH", "0.75", stdout=out)
+    call_command("faucet", "alice", "usdt", "100", stdout=out)
+    # then they are on her address, and credited after the confirmations
+    assert evm.eth_balance(address) == Decimal("0.75")
+    assert evm.token_balance(address) == Decimal(100)
+    assert address in out.getvalue()
+    evm.node.mine(1)
+    deposits_watch()
+    assert _balance(alice, "ETH") == Decimal("0.75")
+    assert _balance(alice, "USDT") == Decimal(100)
+
+
+def test_evm_setup_deploys_the_token_once(evm, tmp_path):
+    state = tmp_path / "evm.env"
+    first, second = StringIO(), StringIO()
+    call_command("evm_setup", state_file=str(state), stdout=first)
+    address = state.read_text().strip().split("=", 1)[1]
+    assert evm.w3.eth.get_code(address)
+    call_command("evm_setup", state_file=str(state), stdout=second)
+    assert f"already at {address}" in second.getvalue()
+
+
+def test_the_admin_lists_chain_deposits_with_their_chain_state(evm, alice, client):
+    from accounts.tests.factories import UserFactory
+
+    address = deposit_address_for(user=alice).address
+    tx_hash = evm.send_eth(address, "1")
+    deposits_watch()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    page = client.get("/admin/ledger/chaindeposit/").content.decode()
+    assert tx_hash in page
+    assert "1/2" in page
+    assert "seen" in page
