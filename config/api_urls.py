@@ -6,6 +6,7 @@ from accounts.api import views as accounts
 from disputes.api import views as disputes
 from escrow.api import trades
 from escrow.api import views as escrow
+from ledger.api import deposits as chain_deposits
 from ledger.api import views as ledger
 from marketplace.api import payment_accounts
 from marketplace.api import views as market
@@ -83,6 +84,12 @@ urlpatterns = [
         ledger.WithdrawalCreateApi.as_view(),
         name="api-withdrawals",
     ),
+    path(
+        "wallets/<str:asset>/deposit-address/",
+        chain_deposits.DepositAddressApi.as_view(),
+        name="api-deposit-address",
+    ),
+    path("deposits/", chain_deposits.ChainDepositListApi.as_view(), name="api-chain-deposits"),
     path("transfers/", ledger.TransferListApi.as_view(), name="api-transfers"),
     path("ledger/checkpoints/latest/", ledger.CheckpointLatestApi.as_view(), name="api-checkpoint"),
     path("ledger/entries/<int:seq>/proof/", ledger.InclusionProofApi.as_view(), name="api-proof"),

@@ -151,4 +151,7 @@ class AssetAdmin(admin.ModelAdmin):
 
 
 # The chain's transactions, and the withdrawals list with their chain state (ledger/evm/admin.py).
-import ledger.evm.admin  # noqa: E402, F401
+import ledger.evm.admin  # noqa: E402
+
+# The chain deposits' screens live beside their code; imported so the admin registers them.
+import ledger.evm.deposits_admin  # noqa: E402, F401

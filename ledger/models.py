@@ -339,6 +339,8 @@ TRADE_KINDS = frozenset(
 
 # The chain's tables live beside their code (ledger/evm/models.py); re-exported here, where
 # Django looks for the app's models.
+from ledger.evm.models import ChainBlock as ChainBlock  # noqa: E402
+from ledger.evm.models import ChainDeposit as ChainDeposit  # noqa: E402
 from ledger.evm.models import ChainTransaction as ChainTransaction  # noqa: E402
 from ledger.evm.models import DepositAddress as DepositAddress  # noqa: E402
 from ledger.evm.models import NonceCursor as NonceCursor  # noqa: E402

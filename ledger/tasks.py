@@ -43,3 +43,24 @@ def sweep_withdrawals() -> int:
 # The chain's sequencer and sweeps (ledger/evm/tasks.py).
 from ledger.evm.tasks import run_sequencer as run_sequencer  # noqa: E402
 from ledger.evm.tasks import run_sweeps as run_sweeps  # noqa: E402
+
+
+# --- the chain's deposit watcher (ledger/evm/deposits.py) ---
+@shared_task
+def watch_deposits() -> dict[str, int | bool | None]:
+    """One run of the deposit watcher. Beat sends one every EVM_WATCH_SECONDS; a run that finds
+    another one still going (the advisory lock) returns at once, so overlapping runs do no harm."""
+    from ledger.evm.deposits import deposits_watch
+
+    result = deposits_watch()
+    return {
+        "busy": result.busy,
+        "tip": result.tip,
+        "scanned": result.scanned,
+        "seen": result.seen,
+        "credited": result.credited,
+        "dropped": result.dropped,
+    }
+
+
+# --- end deposit watcher ---

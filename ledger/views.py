@@ -20,6 +20,8 @@ from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.adapters import get_chain_adapter
+from ledger.evm.config import enabled as chain_enabled
+from ledger.evm.deposits import chain_deposit_list_for_user, deposit_target_for
 from ledger.forms import WithdrawalForm
 from ledger.models import Transfer
 
@@ -87,15 +89,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect("wallet")
     wallets = ledger_selectors.wallet_list_for_user(user=request.user)
-    deposits = [
-        {
-            "asset": w.asset,
-            "text": get_chain_adapter(w.asset).deposit_instructions(
-                user_id=cast(int, request.user.pk), asset=w.asset
-            ),
-        }
-        for w in wallets
-    ]
+    deposits = [_deposit_row(request, w.asset) for w in wallets]
     transfers = ledger_selectors.transfer_list_for_user(user=request.user).select_related("pending")
     page = Paginator(transfers, TRANSFERS_PAGE).get_page(request.GET.get("page"))
     # The fiat balances are shown in: the one picked here (kept for the session), else the user's.
@@ -116,6 +110,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
         "page": page,
         "rows": [_transfer_row(t, request.user) for t in page],
         "withdrawals": ledger_selectors.withdrawal_list_recent(user=request.user),
+        **_chain_deposits_context(request),
         "balances": {w.asset.code: amount_text(w.available, w.asset.precision) for w in wallets},
         # The network fee of a withdrawal of each asset now (shown before confirming; held with
         # the amount): "" for none, null when the node did not answer.
@@ -127,6 +122,44 @@ def wallet(request: HttpRequest) -> HttpResponse:
         },
     }
     return render(request, "marketplace/wallet.html", context, status=status)
+
+
+# --- deposits on the chain -----------------------------------------------------------------
+
+
+def _deposit_row(request: HttpRequest, asset: Any) -> dict[str, Any]:
+    """How to deposit an asset; on the chain, the user's own address, its QR code and the
+    confirmations it needs."""
+    target = deposit_target_for(user=request.user, asset_code=asset.code)
+    return {
+        "asset": asset,
+        "text": get_chain_adapter(asset).deposit_instructions(
+            user_id=cast(int, request.user.pk), asset=asset
+        ),
+        "target": target,
+        "qr_svg": _address_qr(target.address) if target else "",
+    }
+
+
+def _address_qr(address: str) -> str:
+    """An address as an inline SVG QR code (markup only: no script, no inline style)."""
+    import segno
+
+    return str(segno.make(address, micro=False).svg_inline(scale=4, dark="#1e2329"))
+
+
+def _chain_deposits_context(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "chain_enabled": chain_enabled(),
+        "chain_deposits": chain_deposit_list_for_user(user=request.user),
+    }
+
+
+@login_required
+@require_GET
+def wallet_chain_deposits(request: HttpRequest) -> HttpResponse:
+    """The wallet's recent chain deposits with their confirmations (the page polls it)."""
+    return render(request, "ledger/_chain_deposits.html", _chain_deposits_context(request))
 
 
 @login_required

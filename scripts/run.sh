@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" != --inside ]; then
-  export SERVICES="postgres redis" KEEP_URLS=1 SERVICES_DIR=${SERVICES_DIR:-$PWD/.data}
+  export SERVICES="postgres redis anvil" KEEP_URLS=1 SERVICES_DIR=${SERVICES_DIR:-$PWD/.data}
+  # The local chain mines a block every 2 s, so a deposit's confirmations tick by themselves.
+  export ANVIL_BLOCK_TIME=${ANVIL_BLOCK_TIME:-2}
   exec scripts/with-services.sh "$0" --inside
 fi
 
@@ -17,13 +19,22 @@ export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
 $PY manage.py seed_lending_demo
+# --- the local chain (docs/chain.md) ---
+# With no EVM_XPUB of its own, make run uses the LOCAL DEV KEYS of the public test mnemonic
+# (ledger/evm/devchain.py): TestUSD deployed once, and the worker alone gets the private keys.
+WORKER_ENV=()
+if [ -n "${EVM_RPC_URL:-}" ] && [ -z "${EVM_XPUB:-}" ]; then
+  $PY manage.py evm_setup
+  mapfile -t WORKER_ENV < <($PY -m ledger.evm.devchain worker-env)
+fi
+# --- end local chain ---
 
 pids=()
 # Background jobs of a non-interactive shell ignore Ctrl-C, so stop them here.
 trap '[ ${#pids[@]} -eq 0 ] || { kill "${pids[@]}" 2>/dev/null; wait; }' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-.venv/bin/celery -A config worker -l info --concurrency 2 & pids+=($!)
+env "${WORKER_ENV[@]}" .venv/bin/celery -A config worker -l info --concurrency 2 & pids+=($!)
 # Beat's schedule state lives with the rest of the local data, out of the work tree's way.
 .venv/bin/celery -A config beat -l info \
   --schedule "${TEST_SERVICES_DIR:-${TMPDIR:-/tmp}}/celerybeat-schedule" & pids+=($!)
@@ -35,7 +46,9 @@ cat <<MSG
   Demo logins (password demo-pass-123): alice and bob (traders), mod (moderator), admin (superuser)
   Data: ${TEST_SERVICES_DIR:-elsewhere} (PostgreSQL, kept across restarts; make reset-data wipes it)
   Database: ${DATABASE_URL}    Broker: ${REDIS_URL}
-  Ctrl-C stops the web server, the Celery worker and beat, PostgreSQL and Redis.
+  Chain: ${EVM_RPC_URL:-none} (a block every ${ANVIL_BLOCK_TIME}s). Send test coins to a user's
+    deposit address: .venv/bin/python manage.py faucet alice ETH 1   (or USDT 100)
+  Ctrl-C stops the web server, the Celery worker and beat, PostgreSQL, Redis and the chain.
 
 MSG
 # Whichever process ends first (or Ctrl-C) stops the lot.

@@ -512,6 +512,19 @@ CELERY_BEAT_SCHEDULE["ledger-evm-sweeps"] = {
 # The admin links a transaction hash to this block explorer ("https://etherscan.io/tx/{}").
 EVM_EXPLORER_TX_URL = env("EVM_EXPLORER_TX_URL", default="")
 # END ETHEREUM: WITHDRAWALS AND SWEEPS
+# --- EVM deposits (ledger/evm/deposits.py, docs/chain.md "Deposits") ---
+# The deposit watcher scans at most this many new blocks per run, from this block on its first
+# run (set it to the block the platform went live at: nothing before it is scanned).
+EVM_SCAN_BATCH = env.int("EVM_SCAN_BATCH", default=100)
+EVM_DEPOSITS_START_BLOCK = env.int("EVM_DEPOSITS_START_BLOCK", default=0)
+EVM_WATCH_SECONDS = env.float("EVM_WATCH_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["ledger-evm-watch-deposits"] = {
+    "task": "ledger.tasks.watch_deposits",
+    "schedule": EVM_WATCH_SECONDS,
+    # A run that waited longer than its period in the queue is superseded by the next one.
+    "options": {"expires": EVM_WATCH_SECONDS},
+}
+# --- end EVM deposits ---
 
 # LOGGING AND METRICS (operations/, docs/operations.md)
 # One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,

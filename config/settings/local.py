@@ -9,9 +9,13 @@ environ.Env.read_env(
     str(Path(__file__).resolve().parent.parent.parent / ".data" / "services.env"),
     overwrite=False,
 )
+# The local chain's TestUSD address (manage.py evm_setup writes it; make run runs that).
+environ.Env.read_env(
+    str(Path(__file__).resolve().parent.parent.parent / ".data" / "evm.env"), overwrite=False
+)
 
 from .base import *  # noqa: E402, F403
-from .base import BASE_DIR, LEDGER_SIGNING_KEY, env  # noqa: E402
+from .base import BASE_DIR, EVM_HOT_WALLET_ADDRESS, EVM_RPC_URL, EVM_XPUB, LEDGER_SIGNING_KEY, env  # noqa: E402
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="local-dev-only-not-secret")
@@ -33,3 +37,17 @@ from operations.logs import logging_config  # noqa: E402
 LOGGING = logging_config(
     level=env("LOG_LEVEL", default="INFO"), json=env("LOG_FORMAT", default="plain") == "json"
 )
+
+# --- EVM (make run's local chain: docs/chain.md) ---
+# Two confirmations: with Anvil's block every ANVIL_BLOCK_TIME seconds a deposit is credited in
+# seconds. On the local node only (127.0.0.1), the deposit account and the hot wallet default to
+# LOCAL DEVELOPMENT KEYS from the public test mnemonic (ledger/evm/devchain.py): the web process
+# gets the xpub and the hot wallet's address; scripts/run.sh gives the private keys to the
+# worker alone. Production sets EVM_XPUB and the rest in its environment.
+EVM_CONFIRMATIONS = env.int("EVM_CONFIRMATIONS", default=2)
+if EVM_RPC_URL.startswith(("http://127.0.0.1:", "http://localhost:")) and not EVM_XPUB:
+    from ledger.evm.devchain import dev_deposit_keys, dev_hot_wallet
+
+    EVM_XPUB = dev_deposit_keys()[0]
+    EVM_HOT_WALLET_ADDRESS = EVM_HOT_WALLET_ADDRESS or dev_hot_wallet().address
+# --- end EVM ---
