@@ -259,6 +259,21 @@ def notify_moderators_funds(*, text: str) -> None:
             logger.warning("emails of a funds alert failed", exc_info=True)
 
 
+def notify_moderators_price(*, text: str, subject: str) -> None:
+    """A price pair went stale or recovered (marketplace.services.prices): every moderator gets
+    it in-app, and by email if they have one."""
+    moderators = _moderators()
+    Notification.objects.bulk_create(
+        [Notification(user=m, kind=Notification.Kind.PRICE, text=text[:500]) for m in moderators]
+    )
+    mails = [EmailMessage(subject, text, None, [m.email]) for m in moderators if m.email]
+    if mails:
+        try:
+            get_connection(fail_silently=False).send_messages(mails)
+        except Exception:
+            logger.warning("emails of a price alert failed", exc_info=True)
+
+
 def notify_user_funds(*, user_id: int, text: str) -> None:
     """A user's own deposit or withdrawal news (ledger.alerts), in-app."""
     Notification.objects.create(user_id=user_id, kind=Notification.Kind.FUNDS, text=text[:500])
