@@ -134,11 +134,14 @@ def feed_pairs() -> list[tuple[str, str]]:
     if settings.PRICE_PAIRS:
         pairs = []
         for text in settings.PRICE_PAIRS:
+            if not text.strip():
+                continue
             asset, _, fiat = text.strip().upper().partition("/")
             if not asset or not fiat:
                 raise ValueError(f"PRICE_PAIRS: {text!r} is not ASSET/FIAT")
             pairs.append((asset, fiat))
-        return pairs
+        if pairs:
+            return pairs
     return list(
         PriceIndex.objects.order_by("asset__code", "fiat__code").values_list(
             "asset__code", "fiat__code"
