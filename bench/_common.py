@@ -91,9 +91,14 @@ def migrate_quietly() -> float:
 
 
 def close_django() -> None:
+    """Close this process's connections, the pooled ones too (a database copied as a template,
+    or dropped, must have no session left)."""
     from django.db import connections
 
     connections.close_all()
+    for conn in connections.all(initialized_only=True):
+        if getattr(conn, "pool", None) is not None:
+            conn.close_pool()
 
 
 # --- the machine --------------------------------------------------------------------------------

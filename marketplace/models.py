@@ -61,6 +61,11 @@ class PriceIndex(models.Model):
     price = price_field()
     source = models.CharField(max_length=64, default="manual")
     updated_at = models.DateTimeField(auto_now=True)
+    # Set when the price feed could not price the pair (every source failed, or no fresh price
+    # for PRICE_MAX_AGE): its floating offers leave the book, liquidations on it pause, the
+    # moderators are told once. Cleared by the next price (marketplace.services.prices).
+    stale_since = models.DateTimeField(null=True, blank=True)
+    stale_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         verbose_name_plural = "price index"
@@ -71,6 +76,27 @@ class PriceIndex(models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset}/{self.fiat} {self.price}"
+
+
+class PricePoint(models.Model):
+    """One price the index took (each price_index_set: the feed's polls, moderators' prices), for
+    the book's chart. Pruned after PRICE_HISTORY_DAYS by the feed's task."""
+
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="+")
+    fiat = models.ForeignKey(FiatCurrency, on_delete=models.CASCADE, related_name="+")
+    price = price_field()
+    source = models.CharField(max_length=64)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The chart reads one pair over a time range; the pruning deletes by time.
+            models.Index(fields=["asset", "fiat", "at"], name="price_point_by_pair_time"),
+            models.Index(fields=["at"], name="price_point_by_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id}/{self.fiat_id} {self.price} at {self.at.isoformat()}"
 
 
 class Offer(models.Model):

@@ -30,6 +30,8 @@ from marketplace.forms import (
     QuickTradeForm,
 )
 from marketplace.models import Offer, PriceIndex
+from marketplace.prices.chart import price_chart
+from marketplace.prices.history import stale_pairs
 from marketplace.selectors import trader_stats_recent
 
 ORDER_BOOK_PAGE = 50
@@ -119,7 +121,21 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
         }
         for o in page
     ]
+    # The pair's price chart, and why floating offers are missing when its price is stale.
+    asset_code, fiat_code = chosen.get("asset") or "BTC", chosen.get("fiat") or ""
+    stale = [
+        pair
+        for pair in stale_pairs()
+        if pair.asset == asset_code and (not fiat_code or pair.fiat == fiat_code)
+    ]
+    chart = (
+        price_chart(asset_code=asset_code, fiat_code=fiat_code, range_key=data.get("range"))
+        if fiat_code
+        else None
+    )
     return {
+        "stale_pairs": stale,
+        "price_chart": chart,
         "filters": filters,
         "side": side,
         "asset_code": chosen.get("asset") or "BTC",

@@ -1,6 +1,6 @@
 """Hooks into escrow.services.transition_listeners and settlement_failed_listeners, the trade
-chat's message_listeners, marketplace's offer_closed_listeners, and lending's event, margin-call
-and liquidation-blocked listeners (each called on commit)."""
+chat's message_listeners, marketplace's offer_closed_listeners and price_stale_listeners, and
+lending's event, margin-call and liquidation-blocked listeners (each called on commit)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ledger import alerts as ledger_alerts
 from lending.models import Loan, LoanDispute, LoanEvent
 from lending.services import disputes as lending_dispute_hooks
 from lending.services import transitions as lending_hooks
-from marketplace.models import Offer
-from marketplace.services import offer_closed_listeners
+from marketplace.models import Offer, PriceIndex
+from marketplace.services import offer_closed_listeners, price_stale_listeners
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,34 @@ def on_offer_closed(offer: Offer) -> None:
 
 if on_offer_closed not in offer_closed_listeners:
     offer_closed_listeners.append(on_offer_closed)
+
+
+def on_price_stale(price: PriceIndex, stale: bool) -> None:
+    """A pair's price went stale (once per episode: the moderators' alert) or recovered."""
+    from notifications.services import notify_moderators_price
+
+    pair = f"{price.asset.code}/{price.fiat.code}"
+    if stale:
+        subject = f"Price alert: {pair} is stale"
+        text = (
+            f"The {pair} price is stale: {price.stale_reason or 'no current price'}. Its floating "
+            "offers are out of the order book and liquidations on it are paused until a fresh "
+            "price comes in. Check the price sources (PRICE_SOURCES), or set the price in the "
+            "admin: /admin/marketplace/priceindex/"
+        )
+    else:
+        subject = f"Price recovered: {pair}"
+        text = f"The {pair} price is current again ({price.price} from {price.source})."
+    try:
+        notify_moderators_price(text=text, subject=subject)
+    except Exception:
+        logger.exception(
+            "telling moderators that %s is %s failed", pair, "stale" if stale else "ok"
+        )
+
+
+if on_price_stale not in price_stale_listeners:
+    price_stale_listeners.append(on_price_stale)
 
 
 # --- loans (lending) ---------------------------------------------------------------------------

@@ -36,6 +36,9 @@ class Notification(models.Model):
         # Deposits and withdrawals on the chain (a user's), and for moderators the chain's alerts:
         # a hot wallet too low, a reserve shortfall (ledger.alerts).
         FUNDS = "funds", "Deposits and withdrawals"
+        # For moderators: a pair's price went stale (the price feed could not price it) or
+        # recovered (marketplace.services.prices).
+        PRICE = "price", "Price feed"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
@@ -161,7 +164,7 @@ class NotificationPreference(models.Model):
         CHAT = "chat", "Chat messages in your trades"
         LOANS = "loans", "Loans: activation, missed installments, margin calls, disputes"
         OFFERS = "offers", "Offers the platform closed"
-        FUNDS = "funds", "Deposits and withdrawals; for moderators, the chain's alerts"
+        FUNDS = "funds", "Deposits and withdrawals; for moderators, chain and price alerts"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"

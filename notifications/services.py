@@ -269,6 +269,20 @@ def notify_moderators_funds(*, text: str) -> None:
         outgoing_send(Outgoing(m.pk, C.FUNDS, "Funds alert", text) for m in moderators)
 
 
+def notify_moderators_price(*, text: str, subject: str) -> None:
+    """A price pair went stale or recovered (marketplace.services.prices): every moderator gets
+    it in-app, and by email and Telegram as each chose (the outbox: never inline)."""
+    moderators = _moderators()
+    with transaction.atomic():
+        Notification.objects.bulk_create(
+            [
+                Notification(user=m, kind=Notification.Kind.PRICE, text=text[:500])
+                for m in moderators
+            ]
+        )
+        outgoing_send(Outgoing(m.pk, C.FUNDS, subject, text) for m in moderators)
+
+
 def notify_user_funds(*, user_id: int, text: str) -> None:
     """A user's own deposit or withdrawal news (ledger.alerts): in-app, and outside as chosen."""
     with transaction.atomic():

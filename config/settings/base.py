@@ -387,6 +387,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OfferSideEnum": "marketplace.models.Offer.Side",
         "TakerSideEnum": [("buy", "buy"), ("sell", "sell")],
+        "NotificationCategoryEnum": "notifications.models.NotificationPreference.Category",
     },
     "DESCRIPTION": (
         "Trade crypto for fiat through escrow. Authenticate with `Authorization: Token <key>`. "
@@ -610,5 +611,38 @@ CELERY_BEAT_SCHEDULE["notifications-sweep-outbound"] = {
 CELERY_BEAT_SCHEDULE["notifications-poll-telegram"] = {
     "task": "notifications.tasks.poll_telegram",
     "schedule": env.float("TELEGRAM_POLL_SECONDS", default=5.0),
+}
+# --- end ---
+
+# --- price feed (issue 20; marketplace.prices.sources, marketplace.services.prices) ---
+# The exchanges polled every PRICE_POLL_SECONDS by beat, by name: kraken, coinbase, bitstamp,
+# binance (comma-separated). Empty (the default): no feed, the index is what moderators set in
+# the admin, as before, so `make run` works offline. With sources, a pair is priced at the
+# median of the sources that answered, less any deviating more than PRICE_OUTLIER_PCT percent
+# from the median of the rest; a fiat a source lacks is derived from its USD price through the
+# FX source (the ECB's daily reference rates). A pair that no source could price, or whose
+# price is older than PRICE_MAX_AGE, is stale: its floating offers leave the book, liquidations
+# on it pause and the moderators are told once.
+PRICE_SOURCES = env.list("PRICE_SOURCES", default=[])
+PRICE_SOURCE_URLS = {
+    "kraken": env("PRICE_KRAKEN_URL", default="https://api.kraken.com"),
+    "coinbase": env("PRICE_COINBASE_URL", default="https://api.coinbase.com"),
+    "bitstamp": env("PRICE_BITSTAMP_URL", default="https://www.bitstamp.net"),
+    "binance": env("PRICE_BINANCE_URL", default="https://api.binance.com"),
+}
+PRICE_FX_URL = env(
+    "PRICE_FX_URL", default="https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml"
+)
+PRICE_FX_CACHE_SECONDS = env.int("PRICE_FX_CACHE_SECONDS", default=3600)
+PRICE_SOURCE_TIMEOUT = env.float("PRICE_SOURCE_TIMEOUT", default=5.0)
+PRICE_OUTLIER_PCT = Decimal(env("PRICE_OUTLIER_PCT", default="3"))
+# The pairs the feed prices ("BTC/EUR,ETH/USD"); empty: every pair the index already has.
+PRICE_PAIRS = env.list("PRICE_PAIRS", default=[])
+PRICE_POLL_SECONDS = env.int("PRICE_POLL_SECONDS", default=60)
+# The chart's history is kept this long, then pruned by the feed's task.
+PRICE_HISTORY_DAYS = env.int("PRICE_HISTORY_DAYS", default=35)
+CELERY_BEAT_SCHEDULE["marketplace-refresh-prices"] = {
+    "task": "marketplace.tasks.refresh_prices",
+    "schedule": float(PRICE_POLL_SECONDS),
 }
 # --- end ---

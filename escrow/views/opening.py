@@ -22,6 +22,7 @@ from escrow.selectors import trader_stats
 from marketplace import selectors
 from marketplace.forms import QuickTradeForm, TakeOfferForm
 from marketplace.models import Offer
+from marketplace.prices.chart import price_chart
 from marketplace.views import offer_or_404, order_book_context
 
 # --- opening a trade ---------------------------------------------------------------------------
@@ -155,6 +156,17 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
             offer.pk, []
         ),
     }
+    # The pair's chart with this offer's margin line (a floating price follows the index).
+    chart = price_chart(
+        asset_code=offer.asset.code,
+        fiat_code=offer.fiat.code,
+        range_key=request.GET.get("range"),
+        margin_percent=offer.margin_percent
+        if offer.price_type == Offer.PriceType.FLOATING
+        else None,
+    )
+    context["price_chart"] = chart
+    context["stale_pairs"] = [chart.standing] if chart.standing.is_stale else []
     if request.method == "POST":
         # The breakdown of what was sent; a refusal is already the form's error.
         context["quote"] = _offer_quote(offer, request.POST)["quote"]

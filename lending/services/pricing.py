@@ -29,8 +29,14 @@ class PairPrice:
     asset_price: Decimal  # fiat per one unit of the loan's asset
     collateral_price: Decimal  # fiat per one unit of the collateral
     updated_at: datetime  # the older of the two
+    # Why the price feed marked either price stale (marketplace.services.prices), if it did.
+    stale_reason: str = ""
 
     def is_stale(self, now: datetime | None = None) -> bool:
+        """Older than PRICE_MAX_AGE, or marked stale by the price feed (every source failed):
+        no liquidation on it until a fresh price comes in."""
+        if self.stale_reason:
+            return True
         age = (now or timezone.now()) - self.updated_at
         return age > timedelta(seconds=settings.PRICE_MAX_AGE)
 
@@ -58,16 +64,26 @@ def pair_prices(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], PairP
     wanted = set(pairs)
     rows = PriceIndex.objects.filter(
         asset_id__in={a for pair in wanted for a in pair}, fiat__code__in=LTV_FIATS
-    ).values_list("asset_id", "fiat__code", "price", "updated_at")
-    found = {(a, f): (p, u) for a, f, p, u in rows}
+    ).values_list("asset_id", "fiat__code", "price", "updated_at", "stale_since", "stale_reason")
+    found = {(a, f): (p, u, _flag(since, why)) for a, f, p, u, since, why in rows}
     prices: dict[tuple[int, int], PairPrice] = {}
     for asset_id, collateral_asset_id in wanted:
         for fiat in LTV_FIATS:
             a, c = found.get((asset_id, fiat)), found.get((collateral_asset_id, fiat))
             if a and c:
-                prices[asset_id, collateral_asset_id] = PairPrice(fiat, a[0], c[0], min(a[1], c[1]))
+                prices[asset_id, collateral_asset_id] = PairPrice(
+                    fiat,
+                    a[0],
+                    c[0],
+                    min(a[1], c[1]),
+                    stale_reason="; ".join(filter(None, (a[2], c[2]))),
+                )
                 break
     return prices
+
+
+def _flag(stale_since: datetime | None, reason: str) -> str:
+    return (reason or "marked stale by the price feed") if stale_since is not None else ""
 
 
 def pair_price(*, asset_id: int, collateral_asset_id: int) -> PairPrice:

@@ -228,6 +228,8 @@ def liquidation_of(
 
 
 def _stale_why(price: PairPrice) -> str:
+    if price.stale_reason:
+        return f"price index stale ({price.stale_reason})"[:250]
     return (f"price index stale (updated {price.updated_at.isoformat()}, max age "
             f"{settings.PRICE_MAX_AGE}s)")  # fmt: skip
 

@@ -257,6 +257,14 @@ class PriceOut(serializers.Serializer):
     price = serializers.DecimalField(max_digits=24, decimal_places=8)
     source = serializers.CharField()  # type: ignore[assignment]  # a field named `source`
     updated_at = serializers.DateTimeField()
+    # The price feed could not price the pair (every source failed, or the price is older than
+    # PRICE_MAX_AGE): floating offers on it are out of the book until it recovers.
+    stale = serializers.SerializerMethodField()
+    stale_since = serializers.DateTimeField(allow_null=True)
+    stale_reason = serializers.CharField()
+
+    def get_stale(self, row: PriceIndex) -> bool:
+        return row.stale_since is not None
 
 
 class PriceListApi(ApiView):
@@ -268,7 +276,10 @@ class PriceListApi(ApiView):
             200: inline_serializer("PriceList", {"results": PriceOut(many=True)}),
             429: ErrorSerializer,
         },
-        description="The price index that floating offers follow (fiat per one unit of the asset).",
+        description=(
+            "The price index that floating offers follow (fiat per one unit of the asset). A "
+            "stale pair's floating offers are out of the book until a fresh price comes in."
+        ),
     )
     def get(self, request: Request) -> Response:
         rows = PriceIndex.objects.select_related("asset", "fiat").order_by(

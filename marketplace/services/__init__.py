@@ -1,6 +1,6 @@
-"""Every write of the marketplace: the price index, offers, and an offer's part in a take (locking,
-quantity, payment method, reservation; escrow.services.trade_open opens the trade). Import from
-here."""
+"""Every write of the marketplace: the price index and its feed (services.prices), offers, and an
+offer's part in a take (locking, quantity, payment method, reservation; escrow.services.trade_open
+opens the trade). Import from here."""
 
 from marketplace.services.dust import (
     offer_close_if_dust,
@@ -17,6 +17,12 @@ from marketplace.services.offers import (
     offer_update,
     price_index_set,
     price_listeners,
+    price_stale_listeners,
+)
+from marketplace.services.prices import (
+    price_median,
+    price_pair_mark_stale,
+    prices_refresh,
 )
 from marketplace.services.taking import (
     offer_lock_for_taking,
@@ -42,4 +48,8 @@ __all__ = [
     "offers_close_dust",
     "price_index_set",
     "price_listeners",
+    "price_median",
+    "price_pair_mark_stale",
+    "price_stale_listeners",
+    "prices_refresh",
 ]

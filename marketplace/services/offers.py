@@ -20,7 +20,7 @@ from ledger import services as ledger
 from ledger.models import Asset
 from ledger.selectors import asset_get
 from marketplace.currencies import parse_fiat_amount
-from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
+from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex, PricePoint
 from marketplace.selectors import fiat_get
 from marketplace.services import payment_accounts as pay
 from marketplace.services.dust import offer_close_if_dust, offer_is_dust, offer_reopen_check
@@ -107,17 +107,33 @@ def _requirements(values: dict[str, Any]) -> dict[str, Any]:
 # A hook for higher apps (lending rechecks its loans' LTV): called on commit with the PriceIndex
 # that changed; a failing listener is logged, never raised into the price move.
 price_listeners: list[Callable[[PriceIndex], None]] = []
+# A pair became stale (True: no usable price, see PriceIndex.stale_reason) or recovered (False):
+# called on commit, once per change (notifications alerts the moderators).
+price_stale_listeners: list[Callable[[PriceIndex, bool], None]] = []
 
 
 def price_index_set(
     *, asset_code: str, fiat_code: str, price: Any, source: str = "manual"
 ) -> PriceIndex:
-    """Set the reference price of a pair (moderators, or the periodic price task)."""
+    """Set the reference price of a pair (moderators, or the price feed): a fresh price, so a
+    stale pair recovers; the price joins the pair's history (the book's chart)."""
     asset, fiat = asset_get(code=asset_code), fiat_get(code=fiat_code)
     value = parse_amount(price, precision=PRICE_PRECISION, field="price")
     with transaction.atomic():
+        # Locked first: marking the pair stale (services.prices) takes the same row lock.
+        stale_since = list(
+            PriceIndex.objects.select_for_update()
+            .filter(asset=asset, fiat=fiat)
+            .values_list("stale_since", flat=True)
+        )
+        was_stale = any(since is not None for since in stale_since)
         row, _ = PriceIndex.objects.update_or_create(
-            asset=asset, fiat=fiat, defaults={"price": value, "source": source}
+            asset=asset,
+            fiat=fiat,
+            defaults={"price": value, "source": source, "stale_since": None, "stale_reason": ""},
+        )
+        PricePoint.objects.create(
+            asset=asset, fiat=fiat, price=value, source=source, at=row.updated_at
         )
         # The pair's floating offers follow in the same transaction, in one statement; the
         # same rounding as offer_effective_price (half up: prices are positive).
@@ -131,20 +147,29 @@ def price_index_set(
         for listener in price_listeners:
             # A default argument binds each listener (mypy cannot type it).
             transaction.on_commit(lambda listener=listener: listener(row), robust=True)  # type: ignore[misc]
+        if was_stale:
+            for stale_listener in price_stale_listeners:
+                transaction.on_commit(
+                    lambda stale_listener=stale_listener: stale_listener(row, False),  # type: ignore[misc]
+                    robust=True,
+                )
     return row
 
 
 def offer_effective_price(
     offer: Offer, *, index: dict[tuple[int, int], Decimal] | None = None
 ) -> Decimal | None:
-    """Fiat per one unit of the asset: the fixed price, or the index times (1 + margin)."""
+    """Fiat per one unit of the asset: the fixed price, or the index times (1 + margin); none
+    while the pair is stale (a floating price follows a price nobody vouches for now)."""
     if offer.price_type == Offer.PriceType.FIXED:
         return offer.price
     if index is not None:
         base = index.get((offer.asset_id, offer.fiat_id))
     else:
         base = (
-            PriceIndex.objects.filter(asset_id=offer.asset_id, fiat_id=offer.fiat_id)
+            PriceIndex.objects.filter(
+                asset_id=offer.asset_id, fiat_id=offer.fiat_id, stale_since__isnull=True
+            )
             .values_list("price", flat=True)
             .first()
         )

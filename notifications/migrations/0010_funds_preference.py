@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='notificationpreference',
             name='category',
-            field=models.CharField(choices=[('trade_opened', 'A trade opened on your offer'), ('trade_paid', 'The buyer marked a trade paid'), ('trade_completed', 'Released, completed, or a settlement delayed'), ('disputes', "Disputes: opened, moderators' requests, decisions"), ('chat', 'Chat messages in your trades'), ('loans', 'Loans: activation, missed installments, margin calls, disputes'), ('offers', 'Offers the platform closed'), ('funds', "Deposits and withdrawals; for moderators, the chain's alerts")], max_length=20),
+            field=models.CharField(choices=[('trade_opened', 'A trade opened on your offer'), ('trade_paid', 'The buyer marked a trade paid'), ('trade_completed', 'Released, completed, or a settlement delayed'), ('disputes', "Disputes: opened, moderators' requests, decisions"), ('chat', 'Chat messages in your trades'), ('loans', 'Loans: activation, missed installments, margin calls, disputes'), ('offers', 'Offers the platform closed'), ('funds', "Deposits and withdrawals; for moderators, chain and price alerts")], max_length=20),
         ),
     ]
