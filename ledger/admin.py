@@ -148,3 +148,7 @@ class AssetAdmin(admin.ModelAdmin):
     ) -> list[str] | tuple[str, ...]:
         # Amounts already stored were validated at this precision; changing it would re-scale them.
         return ("code", "precision") if obj else ()
+
+
+# The reserves' screens live beside their code (the hot wallet page among them).
+from ledger.evm import reserves_admin as reserves_admin  # noqa: E402

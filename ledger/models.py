@@ -330,3 +330,6 @@ TRADE_KINDS = frozenset(
 # The chain's tables live beside their code (ledger/evm/models.py); re-exported here, where
 # Django looks for the app's models.
 from ledger.evm.models import DepositAddress as DepositAddress  # noqa: E402
+from ledger.evm.models import ReserveLeaf as ReserveLeaf  # noqa: E402
+from ledger.evm.models import ReserveProof as ReserveProof  # noqa: E402
+from ledger.evm.models import ReserveReconciliation as ReserveReconciliation  # noqa: E402

@@ -38,3 +38,8 @@ def sweep_withdrawals() -> int:
     for withdrawal_id in ids:
         process_withdrawal.delay(withdrawal_id)
     return len(ids)
+
+
+# The reserves' tasks live beside their code; imported here, where Celery looks for tasks.
+from ledger.evm.reserves_tasks import publish_reserves_proof as publish_reserves_proof  # noqa: E402
+from ledger.evm.reserves_tasks import reconcile_reserves as reconcile_reserves  # noqa: E402
