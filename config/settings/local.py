@@ -33,3 +33,11 @@ from operations.logs import logging_config  # noqa: E402
 LOGGING = logging_config(
     level=env("LOG_LEVEL", default="INFO"), json=env("LOG_FORMAT", default="plain") == "json"
 )
+
+# RESERVES (docs/chain.md "Reserves"): the demo reconciles every minute and publishes a proof of
+# reserves every 5 minutes, so /reserves/ has one soon after `make run` (production: 5 min, 1 day).
+RESERVES_RECONCILE_SECONDS = env.float("RESERVES_RECONCILE_SECONDS", default=60.0)
+RESERVES_PROOF_SECONDS = env.float("RESERVES_PROOF_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["ledger-reconcile-reserves"]["schedule"] = RESERVES_RECONCILE_SECONDS  # noqa: F405
+CELERY_BEAT_SCHEDULE["ledger-publish-reserves-proof"]["schedule"] = RESERVES_PROOF_SECONDS  # noqa: F405
+# END RESERVES

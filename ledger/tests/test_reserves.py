@@ -421,3 +421,18 @@ def test_the_public_page_verifies_and_offers_the_download(published, alice, clie
     assert json.loads(download.content) == published["mine"]
     client.logout()
     assert "Log in</a> to download" in client.get(reverse("reserves")).content.decode()
+
+
+def test_the_command_reconciles_and_publishes(evm, alice, moderator):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    deposit_on_chain(evm, alice, "ETH", "2")
+    out = StringIO()
+    call_command("reserves", "reconcile", "--asset", "eth", stdout=out)
+    call_command("reserves", "publish", "--asset", "eth", stdout=out)
+    text = out.getvalue()
+    assert "ETH: covered at block" in text
+    assert "difference 100.000000000000000000" in text
+    assert "2.000000000000000000 owed to 1 accounts" in text
