@@ -182,10 +182,16 @@ def root_from_path(
     leaf_count: int,
     path: list[tuple[str, bytes, int]],
     node_sums: list[int] | None = None,
+    precision: int | None = None,
 ) -> tuple[bytes, int]:
     """Walk from a leaf hash and its sum up to the root, checking every sum on the way: none
     negative, and each node's sum the proof states (`node_sums`, one a step) the sum of its two
-    children. Returns the root's hash and sum."""
+    children. Returns the root's hash and sum. `precision`: messages give amounts in the
+    asset's units instead of base units."""
+
+    def shown(units: int) -> str:
+        return str(units) if precision is None or units < 0 else from_units(units, precision)
+
     sides = path_shape(index, leaf_count)
     if len(path) != len(sides):
         raise SumTreeError(
@@ -208,10 +214,10 @@ def root_from_path(
         total += sibling_sum
         if node_sums is not None:
             if node_sums[level] < 0:
-                raise SumTreeError(f"step {level}: the node's sum is negative ({node_sums[level]})")
+                raise SumTreeError(f"step {level}: the node's sum is negative")
             if node_sums[level] != total:
                 raise SumTreeError(
-                    f"step {level}: the node's sum {node_sums[level]} is not the sum of its "
-                    f"children ({total})"
+                    f"step {level}: the node's sum {shown(node_sums[level])} is not the sum of "
+                    f"its children ({shown(total)})"
                 )
     return node, total

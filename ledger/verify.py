@@ -312,6 +312,7 @@ def verify_reserves_proof(
             leaf_count=int(reserves["leaf_count"]),
             path=steps,
             node_sums=node_sums,
+            precision=precision,
         )
         published_total = sumtree.to_units(
             reserves["liabilities_total"], precision, what="liabilities_total"
