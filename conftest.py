@@ -78,13 +78,18 @@ def wait_for(
 class CeleryWorker:
     """A real `celery worker` process on the test database and the test Redis."""
 
-    def __init__(self, db_name: str) -> None:
+    def __init__(
+        self, db_name: str, *, queue: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.db_name = db_name
-        self.name = f"test-{os.getpid()}@%h"
+        # A test's own worker: only its queue, with its own settings (e.g. a real SMTP server).
+        self.queue = queue
+        self.extra_env = extra_env or {}
+        self.name = f"test-{os.getpid()}{'-' + queue if queue else ''}@%h"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = (
             Path(os.environ.get("TEST_SERVICES_DIR") or tempfile.gettempdir())
-            / f"celery-worker-{os.getpid()}.log"
+            / f"celery-worker-{os.getpid()}{'-' + queue if queue else ''}.log"
         )
 
     def env(self) -> dict[str, str]:
@@ -96,12 +101,14 @@ class CeleryWorker:
             f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:{db['PORT']}/{self.db_name}"
         )
         env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
         from config.celery import app
 
-        app.control.purge()
+        if self.queue is None:
+            app.control.purge()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -121,6 +128,7 @@ class CeleryWorker:
                 "--without-mingle",
                 "-n",
                 self.name,
+                *(["-Q", self.queue] if self.queue else []),
             ],
             cwd=ROOT,
             env=self.env(),
@@ -227,3 +235,24 @@ def evm(anvil: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         "USDT": {"kind": "erc20", "contract": setup.token},
     }
     return setup
+
+
+# --- email and Telegram (notifications.outbound) ---
+@pytest.fixture
+def outbound_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Emails and Telegram messages are sent when their row commits, in this process, through
+    the task's own service (as the worker would), instead of through the broker: tests of who
+    gets which email read `mail.outbox`. Returns the ids sent."""
+    from notifications import outbound
+
+    sent: list[int] = []
+
+    def deliver(message_id: int) -> None:
+        sent.append(message_id)
+        outbound.outbound_deliver(message_id=message_id)
+
+    monkeypatch.setattr(outbound, "_enqueue", deliver)
+    return sent
+
+
+# --- end ---

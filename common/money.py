@@ -91,6 +91,26 @@ def parse_signed(value: object, *, precision: int, field: str) -> Decimal:
     return -magnitude if number < 0 else magnitude
 
 
+def parse_fiat(
+    value: object, *, currency: str, precision: int, field: str, unit: str = ""
+) -> Decimal:
+    """A fiat amount at its currency's minor units (FiatCurrency.precision): like parse_amount,
+    but a sum finer than the currency can be paid in names the currency and its rule, e.g.
+    "min_fiat: JPY has no minor unit: whole Japanese yen only (no decimals)"."""
+    number = parse_decimal(value, field=field)
+    if number > 0 and number != number.quantize(quantum(precision), rounding=ROUND_DOWN):
+        if precision == 0:
+            rule = f"{currency} has no minor unit: whole {unit or currency} only (no decimals)."
+        else:
+            example = format(Decimal(12345).scaleb(-precision), "f")
+            rule = (
+                f"{currency} has {precision} decimal place{'s' if precision > 1 else ''}: "
+                f"at most {precision}, e.g. {example}."
+            )
+        raise ValidationFailed(f"{field}: {rule}", fields={field: [rule]})
+    return parse_amount(number, precision=precision, field=field)
+
+
 def round_down(amount: Decimal, precision: int) -> Decimal:
     return amount.quantize(quantum(precision), rounding=ROUND_DOWN)
 
@@ -134,7 +154,9 @@ def amount_field(**kwargs: Any) -> _Amount | _AmountOrNone:
 
 
 def fiat_field(**kwargs: Any) -> _Amount:
-    return models.DecimalField(max_digits=20, decimal_places=2, **kwargs)
+    """Fiat sums: 18 whole digits and up to 4 decimals, the widest minor units a currency has
+    (KWD 3; CLF 4); each is held to its own currency's (FiatCurrency.precision) when parsed."""
+    return models.DecimalField(max_digits=22, decimal_places=4, **kwargs)
 
 
 @overload

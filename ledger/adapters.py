@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -52,6 +53,11 @@ class ChainAdapter:
 
     def submit_withdrawal(self, *, withdrawal: Withdrawal) -> SubmitResult:
         raise NotImplementedError
+
+    def withdrawal_fee(self, *, asset: Asset, amount: Decimal) -> Decimal:
+        """The network fee a withdrawal of `amount` costs the user now, in `asset`: held with
+        the amount, posted to the platform's fees when it is sent (0: none)."""
+        return Decimal(0)
 
 
 class ManualChainAdapter(ChainAdapter):

@@ -150,5 +150,8 @@ class AssetAdmin(admin.ModelAdmin):
         return ("code", "precision") if obj else ()
 
 
+# The chain's transactions, and the withdrawals list with their chain state (ledger/evm/admin.py).
+import ledger.evm.admin  # noqa: E402, F401
+
 # The reserves' screens live beside their code (the hot wallet page among them).
 from ledger.evm import reserves_admin as reserves_admin  # noqa: E402

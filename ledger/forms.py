@@ -22,6 +22,9 @@ class WithdrawalForm(forms.Form):
         label="Destination address",
         widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
     )
+    # The network fee the page showed for the chosen asset (static/js/app.js fills it in): a
+    # higher one at request time is refused, so nobody pays a fee they did not see.
+    max_fee = forms.CharField(max_length=48, required=False, widget=forms.HiddenInput())
     # The fund password: the page shows one of the two (the code with 2FA on, else the password).
     otp = forms.CharField(
         max_length=10,

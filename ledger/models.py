@@ -144,6 +144,10 @@ class Transfer(models.Model):
         LOAN_LIQUIDATION = "loan_liquidation"
         LOAN_FEE = "loan_fee"
         LOAN_COMPENSATION = "loan_compensate"
+        # The chain's custody moves (ledger/evm): coins swept from deposit addresses to the hot
+        # wallet (or ETH topped up the other way), and the gas the platform paid.
+        CHAIN_SWEEP = "chain_sweep"
+        CHAIN_GAS = "chain_gas"
 
     class Flags(models.TextChoices):
         SINGLE = "single"  # posted at once
@@ -224,6 +228,12 @@ class Withdrawal(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
     hold = models.OneToOneField(
         Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="withdrawal"
+    )
+    # The network fee the adapter quoted at request time (ChainAdapter.withdrawal_fee), held
+    # with the amount (user -> fees, pending): posted when it is sent, voided when it fails.
+    fee = amount_field(default=0)
+    fee_hold = models.OneToOneField(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     txid = models.CharField(max_length=128, blank=True)
     failure_reason = models.CharField(max_length=200, blank=True)
@@ -329,7 +339,9 @@ TRADE_KINDS = frozenset(
 
 # The chain's tables live beside their code (ledger/evm/models.py); re-exported here, where
 # Django looks for the app's models.
+from ledger.evm.models import ChainTransaction as ChainTransaction  # noqa: E402
 from ledger.evm.models import DepositAddress as DepositAddress  # noqa: E402
+from ledger.evm.models import NonceCursor as NonceCursor  # noqa: E402
 from ledger.evm.models import ReserveLeaf as ReserveLeaf  # noqa: E402
 from ledger.evm.models import ReserveProof as ReserveProof  # noqa: E402
 from ledger.evm.models import ReserveReconciliation as ReserveReconciliation  # noqa: E402

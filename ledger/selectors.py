@@ -360,3 +360,28 @@ QUEUED_WITHDRAWALS = (
 def withdrawal_queued_count() -> int:
     """Withdrawals not yet completed or failed (the admin index's count)."""
     return Withdrawal.objects.filter(status__in=QUEUED_WITHDRAWALS).count()
+
+
+# --- withdrawal fees (the chain adapters' quotes) -------------------------------------------------
+
+
+def withdrawal_fee_quotes(*, assets: list[Asset]) -> dict[str, Decimal | None]:
+    """The network fee a withdrawal of each asset costs now, as the adapter quotes it (0: none;
+    None: the node did not answer, and a request would be refused the same way). Shown before the
+    person confirms; the request holds it with the amount (docs/chain.md)."""
+    import logging
+
+    from ledger.adapters import get_chain_adapter
+
+    quotes: dict[str, Decimal | None] = {}
+    for asset in assets:
+        try:
+            quotes[asset.code] = get_chain_adapter(asset).withdrawal_fee(
+                asset=asset, amount=Decimal(0)
+            )
+        except Exception:
+            logging.getLogger(__name__).warning(
+                "no withdrawal fee quote for %s", asset.code, exc_info=True
+            )
+            quotes[asset.code] = None
+    return quotes

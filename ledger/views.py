@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from common.db import replica_reads
 from common.errors import ApplicationError, NotFound
 from common.forms import add_application_error
 from common.templatetags.money import amount as amount_text
@@ -73,6 +74,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     asset_code=data["asset"],
                     amount=data["amount"],
                     address=data["address"],
+                    max_fee=data.get("max_fee") or None,
                 )
             except ApplicationError as exc:
                 add_application_error(form, exc)
@@ -115,12 +117,21 @@ def wallet(request: HttpRequest) -> HttpResponse:
         "rows": [_transfer_row(t, request.user) for t in page],
         "withdrawals": ledger_selectors.withdrawal_list_recent(user=request.user),
         "balances": {w.asset.code: amount_text(w.available, w.asset.precision) for w in wallets},
+        # The network fee of a withdrawal of each asset now (shown before confirming; held with
+        # the amount): "" for none, null when the node did not answer.
+        "withdrawal_fees": {
+            code: (None if fee is None else (format(fee.normalize(), "f") if fee else ""))
+            for code, fee in ledger_selectors.withdrawal_fee_quotes(
+                assets=[w.asset for w in wallets]
+            ).items()
+        },
     }
     return render(request, "marketplace/wallet.html", context, status=status)
 
 
 @login_required
 @require_GET
+@replica_reads
 def transfer_proof(request: HttpRequest, seq: int) -> HttpResponse:
     """The inclusion proof of one of the user's ledger entries against the latest signed
     checkpoint, checked here with the same code as the offline verifier, and downloadable; until

@@ -2,20 +2,51 @@ from django.contrib import admin
 
 from marketplace import services
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
+from marketplace.services import reference
 
 
 @admin.register(FiatCurrency)
 class FiatCurrencyAdmin(admin.ModelAdmin):
+    """Every ISO 4217 currency is here (loaded from CLDR); moderators pick the ones traded."""
+
     list_display = ("code", "name", "precision", "is_active")
+    list_filter = ("is_active", "precision")
+    search_fields = ("code", "name")
+    actions = ("enable_currencies", "disable_currencies")
 
     def get_readonly_fields(self, request, obj=None):
         # As for assets: fiat amounts already stored were validated at this precision.
         return ("code", "precision") if obj else ()
 
+    @admin.action(description="Enable the selected currencies for trading")
+    def enable_currencies(self, request, queryset):
+        codes = list(queryset.values_list("code", flat=True))
+        changed = reference.fiat_currencies_set_active(codes=codes, active=True)
+        self.message_user(request, f"{changed} currenc{'y' if changed == 1 else 'ies'} enabled.")
+
+    @admin.action(description="Disable the selected currencies (open offers and trades go on)")
+    def disable_currencies(self, request, queryset):
+        codes = list(queryset.values_list("code", flat=True))
+        changed = reference.fiat_currencies_set_active(codes=codes, active=False)
+        self.message_user(request, f"{changed} currenc{'y' if changed == 1 else 'ies'} disabled.")
+
 
 @admin.register(PaymentMethod)
 class PaymentMethodAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "is_active")
+    """The catalogue's methods (marketplace.payment_catalog) and any a moderator added; a data
+    migration keeps the catalogue's names and regions, so edit those in the catalogue."""
+
+    list_display = ("code", "name", "regions", "currency_list", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("code", "name", "countries", "currencies")
+
+    @admin.display(description="Countries")
+    def regions(self, obj):
+        return ", ".join(obj.countries) or "anywhere"
+
+    @admin.display(description="Currencies")
+    def currency_list(self, obj):
+        return ", ".join(obj.currencies) or "any"
 
 
 @admin.register(PriceIndex)

@@ -11,6 +11,7 @@ from django import forms
 from common.forms import AmountInput
 from common.templatetags.money import amount
 from ledger.models import Asset
+from marketplace import selectors
 from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod
 from marketplace.payment_forms import account_choices
 
@@ -36,6 +37,22 @@ def _method_choices(blank: str | None = None) -> list[tuple[str, str]]:
     return [("", blank), *choices] if blank is not None else choices
 
 
+def _book_method_choices(*, viewer: Any, fiat_code: str) -> list[Any]:
+    """The book's method filter: the viewer's country's methods (or the fiat's) first, then
+    those used anywhere, then all the others, in groups, so every method stays one pick away."""
+    groups = selectors.payment_methods_for_viewer(user=viewer, fiat_code=fiat_code)
+    choices: list[Any] = [("", "All payment methods")]
+    for label, methods in (
+        (f"Used in {groups.where}" if groups.where else "", groups.local),
+        ("Used anywhere", groups.anywhere),
+        ("Other methods" if groups.where else "", groups.others),
+    ):
+        if methods:
+            pairs = [(m.code, m.name) for m in methods]
+            choices.extend([(label, pairs)] if label else pairs)
+    return choices
+
+
 def _own_accounts(user: Any) -> list[PaymentAccount]:
     if user is None or not user.is_authenticated:
         return []
@@ -56,12 +73,12 @@ class OrderBookFilterForm(forms.Form):
     )
     payment_method = forms.ChoiceField(required=False, label="Payment method")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, viewer: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
         cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices(blank="All currencies")
-        cast(forms.ChoiceField, self.fields["payment_method"]).choices = _method_choices(
-            blank="All payment methods"
+        cast(forms.ChoiceField, self.fields["payment_method"]).choices = _book_method_choices(
+            viewer=viewer, fiat_code=str(self.data.get("fiat") or "")
         )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 
@@ -11,6 +12,10 @@ from ledger.models import Asset
 
 
 class FiatCurrency(models.Model):
+    """An ISO 4217 currency (marketplace.currencies loads them all); `precision` is its minor
+    units (JPY 0, EUR 2, KWD 3), which every fiat amount of it is held to. Only the active ones
+    are traded; moderators switch them on and off in the admin."""
+
     code = models.CharField(max_length=3, unique=True)
     name = models.CharField(max_length=64)
     precision = models.PositiveSmallIntegerField(default=2)
@@ -19,15 +24,27 @@ class FiatCurrency(models.Model):
     class Meta:
         ordering = ["code"]
         verbose_name_plural = "fiat currencies"
+        constraints = [
+            # The fiat columns (common.money.fiat_field) hold 4 decimals.
+            models.CheckConstraint(condition=Q(precision__lte=4), name="fiat_precision_range")
+        ]
 
     def __str__(self) -> str:
         return self.code
 
 
 class PaymentMethod(models.Model):
+    """A way to pay the fiat leg. The catalogue (marketplace.payment_catalog) defines the real
+    ones, their regions and the fields of an account (marketplace.payment_fields); a data
+    migration keeps these rows in step with it. Moderators may add others (generic fields)."""
+
     code = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=64)
     is_active = models.BooleanField(default=True)
+    # Where it is used: ISO 3166 alpha-2 countries and ISO 4217 currencies; empty: anywhere
+    # (PayPal, cash in person). The book offers a viewer their own country's methods first.
+    countries = ArrayField(models.CharField(max_length=2), default=list, blank=True)
+    currencies = ArrayField(models.CharField(max_length=3), default=list, blank=True)
 
     class Meta:
         ordering = ["name"]

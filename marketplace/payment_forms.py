@@ -19,7 +19,34 @@ INPUT_ATTRS: dict[str, dict[str, str]] = {
     "tag": {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "none"},
     "sort_code": {"inputmode": "numeric", "autocomplete": "off"},
     "uk_account": {"inputmode": "numeric", "autocomplete": "off"},
+    "text": {},
 }
+
+
+CODE_ATTRS = {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters"}
+NUMBER_ATTRS = {"inputmode": "numeric", "autocomplete": "off"}
+# Kinds typed as digits (a keypad on phones) or as codes (no spell checking, capitals).
+NUMERIC_KINDS = frozenset(
+    {"aba_routing", "us_account", "in_account", "nuban", "ng_bank_code", "bank_account", "bsb",
+     "au_account", "fps_id", "yoomoney", "card", "clabe", "cbu", "cpf", "cnpj", "abn"}
+)  # fmt: skip
+CODE_KINDS = frozenset({"iban_nl", "ifsc", "uen", "perfect_money", "payeer"})
+
+
+def input_attrs(kind: str) -> dict[str, str]:
+    """The input's hints for a field kind: the phone keypad for numbers, no autocorrect for
+    codes and handles."""
+    if kind in INPUT_ATTRS:
+        return INPUT_ATTRS[kind]
+    if kind.startswith("phone_"):
+        return INPUT_ATTRS["phone"]
+    if kind in NUMERIC_KINDS:
+        return NUMBER_ATTRS
+    if kind in CODE_KINDS:
+        return CODE_ATTRS
+    if kind == "city":
+        return {"autocomplete": "address-level2"}
+    return {"autocomplete": "off", "spellcheck": "false", "autocapitalize": "none"}
 
 
 class PaymentAccountForm(forms.Form):
@@ -41,7 +68,7 @@ class PaymentAccountForm(forms.Form):
                 required=False,  # the service says what is missing, and why
                 max_length=300,
                 help_text=field.help,
-                widget=forms.TextInput(INPUT_ATTRS.get(field.kind, {})),
+                widget=forms.TextInput(input_attrs(field.kind)),
             )
         if self.spec.one_of:
             names = " or ".join(f.label for f in self.spec.fields if f.key in self.spec.one_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
@@ -36,7 +37,8 @@ from accounts.selectors import (
 from common.errors import NotFound, ValidationFailed
 from common.money import round_half_up
 from ledger.models import Asset, LedgerAccount
-from marketplace.models import FiatCurrency, Offer, PaymentAccount, PriceIndex
+from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod, PriceIndex
+from marketplace.payment_fields import COUNTRY_NAMES
 
 # --- traders' figures, from the layer that owns trades ----------------------------------
 # Trades and the figures counted from them (completed trades, completion rate, release time) are
@@ -398,3 +400,43 @@ def asset_values(
         for asset_id, amount in amounts.items()
         if asset_id in prices
     }
+
+
+# --- payment methods by region ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodGroups:
+    """The active payment methods split for a viewer: `local` (their country's, or else the
+    chosen fiat's), `anywhere` (worldwide methods) and `others`; `where` names the region."""
+
+    where: str
+    local: list[PaymentMethod]
+    anywhere: list[PaymentMethod]
+    others: list[PaymentMethod]
+
+
+def viewer_country(*, user: Any) -> str:
+    """The viewer's country (ISO 3166 alpha-2) where their profile carries one, else ""."""
+    profile = getattr(user, "profile", None) if getattr(user, "is_authenticated", False) else None
+    return str(getattr(profile, "country", "") or "").upper()
+
+
+def payment_methods_for_viewer(*, user: Any, fiat_code: str | None = None) -> MethodGroups:
+    """The methods a viewer most likely pays with first: those of their profile's country, or,
+    without one, those used with the book's fiat (Pix for BRL, SEPA for EUR); then the
+    worldwide ones; then the rest, so every method can still be picked."""
+    methods = list(PaymentMethod.objects.filter(is_active=True).order_by("name"))
+    country, fiat = viewer_country(user=user), (fiat_code or "").upper()
+    if country:
+        where, local = (
+            COUNTRY_NAMES.get(country, country),
+            [m for m in methods if country in m.countries],
+        )
+    elif fiat:
+        where, local = fiat, [m for m in methods if m.countries and fiat in m.currencies]
+    else:
+        return MethodGroups("", [], [], methods)
+    anywhere = [m for m in methods if not m.countries]
+    others = [m for m in methods if m.countries and m not in local]
+    return MethodGroups(where, local, anywhere, others)

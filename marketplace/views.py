@@ -16,12 +16,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
+from common.db import replica_reads
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
 from common.money import parse_amount
 from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
 from marketplace import selectors, services
+from marketplace.currencies import MAX_MINOR_UNITS, parse_fiat_amount
 from marketplace.forms import (
     OfferForm,
     OrderBookFilterForm,
@@ -69,14 +71,22 @@ def _price_index_json() -> dict[str, str]:
 
 
 def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
-    filters = OrderBookFilterForm({"side": "buy", "asset": "BTC", "fiat": "EUR", **data})
+    filters = OrderBookFilterForm(
+        {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
+    )
     filters.is_valid()  # an unknown choice just doesn't filter; its error is shown
     chosen = getattr(filters, "cleaned_data", {})
     side = chosen.get("side") or "buy"
     fiat_amount: Decimal | None = None
     if chosen.get("amount"):
         try:
-            fiat_amount = parse_amount(chosen["amount"], precision=2, field="amount")
+            if chosen.get("fiat"):
+                fiat = selectors.fiat_get(code=chosen["fiat"])
+                fiat_amount = parse_fiat_amount(chosen["amount"], fiat=fiat, field="amount")
+            else:  # all currencies: no one currency's minor units to hold it to
+                fiat_amount = parse_amount(
+                    chosen["amount"], precision=MAX_MINOR_UNITS, field="amount"
+                )
         except ValidationFailed as exc:
             add_application_error(filters, exc)
     # The visitor buys by taking sell offers, and sells by taking buy offers.
@@ -126,6 +136,7 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
 
 
 @require_GET
+@replica_reads
 def order_book(request: HttpRequest) -> HttpResponse:
     context = order_book_context(request, request.GET.dict())
     return render(request, "marketplace/order_book.html", context)

@@ -4,7 +4,13 @@ from django.contrib import admin
 from django.db import models
 
 from common.admin import ReadOnlyAdmin
-from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
+from notifications.models import (
+    Notification,
+    OutboundMessage,
+    TelegramLink,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 @admin.register(Notification)
@@ -47,3 +53,30 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("status", "event")
     search_fields = ("endpoint__url", "endpoint__user__username")
     list_select_related = ("endpoint",)
+
+
+@admin.register(OutboundMessage)
+class OutboundMessageAdmin(ReadOnlyAdmin):
+    # The bodies stay out of the list: they are the person's trade news.
+    list_display = (
+        "id",
+        "channel",
+        "user",
+        "category",
+        "status",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "created_at",
+        "sent_at",
+    )
+    list_filter = ("channel", "status", "last_error")
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+
+
+@admin.register(TelegramLink)
+class TelegramLinkAdmin(ReadOnlyAdmin):
+    list_display = ("user", "chat_id", "linked_at")
+    search_fields = ("user__username",)
+    exclude = ("code_hash",)

@@ -76,7 +76,8 @@ if on_settlements_failed not in settlement_failed_listeners:
 
 
 def on_trade_message(message: TradeMessage) -> None:
-    """A chat message tells the other party (in-app only)."""
+    """A chat message tells the other party: in-app, and by email or Telegram only if they
+    asked for chat there (notifications.preferences; off by default)."""
     from notifications import services
 
     try:
@@ -92,6 +93,7 @@ def on_trade_message(message: TradeMessage) -> None:
             kind="message",
             except_user_id=message.sender_id,
             coalesce=True,
+            email=True,
         )
     except Exception:
         logger.exception("notifying about message %s failed", message.pk)

@@ -10,8 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,7 +17,13 @@ from common.money import fmt
 from lending.models import Installment, Loan, LoanDispute, LoanEvent
 from lending.selectors import loan_parties
 from notifications import webhooks
-from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
+from notifications.models import (
+    Notification,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from notifications.outbound import Outgoing, outgoing_send
 
 logger = logging.getLogger(__name__)
 L = Loan.State
@@ -153,37 +157,28 @@ EMAIL_TO = {
 }
 
 
-def _emails(user_ids: set[int]) -> dict[int, str]:
-    """Each user's email address, for those who have one: one query."""
-    found = get_user_model().objects.filter(pk__in=user_ids).exclude(email="")
-    return dict(found.values_list("pk", "email"))
+LOANS = NotificationPreference.Category.LOANS
 
 
-def _mails(
-    loan: Loan, news: str, text: str, users: list[int], emails: dict[int, str]
-) -> list[EmailMessage]:
+def _mails(loan: Loan, news: str, text: str, users: list[int]) -> list[Outgoing]:
+    """Email and Telegram (as each chose) for whoever EMAIL_TO names."""
     who = EMAIL_TO.get(news)
     if who is None:
         return []
     ids = [loan.borrower_id] if who == "borrower" else users
     subject = f"Loan #{loan.pk}: {news.replace('_', ' ')}"
-    return [EmailMessage(subject, text, None, [emails[u]]) for u in ids if u in emails]
+    return [Outgoing(u, LOANS, subject, text) for u in ids]
 
 
 def _send(
     notes: list[Notification],
     deliveries: list[WebhookDelivery],
-    mails: list[EmailMessage] | None = None,
+    mails: list[Outgoing] | None = None,
 ) -> None:
     with transaction.atomic():
         Notification.objects.bulk_create(notes)
         webhooks.webhook_deliveries_queue(deliveries)
-    if mails:
-        try:
-            # One connection for the lot; the in-app notifications are there whatever happens.
-            get_connection(fail_silently=False).send_messages(mails)
-        except Exception:
-            logger.warning("emails about %s loan event(s) failed", len(mails), exc_info=True)
+        outgoing_send(mails or [])
 
 
 def _deliveries(
@@ -208,10 +203,9 @@ def notify_loan_events(*, events: list[LoanEvent]) -> None:
     loans, parties = _loans(ids), loan_parties(loan_ids=list(ids))
     everyone = {u for users in parties.values() for u in users}
     endpoints = _endpoints(everyone)
-    emails = _emails(everyone) if any(news in EMAIL_TO for _, news in wanted) else {}
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
-    mails: list[EmailMessage] = []
+    mails: list[Outgoing] = []
     firsts = _first_due({e.request_id for e, news in wanted if news == ACTIVATED})
     for event, news in wanted:
         loan, users = loans.get(event.request_id), parties.get(event.request_id, [])
@@ -220,7 +214,7 @@ def notify_loan_events(*, events: list[LoanEvent]) -> None:
         context = _context(loan, event, firsts.get(loan.pk))
         text = TEXT[news].format(**context)[:500]
         notes += [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in users]
-        mails += _mails(loan, news, text, users, emails)
+        mails += _mails(loan, news, text, users)
         name = WEBHOOK_EVENT.get(news)
         if name is not None:
             extra = {"installment": int(n)} if (n := context["installment"]) else {}
@@ -238,7 +232,6 @@ def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
     parties = loan_parties(loan_ids=list(loans))
     everyone = {u for users in parties.values() for u in users}
     endpoints = _endpoints(everyone)
-    emails = _emails({loan.borrower_id for loan in loans.values()})
     lines = {
         "call_line": _pct(settings.LENDING_MARGIN_CALL_LTV),
         "liquidation_line": _pct(settings.LENDING_LIQUIDATION_LTV),
@@ -246,7 +239,7 @@ def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
     name, now = WEBHOOK_EVENT[MARGIN_CALL], timezone.now()
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
-    mails: list[EmailMessage] = []
+    mails: list[Outgoing] = []
     for loan_id, loan in sorted(loans.items()):
         ltv = ltvs[loan_id]
         users = parties.get(loan_id, [loan.borrower_id])
@@ -254,7 +247,7 @@ def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
         notes.append(Notification(user_id=loan.borrower_id, loan=loan, kind=K.LOAN, text=text))
         payload = _payload(loan, name, now, ltv=f"{ltv:.4f}")
         deliveries += _deliveries(users, endpoints, name, payload)
-        mails += _mails(loan, MARGIN_CALL, text, users, emails)
+        mails += _mails(loan, MARGIN_CALL, text, users)
     _send(notes, deliveries, mails)
 
 
@@ -312,10 +305,10 @@ def notify_loan_dispute(*, dispute: LoanDispute, news: str, moderators: list[Any
     if news == "statement" and dispute.assigned_to_id and dispute.assigned_to_id != actor_id:
         told.append(dispute.assigned_to_id)
     notes = [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in told]
-    mails: list[EmailMessage] = []
+    mails: list[Outgoing] = []
     if news in ("opened", "decided"):
         subject = f"Loan #{loan.pk}: dispute #{dispute.pk} {news}"
-        mails = [EmailMessage(subject, text, None, [e]) for e in _emails(set(told)).values()]
+        mails = [Outgoing(u, LOANS, subject, text) for u in dict.fromkeys(told)]
     if news == "opened":
         staff_text = DISPUTE_MODERATOR_TEXT.format(**context)[:500]
         notes += [

@@ -144,3 +144,124 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> endpoint #{self.endpoint_id} ({self.status})"
+
+
+# --- outside the site: email and Telegram (docs/architecture.md §2, notifications) -------------
+
+
+class NotificationPreference(models.Model):
+    """Where one person wants one kind of news besides the bell: by email, by Telegram. A
+    missing row means the defaults (notifications.preferences.DEFAULTS)."""
+
+    class Category(models.TextChoices):
+        TRADE_OPENED = "trade_opened", "A trade opened on your offer"
+        TRADE_PAID = "trade_paid", "The buyer marked a trade paid"
+        TRADE_COMPLETED = "trade_completed", "Released, completed, or a settlement delayed"
+        DISPUTES = "disputes", "Disputes: opened, moderators' requests, decisions"
+        CHAT = "chat", "Chat messages in your trades"
+        LOANS = "loans", "Loans: activation, missed installments, margin calls, disputes"
+        OFFERS = "offers", "Offers the platform closed"
+        FUNDS = "funds", "Deposits and withdrawals; for moderators, the chain's alerts"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
+    category = models.CharField(max_length=20, choices=Category.choices)
+    email = models.BooleanField()
+    telegram = models.BooleanField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "category"], name="notif_pref_one_per_category")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.category} email={self.email} telegram={self.telegram}"
+
+
+class TelegramLink(models.Model):
+    """A person's Telegram chat with the platform's bot. Linking: the settings page makes a
+    one-time code (kept only as an HMAC), the person sends `/start CODE` to the bot, the poller
+    finds the code and records the chat; the code is spent then."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="telegram_link"
+    )
+    # One person per chat: linking a chat to a second account takes it from the first.
+    chat_id = models.BigIntegerField(null=True, blank=True, unique=True)
+    linked_at = models.DateTimeField(null=True, blank=True)
+    code_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: chat {self.chat_id or '-'}"
+
+
+class TelegramBotState(models.Model):
+    """One row: the last Bot API update handled, so that each update is handled once
+    (getUpdates' offset is this plus one)."""
+
+    last_update_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"last update {self.last_update_id}"
+
+
+class OutboundMessage(models.Model):
+    """The outbox row of one email or Telegram message to one address. Written with the news,
+    sent by a Celery task off every request's path, retried with backoff; a retry finds a sent
+    row and sends nothing. A sweeper re-queues rows whose broker message was lost."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        TELEGRAM = "telegram"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    class Error(models.TextChoices):
+        """The last attempt's failure as a fixed class (an exception's text could carry the bot
+        token, which is part of the Bot API's URL)."""
+
+        TIMEOUT = "timeout"
+        CONNECTION_ERROR = "connection_error", "Connection error"
+        TEMPORARY = "temporary", "The server refused it for now (4xx SMTP, 429/5xx Bot API)"
+        REFUSED = "refused", "The server refused it for good (5xx SMTP, 4xx Bot API)"
+        NOT_CONFIGURED = "not_configured", "The channel is not configured"
+        UNLINKED = "unlinked", "The Telegram chat was unlinked"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="outbound_messages",
+    )
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    # NotificationPreference.Category, or blank for the bot's own answers.
+    category = models.CharField(max_length=20, blank=True)
+    # An email address, or a Telegram chat id.
+    address = models.CharField(max_length=254)
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=20, blank=True, choices=Error.choices)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="outbound_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.address} ({self.status})"

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.mail import EmailMessage, get_connection, send_mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,7 +18,13 @@ from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import FEEDBACK_STATES
 from marketplace.models import Offer
 from notifications import webhooks
-from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
+from notifications.models import (
+    Notification,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from notifications.outbound import Outgoing, outgoing_send
 from notifications.webhooks import (  # the public webhook services, importable from here too
     EVENT_FOR_STATE,
     WEBHOOK_EVENTS,
@@ -64,6 +69,17 @@ TEXT_FOR_STATE: dict[str, str] = {
     S.SPLIT: "Trade #{n} was resolved by a moderator: the {asset} was split between {buyer} "
     "and {seller}.",
 }
+
+# Which preference (NotificationPreference.Category) decides where a move's email goes.
+C = NotificationPreference.Category
+CATEGORY_FOR_STATE: dict[str, str] = {
+    S.FUNDED: C.TRADE_OPENED,
+    S.PAID: C.TRADE_PAID,
+    S.RELEASING: C.TRADE_COMPLETED,
+    S.COMPLETED: C.TRADE_COMPLETED,
+    S.DISPUTED: C.DISPUTES,
+}
+CATEGORY_FOR_KIND: dict[str, str] = {K.DISPUTED: C.DISPUTES, K.MESSAGE: C.CHAT}
 
 FEEDBACK_PROMPT_TEXT = (
     "Trade #{n} is done: how was trading with {other}? Leave your feedback in the trade room."
@@ -119,7 +135,8 @@ def _context(trade: Trade, event: EscrowEvent) -> dict[str, Any]:
 
 
 def _email_recipients(trade: Trade, state: str) -> list[Any]:
-    """Who gets an email: whoever must act next, or is waiting for the coins."""
+    """Who gets the news outside the site too (email, Telegram, as they chose): whoever must
+    act next, or is waiting for the coins."""
     if state == S.FUNDED:
         return [trade.maker]
     if state == S.PAID:
@@ -156,7 +173,7 @@ def notify_trade_event(*, trade: Trade, event: EscrowEvent) -> None:
 
 def notify_trade_events(*, events: list[EscrowEvent]) -> None:
     """Escrow moves that committed (one, or a whole settlement batch): tell both parties (in-app:
-    all but the actor), email the ones who must act, and queue a signed webhook for every active
+    all but the actor), queue email and Telegram for the ones who must act (as they chose), and queue a signed webhook for every active
     endpoint of either party that wants the event. A constant number of queries per call."""
     wanted = [e for e in events if e.new_state in KIND_FOR_STATE]
     if not wanted:
@@ -172,7 +189,7 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
         endpoints.setdefault(endpoint.user_id, []).append(endpoint)
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
-    mails: list[EmailMessage] = []
+    outside: list[Outgoing] = []
     now = timezone.now()
     for event in wanted:
         trade = trades.get(event.trade_id)
@@ -206,20 +223,14 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
             for endpoint in endpoints.get(user_id, [])
             if endpoint.wants(name)
         ]
-        mails += [
-            EmailMessage(f"Trade #{trade.pk}: {kind}", text, None, [user.email])
+        outside += [
+            Outgoing(user.pk, CATEGORY_FOR_STATE[state], f"Trade #{trade.pk}: {kind}", text)
             for user in _email_recipients(trade, state)
-            if user.email
         ]
     with transaction.atomic():
         Notification.objects.bulk_create(notes)
         webhooks.webhook_deliveries_queue(deliveries)
-    if mails:
-        try:
-            # One connection for the lot; the in-app notifications are there whatever happens.
-            get_connection(fail_silently=False).send_messages(mails)
-        except Exception:
-            logger.warning("emails about %s trade event(s) failed", len(mails), exc_info=True)
+        outgoing_send(outside)
 
 
 # --- settlements that failed ----------------------------------------------------------------------
@@ -245,23 +256,24 @@ def _moderators() -> list[Any]:
 
 
 def notify_moderators_funds(*, text: str) -> None:
-    """A chain alert (ledger.alerts): every moderator gets it in-app, and by email if they have
-    one."""
+    """A chain alert (ledger.alerts): every moderator gets it in-app, and by email and Telegram
+    as each chose."""
     moderators = _moderators()
-    Notification.objects.bulk_create(
-        [Notification(user=m, kind=Notification.Kind.FUNDS, text=text[:500]) for m in moderators]
-    )
-    mails = [EmailMessage("Funds alert", text, None, [m.email]) for m in moderators if m.email]
-    if mails:
-        try:
-            get_connection(fail_silently=False).send_messages(mails)
-        except Exception:
-            logger.warning("emails of a funds alert failed", exc_info=True)
+    with transaction.atomic():
+        Notification.objects.bulk_create(
+            [
+                Notification(user=m, kind=Notification.Kind.FUNDS, text=text[:500])
+                for m in moderators
+            ]
+        )
+        outgoing_send(Outgoing(m.pk, C.FUNDS, "Funds alert", text) for m in moderators)
 
 
 def notify_user_funds(*, user_id: int, text: str) -> None:
-    """A user's own deposit or withdrawal news (ledger.alerts), in-app."""
-    Notification.objects.create(user_id=user_id, kind=Notification.Kind.FUNDS, text=text[:500])
+    """A user's own deposit or withdrawal news (ledger.alerts): in-app, and outside as chosen."""
+    with transaction.atomic():
+        Notification.objects.create(user_id=user_id, kind=Notification.Kind.FUNDS, text=text[:500])
+        outgoing_send([Outgoing(user_id, C.FUNDS, "Deposits and withdrawals", text)])
 
 
 def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
@@ -277,7 +289,7 @@ def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
         return
     moderators = _moderators()
     notes: list[Notification] = []
-    mails: list[EmailMessage] = []
+    outside: list[Outgoing] = []
     for settlement in settlements:
         trade = settlement.trade
         context = {
@@ -296,17 +308,11 @@ def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
             body = text.format(**context)[:500]
             for user in users.values():
                 notes.append(Notification(user=user, trade=trade, kind=K.SETTLEMENT, text=body))
-                if user.email:
-                    mails.append(EmailMessage(subject, body, None, [user.email]))
+                outside.append(Outgoing(user.pk, C.TRADE_COMPLETED, subject, body))
     # A moderator who is also a party of the trade gets both texts: they say different things.
-    Notification.objects.bulk_create(notes)
-    if mails:
-        try:
-            get_connection(fail_silently=False).send_messages(mails)
-        except Exception:
-            logger.warning(
-                "emails about %s failed settlement(s) failed", len(settlements), exc_info=True
-            )
+    with transaction.atomic():
+        Notification.objects.bulk_create(notes)
+        outgoing_send(outside)
 
 
 def notify_parties(
@@ -319,7 +325,8 @@ def notify_parties(
     coalesce: bool = False,
 ) -> None:
     """Tell both parties of a trade about something that is not an escrow move (a dispute step,
-    a chat message): in-app, and by email when it matters. `coalesce`: not again to a party who
+    a chat message): in-app, and when `email` (it may leave the site) by email and Telegram as
+    each chose for its kind. `coalesce`: not again to a party who
     has not yet read the last one of this kind on this trade (a burst of chat is one bell)."""
     trade = Trade.objects.select_related("buyer", "seller").get(pk=trade.pk)
     users = [u for u in (trade.buyer, trade.seller) if u.pk != except_user_id]
@@ -330,19 +337,15 @@ def notify_parties(
             ).values_list("user_id", flat=True)
         )
         users = [u for u in users if u.pk not in unread]
-    Notification.objects.bulk_create(
-        Notification(user=u, trade=trade, kind=kind, text=text[:500]) for u in users
-    )
-    if email:
-        for user in users:
-            if not user.email:
-                continue
-            try:
-                send_mail(f"Trade #{trade.pk}: {kind}", text, None, [user.email])
-            except Exception:
-                logger.warning(
-                    "email to user %s about trade #%s failed", user.pk, trade.pk, exc_info=True
-                )
+    category = CATEGORY_FOR_KIND.get(kind, C.DISPUTES)
+    with transaction.atomic():
+        Notification.objects.bulk_create(
+            Notification(user=u, trade=trade, kind=kind, text=text[:500]) for u in users
+        )
+        if email:
+            outgoing_send(
+                Outgoing(u.pk, category, f"Trade #{trade.pk}: {kind}", text) for u in users
+            )
 
 
 def notify_offer_closed(*, offer_id: int) -> None:
@@ -355,9 +358,6 @@ def notify_offer_closed(*, offer_id: int) -> None:
         f"minimum of {fmt(offer.min_fiat, offer.fiat.precision)} {offer.fiat.code} per trade, "
         "so nobody could take it. Top it up or lower the minimum to reopen it."
     )
-    Notification.objects.create(user=offer.maker, offer=offer, kind=K.OFFER, text=text[:500])
-    if offer.maker.email:
-        try:
-            send_mail(f"Offer #{offer.pk} closed", text, None, [offer.maker.email])
-        except Exception:
-            logger.warning("email about closed offer #%s failed", offer.pk, exc_info=True)
+    with transaction.atomic():
+        Notification.objects.create(user=offer.maker, offer=offer, kind=K.OFFER, text=text[:500])
+        outgoing_send([Outgoing(offer.maker_id, C.OFFERS, f"Offer #{offer.pk} closed", text)])

@@ -1,4 +1,4 @@
-"""Webhook tasks: load by id, call one service, own only the retry policy."""
+"""Webhook, email and Telegram tasks: load by id, call one service, own only the retry policy."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import Retry
 from django.db import OperationalError
 from django.utils import timezone
 
 from escrow.models import EscrowEvent
-from notifications import services
-from notifications.models import WebhookDelivery
+from notifications import outbound, services, telegram
+from notifications.models import OutboundMessage, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +54,36 @@ def notify_trade_events(event_ids: list[int]) -> int:
     events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
     services.notify_trade_events(events=events)
     return len(events)
+
+
+# --- email and Telegram (notifications.outbound) ---
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True)
+def send_outbound(self: Any, message_id: int) -> str:
+    """One attempt at one email or Telegram message; a failed one is retried by Celery after
+    the row's backoff (the row counts the attempts and knows when to give up)."""
+    message = outbound.outbound_deliver(message_id=message_id)
+    if message is None:
+        return "skipped"  # not due, finished, or another worker holds it
+    if message.status == OutboundMessage.Status.PENDING and message.next_attempt_at:
+        countdown = max(0.0, (message.next_attempt_at - timezone.now()).total_seconds())
+        try:
+            raise self.retry(countdown=countdown, max_retries=None)
+        except Retry:
+            raise
+        except Exception:
+            logger.warning("could not schedule retry of message %s; the sweeper will", message_id)
+    return message.status
+
+
+@shared_task(acks_late=True)
+def sweep_outbound() -> int:
+    """Re-queue overdue pending emails and Telegram messages: a lost broker message loses nothing."""
+    return outbound.outbound_requeue_due()
+
+
+@shared_task(acks_late=True)
+def poll_telegram() -> int:
+    """The bot's new updates (`/start CODE` links a chat); nothing when no bot is configured."""
+    return telegram.telegram_updates_poll()

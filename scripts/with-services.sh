@@ -13,6 +13,9 @@
 # `postgres` user). With "anvil" in SERVICES: a local Ethereum node (Foundry's
 # Anvil from npm, `npm ci` where node_modules lacks it) and EVM_RPC_URL;
 # ANVIL_BIN is its binary (tests start their own nodes with it too).
+# With "replica" in SERVICES (and postgres): a streaming replica of that PostgreSQL, a hot standby
+# on its own port (pg_basebackup -R), and DATABASE_REPLICA_URL, REPLICA_PORT_TEST (data dir:
+# replica/, log: replica.log).
 #
 # Environment knobs:
 #   SERVICES_DIR=path  keep the data there and reuse it next time (`make run`);
@@ -34,7 +37,7 @@ else SUDO=$(command -v sudo || true); AS_PG=(); fi
 # The system packages the tests need, where missing: PostgreSQL, Redis, and the
 # Chromium the browser tests drive (Playwright never downloads a browser).
 CHROMIUM=/usr/bin/chromium
-SERVICES=${SERVICES:-postgres redis chromium anvil}
+SERVICES=${SERVICES:-postgres redis chromium anvil replica}
 want() { case " $SERVICES " in *" $1 "*) return 0;; *) return 1;; esac; }
 if [ "${KEEP_URLS:-}" = 1 ]; then
   [ -n "${DATABASE_URL:-}" ] && SERVICES=${SERVICES//postgres/}
@@ -90,8 +93,10 @@ chmod 755 "$DIR"
 PGDATA_DIR=$DIR/pgdata
 pg() { (cd "$DIR" && "${AS_PG[@]}" "$PG_BIN/$1" "${@:2}"); }  # cwd: postgres may not read ours
 
-PGPORT='' REDISPORT='' REDIS_STARTED='' PG_STARTED='' ANVIL_PID=''
+PGPORT='' REDISPORT='' REDIS_STARTED='' PG_STARTED='' ANVIL_PID='' REPLICA_STARTED=''
 cleanup() {
+  # The standby first: stopped after its primary, it would wait for it to come back.
+  [ -n "$REPLICA_STARTED" ] && pg pg_ctl stop -D "$DIR/replica" -m immediate -w >/dev/null 2>&1
   if [ -n "$PG_STARTED" ] && [ -f "$PGDATA_DIR/postmaster.pid" ]; then
     # A kept database shuts down cleanly; a throwaway one needs no checkpoint.
     pg pg_ctl stop -D "$PGDATA_DIR" -m "$([ -n "$KEEP" ] && echo fast || echo immediate)" -w \
@@ -156,6 +161,35 @@ if [ -n "$PG_STARTED" ]; then
   fi
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/marketplace"
 fi
+
+# --- the read replica (issue 17): a streaming hot standby of the PostgreSQL above ---
+# The primary runs with PostgreSQL's defaults wal_level=replica and max_wal_senders=10, and
+# initdb -A trust lets 127.0.0.1 connect for replication (pg_hba.conf's `replication` lines).
+# pg_basebackup -R copies the cluster and writes standby.signal and primary_conninfo; the standby
+# then streams every later change (the test databases pytest creates included). About a second.
+REPLICA_DIR=$DIR/replica
+if want replica && [ -n "$PG_STARTED" ]; then
+  if [ ! -f "$REPLICA_DIR/PG_VERSION" ]; then
+    pg pg_basebackup -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$REPLICA_DIR" -R -X stream \
+      -c fast --no-sync >"$DIR/basebackup.log" 2>&1 \
+      || { cat "$DIR/basebackup.log" >&2; die "pg_basebackup failed"; }
+  else
+    # A kept standby follows the primary on whatever port it has this time.
+    echo "primary_conninfo = 'host=127.0.0.1 port=$PGPORT user=postgres'" \
+      | "${AS_PG[@]}" tee -a "$REPLICA_DIR/postgresql.auto.conf" >/dev/null
+  fi
+  for attempt in 1 2 3; do
+    read -r REPLICA_PORT _ < <(free_ports) || die "could not pick ports"
+    if pg pg_ctl start -w -t 60 -D "$REPLICA_DIR" -l "$DIR/replica.log" -o "-p $REPLICA_PORT \
+        -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR $DURABILITY \
+        -c max_connections=300 -c hot_standby=on -c hot_standby_feedback=on" \
+        >/dev/null 2>&1; then REPLICA_STARTED=1; break; fi
+    [ "$attempt" = 3 ] && { cat "$DIR/replica.log" >&2; die "the replica failed to start"; }
+  done
+  export DATABASE_REPLICA_URL="postgres://postgres@127.0.0.1:$REPLICA_PORT/marketplace"
+  export REPLICA_PORT_TEST=$REPLICA_PORT
+fi
+# --- end ---
 # Anvil: chain id 31337, its ten funded dev accounts from the well-known test mnemonic. Mining:
 # one block per transaction (tests and the watcher mine more with anvil_mine), plus one block
 # every ANVIL_BLOCK_TIME seconds when set (`make run`: confirmations tick by themselves). A kept

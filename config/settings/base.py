@@ -1,5 +1,6 @@
 """Settings shared by every environment; everything that differs comes from the environment."""
 
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,12 +30,105 @@ WSGI_APPLICATION = "config.wsgi.application"
 # DATABASES
 # PostgreSQL, always (`make run` and `make test` start one): 18-decimal money held and added
 # exactly, and row locks that serialize concurrent writers. No other engine is supported.
-DATABASES = {"default": env.db("DATABASE_URL")}
-if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-    raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL database (postgres://...)")
-# Money services open their own durable transactions; a request-wide one would nest them.
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# --- pooled connections, PgBouncer and the read replica (issue 17; docs/scaling.md) ---
+# Pooled by default: each process keeps psycopg's connection pool (Django's OPTIONS["pool"]) and
+# takes a checked, already open connection per request or task, instead of opening a PostgreSQL
+# backend each time (BENCHMARKS.md: ~4x on a request with one query). A dead database gives a
+# PoolTimeout (an OperationalError: the API's clean 503) after DATABASE_POOL_TIMEOUT seconds at
+# most, never a hang; the pool reconnects by itself. DATABASE_POOL=false: persistent connections
+# (CONN_MAX_AGE seconds) with the same health check instead.
+DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
+DATABASE_POOL_OPTIONS = {
+    # Per process and alias: a sync gunicorn worker or a prefork Celery child uses one; threaded
+    # servers (runserver, gthread, Celery's threads pool) one per busy thread.
+    "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
+    # How long a request waits for a connection before its 503.
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+    # A failed reconnection backs off (1 s, 2 s, 4 s...): give up after this long, so that the
+    # next request tries afresh and a database that is back is used within seconds.
+    "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=3.0),
+    "max_idle": 300.0,
+    "max_lifetime": 1800.0,
+}
+
+
+def _database(url: str, *, direct: str = "") -> dict[str, Any]:
+    db: dict[str, Any] = env.db_url_config(url)
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"{direct or 'DATABASE_URL'} must name a PostgreSQL database")
+    # Money services open their own durable transactions; a request-wide one would nest them.
+    db["ATOMIC_REQUESTS"] = False
+    db["CONN_HEALTH_CHECKS"] = True
+    options = db.setdefault("OPTIONS", {})
+    # An unreachable host fails the connection attempt in seconds, not TCP's minutes.
+    options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+    if DATABASE_POOL:
+        db["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both)
+        options["pool"] = dict(DATABASE_POOL_OPTIONS)
+    else:
+        db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    return db
+
+
+# Behind PgBouncer in transaction pooling mode (docker-compose's `pgbouncer`), a server
+# connection changes hands between transactions: nothing may outlive one. So no server-side
+# cursors outside a transaction (Django's .iterator() would open WITH HOLD cursors) and no
+# prepared statements (Django already leaves psycopg's prepare_threshold at None). What needs a
+# session of its own bypasses PgBouncer through DATABASE_DIRECT_URL: the commands below.
+DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
+# Straight to PostgreSQL, when DATABASE_URL goes through PgBouncer: migrations (session-level
+# locks, long DDL), verify_ledger and export_ledger (exported snapshots, named cursors held
+# across fetches), dbshell. Those commands use it for `default` when it is set.
+DATABASE_DIRECT_URL = env("DATABASE_DIRECT_URL", default="")
+DIRECT_DATABASE_COMMANDS = {
+    "migrate",
+    "verify_ledger",
+    "export_ledger",
+    "dbshell",
+    "createcachetable",
+}
+_direct = (
+    bool(DATABASE_DIRECT_URL)
+    and Path(sys.argv[0]).name == "manage.py"
+    and sys.argv[1:2] != []
+    and sys.argv[1] in DIRECT_DATABASE_COMMANDS
+)
+DATABASES = {
+    "default": _database(DATABASE_DIRECT_URL, direct="DATABASE_DIRECT_URL")
+    if _direct
+    else _database(env("DATABASE_URL"))
+}
+if DATABASE_BEHIND_PGBOUNCER and not _direct:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+# Reads that may lag by a second (the order book, public profiles, trade history lists, proofs of
+# sealed entries) go to a streaming replica: the views that make them say so (common.db.
+# replica_reads) and common.db.ReplicaRouter sends them, unless the replica is down (then the
+# primary, retried after REPLICA_RETRY_SECONDS) or lags more than REPLICA_MAX_LAG_SECONDS
+# (measured at most every REPLICA_CHECK_SECONDS). Unset: the alias is the primary's twin and no
+# read leaves the primary. In tests the replica is a mirror of the test database.
+DATABASE_REPLICA_URL = env("DATABASE_REPLICA_URL", default="")
+DATABASES["replica"] = (
+    _database(DATABASE_REPLICA_URL, direct="DATABASE_REPLICA_URL")
+    if DATABASE_REPLICA_URL
+    else dict(DATABASES["default"], OPTIONS=dict(DATABASES["default"]["OPTIONS"]))
+)
+DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+if DATABASE_REPLICA_URL:
+    # A replica that is down costs the request that finds out at most this long (then the
+    # primary, and the circuit breaker spares the next ones).
+    DATABASES["replica"]["OPTIONS"]["connect_timeout"] = 2  # libpq's minimum
+    if DATABASE_POOL:
+        DATABASES["replica"]["OPTIONS"]["pool"]["timeout"] = env.float(
+            "REPLICA_POOL_TIMEOUT", default=1.0
+        )
+READ_REPLICA = bool(DATABASE_REPLICA_URL)
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=1.0)
+REPLICA_CHECK_SECONDS = env.float("REPLICA_CHECK_SECONDS", default=1.0)
+REPLICA_RETRY_SECONDS = env.float("REPLICA_RETRY_SECONDS", default=5.0)
+DATABASE_ROUTERS = ["common.db.ReplicaRouter"]
+# --- end ---
 
 # APPS
 INSTALLED_APPS = [
@@ -392,6 +486,33 @@ EVM_ASSETS = {
     "USDT": {"kind": "erc20", "contract": env("EVM_USDT_CONTRACT", default="")},
 }
 
+# ETHEREUM: WITHDRAWALS AND SWEEPS (ledger/evm/sequencer.py, sweeps.py; docs/chain.md)
+# Gas (EIP-1559): the next block's base fee x margin, plus the median tip of recent blocks.
+EVM_BASE_FEE_MARGIN = env("EVM_BASE_FEE_MARGIN", default="2")
+EVM_FEE_HISTORY_BLOCKS = env.int("EVM_FEE_HISTORY_BLOCKS", default=10)
+EVM_PRIORITY_FEE_PERCENTILE = env.float("EVM_PRIORITY_FEE_PERCENTILE", default=50.0)
+EVM_MIN_PRIORITY_FEE_GWEI = env("EVM_MIN_PRIORITY_FEE_GWEI", default="1")
+# A sent transaction not mined after this long is replaced (same nonce, fees +12.5%).
+EVM_STUCK_AFTER_SECONDS = env.float("EVM_STUCK_AFTER_SECONDS", default=300.0)
+# A token withdrawal's fee, flat, in the token (its gas is paid in ETH by the platform).
+EVM_TOKEN_WITHDRAWAL_FEE = env("EVM_TOKEN_WITHDRAWAL_FEE", default="1")
+# A deposit address is swept to the hot wallet once it holds at least this much.
+EVM_SWEEP_MIN = {
+    "ETH": env("EVM_SWEEP_MIN_ETH", default="0.01"),
+    "USDT": env("EVM_SWEEP_MIN_USDT", default="10"),
+}
+CELERY_BEAT_SCHEDULE["ledger-evm-sequencer"] = {
+    "task": "ledger.evm.tasks.run_sequencer",
+    "schedule": env.float("EVM_SEQUENCER_EVERY_SECONDS", default=5.0),
+}
+CELERY_BEAT_SCHEDULE["ledger-evm-sweeps"] = {
+    "task": "ledger.evm.tasks.run_sweeps",
+    "schedule": env.float("EVM_SWEEP_EVERY_SECONDS", default=60.0),
+}
+# The admin links a transaction hash to this block explorer ("https://etherscan.io/tx/{}").
+EVM_EXPLORER_TX_URL = env("EVM_EXPLORER_TX_URL", default="")
+# END ETHEREUM: WITHDRAWALS AND SWEEPS
+
 # RESERVES (ledger/evm/reserves.py, docs/chain.md "Reserves"): the chain's holdings against the
 # ledger's liabilities every RESERVES_RECONCILE_SECONDS (a shortfall alerts moderators), and a
 # signed proof of reserves (a Merkle sum tree of what each account is owed) every
@@ -461,3 +582,37 @@ LENDING_INTEREST_FEE = Decimal(env("LENDING_INTEREST_FEE", default="0"))
 # A party may dispute a loan while it is open and up to this many days after it closed.
 LENDING_DISPUTE_DAYS = env.int("LENDING_DISPUTE_DAYS", default=30)
 PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)
+
+# --- EMAIL AND TELEGRAM (notifications.outbound, .email, .telegram) ---
+# Sent by the worker, never in a request: every SMTP step times out after EMAIL_TIMEOUT seconds,
+# and a failed message is retried OUTBOUND_BACKOFF_BASE_SECONDS * 2^attempts later (capped),
+# up to OUTBOUND_MAX_ATTEMPTS attempts.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+# Links in emails and Telegram messages start with this.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+OUTBOUND_MAX_ATTEMPTS = env.int("OUTBOUND_MAX_ATTEMPTS", default=8)
+OUTBOUND_BACKOFF_BASE_SECONDS = env.float("OUTBOUND_BACKOFF_BASE_SECONDS", default=2.0)
+OUTBOUND_BACKOFF_MAX_SECONDS = env.float("OUTBOUND_BACKOFF_MAX_SECONDS", default=1800.0)
+# The platform's Telegram bot (from @BotFather); no token: no Telegram at all.
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_BOT_NAME = env("TELEGRAM_BOT_NAME", default="")
+TELEGRAM_API_URL = env("TELEGRAM_API_URL", default="https://api.telegram.org")
+TELEGRAM_TIMEOUT_SECONDS = env.float("TELEGRAM_TIMEOUT_SECONDS", default=5.0)
+TELEGRAM_LINK_CODE_MINUTES = env.int("TELEGRAM_LINK_CODE_MINUTES", default=10)
+CELERY_BEAT_SCHEDULE["notifications-sweep-outbound"] = {
+    "task": "notifications.tasks.sweep_outbound",
+    "schedule": 30.0,
+}
+CELERY_BEAT_SCHEDULE["notifications-poll-telegram"] = {
+    "task": "notifications.tasks.poll_telegram",
+    "schedule": env.float("TELEGRAM_POLL_SECONDS", default=5.0),
+}
+# --- end ---

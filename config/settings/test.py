@@ -9,7 +9,7 @@ from .base import env
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY", default="test-only-not-secret")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -66,3 +66,23 @@ if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
 # EVM_RPC_URL, which `make test` exports for its shared node, is not read here.
 EVM_RPC_URL = env("EVM_TEST_RPC_URL", default="")
 EVM_CONFIRMATIONS = env.int("EVM_CONFIRMATIONS", default=2)
+
+# --- pooled connections and the read replica (issue 17) ---
+# The pool as in production, sized for the tests' threads: a live server serves each request on
+# a thread of its own, and the concurrency tests race dozens of threads at once (the pool grows
+# to what they hold and shrinks back). The fault tests check the pool's timeout on a dead database.
+for _alias in ("default", "replica"):
+    if "pool" in DATABASES[_alias]["OPTIONS"]:  # noqa: F405
+        DATABASES[_alias]["OPTIONS"]["pool"]["max_size"] = env.int(  # noqa: F405
+            "DATABASE_POOL_MAX_SIZE", default=100
+        )
+if "pool" in DATABASES["default"]["OPTIONS"]:  # noqa: F405
+    DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = env.float(  # noqa: F405
+        "DATABASE_POOL_TIMEOUT", default=10.0
+    )
+# `make test` starts a real streaming replica (scripts/with-services.sh: DATABASE_REPLICA_URL) and
+# the `replica` alias mirrors the test database on it; no read goes there unless a test asks
+# (the `read_replica` fixture of tests/test_read_replica.py): a test inside a transaction that the
+# replica never sees would read nothing there.
+READ_REPLICA = False
+# --- end ---

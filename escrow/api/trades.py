@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api import ERRORS, AmountInput, ApiView, paginated
+from common.db import replica_reads
 from common.errors import ValidationFailed
 from common.files import private_file_response
 from common.idempotency import idempotent
@@ -119,6 +120,7 @@ class TradeListApi(ApiView):
         ],
         responses={200: paginated(TradeOut), **ERRORS},
     )
+    @replica_reads
     def get(self, request: Request) -> Response:
         state = request.query_params.get("state") or None
         if state and state not in Trade.State.values:

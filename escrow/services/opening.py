@@ -22,13 +22,14 @@ from common.errors import (
     PermissionDenied,
     ValidationFailed,
 )
-from common.money import fmt, parse_amount, round_down
+from common.money import fmt, round_down
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
 from escrow.services.transitions import announce
 from ledger import services as ledger
 from marketplace import services as market
+from marketplace.currencies import parse_fiat_amount
 from marketplace.models import Offer
 from marketplace.selectors import fiat_get, offer_book, offer_unmet_requirements
 from marketplace.services import payment_accounts as pay
@@ -267,7 +268,7 @@ def _match_candidates(
     if side not in Offer.Side.values:
         raise ValidationFailed.for_field("side", "Choose buy or sell.")
     fiat_obj = fiat_get(code=fiat)
-    value = parse_amount(fiat_amount, precision=fiat_obj.precision, field="fiat_amount")
+    value = parse_fiat_amount(fiat_amount, fiat=fiat_obj, field="fiat_amount")
     # side is what the taker wants to do: buying means taking sell offers.
     book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
     candidates = offer_book(

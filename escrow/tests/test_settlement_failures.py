@@ -110,7 +110,7 @@ def test_the_default_is_five_attempts():
 
 
 def test_a_refused_posting_fails_after_max_attempts_and_everyone_is_told_once(
-    alice, bob, moderator, clerk, django_capture_on_commit_callbacks, settings
+    alice, bob, moderator, clerk, django_capture_on_commit_callbacks, settings, outbound_inline
 ):
     # given a released trade whose posting the ledger refuses
     trade = _released(alice, bob)

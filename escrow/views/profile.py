@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import selectors as account_selectors
 from accounts.forms import FeedbackReplyForm
 from accounts.models import TraderRelation
+from common.db import replica_reads
 from common.errors import ApplicationError
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow
@@ -26,6 +27,7 @@ FEEDBACK_PAGE = 20
 
 
 @require_GET
+@replica_reads
 def trader_profile(request: HttpRequest, username: str) -> HttpResponse:
     """A trader's public face: tier badge, record computed from trades, feedback with replies,
     open offers. Documents and limits are never shown here."""

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from accounts.services import funds_confirm
+from common.db import replica_reads
 from common.errors import ApplicationError, NotFound
 from common.files import private_file_response
 from escrow import selectors as escrow_selectors
@@ -407,6 +408,7 @@ TRADE_FILTERS = {"all": "All", "active": "Active", "finished": "Finished"}
 
 @login_required
 @require_GET
+@replica_reads
 def my_trades(request: HttpRequest) -> HttpResponse:
     show = request.GET.get("show", "all")
     if show not in TRADE_FILTERS:

@@ -17,6 +17,7 @@ from common.api import (
     otp_from,
     paginated,
 )
+from common.db import replica_reads
 from common.errors import NotFound, ValidationFailed
 from common.idempotency import idempotent
 from common.money import fmt
@@ -30,6 +31,11 @@ class WalletOut(serializers.Serializer[Any]):
     available = serializers.CharField()
     escrow = serializers.CharField()
     pending_withdrawal = serializers.CharField()
+    withdrawal_fee = serializers.CharField(
+        allow_null=True,
+        help_text="The network fee a withdrawal costs now, in the asset (held with the amount; "
+        "send it back as max_fee). null: it can't be quoted right now.",
+    )
 
 
 class WalletListApi(ApiView):
@@ -41,6 +47,8 @@ class WalletListApi(ApiView):
         },
     )
     def get(self, request: Request) -> Response:
+        wallets = selectors.wallet_list_for_user(user=request.user)
+        fees = selectors.withdrawal_fee_quotes(assets=[w.asset for w in wallets])
         rows = [
             {
                 "asset": w.asset.code,
@@ -48,8 +56,11 @@ class WalletListApi(ApiView):
                 "available": fmt(w.available, w.asset.precision),
                 "escrow": fmt(w.escrow, w.asset.precision),
                 "pending_withdrawal": fmt(w.pending_withdrawal, w.asset.precision),
+                "withdrawal_fee": (
+                    None if (fee := fees.get(w.asset.code)) is None else fmt(fee, w.asset.precision)
+                ),
             }
-            for w in selectors.wallet_list_for_user(user=request.user)
+            for w in wallets
         ]
         return Response({"results": WalletOut(rows, many=True).data})
 
@@ -58,6 +69,7 @@ class WithdrawalOut(serializers.Serializer[Withdrawal]):
     id = serializers.IntegerField()
     asset = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
+    fee = serializers.SerializerMethodField(help_text="The network fee, held with the amount.")
     address = serializers.CharField()
     status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
     txid = serializers.CharField()
@@ -65,6 +77,9 @@ class WithdrawalOut(serializers.Serializer[Withdrawal]):
 
     def get_amount(self, w: Withdrawal) -> str:
         return fmt(w.amount, w.asset.precision)
+
+    def get_fee(self, w: Withdrawal) -> str:
+        return fmt(w.fee, w.asset.precision)
 
 
 class WithdrawalCreateApi(ApiView):
@@ -76,6 +91,11 @@ class WithdrawalCreateApi(ApiView):
 
         amount = AmountInput()
         address = serializers.CharField(max_length=128)
+        max_fee = AmountInput(
+            required=False,
+            help_text="The network fee you were shown (GET /wallets/: withdrawal_fee): a "
+            "higher one now is refused (400, field max_fee) and nothing is held.",
+        )
 
     @extend_schema(
         operation_id="withdrawals_create",
@@ -88,7 +108,8 @@ class WithdrawalCreateApi(ApiView):
                 request_only=True,
             )
         ],
-        description="The amount is held at once; a worker hands it to the chain adapter. Needs the "
+        description="The amount is held at once, with the network fee (`fee`: on the chain, the "
+        "estimated gas; 0 for a manual asset); a worker hands it to the chain adapter. Needs the "
         "`withdraw` scope, and the fund password: `otp` (the 2FA code) once 2FA is on, else "
         "`password` (the account password); a missing or wrong one is refused (403 "
         "`otp_required`, `otp_invalid`, `password_required`, `password_invalid`; 429 "
@@ -108,6 +129,7 @@ class WithdrawalCreateApi(ApiView):
             asset_code=asset,
             amount=data.validated_data["amount"],
             address=data.validated_data["address"],
+            max_fee=data.validated_data.get("max_fee"),
         )
         withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)
         return Response(WithdrawalOut(withdrawal).data, status=status.HTTP_201_CREATED)
@@ -237,6 +259,7 @@ class InclusionProofApi(ApiView):
         responses={200: ProofOut, **ERRORS},
         description="RFC 9162 inclusion proof of one of your entries against a signed checkpoint.",
     )
+    @replica_reads
     def get(self, request: Request, seq: int) -> Response:
         tree_size = _int_param(request, "tree_size", required=False)
         return Response(selectors.inclusion_proof(seq=seq, tree_size=tree_size, user=request.user))
@@ -254,6 +277,7 @@ class ConsistencyProofApi(ApiView):
         responses={200: ConsistencyOut, 400: ErrorSerializer, 429: ErrorSerializer},
         description="RFC 9162 consistency proof: the tree of `second` entries extends the tree of `first`.",
     )
+    @replica_reads
     def get(self, request: Request) -> Response:
         first = _int_param(request, "first", required=True)
         second = _int_param(request, "second", required=True)

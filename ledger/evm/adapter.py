@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.db import transaction
+
+from common.outbox import publish_after_commit
 from ledger.adapters import ChainAdapter, SubmitResult
 from ledger.evm.addresses import checked_address, deposit_address_for
 from ledger.evm.config import confirmations_required, evm_asset
+from ledger.evm.fees import eth_withdrawal_fee_quote, token_withdrawal_fee
 
 if TYPE_CHECKING:
     from ledger.models import Asset, Withdrawal
@@ -40,5 +45,24 @@ class EvmChainAdapter(ChainAdapter):
         return checked_address(address)
 
     def submit_withdrawal(self, *, withdrawal: Withdrawal) -> SubmitResult:
-        # The chain's sequencer (one per chain, an advisory lock) signs and broadcasts it.
+        # The chain's sequencer (one per chain, an advisory lock) signs and broadcasts it: woken
+        # once this commits; its beat picks up whatever the wake-up missed.
+        transaction.on_commit(_wake_sequencer)
         return SubmitResult(status="pending")
+
+    def withdrawal_fee(self, *, asset: Asset, amount: Decimal) -> Decimal:
+        """ETH: the gas of a transfer at the current quote (docs/chain.md); a token: the flat
+        EVM_TOKEN_WITHDRAWAL_FEE, in the token."""
+        config = evm_asset(asset.code)
+        if config is None:
+            return Decimal(0)
+        if config.kind == "native":
+            fee = eth_withdrawal_fee_quote()
+            return fee.quantize(Decimal(1).scaleb(-asset.precision), rounding=ROUND_CEILING)
+        return token_withdrawal_fee(asset.precision)
+
+
+def _wake_sequencer() -> None:
+    from ledger.evm.tasks import run_sequencer
+
+    publish_after_commit(run_sequencer)

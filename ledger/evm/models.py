@@ -36,6 +36,118 @@ class DepositAddress(models.Model):
         return f"{self.chain}:{self.address}"
 
 
+class NonceCursor(models.Model):
+    """The next nonce the sequencer gives a transaction from `address` (the hot wallet, or a
+    deposit address that is swept). Only the chain's sequencer (an advisory lock) moves it."""
+
+    chain = models.CharField(max_length=16)
+    address = models.CharField(max_length=42, help_text="EIP-55 checksummed")
+    next_nonce = models.PositiveBigIntegerField(default=0)
+
+    objects: models.Manager[NonceCursor] = models.Manager()
+
+    class Meta:
+        app_label = "ledger"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain", "address"], name="one_nonce_cursor_per_address"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain}:{self.address} next nonce {self.next_nonce}"
+
+
+class ChainTransaction(models.Model):
+    """One signed outgoing transaction: a withdrawal, a sweep from a deposit address to the hot
+    wallet, or a gas top-up of a deposit address. The signed bytes and their hash are stored
+    (and committed) before the first broadcast, so a crash never leads to a second signature:
+    the same bytes are broadcast again. A replacement of a stuck one is a new row with the same
+    nonce and higher fees; the one the chain mines wins, the other ends `replaced`."""
+
+    class Kind(models.TextChoices):
+        WITHDRAWAL = "withdrawal"
+        SWEEP = "sweep"
+        GAS_TOPUP = "gas_topup"
+
+    class Status(models.TextChoices):
+        SIGNED = "signed"  # stored, not yet accepted by the node (or not known to be)
+        BROADCAST = "broadcast"  # the node has it; waiting to be mined
+        MINED = "mined"  # in a block; waiting for EVM_CONFIRMATIONS
+        CONFIRMED = "confirmed"  # final and succeeded: posted on the ledger
+        FAILED = "failed"  # final and reverted, or its nonce went to another transaction
+        REPLACED = "replaced"  # another transaction of the same nonce superseded or beat it
+
+    LIVE = (Status.SIGNED, Status.BROADCAST)
+
+    chain = models.CharField(max_length=16)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    withdrawal = models.ForeignKey(
+        "ledger.Withdrawal",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="chain_transactions",
+    )
+    # The deposit address a sweep leaves from, or a top-up goes to (its BIP-32 index).
+    deposit_index = models.PositiveIntegerField(null=True, blank=True)
+    from_address = models.CharField(max_length=42)
+    nonce = models.PositiveBigIntegerField()
+    to_address = models.CharField(
+        max_length=42, help_text="Who receives the coins (for a token: not the contract)"
+    )
+    asset = models.ForeignKey("ledger.Asset", on_delete=models.PROTECT, related_name="+")
+    amount = amount_field()
+    max_fee_per_gas = models.DecimalField(max_digits=78, decimal_places=0, help_text="wei")
+    max_priority_fee_per_gas = models.DecimalField(max_digits=78, decimal_places=0, help_text="wei")
+    gas_limit = models.PositiveBigIntegerField()
+    raw_tx = models.TextField(help_text="The signed transaction (hex): public once broadcast")
+    tx_hash = models.CharField(max_length=66)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SIGNED)
+    replaced_by = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="replaces"
+    )
+    succeeded = models.BooleanField(null=True, help_text="The receipt's status, once mined")
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    gas_used = models.PositiveBigIntegerField(null=True, blank=True)
+    effective_gas_price = models.DecimalField(
+        max_digits=78, decimal_places=0, null=True, blank=True, help_text="wei"
+    )
+    error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    mined_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects: models.Manager[ChainTransaction] = models.Manager()
+
+    class Meta:
+        app_label = "ledger"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "tx_hash"], name="chain_tx_hash_unique"),
+            # One transaction per nonce at a time; replaced ones step aside.
+            models.UniqueConstraint(
+                fields=["chain", "from_address", "nonce"],
+                condition=~models.Q(status="replaced"),
+                name="one_live_tx_per_nonce",
+            ),
+        ]
+        indexes = [models.Index(fields=["chain", "status"], name="chain_tx_status")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.asset_id} nonce {self.nonce} ({self.status})"
+
+    @property
+    def fee_paid_wei(self) -> int:
+        """The gas this transaction cost once mined (0 before)."""
+        if self.gas_used is None or self.effective_gas_price is None:
+            return 0
+        return int(self.gas_used) * int(self.effective_gas_price)
+
+
 # --- reserves (ledger/evm/reserves.py; docs/chain.md "Reserves") ------------------------------
 
 

@@ -15,7 +15,8 @@ wallet plus every deposit address (coins seen but not yet credited are there too
 
 A withdrawal whose transaction is mined but not yet posted (the sequencer posts it after
 EVM_CONFIRMATIONS blocks) has left the chain's addresses while the ledger still owes it:
-`in_transit` counts those (SUBMITTED, txid set, receipt successful at or before the block).
+`in_transit` counts those (SUBMITTED, one of its transactions, a replacement included, with a
+successful receipt at or before the block).
 
     difference = onchain_total + in_transit - liabilities      (< 0: a shortfall)
 
@@ -45,7 +46,13 @@ from common.transactions import durable_atomic
 from ledger import signing, sumtree
 from ledger.alerts import moderators_alert, moderators_alert_clear
 from ledger.evm.config import CHAIN, EvmAsset, evm_assets
-from ledger.evm.models import DepositAddress, ReserveLeaf, ReserveProof, ReserveReconciliation
+from ledger.evm.models import (
+    ChainTransaction,
+    DepositAddress,
+    ReserveLeaf,
+    ReserveProof,
+    ReserveReconciliation,
+)
 from ledger.evm.rpc import web3
 from ledger.models import Asset, LedgerAccount, Withdrawal
 from ledger.services.sealing import signing_key_publish
@@ -81,7 +88,8 @@ class LedgerFigures:
     fees: Decimal
     custody_book: Decimal  # minus the custody accounts: where the ledger says the coins are
     custody: dict[str, Decimal]  # place ("hot", "deposits") -> amount there by the book
-    in_flight: list[tuple[str, Decimal]] = field(default_factory=list)  # (txid, amount)
+    # Withdrawals sent or about to be, not yet posted: (amount, the hashes of its transactions).
+    in_flight: list[tuple[Decimal, list[str]]] = field(default_factory=list)
 
     @property
     def liabilities(self) -> Decimal:
@@ -110,14 +118,26 @@ def ledger_figures(*, asset: Asset) -> LedgerFigures:
             .annotate(net=F("credits_posted") - F("debits_posted"))
             .values_list("code", "net")
         }
-        in_flight = [
-            (txid, amount)
-            for txid, amount in Withdrawal.objects.filter(
-                asset=asset, status=Withdrawal.Status.SUBMITTED
+        submitted = dict(
+            Withdrawal.objects.filter(asset=asset, status=Withdrawal.Status.SUBMITTED).values_list(
+                "pk", "amount"
             )
-            .exclude(txid="")
-            .values_list("txid", "amount")
-        ]
+        )
+        hashes: dict[int, list[str]] = {}
+        for withdrawal_id, tx_hash in (
+            ChainTransaction.objects.filter(
+                withdrawal_id__in=submitted, kind=ChainTransaction.Kind.WITHDRAWAL
+            )
+            .exclude(status=ChainTransaction.Status.FAILED)
+            .values_list("withdrawal_id", "tx_hash")
+        ):
+            hashes.setdefault(withdrawal_id, []).append(tx_hash)
+        for withdrawal_id, txid in (
+            Withdrawal.objects.filter(pk__in=submitted).exclude(txid="").values_list("pk", "txid")
+        ):
+            if txid not in hashes.get(withdrawal_id, []):
+                hashes.setdefault(withdrawal_id, []).append(txid)  # another sender's record
+        in_flight = [(submitted[w], tx_hashes) for w, tx_hashes in sorted(hashes.items())]
     return LedgerFigures(
         users=totals["users"],
         holds=totals["holds"],
@@ -218,23 +238,27 @@ def read_holdings(
     )
 
 
-def in_transit(*, flights: Iterable[tuple[str, Decimal]], block: int) -> Decimal:
-    """Of the withdrawals sent and not yet posted, what a successful transaction mined at or
-    before `block` took off the chain."""
+def in_transit(*, flights: Iterable[tuple[Decimal, list[str]]], block: int) -> Decimal:
+    """Of the withdrawals sent and not yet posted, what left the chain's addresses by `block`:
+    each withdrawal once, when one of its transactions (a replacement shares the nonce, so at
+    most one is mined) has a successful receipt at or before the block."""
     flights = list(flights)
-    if not flights:
+    calls = [("eth_getTransactionReceipt", [h]) for _, tx_hashes in flights for h in tx_hashes]
+    if not calls:
         return _ZERO
-    receipts = _batch([("eth_getTransactionReceipt", [txid]) for txid, _ in flights])
-    return sum(
-        (
-            amount
-            for (_, amount), receipt in zip(flights, receipts, strict=True)
+    receipts = iter(_batch(calls))
+    total = _ZERO
+    for amount, tx_hashes in flights:
+        mined = [
+            receipt
+            for receipt in (next(receipts) for _ in tx_hashes)
             if receipt
             and int(receipt.get("status", "0x0"), 16) == 1
             and int(receipt["blockNumber"], 16) <= block
-        ),
-        _ZERO,
-    )
+        ]
+        if mined:
+            total += amount
+    return total
 
 
 # --- reconciliation ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from django.db import transaction
 
-from common.errors import InvalidTransition, ValidationFailed
-from common.money import parse_amount
+from common.errors import InsufficientFunds, InvalidTransition, ValidationFailed
+from common.money import fmt, parse_amount
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
 from ledger.adapters import get_chain_adapter
@@ -16,6 +16,7 @@ from ledger.models import Deposit, Transfer, Withdrawal
 from ledger.selectors import asset_get
 from ledger.services.transfers import (
     account_custody,
+    account_fees,
     account_for_user,
     account_world,
     transfer_post,
@@ -86,8 +87,12 @@ def withdrawal_owner_confirm(
         confirm(user=user, otp=otp, password=password)
 
 
-def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str) -> Withdrawal:
-    """Hold the amount at once (user -> world, pending); a worker hands it to the chain adapter."""
+def withdrawal_request(
+    *, user: Any, asset_code: str, amount: Any, address: str, max_fee: Any = None
+) -> Withdrawal:
+    """Hold the amount at once (user -> world, pending), and the adapter's network fee with it
+    (user -> fees, pending); a worker hands it to the chain adapter. `max_fee`: the fee the
+    person was shown; a higher one now is refused (they confirm again)."""
     asset = asset_get(code=asset_code)
     value = parse_amount(amount, precision=asset.precision, field="amount")
     address = (address or "").strip()
@@ -97,11 +102,17 @@ def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str)
         )
     adapter = get_chain_adapter(asset)
     address = adapter.normalize_address(asset=asset, address=address)
+    fee = adapter.withdrawal_fee(asset=asset, amount=value)
+    if max_fee not in (None, ""):
+        shown = parse_amount(max_fee, precision=asset.precision, field="max_fee", allow_zero=True)
+        if fee > shown:
+            message = f"The network fee is now {fee} {asset.code}: confirm again."
+            raise ValidationFailed(f"max_fee: {message}", fields={"max_fee": [message]})
     for guard in withdrawal_guards:
         guard(user=user)
     with durable_atomic():
         withdrawal = Withdrawal.objects.create(
-            user=user, asset=asset, amount=value, address=address
+            user=user, asset=asset, amount=value, address=address, fee=fee
         )
         withdrawal.hold = transfer_post(
             idempotency_key=f"withdrawal:{withdrawal.pk}:hold",
@@ -115,9 +126,34 @@ def withdrawal_request(*, user: Any, asset_code: str, amount: Any, address: str)
             kind=Transfer.Kind.WITHDRAWAL,
             pending=True,
         )
-        withdrawal.save(update_fields=["hold"])
+        if fee > 0:
+            withdrawal.fee_hold = _withdrawal_fee_hold(withdrawal, user=user)
+        withdrawal.save(update_fields=["hold", "fee_hold"])
         transaction.on_commit(lambda: _queue_withdrawal(withdrawal.pk))
     return withdrawal
+
+
+def _withdrawal_fee_hold(withdrawal: Withdrawal, *, user: Any) -> Transfer:
+    asset = withdrawal.asset
+    try:
+        return transfer_post(
+            idempotency_key=f"withdrawal:{withdrawal.pk}:fee",
+            debit=account_for_user(user=user, asset=asset),
+            credit=account_fees(asset=asset),
+            amount=withdrawal.fee,
+            kind=Transfer.Kind.WITHDRAWAL,
+            pending=True,
+            memo="network fee",
+        )
+    except InsufficientFunds:
+        total = fmt(withdrawal.amount + withdrawal.fee, asset.precision)
+        message = (
+            f"The amount plus the network fee ({fmt(withdrawal.fee, asset.precision)} "
+            f"{asset.code}) is {total} {asset.code}: more than you have available."
+        )
+        raise InsufficientFunds(
+            f"amount: {message}", fields={"amount": ["Insufficient balance."]}
+        ) from None
 
 
 def _queue_withdrawal(withdrawal_id: int) -> None:
@@ -132,7 +168,7 @@ def withdrawal_process(*, withdrawal_id: int) -> Withdrawal:
     with durable_atomic():
         withdrawal = (
             Withdrawal.objects.select_for_update(of=("self",))
-            .select_related("asset", "hold")
+            .select_related("asset", "hold", "fee_hold")
             .get(pk=withdrawal_id)
         )
         if withdrawal.status != Withdrawal.Status.REQUESTED:
@@ -190,7 +226,7 @@ def _withdrawal_decide(
     with durable_atomic():
         withdrawal = (
             Withdrawal.objects.select_for_update(of=("self",))
-            .select_related("hold")
+            .select_related("hold", "fee_hold")
             .get(pk=withdrawal_id)
         )
         allowed = [Withdrawal.Status.REQUESTED, Withdrawal.Status.SUBMITTED]
@@ -210,6 +246,11 @@ def _withdrawal_finish(
             idempotency_key=f"withdrawal:{withdrawal.pk}:post",
             pending=cast(Transfer, withdrawal.hold),
         )
+        if withdrawal.fee_hold_id:
+            transfer_post_pending(
+                idempotency_key=f"withdrawal:{withdrawal.pk}:fee:post",
+                pending=cast(Transfer, withdrawal.fee_hold),
+            )
         withdrawal.status = Withdrawal.Status.COMPLETED
         withdrawal.txid = txid
     else:
@@ -217,6 +258,11 @@ def _withdrawal_finish(
             idempotency_key=f"withdrawal:{withdrawal.pk}:void",
             pending=cast(Transfer, withdrawal.hold),
         )
+        if withdrawal.fee_hold_id:
+            transfer_void_pending(
+                idempotency_key=f"withdrawal:{withdrawal.pk}:fee:void",
+                pending=cast(Transfer, withdrawal.fee_hold),
+            )
         withdrawal.status = Withdrawal.Status.FAILED
         withdrawal.failure_reason = reason[:200]
     withdrawal.save(update_fields=["status", "txid", "failure_reason", "updated_at"])

@@ -23,10 +23,13 @@ from django.urls import reverse
 from accounts.tests.factories import UserFactory
 from conftest import ROOT
 from ledger import services, signing
+from ledger.evm import adapter as evm_adapter
 from ledger.evm import reserves
 from ledger.evm.addresses import deposit_address_for
-from ledger.evm.models import ReserveReconciliation
+from ledger.evm.models import ChainTransaction, ReserveReconciliation
+from ledger.evm.sequencer import sequencer_run
 from ledger.models import Asset, Transfer, Withdrawal
+from ledger.services import funds
 from marketplace.tests.factories import fund
 from notifications.models import Notification
 from tests.anvil import dev_account
@@ -163,27 +166,42 @@ def test_coins_moved_out_of_the_hot_wallet_behind_the_ledgers_back(evm, alice, m
     assert len(alerts()) == 1
 
 
-def test_a_withdrawal_mined_but_not_yet_posted_is_in_transit(evm, alice, moderator):
-    # given 5 ETH of alice's in the hot wallet
-    credit_from_chain(alice, "ETH", "5", place="hot")
+def test_a_withdrawal_mined_but_not_yet_posted_is_in_transit(evm, alice, moderator, monkeypatch):
+    # given 6 ETH of alice's in the hot wallet; the test runs the sequencer itself
+    monkeypatch.setattr(funds, "_queue_withdrawal", lambda withdrawal_id: None)
+    monkeypatch.setattr(evm_adapter, "_wake_sequencer", lambda: None)
+    credit_from_chain(alice, "ETH", "6", place="hot")
     (before,) = reserves.reserves_reconcile(asset_code="ETH")
-    to = dev_account(3).address
-    withdrawal = services.withdrawal_request(user=alice, asset_code="ETH", amount="5", address=to)
-    # a submitted withdrawal not yet broadcast is still owed and still on the chain
-    Withdrawal.objects.filter(pk=withdrawal.pk).update(status=Withdrawal.Status.SUBMITTED)
+    withdrawal = services.withdrawal_request(
+        user=alice, asset_code="ETH", amount="5", address=dev_account(3).address
+    )
+    withdrawal = services.withdrawal_process(withdrawal_id=withdrawal.pk)
+    assert withdrawal.status == Withdrawal.Status.SUBMITTED
+    # a queued withdrawal not yet sent is still owed, and its coins are still on the chain
     (queued,) = reserves.reserves_reconcile(asset_code="ETH")
     assert (queued.in_transit, queued.difference) == (0, before.difference)
-    # when the sequencer's transaction is mined (the ledger posts it only after confirmations)
-    txid = evm.send_eth(to, "5", sender=evm.hot)
-    receipt = evm.w3.eth.wait_for_transaction_receipt(txid)
-    Withdrawal.objects.filter(pk=withdrawal.pk).update(txid=txid)
+    # when the sequencer signs and broadcasts it, and the node mines it at once
+    sequencer_run()
+    tx = ChainTransaction.objects.get(withdrawal=withdrawal)
+    receipt = evm.w3.eth.wait_for_transaction_receipt(tx.tx_hash)
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.SUBMITTED  # posted only after confirmations
     (sent,) = reserves.reserves_reconcile(asset_code="ETH")
     # then the 5 ETH that left count as in transit: only the gas changed the difference
     gas = Decimal(receipt["gasUsed"] * receipt["effectiveGasPrice"]) / 10**18
     assert sent.in_transit == Decimal(5)
-    assert sent.liabilities == Decimal(5)
+    assert sent.liabilities == Decimal(6)
     assert before.difference - sent.difference == gas
     assert sent.status == COVERED
+    # and once confirmed and posted, nothing is in transit; the fee kept is the platform's
+    evm.node.mine(3)
+    sequencer_run()
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.COMPLETED
+    (posted,) = reserves.reserves_reconcile(asset_code="ETH")
+    assert posted.in_transit == 0
+    assert posted.liabilities == Decimal(1) - withdrawal.fee
+    assert posted.difference == before.difference - gas + withdrawal.fee
 
 
 def test_an_unreachable_node_is_recorded_not_compared(evm, alice, moderator):

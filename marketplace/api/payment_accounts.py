@@ -14,7 +14,8 @@ from common.api import ERRORS, ApiView, paginated
 from common.idempotency import idempotent
 from marketplace import selectors
 from marketplace.models import PaymentAccount
-from marketplace.payment_fields import GENERIC, METHOD_FIELDS, display, fields_for
+from marketplace.payment_catalog import METHOD_FIELDS
+from marketplace.payment_fields import GENERIC, display, fields_for
 from marketplace.services import payment_accounts as services
 
 

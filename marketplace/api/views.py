@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api import ERRORS, AmountInput, ApiView, CursorPage, ErrorSerializer, paginated
+from common.db import replica_reads
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
 from common.money import AMOUNT_MAX_DIGITS, parse_decimal
@@ -130,6 +131,7 @@ class OfferListApi(ApiView):
             "a minute old (TRADER_STATS_CACHE_SECONDS)."
         ),
     )
+    @replica_reads
     def get(self, request: Request) -> Response:
         qs = selectors.offer_book(
             side=request.query_params.get("side") or None,

@@ -19,6 +19,7 @@ from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Asset
 from ledger.selectors import asset_get
+from marketplace.currencies import parse_fiat_amount
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex
 from marketplace.selectors import fiat_get
 from marketplace.services import payment_accounts as pay
@@ -190,8 +191,8 @@ def _offer_terms(
                 f"There is no {asset.code}/{fiat.code} price index to float on; use a fixed price.",
             )
         values["margin_percent"] = margin
-    values["min_fiat"] = parse_amount(min_fiat, precision=fiat.precision, field="min_fiat")
-    values["max_fiat"] = parse_amount(max_fiat, precision=fiat.precision, field="max_fiat")
+    values["min_fiat"] = parse_fiat_amount(min_fiat, fiat=fiat, field="min_fiat")
+    values["max_fiat"] = parse_fiat_amount(max_fiat, fiat=fiat, field="max_fiat")
     if values["max_fiat"] < values["min_fiat"]:
         raise ValidationFailed.for_field("max_fiat", "The maximum must not be below the minimum.")
     try:

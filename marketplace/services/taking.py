@@ -13,6 +13,7 @@ from accounts.selectors import (
 )
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
+from marketplace.currencies import parse_fiat_amount
 from marketplace.models import Offer, PaymentMethod
 from marketplace.services.dust import offer_close_if_dust
 from marketplace.services.offers import offer_effective_price
@@ -66,7 +67,7 @@ def offer_quantity(
         # the taker gave; amount x price <= fiat_amount < (amount + one display unit) x price,
         # the rounding (under one display unit) staying with whoever sells the asset.
         places = asset.display_places
-        fiat_total = parse_amount(fiat_amount, precision=fiat.precision, field="fiat_amount")
+        fiat_total = parse_fiat_amount(fiat_amount, fiat=fiat, field="fiat_amount")
         qty = round_down(fiat_total / price, places)
         if qty <= 0:
             raise ValidationFailed.for_field(

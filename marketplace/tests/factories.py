@@ -14,6 +14,7 @@ from ledger import services as ledger
 from ledger.models import Asset
 from marketplace import services
 from marketplace.models import FiatCurrency, PaymentMethod, PriceIndex
+from marketplace.services.reference import fiat_currencies_sync, payment_methods_sync
 
 ASSETS = {"BTC": ("Bitcoin", 8), "ETH": ("Ether", 18), "USDT": ("Tether USD", 6)}
 # What the ledger's display-precision migration sets for the seeded assets.
@@ -40,9 +41,13 @@ class AssetFactory(factory.django.DjangoModelFactory):
 
 
 def reference_data() -> None:
-    """What the seed migration creates; transactional tests flush it, so tests make it again."""
+    """What the seed migrations create; transactional tests flush it, so tests make it again:
+    the assets, every ISO currency and the payment-method catalogue (through the migrations'
+    own sync), and a few prices."""
     for code in ASSETS:
         AssetFactory(code=code)
+    fiat_currencies_sync()
+    payment_methods_sync()
     for code, name in FIATS.items():
         FiatCurrency.objects.get_or_create(code=code, defaults={"name": name})
     for code, name in METHODS.items():

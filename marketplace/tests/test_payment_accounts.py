@@ -114,7 +114,7 @@ class TestFields:
 
     def test_unknown_method_is_refused_by_name(self, alice):
         with pytest.raises(ValidationFailed) as exc:
-            pay.payment_account_create(user=alice, method="paypal", details={})
+            pay.payment_account_create(user=alice, method="carrier-pigeon", details={})
         assert list(refused(exc)) == ["method"]
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from notifications.api import views
+from notifications.api import preferences, views
 
 urlpatterns = [
     path("webhooks/", views.WebhookListApi.as_view(), name="api-webhooks"),
@@ -13,6 +13,11 @@ urlpatterns = [
         name="api-webhook-deliveries",
     ),
     path("notifications/", views.NotificationListApi.as_view(), name="api-notifications"),
+    path(
+        "notifications/preferences/",
+        preferences.NotificationPreferencesApi.as_view(),
+        name="api-notification-preferences",
+    ),
     path(
         "notifications/<int:notification_id>/read/",
         views.NotificationReadApi.as_view(),

@@ -20,7 +20,9 @@ def moderator(refdata):
     return user
 
 
-def test_an_alert_reaches_each_moderator_once_until_it_clears(moderator, alice, mailoutbox):
+def test_an_alert_reaches_each_moderator_once_until_it_clears(
+    moderator, alice, mailoutbox, outbound_inline
+):
     cache.delete("ledger-alert:hot-wallet-low:ETH")
     assert alerts.moderators_alert(key="hot-wallet-low:ETH", text="Hot wallet low: 0.1 ETH")
     # the task that finds it again an instant later does not repeat it

@@ -186,7 +186,7 @@ def test_failing_notifications_leave_the_loan_alone(
 
 
 def test_loan_news_emails_whoever_must_act_and_links_to_the_loan(
-    alice, queued, mailoutbox, django_capture_on_commit_callbacks, monkeypatch
+    alice, queued, mailoutbox, django_capture_on_commit_callbacks, monkeypatch, outbound_inline
 ):
     # given users with email addresses and an activated loan
     alice.email = "alice@example.com"
@@ -213,7 +213,7 @@ def test_loan_news_emails_whoever_must_act_and_links_to_the_loan(
 
 
 def test_a_loan_dispute_reaches_moderators_and_the_parties(
-    alice, queued, mailoutbox, django_capture_on_commit_callbacks
+    alice, queued, mailoutbox, django_capture_on_commit_callbacks, outbound_inline
 ):
     loan, big, small = _usdt_loan(alice, django_capture_on_commit_callbacks)
     mod = UserFactory(username="mod", is_staff=True, email="mod@example.com")

@@ -254,7 +254,7 @@ def test_webhook_url_and_events_are_validated(alice):
 
 
 def test_counterparty_notified_and_seller_emailed(
-    alice, bob, django_capture_on_commit_callbacks, mailoutbox
+    alice, bob, django_capture_on_commit_callbacks, mailoutbox, outbound_inline
 ):
     # given alice's sell offer
     fund(alice, "BTC", "1")
@@ -304,7 +304,9 @@ def test_system_transitions_notify_both_parties(alice, bob, django_capture_on_co
     ]
 
 
-def test_dispute_emails_both(alice, bob, django_capture_on_commit_callbacks, mailoutbox):
+def test_dispute_emails_both(
+    alice, bob, django_capture_on_commit_callbacks, mailoutbox, outbound_inline
+):
     trade = make_trade(alice, bob)
     with django_capture_on_commit_callbacks(execute=True):
         escrow.trade_dispute(trade_id=trade.pk, actor=bob, reason="paid but could not mark it")

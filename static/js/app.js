@@ -156,8 +156,19 @@
   if (wd) {
     var bal = readJSON("balances");
     var sel = wd.querySelector("[name=asset]"), hint = document.getElementById("withdraw-hint");
+    /* The network fee of the chosen asset (issue 19: the estimated gas): shown before confirming,
+       and sent back as max_fee so that a higher fee at request time is refused, never charged. */
+    var fees = readJSON("withdrawal-fees") || {}, feeLine = document.getElementById("withdraw-fee");
+    var maxFee = wd.querySelector("[name=max_fee]");
     var show = function () {
       hint.textContent = sel && bal[sel.value] !== undefined ? "Available: " + bal[sel.value] + " " + sel.value : "";
+      var fee = sel ? fees[sel.value] : "";
+      if (feeLine) {
+        feeLine.textContent = fee
+          ? "Network fee: " + fee + " " + sel.value + " (the estimated gas), held with the amount."
+          : fee === null ? "The network fee can't be quoted right now." : "";
+      }
+      if (maxFee) maxFee.value = fee || "";
     };
     if (sel) sel.addEventListener("change", show);
     show();

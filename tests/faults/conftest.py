@@ -448,6 +448,11 @@ class PostgresControl:
         assert result.returncode == 0, result.stdout + result.stderr
         return time.monotonic() - began
 
+    def stop(self) -> None:
+        """pg_ctl stop -m fast: down until ensure_up() starts it again."""
+        result = self._pg_ctl("stop", "-D", str(self.services.pgdata), "-m", "fast", "-w")
+        assert result.returncode == 0, result.stdout + result.stderr
+
     def ensure_up(self) -> None:
         if self.is_running():
             return

@@ -198,6 +198,33 @@ def test_postgres_restart_gives_clean_503s_and_the_site_recovers(
     )
 
 
+def test_a_pool_whose_connections_died_answers_503_within_its_timeout_and_recovers(
+    refdata, live_server, postgres_control, settings
+):
+    """PostgreSQL down for a while, not just restarting: every pooled connection is dead and no
+    new one can be made. A request waits the pool's timeout at most (never hangs: the client
+    gives up 20 s later and would record no answer), answers the clean 503, and the pool
+    reconnects by itself once the database is back."""
+    pool = settings.DATABASES["default"]["OPTIONS"].get("pool")
+    if not pool:
+        pytest.skip("DATABASE_POOL is off: persistent connections")
+    ((_, token),) = make_traders("pooldown", 1)
+    api = ApiClient(live_server.url, token)
+    # given a pool holding live connections
+    assert api.get("/wallets/").status == 200
+    # when PostgreSQL goes down
+    postgres_control.stop()
+    try:
+        replies = [api.get("/wallets/", timeout=pool["timeout"] + 20) for _ in range(2)]
+    finally:
+        postgres_control.ensure_up()
+    connections.close_all()  # this thread's connection died with the old server
+    # then each request got the clean 503 (a PoolTimeout is an OperationalError)
+    assert [(r.status, r.code) for r in replies] == [(503, "unavailable")] * 2, replies
+    # and once it is back, the same server answers again by itself
+    wait_for(lambda: api.get("/wallets/").status == 200, timeout=60, interval=0.25)
+
+
 class _FailsOnce:
     """Stands in for a callable of the response path: the first call raises OperationalError,
     as when the connection dies right after the service's transaction committed (the live

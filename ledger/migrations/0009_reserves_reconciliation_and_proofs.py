@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ledger', '0007_deposit_addresses'),
+        ('ledger', '0008_chain_transactions_and_withdrawal_fees'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0007_notification_kinds_feedback_and_offer'),
+        ('notifications', '0008_email_telegram_outbox_and_preferences'),
     ]
 
     operations = [
