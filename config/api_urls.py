@@ -8,6 +8,7 @@ from escrow.api import trades
 from escrow.api import views as escrow
 from ledger.api import deposits as chain_deposits
 from ledger.api import views as ledger
+from ledger.evm import reserves_api
 from marketplace.api import payment_accounts
 from marketplace.api import views as market
 
@@ -95,6 +96,19 @@ urlpatterns = [
     path("ledger/entries/<int:seq>/proof/", ledger.InclusionProofApi.as_view(), name="api-proof"),
     path("ledger/consistency/", ledger.ConsistencyProofApi.as_view(), name="api-consistency"),
     path("ledger/public-key/", ledger.PublicKeyApi.as_view(), name="api-public-key"),
+    # --- the proof of reserves (ledger/evm/reserves_api.py)
+    path("reserves/", reserves_api.ReserveProofListApi.as_view(), name="api-reserves"),
+    path(
+        "reserves/<int:proof_id>/",
+        reserves_api.ReserveProofDetailApi.as_view(),
+        name="api-reserve-proof",
+    ),
+    path(
+        "reserves/<int:proof_id>/proof/",
+        reserves_api.ReserveInclusionProofApi.as_view(),
+        name="api-reserve-inclusion",
+    ),
+    # --- end of the proof of reserves
     path("", include("lending.api.urls")),
     path("", include("notifications.api.urls")),
 ]

@@ -21,6 +21,7 @@ MODERATOR_PERMISSIONS = [
     ("ledger", "change_deposit"),
     ("ledger", "view_withdrawal"),
     ("ledger", "change_withdrawal"),
+    ("ledger", "view_reservereconciliation"),  # the hot wallet page (reserves)
     ("accounts", "view_profile"),
     ("accounts", "change_profile"),
     ("accounts", "review_kyc"),

@@ -155,3 +155,6 @@ import ledger.evm.admin  # noqa: E402
 
 # The chain deposits' screens live beside their code; imported so the admin registers them.
 import ledger.evm.deposits_admin  # noqa: E402, F401
+
+# The reserves' screens live beside their code (the hot wallet page among them).
+from ledger.evm import reserves_admin as reserves_admin  # noqa: E402

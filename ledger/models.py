@@ -344,3 +344,6 @@ from ledger.evm.models import ChainDeposit as ChainDeposit  # noqa: E402
 from ledger.evm.models import ChainTransaction as ChainTransaction  # noqa: E402
 from ledger.evm.models import DepositAddress as DepositAddress  # noqa: E402
 from ledger.evm.models import NonceCursor as NonceCursor  # noqa: E402
+from ledger.evm.models import ReserveLeaf as ReserveLeaf  # noqa: E402
+from ledger.evm.models import ReserveProof as ReserveProof  # noqa: E402
+from ledger.evm.models import ReserveReconciliation as ReserveReconciliation  # noqa: E402

@@ -40,7 +40,10 @@ def sweep_withdrawals() -> int:
     return len(ids)
 
 
-# The chain's sequencer and sweeps (ledger/evm/tasks.py).
+# The chain's tasks live beside their code (ledger/evm/): the sequencer and sweeps (tasks.py),
+# reconciliation and the proof of reserves (reserves_tasks.py); imported here, where Celery looks.
+from ledger.evm.reserves_tasks import publish_reserves_proof as publish_reserves_proof  # noqa: E402
+from ledger.evm.reserves_tasks import reconcile_reserves as reconcile_reserves  # noqa: E402
 from ledger.evm.tasks import run_sequencer as run_sequencer  # noqa: E402
 from ledger.evm.tasks import run_sweeps as run_sweeps  # noqa: E402
 

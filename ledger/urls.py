@@ -1,6 +1,7 @@
 from django.urls import path
 
 from ledger import views
+from ledger.evm import reserves_views
 
 urlpatterns = [
     path("wallet/", views.wallet, name="wallet"),
@@ -10,5 +11,15 @@ urlpatterns = [
         "wallet/transfers/<int:transfer_id>/proof/",
         views.transfer_proof_by_id,
         name="transfer_proof_by_id",
+    ),
+    # --- the proof of reserves (ledger/evm/reserves_views.py)
+    path("reserves/", reserves_views.reserves_page, name="reserves"),
+    path(
+        "reserves/<int:proof_id>.json",
+        reserves_views.reserves_published_json,
+        name="reserves_published_json",
+    ),
+    path(
+        "reserves/<int:proof_id>/mine.json", reserves_views.reserves_my_proof, name="reserves_mine"
     ),
 ]

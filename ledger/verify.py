@@ -6,9 +6,10 @@
     python -m ledger.verify export ledger.jsonl --checkpoint checkpoint.json --keys keys.json
     python -m ledger.verify proof proof.json --keys keys.json
     python -m ledger.verify consistency consistency.json --old old.json --new new.json --keys keys.json
+    python -m ledger.verify reserves my-reserves-proof.json --keys keys.json [--balance 1.5]
 
 Exit status 0 when everything verifies, 1 naming the first bad sequence number otherwise.
-Standard library, ledger.chain, ledger.merkle and cryptography only (held so by
+Standard library, ledger.chain, ledger.merkle, ledger.sumtree and cryptography only (held so by
 ledger/tests/test_verify_imports.py); the server's own check of its database, `manage.py
 verify_ledger`, is ledger.replay with its scan workers in ledger.scan.
 """
@@ -24,9 +25,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ledger import chain, merkle
+from ledger import chain, merkle, sumtree
 
 SIGNED_FIELDS = ("tree_size", "root_hash", "chain_head", "timestamp", "key_id")
+# What a proof of reserves' signature covers (docs/chain.md "Reserves").
+RESERVE_SIGNED_FIELDS = (
+    "type",
+    "v",
+    "asset",
+    "precision",
+    "chain",
+    "block_number",
+    "block_hash",
+    "addresses",
+    "onchain_total",
+    "liabilities_root",
+    "liabilities_total",
+    "leaf_count",
+    "timestamp",
+    "key_id",
+)
 
 
 class VerificationError(Exception):
@@ -167,12 +185,181 @@ def verify_consistency(
         raise VerificationError("history was rewritten: the checkpoints are not consistent")
 
 
+# --- the proof of reserves ---------------------------------------------------------------------
+
+
+def _signed_by(fields: dict[str, Any], key_id: str, signature: str, keys: dict[str, str]) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    public = keys.get(key_id)
+    if public is None:
+        return False
+    message = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)).verify(
+            bytes.fromhex(signature), message
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_reserves_publication(
+    published: dict[str, Any], keys: dict[str, str], *, cover: bool = True
+) -> None:
+    """A published proof of reserves: signed by a platform key, its addresses' balances add up
+    to its on-chain total, no amount is negative, and (`cover`) the chain holds at least the
+    liabilities. (Each address's balance at the block can be checked on any node or block
+    explorer.)"""
+    try:
+        fields = {name: published[name] for name in RESERVE_SIGNED_FIELDS}
+    except KeyError as exc:
+        raise VerificationError(f"the proof of reserves lacks the field {exc}") from None
+    if fields["type"] != "proof-of-reserves" or fields["v"] != 1:
+        raise VerificationError("not a proof of reserves of a version this verifier knows")
+    if fields["key_id"] not in keys:
+        raise VerificationError(
+            f"the proof of reserves is signed by an unknown key {fields['key_id']!r}"
+        )
+    if not _signed_by(fields, fields["key_id"], str(published.get("signature", "")), keys):
+        raise VerificationError("the proof of reserves' signature is bad")
+    precision = int(fields["precision"])
+    try:
+        onchain = sumtree.to_units(fields["onchain_total"], precision, what="onchain_total")
+        owed = sumtree.to_units(fields["liabilities_total"], precision, what="liabilities_total")
+        held = sum(
+            sumtree.to_units(a["balance"], precision, what=f"the balance of {a['address']}")
+            for a in fields["addresses"]
+        )
+    except sumtree.SumTreeError as exc:
+        raise VerificationError(str(exc)) from None
+    if held != onchain:
+        raise VerificationError(
+            f"the addresses' balances add up to {sumtree.from_units(held, precision)}, not the "
+            f"published on-chain total {fields['onchain_total']}"
+        )
+    if cover and onchain < owed:
+        raise VerificationError(
+            f"the reserves do not cover the liabilities: {fields['onchain_total']} "
+            f"{fields['asset']} on chain at block {fields['block_number']} against "
+            f"{fields['liabilities_total']} owed ({sumtree.from_units(owed - onchain, precision)} short)"
+        )
+
+
+def verify_reserves_proof(
+    proof: dict[str, Any],
+    keys: dict[str, str],
+    *,
+    published: dict[str, Any] | None = None,
+    balance: str | None = None,
+) -> dict[str, Any]:
+    """A user's inclusion proof: their leaf (account, balance, nonce) hashes to `leaf_hash`, and
+    the path of sibling hashes and sums leads to the signed root and total, every sum non-negative
+    and each node's sum its children's. `published`: the proof of reserves as fetched elsewhere
+    (the public page), which must be the one the inclusion proof embeds. `balance`: what the user
+    expects their balance to be. Returns the leaf."""
+    reserves = proof.get("reserves") or {}
+    verify_reserves_publication(reserves, keys, cover=False)
+    if published is not None and any(
+        published.get(name) != reserves.get(name) for name in (*RESERVE_SIGNED_FIELDS, "signature")
+    ):
+        raise VerificationError(
+            "the inclusion proof is against another proof of reserves than the published one"
+        )
+    leaf = proof.get("leaf") or {}
+    try:
+        precision = int(reserves["precision"])
+        if leaf.get("asset") != reserves.get("asset"):
+            raise VerificationError(
+                f"the leaf is of {leaf.get('asset')}, the proof of {reserves.get('asset')}"
+            )
+        leaf_sum = sumtree.to_units(leaf.get("balance"), precision, what="the leaf's balance")
+        if (
+            balance is not None
+            and sumtree.to_units(balance, precision, what="--balance") != leaf_sum
+        ):
+            raise VerificationError(
+                f"the leaf's balance {leaf['balance']} is not the expected {balance}"
+            )
+        data = sumtree.leaf_bytes(
+            account=str(leaf["account"]),
+            asset=str(leaf["asset"]),
+            balance=str(leaf["balance"]),
+            nonce=str(leaf["nonce"]),
+        )
+        leaf_hash = sumtree.leaf_hash(data)
+        if leaf_hash.hex() != proof.get("leaf_hash"):
+            raise VerificationError(
+                "leaf_hash is not the hash of the leaf (account, balance, nonce)"
+            )
+        steps = [
+            (
+                str(step["side"]),
+                bytes.fromhex(step["hash"]),
+                sumtree.to_units(step["sum"], precision, what=f"step {n}'s sibling sum"),
+            )
+            for n, step in enumerate(proof.get("path") or [])
+        ]
+        node_sums = [
+            sumtree.to_units(step["node_sum"], precision, what=f"step {n}'s node sum")
+            for n, step in enumerate(proof.get("path") or [])
+        ]
+        root, total = sumtree.root_from_path(
+            leaf=leaf_hash,
+            leaf_sum=leaf_sum,
+            index=int(proof["index"]),
+            leaf_count=int(reserves["leaf_count"]),
+            path=steps,
+            node_sums=node_sums,
+            precision=precision,
+        )
+        published_total = sumtree.to_units(
+            reserves["liabilities_total"], precision, what="liabilities_total"
+        )
+    except sumtree.SumTreeError as exc:
+        raise VerificationError(str(exc)) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationError(f"malformed inclusion proof: {exc!r}") from None
+    if total != published_total:
+        raise VerificationError(
+            f"the root's sum {sumtree.from_units(total, precision)} is not the published "
+            f"liabilities total {reserves['liabilities_total']}"
+        )
+    if root.hex() != reserves.get("liabilities_root"):
+        raise VerificationError("the path does not lead to the signed liabilities root")
+    verify_reserves_publication(reserves, keys, cover=True)
+    return dict(leaf)
+
+
 def _open(path: str) -> Any:
     return contextlib.nullcontext(sys.stdin) if path == "-" else Path(path).open()
 
 
 def _json(path: str) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def _reserves_command(args: argparse.Namespace, keys: dict[str, str]) -> str:
+    document = _json(args.proof)
+    published = _json(args.published) if args.published else None
+    if "leaf" not in document:
+        verify_reserves_publication(document, keys)
+        if published is not None and published != document:
+            raise VerificationError("the two proofs of reserves differ")
+        shown = document
+        return (
+            f"OK: proof of reserves of {shown['asset']} at block {shown['block_number']} is "
+            f"signed; {shown['onchain_total']} on chain covers {shown['liabilities_total']} owed"
+        )
+    leaf = verify_reserves_proof(document, keys, published=published, balance=args.balance)
+    shown = document["reserves"]
+    return (
+        f"OK: {leaf['account']} holds {leaf['balance']} {leaf['asset']} in the signed liabilities "
+        f"(root {shown['liabilities_root'][:16]}..., total {shown['liabilities_total']}, "
+        f"{shown['leaf_count']} accounts); {shown['onchain_total']} on chain at block "
+        f"{shown['block_number']} covers it"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     consistency.add_argument("--old", required=True)
     consistency.add_argument("--new", required=True)
     consistency.add_argument("--keys", required=True)
+    reserves = sub.add_parser(
+        "reserves",
+        help="check a proof of reserves: your inclusion proof (or a published proof alone)",
+    )
+    reserves.add_argument("proof", help="your inclusion proof, or a published proof of reserves")
+    reserves.add_argument("--keys", required=True)
+    reserves.add_argument(
+        "--published", help="the proof of reserves as the public page or API gives it"
+    )
+    reserves.add_argument("--balance", help="the balance you expect the leaf to hold")
     args = parser.parse_args(argv)
     try:
         keys = load_keys(_json(args.keys))
@@ -206,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"OK: entry {entry['seq']} ({entry['kind']} {entry['amount']} {entry['asset']}) is in the signed ledger"
             )
+        elif args.command == "reserves":
+            print(_reserves_command(args, keys))
         else:
             verify_consistency(_json(args.proof), _json(args.old), _json(args.new), keys)
             print("OK: the newer checkpoint extends the older one; no history was rewritten")

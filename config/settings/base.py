@@ -527,6 +527,23 @@ CELERY_BEAT_SCHEDULE["ledger-evm-watch-deposits"] = {
 }
 # --- end EVM deposits ---
 
+# RESERVES (ledger/evm/reserves.py, docs/chain.md "Reserves"): the chain's holdings against the
+# ledger's liabilities every RESERVES_RECONCILE_SECONDS (a shortfall alerts moderators), and a
+# signed proof of reserves (a Merkle sum tree of what each account is owed) every
+# RESERVES_PROOF_SECONDS. Balances are read in JSON-RPC batches of RESERVES_RPC_BATCH calls.
+RESERVES_RECONCILE_SECONDS = env.float("RESERVES_RECONCILE_SECONDS", default=300.0)
+RESERVES_PROOF_SECONDS = env.float("RESERVES_PROOF_SECONDS", default=86400.0)
+RESERVES_RPC_BATCH = env.int("RESERVES_RPC_BATCH", default=200)
+CELERY_BEAT_SCHEDULE["ledger-reconcile-reserves"] = {
+    "task": "ledger.evm.reserves_tasks.reconcile_reserves",
+    "schedule": RESERVES_RECONCILE_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["ledger-publish-reserves-proof"] = {
+    "task": "ledger.evm.reserves_tasks.publish_reserves_proof",
+    "schedule": RESERVES_PROOF_SECONDS,
+}
+# END RESERVES
+
 # LOGGING AND METRICS (operations/, docs/operations.md)
 # One line per event on stdout: JSON (LOG_FORMAT=json) with the request id, user id and trade id,
 # secrets redacted; LOG_FORMAT=plain for a terminal. Celery logs through the same handler.

@@ -51,3 +51,10 @@ if EVM_RPC_URL.startswith(("http://127.0.0.1:", "http://localhost:")) and not EV
     EVM_XPUB = dev_deposit_keys()[0]
     EVM_HOT_WALLET_ADDRESS = EVM_HOT_WALLET_ADDRESS or dev_hot_wallet().address
 # --- end EVM ---
+# RESERVES (docs/chain.md "Reserves"): the demo reconciles every minute and publishes a proof of
+# reserves every 5 minutes, so /reserves/ has one soon after `make run` (production: 5 min, 1 day).
+RESERVES_RECONCILE_SECONDS = env.float("RESERVES_RECONCILE_SECONDS", default=60.0)
+RESERVES_PROOF_SECONDS = env.float("RESERVES_PROOF_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["ledger-reconcile-reserves"]["schedule"] = RESERVES_RECONCILE_SECONDS  # noqa: F405
+CELERY_BEAT_SCHEDULE["ledger-publish-reserves-proof"]["schedule"] = RESERVES_PROOF_SECONDS  # noqa: F405
+# END RESERVES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -233,3 +235,121 @@ class ChainDeposit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain}:{self.tx_hash[:12]}…:{self.log_index} ({self.status})"
+
+
+class ReserveReconciliation(models.Model):
+    """One comparison, for one asset, of what the platform holds on the chain at a block (the
+    hot wallet and every deposit address) with what it owes its users on the ledger.
+
+    liabilities = users + holds (posted balances of the user and escrow-kind accounts: what
+    users own, including amounts held for trades, loans and withdrawals not yet sent);
+    difference = onchain_total + in_transit - liabilities (below zero: a shortfall)."""
+
+    class Status(models.TextChoices):
+        COVERED = "covered"  # the chain holds at least what is owed
+        SHORTFALL = "shortfall"  # it holds less: moderators are alerted
+        FAILED = "failed"  # the node could not be read; nothing compared
+
+    asset = models.ForeignKey("ledger.Asset", on_delete=models.PROTECT, related_name="+")
+    chain = models.CharField(max_length=16)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    hot_wallet = amount_field(default=Decimal(0), help_text="On chain at the hot wallet")
+    deposit_addresses = amount_field(
+        default=Decimal(0), help_text="On chain at all deposit addresses"
+    )
+    address_count = models.PositiveIntegerField(default=0)
+    onchain_total = amount_field(default=Decimal(0))
+    users = amount_field(default=Decimal(0), help_text="Users' balances, holds included")
+    holds = amount_field(default=Decimal(0), help_text="Escrow-kind accounts (trades, loans)")
+    liabilities = amount_field(default=Decimal(0), help_text="users + holds: owed to users")
+    in_transit = amount_field(
+        default=Decimal(0),
+        help_text="Withdrawals mined by the block but not yet posted on the ledger",
+    )
+    fees = amount_field(default=Decimal(0), help_text="The platform's fee income (its own)")
+    custody_book = amount_field(
+        default=Decimal(0), help_text="What the ledger's custody accounts say the chain holds"
+    )
+    difference = amount_field(
+        default=Decimal(0), help_text="onchain_total + in_transit - liabilities"
+    )
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects: models.Manager[ReserveReconciliation] = models.Manager()
+
+    class Meta:
+        app_label = "ledger"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["asset", "-created_at"], name="reconciliation_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} reconciliation #{self.pk} ({self.status})"
+
+    @property
+    def shortfall(self) -> Decimal:
+        return max(-self.difference, Decimal(0))
+
+    @property
+    def surplus(self) -> Decimal:
+        return max(self.difference, Decimal(0))
+
+
+class ReserveProof(models.Model):
+    """A published, signed proof of reserves for one asset: the on-chain addresses with their
+    balances at a block, and the root and total of the Merkle sum tree of what is owed to each
+    account at that moment (ledger.sumtree). The signature covers `signed_fields()`."""
+
+    asset = models.ForeignKey("ledger.Asset", on_delete=models.PROTECT, related_name="+")
+    chain = models.CharField(max_length=16)
+    precision = models.PositiveSmallIntegerField()
+    block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    # [{"address": EIP-55, "balance": decimal string}], by address: the hot wallet and every
+    # deposit address holding anything at the block.
+    addresses = models.JSONField()
+    onchain_total = amount_field()
+    liabilities_root = models.CharField(max_length=64)
+    liabilities_total = amount_field()
+    leaf_count = models.PositiveIntegerField()
+    timestamp = models.CharField(max_length=32, help_text="ISO 8601 UTC, as signed")
+    key_id = models.CharField(max_length=32)
+    signature = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects: models.Manager[ReserveProof] = models.Manager()
+
+    class Meta:
+        app_label = "ledger"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} proof of reserves #{self.pk} at block {self.block_number}"
+
+
+class ReserveLeaf(models.Model):
+    """One account's leaf of a proof's sum tree: what it was owed, and the nonce that hides it."""
+
+    proof = models.ForeignKey(ReserveProof, on_delete=models.CASCADE, related_name="leaves")
+    index = models.PositiveIntegerField()
+    account = models.CharField(max_length=64, help_text="The ledger account's code")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    balance = amount_field()
+    nonce = models.CharField(max_length=64)
+    leaf_hash = models.CharField(max_length=64)
+
+    objects: models.Manager[ReserveLeaf] = models.Manager()
+
+    class Meta:
+        app_label = "ledger"
+        constraints = [
+            models.UniqueConstraint(fields=["proof", "index"], name="one_reserve_leaf_per_index")
+        ]
+        indexes = [models.Index(fields=["proof", "user"], name="reserve_leaf_user")]
+
+    def __str__(self) -> str:
+        return f"leaf {self.index} of proof {self.proof_id}"
