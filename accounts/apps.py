@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -34,3 +36,23 @@ class AccountsConfig(AppConfig):
         user_logged_in.connect(record_login_links, dispatch_uid="accounts.record_login_links")
         # The settings page lists each logged-in browser from its login on.
         user_logged_in.connect(record_login_session, dispatch_uid="accounts.record_login_session")
+
+        # A user deactivated (or their password hash changed) from anywhere, the admin included:
+        # their cached credential look-ups go at once (accounts.authentication).
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_save
+
+        from accounts.services import auth_cache_forget
+
+        def forget_credentials(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+            fields = kwargs.get("update_fields")
+            if created or (fields is not None and set(fields) <= {"last_login"}):
+                return
+            auth_cache_forget(user_id=instance.pk)
+
+        post_save.connect(
+            forget_credentials,
+            sender=get_user_model(),
+            weak=False,
+            dispatch_uid="accounts.forget_credentials",
+        )

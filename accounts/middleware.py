@@ -1,4 +1,4 @@
-"""Profile.last_seen for the order book's "last seen": written at most every few minutes per
+"""Profile.last_seen for the order book's "last seen": written at most once a minute per
 user (a cache key remembers the last write), never on every request; a browser session's last
 use likewise. The user's time zone for the pages. The device cookie and the
 addresses that link accounts (accounts.selectors, account links)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,9 +18,14 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from common import hotcache
 from common.http import client_ip
 
-EVERY_SECONDS = 300
+# Profile.last_seen is written at most once a minute per user: a cache key (cache.add, which
+# only one process wins) guards the write, and each process remembers the users it has checked
+# in the last minute, so most requests cost neither a write nor a cache round trip.
+EVERY_SECONDS = 60
+_checked: dict[int, float] = {}
 
 
 SESSION_EVERY_SECONDS = 60
@@ -37,16 +43,25 @@ class LastSeenMiddleware:
         response = self.get_response(request)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            key = f"last-seen:{user.pk}"
-            try:
-                fresh = cache.add(key, 1, EVERY_SECONDS)
-            except Exception:  # the cache is down: skip, it's only a hint
-                fresh = False
-            if fresh:
-                from accounts.models import Profile
-
-                Profile.objects.filter(user_id=user.pk).update(last_seen=timezone.now())
+            last_seen_touch(user_id=user.pk)
         return response
+
+
+def last_seen_touch(*, user_id: int) -> bool:
+    """Record that the user was active now, at most once every EVERY_SECONDS; True if this
+    call wrote Profile.last_seen. Skipped while the cache is down (it is only a hint)."""
+    clock = time.monotonic()
+    if clock - _checked.get(user_id, -1e9) < EVERY_SECONDS:
+        return False
+    if len(_checked) > 100_000:  # a long-lived process: forget, don't grow without end
+        _checked.clear()
+    _checked[user_id] = clock
+    if not hotcache.add(f"last-seen:{user_id}", 1, EVERY_SECONDS):
+        return False
+    from accounts.models import Profile
+
+    Profile.objects.filter(user_id=user_id).update(last_seen=timezone.now())
+    return True
 
 
 def _touch_session(request: HttpRequest) -> None:
@@ -55,11 +70,8 @@ def _touch_session(request: HttpRequest) -> None:
     key = session.session_key if session is not None else None
     if user is None or not user.is_authenticated or not key:
         return
-    try:
-        fresh = cache.add(f"session-seen:{key}", 1, SESSION_EVERY_SECONDS)
-    except Exception:  # the cache is down: skip, the list shows an older time
-        fresh = False
-    if fresh:
+    # hotcache.add: None while the cache is down (skip: the list shows an older time)
+    if hotcache.add(f"session-seen:{key}", 1, SESSION_EVERY_SECONDS):
         from accounts.services import browser_session_touch
 
         browser_session_touch(

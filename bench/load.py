@@ -59,6 +59,18 @@ DB = "bench_load"
 AMOUNT = "0.001"  # BTC per trade: 80-90 EUR, within tier 0's per-trade limit
 BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
 TRIVIAL = "/api/v1/ledger/public-key/"
+YARDSTICK = "/api/v1/bench/select-1/"  # bench/urls.py: a bare view, SELECT 1 (bench.settings)
+HTML_BOOK = "/?side=buy&asset=BTC&fiat=EUR"  # the browser's order book (the sell offers)
+# The comparison's endpoints, each measured in alternating rounds against the same server; every
+# figure is reported as a ratio to the first, the yardstick.
+COMPARE = [
+    ("yardstick", YARDSTICK, "yardstick: GET /api/v1/bench/select-1/"),
+    ("trivial", TRIVIAL, "trivial: GET /ledger/public-key/"),
+    ("book", BOOK, "GET /offers/ (book)"),
+    ("html", HTML_BOOK, "GET / (HTML book)"),
+]
+# Targets of issue 17 (ratios to the yardstick in the same run).
+RATIO_TARGETS = {"trivial": 0.5, "book": 0.35, "html": 0.25}
 LIFTED = "1000000/s"  # API_RATE_LIMIT_KEY / _IP for the bench's server processes
 WAIT_QUIET = 0.0
 BASELINE: dict[str, Any] = {}  # --baseline: an earlier run's results, shown beside this one's
@@ -630,7 +642,7 @@ def query_counts(token: str, trade_id: int | None) -> dict[str, Any]:
     from django.test.utils import CaptureQueriesContext
 
     client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
-    paths = {"GET /offers/ (book)": BOOK, "trivial: GET /ledger/public-key/": TRIVIAL}
+    paths = {name: path for _, path, name in COMPARE}
     paths["GET /wallets/"] = "/api/v1/wallets/"
     if trade_id:
         paths["GET /trades/{id}/"] = f"/api/v1/trades/{trade_id}/"
@@ -703,6 +715,7 @@ def measured(
     result = fn()
     roles = meter.stop()
     roles["others_before"] = before
+    roles["loadavg"] = os.getloadavg()[0]  # the 1-minute load average at the phase's end
     cpu[name] = roles
     return result
 
@@ -811,12 +824,9 @@ def main() -> None:
         results["trading"] = trading
 
         tokens = [u["token"] for u in users]
-        compare: dict[str, list[dict[str, float]]] = {"trivial": [], "book": []}
+        compare: dict[str, list[dict[str, float]]] = {key: [] for key, _, _ in COMPARE}
         for r in range(args.compare_rounds):
-            for key, path, name in (
-                ("trivial", TRIVIAL, "GET /ledger/public-key/"),
-                ("book", BOOK, "GET /offers/ (book)"),
-            ):
+            for key, path, name in COMPARE:
                 with C.stopwatch(f"round {r + 1}: {name} x {concurrency}"):
                     got = measured(
                         cpu,
@@ -986,35 +996,38 @@ def render(args: Any, res: dict[str, Any]) -> str:
     rounds = args.compare_rounds
     lines += [
         "",
-        f"Order book vs a trivial DRF endpoint, after the trading (the book then has "
+        f"Every endpoint against the yardstick, after the trading (the book then has "
         f"{led['states'].get('completed', 0):,} completed trades of history behind its makers' "
         f"stats), {res['concurrency']} concurrent clients, {rounds} alternating rounds of "
-        f"{args.compare_seconds:.0f} s each (after a 2 s warm-up each). The trivial endpoint: "
-        "`GET /api/v1/ledger/public-key/` with the token, an existing `ApiView` (same "
-        "middleware, token authentication, per-IP and per-key throttles in Redis) whose own work "
-        "is one small query.",
+        f"{args.compare_seconds:.0f} s each (after a 2 s warm-up each), on the same server. The "
+        f"yardstick: `GET {YARDSTICK}`, a bare Django view that runs `SELECT 1` (bench/urls.py, "
+        "mounted by bench.settings only) through the same middleware and the same database "
+        "connection as the API. The trivial endpoint: `GET /api/v1/ledger/public-key/` with the "
+        "token (an `ApiView`: token authentication, the per-IP and per-key throttles, one small "
+        f"query). The HTML book: `GET {HTML_BOOK}` (anonymous).",
         "",
     ]
     crow = []
-    for label, key, ck, s in (
-        (
-            "trivial: `GET /api/v1/ledger/public-key/`",
-            "trivial: GET /ledger/public-key/",
-            "trivial",
-            trivial,
-        ),
-        (f"order book: `GET {BOOK}`", "GET /offers/ (book)", "book", book),
-    ):
-        qq = q.get(key, {})
-        web, db = _cpu_per_request(res, ck)
+    summed = {key: _sum_compare(res["compare"][key]) for key, _, _ in COMPARE}
+    base_rps = summed["yardstick"]["rps"]
+    res["ratios"] = {}
+    for key, path, name in COMPARE:
+        sm = summed[key]
+        qq = q.get(name, {})
+        web, db = _cpu_per_request(res, key)
+        ratio_y = sm["rps"] / base_rps if base_rps else float("nan")
+        res["ratios"][key] = ratio_y
+        target = RATIO_TARGETS.get(key)
         crow.append(
             [
-                label,
-                s["count"],
-                f"**{s['rps']:.0f}**",
-                _ms(s["p50_ms"]),
-                _ms(s["p99_ms"]),
-                s["errors"],
+                f"`GET {path}`",
+                sm["count"],
+                f"**{sm['rps']:.0f}**",
+                f"**{ratio_y:.2f}x**",
+                f">= {target}x: {'met' if ratio_y >= target else 'not met'}" if target else "",
+                _ms(sm["p50_ms"]),
+                _ms(sm["p99_ms"]),
+                sm["errors"],
                 qq.get("queries", "?"),
                 f"{web:.1f} + {db:.1f}",
             ]
@@ -1025,6 +1038,8 @@ def render(args: Any, res: dict[str, Any]) -> str:
                 "endpoint",
                 "requests",
                 "req/s",
+                "/ yardstick",
+                "target",
                 "p50 ms",
                 "p99 ms",
                 "errors",
@@ -1034,28 +1049,35 @@ def render(args: Any, res: dict[str, Any]) -> str:
             crow,
         )
     )
-    per_round = ", ".join(
-        f"{b['rps'] / t['rps']:.2f}x"
-        for t, b in zip(res["compare"]["trivial"], res["compare"]["book"], strict=True)
-        if t["rps"]
+    per_round = "; ".join(
+        key
+        + " "
+        + ", ".join(
+            f"{b['rps'] / y['rps']:.2f}x"
+            for y, b in zip(res["compare"]["yardstick"], res["compare"][key], strict=True)
+            if y["rps"]
+        )
+        for key, _, _ in COMPARE[1:]
     )
+    ratio = summed["book"]["rps"] / summed["trivial"]["rps"] if summed["trivial"]["rps"] else 0
+    res["ratio"] = ratio
     if BASELINE:
         b = BASELINE["base"]
-        bt, bb = _sum_compare(b["compare"]["trivial"]), _sum_compare(b["compare"]["book"])
-        bweb, bdb = _cpu_per_request(b, "book")
+        bsum = {k: _sum_compare(v) for k, v in b["compare"].items() if v}
+        by = bsum.get("yardstick", {}).get("rps")
         lines += [
             "",
-            f"The same on {BASELINE['label']}: trivial {bt['rps']:.0f} req/s, order book "
-            f"{bb['rps']:.0f} req/s (p50 {_ms(bb['p50_ms'])} ms), "
-            f"{b['queries']['GET /offers/ (book)']['queries']} queries, CPU ms a request "
-            f"{bweb:.1f} + {bdb:.1f}: **{bb['rps'] / bt['rps']:.2f}x**; trading "
-            f"{b['trading']['rate']:.1f} trades/s, {b['trading']['errors']} errors, "
+            f"The same on {BASELINE['label']}: "
+            + ", ".join(
+                f"{k} {v['rps']:.0f} req/s" + (f" ({v['rps'] / by:.2f}x)" if by else "")
+                for k, v in bsum.items()
+            )
+            + f"; trading {b['trading']['rate']:.1f} trades/s, {b['trading']['errors']} errors, "
             f"{len(b['trading']['lost'])} lost.",
         ]
     lines += [
         "",
-        f"**Order book / trivial throughput: {ratio:.2f}x** (target >= 0.5x: "
-        f"{'met' if ratio >= 0.5 else 'not met'}); per round: {per_round}.",
+        f"Ratios to the yardstick per round: {per_round}. Order book / trivial: {ratio:.2f}x.",
         "",
         "Queries per request (in-process, Django's test client, warm; CaptureQueriesContext): "
         + "; ".join(
@@ -1094,6 +1116,7 @@ def render(args: Any, res: dict[str, Any]) -> str:
                 f"{c.get('redis', 0):.2f}",
                 f"{c['machine']:.2f}",
                 f"{c['others_before']:.2f} / {c['others']:.2f}",
+                f"{c.get('loadavg', float('nan')):.1f}",
             ]
         )
     lines += [
@@ -1112,6 +1135,7 @@ def render(args: Any, res: dict[str, Any]) -> str:
                 "redis",
                 "machine",
                 "others before / during",
+                "load average (1 min)",
             ],
             cpu_rows,
         ),
@@ -1119,17 +1143,64 @@ def render(args: Any, res: dict[str, Any]) -> str:
     ]
     c = res["cpu"].get("trading", {})
     done = tr["completed_in_window"]
+    per: dict[str, float] = {}
     if c and done:
-        per = {k: c.get(k, 0.0) * tr["seconds"] / done * 1000 for k in ("gunicorn", "postgres")}
+        per = {
+            k: c.get(k, 0.0) * tr["seconds"] / done * 1000
+            for k in ("gunicorn", "postgres", "redis")
+        }
         per["worker"] = (c.get("worker", 0.0) + c.get("beat", 0.0)) * tr["seconds"] / done * 1000
         reqs = sum(e["count"] for e in tr["endpoints"].values()) / max(1, tr["released"])
+        total = sum(per.values())
+        res["cpu_per_trade"] = {**per, "total": total}
         lines += [
-            f"CPU per completed trade while trading: {per['gunicorn']:.0f} ms in gunicorn + "
-            f"{per['postgres']:.0f} ms in PostgreSQL + {per['worker']:.0f} ms in Celery "
-            f"(settling, sealing) for {reqs:.1f} requests a trade; the machine was "
-            f"{c['machine']:.2f} cores busy, so trades/s is CPU-bound here.",
+            f"CPU per completed trade while trading: **{total:.0f} ms**: web (gunicorn) "
+            f"{per['gunicorn']:.1f} + database (PostgreSQL) {per['postgres']:.1f} + worker "
+            f"(Celery worker and beat: settling, sealing) {per['worker']:.1f} + Redis "
+            f"{per['redis']:.1f} ms, for {reqs:.1f} requests a trade; the machine was "
+            f"{c['machine']:.2f} cores busy ({c['others']:.2f} of them others'), load average "
+            f"{c.get('loadavg', float('nan')):.1f}.",
             "",
         ]
+    worst = max(
+        ((e["p99_ms"], name) for name, e in tr["endpoints"].items()), default=(float("nan"), "")
+    )
+    checks = [
+        ("completed trades/s", f"{tr['rate']:.1f}", ">= 60", tr["rate"] >= 60),
+        (
+            "p99 of every trading request",
+            f"{_ms(worst[0])} ms (`{worst[1]}`)",
+            "<= 250 ms",
+            worst[0] <= 250,
+        ),
+        ("errors", str(tr["errors"]), "0", tr["errors"] == 0),
+        ("lost trades", str(len(tr["lost"])), "0", not tr["lost"]),
+        (
+            "settlement lag p99",
+            f"{_ms(tr['lag_p99_ms'])} ms",
+            "<= 2000 ms",
+            tr["lag_p99_ms"] <= 2000,
+        ),
+        ("verify_ledger after the run", "OK" if led["ok"] else "FAILED", "OK", led["ok"]),
+        (
+            "CPU per completed trade (all processes but the client)",
+            f"{sum(per.values()):.0f} ms" if per else "?",
+            "< 25 ms",
+            bool(per) and sum(per.values()) < 25,
+        ),
+    ]
+    for key, target in RATIO_TARGETS.items():
+        got = res.get("ratios", {}).get(key, float("nan"))
+        checks.append((f"{key} / yardstick", f"{got:.2f}x", f">= {target}x", got >= target))
+    lines += [
+        "Targets (issue 17):",
+        "",
+        C.table(
+            ["figure", "this run", "target", "met"],
+            [[a, b, t, "yes" if ok else "**no**"] for a, b, t, ok in checks],
+        ),
+        "",
+    ]
     logs = res.get("logs", {})
     if logs:
         lines.append(

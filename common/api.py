@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, cast
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from common import hotcache
 from common.errors import ApplicationError, RateLimited
 from common.http import client_ip
 from common.permissions import HasScope
@@ -130,6 +132,84 @@ class IpRateThrottle(_HeaderThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+# Both throttles in one round trip (issue 17): each limit is a sliding log in a sorted set (one
+# member per request, scored by its time), as DRF's SimpleRateThrottle keeps it in a list, but
+# checked and recorded for every key at once, atomically, by this script. A request is recorded
+# only if every limit lets it through. Returns, per key, how many requests are in its window and
+# the oldest one's time (for Retry-After and X-RateLimit-Reset), then 1 if allowed.
+_THROTTLE_LUA = """
+local now = tonumber(ARGV[1])
+local out = {}
+local allowed = 1
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local duration = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - duration)
+  local n = redis.call('ZCARD', key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  out[#out + 1] = n
+  out[#out + 1] = oldest[2] or ''
+  if n >= limit then allowed = 0 end
+end
+if allowed == 1 then
+  local member = ARGV[1] .. ':' .. ARGV[#ARGV]
+  for i, key in ipairs(KEYS) do
+    redis.call('ZADD', key, now, member)
+    redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[2 * i + 1])) + 1)
+  end
+end
+out[#out + 1] = allowed
+return out
+"""
+_throttle_script: Any = None
+
+
+def _throttle_in_one_trip(
+    request: Any, view: Any, throttles: list[_HeaderThrottle]
+) -> list[float] | None:
+    """Check and record every limit in one Redis call; returns the waits of the limits that
+    refuse (empty: allowed), or None when the cache is not Redis (the caller falls back to
+    DRF's per-throttle path). Fails open: Redis down or slow lets the request through."""
+    global _throttle_script
+    client = hotcache.raw_client()
+    if client is None:
+        return None
+    keyed = [(t, t.get_cache_key(request, view)) for t in throttles if t.rate is not None]
+    keyed = [(t, k) for t, k in keyed if k]
+    if not keyed or not hotcache.available():
+        return []
+    now = time.time()
+    argv: list[Any] = [repr(now)]
+    for t, _ in keyed:
+        argv += [t.num_requests, t.duration]
+    argv.append(uuid.uuid4().hex)  # a unique member for this request
+    try:
+        if _throttle_script is None:
+            _throttle_script = client.register_script(_THROTTLE_LUA)
+        reply = _throttle_script(keys=[k for _, k in keyed], args=argv, client=client)
+    except Exception as exc:  # the cache (Redis) is down: trading must go on
+        hotcache.mark_down(exc)
+        logger.warning("rate limiting skipped: the cache is unavailable", exc_info=True)
+        return []
+    allowed = int(reply[-1]) == 1
+    waits: list[float] = []
+    for i, (t, _) in enumerate(keyed):
+        count, oldest_raw = int(reply[2 * i]), reply[2 * i + 1]
+        oldest = float(oldest_raw) if oldest_raw not in (b"", "", None) else now
+        if allowed:
+            count += 1
+        remaining = max(0, t.num_requests - count)
+        reset = int(oldest + t.duration - now) if count else t.duration
+        current = getattr(request, "_ratelimit", None)
+        if current is None or remaining < current[1]:  # report the tightest limit
+            request._ratelimit = (t.num_requests, remaining, max(reset, 0))
+        if not allowed and count >= t.num_requests:
+            waits.append(max(0.0, oldest + t.duration - now))
+    if not allowed and not waits:  # another limit refused: its wait is above
+        waits.append(1.0)
+    return waits
+
+
 class CursorPage(CursorPagination):
     page_size = 50
     max_page_size = 200
@@ -144,6 +224,19 @@ class ApiView(APIView):
     permission_classes = [HasScope]
     throttle_classes = [IpRateThrottle, KeyRateThrottle]
     write_scope = "trade"
+
+    def check_throttles(self, request: Any) -> None:
+        throttles = self.get_throttles()
+        ours = [t for t in throttles if isinstance(t, _HeaderThrottle)]
+        waits = _throttle_in_one_trip(request, self, ours) if ours else None
+        if waits is None:  # not Redis: DRF's path, one throttle at a time
+            super().check_throttles(request)
+            return
+        for other in throttles:
+            if not isinstance(other, _HeaderThrottle) and not other.allow_request(request, self):
+                waits.append(other.wait() or 0)
+        if waits:
+            self.throttled(request, max(waits))
 
     def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)

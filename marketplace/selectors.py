@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -164,16 +164,71 @@ def offer_book(
     )
 
 
+# --- the book's public part, cached (marketplace.book_cache) ------------------------------
+
+
+@dataclass(frozen=True)
+class TakerTerms:
+    """What offers_unmet_for_viewer reads of an offer: kept beside a cached page of the book,
+    so the viewer's part is applied after the cache without the offer objects."""
+
+    pk: int
+    maker_id: int
+    maker_username: str
+    min_taker_tier: int
+    min_taker_trades: int
+    min_account_age_days: int
+    trusted_only: bool
+
+
+def offer_taker_terms(offer: Offer) -> TakerTerms:
+    return TakerTerms(
+        pk=offer.pk,
+        maker_id=offer.maker_id,
+        maker_username=maker_name(offer),
+        min_taker_tier=offer.min_taker_tier,
+        min_taker_trades=offer.min_taker_trades,
+        min_account_age_days=offer.min_account_age_days,
+        trusted_only=offer.trusted_only,
+    )
+
+
+def book_of(*, side: Any, asset: Any, fiat: Any) -> tuple[str, int, int] | None:
+    """The one book (side, asset id, fiat id) a request's filters name, or None when they name
+    several (a filter left out) or an unknown code: its page is versioned with every book."""
+    if side not in (Offer.Side.BUY, Offer.Side.SELL) or not asset or not fiat:
+        return None
+    ids = []
+    for model, code in ((Asset, str(asset).upper()), (FiatCurrency, str(fiat).upper())):
+        known = {row.code: pk for pk, row in _REFERENCE[model].items()}
+        if code not in known:
+            _REFERENCE[model].update(model.objects.in_bulk())
+            known = {row.code: pk for pk, row in _REFERENCE[model].items()}
+        if code not in known:
+            return None
+        ids.append(known[code])
+    return str(side), ids[0], ids[1]
+
+
+def blocked_maker_ids(*, user: Any, maker_ids: set[int]) -> set[int]:
+    """Which of these makers the user blocked or is blocked by (one query)."""
+    if not maker_ids:
+        return set()
+    return set(
+        blocked_user_ids(user=user).filter(them__in=maker_ids).values_list("them", flat=True)
+    )
+
+
 # Assets and fiat currencies by id, per process: a handful of rows whose code and precision never
 # change once created (the admin shows both read-only; stored amounts depend on them).
 _REFERENCE: dict[type, dict[int, Any]] = {Asset: {}, FiatCurrency: {}}
 
 
-def maker_name(offer: Offer) -> str:
+def maker_name(offer: Offer | TakerTerms) -> str:
     """The maker's username: annotated by the book's API query (maker_username), which builds no
     user object per row, else from the maker."""
     name = getattr(offer, "maker_username", None)
-    return name if name is not None else offer.maker.username
+    return name if name is not None else cast(Offer, offer).maker.username
 
 
 def attach_reference_data(offers: list[Offer]) -> None:
@@ -245,7 +300,7 @@ def offer_requirements(offer: Offer) -> list[str]:
 
 def offer_unmet_requirements(
     *,
-    offer: Offer,
+    offer: Offer | TakerTerms,
     taker: TakerFacts,
     is_trusted: bool,
     now: datetime | None = None,
@@ -289,7 +344,7 @@ def offer_unmet_requirements(
     return reasons
 
 
-def _has_requirements(offer: Offer) -> bool:
+def _has_requirements(offer: Offer | TakerTerms) -> bool:
     return bool(
         offer.min_taker_tier
         or offer.min_taker_trades
@@ -299,7 +354,7 @@ def _has_requirements(offer: Offer) -> bool:
 
 
 def offers_unmet_for_viewer(
-    *, offers: list[Offer], viewer: Any, short: bool = False
+    *, offers: Sequence[Offer | TakerTerms], viewer: Any, short: bool = False
 ) -> dict[int, list[str]]:
     """For each offer (a page of the book), why the viewer may not take it; a few queries for
     the whole page, not per offer. Anonymous viewers: nothing (they are asked to log in)."""

@@ -18,6 +18,8 @@ from accounts.services.keys import (
     KEY_PREFIX,
     api_key_create,
     api_key_revoke,
+    auth_cache_forget,
+    auth_cache_key,
     hash_key,
     token_rotate,
 )
@@ -70,6 +72,8 @@ __all__ = [
     "account_links_record",
     "api_key_create",
     "api_key_revoke",
+    "auth_cache_forget",
+    "auth_cache_key",
     "browser_session_revoke",
     "browser_session_touch",
     "credentials_after_password_change",

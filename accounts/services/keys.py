@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import ApiKey
+from common import hotcache
 from common.errors import (
     NotFound,
     ValidationFailed,
@@ -21,6 +22,30 @@ KEY_PREFIX = "mk_"
 
 def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def auth_cache_key(raw: str) -> str:
+    """Where accounts.authentication keeps a credential's look-up: the key's SHA-256 (an API
+    key's is its stored key_hash), never the key."""
+    return f"auth:{hash_key(raw)}"
+
+
+def auth_cache_forget(*, user_id: int) -> None:
+    """Drop the cached look-ups of every credential of the user (their token and API keys),
+    once the change that revokes them commits: the very next request with one is checked
+    against the database again."""
+    hashes = [
+        hash_key(k) for k in Token.objects.filter(user_id=user_id).values_list("key", flat=True)
+    ]
+    hashes += list(ApiKey.objects.filter(user_id=user_id).values_list("key_hash", flat=True))
+    _forget_on_commit([f"auth:{h}" for h in hashes])
+
+
+def _forget_on_commit(keys: list[str]) -> None:
+    # Now, and again once the change commits: a request that read the old row meanwhile (the
+    # revocation not yet committed) may have cached it again.
+    hotcache.delete_many(keys)
+    transaction.on_commit(lambda: hotcache.delete_many(keys))
 
 
 def api_key_create(*, user: Any, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
@@ -58,11 +83,14 @@ def api_key_revoke(*, user: Any, key_id: int) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+    _forget_on_commit([f"auth:{key.key_hash}"])
     return key
 
 
 def token_rotate(*, user: Any) -> Token:
     """Replace the user's session-independent token (the old one stops working)."""
     with transaction.atomic():
+        old = list(Token.objects.filter(user=user).values_list("key", flat=True))
         Token.objects.filter(user=user).delete()
+        _forget_on_commit([auth_cache_key(k) for k in old])
         return Token.objects.create(user=user)

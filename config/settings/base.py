@@ -170,18 +170,23 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    # --- issue 17: the lean API path. Each `config.middleware.*NotForApi` is the middleware it
+    # names, skipped for /api/v1/ only (config/middleware.py says why each is safe to skip).
+    "config.middleware.CsrfNotForApi",  # django.middleware.csrf.CsrfViewMiddleware
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Not skipped for the API though it needs none: the admin checks this exact path (E409),
+    # and it costs nothing until a view adds a message.
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.XFrameNotForApi",  # django.middleware.clickjacking...
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LastSeenMiddleware",
     # Times in the logged-in user's zone (issue 15: from the browser, stored on the profile).
-    "accounts.middleware.TimeZoneMiddleware",
+    "config.middleware.TimeZoneNotForApi",  # accounts.middleware.TimeZoneMiddleware
     # Before any view: a login or signup records the device it came from.
-    "accounts.middleware.DeviceCookieMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "config.middleware.DeviceCookieNotForApi",  # accounts.middleware.DeviceCookieMiddleware
+    "config.middleware.HtmxNotForApi",  # django_htmx.middleware.HtmxMiddleware
+    "config.middleware.CspNotForApi",  # csp.middleware.CSPMiddleware
+    # --- end of issue 17's block
     # Last, as django-axes asks: it turns a lockout into a response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -370,6 +375,11 @@ REST_FRAMEWORK = {
 # How old the makers' stats shown in the order book may be (accounts.selectors.
 # trader_stats_recent); 0 counts them afresh on every request.
 TRADER_STATS_CACHE_SECONDS = env.int("TRADER_STATS_CACHE_SECONDS", default=60)
+# Issue 17: how long a token's or API key's look-up stays cached (revocations delete it at once,
+# accounts.authentication), and the order book's public part (each change to an offer or the
+# price index invalidates it at once; the TTL bounds what depth a maker's balance shows).
+AUTH_CACHE_SECONDS = env.int("AUTH_CACHE_SECONDS", default=30)
+ORDER_BOOK_CACHE_SECONDS = env.int("ORDER_BOOK_CACHE_SECONDS", default=1)
 # Requests per period, per API key (or user) and per IP; Redis-backed through the cache.
 API_RATE_LIMITS = {
     "key": env("API_RATE_LIMIT_KEY", default="600/min"),

@@ -22,6 +22,7 @@ from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
 from ledger import services as ledger
 from ledger.models import Transfer
+from marketplace import book_cache
 from marketplace.models import Offer
 
 logger = logging.getLogger(__name__)
@@ -208,11 +209,14 @@ def _return_hold(trade: Trade) -> None:
     """Cancelled or expired: the hold goes back to the seller and the amount back to the offer.
     The offer row is locked before the accounts, in the order offer_take takes them, so a take
     and a cancel on one offer queue instead of deadlocking."""
-    offer = Offer.objects.select_for_update().only("pk").get(pk=trade.offer_id)
+    offer = (Offer.objects.select_for_update().only("pk", "side", "asset_id", "fiat_id")).get(
+        pk=trade.offer_id
+    )
     ledger.transfer_void_pending(
         idempotency_key=f"trade:{trade.pk}:void", pending=cast(Transfer, trade.escrow_hold)
     )
     Offer.objects.filter(pk=offer.pk).update(available=F("available") + trade.amount)
+    book_cache.offer_changed(offer)  # its depth is back in the book
 
 
 def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:

@@ -15,7 +15,7 @@ from common.db import replica_reads
 from common.errors import ValidationFailed
 from common.idempotency import idempotent
 from common.money import AMOUNT_MAX_DIGITS, parse_decimal
-from marketplace import selectors, services
+from marketplace import book_cache, selectors, services
 from marketplace.api.serializers import OfferOut
 from marketplace.models import Offer, PriceIndex
 
@@ -104,6 +104,11 @@ class OfferPatchInput(serializers.Serializer):
     trusted_only = serializers.BooleanField(required=False)
 
 
+# The book's query parameters whose pages come from the cache (marketplace.book_cache): the
+# public filters and the page. Others (amount, maker, min_completion_rate) are read afresh.
+BOOK_CACHE_PARAMS = {"side", "asset", "fiat", "payment_method", "cursor", "limit"}
+
+
 class OfferListApi(ApiView):
     ordering: Any = None  # the book has its own order: best price first
 
@@ -133,6 +138,23 @@ class OfferListApi(ApiView):
     )
     @replica_reads
     def get(self, request: Request) -> Response:
+        params = request.query_params
+        book = selectors.book_of(
+            side=params.get("side"), asset=params.get("asset"), fiat=params.get("fiat")
+        )
+        if set(params) <= BOOK_CACHE_PARAMS and book is not False:
+            # The public part from the cache (marketplace.book_cache), then the viewer's part.
+            variant = f"api|{request.get_host()}|{sorted(params.lists())}"
+            page, _ = book_cache.cached(
+                book=book, variant=variant, build=lambda: self._public_page(request)
+            )
+        else:
+            page = self._public_page(request, viewer=request.user)
+        return self._for_viewer(request, page)
+
+    def _public_page(self, request: Request, viewer: Any = None) -> dict[str, Any]:
+        """A page of the book as anyone sees it (with `viewer`: without the makers blocked
+        either way), before the viewer's requirements: plain data, as cached."""
         qs = selectors.offer_book(
             side=request.query_params.get("side") or None,
             asset=request.query_params.get("asset") or None,
@@ -140,7 +162,7 @@ class OfferListApi(ApiView):
             payment_method=request.query_params.get("payment_method") or None,
             fiat_amount=_decimal_param(request, "amount"),
             maker_username=request.query_params.get("maker") or None,
-            viewer=request.user,
+            viewer=viewer,
         ).prefetch_related(None)  # the page's payment methods: one query below
         # Assets and fiats from the per-process copy (attach_reference_data), not joined per row;
         # of the maker, only the username (no user object per row).
@@ -154,17 +176,36 @@ class OfferListApi(ApiView):
         rows = page["rows"]
         if min_rate is not None:
             rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
-        unmet = selectors.offers_unmet_for_viewer(offers=rows, viewer=request.user)
         context = {
             "request": request,
             "maker_stats": stats,
-            "unmet": unmet,
             "payment_method_codes": selectors.offer_payment_method_codes(
                 offer_ids=[o.pk for o in rows]
             ),
         }
-        data = OfferOut(rows, many=True, context=context).data
-        return page["paginator"].get_paginated_response(data)
+        paginator = page["paginator"]
+        return {
+            "results": OfferOut(rows, many=True, context=context).data,
+            "takers": [selectors.offer_taker_terms(o) for o in rows],
+            "next": paginator.get_next_link(),
+            "previous": paginator.get_previous_link(),
+        }
+
+    def _for_viewer(self, request: Request, page: dict[str, Any]) -> Response:
+        """What depends on the viewer, after the cache: makers blocked either way left out, and
+        why each offer is not open to the viewer (their own offers always are)."""
+        viewer = request.user
+        results, takers = page["results"], page["takers"]
+        if viewer is not None and viewer.is_authenticated and results:
+            hidden = selectors.blocked_maker_ids(
+                user=viewer, maker_ids={t.maker_id for t in takers}
+            )
+            if hidden:
+                kept = [i for i, t in enumerate(takers) if t.maker_id not in hidden]
+                results, takers = [results[i] for i in kept], [takers[i] for i in kept]
+            unmet = selectors.offers_unmet_for_viewer(offers=takers, viewer=viewer)
+            results = [{**row, "unmet_requirements": unmet.get(row["id"], [])} for row in results]
+        return Response({"next": page["next"], "previous": page["previous"], "results": results})
 
     def paginator_page(self, qs: Any) -> dict[str, Any]:
         paginator = CursorPage()

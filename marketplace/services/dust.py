@@ -17,6 +17,7 @@ from django.utils import timezone
 from common.errors import ValidationFailed
 from common.money import fmt, round_half_up
 from common.transactions import durable_atomic
+from marketplace import book_cache
 from marketplace.models import Offer
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def offer_close_if_dust(*, offer: Offer, price: Decimal | None = None) -> bool:
     offer.is_active = False
     offer.closed_at = timezone.now()
     offer.save(update_fields=["is_active", "closed_at", "updated_at"])
+    book_cache.offer_changed(offer)
     for listener in offer_closed_listeners:
         # A default argument binds each listener (mypy cannot type it).
         transaction.on_commit(lambda listener=listener: listener(offer), robust=True)  # type: ignore[misc]

@@ -19,6 +19,7 @@ from common.transactions import durable_atomic
 from ledger import services as ledger
 from ledger.models import Asset
 from ledger.selectors import asset_get
+from marketplace import book_cache
 from marketplace.currencies import parse_fiat_amount
 from marketplace.models import FiatCurrency, Offer, PaymentMethod, PriceIndex, PricePoint
 from marketplace.selectors import fiat_get
@@ -144,6 +145,8 @@ def price_index_set(
                 output_field=Offer._meta.get_field("effective_price"),
             )
         )
+        # Both sides of the pair's book: their floating offers moved.
+        book_cache.book_changed(side=None, asset_id=asset.pk, fiat_id=fiat.pk)
         for listener in price_listeners:
             # A default argument binds each listener (mypy cannot type it).
             transaction.on_commit(lambda listener=listener: listener(row), robust=True)  # type: ignore[misc]
@@ -356,6 +359,7 @@ def offer_create(
         offer.save(force_insert=True)
         offer.payment_methods.set(methods)
         offer.payment_accounts.set(accounts_named)
+        book_cache.offer_changed(offer)
     return offer
 
 
@@ -438,6 +442,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
                 pay.offer_payment_accounts_keep(offer=offer, methods=methods)
         # An edit that leaves less than the new minimum closes it as a take would.
         offer_close_if_dust(offer=offer)
+        book_cache.offer_changed(offer)
     return offer
 
 
@@ -451,6 +456,7 @@ def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
         offer.is_active = active
         offer.closed_at = None
         offer.save(update_fields=["is_active", "closed_at", "updated_at"])
+        book_cache.offer_changed(offer)
     return offer
 
 
@@ -461,3 +467,4 @@ def offer_delete(*, offer_id: int, actor: Any) -> None:
         offer.is_deleted = True
         offer.is_active = False
         offer.save(update_fields=["is_deleted", "is_active", "updated_at"])
+        book_cache.offer_changed(offer)

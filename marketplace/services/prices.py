@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import ApplicationError
+from marketplace import book_cache
 from marketplace.models import Offer, PriceIndex, PricePoint
 from marketplace.prices.sources import SOURCES, EcbFx, PriceSource, SourceError, usd_to
 from marketplace.services.offers import PRICE_PRECISION, price_index_set, price_stale_listeners
@@ -278,6 +279,7 @@ def price_pair_mark_stale(*, asset_code: str, fiat_code: str, reason: str) -> bo
         Offer.objects.filter(
             asset_id=row.asset_id, fiat_id=row.fiat_id, price_type=Offer.PriceType.FLOATING
         ).update(effective_price=None)
+        book_cache.book_changed(side=None, asset_id=row.asset_id, fiat_id=row.fiat_id)
         for listener in price_stale_listeners:
             transaction.on_commit(lambda listener=listener: listener(row, True), robust=True)  # type: ignore[misc]
     logger.warning("price %s/%s is stale: %s", asset_code, fiat_code, reason)

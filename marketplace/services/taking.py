@@ -13,6 +13,7 @@ from accounts.selectors import (
 )
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
+from marketplace import book_cache
 from marketplace.currencies import parse_fiat_amount
 from marketplace.models import Offer, PaymentMethod
 from marketplace.services.dust import offer_close_if_dust
@@ -112,3 +113,4 @@ def offer_reserve(*, offer: Offer, amount: Decimal, price: Decimal | None = None
     offer.available -= amount
     offer.save(update_fields=["available", "updated_at"])
     offer_close_if_dust(offer=offer, price=price)
+    book_cache.offer_changed(offer)

@@ -114,9 +114,10 @@ def test_reference_data_comes_from_the_process_copy(alice, django_assert_num_que
     assert (sol.asset.code, sol.asset.precision) == ("SOL", 9)
 
 
-def test_the_api_book_builds_no_maker_objects_and_no_query_per_offer(alice, bob, carol):
+def test_the_api_book_builds_no_maker_objects_and_no_query_per_offer(alice, bob, carol, settings):
     """The book annotates the makers' usernames: the trusted-only reasons name the maker without
     a query per offer, and the page's queries do not grow with its offers."""
+    settings.ORDER_BOOK_CACHE_SECONDS = 0  # each page built afresh (test_book_cache: the cache)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from rest_framework.authtoken.models import Token

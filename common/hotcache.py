@@ -1,0 +1,114 @@
+"""The cache on a request's hot path (issue 17): credentials, rate limits, the order book.
+
+Two things Django's cache API does not give:
+
+- one round trip for several operations (the throttles' Lua script): the raw redis-py client
+  behind django.core.cache.backends.redis.RedisCache, or None for any other backend (tests that
+  swap in a local-memory cache), where callers use the portable path;
+- a short breaker: the first failed call marks Redis down for this process for
+  BREAK_SECONDS, and every hot-path call skips it meanwhile (each would otherwise wait for its
+  own socket timeout: a frozen Redis then costs a request one timeout, not one per look-up).
+
+Everything here fails open: a cache that is down makes a request slower, never refused."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.core.cache import cache, caches
+
+logger = logging.getLogger(__name__)
+
+BREAK_SECONDS = 5.0
+_down_until = 0.0
+
+
+def available() -> bool:
+    return time.monotonic() >= _down_until
+
+
+def mark_down(exc: BaseException) -> None:
+    global _down_until
+    if available():
+        logger.warning("hot-path cache unavailable for %.0f s: %s", BREAK_SECONDS, exc)
+    _down_until = time.monotonic() + BREAK_SECONDS
+
+
+def reset() -> None:
+    """Forget a recorded outage (tests)."""
+    global _down_until
+    _down_until = 0.0
+
+
+def raw_client() -> Any | None:
+    """redis-py's client behind the default cache, or None when it is not Redis."""
+    backend = caches["default"]
+    if type(backend).__name__ != "RedisCache":
+        return None
+    return backend._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+
+def get(key: str) -> Any:
+    """cache.get, or None while Redis is down."""
+    if not available():
+        return None
+    try:
+        return cache.get(key)
+    except Exception as exc:
+        mark_down(exc)
+        return None
+
+
+def get_many(keys: list[str]) -> dict[str, Any]:
+    if not available():
+        return {}
+    try:
+        return cache.get_many(keys)
+    except Exception as exc:
+        mark_down(exc)
+        return {}
+
+
+def set(key: str, value: Any, timeout: float) -> None:
+    if not available():
+        return
+    try:
+        cache.set(key, value, timeout)
+    except Exception as exc:
+        mark_down(exc)
+
+
+def add(key: str, value: Any, timeout: float) -> bool | None:
+    """cache.add: True if the key was absent and is now set; None while Redis is down."""
+    if not available():
+        return None
+    try:
+        return bool(cache.add(key, value, timeout))
+    except Exception as exc:
+        mark_down(exc)
+        return None
+
+
+def delete_many(keys: list[str]) -> None:
+    """Invalidation: tried even while the breaker is open (a revocation must not be skipped
+    because an earlier read failed); a failure is logged, and the entries' TTL bounds them."""
+    if not keys:
+        return
+    try:
+        cache.delete_many(keys)
+    except Exception as exc:
+        mark_down(exc)
+
+
+def incr(key: str) -> None:
+    """Bump a version counter (created at 1 when missing); tried even while the breaker is
+    open, like delete_many."""
+    try:
+        try:
+            cache.incr(key)
+        except ValueError:  # missing: a fresh counter, far from any value a reader cached
+            cache.set(key, time.time_ns(), None)
+    except Exception as exc:
+        mark_down(exc)
