@@ -192,6 +192,8 @@ class ProfileAdmin(admin.ModelAdmin):
         "is_frozen",
         "strikes",
         "suspended_until",
+        "buying_suspended_until",
+        "country",
         "last_seen",
         "created_at",
     )
@@ -207,6 +209,8 @@ class ProfileAdmin(admin.ModelAdmin):
         "frozen_reason",
         "strikes",
         "suspended_until",
+        "buying_suspended_until",
+        "country",
         "last_seen",
         "created_at",
         "linked_accounts",

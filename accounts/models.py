@@ -34,6 +34,14 @@ class Profile(models.Model):
     # The IANA zone the user's browser reported (accounts.services.profile_time_zone_set): pages
     # show times in it (accounts.middleware.TimeZoneMiddleware). Empty: UTC.
     time_zone = models.CharField(max_length=64, blank=True)
+    # --- issue 20: the rules traders know from Binance P2P ---
+    # Where the trader lives (ISO 3166-1 alpha-2, common.countries), set in Settings: offers may
+    # be open to some countries only (Offer.allowed_countries). Empty: not said.
+    country = models.CharField(max_length=2, blank=True)
+    # Buying paused after CANCEL_LIMIT_PER_DAY counted cancellations in the trader's day
+    # (escrow.services.cancellations): no sell offer taken, no buy offer shown, until then.
+    buying_suspended_until = models.DateTimeField(null=True, blank=True)
+    # --- end issue 20 ---
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,9 +7,10 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -78,8 +79,42 @@ class TraderStats:
     username: str
     trades: int
     completion_rate: Decimal | None
-    # Seconds from "paid" to the seller's release, averaged over their completed sales.
+    # Seconds from "paid" to the seller's own release (the trade's events), the mean over their
+    # completed sales of the last RELEASE_TIME_WINDOW_DAYS (escrow.selectors.stats).
     average_release_seconds: int | None = None
+    # When the trader was last seen (Profile.last_seen; issue 20's online status, is_online).
+    last_seen: datetime | None = None
+
+    def is_online(self, *, now: datetime | None = None) -> bool:
+        return is_online(self.last_seen, now=now)
+
+
+def is_online(last_seen: datetime | None, *, now: datetime | None = None) -> bool:
+    """Seen within MAKER_ONLINE_MINUTES: "online" in the book and on the profile; otherwise
+    they show when they were last active."""
+    if last_seen is None:
+        return False
+    return (now or timezone.now()) - last_seen <= timedelta(minutes=settings.MAKER_ONLINE_MINUTES)
+
+
+def buying_block_reason(profile: Profile | None, *, now: datetime | None = None) -> str | None:
+    """Why this trader may not buy right now (escrow's daily cancellation limit paused it), with
+    the time it ends in their own time zone; None when they may."""
+    until = profile.buying_suspended_until if profile is not None else None
+    if profile is None or until is None or until <= (now or timezone.now()):
+        return None
+    zone_name = profile.time_zone or "UTC"
+    try:
+        local = until.astimezone(ZoneInfo(zone_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        zone_name, local = "UTC", until.astimezone(ZoneInfo("UTC"))
+    limit = settings.CANCEL_LIMIT_PER_DAY
+    return (
+        f"Buying is paused by the daily cancellation limit: you reached today's {limit} "
+        f"cancelled trade{'s' if limit != 1 else ''} (trades you let expire count too; cancels "
+        f"for the seller's fault don't). You can buy again from {local:%Y-%m-%d %H:%M} "
+        f"({zone_name}). Selling is not affected."
+    )
 
 
 def is_moderator(user: Any) -> bool:
@@ -138,6 +173,8 @@ class TakerFacts:
     tier: int
     completed_trades: int
     date_joined: datetime
+    # The taker's country (Profile.country, ISO 3166-1 alpha-2), "" when not set (issue 20).
+    country: str = ""
 
 
 def relation_list_for_user(*, user: Any, kind: str | None = None) -> QuerySet[TraderRelation]:

@@ -15,6 +15,7 @@ urlpatterns = [
     path("sessions/end-others/", views.sessions_end_others, name="settings_sessions_end_others"),
     path("sessions/<int:session_id>/revoke/", views.session_revoke, name="settings_session_revoke"),
     path("time-zone/", views.time_zone_set, name="settings_time_zone"),
+    path("country/", views.country_set, name="settings_country"),  # issue 20
     path("2fa/start/", views.totp_start, name="totp_start"),
     path("2fa/confirm/", views.totp_confirm, name="totp_confirm"),
     path("2fa/disable/", views.totp_disable, name="totp_disable"),

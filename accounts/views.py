@@ -26,6 +26,7 @@ from accounts.forms import (
     SignupForm,
 )
 from accounts.models import ApiKey, KycDocument, TraderRelation
+from common.countries import COUNTRY_NAMES
 from common.errors import ApplicationError, NotFound
 from common.files import private_file_response
 from common.forms import add_application_error
@@ -104,6 +105,7 @@ def _settings_page(
         "sessions": selectors.browser_session_list_for_user(user=user),
         "current_session_key": request.session.session_key,
         "time_zone": profile.time_zone or "UTC",
+        "countries": sorted(COUNTRY_NAMES.items(), key=lambda item: item[1]),
     }
     return render(request, "accounts/settings.html", context, status=status)
 
@@ -293,6 +295,24 @@ def time_zone_set(request: HttpRequest) -> HttpResponse:
             return HttpResponse(status=204)
         messages.success(request, f"Times are now shown in {profile.time_zone}.")
     return redirect(reverse("settings") + "#sessions")
+
+
+@login_required
+@require_POST
+def country_set(request: HttpRequest) -> HttpResponse:
+    """The trader's country, chosen on the settings page (issue 20's region restrictions)."""
+    try:
+        profile = services.profile_country_set(
+            user=request.user, country=request.POST.get("country", "")
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        name = COUNTRY_NAMES.get(profile.country)
+        messages.success(
+            request, f"Your country is {name}." if name else "Your country is not set."
+        )
+    return redirect(reverse("settings") + "#country")
 
 
 # --- passwords --------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ urlpatterns = [
     path("offers/<int:offer_id>/take/", trades.OfferTakeApi.as_view(), name="api-offer-take"),
     path("match/", trades.MatchApi.as_view(), name="api-match"),
     path("prices/", market.PriceListApi.as_view(), name="api-prices"),
+    # issue 20: a trader's public record (online status, release time)
+    path("traders/<str:username>/", trades.TraderProfileApi.as_view(), name="api-trader"),
     path(
         "payment-accounts/",
         payment_accounts.PaymentAccountListApi.as_view(),

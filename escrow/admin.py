@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from common.admin import ReadOnlyAdmin
 from common.errors import ApplicationError
 from escrow import services
-from escrow.models import EscrowEvent, Settlement, Trade
+from escrow.models import SELLER_FAULT_REASONS, EscrowEvent, Settlement, Trade
 
 
 @admin.register(EscrowEvent)
@@ -104,6 +104,25 @@ class SettlementAdmin(ReadOnlyAdmin):
             self.message_user(request, f"{done} settlement(s) queued again.", messages.SUCCESS)
 
 
+class SellerFaultCancelFilter(admin.SimpleListFilter):
+    """Buyers' cancellations blaming the seller, which don't count against the buyer's daily
+    limit unless a moderator counts them (issue 20): the queue to review."""
+
+    title = "cancelled for the seller's fault"
+    parameter_name = "seller_fault"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("uncounted", "Not counted (to review)"), ("counted", "Counted by a moderator")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Trade]) -> QuerySet[Trade]:
+        value = self.value()
+        if value not in ("uncounted", "counted"):
+            return queryset
+        return queryset.filter(
+            cancel_reason__in=SELLER_FAULT_REASONS, cancel_counted=value == "counted"
+        )
+
+
 @admin.register(Trade)
 class TradeAdmin(admin.ModelAdmin):
     list_display = (
@@ -115,11 +134,61 @@ class TradeAdmin(admin.ModelAdmin):
         "fiat",
         "buyer",
         "seller",
+        "cancel_reason",
+        "cancel_counted",
         "created_at",
     )
-    list_filter = ("state", "asset", "fiat")
+    list_filter = (
+        "state",
+        SellerFaultCancelFilter,
+        "cancel_reason",
+        "cancel_counted",
+        "asset",
+        "fiat",
+    )
     search_fields = ("buyer__username", "seller__username", "id")
     readonly_fields = [f.name for f in Trade._meta.fields]
+    actions = ["count_cancellation", "uncount_cancellation"]
+
+    # --- issue 20: moderators review buyers' cancel reasons (escrow.services.cancellations) ---
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("escrow.decide_trade")
+
+    def _review(self, request: HttpRequest, queryset: QuerySet[Trade], *, counted: bool) -> None:
+        done = 0
+        for trade in queryset:
+            try:
+                services.trade_cancellation_review(
+                    trade_id=trade.pk, actor=request.user, counted=counted
+                )
+            except ApplicationError as exc:
+                self.message_user(request, f"{trade}: {exc.message}", messages.ERROR)
+                continue
+            self.log_change(
+                request,
+                trade,
+                "Counted against the buyer's daily cancellation limit"
+                if counted
+                else "No longer counted against the buyer's daily cancellation limit",
+            )
+            done += 1
+        if done:
+            self.message_user(request, f"{done} cancellation(s) reviewed.", messages.SUCCESS)
+
+    @admin.action(
+        description="Count against the buyer's daily cancellation limit (reason abused)",
+        permissions=["decide"],
+    )
+    def count_cancellation(self, request: HttpRequest, queryset: QuerySet[Trade]) -> None:
+        self._review(request, queryset, counted=True)
+
+    @admin.action(
+        description="Don't count against the buyer's daily cancellation limit",
+        permissions=["decide"],
+    )
+    def uncount_cancellation(self, request: HttpRequest, queryset: QuerySet[Trade]) -> None:
+        self._review(request, queryset, counted=False)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -12,6 +12,26 @@ from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer, PaymentMethod
 
 
+class CancelReason(models.TextChoices):
+    """Why a buyer cancels a trade (asked when they cancel). The seller_* reasons are the
+    seller's fault: they don't count against the buyer's daily cancellation limit."""
+
+    CHANGED_MIND = "changed_mind", "I changed my mind"
+    CANNOT_PAY = "cannot_pay", "I can't pay for it now"
+    SELLER_ASKED = (
+        "seller_asked",
+        "The seller asked me to cancel, or to pay outside the platform",
+    )
+    SELLER_DETAILS = "seller_details", "The seller's payment details are wrong"
+    SELLER_UNRESPONSIVE = "seller_unresponsive", "The seller did not respond"
+    OTHER = "other", "Another reason"
+
+
+SELLER_FAULT_REASONS = frozenset(
+    {CancelReason.SELLER_ASKED, CancelReason.SELLER_DETAILS, CancelReason.SELLER_UNRESPONSIVE}
+)
+
+
 class Trade(models.Model):
     """One take of an offer. Its `state` is moved only by escrow.services (the state machine)."""
 
@@ -63,6 +83,14 @@ class Trade(models.Model):
         related_name="held_trade",
     )
     terms = models.TextField(blank=True)
+    # --- issue 20: the cancellation limit (escrow.services.cancellations) ---
+    # Why the buyer cancelled, as they picked it; blank for trades not cancelled by the buyer.
+    cancel_reason = models.CharField(max_length=24, choices=CancelReason.choices, blank=True)
+    # Counts against the buyer's CANCEL_LIMIT_PER_DAY: a buyer's cancel for a reason of their
+    # own, or an expiry (the buyer never paid); not a cancel for the seller's fault, unless a
+    # moderator counted it after all (the escrow admin).
+    cancel_counted = models.BooleanField(default=False)
+    # --- end issue 20 ---
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -70,6 +98,12 @@ class Trade(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["state", "payment_deadline"], name="trade_state_deadline"),
+            # A buyer's counted cancellations of the day, read at every cancel and expiry.
+            models.Index(
+                fields=["buyer", "closed_at"],
+                condition=Q(cancel_counted=True),
+                name="trade_counted_cancels",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="trade_amount_positive"),
@@ -109,6 +143,8 @@ class TradeMessage(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     is_moderator = models.BooleanField(default=False)
+    # The offer's auto-reply, posted for its maker when the trade opened (issue 20).
+    is_auto_reply = models.BooleanField(default=False)
     text = models.TextField(max_length=2000, blank=True)
     attachment = models.FileField(
         upload_to="trade-attachments/%Y/%m/", storage=get_private_storage, blank=True

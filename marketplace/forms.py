@@ -241,6 +241,25 @@ class OfferForm(forms.Form):
         required=False,
         help_text="Manage your trusted list in Settings.",
     )
+    # --- issue 20 ---
+    allowed_countries = forms.CharField(
+        label="Takers' countries",
+        required=False,
+        max_length=400,
+        help_text="Two-letter ISO codes, comma-separated (e.g. DE, AT); takers whose profile "
+        "names another country, or none, can't take it. Empty: anywhere.",
+        widget=forms.TextInput({"placeholder": "Anywhere", "autocapitalize": "characters"}),
+    )
+    auto_reply = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Auto-reply (optional)",
+        help_text="Posted in the trade chat as your first message when a trade opens.",
+        widget=forms.Textarea(
+            {"rows": 3, "placeholder": "E.g. Hi! Pay by SEPA and mark the trade paid."}
+        ),
+    )
+    # --- end issue 20 ---
 
     def __init__(
         self, *args: Any, offer: Offer | None = None, user: Any = None, **kwargs: Any
@@ -283,6 +302,8 @@ class OfferForm(forms.Form):
             "min_taker_trades": offer.min_taker_trades,
             "min_account_age_days": offer.min_account_age_days,
             "trusted_only": offer.trusted_only,
+            "allowed_countries": ", ".join(offer.allowed_countries),
+            "auto_reply": offer.auto_reply,
         }
 
     def service_values(self) -> dict[str, Any]:
@@ -303,6 +324,8 @@ class OfferForm(forms.Form):
             "min_taker_trades": data.get("min_taker_trades") or 0,
             "min_account_age_days": data.get("min_account_age_days") or 0,
             "trusted_only": bool(data.get("trusted_only")),
+            "allowed_countries": data.get("allowed_countries", ""),
+            "auto_reply": data.get("auto_reply", ""),
         }
         if self.offer is None:
             values.update(side=data["side"], asset=data["asset"], fiat=data["fiat"])

@@ -140,6 +140,14 @@ class Offer(models.Model):
     min_taker_trades = models.PositiveIntegerField(default=0)
     min_account_age_days = models.PositiveIntegerField(default=0)
     trusted_only = models.BooleanField(default=False)
+    # --- issue 20 ---
+    # Only takers whose profile names one of these countries (ISO 3166-1 alpha-2) may take it;
+    # empty: anyone. Checked with the other requirements (marketplace.selectors).
+    allowed_countries = ArrayField(models.CharField(max_length=2), default=list, blank=True)
+    # Posted in the trade's chat as the maker's first message when a trade opens on the offer
+    # (escrow.services.opening), e.g. the maker's instructions. Empty: none.
+    auto_reply = models.TextField(blank=True)
+    # --- end issue 20 ---
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

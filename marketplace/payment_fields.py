@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from babel import Locale as BabelLocale
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from stdnum import bic as stdnum_bic
@@ -26,6 +25,9 @@ from stdnum.br import cpf as stdnum_cpf
 from stdnum.exceptions import InvalidChecksum
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.us import rtn as stdnum_rtn
+
+# ISO 3166-1 alpha-2 countries (CLDR, through Babel): the regions of the payment methods.
+from common.countries import COUNTRY_NAMES
 
 
 @dataclass(frozen=True)
@@ -328,14 +330,6 @@ def _country(value: str) -> str:
 
 CASHTAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
 HANDLE_RE = re.compile(r"[A-Za-z0-9_-]{5,30}")
-# ISO 3166-1 alpha-2 codes with their English names, from CLDR (Babel): the regions of the
-# payment methods and a trader's country. CLDR's numeric region codes (001, 150...) and the
-# pseudo-regions ZZ (unknown) and EU/EZ/UN/QO are not countries.
-COUNTRY_NAMES: dict[str, str] = {
-    code: name
-    for code, name in BabelLocale("en").territories.items()
-    if len(code) == 2 and code.isalpha() and code not in {"ZZ", "EU", "EZ", "UN", "QO", "XA", "XB"}
-}
 
 
 KINDS: dict[str, Callable[[str], str]] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
     from django.db.models.fields.related import ForeignKey
 
+from accounts.models import Profile
 from accounts.selectors import (
     TakerFacts,
     TraderStats,
@@ -34,11 +35,11 @@ from accounts.selectors import (
     is_blocked_between,
     trusting_owner_ids,
 )
+from common.countries import COUNTRY_NAMES
 from common.errors import NotFound, ValidationFailed
 from common.money import round_half_up
 from ledger.models import Asset, LedgerAccount
 from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod, PriceIndex
-from marketplace.payment_fields import COUNTRY_NAMES
 
 # --- traders' figures, from the layer that owns trades ----------------------------------
 # Trades and the figures counted from them (completed trades, completion rate, release time) are
@@ -67,11 +68,13 @@ def trader_stats_fresh(*, user_ids: list[int]) -> dict[int, TraderStats]:
 def trader_stats_recent(
     *, user_ids: list[int], usernames: dict[int, str] | None = None
 ) -> dict[int, TraderStats]:
-    """Makers' stats for a page of the book, at most TRADER_STATS_CACHE_SECONDS old."""
+    """Makers' stats for a page of the book, at most TRADER_STATS_CACHE_SECONDS old, but when
+    they were last seen read now (one query for the page: "online" can't wait a minute)."""
     result: dict[int, TraderStats] = _trader_figures["stats_recent"](
         user_ids=user_ids, usernames=usernames
     )
-    return result
+    seen = dict(Profile.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seen"))
+    return {uid: replace(s, last_seen=seen.get(uid)) for uid, s in result.items()}
 
 
 def taker_facts(*, user: Any) -> TakerFacts:
@@ -150,9 +153,11 @@ def offer_book(
         where &= Q(maker__username=maker_username)
     # Makers who may not trade now; for a logged-in viewer, also those blocked either way.
     # (The profile is one-to-one: excluding the ORed terms is excluding each.)
-    hidden = Q(maker__profile__is_frozen=True) | Q(
-        maker__profile__suspended_until__gt=timezone.now()
-    )
+    now = timezone.now()
+    hidden = Q(maker__profile__is_frozen=True) | Q(maker__profile__suspended_until__gt=now)
+    # A buy offer whose maker's buying is paused (escrow's daily cancellation limit): taking it
+    # would open a trade with them as the buyer.
+    hidden |= Q(side=Offer.Side.BUY, maker__profile__buying_suspended_until__gt=now)
     if viewer is not None and getattr(viewer, "is_authenticated", False):
         hidden |= Q(maker_id__in=blocked_user_ids(user=viewer))
     qs = _with_depth(Offer.objects.all()).filter(where).exclude(hidden)
@@ -179,6 +184,7 @@ class TakerTerms:
     min_taker_trades: int
     min_account_age_days: int
     trusted_only: bool
+    allowed_countries: list[str] = field(default_factory=list)
 
 
 def offer_taker_terms(offer: Offer) -> TakerTerms:
@@ -190,6 +196,7 @@ def offer_taker_terms(offer: Offer) -> TakerTerms:
         min_taker_trades=offer.min_taker_trades,
         min_account_age_days=offer.min_account_age_days,
         trusted_only=offer.trusted_only,
+        allowed_countries=list(offer.allowed_countries or []),
     )
 
 
@@ -295,7 +302,17 @@ def offer_requirements(offer: Offer) -> list[str]:
         out.append(f"Accounts {offer.min_account_age_days}+ days old")
     if offer.trusted_only:
         out.append("Trusted traders only")
+    if offer.allowed_countries:
+        out.append(f"Takers in {_countries_text(offer.allowed_countries)} only")
     return out
+
+
+def _countries_text(codes: list[str], *, names: bool = True) -> str:
+    """A few countries by name ("Germany, Austria"); many by code, the first few then a count."""
+    if len(codes) <= 3 and names:
+        return ", ".join(COUNTRY_NAMES.get(c, c) for c in codes)
+    shown = ", ".join(codes[:5])
+    return shown if len(codes) <= 5 else f"{shown} and {len(codes) - 5} more"
 
 
 def offer_unmet_requirements(
@@ -341,6 +358,20 @@ def offer_unmet_requirements(
             if short
             else f"Only traders on {maker_name(offer)}'s trusted list may take it."
         )
+    # Region restrictions (issue 20): the taker's profile country must be one the offer allows.
+    if offer.allowed_countries and taker.country not in offer.allowed_countries:
+        yours = COUNTRY_NAMES.get(taker.country, taker.country) if taker.country else ""
+        reasons.append(
+            f"Takers in {_countries_text(offer.allowed_countries, names=False)} only "
+            f"(you: {taker.country or 'no country set'})"
+            if short
+            else f"The maker takes traders in {_countries_text(offer.allowed_countries)} only; "
+            + (
+                f"your profile says {yours}."
+                if yours
+                else "your profile names no country: set it in Settings → Country."
+            )
+        )
     return reasons
 
 
@@ -350,6 +381,7 @@ def _has_requirements(offer: Offer | TakerTerms) -> bool:
         or offer.min_taker_trades
         or offer.min_account_age_days
         or offer.trusted_only
+        or offer.allowed_countries
     )
 
 

@@ -12,10 +12,12 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
+from accounts.selectors import buying_block_reason
 from common.db import replica_reads
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
@@ -72,6 +74,13 @@ def _price_index_json() -> dict[str, str]:
 # --- order book -------------------------------------------------------------------------------
 
 
+def buying_paused_for(user: Any) -> str | None:
+    """Why this visitor may not buy now (escrow's daily cancellation limit), or None."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return buying_block_reason(Profile.objects.filter(user_id=user.pk).first())
+
+
 def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
     filters = OrderBookFilterForm(
         {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
@@ -103,19 +112,17 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
     )
     page = Paginator(offers, ORDER_BOOK_PAGE).get_page(request.GET.get("page"))
     names = {o.maker_id: o.maker.username for o in page}
+    # Their last_seen read now, their release time from the trades' events (issue 20).
     stats = trader_stats_recent(user_ids=sorted(names), usernames=names)
-    last_seen = dict(
-        Profile.objects.filter(user_id__in={o.maker_id for o in page}).values_list(
-            "user_id", "last_seen"
-        )
-    )
     # Why an offer isn't open to this visitor, shown in place of its Buy/Sell button.
     unmet = selectors.offers_unmet_for_viewer(offers=list(page), viewer=request.user, short=True)
+    now = timezone.now()
     rows = [
         {
             "offer": o,
             "stats": stats.get(o.maker_id),
-            "last_seen": last_seen.get(o.maker_id),
+            "last_seen": stats[o.maker_id].last_seen,
+            "online": stats[o.maker_id].is_online(now=now),
             "requirements": selectors.offer_requirements(o),
             "unmet": unmet.get(o.pk, []),
         }
@@ -136,6 +143,8 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
     return {
         "stale_pairs": stale,
         "price_chart": chart,
+        # The daily cancellation limit paused the visitor's buying: said before they try.
+        "buying_paused": buying_paused_for(request.user) if side == "buy" else None,
         "filters": filters,
         "side": side,
         "asset_code": chosen.get("asset") or "BTC",

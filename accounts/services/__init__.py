@@ -54,6 +54,10 @@ from accounts.services.standing import (
     trade_limits_enforce,
     withdrawal_hold_reason,
 )
+from accounts.services.trading_rules import (
+    profile_buying_suspension_set,
+    profile_country_set,
+)
 from accounts.services.two_factor import (
     has_two_factor,
     require_second_factor,
@@ -90,6 +94,8 @@ __all__ = [
     "kyc_document_submit",
     "kyc_file_read",
     "link_value_hash",
+    "profile_buying_suspension_set",
+    "profile_country_set",
     "profile_freeze",
     "profile_penalize",
     "profile_time_zone_set",

@@ -441,6 +441,17 @@ PRICE_PROTECTION_PCT = Decimal(env("PRICE_PROTECTION_PCT", default="20"))
 MIN_TRADE_EUR = Decimal(env("MIN_TRADE_EUR", default="10"))
 MAX_UNPAID_TRADES = env.int("MAX_UNPAID_TRADES", default=2)
 TAKES_PER_MAKER_PER_MINUTE = env.int("TAKES_PER_MAKER_PER_MINUTE", default=10)
+# --- issue 20: the rules traders know from Binance P2P ---
+# A buyer's cancellations counted in one day (theirs, at 00:00 in their profile's time zone, else
+# UTC; expiries count, a cancel for the seller's fault doesn't) before buying pauses until the
+# next day starts (escrow.services.cancellations).
+CANCEL_LIMIT_PER_DAY = env.int("CANCEL_LIMIT_PER_DAY", default=3)
+# A maker seen this recently is "online" in the book; Profile.last_seen is written at most every
+# 5 minutes (accounts.middleware), so less than that would flicker.
+MAKER_ONLINE_MINUTES = env.int("MAKER_ONLINE_MINUTES", default=10)
+# The window of a seller's average release time (paid -> released, from the trade's events).
+RELEASE_TIME_WINDOW_DAYS = env.int("RELEASE_TIME_WINDOW_DAYS", default=30)
+# --- end issue 20 ---
 KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 KYC_DOCUMENT_TYPES = {"image/png", "image/jpeg", "image/webp", "application/pdf"}
 # Sock puppets: accounts that share a device cookie or a login address are linked (no trades

@@ -33,6 +33,8 @@ KYC_LIMITS_EUR = {0: _NO_LIMIT, 1: _NO_LIMIT, 2: _NO_LIMIT}
 MAX_OPEN_OFFERS = {0: 100_000, 1: 100_000, 2: 100_000}
 MAX_UNPAID_TRADES = 100_000
 TAKES_PER_MAKER_PER_MINUTE = 100_000
+# issue 20: the daily cancellation limit (escrow/tests/test_trader_rules.py sets the real 3).
+CANCEL_LIMIT_PER_DAY = 100_000
 # Fixtures price offers freely (e.g. 1,000 EUR/BTC to sort a book); the price tests set 20.
 PRICE_PROTECTION_PCT = Decimal(1_000_000)
 

@@ -68,6 +68,10 @@ class TradeOut(serializers.Serializer[Trade]):
     payment_window_minutes = serializers.IntegerField()
     payment_deadline = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
+    cancel_reason = serializers.CharField(
+        help_text="Why the buyer cancelled (changed_mind, cannot_pay, seller_asked, "
+        "seller_details, seller_unresponsive, other); empty otherwise."
+    )
     terms = serializers.CharField()
     created_at = serializers.DateTimeField()
     my_role = serializers.SerializerMethodField()

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.selectors import profile_for
 from common.api import ERRORS, AmountInput, ApiView, paginated
 from common.db import replica_reads
-from common.errors import ValidationFailed
+from common.errors import NotFound, ValidationFailed
 from common.files import private_file_response
 from common.idempotency import idempotent
 from escrow import selectors as escrow_selectors
@@ -145,6 +148,9 @@ class MessageOut(serializers.Serializer[TradeMessage]):
     id = serializers.IntegerField()
     sender = serializers.CharField(source="sender.username", allow_null=True, default=None)
     is_moderator = serializers.BooleanField()
+    is_auto_reply = serializers.BooleanField(
+        help_text="The offer's auto-reply, posted for its maker when the trade opened."
+    )
     text = serializers.CharField()
     attachment_url = serializers.SerializerMethodField()
     attachment_type = serializers.CharField()
@@ -298,3 +304,58 @@ class FeedbackReplyApi(ApiView):
             feedback_id=feedback_id, actor=request.user, text=data.validated_data["text"]
         )
         return Response(FeedbackOut(feedback).data)
+
+
+# --- a trader's public profile (issue 20: online status and release time) ---------------------
+
+
+class TraderProfileOut(serializers.Serializer[dict[str, Any]]):
+    username = serializers.CharField()
+    kyc_tier = serializers.IntegerField(help_text="Identity verification level, 0-2.")
+    member_since = serializers.DateTimeField()
+    trades = serializers.IntegerField(help_text="Completed trades.")
+    completion_rate = serializers.DecimalField(max_digits=5, decimal_places=1, allow_null=True)
+    online = serializers.BooleanField(
+        help_text="Seen within MAKER_ONLINE_MINUTES (10) minutes; else see last_seen."
+    )
+    last_seen = serializers.DateTimeField(allow_null=True)
+    average_release_seconds = serializers.IntegerField(
+        allow_null=True,
+        help_text="Mean seconds from paid to their release, over their completed sales of the "
+        "last 30 days; null without one.",
+    )
+    positive_feedback = serializers.IntegerField()
+    negative_feedback = serializers.IntegerField()
+
+
+class TraderProfileApi(ApiView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="traders_retrieve",
+        responses={200: TraderProfileOut, **ERRORS},
+        description="A trader's public record, as their profile page shows it: counted from "
+        "their trades (fresh), with their online status.",
+    )
+    def get(self, request: Request, username: str) -> Response:
+        trader = get_user_model().objects.filter(username=username, is_active=True).first()
+        if trader is None:
+            raise NotFound(f"Trader {username[:150]!r} not found.")
+        stats = escrow_selectors.trader_stats(user=trader)
+        summary = escrow_selectors.feedback_summary(user=trader)
+        return Response(
+            TraderProfileOut(
+                {
+                    "username": trader.username,
+                    "kyc_tier": profile_for(trader).kyc_tier,
+                    "member_since": trader.date_joined,
+                    "trades": stats.trades,
+                    "completion_rate": stats.completion_rate,
+                    "online": stats.is_online(),
+                    "last_seen": stats.last_seen,
+                    "average_release_seconds": stats.average_release_seconds,
+                    "positive_feedback": summary["positive"],
+                    "negative_feedback": summary["negative"],
+                }
+            ).data
+        )

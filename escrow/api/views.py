@@ -14,12 +14,24 @@ from common.api import ERRORS, ApiView, FundsConfirmInput, otp_from
 from common.idempotency import idempotent
 from escrow import services
 from escrow.api.serializers import TradeOut
-from escrow.models import EscrowEvent, Trade
+from escrow.models import CancelReason, EscrowEvent, Trade
 from escrow.selectors import trade_get_for_user
 
 
 class ReasonInput(serializers.Serializer[dict[str, Any]]):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class CancelInput(ReasonInput):
+    cancel_reason = serializers.ChoiceField(
+        choices=CancelReason.choices,
+        required=False,
+        default=CancelReason.OTHER,
+        help_text="Why you cancel. seller_asked, seller_details and seller_unresponsive (the "
+        "seller's fault) don't count against your daily cancellation limit "
+        "(CANCEL_LIMIT_PER_DAY, default 3: at the limit buying pauses until 00:00 in your time "
+        "zone); moderators review them.",
+    )
 
 
 class ReleaseInput(FundsConfirmInput, ReasonInput):
@@ -95,9 +107,21 @@ class TradeReleaseApi(ApiView):
 
 
 class TradeCancelApi(ApiView):
-    @_schema("trades_cancel", "Buyer, before paying: the hold goes back to the seller.")
+    @_schema(
+        "trades_cancel",
+        "Buyer, before paying: the hold goes back to the seller. Give `cancel_reason`: the "
+        "seller-fault reasons don't count against the daily cancellation limit.",
+        request=CancelInput,
+    )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
-        reason = _reason(request, trade_id)
-        services.trade_cancel(trade_id=trade_id, actor=request.user, reason=reason)
+        trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+        data = CancelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.trade_cancel(
+            trade_id=trade_id,
+            actor=request.user,
+            cancel_reason=data.validated_data["cancel_reason"],
+            reason=data.validated_data["reason"],
+        )
         return trade_response(request, trade_id)

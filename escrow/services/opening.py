@@ -14,7 +14,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts import services as accounts
-from accounts.selectors import TakerFacts, accounts_linked, trading_block_reason, trusting_owner_ids
+from accounts.selectors import (
+    TakerFacts,
+    accounts_linked,
+    buying_block_reason,
+    trading_block_reason,
+    trusting_owner_ids,
+)
 from common.errors import (
     Conflict,
     InsufficientFunds,
@@ -26,6 +32,7 @@ from common.money import fmt, round_down
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
+from escrow.services.room import trade_auto_reply_post
 from escrow.services.transitions import announce
 from ledger import services as ledger
 from marketplace import services as market
@@ -158,6 +165,13 @@ def trade_open(
         accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
         if trading_block_reason(parties[offer.maker_id]):
             raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+        # The daily cancellation limit (escrow.services.cancellations) pauses buying: taking a
+        # sell offer, or a buy offer whose maker would be the buyer (the book hides those).
+        buyer_id = taker.pk if offer.side == Offer.Side.SELL else offer.maker_id
+        if paused := buying_block_reason(parties[buyer_id]):
+            if buyer_id == taker.pk:
+                raise PermissionDenied(paused, code="buying_suspended")
+            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
         _taker_within_abuse_limits(offer=offer, taker=taker)
         # Sock puppets: never say which signal linked them (it would teach how to evade it).
         if accounts_linked(user_id=offer.maker_id, other_id=taker.pk):
@@ -172,6 +186,7 @@ def trade_open(
                 tier=parties[taker.pk].kyc_tier,
                 completed_trades=trader_stats(user=taker).trades if offer.min_taker_trades else 0,
                 date_joined=taker.date_joined,
+                country=parties[taker.pk].country,
             ),
             is_trusted=bool(
                 offer.trusted_only and trusting_owner_ids(user=taker, owner_ids=[offer.maker_id])
@@ -251,6 +266,8 @@ def trade_open(
             reason="offer taken",
         )
         announce(trade, event)
+        if offer.auto_reply:
+            trade_auto_reply_post(trade=trade, author_id=offer.maker_id, text=offer.auto_reply)
     return trade
 
 

@@ -107,6 +107,19 @@ def trade_message_send(
     return message
 
 
+def trade_auto_reply_post(*, trade: Trade, author_id: int, text: str) -> TradeMessage:
+    """The offer's auto-reply, as its maker's first message, marked as automatic: inside
+    trade_open's transaction (posted once, with the trade), the chat's listeners told on commit
+    like for any message, so the taker is notified."""
+    message = TradeMessage.objects.create(
+        trade=trade, sender_id=author_id, is_auto_reply=True, text=text[:MAX_MESSAGE_LENGTH]
+    )
+    for listener in message_listeners:
+        # mypy cannot type a lambda's default argument
+        transaction.on_commit(lambda listener=listener: listener(message), robust=True)  # type: ignore[misc]
+    return message
+
+
 def trade_system_note(*, trade_id: int, text: str) -> TradeMessage:
     """A note from the platform in the trade room (no sender), e.g. each step of a dispute.
     The caller notifies the parties itself, so the chat listeners are not called."""

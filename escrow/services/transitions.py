@@ -15,11 +15,14 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts import services as accounts
+from accounts.models import Profile
 from accounts.selectors import is_moderator
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
+from escrow.services import cancellations
 from ledger import services as ledger
 from ledger.models import Transfer
 from marketplace import book_cache
@@ -152,6 +155,7 @@ def _escrow_transition(
     as_moderator: bool = False,
     guard: Callable[[Trade], None] | None = None,
     split_buyer_amount: Decimal | None = None,
+    cancel_reason: str = "",
 ) -> Trade:
     with transaction.atomic():
         try:
@@ -179,11 +183,19 @@ def _escrow_transition(
         now = timezone.now()
         trade.state = to
         fields = ["state", "updated_at"]
+        buyer_profile: Profile | None = None
         if to == S.PAID:
             trade.paid_at = now
             fields.append("paid_at")
         elif to in (S.CANCELLED, S.EXPIRED):
-            _return_hold(trade)
+            # The daily cancellation limit (escrow.services.cancellations): the buyer's reason
+            # is kept; a counted close locks the buyer's profile before the ledger's accounts.
+            trade.cancel_reason = cancel_reason if role == BUYER else ""
+            trade.cancel_counted = cancellations.cancellation_counts(
+                to=to, role=role, cancel_reason=trade.cancel_reason
+            )
+            fields += ["cancel_reason", "cancel_counted"]
+            buyer_profile = _return_hold(trade, lock_buyer=trade.cancel_counted)
         elif to in (S.RELEASING, S.REFUNDING, S.SPLITTING):
             if to == S.RELEASING:
                 trade.released_at = now
@@ -193,6 +205,8 @@ def _escrow_transition(
             trade.closed_at = now
             fields.append("closed_at")
         trade.save(update_fields=fields)
+        if buyer_profile is not None:
+            cancellations.buying_suspension_refresh(profile=buyer_profile, now=now)
         event = EscrowEvent.objects.create(
             trade=trade,
             old_state=old,
@@ -205,18 +219,23 @@ def _escrow_transition(
     return trade
 
 
-def _return_hold(trade: Trade) -> None:
+def _return_hold(trade: Trade, *, lock_buyer: bool = False) -> Profile | None:
     """Cancelled or expired: the hold goes back to the seller and the amount back to the offer.
     The offer row is locked before the accounts, in the order offer_take takes them, so a take
-    and a cancel on one offer queue instead of deadlocking."""
+    and a cancel on one offer queue instead of deadlocking; likewise the buyer's profile, when
+    the close counts against their daily limit (returned, locked)."""
     offer = (Offer.objects.select_for_update().only("pk", "side", "asset_id", "fiat_id")).get(
         pk=trade.offer_id
     )
+    profile = None
+    if lock_buyer:
+        profile = accounts.profiles_lock(user_ids=[trade.buyer_id])[trade.buyer_id]
     ledger.transfer_void_pending(
         idempotency_key=f"trade:{trade.pk}:void", pending=cast(Transfer, trade.escrow_hold)
     )
     Offer.objects.filter(pk=offer.pk).update(available=F("available") + trade.amount)
     book_cache.offer_changed(offer)  # its depth is back in the book
+    return profile
 
 
 def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None) -> None:
@@ -275,12 +294,42 @@ def escrow_release(*, trade_id: int, actor: Any) -> Trade:
         )
 
 
-def trade_cancel(*, trade_id: int, actor: Any, reason: str = "") -> Trade:
-    """The buyer cancels before paying: the hold goes back to the seller."""
+def trade_cancel(*, trade_id: int, actor: Any, cancel_reason: str = "", reason: str = "") -> Trade:
+    """The buyer cancels before paying: the hold goes back to the seller. The buyer's
+    `cancel_reason` (a CancelReason; none is `other`) decides whether it counts against their
+    daily cancellation limit (escrow.services.cancellations); `reason` is a free note."""
+    code = cancellations.cancel_reason_clean(cancel_reason)
     with durable_atomic():
         return _escrow_transition(
-            trade_id=trade_id, to=S.CANCELLED, actor=actor, reason=reason or "buyer cancelled"
+            trade_id=trade_id,
+            to=S.CANCELLED,
+            actor=actor,
+            reason=reason or f"buyer cancelled: {code}",
+            cancel_reason=code,
         )
+
+
+def trade_cancellation_review(*, trade_id: int, actor: Any, counted: bool) -> Trade:
+    """A moderator counts a buyer's cancellation against their daily limit after all (a
+    seller-fault reason the buyer abused), or un-counts one; the buyer's pause follows at once
+    (for the buyer's current day)."""
+    with durable_atomic():
+        try:
+            trade = Trade.objects.select_for_update().get(pk=trade_id)
+        except Trade.DoesNotExist:
+            raise NotFound(f"Trade #{trade_id} not found.") from None
+        require_impartial_moderator(trade=trade, actor=actor)
+        if trade.state != S.CANCELLED or not trade.cancel_reason:
+            raise InvalidTransition(
+                f"Trade #{trade.pk} was not cancelled by its buyer: nothing to count.",
+                fields={"state": [trade.state]},
+            )
+        if trade.cancel_counted != counted:
+            trade.cancel_counted = counted
+            trade.save(update_fields=["cancel_counted", "updated_at"])
+            profile = accounts.profiles_lock(user_ids=[trade.buyer_id])[trade.buyer_id]
+            cancellations.buying_suspension_refresh(profile=profile, now=timezone.now())
+    return trade
 
 
 def escrow_expire(*, trade_id: int) -> Trade:

@@ -23,7 +23,7 @@ from marketplace import selectors
 from marketplace.forms import QuickTradeForm, TakeOfferForm
 from marketplace.models import Offer
 from marketplace.prices.chart import price_chart
-from marketplace.views import offer_or_404, order_book_context
+from marketplace.views import buying_paused_for, offer_or_404, order_book_context
 
 # --- opening a trade ---------------------------------------------------------------------------
 
@@ -144,11 +144,12 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
                 return redirect("trade_detail", trade_id=trade.pk)
     # The taker's verb: taking a sell offer buys the asset.
     verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"
+    stats = trader_stats(user=offer.maker)
     context = {
         "offer": offer,
         "form": form,
         "verb": verb,
-        "stats": trader_stats(user=offer.maker),
+        "stats": stats,
         "is_own": request.user.is_authenticated and offer.maker_id == request.user.pk,
         "methods": list(offer.payment_methods.all()),
         "requirements": selectors.offer_requirements(offer),
@@ -167,6 +168,11 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
     )
     context["price_chart"] = chart
     context["stale_pairs"] = [chart.standing] if chart.standing.is_stale else []
+    # issue 20: the maker's online status; a buyer paused by the daily cancellation limit is
+    # told before they try (only when taking the offer would buy).
+    context["maker_online"] = stats.is_online()
+    if offer.side == Offer.Side.SELL and not context["is_own"]:
+        context["buying_paused"] = buying_paused_for(request.user)
     if request.method == "POST":
         # The breakdown of what was sent; a refusal is already the form's error.
         context["quote"] = _offer_quote(offer, request.POST)["quote"]

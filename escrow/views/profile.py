@@ -44,7 +44,8 @@ def trader_profile(request: HttpRequest, username: str) -> HttpResponse:
     context = {
         "trader": trader,
         "tier": account_selectors.profile_for(trader).kyc_tier,
-        "stats": escrow_selectors.trader_stats(user=trader),
+        "stats": (stats := escrow_selectors.trader_stats(user=trader)),
+        "online": stats.is_online(),
         "summary": escrow_selectors.feedback_summary(user=trader),
         "feedback": feedback,
         "page": feedback,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -25,7 +26,7 @@ from common.files import private_file_response
 from escrow import selectors as escrow_selectors
 from escrow import services as escrow
 from escrow import services as escrow_services
-from escrow.models import Trade
+from escrow.models import CancelReason, Trade
 from escrow.selectors import trader_stats
 from escrow.selectors.payment import trade_payment_account_for
 from escrow.selectors.trades import SETTLING_STATES
@@ -145,7 +146,9 @@ def _run_action(
         funds_confirm(user=user, otp=factors.get("otp"), password=factors.get("password"))
         return escrow.escrow_release(trade_id=trade.pk, actor=user)
     if action.slug == "cancel":
-        return escrow.trade_cancel(trade_id=trade.pk, actor=user)
+        return escrow.trade_cancel(
+            trade_id=trade.pk, actor=user, cancel_reason=factors.get("cancel_reason") or ""
+        )
     raise ValueError(f"unknown action {action.slug}")
 
 
@@ -236,6 +239,9 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         "payment_account": trade_payment_account_for(trade=trade, user=user),
         "version": version,
         "steps": _steps(trade, events),
+        # issue 20: the cancel form's reasons and the daily cancellation limit it explains
+        "cancel_reasons": CancelReason.choices,
+        "cancel_limit": settings.CANCEL_LIMIT_PER_DAY,
     }
 
 
@@ -366,7 +372,7 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
                 return render(request, "marketplace/trade_confirm.html", context, status=400)
             room_actions[spec.slug].run(trade=trade, actor=request.user, data=form.cleaned_data)
         else:
-            factors = {k: request.POST.get(k) for k in ("otp", "password")}
+            factors = {k: request.POST.get(k) for k in ("otp", "password", "cancel_reason")}
             _run_action(spec, trade=trade, user=request.user, reason="", factors=factors)
     except ApplicationError as exc:
         fresh = _trade_or_404(trade_id, request.user)

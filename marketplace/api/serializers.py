@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.selectors import TraderStats
+from accounts.selectors import TraderStats, is_online
 from common.money import fmt
 from marketplace.models import Offer
 from marketplace.selectors import maker_name
@@ -49,6 +49,31 @@ class MakerOut(serializers.Serializer):
     username = serializers.CharField()
     trades = serializers.IntegerField()
     completion_rate = serializers.DecimalField(max_digits=5, decimal_places=1, allow_null=True)
+    # issue 20: online status and release time
+    online = serializers.BooleanField(
+        help_text="Seen within MAKER_ONLINE_MINUTES (10) minutes; else see last_seen."
+    )
+    last_seen = serializers.DateTimeField(
+        allow_null=True, help_text="When the maker was last active (to 5 minutes); null: never."
+    )
+    average_release_seconds = serializers.IntegerField(
+        allow_null=True,
+        help_text="Mean seconds from paid to the maker's release, over their completed sales "
+        "of the last 30 days; null without one.",
+    )
+
+
+def maker_out(name: str, found: TraderStats | None) -> dict[str, Any]:
+    """MakerOut's shape of a trader's stats (the book's, an offer's, a profile's)."""
+    last_seen = found.last_seen if found else None
+    return {
+        "username": name,
+        "trades": found.trades if found else 0,
+        "completion_rate": found.completion_rate if found else None,
+        "online": is_online(last_seen),
+        "last_seen": None if last_seen is None else _iso_datetime(last_seen),
+        "average_release_seconds": found.average_release_seconds if found else None,
+    }
 
 
 class OfferOut(serializers.Serializer):
@@ -83,6 +108,14 @@ class OfferOut(serializers.Serializer):
     min_taker_trades = serializers.IntegerField()
     min_account_age_days = serializers.IntegerField()
     trusted_only = serializers.BooleanField()
+    allowed_countries = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Takers' countries (ISO 3166-1 alpha-2); empty: anywhere.",
+    )
+    auto_reply = serializers.SerializerMethodField(
+        help_text="Posted in the trade chat when a trade opens; shown here to the offer's maker "
+        "only (null for others)."
+    )
     unmet_requirements = serializers.SerializerMethodField(
         help_text="Why the requesting user may not take this offer; empty when it is open to them."
     )
@@ -119,6 +152,8 @@ class OfferOut(serializers.Serializer):
             "min_taker_trades": offer.min_taker_trades,
             "min_account_age_days": offer.min_account_age_days,
             "trusted_only": offer.trusted_only,
+            "allowed_countries": list(offer.allowed_countries),
+            "auto_reply": self.get_auto_reply(offer),
             "unmet_requirements": self.get_unmet_requirements(offer),
             "created_at": _iso_datetime(offer.created_at),
         }
@@ -145,9 +180,10 @@ class OfferOut(serializers.Serializer):
     @extend_schema_field(MakerOut)
     def get_maker(self, offer: Offer) -> dict[str, Any]:
         stats: dict[int, TraderStats] = self.context.get("maker_stats", {})
-        found = stats.get(offer.maker_id)
-        return {
-            "username": maker_name(offer),
-            "trades": found.trades if found else 0,
-            "completion_rate": found.completion_rate if found else None,
-        }
+        return maker_out(maker_name(offer), stats.get(offer.maker_id))
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_auto_reply(self, offer: Offer) -> str | None:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        return offer.auto_reply if user is not None and user.pk == offer.maker_id else None

@@ -77,6 +77,19 @@ class OfferInput(serializers.Serializer):
     trusted_only = serializers.BooleanField(
         default=False, help_text="Only traders on your trusted list may take it."
     )
+    allowed_countries = serializers.ListField(
+        child=serializers.CharField(max_length=2),
+        max_length=50,
+        default=list,
+        help_text="Takers' countries (ISO 3166-1 alpha-2, e.g. DE); a taker whose profile names "
+        "another country, or none, can't take it. Empty: anywhere.",
+    )
+    auto_reply = serializers.CharField(
+        max_length=1000,
+        allow_blank=True,
+        default="",
+        help_text="Posted in the trade chat as the maker's first message when a trade opens.",
+    )
 
 
 class OfferPatchInput(serializers.Serializer):
@@ -102,6 +115,10 @@ class OfferPatchInput(serializers.Serializer):
     min_taker_trades = serializers.IntegerField(min_value=0, required=False)
     min_account_age_days = serializers.IntegerField(min_value=0, required=False)
     trusted_only = serializers.BooleanField(required=False)
+    allowed_countries = serializers.ListField(
+        child=serializers.CharField(max_length=2), max_length=50, required=False
+    )
+    auto_reply = serializers.CharField(max_length=1000, allow_blank=True, required=False)
 
 
 # The book's query parameters whose pages come from the cache (marketplace.book_cache): the
@@ -263,7 +280,9 @@ class OfferListApi(ApiView):
         offer = services.offer_create(maker=request.user, **data.validated_data)
         offer = selectors.offer_get(offer_id=offer.pk)
         return Response(
-            OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data,
+            OfferOut(
+                offer, context={"maker_stats": _maker_stats([offer]), "request": request}
+            ).data,
             status=status.HTTP_201_CREATED,
         )
 
@@ -273,7 +292,7 @@ class OfferDetailApi(ApiView):
     def get(self, request: Request, offer_id: int) -> Response:
         offer = selectors.offer_get(offer_id=offer_id, viewer=request.user)
         unmet = selectors.offers_unmet_for_viewer(offers=[offer], viewer=request.user)
-        context = {"maker_stats": _maker_stats([offer]), "unmet": unmet}
+        context = {"maker_stats": _maker_stats([offer]), "unmet": unmet, "request": request}
         return Response(OfferOut(offer, context=context).data)
 
     @extend_schema(
@@ -284,7 +303,8 @@ class OfferDetailApi(ApiView):
         data.is_valid(raise_exception=True)
         services.offer_update(offer_id=offer_id, actor=request.user, **data.validated_data)
         offer = selectors.offer_get(offer_id=offer_id)
-        return Response(OfferOut(offer, context={"maker_stats": _maker_stats([offer])}).data)
+        context = {"maker_stats": _maker_stats([offer]), "request": request}
+        return Response(OfferOut(offer, context=context).data)
 
     @extend_schema(operation_id="offers_destroy", responses={204: None, **ERRORS})
     def delete(self, request: Request, offer_id: int) -> Response:

@@ -13,6 +13,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Round
 
 from accounts import services as accounts
+from common.countries import country_code
 from common.errors import NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, parse_signed, round_half_up
 from common.transactions import durable_atomic
@@ -31,7 +32,19 @@ PRICE_PRECISION = 8
 # Upper bounds of what a maker may ask of takers (beyond them nobody could take the offer).
 MAX_REQUIRED_TRADES = 10_000
 MAX_REQUIRED_AGE_DAYS = 3_650
-REQUIREMENT_FIELDS = ("min_taker_tier", "min_taker_trades", "min_account_age_days", "trusted_only")
+REQUIREMENT_FIELDS = (
+    "min_taker_tier",
+    "min_taker_trades",
+    "min_account_age_days",
+    "trusted_only",
+    "allowed_countries",
+)
+# Region restrictions: at most this many allowed countries (an offer for more is one for all).
+MAX_ALLOWED_COUNTRIES = 50
+# The offer's auto-reply, posted in the trade chat when a trade opens: plain text like any chat
+# message (the chat allows 2,000 characters and links, shown escaped, never as HTML); shorter,
+# as it is a greeting with instructions, not the terms (which have their own 2,000).
+AUTO_REPLY_MAX_LENGTH = 1000
 
 
 def _payment_methods(codes: Iterable[str]) -> list[PaymentMethod]:
@@ -99,7 +112,47 @@ def _requirements(values: dict[str, Any]) -> dict[str, Any]:
             message=f"Whole days, 0 to {MAX_REQUIRED_AGE_DAYS:,}.",
         ),
         "trusted_only": _flag(values.get("trusted_only"), field="trusted_only"),
+        "allowed_countries": _countries(values.get("allowed_countries")),
     }
+
+
+def _countries(value: Any) -> list[str]:
+    """Allowed takers' countries: ISO 3166-1 alpha-2 codes, a list or a comma-separated string
+    (any case, repeats dropped), sorted; empty: anyone."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise ValidationFailed.for_field("allowed_countries", "A list of country codes.")
+    codes = []
+    for item in items:
+        raw = str(item).strip()
+        if not raw:
+            continue
+        code = country_code(raw)
+        if code is None:
+            raise ValidationFailed.for_field(
+                "allowed_countries",
+                f"Unknown country {raw[:8]!r}: use two-letter ISO codes such as DE or BR.",
+            )
+        codes.append(code)
+    codes = sorted(set(codes))
+    if len(codes) > MAX_ALLOWED_COUNTRIES:
+        raise ValidationFailed.for_field(
+            "allowed_countries",
+            f"At most {MAX_ALLOWED_COUNTRIES} countries; leave it empty to allow everyone.",
+        )
+    return codes
+
+
+def _auto_reply(value: Any) -> str:
+    """The offer's auto-reply, stripped; at most AUTO_REPLY_MAX_LENGTH characters."""
+    text = str(value or "").strip()
+    if len(text) > AUTO_REPLY_MAX_LENGTH:
+        raise ValidationFailed.for_field(
+            "auto_reply", f"At most {AUTO_REPLY_MAX_LENGTH} characters (this is {len(text)})."
+        )
+    return text
 
 
 # --- price index ------------------------------------------------------------------------------
@@ -304,6 +357,8 @@ def offer_create(
     min_account_age_days: Any = 0,
     trusted_only: Any = False,
     payment_accounts: Iterable[Any] = (),
+    allowed_countries: Any = (),
+    auto_reply: str = "",
 ) -> Offer:
     """Publish an offer; a sell offer can't offer more than the maker holds right now, and
     frozen or suspended makers can't publish."""
@@ -333,8 +388,10 @@ def offer_create(
             "min_taker_trades": min_taker_trades,
             "min_account_age_days": min_account_age_days,
             "trusted_only": trusted_only,
+            "allowed_countries": allowed_countries,
         }
     )
+    reply = _auto_reply(auto_reply)
     if side == Offer.Side.SELL:
         available = ledger.account_for_user(user=maker, asset=asset_obj).available
         if available < total:
@@ -352,6 +409,7 @@ def offer_create(
             amount=total,
             available=total,
             terms=(terms or "")[:2000],
+            auto_reply=reply,
             **values,
             **requirements,
         )
@@ -412,6 +470,8 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             offer.amount = total
         if "terms" in changes:
             offer.terms = (changes["terms"] or "")[:2000]
+        if "auto_reply" in changes:
+            offer.auto_reply = _auto_reply(changes["auto_reply"])
         if "is_active" in changes:
             offer.is_active = bool(changes["is_active"])
         if offer.closed_at is not None and not offer_is_dust(offer=offer):

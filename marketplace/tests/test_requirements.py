@@ -17,7 +17,7 @@ from accounts.tests.factories import DEFAULT_LIMITS, complete, set_tier
 from common.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from escrow import services as escrow
 from escrow import services as escrow_services
-from escrow.models import Feedback, Trade
+from escrow.models import EscrowEvent, Feedback, Trade
 from escrow.selectors import trader_stats
 from marketplace import services
 from marketplace.models import Offer
@@ -405,13 +405,16 @@ class TestComputedStats:
         for minutes in (4, 10):
             trade = make_trade(alice, bob)
             complete(trade)
-            Trade.objects.filter(pk=trade.pk).update(
-                paid_at=now - timedelta(minutes=minutes), released_at=now
+            # the release time is read from the trade's events (paid, then released)
+            EscrowEvent.objects.filter(trade=trade, new_state="paid").update(
+                created_at=now - timedelta(minutes=minutes)
             )
         # a trade where alice buys doesn't count towards her release time
         bought = make_trade(carol, alice)
         complete(bought)
-        Trade.objects.filter(pk=bought.pk).update(paid_at=now - timedelta(hours=5), released_at=now)
+        EscrowEvent.objects.filter(trade=bought, new_state="paid").update(
+            created_at=now - timedelta(hours=5)
+        )
         stats = trader_stats(user=alice)
         assert stats.average_release_seconds == 7 * 60
         assert stats.trades == 3
@@ -421,7 +424,8 @@ class TestComputedStats:
         complete(make_trade(alice, bob))
         from escrow.selectors import trader_stats_for_users
 
-        with django_assert_num_queries(3):  # buyers, sellers (with release times), names
+        # buyers, sellers, release times (from the events), names with last seen
+        with django_assert_num_queries(4):
             trader_stats_for_users(user_ids=[alice.pk, bob.pk])
 
     def test_book_stats_come_from_the_cache_until_they_expire(
@@ -432,10 +436,11 @@ class TestComputedStats:
         from escrow.selectors import trader_stats_recent
 
         settings.TRADER_STATS_CACHE_SECONDS = 60
-        cache.delete_many([f"trader-stats:v1:{u.pk}" for u in (alice, bob)])
+        cache.delete_many([f"trader-stats:v2:{u.pk}" for u in (alice, bob)])
         complete(make_trade(alice, bob))
         names = {alice.pk: "alice", bob.pk: "bob"}
-        with django_assert_num_queries(2):  # buyers, sellers: the names were given
+        # buyers, sellers, release times, last seen: the names were given
+        with django_assert_num_queries(4):
             first = trader_stats_recent(user_ids=[alice.pk, bob.pk], usernames=names)
         assert first[alice.pk] == trader_stats(user=alice)
         assert first[alice.pk].trades == 1
@@ -444,10 +449,10 @@ class TestComputedStats:
         with django_assert_num_queries(0):  # as counted a moment ago
             again = trader_stats_recent(user_ids=[alice.pk, bob.pk])
         assert again == first
-        cache.delete(f"trader-stats:v1:{alice.pk}")  # expired
+        cache.delete(f"trader-stats:v2:{alice.pk}")  # expired
         assert trader_stats_recent(user_ids=[alice.pk])[alice.pk].trades == 2
         settings.TRADER_STATS_CACHE_SECONDS = 0  # off: always counted afresh
-        with django_assert_num_queries(3):
+        with django_assert_num_queries(4):
             assert trader_stats_recent(user_ids=[bob.pk])[bob.pk].trades == 2
 
     def test_book_stats_are_counted_when_the_cache_is_down(self, alice, bob, monkeypatch):

@@ -705,4 +705,4 @@ def test_order_book_shows_when_the_maker_was_last_seen(client, alice, bob):
     client.force_login(alice)
     client.get("/")  # alice visits: her last_seen is written
     client.force_login(bob)
-    assert "Seen 0" in client.get("/?side=buy").content.decode()
+    assert "Online" in client.get("/?side=buy").content.decode()
