@@ -428,3 +428,35 @@ LENDING_INTEREST_FEE = Decimal(env("LENDING_INTEREST_FEE", default="0"))
 # A party may dispute a loan while it is open and up to this many days after it closed.
 LENDING_DISPUTE_DAYS = env.int("LENDING_DISPUTE_DAYS", default=30)
 PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)
+
+# --- LIVE PUSH (issue 18: notifications/live) -------------------------------------------------
+# WebSockets through Django Channels and the Redis channel layer, served by uvicorn (`ws` in
+# docker-compose, scripts/run.sh); plain HTTP stays on gunicorn / runserver. LIVE_REDIS_URL holds
+# the channel layer and each user's event stream (defaults to REDIS_URL).
+LIVE_REDIS_URL = env("LIVE_REDIS_URL", default=REDIS_URL)
+LIVE_KEY_PREFIX = env("LIVE_KEY_PREFIX", default="live")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [LIVE_REDIS_URL], "prefix": f"{LIVE_KEY_PREFIX}:asgi"},
+    }
+}
+# Where pages open their socket. Empty: the page's own host, /ws/v1/live/ (a proxy sends /ws/ to
+# the ws service); `make run` sets ws://127.0.0.1:8001/ws/v1/live/. Its origin joins CSP's
+# connect-src.
+LIVE_WS_URL = env("LIVE_WS_URL", default="")
+if LIVE_WS_URL:
+    from urllib.parse import urlsplit as _urlsplit
+
+    _live = _urlsplit(LIVE_WS_URL)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["connect-src"].append(f"{_live.scheme}://{_live.netloc}")
+# Each user's event stream keeps about this many events, for this long: a client away for
+# longer gets a "gap" and reloads what it shows.
+LIVE_BACKLOG = env.int("LIVE_BACKLOG", default=500)
+LIVE_BACKLOG_SECONDS = env.int("LIVE_BACKLOG_SECONDS", default=24 * 3600)
+# Inbound frames per connection: at most this size, this many a second (bursts of _BURST);
+# past either the server closes the socket (1009 / 1008).
+LIVE_MAX_FRAME_BYTES = env.int("LIVE_MAX_FRAME_BYTES", default=4096)
+LIVE_INBOUND_PER_SECOND = env.float("LIVE_INBOUND_PER_SECOND", default=2.0)
+LIVE_INBOUND_BURST = env.int("LIVE_INBOUND_BURST", default=10)
+# --- end of LIVE PUSH ---------------------------------------------------------------------------

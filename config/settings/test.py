@@ -60,3 +60,14 @@ if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
     CACHES["default"]["LOCATION"] = urlunsplit(  # noqa: F405
         _url._replace(path=f"/{1 + int(_WORKER[2:]) % 15}")
     )
+
+# --- LIVE PUSH (issue 18) --------------------------------------------------------------------
+# Each xdist worker's channel layer and event streams in its own Redis database, like its cache:
+# two workers' users share ids (their databases differ), their events must not meet.
+LIVE_REDIS_URL = CACHES["default"]["LOCATION"]  # noqa: F405
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [LIVE_REDIS_URL], "prefix": f"{LIVE_KEY_PREFIX}:asgi"},  # noqa: F405
+    }
+}

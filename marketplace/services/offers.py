@@ -100,6 +100,16 @@ def _requirements(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# issue 18: higher apps (notifications' live order book) learn, on commit, of an offer created,
+# edited, paused, resumed or withdrawn; a failing listener is logged, never raised into the edit.
+offer_changed_listeners: list[Callable[[Offer], None]] = []
+
+
+def _offer_changed(offer: Offer) -> None:
+    for listener in offer_changed_listeners:
+        transaction.on_commit(lambda listener=listener: listener(offer), robust=True)  # type: ignore[misc]
+
+
 # --- price index ------------------------------------------------------------------------------
 
 
@@ -330,6 +340,7 @@ def offer_create(
         offer.save(force_insert=True)
         offer.payment_methods.set(methods)
         offer.payment_accounts.set(accounts_named)
+        _offer_changed(offer)
     return offer
 
 
@@ -412,6 +423,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
                 pay.offer_payment_accounts_keep(offer=offer, methods=methods)
         # An edit that leaves less than the new minimum closes it as a take would.
         offer_close_if_dust(offer=offer)
+        _offer_changed(offer)
     return offer
 
 
@@ -425,6 +437,7 @@ def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
         offer.is_active = active
         offer.closed_at = None
         offer.save(update_fields=["is_active", "closed_at", "updated_at"])
+        _offer_changed(offer)
     return offer
 
 
@@ -435,3 +448,4 @@ def offer_delete(*, offer_id: int, actor: Any) -> None:
         offer.is_deleted = True
         offer.is_active = False
         offer.save(update_fields=["is_deleted", "is_active", "updated_at"])
+        _offer_changed(offer)
