@@ -9,10 +9,12 @@ caller: a live event lost to a Redis outage is caught up by the page's polling f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -101,7 +103,15 @@ def _group_send(groups: list[str], message: dict[str, Any]) -> None:
         for group in groups:
             await layer.group_send(group, message)
 
-    async_to_sync(send_all)()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a request or task thread with no loop of its own
+        async_to_sync(send_all)()
+        return
+    # Called from a thread that runs an event loop (an async caller, Playwright's sync API in a
+    # test): the send runs in a thread of its own rather than in that loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(async_to_sync(send_all)).result()
 
 
 def id_tuple(event_id: str) -> tuple[int, int]:

@@ -184,9 +184,15 @@ def on_offer_changed(offer: Offer) -> None:
         logger.exception("live book event of offer #%s failed", offer.pk)
 
 
+# A trade's move and a chat message go out first, before the in-app, email and webhook work of
+# notifications.listeners on the same commit: the other party's room is what must be fast.
 for _hooks, _listener in (
     (transition_listeners, on_trade_transitions),
     (message_listeners, on_trade_message),
+):
+    if _listener not in _hooks:
+        _hooks.insert(0, _listener)  # type: ignore[arg-type]
+for _hooks, _listener in (
     (lending_hooks.event_listeners, on_loan_events),
     (lending_hooks.margin_call_listeners, on_margin_call),
     (offer_changed_listeners, on_offer_changed),

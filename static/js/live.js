@@ -89,7 +89,11 @@
 
   function apply(message) {
     if (message.type === "event") {
-      if (message.id) lastId = message.id;
+      if (message.id) {
+        lastId = message.id;
+        // The resume point, where a person (or a test) can read it.
+        document.documentElement.dataset.liveLast = lastId;
+      }
       if (typeof message.unread === "number") setBadge(message.unread);
       var room = document.querySelector("[data-live-trade]");
       if (message.trade && room && String(message.trade) === room.dataset.liveTrade) {
