@@ -435,10 +435,21 @@ PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)
 # the channel layer and each user's event stream (defaults to REDIS_URL).
 LIVE_REDIS_URL = env("LIVE_REDIS_URL", default=REDIS_URL)
 LIVE_KEY_PREFIX = env("LIVE_KEY_PREFIX", default="live")
+
+
+def _live_redis_host(url: str) -> dict[str, object]:
+    # channels-redis waits on BZPOPMIN for 5 s; redis-py 8's default socket timeout is also 5 s,
+    # so an idle process's receive loop would time out and drop its sockets: a longer one.
+    return {"address": url, "socket_timeout": 30, "socket_connect_timeout": 2}
+
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [LIVE_REDIS_URL], "prefix": f"{LIVE_KEY_PREFIX}:asgi"},
+        "CONFIG": {
+            "hosts": [_live_redis_host(LIVE_REDIS_URL)],
+            "prefix": f"{LIVE_KEY_PREFIX}:asgi",
+        },
     }
 }
 # Where pages open their socket. Empty: the page's own host, /ws/v1/live/ (a proxy sends /ws/ to

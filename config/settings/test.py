@@ -65,9 +65,4 @@ if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
 # Each xdist worker's channel layer and event streams in its own Redis database, like its cache:
 # two workers' users share ids (their databases differ), their events must not meet.
 LIVE_REDIS_URL = CACHES["default"]["LOCATION"]  # noqa: F405
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [LIVE_REDIS_URL], "prefix": f"{LIVE_KEY_PREFIX}:asgi"},  # noqa: F405
-    }
-}
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = LIVE_REDIS_URL  # type: ignore[index]  # noqa: F405

@@ -51,15 +51,17 @@ def _aredis() -> aioredis.Redis:
 
 
 async def read_backlog(
-    *, user_id: int, after: str, count: int = BATCH
+    *, user_id: int, after: str, count: int = BATCH, check_gap: bool = False
 ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-    """events.backlog, without blocking the loop."""
+    """The user's events after id `after` ("0": from the oldest kept), oldest first, at most
+    `count`; with check_gap, whether an event after `after` was trimmed away meanwhile (the
+    client must then redraw what it shows)."""
     client = _aredis()
     key = events.stream_key(user_id)
     start = f"({after}" if after and after != "0" else "-"
     rows: list[Any] = await client.xrange(key, min=start, max="+", count=count) or []
     gap = False
-    if after and after != "0":
+    if check_gap and after and after != "0":
         try:
             info = await client.xinfo_stream(key)
         except aioredis.ResponseError:
@@ -115,7 +117,7 @@ class _EventSocket(AsyncWebsocketConsumer):
         await self.accept()
         await self.send_json({"type": "hello", "last_id": self.last_id})
         # From the stream, not from "now": what happened while the client was away comes first.
-        await self.catch_up()
+        await self.catch_up(check_gap=True)
 
     async def _join(self, group: str) -> None:
         layer = get_channel_layer()
@@ -137,12 +139,15 @@ class _EventSocket(AsyncWebsocketConsumer):
     async def live_wake(self, message: dict[str, Any]) -> None:
         await self.catch_up()
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, *, check_gap: bool = False) -> None:
         """Everything after the last id sent, in stream order (a wake-up may cover several
         events, or none left: two publishers' wake-ups may arrive in either order)."""
         try:
             while True:
-                rows, gap = await read_backlog(user_id=self.user_id, after=self.last_id)
+                rows, gap = await read_backlog(
+                    user_id=self.user_id, after=self.last_id, check_gap=check_gap
+                )
+                check_gap = False
                 if gap:
                     await self.send_json({"type": "gap"})
                 for event_id, event in rows:

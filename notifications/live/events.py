@@ -55,29 +55,36 @@ def _redis() -> redis.Redis:
 
 def publish(*, user_ids: Iterable[int], event: dict[str, Any]) -> dict[int, str]:
     """Append `event` (JSON-able) to each user's stream and wake their sockets. Returns each
-    user's event id. `event["at"]` gets the publish time (ms since the epoch) for the latency
-    benchmark."""
-    users = sorted(set(user_ids))
-    if not users:
+    user's event id."""
+    return publish_each([(user_id, event) for user_id in sorted(set(user_ids))])
+
+
+def publish_each(items: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
+    """Each (user, event): appended to that user's stream, in one Redis round trip, then one
+    wake-up per user through the channel layer. `at` is set to the publish time (ms since the
+    epoch), for the latency benchmark. Returns the id of each user's last event."""
+    if not items:
         return {}
-    body = json.dumps({**event, "at": round(time.time() * 1000, 3)}, separators=(",", ":"))
+    now = round(time.time() * 1000, 3)
     ids: dict[int, str] = {}
     try:
         pipe = _redis().pipeline(transaction=False)
-        for user_id in users:
+        for user_id, event in items:
+            body = json.dumps({**event, "at": now}, separators=(",", ":"))
             pipe.xadd(
-                stream_key(user_id),
-                {"e": body},
-                maxlen=settings.LIVE_BACKLOG,
-                approximate=True,
+                stream_key(user_id), {"e": body}, maxlen=settings.LIVE_BACKLOG, approximate=True
             )
             pipe.expire(stream_key(user_id), settings.LIVE_BACKLOG_SECONDS)
         results = pipe.execute()
-        ids = {user_id: results[2 * i] for i, user_id in enumerate(users)}
-        _wake([user_group(u) for u in users])
+        ids = {user_id: results[2 * i] for i, (user_id, _) in enumerate(items)}
+        _wake([user_group(u) for u in ids])
     except Exception:
-        logger.warning("live event %s for %s user(s) not published", event.get("event"),
-                       len(users), exc_info=True)  # fmt: skip
+        logger.warning(
+            "%s live event(s) (%s...) not published",
+            len(items),
+            items[0][1].get("event"),
+            exc_info=True,
+        )
     return ids
 
 
@@ -100,8 +107,7 @@ def _group_send(groups: list[str], message: dict[str, Any]) -> None:
         return
 
     async def send_all() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
+        await asyncio.gather(*(layer.group_send(group, message) for group in groups))
 
     try:
         asyncio.get_running_loop()

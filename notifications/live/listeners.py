@@ -107,16 +107,20 @@ def _publish_notifications(targets: list[tuple[int, int | None, int | None]]) ->
             .annotate(n=Count("id"))
             .values_list("user_id", "n")
         )
-        for user_id, trade_id, loan_id in dict.fromkeys(targets):
-            events.publish(
-                user_ids=[user_id],
-                event={
-                    "event": "notification",
-                    "trade": trade_id,
-                    "loan": loan_id,
-                    "unread": unread.get(user_id, 0),
-                },
-            )
+        events.publish_each(
+            [
+                (
+                    user_id,
+                    {
+                        "event": "notification",
+                        "trade": trade_id,
+                        "loan": loan_id,
+                        "unread": unread.get(user_id, 0),
+                    },
+                )
+                for user_id, trade_id, loan_id in dict.fromkeys(targets)
+            ]
+        )
     except Exception:
         logger.exception("live badge events for %s user(s) failed", len(targets))
 
@@ -184,19 +188,16 @@ def on_offer_changed(offer: Offer) -> None:
         logger.exception("live book event of offer #%s failed", offer.pk)
 
 
+def _register(hooks: list[Any], listener: Any, *, first: bool = False) -> None:
+    if listener not in hooks:
+        hooks.insert(0, listener) if first else hooks.append(listener)
+
+
 # A trade's move and a chat message go out first, before the in-app, email and webhook work of
 # notifications.listeners on the same commit: the other party's room is what must be fast.
-for _hooks, _listener in (
-    (transition_listeners, on_trade_transitions),
-    (message_listeners, on_trade_message),
-):
-    if _listener not in _hooks:
-        _hooks.insert(0, _listener)  # type: ignore[arg-type]
-for _hooks, _listener in (
-    (lending_hooks.event_listeners, on_loan_events),
-    (lending_hooks.margin_call_listeners, on_margin_call),
-    (offer_changed_listeners, on_offer_changed),
-    (offer_closed_listeners, on_offer_changed),
-):
-    if _listener not in _hooks:
-        _hooks.append(_listener)  # type: ignore[arg-type]
+_register(transition_listeners, on_trade_transitions, first=True)
+_register(message_listeners, on_trade_message, first=True)
+_register(lending_hooks.event_listeners, on_loan_events)
+_register(lending_hooks.margin_call_listeners, on_margin_call)
+_register(offer_changed_listeners, on_offer_changed)
+_register(offer_closed_listeners, on_offer_changed)
