@@ -223,9 +223,9 @@ def run_maker(client: Client, args: argparse.Namespace) -> int:
 
 
 def stream_events(client: Client, url: str, *, after: str = "") -> Any:
-    """The account's events from /ws/v1/stream/ (the webhook bodies, each with an `id`), forever:
-    after a drop it reconnects with backoff and resumes from the last id it saw, so none is
-    missed. Needs the `websockets` package."""
+    """The frames of /ws/v1/stream/, forever: a `hello` on each connect, then the account's
+    events (the webhook bodies, each with an `id`). After a drop it reconnects with backoff and
+    resumes from the last id it saw, so none is missed. Needs the `websockets` package."""
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
@@ -240,10 +240,9 @@ def stream_events(client: Client, url: str, *, after: str = "") -> Any:
                     frame = json.loads(raw)
                     if frame.get("type") == "hello":
                         after = after or frame.get("last_id") or ""
-                        continue
-                    if "id" in frame and "event" in frame:
+                    elif "id" in frame and "event" in frame:
                         after = frame["id"]
-                        yield frame
+                    yield frame
         except InvalidStatus as exc:
             raise ApiError(exc.response.status_code, "stream_refused", "check the token") from None
         except (ConnectionClosed, OSError) as exc:
@@ -255,21 +254,20 @@ def stream_events(client: Client, url: str, *, after: str = "") -> Any:
 
 
 def run_maker_streaming(client: Client, args: argparse.Namespace, offer: dict) -> int:
-    """The maker, pushed instead of polling: one pass at start (trades paid while it was away),
-    then a release pass whenever the stream says one of its trades was marked paid."""
+    """The maker, pushed instead of polling: a release pass once the stream is open (trades paid
+    while it was away or connecting), then one whenever it says a trade was marked paid."""
     password = args.fund_password or args.password
-    count = release_paid_trades(client, offer["id"], password)
-    log.info("start pass done: %d trade(s) released; following %s", count, args.stream_url)
-    if args.once and count:
-        return 0
-    for event in stream_events(client, args.stream_url):
-        log.info("stream %s: %s trade #%s", event["id"], event["event"], event["trade"]["id"]
-                 if "trade" in event else "-")  # fmt: skip
-        if event["event"] == "trade.paid":
-            count = release_paid_trades(client, offer["id"], password)
-            log.info("pass done: %d trade(s) released", count)
-            if args.once and count:
-                return 0
+    for frame in stream_events(client, args.stream_url):
+        if frame.get("type") == "hello":
+            log.info("following %s from event %s", args.stream_url, frame.get("last_id"))
+        elif frame.get("event") == "trade.paid":
+            log.info("stream %s: trade #%s marked paid", frame["id"], frame["trade"]["id"])
+        else:
+            continue
+        count = release_paid_trades(client, offer["id"], password)
+        log.info("pass done: %d trade(s) released", count)
+        if args.once and count:
+            return 0
     return 0
 
 

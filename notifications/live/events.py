@@ -24,6 +24,8 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
+# Wake-ups sent at once by one publisher (a notification to every moderator, a fan-out).
+SEND_CONCURRENCY = 32
 # The one public group: the order book changed (its offers are public).
 BOOK_GROUP = "live.book"
 
@@ -107,7 +109,16 @@ def _group_send(groups: list[str], message: dict[str, Any]) -> None:
         return
 
     async def send_all() -> None:
-        await asyncio.gather(*(layer.group_send(group, message) for group in groups))
+        # At most SEND_CONCURRENCY at once (the layer's connection pool is bounded), and bounded
+        # in time like the cache's Redis calls: a stalled Redis must not stall the request whose
+        # commit this announces (the page's polling fallback catches up).
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def send(group: str) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
 
     try:
         asyncio.get_running_loop()
