@@ -449,6 +449,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [_live_redis_host(LIVE_REDIS_URL)],
             "prefix": f"{LIVE_KEY_PREFIX}:asgi",
+            # One uvicorn process's sockets share one Redis list for what is sent to them; past
+            # `capacity` waiting messages channels-redis drops group sends silently (100 by
+            # default: a fan-out to a few hundred users lost wake-ups in bench/live.py).
+            "capacity": env.int("LIVE_CHANNEL_CAPACITY", default=20_000),
         },
     }
 }
@@ -456,6 +460,9 @@ CHANNEL_LAYERS = {
 # the ws service); `make run` sets ws://127.0.0.1:8001/ws/v1/live/. Its origin joins CSP's
 # connect-src.
 LIVE_WS_URL = env("LIVE_WS_URL", default="")
+# Off: pages don't open a socket and poll as before (the test suite's live server serves no
+# WebSockets; tests/browser/test_live.py turns it on with its own uvicorn).
+LIVE_ENABLED = env.bool("LIVE_ENABLED", default=True)
 if LIVE_WS_URL:
     from urllib.parse import urlsplit as _urlsplit
 

@@ -31,6 +31,7 @@ def ws_server(live_server: Any, settings: Any) -> Iterator[WsServer]:
     server's host name, so the session cookie goes along) and CSP lets them connect to it."""
     server = WsServer(free_port())
     host = urlsplit(live_server.url).hostname
+    settings.LIVE_ENABLED = True
     settings.LIVE_WS_URL = f"ws://{host}:{server.port}/ws/v1/live/"
     policy = {**settings.CONTENT_SECURITY_POLICY}
     directives = {**policy["DIRECTIVES"]}
