@@ -435,12 +435,20 @@ PRICE_MAX_AGE = env.int("PRICE_MAX_AGE", default=3600)
 # the channel layer and each user's event stream (defaults to REDIS_URL).
 LIVE_REDIS_URL = env("LIVE_REDIS_URL", default=REDIS_URL)
 LIVE_KEY_PREFIX = env("LIVE_KEY_PREFIX", default="live")
+LIVE_REDIS_MAX_CONNECTIONS = env.int("LIVE_REDIS_MAX_CONNECTIONS", default=1000)
 
 
 def _live_redis_host(url: str) -> dict[str, object]:
     # channels-redis waits on BZPOPMIN for 5 s; redis-py 8's default socket timeout is also 5 s,
     # so an idle process's receive loop would time out and drop its sockets: a longer one.
-    return {"address": url, "socket_timeout": 30, "socket_connect_timeout": 2}
+    # redis-py 8's asyncio pools hold at most 100 connections and fail past that: a burst of
+    # sockets connecting at once (group_add each) needs more.
+    return {
+        "address": url,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 2,
+        "max_connections": LIVE_REDIS_MAX_CONNECTIONS,
+    }
 
 
 CHANNEL_LAYERS = {

@@ -44,7 +44,10 @@ def _aredis() -> aioredis.Redis:
     client = _clients.get(loop)
     if client is None:
         client = aioredis.Redis.from_url(
-            settings.LIVE_REDIS_URL, decode_responses=True, socket_connect_timeout=1
+            settings.LIVE_REDIS_URL,
+            decode_responses=True,
+            socket_connect_timeout=1,
+            max_connections=settings.LIVE_REDIS_MAX_CONNECTIONS,
         )
         _clients[loop] = client
     return client
