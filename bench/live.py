@@ -291,6 +291,10 @@ def render(data: dict[str, Any]) -> str:
         f"Command: `{data['command']}`",
         "",
         *C.machine_lines(data["machine"]),
+        f"- Load average (1, 5, 15 min) around the run: {', '.join(f'{x:.1f}' for x in data['loadavg'])} "
+        "(other jobs share this machine's 2 cores: read the ratios, not the absolute figures)"
+        if data.get("loadavg")
+        else "- Load average: not recorded",
         "",
         f"One uvicorn process (config.asgi, the `ws` service) holding {args['sockets']} browser "
         "sockets (session cookie, Origin checked) from one asyncio client process on the same "
@@ -455,6 +459,7 @@ def main() -> None:
         "http": http,
         "args": {**vars(args), "file_limit": hard},
         "machine": C.machine(),
+        "loadavg": os.getloadavg(),
     }
     path = C.save_results("live", data)
     data = C.load_results(str(path))
