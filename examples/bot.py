@@ -16,6 +16,7 @@ trusts the buyer, so run it against the demo (`make run`) only. See examples/REA
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -211,12 +212,63 @@ def release_paid_trades(client: Client, offer_id: int, fund_password: str | None
 
 def run_maker(client: Client, args: argparse.Namespace) -> int:
     offer = ensure_offer(client, args)
+    if args.stream_url:
+        return run_maker_streaming(client, args, offer)
     while True:
         count = release_paid_trades(client, offer["id"], args.fund_password or args.password)
         log.info("pass done: %d trade(s) released", count)
         if args.once:
             return 0
         time.sleep(args.interval)
+
+
+def stream_events(client: Client, url: str, *, after: str = "") -> Any:
+    """The frames of /ws/v1/stream/, forever: a `hello` on each connect, then the account's
+    events (the webhook bodies, each with an `id`). After a drop it reconnects with backoff and
+    resumes from the last id it saw, so none is missed. Needs the `websockets` package."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    headers = {"Authorization": client.session.headers["Authorization"]}
+    delay = 0.5
+    while True:
+        target = f"{url}?after={after}" if after else url
+        try:
+            with connect(target, additional_headers=headers, open_timeout=10) as socket:
+                delay = 0.5
+                for raw in socket:
+                    frame = json.loads(raw)
+                    if frame.get("type") == "hello":
+                        after = after or frame.get("last_id") or ""
+                    elif "id" in frame and "event" in frame:
+                        after = frame["id"]
+                    yield frame
+        except InvalidStatus as exc:
+            raise ApiError(exc.response.status_code, "stream_refused", "check the token") from None
+        except (ConnectionClosed, OSError) as exc:
+            log.warning(
+                "stream dropped (%s); resuming from %s in %.1fs", exc, after or "now", delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def run_maker_streaming(client: Client, args: argparse.Namespace, offer: dict) -> int:
+    """The maker, pushed instead of polling: a release pass once the stream is open (trades paid
+    while it was away or connecting), then one whenever it says a trade was marked paid."""
+    password = args.fund_password or args.password
+    for frame in stream_events(client, args.stream_url):
+        if frame.get("type") == "hello":
+            log.info("following %s from event %s", args.stream_url, frame.get("last_id"))
+        elif frame.get("event") == "trade.paid":
+            log.info("stream %s: trade #%s marked paid", frame["id"], frame["trade"]["id"])
+        else:
+            continue
+        count = release_paid_trades(client, offer["id"], password)
+        log.info("pass done: %d trade(s) released", count)
+        if args.once and count:
+            return 0
+    return 0
 
 
 # --- taker --------------------------------------------------------------------------------------
@@ -297,6 +349,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    parser.add_argument(
+        "--stream-url",
+        help="maker: follow ws://.../ws/v1/stream/ (pushed trade events) instead of polling; "
+        "with --once, exit after the first release",
+    )
     maker = parser.add_argument_group("maker")
     maker.add_argument("--offer-id", type=int, help="release trades on this existing offer")
     maker.add_argument("--price", type=_decimal, help="fixed price (fiat per unit)")

@@ -8,3 +8,6 @@ class NotificationsConfig(AppConfig):
         # Trade events reach in-app notifications, email and webhooks through the escrow
         # state machine's on-commit listeners; failed settlements through the settlement ones.
         from notifications import listeners  # noqa: F401
+
+        # issue 18: the same news to browsers and bots over WebSockets (after the above).
+        from notifications.live import listeners as live_listeners  # noqa: F401

@@ -8,6 +8,7 @@ from django.db.models import Q
 from escrow.models import Trade
 from lending.models import Loan
 from marketplace.models import Offer
+from notifications.live.announce import NotificationManager
 
 
 class Notification(models.Model):
@@ -58,6 +59,9 @@ class Notification(models.Model):
     text = models.CharField(max_length=500)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
+
+    # issue 18: rows written (one or in bulk) reach the owner's badge over the socket on commit.
+    objects = NotificationManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -38,17 +38,24 @@ env "${WORKER_ENV[@]}" .venv/bin/celery -A config worker -l info --concurrency 2
 # Beat's schedule state lives with the rest of the local data, out of the work tree's way.
 .venv/bin/celery -A config beat -l info \
   --schedule "${TEST_SERVICES_DIR:-${TMPDIR:-/tmp}}/celerybeat-schedule" & pids+=($!)
+# issue 18: the WebSocket server (uvicorn, notifications/live) on its own port; pages learn
+# its URL from LIVE_WS_URL.
+export LIVE_WS_URL=${LIVE_WS_URL:-ws://127.0.0.1:8001/ws/v1/live/}
+.venv/bin/uvicorn config.asgi:application --host 127.0.0.1 --port 8001 --ws-max-size 65536 \
+  --no-access-log & pids+=($!)
 $PY manage.py runserver 127.0.0.1:8000 --noreload & pids+=($!)
 
 cat <<MSG
 
   The marketplace runs on http://127.0.0.1:8000  (admin: http://127.0.0.1:8000/admin/)
+  Live push (WebSockets): ${LIVE_WS_URL}; bots: ws://127.0.0.1:8001/ws/v1/stream/
   Demo logins (password demo-pass-123): alice and bob (traders), mod (moderator), admin (superuser)
   Data: ${TEST_SERVICES_DIR:-elsewhere} (PostgreSQL, kept across restarts; make reset-data wipes it)
   Database: ${DATABASE_URL}    Broker: ${REDIS_URL}
   Chain: ${EVM_RPC_URL:-none} (a block every ${ANVIL_BLOCK_TIME}s). Send test coins to a user's
     deposit address: .venv/bin/python manage.py faucet alice ETH 1   (or USDT 100)
-  Ctrl-C stops the web server, the Celery worker and beat, PostgreSQL, Redis and the chain.
+  Ctrl-C stops the web and WebSocket servers, the Celery worker and beat, PostgreSQL, Redis and
+    the chain.
 
 MSG
 # Whichever process ends first (or Ctrl-C) stops the lot.

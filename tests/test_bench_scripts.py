@@ -19,6 +19,7 @@ from conftest import ROOT, require_postgres
         "bench/verify.py",
         "bench/lending_liquidation.py",
         "bench/lending_installments.py",
+        "bench/live.py",
         "examples/bot.py",
     ],
 )

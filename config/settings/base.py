@@ -684,3 +684,60 @@ CELERY_BEAT_SCHEDULE["marketplace-refresh-prices"] = {
     "schedule": float(PRICE_POLL_SECONDS),
 }
 # --- end ---
+# --- LIVE PUSH (issue 18: notifications/live) -------------------------------------------------
+# WebSockets through Django Channels and the Redis channel layer, served by uvicorn (`ws` in
+# docker-compose, scripts/run.sh); plain HTTP stays on gunicorn / runserver. LIVE_REDIS_URL holds
+# the channel layer and each user's event stream (defaults to REDIS_URL).
+LIVE_REDIS_URL = env("LIVE_REDIS_URL", default=REDIS_URL)
+LIVE_KEY_PREFIX = env("LIVE_KEY_PREFIX", default="live")
+LIVE_REDIS_MAX_CONNECTIONS = env.int("LIVE_REDIS_MAX_CONNECTIONS", default=1000)
+
+
+def _live_redis_host(url: str) -> dict[str, object]:
+    # channels-redis waits on BZPOPMIN for 5 s; redis-py 8's default socket timeout is also 5 s,
+    # so an idle process's receive loop would time out and drop its sockets: a longer one.
+    # redis-py 8's asyncio pools hold at most 100 connections and fail past that: a burst of
+    # sockets connecting at once (group_add each) needs more.
+    return {
+        "address": url,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 2,
+        "max_connections": LIVE_REDIS_MAX_CONNECTIONS,
+    }
+
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [_live_redis_host(LIVE_REDIS_URL)],
+            "prefix": f"{LIVE_KEY_PREFIX}:asgi",
+            # One uvicorn process's sockets share one Redis list for what is sent to them; past
+            # `capacity` waiting messages channels-redis drops group sends silently (100 by
+            # default: a fan-out to a few hundred users lost wake-ups in bench/live.py).
+            "capacity": env.int("LIVE_CHANNEL_CAPACITY", default=20_000),
+        },
+    }
+}
+# Where pages open their socket. Empty: the page's own host, /ws/v1/live/ (a proxy sends /ws/ to
+# the ws service); `make run` sets ws://127.0.0.1:8001/ws/v1/live/. Its origin joins CSP's
+# connect-src.
+LIVE_WS_URL = env("LIVE_WS_URL", default="")
+# Off: pages don't open a socket and poll as before (the test suite's live server serves no
+# WebSockets; tests/browser/test_live.py turns it on with its own uvicorn).
+LIVE_ENABLED = env.bool("LIVE_ENABLED", default=True)
+if LIVE_WS_URL:
+    from urllib.parse import urlsplit as _urlsplit
+
+    _live = _urlsplit(LIVE_WS_URL)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["connect-src"].append(f"{_live.scheme}://{_live.netloc}")
+# Each user's event stream keeps about this many events, for this long: a client away for
+# longer gets a "gap" and reloads what it shows.
+LIVE_BACKLOG = env.int("LIVE_BACKLOG", default=500)
+LIVE_BACKLOG_SECONDS = env.int("LIVE_BACKLOG_SECONDS", default=24 * 3600)
+# Inbound frames per connection: at most this size, this many a second (bursts of _BURST);
+# past either the server closes the socket (1009 / 1008).
+LIVE_MAX_FRAME_BYTES = env.int("LIVE_MAX_FRAME_BYTES", default=4096)
+LIVE_INBOUND_PER_SECOND = env.float("LIVE_INBOUND_PER_SECOND", default=2.0)
+LIVE_INBOUND_BURST = env.int("LIVE_INBOUND_BURST", default=10)
+# --- end of LIVE PUSH ---------------------------------------------------------------------------

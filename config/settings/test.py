@@ -88,3 +88,9 @@ if "pool" in DATABASES["default"]["OPTIONS"]:  # noqa: F405
 # replica never sees would read nothing there.
 READ_REPLICA = False
 # --- end ---
+# --- LIVE PUSH (issue 18) --------------------------------------------------------------------
+# Each xdist worker's channel layer and event streams in its own Redis database, like its cache:
+# two workers' users share ids (their databases differ), their events must not meet.
+LIVE_ENABLED = False
+LIVE_REDIS_URL = CACHES["default"]["LOCATION"]  # noqa: F405
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = LIVE_REDIS_URL  # type: ignore[index]  # noqa: F405

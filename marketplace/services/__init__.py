@@ -10,6 +10,7 @@ from marketplace.services.dust import (
     offers_close_dust,
 )
 from marketplace.services.offers import (
+    offer_changed_listeners,
     offer_create,
     offer_delete,
     offer_effective_price,
@@ -32,6 +33,7 @@ from marketplace.services.taking import (
 )
 
 __all__ = [
+    "offer_changed_listeners",
     "offer_close_if_dust",
     "offer_closed_listeners",
     "offer_create",

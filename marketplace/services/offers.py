@@ -155,6 +155,16 @@ def _auto_reply(value: Any) -> str:
     return text
 
 
+# issue 18: higher apps (notifications' live order book) learn, on commit, of an offer created,
+# edited, paused, resumed or withdrawn; a failing listener is logged, never raised into the edit.
+offer_changed_listeners: list[Callable[[Offer], None]] = []
+
+
+def _offer_changed(offer: Offer) -> None:
+    for listener in offer_changed_listeners:
+        transaction.on_commit(lambda listener=listener: listener(offer), robust=True)  # type: ignore[misc]
+
+
 # --- price index ------------------------------------------------------------------------------
 
 
@@ -418,6 +428,7 @@ def offer_create(
         offer.payment_methods.set(methods)
         offer.payment_accounts.set(accounts_named)
         book_cache.offer_changed(offer)
+        _offer_changed(offer)
     return offer
 
 
@@ -503,6 +514,7 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
         # An edit that leaves less than the new minimum closes it as a take would.
         offer_close_if_dust(offer=offer)
         book_cache.offer_changed(offer)
+        _offer_changed(offer)
     return offer
 
 
@@ -517,6 +529,7 @@ def offer_set_active(*, offer_id: int, actor: Any, active: bool) -> Offer:
         offer.closed_at = None
         offer.save(update_fields=["is_active", "closed_at", "updated_at"])
         book_cache.offer_changed(offer)
+        _offer_changed(offer)
     return offer
 
 
@@ -528,3 +541,4 @@ def offer_delete(*, offer_id: int, actor: Any) -> None:
         offer.is_active = False
         offer.save(update_fields=["is_deleted", "is_active", "updated_at"])
         book_cache.offer_changed(offer)
+        _offer_changed(offer)

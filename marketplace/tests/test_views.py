@@ -396,7 +396,7 @@ class TestTradeRoom:
         assert _action(trade, "release") not in html
         assert 'name="expected_state" value="funded"' in html
         assert "data-deadline-ts=" in html
-        assert 'hx-trigger="every 3s"' in html
+        assert 'hx-trigger="every 3s, live-refresh"' in html
 
     def test_seller_sees_no_button_until_paid_then_release(self, client, alice, bob):
         trade = make_trade(alice, bob, amount="0.01")

@@ -1,0 +1,158 @@
+"""The live events: a bounded Redis stream per user holds every event addressed to them (its id,
+"<ms>-<n>", grows monotonically), and a wake-up goes to the user's channel-layer group. A socket
+reads its user's stream from the last id it sent, so nothing is lost or reordered across a
+reconnect or between two publishers racing; the group message only says "read now".
+
+Published only after the commit that made the news (the callers are on-commit listeners): what a
+socket announces is always there when the page asks for it. Publishing never raises into the
+caller: a live event lost to a Redis outage is caught up by the page's polling fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Wake-ups sent at once by one publisher (a notification to every moderator, a fan-out).
+SEND_CONCURRENCY = 32
+# The one public group: the order book changed (its offers are public).
+BOOK_GROUP = "live.book"
+
+
+def user_group(user_id: int) -> str:
+    """The private group of one user's sockets (browser tabs and bots); only the server names
+    it, from the socket's authenticated user."""
+    return f"live.user.{user_id}"
+
+
+def stream_key(user_id: int) -> str:
+    return f"{settings.LIVE_KEY_PREFIX}:u:{user_id}"
+
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(
+            settings.LIVE_REDIS_URL,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            decode_responses=True,
+        )
+    return _client
+
+
+def publish(*, user_ids: Iterable[int], event: dict[str, Any]) -> dict[int, str]:
+    """Append `event` (JSON-able) to each user's stream and wake their sockets. Returns each
+    user's event id."""
+    return publish_each([(user_id, event) for user_id in sorted(set(user_ids))])
+
+
+def publish_each(items: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
+    """Each (user, event): appended to that user's stream, in one Redis round trip, then one
+    wake-up per user through the channel layer. `at` is set to the publish time (ms since the
+    epoch), for the latency benchmark. Returns the id of each user's last event."""
+    if not items:
+        return {}
+    now = round(time.time() * 1000, 3)
+    ids: dict[int, str] = {}
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for user_id, event in items:
+            body = json.dumps({**event, "at": now}, separators=(",", ":"))
+            pipe.xadd(
+                stream_key(user_id), {"e": body}, maxlen=settings.LIVE_BACKLOG, approximate=True
+            )
+            pipe.expire(stream_key(user_id), settings.LIVE_BACKLOG_SECONDS)
+        results = pipe.execute()
+        ids = {user_id: results[2 * i] for i, (user_id, _) in enumerate(items)}
+        _wake([user_group(u) for u in ids])
+    except Exception:
+        logger.warning(
+            "%s live event(s) (%s...) not published",
+            len(items),
+            items[0][1].get("event"),
+            exc_info=True,
+        )
+    return ids
+
+
+def publish_book(*, asset: str, fiat: str) -> None:
+    """The order book of a pair changed: public, not stored (a page that reconnects reloads its
+    book once)."""
+    try:
+        _group_send([BOOK_GROUP], {"type": "live.book", "asset": asset, "fiat": fiat})
+    except Exception:
+        logger.warning("live book event %s/%s not published", asset, fiat, exc_info=True)
+
+
+def _wake(groups: list[str]) -> None:
+    _group_send(groups, {"type": "live.wake"})
+
+
+def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all() -> None:
+        # At most SEND_CONCURRENCY at once (the layer's connection pool is bounded), and bounded
+        # in time like the cache's Redis calls: a stalled Redis must not stall the request whose
+        # commit this announces (the page's polling fallback catches up).
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def send(group: str) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a request or task thread with no loop of its own
+        async_to_sync(send_all)()
+        return
+    # Called from a thread that runs an event loop (an async caller, Playwright's sync API in a
+    # test): the send runs in a thread of its own rather than in that loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(async_to_sync(send_all)).result()
+
+
+def id_tuple(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
+
+
+def valid_event_id(value: str) -> bool:
+    """A resume id from a client: "<ms>-<n>" (or "0"), nothing else reaches Redis."""
+    if value == "0":
+        return True
+    ms, sep, seq = value.partition("-")
+    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+
+
+def last_id(*, user_id: int) -> str:
+    """The newest event id of the user ("0" when none, or Redis can't say: the socket then
+    starts from the oldest kept, which at worst redraws a panel twice)."""
+    try:
+        rows: Any = _redis().xrevrange(stream_key(user_id), max="+", min="-", count=1)
+    except Exception:
+        logger.warning("reading the last live event id of user %s failed", user_id, exc_info=True)
+        return "0"
+    return str(rows[0][0]) if rows else "0"
