@@ -38,6 +38,8 @@ from accounts.services.relations import (
 from accounts.services.sessions import (
     browser_session_revoke,
     browser_session_touch,
+    language_cache_key,
+    profile_language_set,
     profile_time_zone_set,
     time_zone_cache_key,
 )
@@ -85,8 +87,10 @@ __all__ = [
     "kyc_document_review",
     "kyc_document_submit",
     "kyc_file_read",
+    "language_cache_key",
     "link_value_hash",
     "profile_freeze",
+    "profile_language_set",
     "profile_penalize",
     "profile_time_zone_set",
     "profile_unfreeze",
