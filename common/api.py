@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
 from django.http import Http404
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -184,14 +185,16 @@ class FundsConfirmInput(serializers.Serializer[dict[str, Any]]):
     otp = serializers.CharField(
         max_length=10,
         required=False,
-        help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+        help_text=gettext_lazy("The 2FA code, required once 2FA is on; or the X-OTP header."),
     )
     password = serializers.CharField(
         max_length=128,
         required=False,
         write_only=True,
         style={"input_type": "password"},
-        help_text="The account password, required while 2FA is off (the fund password).",
+        help_text=gettext_lazy(
+            "The account password, required while 2FA is off (the fund password)."
+        ),
     )
 
 
