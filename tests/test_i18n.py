@@ -235,6 +235,7 @@ def spanish_catalogue(tmp_path: Path, settings):
         "Trade #{n} was cancelled; the {asset} in escrow went back to {seller}.",
         "La operación #{n} se canceló; el {asset} en custodia volvió a {seller}.",
     )
+    catalog.add("No API endpoint at {path}.", "No hay ningún punto de la API en {path}.")
     target = tmp_path / "es" / "LC_MESSAGES"
     target.mkdir(parents=True)
     with (target / "django.mo").open("wb") as mo:
@@ -273,6 +274,16 @@ def test_a_notification_is_written_in_its_recipient_s_language(
     # then the seller's note is in Spanish (the buyer acted: they get none)
     note = Notification.objects.get(user=trade.seller, kind="cancelled")
     assert note.text.startswith(f"La operación #{trade.pk} se canceló")
+
+
+def test_the_api_translates_its_messages_by_accept_language_and_keeps_the_code(
+    client, spanish_catalogue
+) -> None:
+    answer = client.get("/api/v1/nowhere/", HTTP_ACCEPT_LANGUAGE="es").json()["error"]
+    assert answer["code"] == "not_found"
+    assert answer["message"] == "No hay ningún punto de la API en /api/v1/nowhere/."
+    english = client.get("/api/v1/nowhere/", HTTP_ACCEPT_LANGUAGE="en").json()["error"]
+    assert english["message"] == "No API endpoint at /api/v1/nowhere/."
 
 
 def test_settings_list_the_five_languages() -> None:
