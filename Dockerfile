@@ -20,7 +20,7 @@ COPY . .
 RUN SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
     LEDGER_SIGNING_KEY="$(python -c 'import secrets; print(secrets.token_hex(32))')" \
     ALLOWED_HOSTS=localhost DATABASE_URL=postgres://build/none REDIS_URL=redis://build/0 \
-    python manage.py collectstatic --noinput
+    sh -c 'python manage.py collectstatic --noinput && python manage.py compilecatalogs'
 
 # The code stays root's (the app cannot change it); the private media directory is the app
 # user's, and a new named volume mounted there starts as a copy of it: owner included.

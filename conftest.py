@@ -21,6 +21,14 @@ from marketplace.tests.factories import reference_data
 ROOT = Path(__file__).resolve().parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The translation catalogues are built, not committed (common.i18n): compile them once
+    before any test renders a page (each xdist worker finds them fresh and skips)."""
+    from common.i18n import compile_catalogs
+
+    compile_catalogs(ROOT / "locale")
+
+
 @pytest.fixture(autouse=True)
 def _no_real_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test asks a real resolver: a webhook host name (the API's schema examples, a bot's

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy
 
 from accounts import selectors, services
 from accounts.models import KycDocument, Profile, ProfileEvent, TraderRelation
@@ -26,14 +27,16 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(
         max_length=500,
         widget=forms.Textarea({"rows": 3, "cols": 60}),
-        help_text="The user sees this reason.",
+        help_text=gettext_lazy("The user sees this reason."),
     )
 
 
 class VerifiedNameForm(forms.Form):
     name = forms.CharField(
         max_length=100,
-        help_text="Exactly as on the approved identity document. Payment accounts must bear it.",
+        help_text=gettext_lazy(
+            "Exactly as on the approved identity document. Payment accounts must bear it."
+        ),
     )
 
 

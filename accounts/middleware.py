@@ -1,6 +1,6 @@
 """Profile.last_seen for the order book's "last seen": written at most once a minute per
 user (a cache key remembers the last write), never on every request; a browser session's last
-use likewise. The user's time zone for the pages. The device cookie and the
+use likewise. The user's time zone and language for the pages. The device cookie and the
 addresses that link accounts (accounts.selectors, account links)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from common import hotcache
 from common.http import client_ip
@@ -146,6 +146,62 @@ def _time_zone_of(request: HttpRequest) -> str:
     with contextlib.suppress(Exception):  # the cache is down: read the profile next time too
         cache.set(key, name, TIME_ZONE_CACHE_SECONDS)
     return name
+
+
+# --- the user's language ----------------------------------------------------------------------
+
+LANGUAGE_CACHE_SECONDS = 300
+
+
+class UserLanguageMiddleware:
+    """After LocaleMiddleware (which read the language selector's cookie or Accept-Language): a
+    logged-in user's pages are in the language stored on their profile, whatever browser they
+    use. The API keeps Accept-Language: a bot asks for the language of its `message` texts."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        language = _language_of(request)
+        if language and language != translation.get_language():
+            translation.activate(language)
+            request.LANGUAGE_CODE = language
+        response = self.get_response(request)
+        cookie = settings.LANGUAGE_COOKIE_NAME
+        if language and request.COOKIES.get(cookie) != language:
+            # The browser keeps the language after logging out too.
+            response.set_cookie(
+                cookie,
+                language,
+                max_age=settings.LANGUAGE_COOKIE_AGE,
+                samesite="Lax",
+            )
+        return response
+
+
+def _language_of(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or request.path.startswith("/api/"):
+        return ""
+    from accounts.services import language_cache_key
+
+    key = language_cache_key(user.pk)
+    try:
+        cached = cache.get(key)
+    except Exception:
+        cached = None
+    if cached is not None:
+        return str(cached)
+    name = _profile_language(user.pk)
+    with contextlib.suppress(Exception):  # the cache is down: read the profile next time too
+        cache.set(key, name, LANGUAGE_CACHE_SECONDS)
+    return name
+
+
+def _profile_language(user_id: int) -> str:
+    from accounts.models import Profile
+
+    return Profile.objects.filter(user_id=user_id).values_list("language", flat=True).first() or ""
 
 
 # --- the device cookie and login links ------------------------------------------------------

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, cast
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy
 
 if TYPE_CHECKING:
     from django.core.files.storage import Storage
@@ -42,6 +43,10 @@ class Profile(models.Model):
     # (escrow.services.cancellations): no sell offer taken, no buy offer shown, until then.
     buying_suspended_until = models.DateTimeField(null=True, blank=True)
     # --- end issue 20 ---
+    # The language chosen with the language selector (one of settings.LANGUAGES): pages,
+    # notifications and emails are in it (accounts.middleware.UserLanguageMiddleware,
+    # notifications.email.recipient_language). Empty: the browser's (Accept-Language).
+    language = models.CharField(max_length=10, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -96,10 +101,10 @@ class KycDocument(models.Model):
     private storage and goes out only to its owner and to reviewers, through a checking view."""
 
     class Kind(models.TextChoices):
-        PASSPORT = "passport", "Passport"
-        ID_CARD = "id_card", "National ID card"
-        DRIVING_LICENCE = "driving_licence", "Driving licence"
-        PROOF_OF_ADDRESS = "proof_of_address", "Proof of address"
+        PASSPORT = "passport", gettext_lazy("Passport")
+        ID_CARD = "id_card", gettext_lazy("National ID card")
+        DRIVING_LICENCE = "driving_licence", gettext_lazy("Driving licence")
+        PROOF_OF_ADDRESS = "proof_of_address", gettext_lazy("Proof of address")
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -113,7 +118,9 @@ class KycDocument(models.Model):
     requested_tier = models.PositiveSmallIntegerField(choices=[(1, "Tier 1"), (2, "Tier 2")])
     file = models.FileField(upload_to="kyc/%Y/%m/", storage=kyc_storage)
     file_name = models.CharField(max_length=200, blank=True)
-    content_type = models.CharField(max_length=64, help_text="Sniffed from the content")
+    content_type = models.CharField(
+        max_length=64, help_text=gettext_lazy("Sniffed from the content")
+    )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -179,7 +186,9 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
     )
     name = models.CharField(max_length=64)
-    prefix = models.CharField(max_length=12, help_text="The first characters, to tell keys apart.")
+    prefix = models.CharField(
+        max_length=12, help_text=gettext_lazy("The first characters, to tell keys apart.")
+    )
     key_hash = models.CharField(max_length=64, unique=True)
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,6 +28,7 @@ from django.db.models import (
     When,
 )
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.models import AccountLink, BrowserSession, KycDocument, Profile, TraderRelation
 from common.errors import NotFound
@@ -54,6 +55,16 @@ def profile_for(user: Any) -> Profile:
         except IntegrityError:  # created meanwhile by a concurrent request
             profile = Profile.objects.get(user_id=user.pk)
     return profile
+
+
+def languages_of(*, user_ids: Iterable[int]) -> dict[int, str]:
+    """The language each of these users chose (Profile.language), one query; users who chose
+    none are left out (their news goes in the site's language)."""
+    return dict(
+        Profile.objects.filter(user_id__in=list(user_ids))
+        .exclude(language="")
+        .values_list("user_id", "language")
+    )
 
 
 def trading_block_reason(profile: Profile, *, now: datetime | None = None) -> str | None:
@@ -304,7 +315,7 @@ def kyc_document_for_download(*, document_id: int, user: Any) -> KycDocument:
         and (document.user_id == user.pk or user.has_perm("accounts.review_kyc"))
     )
     if document is None or not allowed or not document.file:
-        raise NotFound("Document not found.")
+        raise NotFound(gettext("Document not found."))
     return document
 
 

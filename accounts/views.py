@@ -5,6 +5,7 @@ service or selector."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any, cast
 
 from django.contrib import messages
@@ -16,6 +17,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext
+from django.views import i18n as i18n_views
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
@@ -55,14 +58,19 @@ def signup(request: HttpRequest) -> HttpResponse:
         next_url = ""
     form = SignupForm(request.POST or None)
     if request.method == "POST" and not services.signup_allowed(address=client_ip(request)):
-        form.add_error(None, "Too many new accounts from your network; try again in an hour.")
+        form.add_error(
+            None, gettext("Too many new accounts from your network; try again in an hour.")
+        )
         context = {"form": form, "next": next_url}
         return render(request, "registration/signup.html", context, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         selectors.profile_for(user)  # every new account starts at tier 0 with a profile
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome, {user.username}! Your account is ready.")
+        messages.success(
+            request,
+            gettext("Welcome, {username}! Your account is ready.").format(username=user.username),
+        )
         return redirect(next_url or "home")
     status = 400 if request.method == "POST" else 200
     return render(
@@ -131,7 +139,7 @@ def kyc_upload(request: HttpRequest) -> HttpResponse:
         except ApplicationError as exc:
             add_application_error(form, exc)
             return _settings_page(request, status=exc.status, kyc_form=form)
-        messages.success(request, "Document received. We review documents within a day.")
+        messages.success(request, gettext("Document received. We review documents within a day."))
         return redirect(reverse("settings") + "#verification")
     return _settings_page(request, status=400, kyc_form=form)
 
@@ -146,7 +154,7 @@ def kyc_delete(request: HttpRequest, document_id: int) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Document deleted.")
+        messages.success(request, gettext("Document deleted."))
     return redirect(reverse("settings") + "#verification")
 
 
@@ -197,7 +205,9 @@ def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
         key = services.api_key_revoke(user=request.user, key_id=key_id)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    messages.success(request, f"Key “{key.name}” revoked; requests with it now fail.")
+    messages.success(
+        request, gettext("Key “{name}” revoked; requests with it now fail.").format(name=key.name)
+    )
     return redirect(reverse("settings") + "#api-keys")
 
 
@@ -229,9 +239,11 @@ def relation_add(request: HttpRequest) -> HttpResponse:
         verb = "trust" if relation.kind == TraderRelation.Kind.TRUSTED else "blocked"
         messages.success(
             request,
-            f"You now trust {relation.other.username}."
+            gettext("You now trust {username}.").format(username=relation.other.username)
             if verb == "trust"
-            else f"You blocked {relation.other.username}: neither of you sees the other's offers.",
+            else gettext("You blocked {username}: neither of you sees the other's offers.").format(
+                username=relation.other.username
+            ),
         )
         return redirect(back)
     return _settings_page(request, status=400, relation_form=form)
@@ -244,7 +256,7 @@ def relation_remove(request: HttpRequest, relation_id: int) -> HttpResponse:
         services.trader_relation_remove(actor=request.user, relation_id=relation_id)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    messages.success(request, "Removed from your list.")
+    messages.success(request, gettext("Removed from your list."))
     return redirect(_safe_next(request, reverse("settings") + "#relations"))
 
 
@@ -254,7 +266,12 @@ def sessions_end_others(request: HttpRequest) -> HttpResponse:
     ended = services.sessions_end_others(
         user=request.user, keep_session_key=request.session.session_key
     )
-    messages.success(request, f"Ended {ended} other session{'s' if ended != 1 else ''}.")
+    messages.success(
+        request,
+        gettext("Ended {ended} other session{v1}.").format(
+            ended=ended, v1="s" if ended != 1 else ""
+        ),
+    )
     return redirect(reverse("settings") + "#sessions")
 
 
@@ -272,7 +289,7 @@ def session_revoke(request: HttpRequest, session_id: int) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "That browser is logged out.")
+        messages.success(request, gettext("That browser is logged out."))
     return redirect(reverse("settings") + "#sessions")
 
 
@@ -293,7 +310,10 @@ def time_zone_set(request: HttpRequest) -> HttpResponse:
     else:
         if from_script:
             return HttpResponse(status=204)
-        messages.success(request, f"Times are now shown in {profile.time_zone}.")
+        messages.success(
+            request,
+            gettext("Times are now shown in {time_zone}.").format(time_zone=profile.time_zone),
+        )
     return redirect(reverse("settings") + "#sessions")
 
 
@@ -313,6 +333,19 @@ def country_set(request: HttpRequest) -> HttpResponse:
             request, f"Your country is {name}." if name else "Your country is not set."
         )
     return redirect(reverse("settings") + "#country")
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """The language selector of every page's header: Django's set_language (the cookie, back to
+    the page it was posted from), and for a logged-in user the choice kept on their profile."""
+    response = i18n_views.set_language(request)
+    if request.user.is_authenticated:
+        with contextlib.suppress(ApplicationError):  # an unknown code changes nothing
+            services.profile_language_set(
+                user=request.user, language=request.POST.get("language", "")
+            )
+    return response
 
 
 # --- passwords --------------------------------------------------------------------------------
@@ -381,7 +414,9 @@ def totp_confirm(request: HttpRequest) -> HttpResponse:
         return _totp_setup_page(request, device, error=exc.message, status=exc.status)
     messages.success(
         request,
-        "Two-factor authentication is on: releases, withdrawals and new API keys now ask for a code.",
+        gettext(
+            "Two-factor authentication is on: releases, withdrawals and new API keys now ask for a code."
+        ),
     )
     return redirect("settings")
 
@@ -394,5 +429,5 @@ def totp_disable(request: HttpRequest) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("settings")
-    messages.success(request, "Two-factor authentication is off.")
+    messages.success(request, gettext("Two-factor authentication is off."))
     return redirect("settings")

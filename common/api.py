@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
 from django.http import Http404
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -49,7 +50,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return answer
     if isinstance(exc, OperationalError):
         return _error(
-            "unavailable", "The service is briefly unavailable; retry shortly.", None, 503
+            "unavailable", gettext("The service is briefly unavailable; retry shortly."), None, 503
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -60,7 +61,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = _flatten(exc.detail)
-        first = next(iter(fields.items()), ("", ["Invalid input."]))
+        first = next(iter(fields.items()), ("", [gettext("Invalid input.")]))
         message = f"{first[0]}: {first[1][0]}" if first[0] else first[1][0]
         return _error("invalid", message, fields, status.HTTP_400_BAD_REQUEST)
     assert isinstance(exc, exceptions.APIException)
@@ -277,14 +278,16 @@ class FundsConfirmInput(serializers.Serializer[dict[str, Any]]):
     otp = serializers.CharField(
         max_length=10,
         required=False,
-        help_text="The 2FA code, required once 2FA is on; or the X-OTP header.",
+        help_text=gettext_lazy("The 2FA code, required once 2FA is on; or the X-OTP header."),
     )
     password = serializers.CharField(
         max_length=128,
         required=False,
         write_only=True,
         style={"input_type": "password"},
-        help_text="The account password, required while 2FA is off (the fund password).",
+        help_text=gettext_lazy(
+            "The account password, required while 2FA is off (the fund password)."
+        ),
     )
 
 

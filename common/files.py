@@ -13,6 +13,7 @@ from django.http import FileResponse
 from django.utils.functional import LazyObject
 from django.utils.module_loading import import_string
 from django.utils.text import get_valid_filename
+from django.utils.translation import gettext
 
 from common.errors import ValidationFailed
 
@@ -115,8 +116,10 @@ def check_upload(upload: Any, *, field: str, allowed: set[str], max_bytes: int) 
     rename the upload to name_for_type, so it is stored under a name that matches it."""
     if upload.size > max_bytes:
         raise ValidationFailed(
-            f"{field}: the file is larger than {max_bytes // (1024 * 1024)} MB.",
-            fields={field: [f"At most {max_bytes // (1024 * 1024)} MB."]},
+            gettext("{field}: the file is larger than {v1} MB.").format(
+                field=field, v1=max_bytes // (1024 * 1024)
+            ),
+            fields={field: [gettext("At most {v1} MB.").format(v1=max_bytes // (1024 * 1024))]},
         )
     upload.seek(0)
     head = upload.read(16)
@@ -125,7 +128,8 @@ def check_upload(upload: Any, *, field: str, allowed: set[str], max_bytes: int) 
     if found is None or found[0] not in allowed:
         kinds = ", ".join(sorted(t.split("/")[1].upper() for t in allowed))
         raise ValidationFailed(
-            f"{field}: only {kinds} files are accepted.", fields={field: [f"Only {kinds}."]}
+            gettext("{field}: only {kinds} files are accepted.").format(field=field, kinds=kinds),
+            fields={field: [gettext("Only {kinds}.").format(kinds=kinds)]},
         )
     upload.name = name_for_type(str(getattr(upload, "name", "") or ""), found[0])
     return found[0]

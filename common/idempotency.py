@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -113,8 +114,10 @@ def _idempotent(
             return view_method(self, request, *args, **kwargs)
         if len(key) > MAX_KEY_LENGTH:
             raise ApplicationError(
-                f"Idempotency-Key: at most {MAX_KEY_LENGTH} characters.",
-                fields={"Idempotency-Key": ["Too long."]},
+                gettext("Idempotency-Key: at most {MAX_KEY_LENGTH} characters.").format(
+                    MAX_KEY_LENGTH=MAX_KEY_LENGTH
+                ),
+                fields={"Idempotency-Key": [gettext("Too long.")]},
             )
         fingerprint = _fingerprint(request)
         scopes = scopes_of(request)
@@ -147,9 +150,11 @@ def _idempotent(
             if record.status_code is None and record.committed:
                 # The work was done, but the server failed before it could answer.
                 raise Conflict(
-                    "The request with this Idempotency-Key was carried out, but its answer was "
-                    "lost when the server failed; it will not be repeated. Look the result up "
-                    "(e.g. GET /api/v1/trades/ or /api/v1/wallets/).",
+                    gettext(
+                        "The request with this Idempotency-Key was carried out, but its answer was "
+                        "lost when the server failed; it will not be repeated. Look the result up "
+                        "(e.g. GET /api/v1/trades/ or /api/v1/wallets/)."
+                    ),
                     code="idempotency_answer_lost",
                 ) from None
             if record.status_code is None and record.created_at < timezone.now() - STALE_AFTER:
@@ -158,7 +163,9 @@ def _idempotent(
                 return wrapper(self, request, *args, **kwargs)
             if record.status_code is None:
                 raise Conflict(
-                    "A request with this Idempotency-Key is still being processed; retry shortly.",
+                    gettext(
+                        "A request with this Idempotency-Key is still being processed; retry shortly."
+                    ),
                     code="idempotency_in_progress",
                 ) from None
             replay = Response(record.response_body, status=record.status_code)

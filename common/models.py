@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.utils.translation import gettext_lazy
 
 
 class IdempotencyRecord(models.Model):
@@ -12,7 +13,9 @@ class IdempotencyRecord(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body")
+    fingerprint = models.CharField(
+        max_length=64, help_text=gettext_lazy("SHA-256 of method, path and body")
+    )
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     # Set in the service's own transaction (common.transactions.durable_atomic): the work is

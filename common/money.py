@@ -7,6 +7,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 from django.db import models
+from django.utils.translation import gettext
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
@@ -34,13 +35,14 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
     400 naming the field, never an exception from deep inside decimal arithmetic."""
     if isinstance(value, float):
         raise ValidationFailed(
-            f"{field}: send amounts as decimal strings, not floats.",
-            fields={field: ['Send the amount as a decimal string, e.g. "0.015".']},
+            gettext("{field}: send amounts as decimal strings, not floats.").format(field=field),
+            fields={field: [gettext('Send the amount as a decimal string, e.g. "0.015".')]},
         )
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValidationFailed(
-                f"{field}: must be a finite number.", fields={field: ["Enter a number."]}
+                gettext("{field}: must be a finite number.").format(field=field),
+                fields={field: [gettext("Enter a number.")]},
             )
         text = format(value, "f") if abs(value.adjusted()) < _MAX_NUMBER_TEXT else "x"
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -50,9 +52,10 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
     if len(text) > _MAX_NUMBER_TEXT or not _NUMBER.fullmatch(text):
         shown = text if len(text) <= 40 else text[:40] + "…"
         raise ValidationFailed(
-            f"{field}: {shown!r} is not a number; write it like 1234.5678 (digits, one point, "
-            "no exponent).",
-            fields={field: ["Enter a number."]},
+            gettext(
+                "{field}: {shown!r} is not a number; write it like 1234.5678 (digits, one point, no exponent)."
+            ).format(field=field, shown=shown),
+            fields={field: [gettext("Enter a number.")]},
         )
     return Decimal(text)
 
@@ -68,17 +71,23 @@ def parse_amount(
     amount = parse_decimal(value, field=field)
     if amount < 0 or (amount == 0 and not allow_zero):
         raise ValidationFailed(
-            f"{field}: must be greater than zero.", fields={field: ["Must be greater than zero."]}
+            gettext("{field}: must be greater than zero.").format(field=field),
+            fields={field: [gettext("Must be greater than zero.")]},
         )
     # Size before precision: quantizing a huge number is what would fail.
     if amount.adjusted() >= AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES:
         raise ValidationFailed(
-            f"{field}: amount is too large.", fields={field: ["Amount is too large."]}
+            gettext("{field}: amount is too large.").format(field=field),
+            fields={field: [gettext("Amount is too large.")]},
         )
     if amount != amount.quantize(quantum(precision), rounding=ROUND_DOWN):
         raise ValidationFailed(
-            f"{field}: at most {precision} decimal places are allowed.",
-            fields={field: [f"At most {precision} decimal places."]},
+            gettext("{field}: at most {precision} decimal places are allowed.").format(
+                field=field, precision=precision
+            ),
+            fields={
+                field: [gettext("At most {precision} decimal places.").format(precision=precision)]
+            },
         )
     return amount.quantize(quantum(precision))
 
@@ -126,9 +135,12 @@ def fmt(amount: Decimal, precision: int) -> str:
 
 
 def fmt_fiat(amount: Decimal, precision: int) -> str:
-    """A fiat sum or price for people, with thousands separators: 2000 -> "2,000.00". The one
-    format of limits and prices, in pages and in error messages alike."""
-    return format(amount.quantize(quantum(precision)), f",.{precision}f")
+    """A fiat sum or price for people, with thousands separators: 2000 -> "2,000.00" (in
+    Spanish "2.000,00": the active language's symbols, common.l10n). The one format of limits
+    and prices, in pages and in error messages alike."""
+    from common.l10n import format_decimal
+
+    return format_decimal(amount, precision)
 
 
 # --- model fields ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import views as accounts_views
 from common import views as common_views
 from escrow import views as escrow_views
 
@@ -26,6 +27,7 @@ urlpatterns = [
         name="feedback_reply",
     ),
     path("accounts/", include("accounts.urls")),
+    path("i18n/setlang/", accounts_views.language_set, name="set_language"),
     path("disputes/", include("disputes.urls")),
     path("notifications/", include("notifications.urls")),
     path("lending/", include("lending.urls")),

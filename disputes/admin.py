@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy
 
 from accounts.selectors import is_moderator
 from common.admin import ReadOnlyAdmin
@@ -58,15 +59,17 @@ class PastSlaFilter(admin.SimpleListFilter):
 class DecisionForm(forms.Form):
     outcome = forms.ChoiceField(choices=Dispute.Outcome.choices, widget=forms.RadioSelect)
     buyer_amount = forms.CharField(
-        required=False, help_text="For a split: the buyer's share, in the asset."
+        required=False, help_text=gettext_lazy("For a split: the buyer's share, in the asset.")
     )
     reason = forms.CharField(
-        widget=forms.Textarea({"rows": 3}), help_text="Both parties read this."
+        widget=forms.Textarea({"rows": 3}), help_text=gettext_lazy("Both parties read this.")
     )
-    penalize_loser = forms.BooleanField(required=False, label="Give the losing party a strike")
+    penalize_loser = forms.BooleanField(
+        required=False, label=gettext_lazy("Give the losing party a strike")
+    )
     suspend_days = forms.IntegerField(required=False, min_value=0, max_value=365, initial=0)
     confirm = forms.BooleanField(
-        label="I have read the timeline, chat and evidence; this decision is final."
+        label=gettext_lazy("I have read the timeline, chat and evidence; this decision is final.")
     )
 
 

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from common.files import get_private_storage
 from common.money import amount_field
@@ -15,12 +16,18 @@ class Dispute(models.Model):
     """A trade's dispute: who opened it and why, the moderator on it, and the final decision."""
 
     class Category(models.TextChoices):
-        PAID_NOT_RELEASED = "paid_not_released", "I paid but the seller does not release"
-        NOT_RECEIVED = "not_received", "The buyer marked paid but nothing arrived"
-        WRONG_AMOUNT = "wrong_amount", "The wrong amount was paid"
-        THIRD_PARTY = "third_party", "Payment came from someone else"
-        COULD_NOT_MARK_PAID = "could_not_mark_paid", "I paid but could not mark the trade paid"
-        OTHER = "other", "Something else"
+        PAID_NOT_RELEASED = (
+            "paid_not_released",
+            gettext_lazy("I paid but the seller does not release"),
+        )
+        NOT_RECEIVED = "not_received", gettext_lazy("The buyer marked paid but nothing arrived")
+        WRONG_AMOUNT = "wrong_amount", gettext_lazy("The wrong amount was paid")
+        THIRD_PARTY = "third_party", gettext_lazy("Payment came from someone else")
+        COULD_NOT_MARK_PAID = (
+            "could_not_mark_paid",
+            gettext_lazy("I paid but could not mark the trade paid"),
+        )
+        OTHER = "other", gettext_lazy("Something else")
 
     class Status(models.TextChoices):
         OPEN = "open"  # waiting for a moderator
@@ -30,9 +37,9 @@ class Dispute(models.Model):
         DECIDED = "decided"
 
     class Outcome(models.TextChoices):
-        RELEASE = "release", "Release to the buyer"
-        REFUND = "refund", "Refund the seller"
-        SPLIT = "split", "Split between them"
+        RELEASE = "release", gettext_lazy("Release to the buyer")
+        REFUND = "refund", gettext_lazy("Refund the seller")
+        SPLIT = "split", gettext_lazy("Split between them")
 
     trade = models.OneToOneField(Trade, on_delete=models.PROTECT, related_name="dispute")
     opened_by = models.ForeignKey(
@@ -49,7 +56,7 @@ class Dispute(models.Model):
         related_name="assigned_disputes",
     )
     evidence_requested_from = models.CharField(
-        max_length=8, blank=True, help_text="buyer, seller or both"
+        max_length=8, blank=True, help_text=gettext_lazy("buyer, seller or both")
     )
     evidence_note = models.CharField(max_length=500, blank=True)
     evidence_deadline = models.DateTimeField(null=True, blank=True)
@@ -104,7 +111,9 @@ class Evidence(models.Model):
     statement = models.TextField(max_length=4000, blank=True)
     file = models.FileField(upload_to="evidence/%Y/%m/", storage=get_private_storage, blank=True)
     file_name = models.CharField(max_length=200, blank=True)
-    content_type = models.CharField(max_length=64, blank=True, help_text="Sniffed from the content")
+    content_type = models.CharField(
+        max_length=64, blank=True, help_text=gettext_lazy("Sniffed from the content")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,7 +132,9 @@ class ModeratorAction(models.Model):
     dispute = models.ForeignKey(
         Dispute, on_delete=models.PROTECT, null=True, blank=True, related_name="actions"
     )
-    target = models.CharField(max_length=200, help_text="What it was done to, e.g. trade #12")
+    target = models.CharField(
+        max_length=200, help_text=gettext_lazy("What it was done to, e.g. trade #12")
+    )
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import NotFound
@@ -21,7 +22,7 @@ def dispute_get_for_user(*, dispute_id: int, user: Any) -> Dispute:
         .first()
     )
     if dispute is None or (dispute.trade.role_of(user) is None and not is_moderator(user)):
-        raise NotFound(f"Dispute #{dispute_id} not found.")
+        raise NotFound(gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id))
     return dispute
 
 
@@ -44,7 +45,7 @@ def evidence_file_for_user(*, evidence_id: int, user: Any) -> Evidence:
     if evidence is None or (
         evidence.dispute.trade.role_of(user) is None and not is_moderator(user)
     ):
-        raise NotFound("Evidence not found.")
+        raise NotFound(gettext("Evidence not found."))
     return evidence
 
 

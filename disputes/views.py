@@ -12,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from common.errors import ApplicationError, NotFound
@@ -61,7 +62,7 @@ def evidence_add(request: HttpRequest, dispute_id: int) -> HttpResponse:
             statement=request.POST.get("statement", ""),
             file=request.FILES.get("file"),
         )
-        messages.success(request, "Evidence added. The moderator sees it now.")
+        messages.success(request, gettext("Evidence added. The moderator sees it now."))
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect(f"{reverse('trade_detail', args=[dispute.trade_id])}#dispute")

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy
 
 from common.files import get_private_storage
 from common.money import amount_field, fiat_field, price_field
@@ -151,7 +152,7 @@ class TradeMessage(models.Model):
     )
     attachment_name = models.CharField(max_length=200, blank=True)
     attachment_type = models.CharField(
-        max_length=64, blank=True, help_text="Sniffed from the content"
+        max_length=64, blank=True, help_text=gettext_lazy("Sniffed from the content")
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from django.conf import settings
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from common.errors import ValidationFailed
 
@@ -72,9 +73,11 @@ class ManualChainAdapter(ChainAdapter):
     def validate_address(self, *, asset: Asset, address: str) -> None:
         if not self._address.match(address):
             raise ValidationFailed(
-                "address: 8-128 letters, digits, ':', '_' or '-'.",
+                gettext("address: 8-128 letters, digits, ':', '_' or '-'."),
                 fields={
-                    "address": ["Not a valid address: 8-128 letters, digits, ':', '_' or '-'."]
+                    "address": [
+                        gettext("Not a valid address: 8-128 letters, digits, ':', '_' or '-'.")
+                    ]
                 },
             )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.utils.translation import gettext_lazy
 
-from common.forms import AmountInput
+from common.forms import AmountField, AmountInput
 from ledger.models import Asset
 
 
@@ -15,11 +16,11 @@ def _asset_choices() -> list[tuple[str, str]]:
 
 
 class WithdrawalForm(forms.Form):
-    asset = forms.ChoiceField(label="Asset")
-    amount = forms.CharField(max_length=48, label="Amount", widget=AmountInput())
+    asset = forms.ChoiceField(label=gettext_lazy("Asset"))
+    amount = AmountField(max_length=48, label=gettext_lazy("Amount"), widget=AmountInput())
     address = forms.CharField(
         max_length=128,
-        label="Destination address",
+        label=gettext_lazy("Destination address"),
         widget=forms.TextInput({"autocomplete": "off", "spellcheck": "false"}),
     )
     # The network fee the page showed for the chosen asset (static/js/app.js fills it in): a
@@ -29,16 +30,16 @@ class WithdrawalForm(forms.Form):
     otp = forms.CharField(
         max_length=10,
         required=False,
-        label="2FA code",
-        help_text="From your authenticator app.",
+        label=gettext_lazy("2FA code"),
+        help_text=gettext_lazy("From your authenticator app."),
         widget=forms.TextInput({"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
     password = forms.CharField(
         max_length=128,
         required=False,
         strip=False,
-        label="Your password",
-        help_text="Your account password confirms that it's you.",
+        label=gettext_lazy("Your password"),
+        help_text=gettext_lazy("Your account password confirms that it's you."),
         widget=forms.PasswordInput({"autocomplete": "current-password"}),
     )
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy
 
 from common.money import AMOUNT_DECIMAL_PLACES, amount_field
 
@@ -26,8 +27,10 @@ class Asset(models.Model):
         null=True,
         blank=True,
         validators=[MaxValueValidator(AMOUNT_DECIMAL_PLACES)],
-        help_text="Decimal places shown in the browser and traded for a fiat amount; at most "
-        "the precision. Blank: the precision, at most 8.",
+        help_text=gettext_lazy(
+            "Decimal places shown in the browser and traded for a fiat amount; at most "
+            "the precision. Blank: the precision, at most 8."
+        ),
     )
     is_active = models.BooleanField(default=True)
 
@@ -260,7 +263,9 @@ class Deposit(models.Model):
     )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     amount = amount_field()
-    reference = models.CharField(max_length=128, help_text="Chain transaction id or a note.")
+    reference = models.CharField(
+        max_length=128, help_text=gettext_lazy("Chain transaction id or a note.")
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     transfer = models.OneToOneField(
         Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="deposit"
@@ -298,7 +303,9 @@ class SigningKey(models.Model):
     """Every Ed25519 public key that ever signed a checkpoint; old ones stay valid after rotation."""
 
     key_id = models.CharField(max_length=32, unique=True)
-    public_key = models.CharField(max_length=64, help_text="Raw 32-byte Ed25519 public key, hex")
+    public_key = models.CharField(
+        max_length=64, help_text=gettext_lazy("Raw 32-byte Ed25519 public key, hex")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -311,7 +318,7 @@ class Checkpoint(models.Model):
     tree_size = models.BigIntegerField(unique=True)
     root_hash = models.CharField(max_length=64)
     chain_head = models.CharField(max_length=64)
-    timestamp = models.CharField(max_length=32, help_text="ISO 8601 UTC, as signed")
+    timestamp = models.CharField(max_length=32, help_text=gettext_lazy("ISO 8601 UTC, as signed"))
     key_id = models.CharField(max_length=32)
     signature = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)

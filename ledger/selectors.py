@@ -13,6 +13,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import Conflict, NotFound, ValidationFailed
 from ledger import chain, merkle
@@ -172,12 +173,16 @@ def proof_status_for_entry(
         .first()
     )
     if row is None:
-        raise NotFound(f"{field}: no entry {value}.", fields={field: ["No such entry."]})
+        raise NotFound(
+            gettext("{field}: no entry {value}.").format(field=field, value=value),
+            fields={field: [gettext("No such entry.")]},
+        )
     pk, seq, sealed_at, debit_user, credit_user = row
     interval = settings.LEDGER_CHECKPOINT_INTERVAL
     if user.pk not in (debit_user, credit_user) and not user.is_staff:
         raise NotFound(
-            f"{field}: no entry {value} of yours.", fields={field: ["Not one of your entries."]}
+            gettext("{field}: no entry {value} of yours.").format(field=field, value=value),
+            fields={field: [gettext("Not one of your entries.")]},
         )
     known = {"transfer_id": pk, "seq": seq, "sealed_at": sealed_at, "interval": interval}
     if seq is None:
@@ -227,12 +232,16 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
     the entry with its asset and accounts, the checkpoint, every node of the path at once."""
     row = Transfer.objects.filter(seq=seq).values_list(*_PROOF_ENTRY).first()
     if row is None:
-        raise NotFound(f"seq: no sealed entry {seq}.", fields={"seq": ["No such entry."]})
+        raise NotFound(
+            gettext("seq: no sealed entry {seq}.").format(seq=seq),
+            fields={"seq": [gettext("No such entry.")]},
+        )
     (tid, key, kind, flags, asset, precision, debit, debit_user, credit, credit_user) = row[:10]
     amount, pending_id, created_at, leaf_hash, sealed_at = row[10:]
     if user.pk not in (debit_user, credit_user) and not user.is_staff:
         raise NotFound(
-            f"seq: no entry {seq} of yours.", fields={"seq": ["Not one of your entries."]}
+            gettext("seq: no entry {seq} of yours.").format(seq=seq),
+            fields={"seq": [gettext("Not one of your entries.")]},
         )
     checkpoints = Checkpoint.objects.filter(tree_size__gte=seq)
     if tree_size is not None:
@@ -241,13 +250,18 @@ def inclusion_proof(*, seq: int, tree_size: int | None, user: Any) -> dict[str, 
     if checkpoint is None:
         if tree_size is None:
             raise Conflict(
-                f"Entry {seq} is sealed but not yet in a signed checkpoint; "
-                f"{_ready_text(sealed_at)}.",
+                gettext("Entry {seq} is sealed but not yet in a signed checkpoint; {v1}.").format(
+                    seq=seq, v1=_ready_text(sealed_at)
+                ),
                 code="not_checkpointed",
             )
         raise NotFound(
-            f"tree_size: no checkpoint of size {tree_size} holding entry {seq}.",
-            fields={"tree_size": ["Use the size of a checkpoint that includes the entry."]},
+            gettext("tree_size: no checkpoint of size {tree_size} holding entry {seq}.").format(
+                tree_size=tree_size, seq=seq
+            ),
+            fields={
+                "tree_size": [gettext("Use the size of a checkpoint that includes the entry.")]
+            },
         )
     size = checkpoint["tree_size"]
     path = with_stored_tree(lambda lookup: merkle.inclusion_path(seq - 1, size, lookup))
@@ -287,11 +301,13 @@ def consistency_proof(*, first: int, second: int) -> dict[str, Any]:
     )
     if not 0 < first <= second:
         raise ValidationFailed(
-            "first: need 0 < first <= second.", fields={"first": ["Need 0 < first <= second."]}
+            gettext("first: need 0 < first <= second."),
+            fields={"first": [gettext("Need 0 < first <= second.")]},
         )
     if second > sealed:
         raise ValidationFailed(
-            f"second: only {sealed} entries are sealed.", fields={"second": [f"At most {sealed}."]}
+            gettext("second: only {sealed} entries are sealed.").format(sealed=sealed),
+            fields={"second": [gettext("At most {sealed}.").format(sealed=sealed)]},
         )
 
     def compute(lookup: Any) -> tuple[bytes, bytes, list[bytes]]:
@@ -324,7 +340,8 @@ def asset_get(*, code: Any) -> Asset:
     asset = Asset.objects.filter(code=str(code or "").upper(), is_active=True).first()
     if asset is None:
         raise ValidationFailed(
-            f"asset: unknown asset {code!r}.", fields={"asset": ["Unknown asset."]}
+            gettext("asset: unknown asset {code!r}.").format(code=code),
+            fields={"asset": [gettext("Unknown asset.")]},
         )
     return asset
 

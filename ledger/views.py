@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from common.db import replica_reads
@@ -84,8 +85,12 @@ def wallet(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    f"Withdrawal of {amount_text(withdrawal.amount, withdrawal.asset.precision)} "
-                    f"{withdrawal.asset.code} requested. The amount is held until it is sent.",
+                    gettext(
+                        "Withdrawal of {v1} {code} requested. The amount is held until it is sent."
+                    ).format(
+                        v1=amount_text(withdrawal.amount, withdrawal.asset.precision),
+                        code=withdrawal.asset.code,
+                    ),
                 )
                 return redirect("wallet")
     wallets = ledger_selectors.wallet_list_for_user(user=request.user)

@@ -9,8 +9,9 @@ from typing import Any, cast
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
-from common.forms import AmountInput
+from common.forms import AmountField, AmountInput
 from ledger.models import Asset
 from lending.models import LoanDispute, LoanRequest
 
@@ -36,40 +37,44 @@ class BorrowForm(forms.Form):
     """A loan request, field for field what loan_request_create takes (the deadline as a
     window from now)."""
 
-    asset = forms.ChoiceField(label="Borrow")
-    amount = forms.CharField(max_length=64, label="Amount", widget=AmountInput())
-    annual_rate = forms.CharField(
+    asset = forms.ChoiceField(label=gettext_lazy("Borrow"))
+    amount = AmountField(max_length=64, label=gettext_lazy("Amount"), widget=AmountInput())
+    annual_rate = AmountField(
         max_length=16,
-        label="Annual interest rate (%)",
+        label=gettext_lazy("Annual interest rate (%)"),
         widget=AmountInput({"placeholder": "5"}),
     )
-    term_months = forms.TypedChoiceField(label="Term", choices=TERM_CHOICES, coerce=int, initial=6)
+    term_months = forms.TypedChoiceField(
+        label=gettext_lazy("Term"), choices=TERM_CHOICES, coerce=int, initial=6
+    )
     plan = forms.ChoiceField(
-        label="Repayment",
+        label=gettext_lazy("Repayment"),
         choices=LoanRequest.Plan.choices,
         widget=forms.RadioSelect,
         initial=LoanRequest.Plan.AMORTIZED,
     )
-    collateral_asset = forms.ChoiceField(label="Collateral asset")
-    collateral_amount = forms.CharField(
-        max_length=64, label="Collateral amount", widget=AmountInput()
+    collateral_asset = forms.ChoiceField(label=gettext_lazy("Collateral asset"))
+    collateral_amount = AmountField(
+        max_length=64, label=gettext_lazy("Collateral amount"), widget=AmountInput()
     )
     funding_window = forms.TypedChoiceField(
-        label="Funding deadline",
+        label=gettext_lazy("Funding deadline"),
         choices=FUNDING_WINDOWS,
         coerce=int,
         initial=72,
-        help_text="Unfunded by then, the request ends and your collateral comes back.",
+        help_text=gettext_lazy(
+            "Unfunded by then, the request ends and your collateral comes back."
+        ),
     )
     allow_partial = forms.BooleanField(
-        label="Accept a partial fill at the deadline", required=False
+        label=gettext_lazy("Accept a partial fill at the deadline"), required=False
     )
-    min_fill = forms.CharField(
+    min_fill = AmountField(
         max_length=64,
-        label="Least amount to activate with",
+        label=gettext_lazy("Least amount to activate with"),
         required=False,
         widget=AmountInput(),
-        help_text="Only with a partial fill.",
+        help_text=gettext_lazy("Only with a partial fill."),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -97,25 +102,25 @@ class BorrowForm(forms.Form):
 class LendFilterForm(forms.Form):
     """The GET filters of the list of open requests."""
 
-    asset = forms.ChoiceField(required=False, label="Asset")
-    min_rate = forms.CharField(
+    asset = forms.ChoiceField(required=False, label=gettext_lazy("Asset"))
+    min_rate = AmountField(
         required=False,
         max_length=16,
-        label="Rate at least (%)",
-        widget=AmountInput({"placeholder": "Any"}),
+        label=gettext_lazy("Rate at least (%)"),
+        widget=AmountInput({"placeholder": gettext_lazy("Any")}),
     )
     max_term = forms.TypedChoiceField(
         required=False,
-        label="Term at most",
+        label=gettext_lazy("Term at most"),
         choices=[("", "Any term"), *TERM_CHOICES],
         coerce=int,
         empty_value=None,
     )
-    max_ltv = forms.CharField(
+    max_ltv = AmountField(
         required=False,
         max_length=16,
-        label="LTV at most (%)",
-        widget=AmountInput({"placeholder": "Any"}),
+        label=gettext_lazy("LTV at most (%)"),
+        widget=AmountInput({"placeholder": gettext_lazy("Any")}),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -124,11 +129,13 @@ class LendFilterForm(forms.Form):
 
 
 class FundForm(forms.Form):
-    amount = forms.CharField(max_length=64, label="Amount to lend", widget=AmountInput())
+    amount = AmountField(max_length=64, label=gettext_lazy("Amount to lend"), widget=AmountInput())
 
 
 class CollateralForm(forms.Form):
-    amount = forms.CharField(max_length=64, label="Collateral to add", widget=AmountInput())
+    amount = AmountField(
+        max_length=64, label=gettext_lazy("Collateral to add"), widget=AmountInput()
+    )
 
 
 class RepayForm(forms.Form):
@@ -141,14 +148,18 @@ class RepayForm(forms.Form):
 class TakeOfferForm(forms.Form):
     """Borrow from a lender's offer in one step (loan_offer_take)."""
 
-    amount = forms.CharField(max_length=64, label="Amount", widget=AmountInput())
-    term_months = forms.TypedChoiceField(label="Term", choices=TERM_CHOICES, coerce=int)
-    plan = forms.ChoiceField(
-        label="Repayment", choices=LoanRequest.Plan.choices, initial=LoanRequest.Plan.AMORTIZED
+    amount = AmountField(max_length=64, label=gettext_lazy("Amount"), widget=AmountInput())
+    term_months = forms.TypedChoiceField(
+        label=gettext_lazy("Term"), choices=TERM_CHOICES, coerce=int
     )
-    collateral_asset = forms.ChoiceField(label="Collateral asset")
-    collateral_amount = forms.CharField(
-        max_length=64, label="Collateral amount", widget=AmountInput()
+    plan = forms.ChoiceField(
+        label=gettext_lazy("Repayment"),
+        choices=LoanRequest.Plan.choices,
+        initial=LoanRequest.Plan.AMORTIZED,
+    )
+    collateral_asset = forms.ChoiceField(label=gettext_lazy("Collateral asset"))
+    collateral_amount = AmountField(
+        max_length=64, label=gettext_lazy("Collateral amount"), widget=AmountInput()
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -159,12 +170,14 @@ class TakeOfferForm(forms.Form):
 class DisputeForm(forms.Form):
     """A party's dispute about a loan (loan_dispute_open)."""
 
-    category = forms.ChoiceField(label="About", choices=LoanDispute.Category.choices)
+    category = forms.ChoiceField(label=gettext_lazy("About"), choices=LoanDispute.Category.choices)
     text = forms.CharField(
-        label="What happened",
+        label=gettext_lazy("What happened"),
         max_length=4000,
         widget=forms.Textarea({"rows": 4}),
-        help_text="A moderator who has no part in this loan reads both sides and decides.",
+        help_text=gettext_lazy(
+            "A moderator who has no part in this loan reads both sides and decides."
+        ),
     )
 
 
@@ -172,5 +185,5 @@ class StatementForm(forms.Form):
     """A statement in an open loan dispute (loan_dispute_statement)."""
 
     text = forms.CharField(
-        label="Your statement", max_length=4000, widget=forms.Textarea({"rows": 3})
+        label=gettext_lazy("Your statement"), max_length=4000, widget=forms.Textarea({"rows": 3})
     )

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy
 
 from common.money import amount_field
 from ledger.models import Asset, Transfer
@@ -23,8 +24,8 @@ class LoanRequest(models.Model):
         EXPIRED = "expired"  # the deadline passed without enough funding
 
     class Plan(models.TextChoices):
-        AMORTIZED = "amortized", "Monthly equal installments"
-        BULLET = "bullet", "Principal and interest at the end"
+        AMORTIZED = "amortized", gettext_lazy("Monthly equal installments")
+        BULLET = "bullet", gettext_lazy("Principal and interest at the end")
 
     borrower = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loan_requests"
@@ -374,19 +375,19 @@ class LoanDispute(models.Model):
     order a compensation between the parties, posted on the ledger."""
 
     class Category(models.TextChoices):
-        LIQUIDATION = "liquidation", "A liquidation or the price it used"
-        INSTALLMENT = "installment", "An installment collected or paid wrongly"
-        COLLATERAL = "collateral", "Collateral not returned or a top-up missing"
-        CONDUCT = "conduct", "The other party's conduct"
-        OTHER = "other", "Something else"
+        LIQUIDATION = "liquidation", gettext_lazy("A liquidation or the price it used")
+        INSTALLMENT = "installment", gettext_lazy("An installment collected or paid wrongly")
+        COLLATERAL = "collateral", gettext_lazy("Collateral not returned or a top-up missing")
+        CONDUCT = "conduct", gettext_lazy("The other party's conduct")
+        OTHER = "other", gettext_lazy("Something else")
 
     class Status(models.TextChoices):
         OPEN = "open"
         DECIDED = "decided"
 
     class Outcome(models.TextChoices):
-        REJECTED = "rejected", "Rejected: nothing changes"
-        COMPENSATE = "compensate", "Upheld: one party compensates the other"
+        REJECTED = "rejected", gettext_lazy("Rejected: nothing changes")
+        COMPENSATE = "compensate", gettext_lazy("Upheld: one party compensates the other")
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="disputes")
     opened_by = models.ForeignKey(

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import ApplicationError, NotFound
@@ -40,7 +41,9 @@ def loan_request_list() -> QuerySet[LoanRequest]:
 def loan_request_get(*, request_id: int) -> LoanRequest:
     found = loan_request_list().filter(pk=request_id).first()
     if found is None:
-        raise NotFound(f"Loan request #{request_id} not found.")
+        raise NotFound(
+            gettext("Loan request #{request_id} not found.").format(request_id=request_id)
+        )
     return found
 
 
@@ -146,7 +149,7 @@ def loan_offer_get(*, offer_id: int) -> LoanOffer:
         .first()
     )
     if found is None:
-        raise NotFound(f"Loan offer #{offer_id} not found.")
+        raise NotFound(gettext("Loan offer #{offer_id} not found.").format(offer_id=offer_id))
     return found
 
 
@@ -163,7 +166,7 @@ def loan_list_for_user(*, user: Any) -> QuerySet[Loan]:
 def loan_get_for_user(*, loan_id: int, user: Any) -> Loan:
     found = loan_list_for_user(user=user).filter(pk=loan_id).first()
     if found is None:
-        raise NotFound(f"Loan #{loan_id} not found.")
+        raise NotFound(gettext("Loan #{loan_id} not found.").format(loan_id=loan_id))
     return found
 
 
@@ -197,7 +200,7 @@ def loan_dispute_get_for_user(*, dispute_id: int, user: Any) -> LoanDispute:
     if found is None or not (
         is_moderator(user) or loan_list_for_user(user=user).filter(pk=found.loan_id).exists()
     ):
-        raise NotFound(f"Dispute #{dispute_id} not found.")
+        raise NotFound(gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id))
     return found
 
 

@@ -20,10 +20,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
+from common.l10n import delocalize_number
 from common.money import fmt, parse_amount, parse_decimal
 from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
@@ -158,7 +160,9 @@ def borrow_preview_context(data: Mapping[str, Any], user: Any = None) -> dict[st
             missing.append(name)
             return None
         try:
-            return parse_amount(text(name), precision=precision, field=name)
+            # Typed in the reader's language, like the form's fields (common.forms.AmountField).
+            typed = delocalize_number(text(name), field=name)
+            return parse_amount(typed, precision=precision, field=name)
         except ApplicationError as exc:
             errors[name] = _first_error(exc, name)
             return None
@@ -292,8 +296,9 @@ def borrow(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"Loan request #{created.pk} is open for funding; your collateral is held "
-                "until it is funded, cancelled or expires.",
+                gettext(
+                    "Loan request #{pk} is open for funding; your collateral is held until it is funded, cancelled or expires."
+                ).format(pk=created.pk),
             )
             return redirect("lending:request_detail", pk=created.pk)
     return _borrow_page(request, form, status=status)
@@ -326,7 +331,10 @@ def offer_take(request: HttpRequest, offer_id: int) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Loan #{loan.pk} is active: the funds are in your wallet.")
+            messages.success(
+                request,
+                gettext("Loan #{pk} is active: the funds are in your wallet.").format(pk=loan.pk),
+            )
             return redirect("lending:loan_detail", pk=loan.pk)
     return _borrow_page(
         request, BorrowForm(initial=BORROW_DEFAULTS), status=status, take=(offer.pk, form)
@@ -433,12 +441,18 @@ def request_fund(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             req = _request_or_404(pk)
             if req.state == R.ACTIVE:
-                messages.success(request, f"Fully funded: loan #{req.pk} is active.")
+                messages.success(
+                    request, gettext("Fully funded: loan #{pk} is active.").format(pk=req.pk)
+                )
                 return redirect("lending:loan_detail", pk=req.pk)
             messages.success(
                 request,
-                f"You committed {amount_text(form.cleaned_data['amount'], req.asset.precision)} "
-                f"{req.asset.code}; it is held until the request activates or ends.",
+                gettext(
+                    "You committed {v1} {code}; it is held until the request activates or ends."
+                ).format(
+                    v1=amount_text(form.cleaned_data["amount"], req.asset.precision),
+                    code=req.asset.code,
+                ),
             )
             return redirect("lending:request_detail", pk=req.pk)
     return _request_page(request, _request_or_404(pk), fund_form=form, status=status)
@@ -456,8 +470,7 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(
-            request, f"Loan request #{req.pk} cancelled: your collateral and every lender's "
-            "commitment went back.",
+            request, gettext("Loan request #{pk} cancelled: your collateral and every lender's commitment went back.").format(pk=req.pk),
         )  # fmt: skip
     return redirect(_safe_next(request, reverse("lending:request_detail", kwargs={"pk": req.pk})))
 
@@ -576,7 +589,7 @@ def loan_add_collateral(request: HttpRequest, pk: int) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Collateral added to loan #{loan.pk}.")
+            messages.success(request, gettext("Collateral added to loan #{pk}.").format(pk=loan.pk))
             return redirect(_safe_next(request, reverse("lending:loan_detail", kwargs={"pk": pk})))
     return _loan_page(request, _loan_or_404(pk, request.user), status=status, collateral_form=form)
 
@@ -595,7 +608,10 @@ def loan_repay(request: HttpRequest, pk: int) -> HttpResponse:
             again = RepayForm({"quoted_total": current})
             again.is_valid()
             again.add_error(
-                None, f"The payoff is now {current} {loan.asset.code}: check it and confirm again."
+                None,
+                gettext("The payoff is now {current} {code}: check it and confirm again.").format(
+                    current=current, code=loan.asset.code
+                ),
             )
             return _loan_page(request, loan, status=409, repay_form=again)
     if form.is_valid():
@@ -606,7 +622,10 @@ def loan_repay(request: HttpRequest, pk: int) -> HttpResponse:
             status = exc.status
         else:
             messages.success(
-                request, f"Loan #{loan.pk} repaid: your collateral is back in your wallet."
+                request,
+                gettext("Loan #{pk} repaid: your collateral is back in your wallet.").format(
+                    pk=loan.pk
+                ),
             )
             return redirect("lending:loan_detail", pk=pk)
     return _loan_page(request, _loan_or_404(pk, request.user), status=status, repay_form=form)
@@ -627,7 +646,10 @@ def loan_dispute_open(request: HttpRequest, pk: int) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Dispute #{dispute.pk} opened: a moderator will look at it.")
+            messages.success(
+                request,
+                gettext("Dispute #{pk} opened: a moderator will look at it.").format(pk=dispute.pk),
+            )
             return redirect("lending:loan_detail", pk=pk)
     return _loan_page(request, loan, status=status, dispute_form=form)
 
@@ -653,6 +675,6 @@ def loan_dispute_statement(request: HttpRequest, pk: int, dispute_id: int) -> Ht
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, "Statement added.")
+            messages.success(request, gettext("Statement added."))
             return redirect("lending:loan_detail", pk=pk)
     return _loan_page(request, loan, status=status, statement_form=form)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.utils.translation import gettext, gettext_lazy
 
-from common.forms import AmountInput
+from common.forms import AmountField, AmountInput
 from common.templatetags.money import amount
 from ledger.models import Asset
 from marketplace import selectors
@@ -63,15 +64,15 @@ class OrderBookFilterForm(forms.Form):
     """The GET filters of the order book. `side` is what the visitor wants to do."""
 
     side = forms.ChoiceField(choices=SIDE_CHOICES, required=False)
-    asset = forms.ChoiceField(required=False, label="Crypto")
-    fiat = forms.ChoiceField(required=False, label="Currency")
-    amount = forms.CharField(
+    asset = forms.ChoiceField(required=False, label=gettext_lazy("Crypto"))
+    fiat = forms.ChoiceField(required=False, label=gettext_lazy("Currency"))
+    amount = AmountField(
         required=False,
         max_length=32,
-        label="Amount",
-        widget=AmountInput({"placeholder": "Enter amount"}),
+        label=gettext_lazy("Amount"),
+        widget=AmountInput({"placeholder": gettext_lazy("Enter amount")}),
     )
-    payment_method = forms.ChoiceField(required=False, label="Payment method")
+    payment_method = forms.ChoiceField(required=False, label=gettext_lazy("Payment method"))
 
     def __init__(self, *args: Any, viewer: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,15 +86,15 @@ class OrderBookFilterForm(forms.Form):
 class QuickTradeForm(forms.Form):
     """Quick buy/sell: the best offer that fits is taken at once."""
 
-    side = forms.ChoiceField(choices=SIDE_CHOICES, label="I want to")
-    asset = forms.ChoiceField(label="Crypto")
-    fiat = forms.ChoiceField(label="Currency")
-    fiat_amount = forms.CharField(
+    side = forms.ChoiceField(choices=SIDE_CHOICES, label=gettext_lazy("I want to"))
+    asset = forms.ChoiceField(label=gettext_lazy("Crypto"))
+    fiat = forms.ChoiceField(label=gettext_lazy("Currency"))
+    fiat_amount = AmountField(
         max_length=32,
-        label="Amount to spend / receive",
+        label=gettext_lazy("Amount to spend / receive"),
         widget=AmountInput({"placeholder": "0.00"}),
     )
-    payment_method = forms.ChoiceField(required=False, label="Payment method")
+    payment_method = forms.ChoiceField(required=False, label=gettext_lazy("Payment method"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,15 +108,17 @@ class QuickTradeForm(forms.Form):
 class TakeOfferForm(forms.Form):
     """Take an offer for an amount in the asset or in fiat (exactly one of the two)."""
 
-    fiat_amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
-    amount = forms.CharField(required=False, max_length=32, widget=AmountInput())
-    payment_method = forms.ChoiceField(label="Payment method")
+    fiat_amount = AmountField(required=False, max_length=32, widget=AmountInput())
+    amount = AmountField(required=False, max_length=32, widget=AmountInput())
+    payment_method = forms.ChoiceField(label=gettext_lazy("Payment method"))
     payment_account = forms.TypedChoiceField(
-        label="Your account the buyer pays into",
+        label=gettext_lazy("Your account the buyer pays into"),
         required=False,
         coerce=int,
         empty_value=None,
-        help_text="Saved in Settings → Payment accounts; it must be for the payment method above.",
+        help_text=gettext_lazy(
+            "Saved in Settings → Payment accounts; it must be for the payment method above."
+        ),
     )
 
     def __init__(self, *args: Any, offer: Offer, user: Any = None, **kwargs: Any) -> None:
@@ -145,10 +148,12 @@ class TakeOfferForm(forms.Form):
         data = cast(dict[str, Any], super().clean())
         if not data.get("amount") and not data.get("fiat_amount"):
             raise forms.ValidationError(
-                "Enter how much you want to trade, in fiat or in the asset."
+                gettext("Enter how much you want to trade, in fiat or in the asset.")
             )
         if data.get("amount") and data.get("fiat_amount"):
-            raise forms.ValidationError("Enter the amount in fiat or in the asset, not both.")
+            raise forms.ValidationError(
+                gettext("Enter the amount in fiat or in the asset, not both.")
+            )
         return data
 
 
@@ -156,15 +161,15 @@ class OfferForm(forms.Form):
     """Create or edit an offer. On edit, side, asset and currency are fixed (shown, not sent)."""
 
     side = forms.ChoiceField(
-        label="Side",
+        label=gettext_lazy("Side"),
         choices=[("sell", "I want to sell"), ("buy", "I want to buy")],
         widget=forms.RadioSelect,
         initial="sell",
     )
-    asset = forms.ChoiceField(label="Crypto")
-    fiat = forms.ChoiceField(label="For currency")
+    asset = forms.ChoiceField(label=gettext_lazy("Crypto"))
+    fiat = forms.ChoiceField(label=gettext_lazy("For currency"))
     price_type = forms.ChoiceField(
-        label="Price type",
+        label=gettext_lazy("Price type"),
         choices=[
             ("fixed", "Fixed price"),
             ("floating", "Floating: follows the market index"),
@@ -172,45 +177,58 @@ class OfferForm(forms.Form):
         widget=forms.RadioSelect,
         initial="fixed",
     )
-    price = forms.CharField(
-        required=False, max_length=32, label="Fixed price (per 1 unit)", widget=AmountInput()
+    price = AmountField(
+        required=False,
+        max_length=32,
+        label=gettext_lazy("Fixed price (per 1 unit)"),
+        widget=AmountInput(),
     )
-    margin_percent = forms.CharField(
+    margin_percent = AmountField(
         required=False,
         max_length=8,
-        label="Margin over the index (%)",
-        help_text="E.g. 1.5 sells 1.5% above the index; -1 buys 1% below it.",
+        label=gettext_lazy("Margin over the index (%)"),
+        help_text=gettext_lazy("E.g. 1.5 sells 1.5% above the index; -1 buys 1% below it."),
         widget=AmountInput({"inputmode": "text"}),
     )
-    amount = forms.CharField(max_length=48, label="Total amount of crypto", widget=AmountInput())
-    min_fiat = forms.CharField(max_length=32, label="Minimum per trade", widget=AmountInput())
-    max_fiat = forms.CharField(max_length=32, label="Maximum per trade", widget=AmountInput())
+    amount = AmountField(
+        max_length=48, label=gettext_lazy("Total amount of crypto"), widget=AmountInput()
+    )
+    min_fiat = AmountField(
+        max_length=32, label=gettext_lazy("Minimum per trade"), widget=AmountInput()
+    )
+    max_fiat = AmountField(
+        max_length=32, label=gettext_lazy("Maximum per trade"), widget=AmountInput()
+    )
     payment_methods = forms.MultipleChoiceField(
-        label="Payment methods (up to 3)", widget=forms.CheckboxSelectMultiple
+        label=gettext_lazy("Payment methods (up to 3)"), widget=forms.CheckboxSelectMultiple
     )
     payment_accounts = forms.TypedMultipleChoiceField(
-        label="Accounts buyers pay into (sell offers)",
+        label=gettext_lazy("Accounts buyers pay into (sell offers)"),
         required=False,
         coerce=int,
         widget=forms.CheckboxSelectMultiple,
-        help_text="At most one per payment method; the trade room shows it to the buyer. "
-        "Manage them in Settings → Payment accounts.",
+        help_text=gettext_lazy(
+            "At most one per payment method; the trade room shows it to the buyer. "
+            "Manage them in Settings → Payment accounts."
+        ),
     )
     payment_window_minutes = forms.TypedChoiceField(
-        label="Payment window",
+        label=gettext_lazy("Payment window"),
         choices=PAYMENT_WINDOWS,
         coerce=int,
         initial=30,
-        help_text="How long the buyer has to pay before the trade expires.",
+        help_text=gettext_lazy("How long the buyer has to pay before the trade expires."),
     )
     terms = forms.CharField(
         required=False,
         max_length=2000,
-        label="Terms (optional)",
-        widget=forms.Textarea({"rows": 4, "placeholder": "E.g. No third-party payments."}),
+        label=gettext_lazy("Terms (optional)"),
+        widget=forms.Textarea(
+            {"rows": 4, "placeholder": gettext_lazy("E.g. No third-party payments.")}
+        ),
     )
     min_taker_tier = forms.TypedChoiceField(
-        label="Verification of takers",
+        label=gettext_lazy("Verification of takers"),
         choices=[
             (0, "Anyone, verified or not"),
             (1, "Tier 1 or higher (identity verified)"),
@@ -222,24 +240,24 @@ class OfferForm(forms.Form):
         empty_value=0,  # type: ignore[arg-type]  # any value, not only a str
     )
     min_taker_trades = forms.IntegerField(
-        label="Minimum completed trades",
+        label=gettext_lazy("Minimum completed trades"),
         min_value=0,
         initial=0,
         required=False,
-        help_text="0 lets newcomers take it.",
+        help_text=gettext_lazy("0 lets newcomers take it."),
         widget=forms.NumberInput({"inputmode": "numeric"}),
     )
     min_account_age_days = forms.IntegerField(
-        label="Minimum account age (days)",
+        label=gettext_lazy("Minimum account age (days)"),
         min_value=0,
         initial=0,
         required=False,
         widget=forms.NumberInput({"inputmode": "numeric"}),
     )
     trusted_only = forms.BooleanField(
-        label="Only traders on my trusted list",
+        label=gettext_lazy("Only traders on my trusted list"),
         required=False,
-        help_text="Manage your trusted list in Settings.",
+        help_text=gettext_lazy("Manage your trusted list in Settings."),
     )
     # --- issue 20 ---
     allowed_countries = forms.CharField(

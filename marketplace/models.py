@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy
 
 from common.money import amount_field, fiat_field, price_field
 from ledger.models import Asset
@@ -101,8 +102,8 @@ class PricePoint(models.Model):
 
 class Offer(models.Model):
     class Side(models.TextChoices):
-        SELL = "sell", "Maker sells the asset"
-        BUY = "buy", "Maker buys the asset"
+        SELL = "sell", gettext_lazy("Maker sells the asset")
+        BUY = "buy", gettext_lazy("Maker buys the asset")
 
     class PriceType(models.TextChoices):
         FIXED = "fixed"

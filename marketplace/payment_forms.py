@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext_lazy
 
 from marketplace.models import PaymentAccount, PaymentMethod
 from marketplace.payment_fields import fields_for, summary
@@ -51,10 +52,10 @@ def input_attrs(kind: str) -> dict[str, str]:
 
 class PaymentAccountForm(forms.Form):
     label = forms.CharField(
-        label="Nickname (optional)",
+        label=gettext_lazy("Nickname (optional)"),
         required=False,
         max_length=64,
-        help_text="Only you see it, e.g. “Main bank”.",
+        help_text=gettext_lazy("Only you see it, e.g. “Main bank”."),
     )
 
     def __init__(self, *args: Any, method: PaymentMethod, **kwargs: Any) -> None:

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from common.errors import ApplicationError, NotFound
@@ -47,7 +48,7 @@ def payment_account_new(request: HttpRequest) -> HttpResponse:
     code = request.POST.get("method") or request.GET.get("method") or ""
     method = PaymentMethod.objects.filter(code=code, is_active=True).first()
     if method is None:
-        messages.error(request, "Choose a payment method for the new account.")
+        messages.error(request, gettext("Choose a payment method for the new account."))
         return redirect(_settings_section())
     if request.method != "POST":
         return _page(request, PaymentAccountForm(method=method), account=None)
@@ -65,7 +66,7 @@ def payment_account_new(request: HttpRequest) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"{method.name} account saved.")
+            messages.success(request, gettext("{name} account saved.").format(name=method.name))
             return redirect(_settings_section())
     return _page(request, form, account=None, status=status)
 
@@ -94,7 +95,10 @@ def payment_account_edit(request: HttpRequest, account_id: int) -> HttpResponse:
             status = exc.status
         else:
             messages.success(
-                request, f"{account.method.name} account updated. Open trades keep the old one."
+                request,
+                gettext("{name} account updated. Open trades keep the old one.").format(
+                    name=account.method.name
+                ),
             )
             return redirect(_settings_section())
     return _page(request, form, account=account, status=status)
@@ -107,5 +111,7 @@ def payment_account_delete(request: HttpRequest, account_id: int) -> HttpRespons
         services.payment_account_delete(account_id=account_id, actor=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    messages.success(request, "Payment account deleted. Open trades keep the copy they made.")
+    messages.success(
+        request, gettext("Payment account deleted. Open trades keep the copy they made.")
+    )
     return redirect(_settings_section())

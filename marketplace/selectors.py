@@ -22,6 +22,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
+from django.utils.translation import gettext
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
@@ -284,7 +285,7 @@ def offer_get(*, offer_id: int, viewer: Any = None) -> Offer:
         and viewer.pk != offer.maker_id
         and is_blocked_between(user_id=viewer.pk, other_id=offer.maker_id)
     ):
-        raise NotFound(f"Offer #{offer_id} not found.")
+        raise NotFound(gettext("Offer #{offer_id} not found.").format(offer_id=offer_id))
     return offer
 
 
@@ -422,7 +423,8 @@ def fiat_get(*, code: Any) -> FiatCurrency:
     fiat = FiatCurrency.objects.filter(code=str(code or "").upper(), is_active=True).first()
     if fiat is None:
         raise ValidationFailed(
-            f"fiat: unknown fiat currency {code!r}.", fields={"fiat": ["Unknown fiat currency."]}
+            gettext("fiat: unknown fiat currency {code!r}.").format(code=code),
+            fields={"fiat": [gettext("Unknown fiat currency.")]},
         )
     return fiat
 
@@ -439,7 +441,9 @@ def payment_account_get_for_user(*, account_id: int, user: Any) -> PaymentAccoun
     """One of the user's own accounts; anyone else's is not found (not a hint it exists)."""
     account = payment_account_list_for_user(user=user).filter(pk=account_id).first()
     if account is None:
-        raise NotFound(f"Payment account #{account_id} not found.")
+        raise NotFound(
+            gettext("Payment account #{account_id} not found.").format(account_id=account_id)
+        )
     return account
 
 

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
@@ -201,7 +202,9 @@ def offer_new(request: HttpRequest) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Offer #{offer.pk} is live in the order book.")
+            messages.success(
+                request, gettext("Offer #{pk} is live in the order book.").format(pk=offer.pk)
+            )
             return redirect("my_offers")
     return _offer_form_page(request, form, offer=None, status=status)
 
@@ -229,13 +232,16 @@ def offer_edit(request: HttpRequest, offer_id: int) -> HttpResponse:
             if updated.closed_at is not None:
                 messages.warning(
                     request,
-                    f"Offer #{offer.pk} updated, and still closed: what is left can't cover its "
-                    "minimum per trade. Raise the amount or lower the minimum to reopen it.",
+                    gettext(
+                        "Offer #{pk} updated, and still closed: what is left can't cover its minimum per trade. Raise the amount or lower the minimum to reopen it."
+                    ).format(pk=offer.pk),
                 )
             elif offer.closed_at is not None and updated.is_active:
-                messages.success(request, f"Offer #{offer.pk} updated and reopened.")
+                messages.success(
+                    request, gettext("Offer #{pk} updated and reopened.").format(pk=offer.pk)
+                )
             else:
-                messages.success(request, f"Offer #{offer.pk} updated.")
+                messages.success(request, gettext("Offer #{pk} updated.").format(pk=offer.pk))
             return redirect("my_offers")
     return _offer_form_page(request, form, offer=offer, status=status)
 
@@ -244,15 +250,22 @@ def _offer_command(request: HttpRequest, offer_id: int, command: str) -> HttpRes
     try:
         if command == "delete":
             services.offer_delete(offer_id=offer_id, actor=request.user)
-            messages.success(request, f"Offer #{offer_id} deleted. Open trades on it go on.")
+            messages.success(
+                request,
+                gettext("Offer #{offer_id} deleted. Open trades on it go on.").format(
+                    offer_id=offer_id
+                ),
+            )
         else:
             active = command == "resume"
             services.offer_set_active(offer_id=offer_id, actor=request.user, active=active)
             messages.success(
                 request,
-                f"Offer #{offer_id} is live again."
+                gettext("Offer #{offer_id} is live again.").format(offer_id=offer_id)
                 if active
-                else f"Offer #{offer_id} is paused: it is hidden from the order book.",
+                else gettext(
+                    "Offer #{offer_id} is paused: it is hidden from the order book."
+                ).format(offer_id=offer_id),
             )
     except ApplicationError as exc:
         messages.error(request, exc.message)

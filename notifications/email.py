@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import smtplib
+from collections.abc import Iterable
 from email.utils import parseaddr
 from typing import Any
 
@@ -28,15 +29,33 @@ class SendFailed(Exception):
 
 
 def recipient_language(user: Any) -> str:
-    """The language this person reads their news in: the one place the i18n work makes it the
-    profile's; until then every email is in the site's language."""
-    return settings.LANGUAGE_CODE
+    """The language this person reads their news in (the one place that decides it): the one
+    chosen on their profile (the language selector), else the site's."""
+    return recipient_languages([user.pk]).get(user.pk, settings.LANGUAGE_CODE)
 
 
-def email_render(*, user: Any, subject: str, text: str) -> tuple[str, str]:
+def recipient_languages(user_ids: Iterable[int]) -> dict[int, str]:
+    """recipient_language for many people in one query: {user id: language} of those who chose
+    one (the others read the site's language)."""
+    from accounts.selectors import languages_of
+
+    known = {code for code, _ in settings.LANGUAGES}
+    return {uid: lang for uid, lang in languages_of(user_ids=user_ids).items() if lang in known}
+
+
+def in_language(languages: dict[int, str], user_id: int, text: Any, limit: int = 500) -> str:
+    """A (lazy) text written out in this person's language (`languages` from
+    recipient_languages; absent: the site's), cut to `limit` characters."""
+    with translation.override(languages.get(user_id, settings.LANGUAGE_CODE)):
+        return str(text)[:limit]
+
+
+def email_render(
+    *, user: Any, subject: Any, text: Any, language: str | None = None
+) -> tuple[str, str]:
     """Subject and body as this person reads them: everything is turned into text inside their
     language (lazy translations of the callers' texts resolve here too)."""
-    with translation.override(recipient_language(user)):
+    with translation.override(language or recipient_language(user)):
         body = render_to_string(
             "notifications/email/notice.txt",
             {"username": user.username, "text": str(text), "site_url": settings.SITE_URL},

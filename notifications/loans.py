@@ -11,12 +11,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from common.money import fmt
 from lending.models import Installment, Loan, LoanDispute, LoanEvent
 from lending.selectors import loan_parties
 from notifications import webhooks
+from notifications.email import in_language, recipient_languages
 from notifications.models import (
     Notification,
     NotificationPreference,
@@ -40,20 +44,37 @@ WEBHOOK_EVENT = {
     LIQUIDATED: "loan.liquidated",
     MARGIN_CALL: "loan.margin_call",
 }
-TEXT = {
-    ACTIVATED: "Loan #{n} is active: {borrower} borrowed {principal} {asset} against "
-    "{collateral} {collateral_asset}; the first installment is due {first_due}.",
-    PAID: "Loan #{n}: installment {installment} paid ({amount} {asset}).",
-    MISSED: "Loan #{n} is late: installment {installment} could not be collected from the "
-    "borrower's wallet. Unless it is covered within {grace} hours the loan defaults and the "
-    "collateral is liquidated.",
-    DEFAULTED: "Loan #{n} defaulted: the grace period ran out. The collateral is liquidated "
-    "for the lenders.",
-    LIQUIDATED: "Loan #{n} was liquidated: {reason}",
-    MARGIN_CALL: "Loan #{n}: margin call. Its LTV is {ltv}, past the {call_line} line: add "
-    "collateral or repay. At {liquidation_line} the collateral is liquidated.",
+# Lazy: each text is written in its recipient's language (notifications.email.in_language).
+TEXT: dict[str, Any] = {
+    ACTIVATED: _(
+        "Loan #{n} is active: {borrower} borrowed {principal} {asset} against "
+        "{collateral} {collateral_asset}; the first installment is due {first_due}."
+    ),
+    PAID: _("Loan #{n}: installment {installment} paid ({amount} {asset})."),
+    MISSED: _(
+        "Loan #{n} is late: installment {installment} could not be collected from the "
+        "borrower's wallet. Unless it is covered within {grace} hours the loan defaults and the "
+        "collateral is liquidated."
+    ),
+    DEFAULTED: _(
+        "Loan #{n} defaulted: the grace period ran out. The collateral is liquidated "
+        "for the lenders."
+    ),
+    LIQUIDATED: _("Loan #{n} was liquidated: {reason}"),
+    MARGIN_CALL: _(
+        "Loan #{n}: margin call. Its LTV is {ltv}, past the {call_line} line: add "
+        "collateral or repay. At {liquidation_line} the collateral is liquidated."
+    ),
 }
-MODERATOR_TEXT = (
+SUBJECT: dict[str, Any] = {
+    ACTIVATED: _("Loan #{n}: activated"),
+    MISSED: _("Loan #{n}: installment missed"),
+    MARGIN_CALL: _("Loan #{n}: margin call"),
+    DEFAULTED: _("Loan #{n}: defaulted"),
+    LIQUIDATED: _("Loan #{n}: liquidated"),
+}
+MODERATOR_HEAD = _("Loan #{n}: liquidation blocked")
+MODERATOR_TEXT = _(
     "Loan #{n}: liquidation blocked: {why}. Fix the price feed (or pause liquidations): "
     "/admin/lending/loan/{n}/change/"
 )
@@ -160,13 +181,13 @@ EMAIL_TO = {
 LOANS = NotificationPreference.Category.LOANS
 
 
-def _mails(loan: Loan, news: str, text: str, users: list[int]) -> list[Outgoing]:
+def _mails(loan: Loan, news: str, text: Any, users: list[int]) -> list[Outgoing]:
     """Email and Telegram (as each chose) for whoever EMAIL_TO names."""
     who = EMAIL_TO.get(news)
     if who is None:
         return []
     ids = [loan.borrower_id] if who == "borrower" else users
-    subject = f"Loan #{loan.pk}: {news.replace('_', ' ')}"
+    subject = format_lazy(SUBJECT[news], n=loan.pk)
     return [Outgoing(u, LOANS, subject, text) for u in ids]
 
 
@@ -206,14 +227,18 @@ def notify_loan_events(*, events: list[LoanEvent]) -> None:
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
     mails: list[Outgoing] = []
+    langs = recipient_languages(everyone)
     firsts = _first_due({e.request_id for e, news in wanted if news == ACTIVATED})
     for event, news in wanted:
         loan, users = loans.get(event.request_id), parties.get(event.request_id, [])
         if loan is None:
             continue
         context = _context(loan, event, firsts.get(loan.pk))
-        text = TEXT[news].format(**context)[:500]
-        notes += [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in users]
+        text = format_lazy(TEXT[news], **context)
+        notes += [
+            Notification(user_id=u, loan=loan, kind=K.LOAN, text=in_language(langs, u, text))
+            for u in users
+        ]
         mails += _mails(loan, news, text, users)
         name = WEBHOOK_EVENT.get(news)
         if name is not None:
@@ -240,11 +265,19 @@ def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
     notes: list[Notification] = []
     deliveries: list[WebhookDelivery] = []
     mails: list[Outgoing] = []
+    langs = recipient_languages(everyone | {loan.borrower_id for loan in loans.values()})
     for loan_id, loan in sorted(loans.items()):
         ltv = ltvs[loan_id]
         users = parties.get(loan_id, [loan.borrower_id])
-        text = TEXT[MARGIN_CALL].format(**_context(loan, None, ltv=_pct(ltv), **lines))[:500]
-        notes.append(Notification(user_id=loan.borrower_id, loan=loan, kind=K.LOAN, text=text))
+        text = format_lazy(TEXT[MARGIN_CALL], **_context(loan, None, ltv=_pct(ltv), **lines))
+        notes.append(
+            Notification(
+                user_id=loan.borrower_id,
+                loan=loan,
+                kind=K.LOAN,
+                text=in_language(langs, loan.borrower_id, text),
+            )
+        )
         payload = _payload(loan, name, now, ltv=f"{ltv:.4f}")
         deliveries += _deliveries(users, endpoints, name, payload)
         mails += _mails(loan, MARGIN_CALL, text, users)
@@ -254,15 +287,20 @@ def notify_margin_calls(*, calls: list[tuple[int, Decimal]]) -> None:
 def notify_liquidation_blocked(*, loan_id: int, why: str, moderators: list[Any]) -> None:
     """A stale price refused a loan's liquidation: the moderators are told, once until they
     read it (the sweeper tries again every run)."""
-    head = f"Loan #{loan_id}: liquidation blocked"
+    # The note starts the same in every language it may have been written in.
+    head = format_lazy(MODERATOR_HEAD, n=loan_id)
+    starts = Q()
+    for code, _name in settings.LANGUAGES:
+        starts |= Q(text__startswith=in_language({0: code}, 0, head))
     unread = set(
         Notification.objects.filter(
-            kind=K.LOAN, read_at__isnull=True, text__startswith=head, user__in=moderators
+            starts, kind=K.LOAN, read_at__isnull=True, user__in=moderators
         ).values_list("user_id", flat=True)
     )
-    text = MODERATOR_TEXT.format(n=loan_id, why=why.rstrip("."))[:500]
+    langs = recipient_languages(m.pk for m in moderators)
+    text = format_lazy(MODERATOR_TEXT, n=loan_id, why=why.rstrip("."))
     Notification.objects.bulk_create(
-        Notification(user=m, loan_id=loan_id, kind=K.LOAN, text=text)
+        Notification(user=m, loan_id=loan_id, kind=K.LOAN, text=in_language(langs, m.pk, text))
         for m in moderators
         if m.pk not in unread
     )
@@ -270,14 +308,20 @@ def notify_liquidation_blocked(*, loan_id: int, why: str, moderators: list[Any])
 
 # --- disputes ------------------------------------------------------------------------------
 
-DISPUTE_TEXT = {
-    "opened": "Loan #{n}: {who} ({role}) opened dispute #{d} ({category}). A moderator will "
-    "look at it; add your side on the loan's page.",
-    "statement": "Loan #{n}: a new statement in dispute #{d}.",
-    "assigned": "Loan #{n}: moderator {moderator} took dispute #{d}.",
-    "decided": "Loan #{n}: dispute #{d} decided: {outcome}. {reason}",
+DISPUTE_TEXT: dict[str, Any] = {
+    "opened": _(
+        "Loan #{n}: {who} ({role}) opened dispute #{d} ({category}). A moderator will "
+        "look at it; add your side on the loan's page."
+    ),
+    "statement": _("Loan #{n}: a new statement in dispute #{d}."),
+    "assigned": _("Loan #{n}: moderator {moderator} took dispute #{d}."),
+    "decided": _("Loan #{n}: dispute #{d} decided: {outcome}. {reason}"),
 }
-DISPUTE_MODERATOR_TEXT = (
+DISPUTE_SUBJECT: dict[str, Any] = {
+    "opened": _("Loan #{n}: dispute #{d} opened"),
+    "decided": _("Loan #{n}: dispute #{d} decided"),
+}
+DISPUTE_MODERATOR_TEXT = _(
     "Loan #{n}: dispute #{d} opened by {who} ({category}): /admin/lending/loandispute/{d}/change/"
 )
 
@@ -300,19 +344,23 @@ def notify_loan_dispute(*, dispute: LoanDispute, news: str, moderators: list[Any
         "moderator": dispute.assigned_to.username if dispute.assigned_to else "",
         "outcome": dispute.get_outcome_display(), "reason": dispute.decision_reason,
     }  # fmt: skip
-    text = DISPUTE_TEXT[news].format(**context)[:500]
+    text = format_lazy(DISPUTE_TEXT[news], **context)
     told = [u for u in users if u != actor_id]
     if news == "statement" and dispute.assigned_to_id and dispute.assigned_to_id != actor_id:
         told.append(dispute.assigned_to_id)
-    notes = [Notification(user_id=u, loan=loan, kind=K.LOAN, text=text) for u in told]
+    langs = recipient_languages(set(told) | {m.pk for m in moderators})
+    notes = [
+        Notification(user_id=u, loan=loan, kind=K.LOAN, text=in_language(langs, u, text))
+        for u in told
+    ]
     mails: list[Outgoing] = []
     if news in ("opened", "decided"):
-        subject = f"Loan #{loan.pk}: dispute #{dispute.pk} {news}"
+        subject = format_lazy(DISPUTE_SUBJECT[news], n=loan.pk, d=dispute.pk)
         mails = [Outgoing(u, LOANS, subject, text) for u in dict.fromkeys(told)]
     if news == "opened":
-        staff_text = DISPUTE_MODERATOR_TEXT.format(**context)[:500]
+        staff_text = format_lazy(DISPUTE_MODERATOR_TEXT, **context)
         notes += [
-            Notification(user=m, loan=loan, kind=K.LOAN, text=staff_text)
+            Notification(user=m, loan=loan, kind=K.LOAN, text=in_language(langs, m.pk, staff_text))
             for m in moderators
             if m.pk not in users
         ]

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy
 
 from escrow.models import Trade
 from lending.models import Loan
@@ -25,21 +26,21 @@ class Notification(models.Model):
         RESOLVED = "resolved"
         MESSAGE = "message"
         # A settlement failed (parties: it is delayed; moderators: retry it in the admin).
-        SETTLEMENT = "settlement", "Settlement delayed"
+        SETTLEMENT = "settlement", gettext_lazy("Settlement delayed")
         # News of a loan (lending): activation, installments, lateness, margin calls, default,
         # liquidation, and for moderators a liquidation blocked by a stale price. No trade.
         LOAN = "loan"
         # Once per party when a trade is completed or resolved: rate the other trader (it links to
         # the trade room's feedback panel).
-        FEEDBACK = "feedback", "Feedback prompt"
+        FEEDBACK = "feedback", gettext_lazy("Feedback prompt")
         # The platform closed one of the user's offers: too little is left to take (marketplace).
         OFFER = "offer"
         # Deposits and withdrawals on the chain (a user's), and for moderators the chain's alerts:
         # a hot wallet too low, a reserve shortfall (ledger.alerts).
-        FUNDS = "funds", "Deposits and withdrawals"
+        FUNDS = "funds", gettext_lazy("Deposits and withdrawals")
         # For moderators: a pair's price went stale (the price feed could not price it) or
         # recovered (marketplace.services.prices).
-        PRICE = "price", "Price feed"
+        PRICE = "price", gettext_lazy("Price feed")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
@@ -112,15 +113,21 @@ class WebhookDelivery(models.Model):
         """Why the last attempt failed: a fixed class, never the receiver's answer or the
         exception's text (both would let a URL read or scan what it should not reach)."""
 
-        HTTP_STATUS = "http_status", "Answered with a non-2xx status (see last_status_code)"
-        REDIRECT = "redirect", "Answered with a redirect (not followed)"
+        HTTP_STATUS = (
+            "http_status",
+            gettext_lazy("Answered with a non-2xx status (see last_status_code)"),
+        )
+        REDIRECT = "redirect", gettext_lazy("Answered with a redirect (not followed)")
         TIMEOUT = "timeout"
-        CONNECTION_ERROR = "connection_error", "Connection error"
-        TLS_ERROR = "tls_error", "TLS error"
-        DNS_ERROR = "dns_error", "DNS error"
-        REFUSED_ADDRESS = "refused_address", "Resolves to a private or internal address"
-        REFUSED_URL = "refused_url", "The URL is not allowed (not https://)"
-        ENDPOINT_DISABLED = "endpoint_disabled", "The endpoint is disabled"
+        CONNECTION_ERROR = "connection_error", gettext_lazy("Connection error")
+        TLS_ERROR = "tls_error", gettext_lazy("TLS error")
+        DNS_ERROR = "dns_error", gettext_lazy("DNS error")
+        REFUSED_ADDRESS = (
+            "refused_address",
+            gettext_lazy("Resolves to a private or internal address"),
+        )
+        REFUSED_URL = "refused_url", gettext_lazy("The URL is not allowed (not https://)")
+        ENDPOINT_DISABLED = "endpoint_disabled", gettext_lazy("The endpoint is disabled")
 
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
@@ -161,14 +168,23 @@ class NotificationPreference(models.Model):
     missing row means the defaults (notifications.preferences.DEFAULTS)."""
 
     class Category(models.TextChoices):
-        TRADE_OPENED = "trade_opened", "A trade opened on your offer"
-        TRADE_PAID = "trade_paid", "The buyer marked a trade paid"
-        TRADE_COMPLETED = "trade_completed", "Released, completed, or a settlement delayed"
-        DISPUTES = "disputes", "Disputes: opened, moderators' requests, decisions"
-        CHAT = "chat", "Chat messages in your trades"
-        LOANS = "loans", "Loans: activation, missed installments, margin calls, disputes"
-        OFFERS = "offers", "Offers the platform closed"
-        FUNDS = "funds", "Deposits and withdrawals; for moderators, chain and price alerts"
+        TRADE_OPENED = "trade_opened", gettext_lazy("A trade opened on your offer")
+        TRADE_PAID = "trade_paid", gettext_lazy("The buyer marked a trade paid")
+        TRADE_COMPLETED = (
+            "trade_completed",
+            gettext_lazy("Released, completed, or a settlement delayed"),
+        )
+        DISPUTES = "disputes", gettext_lazy("Disputes: opened, moderators' requests, decisions")
+        CHAT = "chat", gettext_lazy("Chat messages in your trades")
+        LOANS = (
+            "loans",
+            gettext_lazy("Loans: activation, missed installments, margin calls, disputes"),
+        )
+        OFFERS = "offers", gettext_lazy("Offers the platform closed")
+        FUNDS = (
+            "funds",
+            gettext_lazy("Deposits and withdrawals; for moderators, chain and price alerts"),
+        )
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
@@ -233,11 +249,14 @@ class OutboundMessage(models.Model):
         token, which is part of the Bot API's URL)."""
 
         TIMEOUT = "timeout"
-        CONNECTION_ERROR = "connection_error", "Connection error"
-        TEMPORARY = "temporary", "The server refused it for now (4xx SMTP, 429/5xx Bot API)"
-        REFUSED = "refused", "The server refused it for good (5xx SMTP, 4xx Bot API)"
-        NOT_CONFIGURED = "not_configured", "The channel is not configured"
-        UNLINKED = "unlinked", "The Telegram chat was unlinked"
+        CONNECTION_ERROR = "connection_error", gettext_lazy("Connection error")
+        TEMPORARY = (
+            "temporary",
+            gettext_lazy("The server refused it for now (4xx SMTP, 429/5xx Bot API)"),
+        )
+        REFUSED = "refused", gettext_lazy("The server refused it for good (5xx SMTP, 4xx Bot API)")
+        NOT_CONFIGURED = "not_configured", gettext_lazy("The channel is not configured")
+        UNLINKED = "unlinked", gettext_lazy("The Telegram chat was unlinked")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

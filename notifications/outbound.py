@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -23,7 +24,13 @@ from django.utils import timezone
 
 from common.outbox import publish_after_commit
 from notifications import preferences, telegram
-from notifications.email import SendFailed, email_render, email_send
+from notifications.email import (
+    SendFailed,
+    email_render,
+    email_send,
+    in_language,
+    recipient_languages,
+)
 from notifications.models import OutboundMessage
 
 logger = logging.getLogger(__name__)
@@ -44,8 +51,8 @@ class Outgoing:
 
     user_id: int
     category: str
-    subject: str
-    text: str
+    subject: Any  # str, or a lazy translation written out in the recipient's language
+    text: Any
 
 
 def outgoing_send(items: Iterable[Outgoing]) -> list[OutboundMessage]:
@@ -58,6 +65,8 @@ def outgoing_send(items: Iterable[Outgoing]) -> list[OutboundMessage]:
     users = get_user_model().objects.in_bulk(user_ids)
     chosen = preferences.channels_for(user_ids=user_ids)
     chats = telegram.telegram_chats(user_ids=user_ids) if telegram.telegram_enabled() else {}
+    # Each text is written out in its recipient's language (lazy texts; plain ones stay as is).
+    langs = recipient_languages(user_ids)
     rows: list[OutboundMessage] = []
     for item in items:
         user = users.get(item.user_id)
@@ -67,7 +76,12 @@ def outgoing_send(items: Iterable[Outgoing]) -> list[OutboundMessage]:
             chosen, user_id=user.pk, category=item.category
         )
         if by_email and user.email:
-            subject, body = email_render(user=user, subject=item.subject, text=item.text)
+            subject, body = email_render(
+                user=user,
+                subject=item.subject,
+                text=item.text,
+                language=langs.get(user.pk, settings.LANGUAGE_CODE),
+            )
             rows.append(
                 OutboundMessage(
                     user=user,
@@ -86,7 +100,7 @@ def outgoing_send(items: Iterable[Outgoing]) -> list[OutboundMessage]:
                     channel=Channel.TELEGRAM,
                     category=item.category,
                     address=str(chat_id),
-                    body=str(item.text)[:TELEGRAM_MAX_CHARS],
+                    body=in_language(langs, user.pk, item.text, TELEGRAM_MAX_CHARS),
                 )
             )
     outbound_messages_queue(rows)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from common.errors import ValidationFailed
 from notifications.models import NotificationPreference
@@ -79,17 +80,22 @@ def preferences_set(*, user: Any, changes: list[dict[str, Any]]) -> list[Prefere
         if category not in known:
             raise ValidationFailed.for_field(
                 f"preferences[{n}].category",
-                f"Unknown category {category!r}; choose from {', '.join(sorted(known))}.",
+                gettext("Unknown category {category!r}; choose from {v1}.").format(
+                    category=category, v1=", ".join(sorted(known))
+                ),
             )
         if category in rows:
             raise ValidationFailed.for_field(
-                f"preferences[{n}].category", f"{category} is given twice."
+                f"preferences[{n}].category",
+                gettext("{category} is given twice.").format(category=category),
             )
         values = {}
         for channel in ("email", "telegram"):
             value = change.get(channel, current[category][channel])
             if not isinstance(value, bool):
-                raise ValidationFailed.for_field(f"preferences[{n}].{channel}", "true or false.")
+                raise ValidationFailed.for_field(
+                    f"preferences[{n}].{channel}", gettext("true or false.")
+                )
             values[channel] = value
         rows[category] = NotificationPreference(user_id=user.pk, category=category, **values)
     with transaction.atomic():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 
 from common.errors import NotFound
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
@@ -29,7 +30,7 @@ def webhook_get_for_user(*, endpoint_id: int, user: Any) -> WebhookEndpoint:
     """One of the user's endpoints; anyone else's is not-found, not a hint it exists."""
     endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id, user=user).first()
     if endpoint is None:
-        raise NotFound(f"Webhook #{endpoint_id} not found.")
+        raise NotFound(gettext("Webhook #{endpoint_id} not found.").format(endpoint_id=endpoint_id))
     return endpoint
 
 

@@ -10,6 +10,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from common.errors import NotFound
 from common.money import fmt
@@ -18,6 +21,7 @@ from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import FEEDBACK_STATES
 from marketplace.models import Offer
 from notifications import webhooks
+from notifications.email import in_language, recipient_languages
 from notifications.models import (
     Notification,
     NotificationPreference,
@@ -54,21 +58,42 @@ KIND_FOR_STATE: dict[str, str] = {
     S.SPLIT: K.RESOLVED,
 }
 
-TEXT_FOR_STATE: dict[str, str] = {
-    S.FUNDED: "{taker} opened trade #{n} on your offer #{offer}: {amount} {asset} for "
-    "{fiat_amount} {fiat}.",
-    S.PAID: "{buyer} marked trade #{n} paid: check that {fiat_amount} {fiat} arrived, then "
-    "release the {asset}.",
-    S.RELEASING: "Trade #{n}: {amount} {asset} released to {buyer}; settling now.",
-    S.COMPLETED: "Trade #{n} completed: {buyer} received {buyer_receives} {asset}.",
-    S.CANCELLED: "Trade #{n} was cancelled; the {asset} in escrow went back to {seller}.",
-    S.EXPIRED: "Trade #{n} expired: it was not marked paid in time; the {asset} went back to "
-    "{seller}.",
-    S.DISPUTED: "{actor} opened a dispute on trade #{n}; a moderator will review it.",
-    S.REFUNDED: "Trade #{n} was resolved by a moderator: the {asset} went back to {seller}.",
-    S.SPLIT: "Trade #{n} was resolved by a moderator: the {asset} was split between {buyer} "
-    "and {seller}.",
+# Lazy: each text is written in its recipient's language (notifications.email.in_language).
+TEXT_FOR_STATE: dict[str, Any] = {
+    S.FUNDED: _(
+        "{taker} opened trade #{n} on your offer #{offer}: {amount} {asset} for "
+        "{fiat_amount} {fiat}."
+    ),
+    S.PAID: _(
+        "{buyer} marked trade #{n} paid: check that {fiat_amount} {fiat} arrived, then "
+        "release the {asset}."
+    ),
+    S.RELEASING: _("Trade #{n}: {amount} {asset} released to {buyer}; settling now."),
+    S.COMPLETED: _("Trade #{n} completed: {buyer} received {buyer_receives} {asset}."),
+    S.CANCELLED: _("Trade #{n} was cancelled; the {asset} in escrow went back to {seller}."),
+    S.EXPIRED: _(
+        "Trade #{n} expired: it was not marked paid in time; the {asset} went back to {seller}."
+    ),
+    S.DISPUTED: _("{actor} opened a dispute on trade #{n}; a moderator will review it."),
+    S.REFUNDED: _("Trade #{n} was resolved by a moderator: the {asset} went back to {seller}."),
+    S.SPLIT: _(
+        "Trade #{n} was resolved by a moderator: the {asset} was split between {buyer} "
+        "and {seller}."
+    ),
 }
+# The word an email's subject names a notification's kind by ("Trade #7: paid").
+KIND_WORD: dict[str, Any] = {
+    K.CREATED: pgettext_lazy("notification kind", "created"),
+    K.PAID: pgettext_lazy("notification kind", "paid"),
+    K.RELEASING: pgettext_lazy("notification kind", "releasing"),
+    K.COMPLETED: pgettext_lazy("notification kind", "completed"),
+    K.CANCELLED: pgettext_lazy("notification kind", "cancelled"),
+    K.EXPIRED: pgettext_lazy("notification kind", "expired"),
+    K.DISPUTED: pgettext_lazy("notification kind", "disputed"),
+    K.RESOLVED: pgettext_lazy("notification kind", "resolved"),
+    K.MESSAGE: pgettext_lazy("notification kind", "message"),
+}
+TRADE_SUBJECT = _("Trade #{n}: {kind}")
 
 # Which preference (NotificationPreference.Category) decides where a move's email goes.
 C = NotificationPreference.Category
@@ -81,7 +106,7 @@ CATEGORY_FOR_STATE: dict[str, str] = {
 }
 CATEGORY_FOR_KIND: dict[str, str] = {K.DISPUTED: C.DISPUTES, K.MESSAGE: C.CHAT}
 
-FEEDBACK_PROMPT_TEXT = (
+FEEDBACK_PROMPT_TEXT = _(
     "Trade #{n} is done: how was trading with {other}? Leave your feedback in the trade room."
 )
 
@@ -104,7 +129,11 @@ def notification_mark_read(*, notification_id: int, user: Any) -> Notification:
     """Mark one of the user's notifications read; reading it again keeps the first time."""
     notification = Notification.objects.filter(pk=notification_id, user=user).first()
     if notification is None:
-        raise NotFound(f"Notification #{notification_id} not found.")
+        raise NotFound(
+            gettext("Notification #{notification_id} not found.").format(
+                notification_id=notification_id
+            )
+        )
     if notification.read_at is None:
         notification.read_at = timezone.now()
         Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(
@@ -116,7 +145,7 @@ def notification_mark_read(*, notification_id: int, user: Any) -> Notification:
 def _context(trade: Trade, event: EscrowEvent) -> dict[str, Any]:
     asset, fiat = trade.asset, trade.fiat
     actor = getattr(event.actor, "username", None) or (
-        "A moderator" if event.actor_role == "moderator" else "The system"
+        _("A moderator") if event.actor_role == "moderator" else _("The system")
     )
     return {
         "n": trade.pk,
@@ -191,16 +220,17 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
     deliveries: list[WebhookDelivery] = []
     outside: list[Outgoing] = []
     now = timezone.now()
+    langs = recipient_languages(party_ids)
     for event in wanted:
         trade = trades.get(event.trade_id)
         if trade is None:
             continue
         state = event.new_state
         kind = KIND_FOR_STATE[state]
-        text = TEXT_FOR_STATE[state].format(**_context(trade, event))[:500]
+        text = format_lazy(TEXT_FOR_STATE[state], **_context(trade, event))
         parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
         notes += [
-            Notification(user=user, trade=trade, kind=kind, text=text)
+            Notification(user=user, trade=trade, kind=kind, text=in_language(langs, user_id, text))
             for user_id, user in parties.items()
             if user_id != event.actor_id
         ]
@@ -211,7 +241,11 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
                     user=user,
                     trade=trade,
                     kind=K.FEEDBACK,
-                    text=FEEDBACK_PROMPT_TEXT.format(n=trade.pk, other=other.username),
+                    text=in_language(
+                        langs,
+                        user.pk,
+                        format_lazy(FEEDBACK_PROMPT_TEXT, n=trade.pk, other=other.username),
+                    ),
                 )
                 for user, other in ((trade.buyer, trade.seller), (trade.seller, trade.buyer))
             ]
@@ -224,7 +258,7 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
             if endpoint.wants(name)
         ]
         outside += [
-            Outgoing(user.pk, CATEGORY_FOR_STATE[state], f"Trade #{trade.pk}: {kind}", text)
+            Outgoing(user.pk, CATEGORY_FOR_STATE[state], _trade_subject(trade.pk, kind), text)
             for user in _email_recipients(trade, state)
         ]
     with transaction.atomic():
@@ -233,16 +267,21 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
         outgoing_send(outside)
 
 
+def _trade_subject(n: int, kind: str) -> Any:
+    return format_lazy(TRADE_SUBJECT, n=n, kind=KIND_WORD.get(kind, kind))
+
+
 # --- settlements that failed ----------------------------------------------------------------------
 
-SETTLEMENT_DELAYED_TEXT = (
+SETTLEMENT_DELAYED_TEXT = _(
     "Trade #{n}: the settlement is delayed. Staff have been notified and will retry it; the "
     "{asset} stays in escrow meanwhile."
 )
-SETTLEMENT_FAILED_STAFF_TEXT = (
+SETTLEMENT_FAILED_STAFF_TEXT = _(
     "Settlement of trade #{n} ({kind}) failed {attempts} times: {error} Fix the cause, then "
     "retry it: /admin/escrow/settlement/?status__exact=failed"
 )
+SETTLEMENT_DELAYED_SUBJECT = _("Trade #{n}: settlement delayed")
 
 
 def _moderators() -> list[Any]:
@@ -257,16 +296,19 @@ def _moderators() -> list[Any]:
 
 def notify_moderators_funds(*, text: str) -> None:
     """A chain alert (ledger.alerts): every moderator gets it in-app, and by email and Telegram
-    as each chose."""
+    as each chose (a lazy text is written in each one's language)."""
     moderators = _moderators()
+    langs = recipient_languages(m.pk for m in moderators)
     with transaction.atomic():
         Notification.objects.bulk_create(
             [
-                Notification(user=m, kind=Notification.Kind.FUNDS, text=text[:500])
+                Notification(
+                    user=m, kind=Notification.Kind.FUNDS, text=in_language(langs, m.pk, text)
+                )
                 for m in moderators
             ]
         )
-        outgoing_send(Outgoing(m.pk, C.FUNDS, "Funds alert", text) for m in moderators)
+        outgoing_send(Outgoing(m.pk, C.FUNDS, _("Funds alert"), text) for m in moderators)
 
 
 def notify_moderators_price(*, text: str, subject: str) -> None:
@@ -285,9 +327,12 @@ def notify_moderators_price(*, text: str, subject: str) -> None:
 
 def notify_user_funds(*, user_id: int, text: str) -> None:
     """A user's own deposit or withdrawal news (ledger.alerts): in-app, and outside as chosen."""
+    langs = recipient_languages([user_id])
     with transaction.atomic():
-        Notification.objects.create(user_id=user_id, kind=Notification.Kind.FUNDS, text=text[:500])
-        outgoing_send([Outgoing(user_id, C.FUNDS, "Deposits and withdrawals", text)])
+        Notification.objects.create(
+            user_id=user_id, kind=Notification.Kind.FUNDS, text=in_language(langs, user_id, text)
+        )
+        outgoing_send([Outgoing(user_id, C.FUNDS, _("Deposits and withdrawals"), text)])
 
 
 def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
@@ -302,6 +347,10 @@ def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
     if not settlements:
         return
     moderators = _moderators()
+    langs = recipient_languages(
+        {m.pk for m in moderators}
+        | {uid for s in settlements for uid in (s.trade.buyer_id, s.trade.seller_id)}
+    )
     notes: list[Notification] = []
     outside: list[Outgoing] = []
     for settlement in settlements:
@@ -314,14 +363,21 @@ def notify_settlement_failed(*, settlement_ids: list[int]) -> None:
             # Short enough that the admin's address stays in the 500 characters of a note.
             "error": settlement.last_error[:240].rstrip(".") + ".",
         }
-        subject = f"Trade #{trade.pk}: settlement delayed"
+        subject = format_lazy(SETTLEMENT_DELAYED_SUBJECT, n=trade.pk)
         for users, text in (
             ({trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}, SETTLEMENT_DELAYED_TEXT),
             ({m.pk: m for m in moderators}, SETTLEMENT_FAILED_STAFF_TEXT),
         ):
-            body = text.format(**context)[:500]
+            body = format_lazy(text, **context)
             for user in users.values():
-                notes.append(Notification(user=user, trade=trade, kind=K.SETTLEMENT, text=body))
+                notes.append(
+                    Notification(
+                        user=user,
+                        trade=trade,
+                        kind=K.SETTLEMENT,
+                        text=in_language(langs, user.pk, body),
+                    )
+                )
                 outside.append(Outgoing(user.pk, C.TRADE_COMPLETED, subject, body))
     # A moderator who is also a party of the trade gets both texts: they say different things.
     with transaction.atomic():
@@ -352,13 +408,15 @@ def notify_parties(
         )
         users = [u for u in users if u.pk not in unread]
     category = CATEGORY_FOR_KIND.get(kind, C.DISPUTES)
+    langs = recipient_languages(u.pk for u in users)
     with transaction.atomic():
         Notification.objects.bulk_create(
-            Notification(user=u, trade=trade, kind=kind, text=text[:500]) for u in users
+            Notification(user=u, trade=trade, kind=kind, text=in_language(langs, u.pk, text))
+            for u in users
         )
         if email:
             outgoing_send(
-                Outgoing(u.pk, category, f"Trade #{trade.pk}: {kind}", text) for u in users
+                Outgoing(u.pk, category, _trade_subject(trade.pk, kind), text) for u in users
             )
 
 
@@ -366,12 +424,25 @@ def notify_offer_closed(*, offer_id: int) -> None:
     """The platform closed a maker's offer because what is left can't cover its minimum: the
     maker is told in-app (and by email), with what to do about it."""
     offer = Offer.objects.select_related("maker", "asset", "fiat").get(pk=offer_id)
-    left = amount_shown(offer.available, offer.asset)
-    text = (
-        f"Your offer #{offer.pk} was closed: {left} {offer.asset.code} is left, less than its "
-        f"minimum of {fmt(offer.min_fiat, offer.fiat.precision)} {offer.fiat.code} per trade, "
-        "so nobody could take it. Top it up or lower the minimum to reopen it."
+    text = format_lazy(
+        _(
+            "Your offer #{n} was closed: {left} {asset} is left, less than its minimum of "
+            "{min_fiat} {fiat} per trade, so nobody could take it. Top it up or lower the "
+            "minimum to reopen it."
+        ),
+        n=offer.pk,
+        left=amount_shown(offer.available, offer.asset),
+        asset=offer.asset.code,
+        min_fiat=fmt(offer.min_fiat, offer.fiat.precision),
+        fiat=offer.fiat.code,
     )
+    subject = format_lazy(_("Offer #{n} closed"), n=offer.pk)
+    langs = recipient_languages([offer.maker_id])
     with transaction.atomic():
-        Notification.objects.create(user=offer.maker, offer=offer, kind=K.OFFER, text=text[:500])
-        outgoing_send([Outgoing(offer.maker_id, C.OFFERS, f"Offer #{offer.pk} closed", text)])
+        Notification.objects.create(
+            user=offer.maker,
+            offer=offer,
+            kind=K.OFFER,
+            text=in_language(langs, offer.maker_id, text),
+        )
+        outgoing_send([Outgoing(offer.maker_id, C.OFFERS, subject, text)])

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST
 
 from common.errors import ApplicationError
@@ -38,7 +39,7 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Notification settings saved.")
+        messages.success(request, gettext("Notification settings saved."))
     return redirect(_section())
 
 
@@ -46,7 +47,7 @@ def preferences_save(request: HttpRequest) -> HttpResponse:
 @require_POST
 def telegram_link(request: HttpRequest) -> HttpResponse:
     if not telegram.telegram_enabled():
-        messages.error(request, "Telegram is not set up on this site.")
+        messages.error(request, gettext("Telegram is not set up on this site."))
         return redirect(_section())
     code, expires_at = telegram.telegram_link_code_create(user=request.user)
     context = {
@@ -64,5 +65,5 @@ def telegram_link(request: HttpRequest) -> HttpResponse:
 @require_POST
 def telegram_unlink(request: HttpRequest) -> HttpResponse:
     telegram.telegram_unlink(user=request.user)
-    messages.success(request, "Telegram unlinked: no more news goes there.")
+    messages.success(request, gettext("Telegram unlinked: no more news goes there."))
     return redirect(_section())

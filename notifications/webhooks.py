@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import NotFound, ValidationFailed
 from escrow.models import Trade
@@ -77,13 +78,18 @@ def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookE
     returns its signing secret (shown once)."""
     url = str(url or "").strip()
     if not url:
-        raise ValidationFailed.for_field("url", "Enter the URL to POST events to.")
+        raise ValidationFailed.for_field("url", gettext("Enter the URL to POST events to."))
     if len(url) > URL_MAX_LENGTH:
-        raise ValidationFailed.for_field("url", f"At most {URL_MAX_LENGTH} characters.")
+        raise ValidationFailed.for_field(
+            "url",
+            gettext("At most {URL_MAX_LENGTH} characters.").format(URL_MAX_LENGTH=URL_MAX_LENGTH),
+        )
     try:
         _validate_url(url)
     except ValidationError:
-        raise ValidationFailed.for_field("url", "Enter an http:// or https:// URL.") from None
+        raise ValidationFailed.for_field(
+            "url", gettext("Enter an http:// or https:// URL.")
+        ) from None
     try:
         _check_target(url)
     except egress.EgressRefused as refused:
@@ -92,11 +98,16 @@ def webhook_create(*, user: Any, url: Any, events: Any = None) -> tuple[WebhookE
     unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
     if unknown:
         raise ValidationFailed.for_field(
-            "events", f"Unknown event {unknown[0]!r}; choose from {', '.join(WEBHOOK_EVENTS)}."
+            "events",
+            gettext("Unknown event {v1!r}; choose from {v2}.").format(
+                v1=unknown[0], v2=", ".join(WEBHOOK_EVENTS)
+            ),
         )
     if WebhookEndpoint.objects.filter(user=user).count() >= MAX_ENDPOINTS_PER_USER:
         raise ValidationFailed(
-            f"At most {MAX_ENDPOINTS_PER_USER} webhooks per account; delete one first.",
+            gettext(
+                "At most {MAX_ENDPOINTS_PER_USER} webhooks per account; delete one first."
+            ).format(MAX_ENDPOINTS_PER_USER=MAX_ENDPOINTS_PER_USER),
             code="too_many_webhooks",
         )
     secret = f"whsec_{secrets.token_hex(32)}"
@@ -119,7 +130,7 @@ def webhook_delete(*, endpoint_id: int, user: Any) -> None:
     """Remove one of the user's endpoints and its delivery log; nothing more is sent to it."""
     deleted, _ = WebhookEndpoint.objects.filter(pk=endpoint_id, user=user).delete()
     if not deleted:
-        raise NotFound(f"Webhook #{endpoint_id} not found.")
+        raise NotFound(gettext("Webhook #{endpoint_id} not found.").format(endpoint_id=endpoint_id))
 
 
 # --- webhook delivery ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ fi
 
 PY=.venv/bin/python
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.local}
+$PY manage.py compilecatalogs  # issue 20: the .mo files from locale/*.po (Babel)
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
 $PY manage.py seed_lending_demo

@@ -6,6 +6,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db import models
 from django.urls import reverse
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -68,7 +69,9 @@ class TokenObtainApi(ApiView):
         data.is_valid(raise_exception=True)
         user = authenticate(request._request, **data.validated_data)
         if user is None:
-            err = ApplicationError("Wrong username or password.", code="invalid_credentials")
+            err = ApplicationError(
+                gettext("Wrong username or password."), code="invalid_credentials"
+            )
             err.status = 401
             raise err
         # No session login, so no user_logged_in: the address is recorded here (account links).
@@ -91,11 +94,14 @@ class ApiKeyOut(serializers.Serializer):
 class ApiKeyCreatedOut(ApiKeyOut):
     key = serializers.CharField(
         allow_null=True,
-        help_text="Shown once; store it now. null in an Idempotency-Key replay, which has "
-        "secret_shown_once: true instead.",
+        help_text=gettext_lazy(
+            "Shown once; store it now. null in an Idempotency-Key replay, which has "
+            "secret_shown_once: true instead."
+        ),
     )
     secret_shown_once = serializers.BooleanField(
-        required=False, help_text="Only in an Idempotency-Key replay: the key is not repeated."
+        required=False,
+        help_text=gettext_lazy("Only in an Idempotency-Key replay: the key is not repeated."),
     )
 
 
@@ -209,7 +215,9 @@ class KycDocumentListApi(ApiView):
 
         kind = _choice_input(KycDocument.Kind)
         requested_tier = serializers.ChoiceField(choices=[1, 2])
-        file = serializers.FileField(help_text="PNG, JPEG, WebP or PDF; checked by content.")
+        file = serializers.FileField(
+            help_text=gettext_lazy("PNG, JPEG, WebP or PDF; checked by content.")
+        )
 
     @extend_schema(
         operation_id="kyc_documents_list",
@@ -298,7 +306,8 @@ class RelationListApi(ApiView):
         kind = request.query_params.get("kind") or None
         if kind and kind not in TraderRelation.Kind.values:
             raise ValidationFailed(
-                f"kind: unknown kind {kind!r}.", fields={"kind": ["trusted or blocked."]}
+                gettext("kind: unknown kind {kind!r}.").format(kind=kind),
+                fields={"kind": [gettext("trusted or blocked.")]},
             )
         qs = TraderRelation.objects.filter(owner=cast(User, request.user)).select_related("other")
         if kind:

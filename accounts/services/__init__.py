@@ -40,6 +40,8 @@ from accounts.services.relations import (
 from accounts.services.sessions import (
     browser_session_revoke,
     browser_session_touch,
+    language_cache_key,
+    profile_language_set,
     profile_time_zone_set,
     time_zone_cache_key,
 )
@@ -93,10 +95,12 @@ __all__ = [
     "kyc_document_review",
     "kyc_document_submit",
     "kyc_file_read",
+    "language_cache_key",
     "link_value_hash",
     "profile_buying_suspension_set",
     "profile_country_set",
     "profile_freeze",
+    "profile_language_set",
     "profile_penalize",
     "profile_time_zone_set",
     "profile_unfreeze",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext
+
 from accounts.models import Profile
 from accounts.selectors import profile_for
 from common.errors import (
@@ -14,9 +16,9 @@ from common.errors import (
 def _reason(reason: Any, *, required: bool = False) -> str:
     text = " ".join(str(reason or "").split())
     if required and not text:
-        raise ValidationFailed.for_field("reason", "Give a reason; the user sees it.")
+        raise ValidationFailed.for_field("reason", gettext("Give a reason; the user sees it."))
     if len(text) > 500:
-        raise ValidationFailed.for_field("reason", "At most 500 characters.")
+        raise ValidationFailed.for_field("reason", gettext("At most 500 characters."))
     return text
 
 

@@ -12,6 +12,7 @@ from django.contrib.sessions.models import Session
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.models import BrowserSession, Profile, ProfileEvent
 from accounts.selectors import session_list_for_user
@@ -67,7 +68,9 @@ def ensure_withdrawals_unlocked(*, user: Any) -> None:
     )
     if until is not None and until > timezone.now():
         raise PermissionDenied(
-            f"Your password was changed recently: withdrawals are paused until {_utc(until)}.",
+            gettext(
+                "Your password was changed recently: withdrawals are paused until {v1}."
+            ).format(v1=_utc(until)),
             code="withdrawals_locked",
         )
 

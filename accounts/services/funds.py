@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext
 
 from accounts.models import ProfileEvent
 from accounts.services.two_factor import totp_device
@@ -67,7 +68,7 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
     else the account password; a missing or wrong one is refused naming its field, and too many
     wrong ones lock the check for a while. Returns the factor that was checked."""
     if user is None or not user.is_authenticated:
-        raise PermissionDenied("Log in first.", code="not_authenticated")
+        raise PermissionDenied(gettext("Log in first."), code="not_authenticated")
     if funds_confirm_failures(user=user) >= _max_failures():
         raise _locked()
     device = totp_device(user)
@@ -75,30 +76,30 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
         token = str(otp or "").strip()
         if not token:
             raise PermissionDenied(
-                "otp: enter the 6-digit code from your authenticator app.",
-                fields={"otp": ["Required: two-factor authentication is on."]},
+                gettext("otp: enter the 6-digit code from your authenticator app."),
+                fields={"otp": [gettext("Required: two-factor authentication is on.")]},
                 code="otp_required",
             )
         if not device.verify_token(token):
             _failed(user, field="otp")
             raise PermissionDenied(
-                "otp: that code is wrong or was already used.",
-                fields={"otp": ["Wrong code."]},
+                gettext("otp: that code is wrong or was already used."),
+                fields={"otp": [gettext("Wrong code.")]},
                 code="otp_invalid",
             )
         _clear(user)
         return "otp"
     if not password:
         raise PermissionDenied(
-            "password: enter your account password to confirm.",
-            fields={"password": ["Required: confirm with your account password."]},
+            gettext("password: enter your account password to confirm."),
+            fields={"password": [gettext("Required: confirm with your account password.")]},
             code="password_required",
         )
     if not user.has_usable_password() or not user.check_password(password):
         _failed(user, field="password")
         raise PermissionDenied(
-            "password: that is not your account password.",
-            fields={"password": ["Wrong password."]},
+            gettext("password: that is not your account password."),
+            fields={"password": [gettext("Wrong password.")]},
             code="password_invalid",
         )
     _clear(user)
@@ -107,8 +108,9 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
 
 def _locked() -> RateLimited:
     error = RateLimited(
-        "Too many wrong codes or passwords: confirming funds is locked for "
-        f"{math.ceil(_cooloff_seconds() / 60)} minutes. Nothing was changed.",
+        gettext(
+            "Too many wrong codes or passwords: confirming funds is locked for {v1} minutes. Nothing was changed."
+        ).format(v1=math.ceil(_cooloff_seconds() / 60)),
         code="funds_locked",
     )
     error.retry_after = _cooloff_seconds()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework.authtoken.models import Token
 
 from accounts.models import ApiKey
@@ -54,16 +55,19 @@ def api_key_create(*, user: Any, name: str, scopes: list[str]) -> tuple[ApiKey, 
     name = (name or "").strip()
     if not name or len(name) > 64:
         raise ValidationFailed(
-            "name: give the key a name of 1-64 characters.", fields={"name": ["1-64 characters."]}
+            gettext("name: give the key a name of 1-64 characters."),
+            fields={"name": [gettext("1-64 characters.")]},
         )
     scopes = list(dict.fromkeys(scopes or []))
     unknown = [s for s in scopes if s not in ApiKey.Scope.values]
     if not scopes or unknown:
         raise ValidationFailed(
-            f"scopes: choose from {', '.join(ApiKey.Scope.values)}.",
+            gettext("scopes: choose from {v1}.").format(v1=", ".join(ApiKey.Scope.values)),
             fields={
                 "scopes": [
-                    f"Unknown scope {unknown[0]!r}." if unknown else "Choose at least one scope."
+                    gettext("Unknown scope {v1!r}.").format(v1=unknown[0])
+                    if unknown
+                    else gettext("Choose at least one scope.")
                 ]
             },
         )
@@ -79,7 +83,7 @@ def api_key_revoke(*, user: Any, key_id: int) -> ApiKey:
     """Revoke one of the user's keys; requests with it fail from now on."""
     key = ApiKey.objects.filter(pk=key_id, user=user).first()
     if key is None:
-        raise NotFound(f"API key #{key_id} not found.")
+        raise NotFound(gettext("API key #{key_id} not found.").format(key_id=key_id))
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

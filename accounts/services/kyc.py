@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.models import KycDocument, ProfileEvent
 from accounts.selectors import profile_for
@@ -30,21 +31,25 @@ def kyc_document_submit(*, user: Any, kind: str, file: Any, requested_tier: Any)
     """A document for review towards a higher tier; images or PDF only, sniffed from content."""
     if kind not in KycDocument.Kind.values:
         raise ValidationFailed.for_field(
-            "kind", f"Choose one of: {', '.join(KycDocument.Kind.labels)}."
+            "kind",
+            gettext("Choose one of: {choices}.").format(
+                choices=", ".join(str(label) for label in KycDocument.Kind.labels)
+            ),
         )
     try:
         tier = int(requested_tier)
     except (TypeError, ValueError):
         tier = 0
     if tier not in (1, 2):
-        raise ValidationFailed.for_field("requested_tier", "Choose tier 1 or tier 2.")
+        raise ValidationFailed.for_field("requested_tier", gettext("Choose tier 1 or tier 2."))
     profile = profile_for(user)
     if profile.kyc_tier >= tier:
         raise ValidationFailed.for_field(
-            "requested_tier", f"You are already tier {profile.kyc_tier}."
+            "requested_tier",
+            gettext("You are already tier {kyc_tier}.").format(kyc_tier=profile.kyc_tier),
         )
     if file is None:
-        raise ValidationFailed.for_field("file", "Attach a scan or photo of the document.")
+        raise ValidationFailed.for_field("file", gettext("Attach a scan or photo of the document."))
     content_type = check_upload(
         file,
         field="file",
@@ -54,7 +59,10 @@ def kyc_document_submit(*, user: Any, kind: str, file: Any, requested_tier: Any)
     pending = KycDocument.objects.filter(user=user, status=KycDocument.Status.PENDING).count()
     if pending >= MAX_PENDING_DOCUMENTS:
         raise ValidationFailed.for_field(
-            "file", f"You have {pending} documents waiting for review already."
+            "file",
+            gettext("You have {pending} documents waiting for review already.").format(
+                pending=pending
+            ),
         )
     document = KycDocument(
         user=user,
@@ -80,16 +88,22 @@ def kyc_document_review(
     """A reviewer (`accounts.review_kyc`) approves a pending document, raising the owner's tier
     to the one requested, or rejects it with a reason the owner sees; once."""
     if actor is None or not actor.has_perm("accounts.review_kyc"):
-        raise PermissionDenied("Only a KYC reviewer can review documents.")
+        raise PermissionDenied(gettext("Only a KYC reviewer can review documents."))
     text = _reason(reason, required=not approve)
     with transaction.atomic():
         document = KycDocument.objects.select_for_update().filter(pk=document_id).first()
         if document is None:
-            raise NotFound(f"Document #{document_id} not found.")
+            raise NotFound(
+                gettext("Document #{document_id} not found.").format(document_id=document_id)
+            )
         if document.user_id == actor.pk:
-            raise PermissionDenied("You can't review your own documents.")
+            raise PermissionDenied(gettext("You can't review your own documents."))
         if document.status != KycDocument.Status.PENDING:
-            raise InvalidTransition(f"Document #{document.pk} was already {document.status}.")
+            raise InvalidTransition(
+                gettext("Document #{pk} was already {status}.").format(
+                    pk=document.pk, status=document.status
+                )
+            )
         document.status = KycDocument.Status.APPROVED if approve else KycDocument.Status.REJECTED
         document.reviewed_by = actor
         document.review_reason = text
@@ -119,11 +133,14 @@ def kyc_document_delete(*, document_id: int, actor: Any) -> None:
     with transaction.atomic():
         document = KycDocument.objects.select_for_update().filter(pk=document_id).first()
         if document is None or document.user_id != getattr(actor, "pk", None):
-            raise NotFound(f"Document #{document_id} not found.")
+            raise NotFound(
+                gettext("Document #{document_id} not found.").format(document_id=document_id)
+            )
         if document.status != KycDocument.Status.REJECTED:
             raise InvalidTransition(
-                f"Document #{document.pk} is {document.status}: only rejected documents can be "
-                "deleted."
+                gettext(
+                    "Document #{pk} is {status}: only rejected documents can be deleted."
+                ).format(pk=document.pk, status=document.status)
             )
         stored = document.file
         name, storage = stored.name, stored.storage

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils.translation import gettext
 
 from accounts.models import TraderRelation
 from common.errors import (
@@ -19,14 +20,19 @@ from common.errors import (
 def trader_relation_add(*, actor: Any, username: str, kind: str) -> TraderRelation:
     """Trust or block another trader; trusting someone blocked (or the reverse) replaces it."""
     if kind not in TraderRelation.Kind.values:
-        raise ValidationFailed.for_field("kind", "Choose trusted or blocked.")
+        raise ValidationFailed.for_field("kind", gettext("Choose trusted or blocked."))
     name = str(username or "").strip()
     other = get_user_model().objects.filter(username=name, is_active=True).first()
     if other is None:
-        raise ValidationFailed.for_field("username", f"No trader called {name!r}.")
+        raise ValidationFailed.for_field(
+            "username", gettext("No trader called {name!r}.").format(name=name)
+        )
     if other.pk == actor.pk:
         raise ValidationFailed.for_field(
-            "username", f"You can't {'trust' if kind == 'trusted' else 'block'} yourself."
+            "username",
+            gettext("You can't {v1} yourself.").format(
+                v1="trust" if kind == "trusted" else "block"
+            ),
         )
     with transaction.atomic():
         relation, _ = TraderRelation.objects.update_or_create(
@@ -39,4 +45,6 @@ def trader_relation_remove(*, actor: Any, relation_id: int) -> None:
     """Take someone off your trusted or blocked list."""
     deleted, _ = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk).delete()
     if not deleted:
-        raise NotFound(f"Relation #{relation_id} not found.")
+        raise NotFound(
+            gettext("Relation #{relation_id} not found.").format(relation_id=relation_id)
+        )

@@ -8,11 +8,14 @@ import zoneinfo
 from functools import lru_cache
 from typing import Any
 
+from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext as _
 
 from accounts.models import BrowserSession, Profile
 from accounts.selectors import profile_for
@@ -52,10 +55,10 @@ def browser_session_revoke(*, user: Any, session_id: int, current_session_key: s
     """Log one of the user's other browsers out now: its session row is deleted server-side."""
     record = BrowserSession.objects.filter(pk=session_id, user_id=user.pk).first()
     if record is None:
-        raise NotFound(f"Session #{session_id} not found.")
+        raise NotFound(gettext("Session #{session_id} not found.").format(session_id=session_id))
     if current_session_key and record.session_key == current_session_key:
         raise Conflict(
-            "That is the browser you are using: log out instead.", code="current_session"
+            gettext("That is the browser you are using: log out instead."), code="current_session"
         )
     with transaction.atomic():
         Session.objects.filter(session_key=record.session_key).delete()
@@ -80,7 +83,10 @@ def profile_time_zone_set(*, user: Any, time_zone: str) -> Profile:
     name = str(time_zone or "").strip()
     if name not in _zones():
         raise ValidationFailed.for_field(
-            "time_zone", f"Unknown time zone {name[:64]!r}: use an IANA name like Europe/Berlin."
+            "time_zone",
+            gettext("Unknown time zone {v1!r}: use an IANA name like Europe/Berlin.").format(
+                v1=name[:64]
+            ),
         )
     profile = profile_for(user)
     if profile.time_zone != name:
@@ -89,4 +95,28 @@ def profile_time_zone_set(*, user: Any, time_zone: str) -> Profile:
     # A cache that is down has nothing to forget; the middleware then reads the profile.
     with contextlib.suppress(Exception):
         cache.delete(time_zone_cache_key(user.pk))
+    return profile
+
+
+# --- language -----------------------------------------------------------------------------------
+
+
+def language_cache_key(user_id: int) -> str:
+    return f"user-lang:{user_id}"
+
+
+def profile_language_set(*, user: Any, language: str) -> Profile:
+    """Show this user's pages, notifications and emails in one of the site's languages
+    (settings.LANGUAGES); anything else is refused."""
+    code = str(language or "").strip().lower()
+    if code not in {c for c, _ in settings.LANGUAGES}:
+        raise ValidationFailed.for_field(
+            "language", _("Unknown language %(code)r.") % {"code": code[:16]}
+        )
+    profile = profile_for(user)
+    if profile.language != code:
+        Profile.objects.filter(pk=profile.pk).update(language=code)
+        profile.language = code
+    with contextlib.suppress(Exception):
+        cache.delete(language_cache_key(user.pk))
     return profile

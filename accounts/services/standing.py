@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.models import Profile, ProfileEvent
 from accounts.selectors import LIMITS_CURRENCY, kyc_limits, profile_for, trading_block_reason
@@ -27,7 +28,7 @@ def profile_freeze(*, user: Any, actor: Any, reason: str) -> Profile:
     """Stop a user's new offers and trades (needs `accounts.freeze_account`); trades already
     open and their settlements go on."""
     if actor is not None and not actor.has_perm("accounts.freeze_account"):
-        raise PermissionDenied("Only a moderator can freeze accounts.")
+        raise PermissionDenied(gettext("Only a moderator can freeze accounts."))
     text = _reason(reason, required=True)
     with transaction.atomic():
         profile = _locked_profile(user)
@@ -43,7 +44,7 @@ def profile_freeze(*, user: Any, actor: Any, reason: str) -> Profile:
 def profile_unfreeze(*, user: Any, actor: Any) -> Profile:
     """Let a frozen user trade again (needs `accounts.freeze_account`)."""
     if actor is not None and not actor.has_perm("accounts.freeze_account"):
-        raise PermissionDenied("Only a moderator can unfreeze accounts.")
+        raise PermissionDenied(gettext("Only a moderator can unfreeze accounts."))
     with transaction.atomic():
         profile = _locked_profile(user)
         if profile.is_frozen:
@@ -64,9 +65,14 @@ def profile_penalize(*, user: Any, actor: Any, reason: str, suspend_days: int = 
     (a longer suspension already running is kept). The caller (a moderator's dispute decision)
     has checked the actor's right to decide."""
     if isinstance(suspend_days, bool) or not isinstance(suspend_days, int):
-        raise ValidationFailed.for_field("suspend_days", "Whole days, 0 to 365.")
+        raise ValidationFailed.for_field("suspend_days", gettext("Whole days, 0 to 365."))
     if not 0 <= suspend_days <= MAX_SUSPENSION_DAYS:
-        raise ValidationFailed.for_field("suspend_days", f"Whole days, 0 to {MAX_SUSPENSION_DAYS}.")
+        raise ValidationFailed.for_field(
+            "suspend_days",
+            gettext("Whole days, 0 to {MAX_SUSPENSION_DAYS}.").format(
+                MAX_SUSPENSION_DAYS=MAX_SUSPENSION_DAYS
+            ),
+        )
     text = _reason(reason)
     with transaction.atomic():
         profile = _locked_profile(user)
@@ -145,9 +151,10 @@ def trade_limits_enforce(
                 )
                 raise ValidationFailed(message, fields={field: [message]}, code="limit_exceeded")
             raise Conflict(
-                f"This trade ({_eur(value_eur)}) is over the other party's per-trade limit; "
-                "try a smaller amount.",
-                fields={field: ["Over the other party's per-trade limit."]},
+                gettext(
+                    "This trade ({v1}) is over the other party's per-trade limit; try a smaller amount."
+                ).format(v1=_eur(value_eur)),
+                fields={field: [gettext("Over the other party's per-trade limit.")]},
                 code="counterparty_limit",
             )
         total = volumes.get(user_id, Decimal(0)) + value_eur
@@ -161,9 +168,11 @@ def trade_limits_enforce(
                 )
                 raise ValidationFailed(message, fields={field: [message]}, code="limit_exceeded")
             raise Conflict(
-                "This trade would take the other party over their 30-day trading limit; try a "
-                "smaller amount or another offer.",
-                fields={field: ["Over the other party's 30-day limit."]},
+                gettext(
+                    "This trade would take the other party over their 30-day trading limit; try a "
+                    "smaller amount or another offer."
+                ),
+                fields={field: [gettext("Over the other party's 30-day limit.")]},
                 code="counterparty_limit",
             )
 
@@ -200,6 +209,6 @@ def ensure_can_withdraw(*, user: Any) -> None:
     """A frozen account withdraws nothing ("suspected fraud" means the money stays)."""
     if Profile.objects.filter(user_id=user.pk, is_frozen=True).exists():
         raise PermissionDenied(
-            "Your account is frozen: withdrawals are stopped until support clears it.",
+            gettext("Your account is frozen: withdrawals are stopped until support clears it."),
             code="account_frozen",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from common.errors import (
     InvalidTransition,
@@ -35,7 +36,9 @@ def totp_setup_start(*, user: Any, new_secret: bool = False) -> tuple[Any, str]:
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     if has_two_factor(user):
-        raise InvalidTransition("Two-factor authentication is already on.", code="otp_exists")
+        raise InvalidTransition(
+            gettext("Two-factor authentication is already on."), code="otp_exists"
+        )
     with transaction.atomic():
         pending = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False)
         device = None if new_secret else pending.order_by("-id").first()
@@ -50,11 +53,11 @@ def totp_setup_confirm(*, user: Any, token: str) -> Any:
     changes nothing: the same secret waits for a right one."""
     device = totp_device(user, confirmed=False)
     if device is None:
-        raise InvalidTransition("Start the setup first.", code="otp_not_started")
+        raise InvalidTransition(gettext("Start the setup first."), code="otp_not_started")
     if not device.verify_token(str(token or "").strip()):
         raise ValidationFailed(
-            "otp: that code is not right; check your phone's clock.",
-            fields={"otp": ["Wrong code."]},
+            gettext("otp: that code is not right; check your phone's clock."),
+            fields={"otp": [gettext("Wrong code.")]},
         )
     device.confirmed = True
     device.save(update_fields=["confirmed"])
@@ -78,13 +81,13 @@ def require_second_factor(*, user: Any, otp: str | None) -> None:
     token = str(otp or "").strip()
     if not token:
         raise PermissionDenied(
-            "otp: enter the 6-digit code from your authenticator app.",
-            fields={"otp": ["Required: two-factor authentication is on."]},
+            gettext("otp: enter the 6-digit code from your authenticator app."),
+            fields={"otp": [gettext("Required: two-factor authentication is on.")]},
             code="otp_required",
         )
     if not device.verify_token(token):
         raise PermissionDenied(
-            "otp: that code is wrong or was already used.",
-            fields={"otp": ["Wrong code."]},
+            gettext("otp: that code is wrong or was already used."),
+            fields={"otp": [gettext("Wrong code.")]},
             code="otp_invalid",
         )

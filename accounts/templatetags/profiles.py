@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import template
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from common.l10n import format_decimal
 
 register = template.Library()
 
-TIER_LABELS = {0: "Unverified", 1: "Verified · tier 1", 2: "Verified · tier 2"}
+TIER_LABELS = {
+    0: gettext_lazy("Unverified"),
+    1: gettext_lazy("Verified · tier 1"),
+    2: gettext_lazy("Verified · tier 2"),
+}
 
 
 @register.filter
 def tier_label(tier: Any) -> str:
     try:
-        return TIER_LABELS.get(int(tier), f"Tier {tier}")
+        return str(TIER_LABELS.get(int(tier), _("Tier %(tier)s") % {"tier": tier}))
     except (TypeError, ValueError):
         return ""
 
@@ -26,14 +35,16 @@ def duration(seconds: Any) -> str:
         return "—"
     total = int(seconds)
     if total < 60:
-        return f"{total} s"
-    minutes, _ = divmod(total, 60)
+        return _("%(n)s s") % {"n": total}
+    minutes = total // 60
     if minutes < 60:
-        return f"{minutes} min"
+        return _("%(n)s min") % {"n": minutes}
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
+        if minutes:
+            return _("%(h)s h %(m)s min") % {"h": hours, "m": minutes}
+        return _("%(h)s h") % {"h": hours}
+    return _("%(n)s days") % {"n": hours // 24}
 
 
 @register.filter
@@ -41,5 +52,5 @@ def eur(value: Any) -> str:
     """A EUR amount of a limit: 1,000 or 1,250.50."""
     if value is None:
         return "—"
-    text = f"{value:,.2f}"
-    return text.removesuffix(".00")
+    text = format_decimal(Decimal(str(value)), 2)
+    return text[:-3] if text[-3:-2] in ".," and text.endswith("00") else text

@@ -16,6 +16,7 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from common.l10n import localize_number
 from common.money import fmt_fiat, quantum
 
 register = template.Library()
@@ -90,19 +91,22 @@ def amount_html(value: Any, asset: Any) -> SafeString | str:
         return ""
     shown = amount_shown(value, asset)
     rounded = _decimal(shown) != _decimal(value)
+    # What people read is in their language's symbols ("0,038461" in es); what a copy takes
+    # (data-exact) is the one plain format the forms and the API read in every language.
     return format_html(
         '<span class="{}" title="{}" data-exact="{}">{}</span>',
         "amount amount-rounded" if rounded else "amount",
+        localize_number(exact),
         exact,
-        exact,
-        shown,
+        localize_number(shown),
     )
 
 
 @register.filter
 def amount_text(value: Any, asset: Any) -> str:
-    """`{{ x|amount_text:asset }}`: the shown amount as plain text (a page title, an attribute)."""
-    return amount_shown(value, asset)
+    """`{{ x|amount_text:asset }}`: the shown amount as plain text (a page title, an attribute),
+    in the active language's symbols."""
+    return localize_number(amount_shown(value, asset))
 
 
 @register.filter
@@ -124,7 +128,7 @@ def percent(value: Any) -> str:
     number = _decimal(value)
     if number is None:
         return "—"
-    text = format(number.normalize(), "f")
+    text = localize_number(format(number.normalize(), "f"))
     return f"{text}%"
 
 
@@ -134,5 +138,5 @@ def signed(value: Any) -> str:
     number = _decimal(value)
     if number is None:
         return ""
-    text = format(number.normalize(), "f")
+    text = localize_number(format(number.normalize(), "f"))
     return f"+{text}%" if number > 0 else f"{text}%"

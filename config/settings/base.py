@@ -23,6 +23,22 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
 USE_I18N = True
+# --- LANGUAGES (issue 20: i18n; LocaleMiddleware below, catalogues in locale/) ---
+# The languages of the site: the browser's Accept-Language picks one for a visitor, the language
+# selector (accounts.views.language_set) stores a user's choice on their profile. Catalogues are
+# compiled to .mo by `manage.py compilecatalogs` (Babel, no system gettext needed).
+LANGUAGES = [
+    ("en", "English"),
+    ("es", "Español"),
+    ("pt-br", "Português (Brasil)"),
+    ("ru", "Русский"),
+    ("ar", "العربية"),
+]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+LANGUAGE_COOKIE_NAME = "lang"
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+# --- end LANGUAGES ---
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -169,6 +185,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language: the cookie of the language selector, else Accept-Language (issue 20).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     # --- issue 17: the lean API path. Each `config.middleware.*NotForApi` is the middleware it
     # names, skipped for /api/v1/ only (config/middleware.py says why each is safe to skip).
@@ -182,6 +200,8 @@ MIDDLEWARE = [
     "accounts.middleware.LastSeenMiddleware",
     # Times in the logged-in user's zone (issue 15: from the browser, stored on the profile).
     "config.middleware.TimeZoneNotForApi",  # accounts.middleware.TimeZoneMiddleware
+    # A logged-in user's pages in the language stored on their profile (issue 20).
+    "accounts.middleware.UserLanguageMiddleware",
     # Before any view: a login or signup records the device it came from.
     "config.middleware.DeviceCookieNotForApi",  # accounts.middleware.DeviceCookieMiddleware
     "config.middleware.HtmxNotForApi",  # django_htmx.middleware.HtmxMiddleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -20,7 +21,9 @@ class DisputeInput(serializers.Serializer):
     category = serializers.ChoiceField(
         choices=Dispute.Category.choices, default=Dispute.Category.OTHER
     )
-    reason = serializers.CharField(max_length=4000, help_text="What happened, for the moderator.")
+    reason = serializers.CharField(
+        max_length=4000, help_text=gettext_lazy("What happened, for the moderator.")
+    )
 
 
 class TradeDisputeApi(ApiView):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import InvalidTransition, NotFound, PermissionDenied
@@ -24,7 +25,7 @@ party_notice_listeners: list[Callable[..., None]] = []
 
 def _require_moderator(actor: Any) -> None:
     if not is_moderator(actor):
-        raise PermissionDenied("Only a moderator can do this.")
+        raise PermissionDenied(gettext("Only a moderator can do this."))
 
 
 def _audit(*, actor: Any, action: str, dispute: Dispute, reason: str = "") -> None:
@@ -64,10 +65,12 @@ def _locked(dispute_id: int) -> Dispute:
         .first()
     )
     if dispute is None:
-        raise NotFound(f"Dispute #{dispute_id} not found.")
+        raise NotFound(gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id))
     return dispute
 
 
 def _open_for_changes(dispute: Dispute) -> None:
     if dispute.status == Dispute.Status.DECIDED:
-        raise InvalidTransition(f"Dispute #{dispute.pk} was decided; it can't be changed.")
+        raise InvalidTransition(
+            gettext("Dispute #{pk} was decided; it can't be changed.").format(pk=dispute.pk)
+        )

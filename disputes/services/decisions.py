@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts import services as accounts
 from common.errors import InvalidTransition, PermissionDenied, ValidationFailed
@@ -45,12 +46,13 @@ def dispute_decide(
     reason = (reason or "").strip()
     if len(reason) < 10:
         raise ValidationFailed(
-            "reason: both parties read it; explain the decision (at least 10 characters).",
-            fields={"reason": ["Explain the decision (at least 10 characters)."]},
+            gettext("reason: both parties read it; explain the decision (at least 10 characters)."),
+            fields={"reason": [gettext("Explain the decision (at least 10 characters).")]},
         )
     if outcome not in Dispute.Outcome.values:
         raise ValidationFailed(
-            "outcome: release, refund or split.", fields={"outcome": ["Choose an outcome."]}
+            gettext("outcome: release, refund or split."),
+            fields={"outcome": [gettext("Choose an outcome.")]},
         )
     with durable_atomic():
         dispute = _locked(dispute_id)
@@ -61,8 +63,8 @@ def dispute_decide(
         if outcome == Dispute.Outcome.SPLIT:
             if buyer_amount in (None, ""):
                 raise ValidationFailed(
-                    "buyer_amount: a split needs the buyer's share.",
-                    fields={"buyer_amount": ["Required for a split."]},
+                    gettext("buyer_amount: a split needs the buyer's share."),
+                    fields={"buyer_amount": [gettext("Required for a split.")]},
                 )
             share = parse_amount(
                 buyer_amount, precision=trade.asset.precision, field="buyer_amount"
@@ -113,10 +115,12 @@ def dispute_approve(*, dispute_id: int, actor: Any) -> Dispute:
         dispute = _locked(dispute_id)
         escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
         if dispute.status != Dispute.Status.AWAITING_APPROVAL:
-            raise InvalidTransition(f"Dispute #{dispute.pk} has no decision awaiting approval.")
+            raise InvalidTransition(
+                gettext("Dispute #{pk} has no decision awaiting approval.").format(pk=dispute.pk)
+            )
         if dispute.proposed_by_id == actor.pk:
             raise PermissionDenied(
-                "Another moderator must approve your own proposal (four eyes).",
+                gettext("Another moderator must approve your own proposal (four eyes)."),
                 code="four_eyes",
             )
         _audit(actor=actor, action=f"approve_{dispute.outcome}", dispute=dispute)
@@ -131,7 +135,9 @@ def dispute_send_back(*, dispute_id: int, actor: Any, reason: str) -> Dispute:
         dispute = _locked(dispute_id)
         escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
         if dispute.status != Dispute.Status.AWAITING_APPROVAL:
-            raise InvalidTransition(f"Dispute #{dispute.pk} has no decision awaiting approval.")
+            raise InvalidTransition(
+                gettext("Dispute #{pk} has no decision awaiting approval.").format(pk=dispute.pk)
+            )
         dispute.status = Dispute.Status.IN_REVIEW
         dispute.proposed_by = None
         dispute.proposed_at = None

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import NotFound, ValidationFailed
 from common.transactions import durable_atomic
@@ -58,13 +59,18 @@ def dispute_request_evidence(
     _require_moderator(actor)
     if party not in ("buyer", "seller", "both"):
         raise ValidationFailed(
-            "party: buyer, seller or both.", fields={"party": ["Choose buyer, seller or both."]}
+            gettext("party: buyer, seller or both."),
+            fields={"party": [gettext("Choose buyer, seller or both.")]},
         )
     note = (note or "").strip()
     if not note:
-        raise ValidationFailed("note: say what you need.", fields={"note": ["Say what you need."]})
+        raise ValidationFailed(
+            gettext("note: say what you need."), fields={"note": [gettext("Say what you need.")]}
+        )
     if not 1 <= int(hours) <= 168:
-        raise ValidationFailed("hours: 1 to 168.", fields={"hours": ["1 to 168 hours."]})
+        raise ValidationFailed(
+            gettext("hours: 1 to 168."), fields={"hours": [gettext("1 to 168 hours.")]}
+        )
     with durable_atomic():
         dispute = _locked(dispute_id)
         escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
@@ -96,7 +102,7 @@ def dispute_file_read(*, dispute_id: int, actor: Any) -> None:
     the append-only moderators' audit, which no moderator can edit."""
     dispute = Dispute.objects.select_related("trade").filter(pk=dispute_id).first()
     if dispute is None:
-        raise NotFound(f"Dispute #{dispute_id} not found.")
+        raise NotFound(gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id))
     escrow.require_impartial_moderator(trade=dispute.trade, actor=actor)
     _audit(actor=actor, action="read_file", dispute=dispute)
 
@@ -106,7 +112,7 @@ def dispute_moderator_message(*, dispute_id: int, actor: Any, text: str) -> Any:
     _require_moderator(actor)
     dispute = Dispute.objects.filter(pk=dispute_id).first()
     if dispute is None:
-        raise NotFound(f"Dispute #{dispute_id} not found.")
+        raise NotFound(gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id))
     with durable_atomic():
         message = escrow_services.trade_message_send(
             trade_id=dispute.trade_id, actor=actor, text=text, as_moderator=True

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from common.errors import NotFound, ValidationFailed
 from common.files import check_upload, name_for_type
@@ -29,13 +30,14 @@ def dispute_open(*, trade_id: int, actor: Any, category: str, text: str) -> Disp
     """A party opens a dispute: the trade moves to `disputed` and the dispute is recorded, together."""
     if category not in Dispute.Category.values:
         raise ValidationFailed(
-            "category: choose a reason.", fields={"category": ["Choose a reason."]}
+            gettext("category: choose a reason."),
+            fields={"category": [gettext("Choose a reason.")]},
         )
     text = (text or "").strip()
     if len(text) < 10:
         raise ValidationFailed(
-            "text: describe what happened (at least 10 characters).",
-            fields={"text": ["Describe what happened (at least 10 characters)."]},
+            gettext("text: describe what happened (at least 10 characters)."),
+            fields={"text": [gettext("Describe what happened (at least 10 characters).")]},
         )
     with durable_atomic():
         label = Dispute.Category(category).label
@@ -61,7 +63,8 @@ def evidence_submit(
     statement = (statement or "").strip()
     if not statement and file is None:
         raise ValidationFailed(
-            "statement: write a statement or attach a file.", fields={"statement": ["Required."]}
+            gettext("statement: write a statement or attach a file."),
+            fields={"statement": [gettext("Required.")]},
         )
     content_type = ""
     if file is not None:
@@ -74,7 +77,9 @@ def evidence_submit(
     with durable_atomic():
         dispute = _locked(dispute_id)
         if dispute.trade.role_of(actor) is None:
-            raise NotFound(f"Dispute #{dispute_id} not found.")
+            raise NotFound(
+                gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id)
+            )
         _open_for_changes(dispute)
         evidence = Evidence(
             dispute=dispute,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -32,8 +33,12 @@ class EventOut(serializers.Serializer[EscrowEvent]):
 class PaymentFieldOut(serializers.Serializer[dict[str, Any]]):
     key = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]  # a field named `label`
-    value = serializers.CharField(help_text="Exactly what to type or paste (the copy button's).")
-    display = serializers.CharField(help_text="How it reads, e.g. an IBAN in groups of four.")
+    value = serializers.CharField(
+        help_text=gettext_lazy("Exactly what to type or paste (the copy button's).")
+    )
+    display = serializers.CharField(
+        help_text=gettext_lazy("How it reads, e.g. an IBAN in groups of four.")
+    )
 
 
 class TradePaymentAccountOut(serializers.Serializer[TradePaymentAccount]):
@@ -42,7 +47,9 @@ class TradePaymentAccountOut(serializers.Serializer[TradePaymentAccount]):
     method = serializers.CharField(source="method_code")
     method_name = serializers.CharField()
     holder_verified = serializers.BooleanField(
-        help_text="The holder's name matched the seller's verified (KYC) name at opening."
+        help_text=gettext_lazy(
+            "The holder's name matched the seller's verified (KYC) name at opening."
+        )
     )
     details = PaymentFieldOut(source="fields", many=True)
 

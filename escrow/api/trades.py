@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -39,13 +40,15 @@ class OfferTakeApi(ApiView):
         class Meta:
             ref_name = "OfferTakeInput"
 
-        amount = AmountInput(required=False, help_text="In the asset.")
-        fiat_amount = AmountInput(required=False, help_text="In the offer's fiat.")
+        amount = AmountInput(required=False, help_text=gettext_lazy("In the asset."))
+        fiat_amount = AmountInput(required=False, help_text=gettext_lazy("In the offer's fiat."))
         payment_method = serializers.CharField(required=False, max_length=32)
         payment_account = serializers.IntegerField(
             required=False,
-            help_text="Taking a buy offer (you sell): the id of your saved account for the "
-            "payment method, which the buyer pays into. A sell offer's is the one its maker named.",
+            help_text=gettext_lazy(
+                "Taking a buy offer (you sell): the id of your saved account for the "
+                "payment method, which the buyer pays into. A sell offer's is the one its maker named."
+            ),
         )
 
     @extend_schema(
@@ -80,7 +83,7 @@ class MatchApi(ApiView):
             ref_name = "MatchInput"
 
         side = serializers.ChoiceField(
-            choices=["buy", "sell"], help_text="What you want to do with the asset."
+            choices=["buy", "sell"], help_text=gettext_lazy("What you want to do with the asset.")
         )
         asset = serializers.CharField(max_length=12)
         fiat = serializers.CharField(max_length=3)
@@ -128,7 +131,8 @@ class TradeListApi(ApiView):
         state = request.query_params.get("state") or None
         if state and state not in Trade.State.values:
             raise ValidationFailed(
-                f"state: unknown state {state!r}.", fields={"state": ["Unknown state."]}
+                gettext("state: unknown state {state!r}.").format(state=state),
+                fields={"state": [gettext("Unknown state.")]},
             )
         qs = escrow_selectors.trade_list_for_user(user=request.user, state=state)
         qs = qs.select_related("payment_account").prefetch_related(
@@ -170,7 +174,9 @@ class TradeMessagesApi(ApiView):
             ref_name = "MessageInput"
 
         text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-        attachment = serializers.FileField(required=False, help_text="PNG, JPEG, GIF, WebP or PDF")
+        attachment = serializers.FileField(
+            required=False, help_text=gettext_lazy("PNG, JPEG, GIF, WebP or PDF")
+        )
 
     @extend_schema(
         operation_id="trades_messages_list", responses={200: paginated(MessageOut), **ERRORS}
@@ -223,7 +229,9 @@ class FeedbackOut(serializers.Serializer[Feedback]):
     rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
     comment = serializers.CharField()
     created_at = serializers.DateTimeField()
-    reply = serializers.CharField(help_text="The target's one reply; empty until they reply.")
+    reply = serializers.CharField(
+        help_text=gettext_lazy("The target's one reply; empty until they reply.")
+    )
     replied_at = serializers.DateTimeField(allow_null=True)
 
 

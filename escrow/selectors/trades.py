@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import NotFound
@@ -47,7 +48,7 @@ def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
         .first()
     )
     if trade is None or not may_read_trade(trade, user):
-        raise NotFound(f"Trade #{trade_id} not found.")
+        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
     return trade
 
 
@@ -67,7 +68,7 @@ def trade_message_attachment(*, trade_id: int, message_id: int, user: Any) -> An
         TradeMessage.objects.filter(pk=message_id, trade_id=trade_id).exclude(attachment="").first()
     )
     if not allowed or message is None:
-        raise NotFound("Attachment not found.")
+        raise NotFound(gettext("Attachment not found."))
     return message
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts import services as accounts
 from accounts.selectors import (
@@ -85,7 +86,7 @@ def trade_quote(*, offer: Offer, amount: Any = None, fiat_amount: Any = None) ->
     again under the offer's lock."""
     if (amount in (None, "")) == (fiat_amount in (None, "")):
         raise ValidationFailed.for_field(
-            "amount", "Give either amount (in the asset) or fiat_amount, not both."
+            "amount", gettext("Give either amount (in the asset) or fiat_amount, not both.")
         )
     qty, fiat_total, price, field = market.offer_quantity(
         offer=offer, amount=amount, fiat_amount=fiat_amount
@@ -114,8 +115,9 @@ def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
         unpaid = Trade.objects.filter(buyer_id=taker.pk, state=Trade.State.FUNDED).count()
         if unpaid >= settings.MAX_UNPAID_TRADES:
             raise Conflict(
-                f"You have {unpaid} trades waiting for your payment; pay or cancel one before "
-                "taking another.",
+                gettext(
+                    "You have {unpaid} trades waiting for your payment; pay or cancel one before taking another."
+                ).format(unpaid=unpaid),
                 code="too_many_unpaid_trades",
             )
     since = timezone.now() - timedelta(minutes=1)
@@ -124,7 +126,9 @@ def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
     ).count()
     if recent >= settings.TAKES_PER_MAKER_PER_MINUTE:
         raise Conflict(
-            f"You opened {recent} trades with this maker in the last minute; wait a minute.",
+            gettext(
+                "You opened {recent} trades with this maker in the last minute; wait a minute."
+            ).format(recent=recent),
             code="rate_limited",
         )
 
@@ -155,7 +159,7 @@ def trade_open(
     accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
         raise ValidationFailed.for_field(
-            "amount", "Give either amount (in the asset) or fiat_amount, not both."
+            "amount", gettext("Give either amount (in the asset) or fiat_amount, not both.")
         )
     with durable_atomic():
         offer = market.offer_lock_for_taking(offer_id=offer_id, taker=taker)
@@ -164,19 +168,27 @@ def trade_open(
         parties = accounts.profiles_lock(user_ids=[offer.maker_id, taker.pk])
         accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
         if trading_block_reason(parties[offer.maker_id]):
-            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+            raise Conflict(
+                gettext("Offer #{pk} can't be taken right now.").format(pk=offer.pk),
+                code="offer_unavailable",
+            )
         # The daily cancellation limit (escrow.services.cancellations) pauses buying: taking a
         # sell offer, or a buy offer whose maker would be the buyer (the book hides those).
         buyer_id = taker.pk if offer.side == Offer.Side.SELL else offer.maker_id
         if paused := buying_block_reason(parties[buyer_id]):
             if buyer_id == taker.pk:
                 raise PermissionDenied(paused, code="buying_suspended")
-            raise Conflict(f"Offer #{offer.pk} can't be taken right now.", code="offer_unavailable")
+            raise Conflict(
+                gettext("Offer #{pk} can't be taken right now.").format(pk=offer.pk),
+                code="offer_unavailable",
+            )
         _taker_within_abuse_limits(offer=offer, taker=taker)
         # Sock puppets: never say which signal linked them (it would teach how to evade it).
         if accounts_linked(user_id=offer.maker_id, other_id=taker.pk):
             raise PermissionDenied(
-                f"Offer #{offer.pk} isn't open to you: your accounts are related.",
+                gettext("Offer #{pk} isn't open to you: your accounts are related.").format(
+                    pk=offer.pk
+                ),
                 code="linked_accounts",
             )
         unmet = offer_unmet_requirements(
@@ -194,7 +206,9 @@ def trade_open(
         )
         if unmet:
             raise PermissionDenied(
-                f"Offer #{offer.pk} isn't open to you: {' '.join(unmet)}",
+                gettext("Offer #{pk} isn't open to you: {v1}").format(
+                    pk=offer.pk, v1=" ".join(unmet)
+                ),
                 code="requirement_not_met",
             )
         quote = trade_quote(offer=offer, amount=amount, fiat_amount=fiat_amount)
@@ -248,8 +262,9 @@ def trade_open(
         except InsufficientFunds as exc:
             who = "Your" if seller.pk == taker.pk else "The seller's"
             raise InsufficientFunds(
-                f"{who} {asset.code} balance doesn't cover {fmt(trade.hold_amount, asset.precision)} "
-                f"{asset.code} (amount plus fee).",
+                gettext("{who} {code} balance doesn't cover {v1} {code} (amount plus fee).").format(
+                    who=who, code=asset.code, v1=fmt(trade.hold_amount, asset.precision)
+                ),
                 fields=exc.fields,
             ) from None
         trade.save(update_fields=["escrow_hold"])
@@ -283,7 +298,7 @@ def _match_candidates(
     """Quick trade's candidates, best price first: offers on the other side that fit the fiat
     amount and are open to the taker. (the parsed fiat amount, the fiat, the offers)"""
     if side not in Offer.Side.values:
-        raise ValidationFailed.for_field("side", "Choose buy or sell.")
+        raise ValidationFailed.for_field("side", gettext("Choose buy or sell."))
     fiat_obj = fiat_get(code=fiat)
     value = parse_fiat_amount(fiat_amount, fiat=fiat_obj, field="fiat_amount")
     # side is what the taker wants to do: buying means taking sell offers.
@@ -347,7 +362,12 @@ def trade_match(
             if exc.code != "linked_accounts":
                 raise
             continue  # a related account's offer: another maker's may fit
-    raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
+    raise NotFound(
+        gettext("No {asset} offer fits {value} {code} right now.").format(
+            asset=asset, value=value, code=fiat_obj.code
+        ),
+        code="no_match",
+    )
 
 
 def trade_match_quote(
@@ -374,4 +394,9 @@ def trade_match_quote(
             return trade_quote(offer=offer, fiat_amount=value)
         except (ValidationFailed, Conflict):
             continue  # e.g. below the smallest amount traded: the next best may fit
-    raise NotFound(f"No {asset} offer fits {value} {fiat_obj.code} right now.", code="no_match")
+    raise NotFound(
+        gettext("No {asset} offer fits {value} {code} right now.").format(
+            asset=asset, value=value, code=fiat_obj.code
+        ),
+        code="no_match",
+    )

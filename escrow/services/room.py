@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import (
@@ -31,13 +32,13 @@ message_listeners: list[Callable[[TradeMessage], None]] = []
 def _trade_for(trade_id: int, actor: Any, *, as_moderator: bool) -> Trade:
     trade = Trade.objects.filter(pk=trade_id).first()
     if trade is None:
-        raise NotFound(f"Trade #{trade_id} not found.")
+        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
     if as_moderator:
         if not is_moderator(actor):
-            raise PermissionDenied("Only a moderator can write as moderator.")
+            raise PermissionDenied(gettext("Only a moderator can write as moderator."))
         require_impartial_moderator(trade=trade, actor=actor)
     elif trade.role_of(actor) is None:
-        raise NotFound(f"Trade #{trade_id} not found.")
+        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
     return trade
 
 
@@ -47,7 +48,10 @@ def _require_chat_open(*, trade: Trade, actor: Any) -> None:
     if trade.state in FINAL_STATES:
         # A final trade has no open dispute, so this closes the room to moderators too.
         raise Conflict(
-            f"Trade #{trade.pk} is {trade.state}: its chat is read-only.", code="chat_closed"
+            gettext("Trade #{pk} is {state}: its chat is read-only.").format(
+                pk=trade.pk, state=trade.state
+            ),
+            code="chat_closed",
         )
     limit = settings.CHAT_MESSAGES_PER_MINUTE
     recent = TradeMessage.objects.filter(
@@ -55,7 +59,9 @@ def _require_chat_open(*, trade: Trade, actor: Any) -> None:
     ).count()
     if recent >= limit:
         raise RateLimited(
-            f"At most {limit} messages a minute in one trade's chat; wait a moment and resend."
+            gettext(
+                "At most {limit} messages a minute in one trade's chat; wait a moment and resend."
+            ).format(limit=limit)
         )
 
 
@@ -68,12 +74,21 @@ def trade_message_send(
     text = (text or "").strip()
     if not text and attachment is None:
         raise ValidationFailed(
-            "text: write a message or attach a file.", fields={"text": ["Write something."]}
+            gettext("text: write a message or attach a file."),
+            fields={"text": [gettext("Write something.")]},
         )
     if len(text) > MAX_MESSAGE_LENGTH:
         raise ValidationFailed(
-            f"text: at most {MAX_MESSAGE_LENGTH} characters.",
-            fields={"text": [f"At most {MAX_MESSAGE_LENGTH} characters."]},
+            gettext("text: at most {MAX_MESSAGE_LENGTH} characters.").format(
+                MAX_MESSAGE_LENGTH=MAX_MESSAGE_LENGTH
+            ),
+            fields={
+                "text": [
+                    gettext("At most {MAX_MESSAGE_LENGTH} characters.").format(
+                        MAX_MESSAGE_LENGTH=MAX_MESSAGE_LENGTH
+                    )
+                ]
+            },
         )
     content_type = ""
     if attachment is not None:
@@ -140,18 +155,28 @@ def feedback_leave(*, trade_id: int, actor: Any, rating: str, comment: str = "")
     trade = _trade_for(trade_id, actor, as_moderator=False)
     if trade.state not in FEEDBACK_STATES:
         raise InvalidTransition(
-            f"Trade #{trade.pk} is {trade.state}: feedback opens once it is completed or "
-            "resolved, and never on a cancelled or expired trade."
+            gettext(
+                "Trade #{pk} is {state}: feedback opens once it is completed or resolved, and never on a cancelled or expired trade."
+            ).format(pk=trade.pk, state=trade.state)
         )
     if rating not in Feedback.Rating.values:
         raise ValidationFailed(
-            "rating: positive or negative.", fields={"rating": ["Choose positive or negative."]}
+            gettext("rating: positive or negative."),
+            fields={"rating": [gettext("Choose positive or negative.")]},
         )
     comment = (comment or "").strip()
     if len(comment) > MAX_FEEDBACK_LENGTH:
         raise ValidationFailed(
-            f"comment: at most {MAX_FEEDBACK_LENGTH} characters.",
-            fields={"comment": [f"At most {MAX_FEEDBACK_LENGTH} characters."]},
+            gettext("comment: at most {MAX_FEEDBACK_LENGTH} characters.").format(
+                MAX_FEEDBACK_LENGTH=MAX_FEEDBACK_LENGTH
+            ),
+            fields={
+                "comment": [
+                    gettext("At most {MAX_FEEDBACK_LENGTH} characters.").format(
+                        MAX_FEEDBACK_LENGTH=MAX_FEEDBACK_LENGTH
+                    )
+                ]
+            },
         )
     target = trade.seller if trade.role_of(actor) == "buyer" else trade.buyer
     with transaction.atomic():
@@ -161,7 +186,9 @@ def feedback_leave(*, trade_id: int, actor: Any, rating: str, comment: str = "")
             defaults={"target": target, "rating": rating, "comment": comment},
         )
     if not created:
-        raise InvalidTransition("You already left feedback on this trade.", code="feedback_exists")
+        raise InvalidTransition(
+            gettext("You already left feedback on this trade."), code="feedback_exists"
+        )
     return feedback
 
 
@@ -169,20 +196,36 @@ def feedback_reply(*, feedback_id: int, actor: Any, text: str) -> Feedback:
     """The trader a feedback is about answers it, once; nobody else can."""
     text = (text or "").strip()
     if not text:
-        raise ValidationFailed("text: write your reply.", fields={"text": ["Write your reply."]})
+        raise ValidationFailed(
+            gettext("text: write your reply."), fields={"text": [gettext("Write your reply.")]}
+        )
     if len(text) > MAX_FEEDBACK_LENGTH:
         raise ValidationFailed(
-            f"text: at most {MAX_FEEDBACK_LENGTH} characters.",
-            fields={"text": [f"At most {MAX_FEEDBACK_LENGTH} characters."]},
+            gettext("text: at most {MAX_FEEDBACK_LENGTH} characters.").format(
+                MAX_FEEDBACK_LENGTH=MAX_FEEDBACK_LENGTH
+            ),
+            fields={
+                "text": [
+                    gettext("At most {MAX_FEEDBACK_LENGTH} characters.").format(
+                        MAX_FEEDBACK_LENGTH=MAX_FEEDBACK_LENGTH
+                    )
+                ]
+            },
         )
     with transaction.atomic():
         feedback = Feedback.objects.select_for_update().filter(pk=feedback_id).first()
         if feedback is None:
-            raise NotFound(f"Feedback #{feedback_id} not found.")
+            raise NotFound(
+                gettext("Feedback #{feedback_id} not found.").format(feedback_id=feedback_id)
+            )
         if feedback.target_id != getattr(actor, "pk", None):
-            raise PermissionDenied("Only the trader this feedback is about can reply to it.")
+            raise PermissionDenied(
+                gettext("Only the trader this feedback is about can reply to it.")
+            )
         if feedback.replied_at is not None:
-            raise InvalidTransition("You already replied to this feedback.", code="reply_exists")
+            raise InvalidTransition(
+                gettext("You already replied to this feedback."), code="reply_exists"
+            )
         feedback.reply = text
         feedback.replied_at = timezone.now()
         feedback.save(update_fields=["reply", "replied_at"])

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import InvalidTransition, NotFound
 from common.transactions import durable_atomic
@@ -458,11 +459,16 @@ def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
         # Locked: two moderators retrying together queue it once (the second is refused).
         settlement = Settlement.objects.select_for_update().filter(pk=settlement_id).first()
         if settlement is None:
-            raise NotFound(f"Settlement #{settlement_id} not found.")
+            raise NotFound(
+                gettext("Settlement #{settlement_id} not found.").format(
+                    settlement_id=settlement_id
+                )
+            )
         if settlement.status != Settlement.Status.FAILED:
             raise InvalidTransition(
-                f"Settlement #{settlement_id} is {settlement.status}: only a failed one can be "
-                "retried."
+                gettext(
+                    "Settlement #{settlement_id} is {status}: only a failed one can be retried."
+                ).format(settlement_id=settlement_id, status=settlement.status)
             )
         attempts = settlement.attempts
         settlement.status = Settlement.Status.PENDING

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts import services as accounts
 from accounts.models import Profile
@@ -120,7 +121,7 @@ def dispute_opens_at(trade: Trade, *, now: datetime | None = None) -> datetime |
 
 def _require_moderator(actor: Any) -> None:
     if not is_moderator(actor):
-        raise PermissionDenied("Only a moderator can do this.")
+        raise PermissionDenied(gettext("Only a moderator can do this."))
 
 
 def require_impartial_moderator(*, trade: Trade, actor: Any) -> None:
@@ -129,7 +130,9 @@ def require_impartial_moderator(*, trade: Trade, actor: Any) -> None:
     _require_moderator(actor)
     if trade.role_of(actor) is not None:
         raise PermissionDenied(
-            f"You are a party to trade #{trade.pk}: another moderator must handle it.",
+            gettext("You are a party to trade #{pk}: another moderator must handle it.").format(
+                pk=trade.pk
+            ),
             code="conflict_of_interest",
         )
 
@@ -142,7 +145,7 @@ def _role(trade: Trade, actor: Any, as_moderator: bool) -> str:
         return MODERATOR
     role = trade.role_of(actor)
     if role is None:
-        raise NotFound(f"Trade #{trade.pk} not found.")
+        raise NotFound(gettext("Trade #{pk} not found.").format(pk=trade.pk))
     return role
 
 
@@ -161,7 +164,9 @@ def _escrow_transition(
         try:
             trade = Trade.objects.select_for_update().get(pk=trade_id)
         except Trade.DoesNotExist:
-            raise NotFound(f"Trade #{trade_id} not found.") from None
+            raise NotFound(
+                gettext("Trade #{trade_id} not found.").format(trade_id=trade_id)
+            ) from None
         role = _role(trade, actor, as_moderator)
         old = trade.state
         roles = TRANSITIONS.get((old, to))
@@ -169,15 +174,23 @@ def _escrow_transition(
         if role not in ever:
             # A move this party can never make is a permission matter, whatever the state.
             who = " or ".join(sorted(ever - {SYSTEM, MODERATOR} or ever))
-            raise PermissionDenied(f"Only the {who} can {ACTION_VERBS.get(to, to)}.")
+            raise PermissionDenied(
+                gettext("Only the {who} can {v1}.").format(who=who, v1=ACTION_VERBS.get(to, to))
+            )
         if roles is None:
             raise InvalidTransition(
-                f"Trade #{trade.pk} is {old}: it can no longer {ACTION_VERBS.get(to, to)}.",
+                gettext("Trade #{pk} is {old}: it can no longer {v1}.").format(
+                    pk=trade.pk, old=old, v1=ACTION_VERBS.get(to, to)
+                ),
                 fields={"state": [old]},
             )
         if role not in roles:
             allowed = " or ".join(sorted(roles))
-            raise PermissionDenied(f"Only the {allowed} can {ACTION_VERBS.get(to, to)} now.")
+            raise PermissionDenied(
+                gettext("Only the {allowed} can {v1} now.").format(
+                    allowed=allowed, v1=ACTION_VERBS.get(to, to)
+                )
+            )
         if guard:
             guard(trade)
         now = timezone.now()
@@ -272,7 +285,9 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
 
     def before_deadline(trade: Trade) -> None:
         if timezone.now() >= trade.payment_deadline:
-            raise InvalidTransition(f"Trade #{trade.pk}: the payment window has ended.")
+            raise InvalidTransition(
+                gettext("Trade #{pk}: the payment window has ended.").format(pk=trade.pk)
+            )
 
     with durable_atomic():
         return _escrow_transition(
@@ -337,7 +352,9 @@ def escrow_expire(*, trade_id: int) -> Trade:
 
     def deadline_passed(trade: Trade) -> None:
         if timezone.now() < trade.payment_deadline:
-            raise InvalidTransition(f"Trade #{trade.pk}: the payment window is still open.")
+            raise InvalidTransition(
+                gettext("Trade #{pk}: the payment window is still open.").format(pk=trade.pk)
+            )
 
     with durable_atomic():
         return _escrow_transition(
@@ -352,8 +369,9 @@ def escrow_expire(*, trade_id: int) -> Trade:
 def _dispute_delay_passed(trade: Trade) -> None:
     if (opens_at := dispute_opens_at(trade)) is not None:
         raise Conflict(
-            f"A dispute can be opened from {opens_at:%H:%M:%S} UTC, "
-            f"{int(settings.DISPUTE_DELAY.total_seconds() // 60)} minutes after payment.",
+            gettext(
+                "A dispute can be opened from {opens_at:%H:%M:%S} UTC, {v1} minutes after payment."
+            ).format(opens_at=opens_at, v1=int(settings.DISPUTE_DELAY.total_seconds() // 60)),
             code="dispute_too_early",
         )
 
@@ -390,15 +408,19 @@ def escrow_decide(
     to = DECISIONS.get(outcome)
     if to is None:
         raise ValidationFailed(
-            "outcome: release, refund or split.",
-            fields={"outcome": ["Choose release, refund or split."]},
+            gettext("outcome: release, refund or split."),
+            fields={"outcome": [gettext("Choose release, refund or split.")]},
         )
 
     def split_fits(trade: Trade) -> None:
         if to == S.SPLITTING and (buyer_amount is None or not 0 < buyer_amount < trade.amount):
             raise ValidationFailed(
-                f"buyer_amount: a split gives the buyer more than 0 and less than {trade.amount.normalize():f}.",
-                fields={"buyer_amount": ["Between 0 and the trade amount, both excluded."]},
+                gettext(
+                    "buyer_amount: a split gives the buyer more than 0 and less than {v1:f}."
+                ).format(v1=trade.amount.normalize()),
+                fields={
+                    "buyer_amount": [gettext("Between 0 and the trade amount, both excluded.")]
+                },
             )
 
     return _escrow_transition(

@@ -12,6 +12,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from common.errors import ApplicationError
@@ -50,7 +51,9 @@ def quick_trade(request: HttpRequest) -> HttpResponse:
             add_application_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+            messages.success(
+                request, gettext("Trade #{pk} opened. Follow the steps below.").format(pk=trade.pk)
+            )
             return redirect("trade_detail", trade_id=trade.pk)
     book = {k: request.POST.get(k, "") for k in ("side", "asset", "fiat", "payment_method")}
     context = order_book_context(request, book)
@@ -140,7 +143,10 @@ def offer_detail(request: HttpRequest, offer_id: int) -> HttpResponse:
                 add_application_error(form, exc)
                 status = exc.status
             else:
-                messages.success(request, f"Trade #{trade.pk} opened. Follow the steps below.")
+                messages.success(
+                    request,
+                    gettext("Trade #{pk} opened. Follow the steps below.").format(pk=trade.pk),
+                )
                 return redirect("trade_detail", trade_id=trade.pk)
     # The taker's verb: taking a sell offer buys the asset.
     verb = "Buy" if offer.side == Offer.Side.SELL else "Sell"

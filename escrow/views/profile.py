@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors as account_selectors
@@ -63,7 +64,7 @@ def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
     form = FeedbackReplyForm(request.POST)
     target = reverse("profile", args=[request.user.username])
     if not form.is_valid():
-        messages.error(request, "Write a reply of up to 500 characters.")
+        messages.error(request, gettext("Write a reply of up to 500 characters."))
         return redirect(target)
     try:
         escrow.feedback_reply(
@@ -72,5 +73,5 @@ def feedback_reply(request: HttpRequest, feedback_id: int) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Your reply is published.")
+        messages.success(request, gettext("Your reply is published."))
     return redirect(f"{target}#feedback-{feedback_id}")

@@ -16,6 +16,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -156,12 +157,12 @@ class FeedbackForm(forms.Form):
     """The room's feedback form; the rules (once, which states, the length) are the service's."""
 
     rating = forms.ChoiceField(
-        label="Your rating",
+        label=gettext_lazy("Your rating"),
         choices=[("positive", "👍 Positive"), ("negative", "👎 Negative")],
         widget=forms.RadioSelect,
     )
     comment = forms.CharField(
-        label="Comment (optional, public on their profile)",
+        label=gettext_lazy("Comment (optional, public on their profile)"),
         required=False,
         max_length=escrow.MAX_FEEDBACK_LENGTH,
         widget=forms.Textarea({"rows": 2}),
@@ -356,7 +357,7 @@ def trade_action(request: HttpRequest, trade_id: int, action: str) -> HttpRespon
     if request.method != "POST" or expected is None or request.POST.get("confirm") != "1":
         room = _trade_room(trade, request.user)
         if spec not in room["actions"]:
-            messages.info(request, "That step isn't available on this trade right now.")
+            messages.info(request, gettext("That step isn't available on this trade right now."))
             return redirect("trade_detail", trade_id=trade.pk)
         form = _room_form(spec.slug, request.POST or None)
         return render(
@@ -399,7 +400,7 @@ def trade_feedback(request: HttpRequest, trade_id: int) -> HttpResponse:
         except ApplicationError as exc:
             error, status = exc.message, exc.status
         else:
-            messages.success(request, "Thank you: your feedback is on their profile.")
+            messages.success(request, gettext("Thank you: your feedback is on their profile."))
             return redirect(f"{reverse('trade_detail', args=[trade.pk])}#feedback")
     context = _room_context(trade, request.user)
     context.update(_feedback_context(trade, request.user, role=context["role"], form=form))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, overload
 
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -33,8 +34,10 @@ class WalletOut(serializers.Serializer[Any]):
     pending_withdrawal = serializers.CharField()
     withdrawal_fee = serializers.CharField(
         allow_null=True,
-        help_text="The network fee a withdrawal costs now, in the asset (held with the amount; "
-        "send it back as max_fee). null: it can't be quoted right now.",
+        help_text=gettext_lazy(
+            "The network fee a withdrawal costs now, in the asset (held with the amount; "
+            "send it back as max_fee). null: it can't be quoted right now."
+        ),
     )
 
 
@@ -69,7 +72,9 @@ class WithdrawalOut(serializers.Serializer[Withdrawal]):
     id = serializers.IntegerField()
     asset = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
-    fee = serializers.SerializerMethodField(help_text="The network fee, held with the amount.")
+    fee = serializers.SerializerMethodField(
+        help_text=gettext_lazy("The network fee, held with the amount.")
+    )
     address = serializers.CharField()
     status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
     txid = serializers.CharField()
@@ -93,8 +98,10 @@ class WithdrawalCreateApi(ApiView):
         address = serializers.CharField(max_length=128)
         max_fee = AmountInput(
             required=False,
-            help_text="The network fee you were shown (GET /wallets/: withdrawal_fee): a "
-            "higher one now is refused (400, field max_fee) and nothing is held.",
+            help_text=gettext_lazy(
+                "The network fee you were shown (GET /wallets/: withdrawal_fee): a "
+                "higher one now is refused (400, field max_fee) and nothing is held."
+            ),
         )
 
     @extend_schema(
@@ -146,7 +153,8 @@ class TransferOut(serializers.Serializer[Transfer]):
     pending_id = serializers.IntegerField(allow_null=True)
     trade = serializers.IntegerField(source="trade_id", allow_null=True)
     reference = serializers.IntegerField(
-        allow_null=True, help_text="What it belongs to, e.g. a loan's id for the loan_* kinds."
+        allow_null=True,
+        help_text=gettext_lazy("What it belongs to, e.g. a loan's id for the loan_* kinds."),
     )
     seq = serializers.IntegerField(allow_null=True)
     hash = serializers.CharField(allow_blank=True)
@@ -175,7 +183,9 @@ class TransferListApi(ApiView):
     def get(self, request: Request) -> Response:
         kind = request.query_params.get("kind") or None
         if kind is not None and kind not in Transfer.Kind.values:
-            raise ValidationFailed.for_field("kind", f"One of: {', '.join(Transfer.Kind.values)}.")
+            raise ValidationFailed.for_field(
+                "kind", gettext("One of: {v1}.").format(v1=", ".join(Transfer.Kind.values))
+            )
         reference = _int_param(request, "reference", required=False)
         rows = selectors.transfer_list_for_user(user=request.user, kind=kind, reference=reference)
         return self.paginate(rows, TransferOut)
@@ -196,7 +206,7 @@ class CheckpointOut(serializers.Serializer[dict[str, Any]]):
 class ProofOut(serializers.Serializer[dict[str, Any]]):
     seq = serializers.IntegerField()
     leaf_index = serializers.IntegerField()
-    leaf = serializers.CharField(help_text="The entry's canonical bytes, hex.")
+    leaf = serializers.CharField(help_text=gettext_lazy("The entry's canonical bytes, hex."))
     leaf_hash = serializers.CharField()
     tree_size = serializers.IntegerField()
     path = serializers.ListField(child=serializers.CharField())
@@ -213,7 +223,9 @@ class ConsistencyOut(serializers.Serializer[dict[str, Any]]):
 
 class PublicKeyOut(serializers.Serializer[dict[str, Any]]):
     key_id = serializers.CharField()
-    public_key = serializers.CharField(help_text="Raw 32-byte Ed25519 public key, hex.")
+    public_key = serializers.CharField(
+        help_text=gettext_lazy("Raw 32-byte Ed25519 public key, hex.")
+    )
 
 
 @overload
@@ -224,11 +236,15 @@ def _int_param(request: Request, name: str, *, required: bool) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         if required:
-            raise ValidationFailed(f"{name}: required.", fields={name: ["Required."]})
+            raise ValidationFailed(
+                gettext("{name}: required.").format(name=name),
+                fields={name: [gettext("Required.")]},
+            )
         return None
     if not raw.isdigit() or len(raw) > 18:
         raise ValidationFailed(
-            f"{name}: a positive whole number.", fields={name: ["A positive whole number."]}
+            gettext("{name}: a positive whole number.").format(name=name),
+            fields={name: [gettext("A positive whole number.")]},
         )
     return int(raw)
 
@@ -244,7 +260,7 @@ class CheckpointLatestApi(ApiView):
     def get(self, request: Request) -> Response:
         checkpoint = selectors.checkpoint_latest()
         if checkpoint is None:
-            raise NotFound("No checkpoint has been signed yet.")
+            raise NotFound(gettext("No checkpoint has been signed yet."))
         return Response(selectors.checkpoint_out(checkpoint))
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from common.errors import InsufficientFunds, InvalidTransition, ValidationFailed
 from common.money import fmt, parse_amount
@@ -60,7 +61,11 @@ def deposit_confirm(*, deposit_id: int, actor: Any) -> Deposit:
             Deposit.objects.select_for_update().select_related("asset", "user").get(pk=deposit_id)
         )
         if deposit.status != Deposit.Status.PENDING:
-            raise InvalidTransition(f"Deposit #{deposit.pk} is already {deposit.status}.")
+            raise InvalidTransition(
+                gettext("Deposit #{pk} is already {status}.").format(
+                    pk=deposit.pk, status=deposit.status
+                )
+            )
         return _deposit_credit_locked(deposit=deposit, actor=actor)
 
 
@@ -98,7 +103,8 @@ def withdrawal_request(
     address = (address or "").strip()
     if not address:
         raise ValidationFailed(
-            "address: a destination address is required.", fields={"address": ["Required."]}
+            gettext("address: a destination address is required."),
+            fields={"address": [gettext("Required.")]},
         )
     adapter = get_chain_adapter(asset)
     address = adapter.normalize_address(asset=asset, address=address)
@@ -107,7 +113,9 @@ def withdrawal_request(
         shown = parse_amount(max_fee, precision=asset.precision, field="max_fee", allow_zero=True)
         if fee > shown:
             message = f"The network fee is now {fee} {asset.code}: confirm again."
-            raise ValidationFailed(f"max_fee: {message}", fields={"max_fee": [message]})
+            raise ValidationFailed(
+                gettext("max_fee: {message}").format(message=message), fields={"max_fee": [message]}
+            )
     for guard in withdrawal_guards:
         guard(user=user)
     with durable_atomic():
@@ -152,7 +160,8 @@ def _withdrawal_fee_hold(withdrawal: Withdrawal, *, user: Any) -> Transfer:
             f"{asset.code}) is {total} {asset.code}: more than you have available."
         )
         raise InsufficientFunds(
-            f"amount: {message}", fields={"amount": ["Insufficient balance."]}
+            gettext("amount: {message}").format(message=message),
+            fields={"amount": [gettext("Insufficient balance.")]},
         ) from None
 
 
@@ -210,7 +219,9 @@ def withdrawal_release_hold(*, withdrawal_id: int, actor: Any) -> Withdrawal:
         withdrawal = Withdrawal.objects.select_for_update().get(pk=withdrawal_id)
         if withdrawal.status != Withdrawal.Status.HELD:
             raise InvalidTransition(
-                f"Withdrawal #{withdrawal.pk} is not held ({withdrawal.status})."
+                gettext("Withdrawal #{pk} is not held ({status}).").format(
+                    pk=withdrawal.pk, status=withdrawal.status
+                )
             )
         withdrawal.status = Withdrawal.Status.REQUESTED
         withdrawal.failure_reason = ""
@@ -233,7 +244,11 @@ def _withdrawal_decide(
         if not completed:
             allowed.append(Withdrawal.Status.HELD)  # a held one is rejected, never sent from here
         if withdrawal.status not in allowed:
-            raise InvalidTransition(f"Withdrawal #{withdrawal.pk} is already {withdrawal.status}.")
+            raise InvalidTransition(
+                gettext("Withdrawal #{pk} is already {status}.").format(
+                    pk=withdrawal.pk, status=withdrawal.status
+                )
+            )
         _withdrawal_finish(withdrawal, completed=completed, txid=txid, reason=reason)
         return withdrawal
 

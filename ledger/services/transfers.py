@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils.translation import gettext
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
@@ -72,7 +73,11 @@ def account_hold(*, code: str, asset: Asset) -> LedgerAccount:
         code=code, defaults={"kind": Kind.ESCROW, "asset": asset}
     )
     if account.asset_id != asset.pk:
-        raise Conflict(f"Account {code!r} holds {account.asset}, not {asset}.")
+        raise Conflict(
+            gettext("Account {code!r} holds {asset}, not {asset2}.").format(
+                code=code, asset=account.asset, asset2=asset
+            )
+        )
     return account
 
 
@@ -137,7 +142,9 @@ def _existing(idempotency_key: str, **expected: Any) -> Transfer | None:
     for field, value in expected.items():
         if getattr(found, field) != value:
             raise Conflict(
-                f"Idempotency key {idempotency_key!r} was already used for a different transfer.",
+                gettext(
+                    "Idempotency key {idempotency_key!r} was already used for a different transfer."
+                ).format(idempotency_key=idempotency_key),
                 code="idempotency_conflict",
             )
     return found
@@ -146,9 +153,12 @@ def _existing(idempotency_key: str, **expected: Any) -> Transfer | None:
 def _assert_can_debit(account: LedgerAccount, amount: Decimal) -> None:
     if account.kind != Kind.WORLD and account.available < amount:
         raise InsufficientFunds(
-            f"Insufficient {account.asset.code} balance: {fmt(account.available, account.asset.precision)} "
-            f"available, {fmt(amount, account.asset.precision)} needed.",
-            fields={"amount": ["Insufficient balance."]},
+            gettext("Insufficient {code} balance: {v1} available, {v2} needed.").format(
+                code=account.asset.code,
+                v1=fmt(account.available, account.asset.precision),
+                v2=fmt(amount, account.asset.precision),
+            ),
+            fields={"amount": [gettext("Insufficient balance.")]},
         )
 
 
@@ -166,9 +176,9 @@ def transfer_post(
     """Move `amount` (or hold it, when pending) from debit to credit; posts once per key."""
     assert transaction.get_connection().in_atomic_block, "transfer_post needs a transaction"
     if debit.asset_id != credit.asset_id:
-        raise Conflict("A transfer moves one asset: the two accounts differ.")
+        raise Conflict(gettext("A transfer moves one asset: the two accounts differ."))
     if amount <= 0:
-        raise Conflict("A transfer amount must be positive.")
+        raise Conflict(gettext("A transfer amount must be positive."))
     flags = Flags.PENDING if pending else Flags.SINGLE
     locked = _lock_accounts(debit.pk, credit.pk)
     if found := _existing(
@@ -208,11 +218,11 @@ def _resolve(*, idempotency_key: str, pending: Transfer, post_amount: Decimal | 
     if found := _existing(idempotency_key, pending_id=pending.pk, flags=flags):
         return found
     if pending.flags != Flags.PENDING:
-        raise InvalidTransition("Only a pending transfer can be posted or voided.")
+        raise InvalidTransition(gettext("Only a pending transfer can be posted or voided."))
     if Transfer.objects.filter(pending_id=pending.pk).exists():
-        raise InvalidTransition(f"Hold #{pending.pk} was already resolved.")
+        raise InvalidTransition(gettext("Hold #{pk} was already resolved.").format(pk=pending.pk))
     if post_amount is not None and not (0 < post_amount <= pending.amount):
-        raise Conflict("A hold can be posted for at most its amount.")
+        raise Conflict(gettext("A hold can be posted for at most its amount."))
     dr, cr = locked[pending.debit_account_id], locked[pending.credit_account_id]
     dr.debits_pending -= pending.amount
     cr.credits_pending -= pending.amount

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -132,7 +133,9 @@ class LoanRequestListApi(ApiView):
     class LoanRequestInput(serializers.Serializer[dict[str, Any]]):
         asset = serializers.CharField(max_length=12)
         amount = AmountInput(max_length=64)
-        annual_rate = AmountInput(max_length=64, help_text='Percent per year, e.g. "5".')
+        annual_rate = AmountInput(
+            max_length=64, help_text=gettext_lazy('Percent per year, e.g. "5".')
+        )
         term_months = serializers.IntegerField()
         plan = serializers.CharField(max_length=10, default="amortized")
         collateral_asset = serializers.CharField(max_length=12)
@@ -288,13 +291,15 @@ class LoanOfferListApi(ApiView):
     class LoanOfferInput(serializers.Serializer[dict[str, Any]]):
         asset = serializers.CharField(max_length=12)
         amount = AmountInput(max_length=64)
-        annual_rate = AmountInput(max_length=64, help_text='Percent per year, e.g. "5".')
+        annual_rate = AmountInput(
+            max_length=64, help_text=gettext_lazy('Percent per year, e.g. "5".')
+        )
         term_min = serializers.IntegerField()
         term_max = serializers.IntegerField()
         collateral = serializers.ListField(
             child=serializers.DictField(), max_length=20,
-            help_text='Accepted collateral: [{"asset": "USDT", "max_ltv": "0.5"}] (LTV as a '
-            "string fraction).",
+            help_text=gettext_lazy('Accepted collateral: [{"asset": "USDT", "max_ltv": "0.5"}] (LTV as a '
+            "string fraction)."),
         )  # fmt: skip
 
     @extend_schema(
@@ -432,9 +437,11 @@ class LoanDisputeListApi(ApiView):
     class LoanDisputeInput(serializers.Serializer[dict[str, Any]]):
         category = serializers.CharField(
             max_length=12,
-            help_text="liquidation, installment, collateral, conduct or other.",
+            help_text=gettext_lazy("liquidation, installment, collateral, conduct or other."),
         )
-        text = serializers.CharField(max_length=4000, help_text="What happened (10+ characters).")
+        text = serializers.CharField(
+            max_length=4000, help_text=gettext_lazy("What happened (10+ characters).")
+        )
 
     ordering = "-id"
 

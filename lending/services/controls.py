@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import PermissionDenied
@@ -21,7 +22,7 @@ def liquidations_paused() -> LendingControl | None:
 def liquidations_set_paused(*, paused: bool, actor: Any, reason: str = "") -> LendingControl:
     """A moderator pauses or resumes every liquidation; the change is audited either way."""
     if not is_moderator(actor):
-        raise PermissionDenied("Only a moderator can pause or resume liquidations.")
+        raise PermissionDenied(gettext("Only a moderator can pause or resume liquidations."))
     reason = (reason or "").strip()[:300]
     with durable_atomic():
         LendingControl.objects.get_or_create(pk=1)

@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
@@ -53,17 +54,25 @@ def _text(value: Any, field: str = "text") -> str:
     text = str(value or "").strip()
     if len(text) < TEXT_MIN:
         raise ValidationFailed.for_field(
-            field, f"Say what happened in at least {TEXT_MIN} characters."
+            field,
+            gettext("Say what happened in at least {TEXT_MIN} characters.").format(
+                TEXT_MIN=TEXT_MIN
+            ),
         )
     if len(text) > TEXT_MAX:
-        raise ValidationFailed.for_field(field, f"At most {TEXT_MAX} characters.")
+        raise ValidationFailed.for_field(
+            field, gettext("At most {TEXT_MAX} characters.").format(TEXT_MAX=TEXT_MAX)
+        )
     return text
 
 
 def _party_role(loan: Loan, actor: Any) -> str:
     """borrower or lender; a stranger is told the loan does not exist."""
     if actor is None or not getattr(actor, "is_authenticated", False):
-        raise NotFound(f"Loan #{loan.pk} not found.", fields={"loan": ["Not found."]})
+        raise NotFound(
+            gettext("Loan #{pk} not found.").format(pk=loan.pk),
+            fields={"loan": [gettext("Not found.")]},
+        )
     return loan_role(loan, actor, {lender_id for lender_id, _ in _lenders(loan)})
 
 
@@ -71,7 +80,10 @@ def _locked_dispute(dispute_id: int) -> tuple[Loan, LoanDispute]:
     """The dispute's loan locked, then the dispute (the order every lending move uses)."""
     loan_id = LoanDispute.objects.filter(pk=dispute_id).values_list("loan_id", flat=True).first()
     if loan_id is None:
-        raise NotFound(f"Dispute #{dispute_id} not found.", fields={"dispute": ["Not found."]})
+        raise NotFound(
+            gettext("Dispute #{dispute_id} not found.").format(dispute_id=dispute_id),
+            fields={"dispute": [gettext("Not found.")]},
+        )
     loan = _lock_loan(loan_id)
     dispute = LoanDispute.objects.select_for_update().get(pk=dispute_id)
     return loan, dispute
@@ -80,17 +92,20 @@ def _locked_dispute(dispute_id: int) -> tuple[Loan, LoanDispute]:
 def _require_open(dispute: LoanDispute) -> None:
     if dispute.status != D.Status.OPEN:
         raise InvalidTransition(
-            f"Dispute #{dispute.pk} is {dispute.status}.", fields={"status": [dispute.status]}
+            gettext("Dispute #{pk} is {status}.").format(pk=dispute.pk, status=dispute.status),
+            fields={"status": [dispute.status]},
         )
 
 
 def _require_judge(loan: Loan, actor: Any) -> None:
     """A moderator who is no party of the loan."""
     if not is_moderator(actor):
-        raise PermissionDenied("Only a moderator can do this.")
+        raise PermissionDenied(gettext("Only a moderator can do this."))
     if actor.pk == loan.borrower_id or actor.pk in {lid for lid, _ in _lenders(loan)}:
         raise PermissionDenied(
-            f"You are a party of loan #{loan.pk}: another moderator must judge it."
+            gettext("You are a party of loan #{pk}: another moderator must judge it.").format(
+                pk=loan.pk
+            )
         )
 
 
@@ -101,18 +116,24 @@ def loan_dispute_open(*, loan_id: int, actor: Any, category: Any, text: Any) -> 
         role = _party_role(loan, actor)
         if category not in D.Category.values:
             raise ValidationFailed.for_field(
-                "category", f"One of: {', '.join(D.Category.values)}.", code="invalid_choice"
+                "category",
+                gettext("One of: {v1}.").format(v1=", ".join(D.Category.values)),
+                code="invalid_choice",
             )
         body = _text(text)
         window = timedelta(days=settings.LENDING_DISPUTE_DAYS)
         if loan.closed_at is not None and timezone.now() > loan.closed_at + window:
             raise Conflict(
-                f"Loan #{loan.pk} closed more than {settings.LENDING_DISPUTE_DAYS} days ago: "
-                "it can no longer be disputed.",
+                gettext(
+                    "Loan #{pk} closed more than {LENDING_DISPUTE_DAYS} days ago: it can no longer be disputed."
+                ).format(pk=loan.pk, LENDING_DISPUTE_DAYS=settings.LENDING_DISPUTE_DAYS),
                 code="dispute_window_over",
             )
         if LoanDispute.objects.filter(loan=loan, status=D.Status.OPEN).exists():
-            raise Conflict(f"Loan #{loan.pk} already has an open dispute.", code="dispute_open")
+            raise Conflict(
+                gettext("Loan #{pk} already has an open dispute.").format(pk=loan.pk),
+                code="dispute_open",
+            )
         dispute = LoanDispute.objects.create(
             loan=loan, opened_by=actor, opener_role=role, category=category, text=body
         )
@@ -194,12 +215,16 @@ def loan_dispute_decide(
         _require_open(dispute)
         if dispute.assigned_to_id not in (None, actor.pk):
             raise Conflict(
-                f"Dispute #{dispute.pk} is held by another moderator: take it first.",
+                gettext("Dispute #{pk} is held by another moderator: take it first.").format(
+                    pk=dispute.pk
+                ),
                 code="dispute_assigned",
             )
         if outcome not in D.Outcome.values:
             raise ValidationFailed.for_field(
-                "outcome", f"One of: {', '.join(D.Outcome.values)}.", code="invalid_choice"
+                "outcome",
+                gettext("One of: {v1}.").format(v1=", ".join(D.Outcome.values)),
+                code="invalid_choice",
             )
         why = _text(reason, "reason")
         note = ""
@@ -211,7 +236,8 @@ def loan_dispute_decide(
             asset = assets.get(str(compensation_asset or ""))
             if asset is None:
                 raise ValidationFailed.for_field(
-                    "compensation_asset", f"One of this loan's assets: {', '.join(assets)}."
+                    "compensation_asset",
+                    gettext("One of this loan's assets: {v1}.").format(v1=", ".join(assets)),
                 )
             amount = parse_amount(
                 compensation_amount, precision=asset.precision, field="compensation_amount"
@@ -224,16 +250,19 @@ def loan_dispute_decide(
                 except (TypeError, ValueError):
                     pk = 0
                 if pk not in parties:
-                    raise ValidationFailed.for_field(field, "Must be a party of this loan.")
+                    raise ValidationFailed.for_field(
+                        field, gettext("Must be a party of this loan.")
+                    )
                 ids.append(pk)
             if ids[0] == ids[1]:
-                raise ValidationFailed.for_field("payee", "Must differ from the payer.")
+                raise ValidationFailed.for_field("payee", gettext("Must differ from the payer."))
             bound = _received(loan, ids[0], asset.pk)
             if amount > bound:
                 raise ValidationFailed.for_field(
                     "compensation_amount",
-                    f"At most what the payer received from this loan in {asset.code}: "
-                    f"{fmt(bound, asset.precision)}.",
+                    gettext(
+                        "At most what the payer received from this loan in {code}: {v1}."
+                    ).format(code=asset.code, v1=fmt(bound, asset.precision)),
                 )
             users = get_user_model()
             payer, payee = users(pk=ids[0]), users(pk=ids[1])

@@ -11,6 +11,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import InvalidTransition, NotFound
 from common.money import fmt, parse_amount, round_down
@@ -44,7 +45,10 @@ def _lock_loan(loan_id: int) -> Loan:
             .get(pk=loan_id)
         )
     except Loan.DoesNotExist:
-        raise NotFound(f"Loan #{loan_id} not found.", fields={"loan": ["Not found."]}) from None
+        raise NotFound(
+            gettext("Loan #{loan_id} not found.").format(loan_id=loan_id),
+            fields={"loan": [gettext("Not found.")]},
+        ) from None
 
 
 def _lenders(loan: Loan) -> list[tuple[int, Decimal]]:
@@ -188,9 +192,9 @@ def loan_repay_early(*, loan_id: int, actor: Any) -> Loan:
         if role != BORROWER:
             from common.errors import PermissionDenied
 
-            raise PermissionDenied("Only the borrower can repay the loan.")
+            raise PermissionDenied(gettext("Only the borrower can repay the loan."))
         if loan.state not in OPEN_STATES:
-            raise InvalidTransition(f"Loan #{loan.pk} is {loan.state}: nothing to repay.",
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to repay.").format(pk=loan.pk, state=loan.state),
                                     fields={"state": [loan.state]})  # fmt: skip
         quote = loan_payoff_quote(loan)
         wallet = ledger.account_for_user(user=loan.borrower, asset=loan.asset)
@@ -221,10 +225,10 @@ def loan_add_collateral(*, loan_id: int, actor: Any, amount: Any) -> Loan:
         if role != BORROWER:
             from common.errors import PermissionDenied
 
-            raise PermissionDenied("Only the borrower can add collateral.")
+            raise PermissionDenied(gettext("Only the borrower can add collateral."))
         value = parse_amount(amount, precision=loan.collateral_asset.precision, field="amount")
         if loan.state not in OPEN_STATES:
-            raise InvalidTransition(f"Loan #{loan.pk} is {loan.state}: it takes no collateral.",
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: it takes no collateral.").format(pk=loan.pk, state=loan.state),
                                     fields={"state": [loan.state]})  # fmt: skip
         row = event(request_id=loan.pk, subject="loan", old=loan.state, new=loan.state,
                     actor=actor, role=BORROWER,

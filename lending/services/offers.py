@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import (
     Conflict,
@@ -49,27 +50,29 @@ def _parse_collateral(value: object, loan_asset: Any) -> list[tuple[Any, Decimal
     the asset lent, 0 < max_ltv ≤ 1; anything else is refused naming `collateral`."""
     if not isinstance(value, list | tuple) or not value:
         raise ValidationFailed.for_field(
-            "collateral", 'A non-empty list of {"asset": ..., "max_ltv": ...}.'
+            "collateral", gettext('A non-empty list of {"asset": ..., "max_ltv": ...}.')
         )
     out: list[tuple[Any, Decimal]] = []
     seen: set[int] = set()
     for item in value:
         if not isinstance(item, dict) or set(item) != {"asset", "max_ltv"}:
             raise ValidationFailed.for_field(
-                "collateral", 'Each item is exactly {"asset": ..., "max_ltv": ...}.'
+                "collateral", gettext('Each item is exactly {"asset": ..., "max_ltv": ...}.')
             )
         try:
             asset = asset_get(code=item["asset"])
         except ValidationFailed:
             raise ValidationFailed.for_field(
-                "collateral", f"Unknown asset {item['asset']!r}."
+                "collateral", gettext("Unknown asset {v1!r}.").format(v1=item["asset"])
             ) from None
         if asset.pk == loan_asset.pk:
             raise ValidationFailed.for_field(
-                "collateral", "A collateral asset must differ from the asset lent."
+                "collateral", gettext("A collateral asset must differ from the asset lent.")
             )
         if asset.pk in seen:
-            raise ValidationFailed.for_field("collateral", f"{asset.code} is listed twice.")
+            raise ValidationFailed.for_field(
+                "collateral", gettext("{code} is listed twice.").format(code=asset.code)
+            )
         seen.add(asset.pk)
         raw = item["max_ltv"]
         try:
@@ -84,7 +87,10 @@ def _parse_collateral(value: object, loan_asset: Any) -> list[tuple[Any, Decimal
             or ltv != ltv.quantize(Decimal(1).scaleb(-LTV_PRECISION))
         ):
             raise ValidationFailed.for_field(
-                "collateral", f"{asset.code}: max_ltv is a fraction in (0, 1], e.g. 0.5."
+                "collateral",
+                gettext("{code}: max_ltv is a fraction in (0, 1], e.g. 0.5.").format(
+                    code=asset.code
+                ),
             )
         out.append((asset, ltv))
     return out
@@ -94,7 +100,9 @@ def _term(value: object, field: str) -> int:
     try:
         return _parse_term(value)
     except ValidationFailed:
-        raise ValidationFailed.for_field(field, "A whole number of months from 1 to 24.") from None
+        raise ValidationFailed.for_field(
+            field, gettext("A whole number of months from 1 to 24.")
+        ) from None
 
 
 def loan_offer_create(
@@ -107,7 +115,7 @@ def loan_offer_create(
     rate = _parse_rate(annual_rate)
     low, high = _term(term_min, "term_min"), _term(term_max, "term_max")
     if low > high:
-        raise ValidationFailed.for_field("term_max", "At least term_min.")
+        raise ValidationFailed.for_field("term_max", gettext("At least term_min."))
     accepted = _parse_collateral(collateral, loan_asset)
     with durable_atomic():
         offer = LoanOffer.objects.create(
@@ -121,7 +129,7 @@ def loan_offer_create(
             offer.hold = _hold(offer, value)
         except InsufficientFunds as exc:
             raise InsufficientFunds(
-                exc.message, fields={"amount": ["Insufficient balance."]}
+                exc.message, fields={"amount": [gettext("Insufficient balance.")]}
             ) from None
         offer.save(update_fields=["hold"])
     return offer
@@ -157,14 +165,15 @@ def _lock_offer(offer_id: int) -> LoanOffer:
         )
     except LoanOffer.DoesNotExist:
         raise NotFound(
-            f"Loan offer #{offer_id} not found.", fields={"offer": ["Not found."]}
+            gettext("Loan offer #{offer_id} not found.").format(offer_id=offer_id),
+            fields={"offer": [gettext("Not found.")]},
         ) from None
 
 
 def _require_open(offer: LoanOffer) -> None:
     if offer.state != LoanOffer.State.OPEN:
         raise Conflict(
-            f"Loan offer #{offer.pk} is {offer.state}.",
+            gettext("Loan offer #{pk} is {state}.").format(pk=offer.pk, state=offer.state),
             code="invalid_transition",
             fields={"state": [offer.state]},
         )
@@ -180,7 +189,8 @@ def loan_offer_take(
         offer = _lock_offer(offer_id)
         if borrower.pk == offer.lender_id:
             raise PermissionDenied(
-                "You can't take your own loan offer.", fields={"offer": ["This is your own offer."]}
+                gettext("You can't take your own loan offer."),
+                fields={"offer": [gettext("This is your own offer.")]},
             )
         _require_open(offer)
         p = offer.asset.precision
@@ -188,26 +198,34 @@ def loan_offer_take(
         if value > offer.available:
             left = fmt(offer.available, p)
             raise ValidationFailed.for_field(
-                "amount", f"Only {left} {offer.asset.code} is available; at most {left}."
+                "amount",
+                gettext("Only {left} {code} is available; at most {left}.").format(
+                    left=left, code=offer.asset.code
+                ),
             )
         term = _parse_term(term_months)
         if not offer.term_min <= term <= offer.term_max:
             raise ValidationFailed.for_field(
-                "term_months", f"This offer lends for {offer.term_min} to {offer.term_max} months."
+                "term_months",
+                gettext("This offer lends for {term_min} to {term_max} months.").format(
+                    term_min=offer.term_min, term_max=offer.term_max
+                ),
             )
         if plan not in LoanRequest.Plan.values:
             raise ValidationFailed.for_field(
-                "plan", f"One of {', '.join(LoanRequest.Plan.values)}."
+                "plan", gettext("One of {v1}.").format(v1=", ".join(LoanRequest.Plan.values))
             )
         try:
             coll_asset = asset_get(code=collateral_asset)
         except ValidationFailed:
-            raise ValidationFailed.for_field("collateral_asset", "Unknown asset.") from None
+            raise ValidationFailed.for_field(
+                "collateral_asset", gettext("Unknown asset.")
+            ) from None
         accepted = offer.collaterals.filter(asset=coll_asset).first()
         if accepted is None:
             codes = ", ".join(c.asset.code for c in offer.collaterals.select_related("asset"))
             raise ValidationFailed.for_field(
-                "collateral_asset", f"This offer accepts only {codes}."
+                "collateral_asset", gettext("This offer accepts only {codes}.").format(codes=codes)
             )
         collateral = parse_amount(
             collateral_amount, precision=coll_asset.precision, field="collateral_amount"
@@ -221,9 +239,14 @@ def loan_offer_take(
         if ltv > limit:
             raise ValidationFailed.for_field(
                 "collateral_amount",
-                f"LTV {ltv:.4f} is above {limit} (this offer's and the platform's limit): "
-                f"{fmt(collateral * ltv / limit, coll_asset.precision)} {coll_asset.code} "
-                "or more is needed.",
+                gettext(
+                    "LTV {ltv:.4f} is above {limit} (this offer's and the platform's limit): {v1} {code} or more is needed."
+                ).format(
+                    ltv=ltv,
+                    limit=limit,
+                    v1=fmt(collateral * ltv / limit, coll_asset.precision),
+                    code=coll_asset.code,
+                ),
             )
         # The offer's hold shrinks by the amount taken: void it, hold the rest again.
         _release(offer)
@@ -250,8 +273,8 @@ def loan_offer_cancel(*, offer_id: int, actor: Any) -> LoanOffer:
         offer = _lock_offer(offer_id)
         if actor.pk != offer.lender_id:
             raise PermissionDenied(
-                "Only the lender can withdraw a loan offer.",
-                fields={"offer": ["Not your offer."]},
+                gettext("Only the lender can withdraw a loan offer."),
+                fields={"offer": [gettext("Not your offer.")]},
             )
         _require_open(offer)
         _release(offer)

@@ -16,6 +16,7 @@ from decimal import Decimal, localcontext
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import Conflict
 from marketplace.models import PriceIndex
@@ -91,8 +92,8 @@ def pair_price(*, asset_id: int, collateral_asset_id: int) -> PairPrice:
     price = pair_prices([(asset_id, collateral_asset_id)]).get((asset_id, collateral_asset_id))
     if price is None:
         raise Conflict(
-            "No price index values both assets in EUR or USD: the loan can't be valued.",
+            gettext("No price index values both assets in EUR or USD: the loan can't be valued."),
             code="no_price",
-            fields={"collateral_asset": ["No common price index for this pair."]},
+            fields={"collateral_asset": [gettext("No common price index for this pair.")]},
         )
     return price

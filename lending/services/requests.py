@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import (
     ApplicationError,
@@ -57,14 +58,16 @@ def _parse_term(value: object) -> int:
         str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
     )
     if not text.isdigit() or not 1 <= int(text) <= 24:
-        raise ValidationFailed.for_field("term_months", "A whole number of months from 1 to 24.")
+        raise ValidationFailed.for_field(
+            "term_months", gettext("A whole number of months from 1 to 24.")
+        )
     return int(text)
 
 
 def _parse_rate(value: object) -> Decimal:
     rate = parse_amount(value, precision=RATE_PRECISION, field="annual_rate")
     if rate > 100:
-        raise ValidationFailed.for_field("annual_rate", "At most 100 (percent per year).")
+        raise ValidationFailed.for_field("annual_rate", gettext("At most 100 (percent per year)."))
     return rate
 
 
@@ -75,13 +78,16 @@ def _parse_deadline(value: object, now: datetime) -> datetime:
         value = parse_datetime(value)
     if not isinstance(value, datetime) or timezone.is_naive(value):
         raise ValidationFailed.for_field(
-            "funding_deadline", "A date and time with its time zone (ISO 8601)."
+            "funding_deadline", gettext("A date and time with its time zone (ISO 8601).")
         )
     if value <= now:
-        raise ValidationFailed.for_field("funding_deadline", "Must be in the future.")
+        raise ValidationFailed.for_field("funding_deadline", gettext("Must be in the future."))
     if value > now + timedelta(days=MAX_FUNDING_DAYS):
         raise ValidationFailed.for_field(
-            "funding_deadline", f"At most {MAX_FUNDING_DAYS} days ahead."
+            "funding_deadline",
+            gettext("At most {MAX_FUNDING_DAYS} days ahead.").format(
+                MAX_FUNDING_DAYS=MAX_FUNDING_DAYS
+            ),
         )
     return value
 
@@ -99,7 +105,7 @@ def loan_ltv_quote(
     price = pair_price(asset_id=asset.pk, collateral_asset_id=collateral_asset.pk)
     if price.is_stale():
         raise Conflict(
-            "The price index is stale: no loan can be valued now; try again later.",
+            gettext("The price index is stale: no loan can be valued now; try again later."),
             code="stale_price",
         )
     needed = price.collateral_for(debt) / settings.LENDING_INITIAL_LTV
@@ -127,14 +133,18 @@ def loan_request_create(
     try:
         coll_asset = asset_get(code=collateral_asset)
     except ValidationFailed:
-        raise ValidationFailed.for_field("collateral_asset", "Unknown asset.") from None
+        raise ValidationFailed.for_field("collateral_asset", gettext("Unknown asset.")) from None
     if coll_asset.pk == loan_asset.pk:
-        raise ValidationFailed.for_field("collateral_asset", "Must differ from the asset borrowed.")
+        raise ValidationFailed.for_field(
+            "collateral_asset", gettext("Must differ from the asset borrowed.")
+        )
     principal = parse_amount(amount, precision=loan_asset.precision, field="amount")
     rate = _parse_rate(annual_rate)
     term = _parse_term(term_months)
     if plan not in LoanRequest.Plan.values:
-        raise ValidationFailed.for_field("plan", f"One of {', '.join(LoanRequest.Plan.values)}.")
+        raise ValidationFailed.for_field(
+            "plan", gettext("One of {v1}.").format(v1=", ".join(LoanRequest.Plan.values))
+        )
     collateral = parse_amount(
         collateral_amount, precision=coll_asset.precision, field="collateral_amount"
     )
@@ -143,13 +153,13 @@ def loan_request_create(
     if allow_partial:
         if min_fill in (None, ""):
             raise ValidationFailed.for_field(
-                "min_fill", "Required when a partial fill is acceptable."
+                "min_fill", gettext("Required when a partial fill is acceptable.")
             )
         fill = parse_amount(min_fill, precision=loan_asset.precision, field="min_fill")
         if fill > principal:
-            raise ValidationFailed.for_field("min_fill", "At most the amount requested.")
+            raise ValidationFailed.for_field("min_fill", gettext("At most the amount requested."))
     elif min_fill not in (None, ""):
-        raise ValidationFailed.for_field("min_fill", "Only with allow_partial.")
+        raise ValidationFailed.for_field("min_fill", gettext("Only with allow_partial."))
     ltv, needed = loan_ltv_quote(
         asset=loan_asset, collateral_asset=coll_asset, principal=principal, annual_rate=rate,
         term_months=term, plan=plan, collateral_amount=collateral,
@@ -157,8 +167,14 @@ def loan_request_create(
     if ltv > settings.LENDING_INITIAL_LTV:
         raise ValidationFailed.for_field(
             "collateral_amount",
-            f"LTV {ltv:.4f} is above {settings.LENDING_INITIAL_LTV}: at least "
-            f"{fmt(needed, coll_asset.precision)} {coll_asset.code} is needed.",
+            gettext(
+                "LTV {ltv:.4f} is above {LENDING_INITIAL_LTV}: at least {v1} {code} is needed."
+            ).format(
+                ltv=ltv,
+                LENDING_INITIAL_LTV=settings.LENDING_INITIAL_LTV,
+                v1=fmt(needed, coll_asset.precision),
+                code=coll_asset.code,
+            ),
         )
     with durable_atomic():
         return _insert_request(
@@ -185,7 +201,7 @@ def _insert_request(*, borrower: Any, reason: str, **fields: Any) -> LoanRequest
         )
     except InsufficientFunds as exc:
         raise InsufficientFunds(
-            exc.message, fields={"collateral_amount": ["Insufficient balance."]}
+            exc.message, fields={"collateral_amount": [gettext("Insufficient balance.")]}
         ) from None
     request.save(update_fields=["collateral_hold"])
     event(
@@ -204,7 +220,8 @@ def _lock_request(request_id: int) -> LoanRequest:
         )
     except LoanRequest.DoesNotExist:
         raise NotFound(
-            f"Loan request #{request_id} not found.", fields={"request": ["Not found."]}
+            gettext("Loan request #{request_id} not found.").format(request_id=request_id),
+            fields={"request": [gettext("Not found.")]},
         ) from None
 
 
@@ -216,24 +233,33 @@ def loan_request_fund(*, request_id: int, lender: Any, amount: Any) -> LoanCommi
         value = parse_amount(amount, precision=request.asset.precision, field="amount")
         if lender.pk == request.borrower_id:
             raise PermissionDenied(
-                "You can't fund your own loan request.",
-                fields={"request": ["This is your own request."]},
+                gettext("You can't fund your own loan request."),
+                fields={"request": [gettext("This is your own request.")]},
             )
         if request.state != LoanRequest.State.OPEN:
             raise Conflict(
-                f"Loan request #{request.pk} is {request.state}: it takes no more funding.",
+                gettext("Loan request #{pk} is {state}: it takes no more funding.").format(
+                    pk=request.pk, state=request.state
+                ),
                 code="invalid_transition",
                 fields={"state": [request.state]},
             )
         if timezone.now() >= request.funding_deadline:
             raise Conflict(
-                "The funding deadline has passed.", fields={"funding_deadline": ["Passed."]}
+                gettext("The funding deadline has passed."),
+                fields={"funding_deadline": [gettext("Passed.")]},
             )
         left = request.remaining
         if value > left:
             raise ValidationFailed(
-                f"amount: only {fmt(left, request.asset.precision)} {request.asset.code} is left.",
-                fields={"amount": [f"At most {fmt(left, request.asset.precision)}."]},
+                gettext("amount: only {v1} {code} is left.").format(
+                    v1=fmt(left, request.asset.precision), code=request.asset.code
+                ),
+                fields={
+                    "amount": [
+                        gettext("At most {v1}.").format(v1=fmt(left, request.asset.precision))
+                    ]
+                },
             )
         mine = LoanCommitment.objects.filter(request=request, lender=lender).select_related("hold")
         existing = mine.select_for_update(of=("self",)).first()

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import ApplicationError, Conflict, InvalidTransition
 from common.money import fmt, round_down
@@ -265,7 +266,7 @@ def loan_liquidate(*, loan_id: int, reason: str = "") -> Loan:
     with durable_atomic():
         loan = _lock_loan(loan_id)
         if loan.state not in LIQUIDATABLE:
-            raise InvalidTransition(f"Loan #{loan.pk} is {loan.state}: nothing to liquidate.",
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to liquidate.").format(pk=loan.pk, state=loan.state),
                                     fields={"state": [loan.state]})  # fmt: skip
         paused = liquidations_paused()
         if paused is not None:
@@ -279,7 +280,7 @@ def loan_liquidate(*, loan_id: int, reason: str = "") -> Loan:
         plan = liquidation_of(loan, installments=list(loan.installments.order_by("n")),
                               lenders=_lenders(loan), price=price, now=now)  # fmt: skip
         if loan.state != L.DEFAULTED and plan.ltv < settings.LENDING_LIQUIDATION_LTV:
-            raise Conflict(f"Loan #{loan.pk}: LTV {plan.ltv:.4f} is below the liquidation line.",
+            raise Conflict(gettext("Loan #{pk}: LTV {ltv:.4f} is below the liquidation line.").format(pk=loan.pk, ltv=plan.ltv),
                            code="not_liquidatable")  # fmt: skip
         source = collateral_account(loan.pk, loan.collateral_asset)
         for lender_id, amount in plan.to_lenders:

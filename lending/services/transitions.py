@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import InvalidTransition, NotFound, PermissionDenied
 from lending.models import Loan, LoanEvent, LoanRequest
@@ -84,7 +85,10 @@ def loan_role(loan: Loan, actor: Any, lender_ids: set[int]) -> str:
         return BORROWER
     if actor.pk in lender_ids:
         return LENDER
-    raise NotFound(f"Loan #{loan.pk} not found.", fields={"loan": ["Not found."]})
+    raise NotFound(
+        gettext("Loan #{pk} not found.").format(pk=loan.pk),
+        fields={"loan": [gettext("Not found.")]},
+    )
 
 
 def _check(subject: str, pk: int, old: str, to: str, role: str) -> None:
@@ -94,13 +98,22 @@ def _check(subject: str, pk: int, old: str, to: str, role: str) -> None:
     )
     if role not in ever:
         who = " or ".join(sorted(ever - {SYSTEM} or ever))
-        raise PermissionDenied(f"Only the {who} can move a {subject} to {to}.")
+        raise PermissionDenied(
+            gettext("Only the {who} can move a {subject} to {to}.").format(
+                who=who, subject=subject, to=to
+            )
+        )
     if roles is None:
         raise InvalidTransition(
-            f"The {subject} #{pk} is {old}: it can't become {to}.", fields={"state": [old]}
+            gettext("The {subject} #{pk} is {old}: it can't become {to}.").format(
+                subject=subject, pk=pk, old=old, to=to
+            ),
+            fields={"state": [old]},
         )
     if role not in roles:
-        raise PermissionDenied(f"Only the {' or '.join(sorted(roles))} can do this now.")
+        raise PermissionDenied(
+            gettext("Only the {v1} can do this now.").format(v1=" or ".join(sorted(roles)))
+        )
 
 
 def event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -35,7 +36,8 @@ class PaymentAccountOut(serializers.Serializer[PaymentAccount]):
     method_name = serializers.CharField(source="method.name")
     label = serializers.CharField()  # type: ignore[assignment]  # a field named `label`
     details = serializers.DictField(
-        child=serializers.CharField(), help_text="{field key: the stored, normalised value}"
+        child=serializers.CharField(),
+        help_text=gettext_lazy("{field key: the stored, normalised value}"),
     )
     display = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -51,11 +53,13 @@ class PaymentAccountOut(serializers.Serializer[PaymentAccount]):
 
 
 class PaymentAccountInput(serializers.Serializer[dict[str, Any]]):
-    method = serializers.CharField(max_length=32, help_text="A payment method's code, e.g. sepa.")
+    method = serializers.CharField(
+        max_length=32, help_text=gettext_lazy("A payment method's code, e.g. sepa.")
+    )
     label = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")  # type: ignore[assignment]  # a field named `label`
     details = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=300),
-        help_text="The method's fields by key (see the list above).",
+        help_text=gettext_lazy("The method's fields by key (see the list above)."),
     )
 
 
@@ -64,7 +68,7 @@ class PaymentAccountPatchInput(serializers.Serializer[dict[str, Any]]):
     details = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=300),
         required=False,
-        help_text="The fields to change; an empty optional one is removed.",
+        help_text=gettext_lazy("The fields to change; an empty optional one is removed."),
     )
 
 

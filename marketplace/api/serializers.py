@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -91,8 +92,9 @@ class OfferOut(serializers.Serializer):
     available = AmountOut(
         precision="asset.precision",
         source="depth",
-        help_text="What can be taken now: what is left, for a sell offer at most what its maker "
-        "holds.",
+        help_text=gettext_lazy(
+            "What can be taken now: what is left, for a sell offer at most what its maker holds."
+        ),
     )
     payment_methods = serializers.SerializerMethodField()
     payment_window_minutes = serializers.IntegerField()
@@ -100,8 +102,10 @@ class OfferOut(serializers.Serializer):
     is_active = serializers.BooleanField()
     closed_at = serializers.DateTimeField(
         allow_null=True,
-        help_text="When the platform closed the offer because what is left can't cover its "
-        "minimum per trade (is_active is then false); null otherwise.",
+        help_text=gettext_lazy(
+            "When the platform closed the offer because what is left can't cover its "
+            "minimum per trade (is_active is then false); null otherwise."
+        ),
     )
     maker = serializers.SerializerMethodField()
     min_taker_tier = serializers.IntegerField()
@@ -117,7 +121,9 @@ class OfferOut(serializers.Serializer):
         "only (null for others)."
     )
     unmet_requirements = serializers.SerializerMethodField(
-        help_text="Why the requesting user may not take this offer; empty when it is open to them."
+        help_text=gettext_lazy(
+            "Why the requesting user may not take this offer; empty when it is open to them."
+        )
     )
     created_at = serializers.DateTimeField()
 

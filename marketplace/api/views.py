@@ -4,6 +4,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.db.models import F
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -38,7 +39,8 @@ def _decimal_param(request: Request, name: str) -> Decimal | None:
     value = parse_decimal(raw, field=name)
     if value < 0 or value.adjusted() >= AMOUNT_MAX_DIGITS:
         raise ValidationFailed(
-            f"{name}: must be a positive number.", fields={name: ["Must be positive."]}
+            gettext("{name}: must be a positive number.").format(name=name),
+            fields={name: [gettext("Must be positive.")]},
         )
     return value
 
@@ -60,22 +62,29 @@ class OfferInput(serializers.Serializer):
         child=serializers.IntegerField(),
         max_length=3,
         required=False,
-        help_text="A sell offer: ids of your saved payment accounts the buyer pays into, at "
-        "most one per payment method (/api/v1/payment-accounts/).",
+        help_text=gettext_lazy(
+            "A sell offer: ids of your saved payment accounts the buyer pays into, at "
+            "most one per payment method (/api/v1/payment-accounts/)."
+        ),
     )
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, default=30)
     terms = serializers.CharField(max_length=2000, allow_blank=True, default="")
     min_taker_tier = serializers.IntegerField(
-        min_value=0, max_value=2, default=0, help_text="Takers' minimum KYC tier (0: anyone)."
+        min_value=0,
+        max_value=2,
+        default=0,
+        help_text=gettext_lazy("Takers' minimum KYC tier (0: anyone)."),
     )
     min_taker_trades = serializers.IntegerField(
-        min_value=0, default=0, help_text="Takers' minimum number of completed trades."
+        min_value=0,
+        default=0,
+        help_text=gettext_lazy("Takers' minimum number of completed trades."),
     )
     min_account_age_days = serializers.IntegerField(
-        min_value=0, default=0, help_text="Takers' minimum account age in days."
+        min_value=0, default=0, help_text=gettext_lazy("Takers' minimum account age in days.")
     )
     trusted_only = serializers.BooleanField(
-        default=False, help_text="Only traders on your trusted list may take it."
+        default=False, help_text=gettext_lazy("Only traders on your trusted list may take it.")
     )
     allowed_countries = serializers.ListField(
         child=serializers.CharField(max_length=2),
@@ -106,7 +115,7 @@ class OfferPatchInput(serializers.Serializer):
         child=serializers.IntegerField(),
         max_length=3,
         required=False,
-        help_text="Replaces the accounts a sell offer names ([] names none).",
+        help_text=gettext_lazy("Replaces the accounts a sell offer names ([] names none)."),
     )
     payment_window_minutes = serializers.IntegerField(min_value=5, max_value=180, required=False)
     terms = serializers.CharField(max_length=2000, allow_blank=True, required=False)

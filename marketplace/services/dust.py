@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.errors import ValidationFailed
 from common.money import fmt, round_half_up
@@ -69,10 +70,16 @@ def offer_reopen_check(*, offer: Offer) -> None:
         fiat = offer.fiat
         raise ValidationFailed.for_field(
             "amount",
-            f"Offer #{offer.pk} has {fmt(offer.available, offer.asset.precision)} "
-            f"{offer.asset.code} left, worth {fmt(value, fiat.precision)} {fiat.code}: less than "
-            f"its minimum of {fmt(offer.min_fiat, fiat.precision)} {fiat.code} per trade. Top it "
-            "up or lower the minimum to reopen it.",
+            gettext(
+                "Offer #{pk} has {v1} {code} left, worth {v2} {code2}: less than its minimum of {v3} {code2} per trade. Top it up or lower the minimum to reopen it."
+            ).format(
+                pk=offer.pk,
+                v1=fmt(offer.available, offer.asset.precision),
+                code=offer.asset.code,
+                v2=fmt(value, fiat.precision),
+                code2=fiat.code,
+                v3=fmt(offer.min_fiat, fiat.precision),
+            ),
         )
 
 

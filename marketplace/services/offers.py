@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Round
+from django.utils.translation import gettext
 
 from accounts import services as accounts
 from common.countries import country_code
@@ -50,16 +51,21 @@ AUTO_REPLY_MAX_LENGTH = 1000
 def _payment_methods(codes: Iterable[str]) -> list[PaymentMethod]:
     codes = list(dict.fromkeys(str(c) for c in codes or []))
     if not codes:
-        raise ValidationFailed.for_field("payment_methods", "Choose at least one payment method.")
+        raise ValidationFailed.for_field(
+            "payment_methods", gettext("Choose at least one payment method.")
+        )
     if len(codes) > MAX_PAYMENT_METHODS:
         raise ValidationFailed.for_field(
-            "payment_methods", f"Choose at most {MAX_PAYMENT_METHODS} payment methods."
+            "payment_methods",
+            gettext("Choose at most {MAX_PAYMENT_METHODS} payment methods.").format(
+                MAX_PAYMENT_METHODS=MAX_PAYMENT_METHODS
+            ),
         )
     found = {m.code: m for m in PaymentMethod.objects.filter(code__in=codes, is_active=True)}
     unknown = [c for c in codes if c not in found]
     if unknown:
         raise ValidationFailed.for_field(
-            "payment_methods", f"Unknown payment method {unknown[0]!r}."
+            "payment_methods", gettext("Unknown payment method {v1!r}.").format(v1=unknown[0])
         )
     return [found[c] for c in codes]
 
@@ -84,7 +90,7 @@ def _flag(value: Any, *, field: str) -> bool:
         return True
     if text in ("", "0", "false", "off", "no"):
         return False
-    raise ValidationFailed.for_field(field, "Yes or no.")
+    raise ValidationFailed.for_field(field, gettext("Yes or no."))
 
 
 def _requirements(values: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +267,7 @@ def _offer_terms(
     payment_window_minutes: Any,
 ) -> dict[str, Any]:
     if price_type not in Offer.PriceType.values:
-        raise ValidationFailed.for_field("price_type", "Choose fixed or floating.")
+        raise ValidationFailed.for_field("price_type", gettext("Choose fixed or floating."))
     values: dict[str, Any] = {"price_type": price_type, "price": None, "margin_percent": None}
     if price_type == Offer.PriceType.FIXED:
         values["price"] = parse_amount(price, precision=PRICE_PRECISION, field="price")
@@ -269,32 +275,36 @@ def _offer_terms(
         if margin_percent in (None, ""):
             raise ValidationFailed.for_field(
                 "margin_percent",
-                "A floating price needs a margin in percent (may be 0 or negative).",
+                gettext("A floating price needs a margin in percent (may be 0 or negative)."),
             )
         margin = parse_signed(margin_percent, precision=2, field="margin_percent")
         if not Decimal(-50) <= margin <= Decimal(50):
             raise ValidationFailed.for_field(
-                "margin_percent", "The margin must be between -50% and +50%."
+                "margin_percent", gettext("The margin must be between -50% and +50%.")
             )
         if not PriceIndex.objects.filter(asset=asset, fiat=fiat).exists():
             raise ValidationFailed.for_field(
                 "price_type",
-                f"There is no {asset.code}/{fiat.code} price index to float on; use a fixed price.",
+                gettext(
+                    "There is no {code}/{code2} price index to float on; use a fixed price."
+                ).format(code=asset.code, code2=fiat.code),
             )
         values["margin_percent"] = margin
     values["min_fiat"] = parse_fiat_amount(min_fiat, fiat=fiat, field="min_fiat")
     values["max_fiat"] = parse_fiat_amount(max_fiat, fiat=fiat, field="max_fiat")
     if values["max_fiat"] < values["min_fiat"]:
-        raise ValidationFailed.for_field("max_fiat", "The maximum must not be below the minimum.")
+        raise ValidationFailed.for_field(
+            "max_fiat", gettext("The maximum must not be below the minimum.")
+        )
     try:
         window = int(payment_window_minutes)
     except (TypeError, ValueError):
         raise ValidationFailed.for_field(
-            "payment_window_minutes", "Enter whole minutes between 5 and 180."
+            "payment_window_minutes", gettext("Enter whole minutes between 5 and 180.")
         ) from None
     if not 5 <= window <= 180:
         raise ValidationFailed.for_field(
-            "payment_window_minutes", "The payment window must be 5 to 180 minutes."
+            "payment_window_minutes", gettext("The payment window must be 5 to 180 minutes.")
         )
     values["payment_window_minutes"] = window
     return values
@@ -316,9 +326,16 @@ def _price_protected(*, asset: Asset, fiat: FiatCurrency, values: dict[str, Any]
     if not low <= values["price"] <= high:
         raise ValidationFailed.for_field(
             "price",
-            f"The {asset.code}/{fiat.code} index is {fmt_fiat(index, fiat.precision)} "
-            f"{fiat.code}; a fixed price must be within {pct.normalize():f}% of it "
-            f"({fmt_fiat(low, fiat.precision)} – {fmt_fiat(high, fiat.precision)} {fiat.code}).",
+            gettext(
+                "The {code}/{code2} index is {v1} {code2}; a fixed price must be within {v2:f}% of it ({v3} – {v4} {code2})."
+            ).format(
+                code=asset.code,
+                code2=fiat.code,
+                v1=fmt_fiat(index, fiat.precision),
+                v2=pct.normalize(),
+                v3=fmt_fiat(low, fiat.precision),
+                v4=fmt_fiat(high, fiat.precision),
+            ),
         )
 
 
@@ -330,7 +347,9 @@ def _open_offers_within_cap(*, maker: Any) -> None:
     cap: int = settings.MAX_OPEN_OFFERS.get(profile.kyc_tier, 0)
     if Offer.objects.filter(maker_id=maker.pk, is_deleted=False).count() >= cap:
         raise ValidationFailed(
-            f"Tier {profile.kyc_tier} traders may have {cap} offers open; delete one first.",
+            gettext("Tier {kyc_tier} traders may have {cap} offers open; delete one first.").format(
+                kyc_tier=profile.kyc_tier, cap=cap
+            ),
             code="too_many_offers",
         )
 
@@ -343,7 +362,9 @@ def _within_balance(*, offer: Offer, user: Any, available: Decimal) -> None:
         asset = offer.asset
         raise ValidationFailed.for_field(
             "amount",
-            f"You hold {fmt(held, asset.precision)} {asset.code}; a sell offer can't offer more.",
+            gettext("You hold {v1} {code}; a sell offer can't offer more.").format(
+                v1=fmt(held, asset.precision), code=asset.code
+            ),
         )
 
 
@@ -374,7 +395,7 @@ def offer_create(
     frozen or suspended makers can't publish."""
     accounts.ensure_can_trade(user=maker)
     if side not in Offer.Side.values:
-        raise ValidationFailed.for_field("side", "Choose buy or sell.")
+        raise ValidationFailed.for_field("side", gettext("Choose buy or sell."))
     asset_obj, fiat_obj = asset_get(code=asset), fiat_get(code=fiat)
     total = parse_amount(amount, precision=asset_obj.precision, field="amount")
     values = _offer_terms(
@@ -407,7 +428,9 @@ def offer_create(
         if available < total:
             raise ValidationFailed.for_field(
                 "amount",
-                f"You hold {fmt(available, asset_obj.precision)} {asset_obj.code}; a sell offer can't offer more.",
+                gettext("You hold {v1} {code}; a sell offer can't offer more.").format(
+                    v1=fmt(available, asset_obj.precision), code=asset_obj.code
+                ),
             )
     with durable_atomic():
         _open_offers_within_cap(maker=maker)
@@ -440,7 +463,7 @@ def _offer_for_maker(offer_id: int, maker: Any) -> Offer:
         .first()
     )
     if offer is None or offer.maker_id != maker.pk:
-        raise NotFound(f"Offer #{offer_id} not found.")
+        raise NotFound(gettext("Offer #{offer_id} not found.").format(offer_id=offer_id))
     return offer
 
 
@@ -473,7 +496,9 @@ def offer_update(*, offer_id: int, actor: Any, **changes: Any) -> Offer:
             if total < taken:
                 raise ValidationFailed.for_field(
                     "amount",
-                    f"{fmt(taken, offer.asset.precision)} is already in trades; the total can't be less.",
+                    gettext("{v1} is already in trades; the total can't be less.").format(
+                        v1=fmt(taken, offer.asset.precision)
+                    ),
                 )
             if offer.side == Offer.Side.SELL and total - taken > offer.available:
                 _within_balance(offer=offer, user=actor, available=total - taken)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from accounts.selectors import verified_name_for
 from common.errors import NotFound, ValidationFailed
@@ -32,7 +33,7 @@ def _refuse(errors: dict[str, str]) -> None:
 def _checked(*, user: Any, method: PaymentMethod, details: Mapping[str, Any]) -> dict[str, str]:
     """The stored values of `details` for `method`, or ValidationFailed naming each bad field."""
     if not isinstance(details, Mapping):
-        raise ValidationFailed.for_field("details", "The account's fields, as an object.")
+        raise ValidationFailed.for_field("details", gettext("The account's fields, as an object."))
     values, errors = clean_details(method.code, details)
     verified = verified_name_for(user_id=user.pk)
     holder = values.get("holder_name")
@@ -48,14 +49,18 @@ def _checked(*, user: Any, method: PaymentMethod, details: Mapping[str, Any]) ->
 def _label(label: Any) -> str:
     text = " ".join(str(label or "").split())
     if len(text) > MAX_LABEL:
-        raise ValidationFailed.for_field("label", f"At most {MAX_LABEL} characters.")
+        raise ValidationFailed.for_field(
+            "label", gettext("At most {MAX_LABEL} characters.").format(MAX_LABEL=MAX_LABEL)
+        )
     return text
 
 
 def _method(code: Any) -> PaymentMethod:
     method = PaymentMethod.objects.filter(code=str(code or ""), is_active=True).first()
     if method is None:
-        raise ValidationFailed.for_field("method", f"Unknown payment method {code!r}.")
+        raise ValidationFailed.for_field(
+            "method", gettext("Unknown payment method {code!r}.").format(code=code)
+        )
     return method
 
 
@@ -68,7 +73,9 @@ def _own_locked(*, account_id: Any, user: Any) -> PaymentAccount:
         .first()
     )
     if account is None:  # someone else's is not a hint that it exists
-        raise NotFound(f"Payment account #{account_id} not found.")
+        raise NotFound(
+            gettext("Payment account #{account_id} not found.").format(account_id=account_id)
+        )
     return account
 
 
@@ -87,7 +94,7 @@ def payment_account_create(
         )
         if len(owned) >= MAX_PAYMENT_ACCOUNTS:
             raise ValidationFailed(
-                f"You have {len(owned)} payment accounts; delete one first.",
+                gettext("You have {v1} payment accounts; delete one first.").format(v1=len(owned)),
                 code="too_many_payment_accounts",
             )
         return PaymentAccount.objects.create(
@@ -108,7 +115,9 @@ def payment_account_update(
         account = _own_locked(account_id=account_id, user=actor)
         if details is not None:
             if not isinstance(details, Mapping):
-                raise ValidationFailed.for_field("details", "The account's fields, as an object.")
+                raise ValidationFailed.for_field(
+                    "details", gettext("The account's fields, as an object.")
+                )
             merged = {**account.details, **details}
             account.details = _checked(user=actor, method=account.method, details=merged)
         if label is not None:
@@ -138,7 +147,7 @@ def offer_payment_accounts(
             ids.append(int(raw))
         except (TypeError, ValueError):
             raise ValidationFailed.for_field(
-                "payment_accounts", f"{raw!r} is not a payment account id."
+                "payment_accounts", gettext("{raw!r} is not a payment account id.").format(raw=raw)
             ) from None
     ids = list(dict.fromkeys(ids))
     if not ids:
@@ -146,7 +155,9 @@ def offer_payment_accounts(
     if side != Offer.Side.SELL:
         raise ValidationFailed.for_field(
             "payment_accounts",
-            "A buy offer names no account: its seller, the taker, picks theirs when taking.",
+            gettext(
+                "A buy offer names no account: its seller, the taker, picks theirs when taking."
+            ),
         )
     found = {
         a.pk: a
@@ -157,7 +168,8 @@ def offer_payment_accounts(
     missing = [i for i in ids if i not in found]
     if missing:
         raise ValidationFailed.for_field(
-            "payment_accounts", f"Payment account #{missing[0]} is not one of yours."
+            "payment_accounts",
+            gettext("Payment account #{v1} is not one of yours.").format(v1=missing[0]),
         )
     codes = {m.code for m in methods}
     seen: set[str] = set()
@@ -166,12 +178,14 @@ def offer_payment_accounts(
         if account.method.code not in codes:
             raise ValidationFailed.for_field(
                 "payment_accounts",
-                f"Account #{account.pk} is for {account.method.name}, which this offer doesn't "
-                "accept.",
+                gettext("Account #{pk} is for {name}, which this offer doesn't accept.").format(
+                    pk=account.pk, name=account.method.name
+                ),
             )
         if account.method.code in seen:
             raise ValidationFailed.for_field(
-                "payment_accounts", f"Name one {account.method.name} account, not several."
+                "payment_accounts",
+                gettext("Name one {name} account, not several.").format(name=account.method.name),
             )
         seen.add(account.method.code)
     return [found[i] for i in ids]
@@ -201,7 +215,7 @@ def payment_account_for_take(
         if account_id not in (None, ""):
             raise ValidationFailed.for_field(
                 "payment_account",
-                "You pay into the account the seller named; only a seller names one.",
+                gettext("You pay into the account the seller named; only a seller names one."),
             )
         return (
             PaymentAccount.objects.select_for_update(of=("self",))
@@ -216,13 +230,17 @@ def payment_account_for_take(
         account = _own_locked(account_id=int(account_id), user=taker)
     except (NotFound, TypeError, ValueError):
         raise ValidationFailed.for_field(
-            "payment_account", f"Payment account #{account_id} is not one of yours."
+            "payment_account",
+            gettext("Payment account #{account_id} is not one of yours.").format(
+                account_id=account_id
+            ),
         ) from None
     if account.method_id != method.pk:
         raise ValidationFailed.for_field(
             "payment_account",
-            f"Account #{account.pk} is for {account.method.name}; this trade is paid by "
-            f"{method.name}.",
+            gettext("Account #{pk} is for {name}; this trade is paid by {name2}.").format(
+                pk=account.pk, name=account.method.name, name2=method.name
+            ),
         )
     return account
 

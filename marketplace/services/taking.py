@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from accounts.selectors import (
     is_blocked_between,
@@ -36,16 +37,19 @@ def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
     if offer is None or (
         offer.maker_id != taker.pk and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
     ):
-        raise NotFound(f"Offer #{offer_id} not found.")
+        raise NotFound(gettext("Offer #{offer_id} not found.").format(offer_id=offer_id))
     if offer.maker_id == taker.pk:
-        raise ValidationFailed.for_field("offer", "You cannot take your own offer.")
+        raise ValidationFailed.for_field("offer", gettext("You cannot take your own offer."))
     if not offer.is_active and offer.closed_at is not None:
         raise Conflict(
-            f"Offer #{offer.pk} is closed: too little is left of it to take.",
+            gettext("Offer #{pk} is closed: too little is left of it to take.").format(pk=offer.pk),
             code="offer_exhausted",
         )
     if not offer.is_active:
-        raise Conflict(f"Offer #{offer.pk} is paused and can't be taken.", code="offer_paused")
+        raise Conflict(
+            gettext("Offer #{pk} is paused and can't be taken.").format(pk=offer.pk),
+            code="offer_paused",
+        )
     return offer
 
 
@@ -58,7 +62,11 @@ def offer_quantity(
     asset, fiat = offer.asset, offer.fiat
     price = offer_effective_price(offer)
     if price is None or price <= 0:
-        raise Conflict(f"Offer #{offer.pk} has no price right now: its price index is missing.")
+        raise Conflict(
+            gettext("Offer #{pk} has no price right now: its price index is missing.").format(
+                pk=offer.pk
+            )
+        )
     if amount not in (None, ""):
         qty = parse_amount(amount, precision=asset.precision, field="amount")
         fiat_total = round_half_up(qty * price, fiat.precision)
@@ -73,21 +81,29 @@ def offer_quantity(
         if qty <= 0:
             raise ValidationFailed.for_field(
                 "fiat_amount",
-                f"That buys less than {fmt(quantum(places), places)} {asset.code}, the smallest "
-                "amount traded for a fiat amount.",
+                gettext(
+                    "That buys less than {v1} {code}, the smallest amount traded for a fiat amount."
+                ).format(v1=fmt(quantum(places), places), code=asset.code),
             )
     field = "amount" if amount not in (None, "") else "fiat_amount"
     if not offer.min_fiat <= fiat_total <= offer.max_fiat:
         raise ValidationFailed.for_field(
             field,
-            f"This offer trades {fmt_fiat(offer.min_fiat, fiat.precision)} – "
-            f"{fmt_fiat(offer.max_fiat, fiat.precision)} {fiat.code} per trade; you asked for "
-            f"{fmt_fiat(fiat_total, fiat.precision)} {fiat.code}.",
+            gettext(
+                "This offer trades {v1} – {v2} {code} per trade; you asked for {v3} {code}."
+            ).format(
+                v1=fmt_fiat(offer.min_fiat, fiat.precision),
+                v2=fmt_fiat(offer.max_fiat, fiat.precision),
+                code=fiat.code,
+                v3=fmt_fiat(fiat_total, fiat.precision),
+            ),
         )
     if qty > offer.available:
         raise Conflict(
-            f"Only {fmt(offer.available, asset.precision)} {asset.code} is left on offer #{offer.pk}.",
-            fields={field: ["More than the offer has left."]},
+            gettext("Only {v1} {code} is left on offer #{pk}.").format(
+                v1=fmt(offer.available, asset.precision), code=asset.code, pk=offer.pk
+            ),
+            fields={field: [gettext("More than the offer has left.")]},
             code="offer_exhausted",
         )
     return qty, fiat_total, price, field
@@ -100,7 +116,7 @@ def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | N
     if code:
         if code not in methods:
             raise ValidationFailed.for_field(
-                "payment_method", f"This offer doesn't accept {code!r}."
+                "payment_method", gettext("This offer doesn't accept {code!r}.").format(code=code)
             )
         return methods[code]
     return next(iter(methods.values()), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -25,12 +26,18 @@ class PreferenceOut(serializers.Serializer):
     # (DRF takes declared fields off the class; mypy sees Field.label)
     label = serializers.CharField()  # type: ignore[assignment]
     email = serializers.BooleanField()
-    telegram = serializers.BooleanField(help_text="Sent only while a Telegram chat is linked.")
+    telegram = serializers.BooleanField(
+        help_text=gettext_lazy("Sent only while a Telegram chat is linked.")
+    )
 
 
 class TelegramOut(serializers.Serializer):
-    enabled = serializers.BooleanField(help_text="Whether this site has a Telegram bot.")
-    bot_name = serializers.CharField(help_text="The bot to send `/start CODE` to (without @).")
+    enabled = serializers.BooleanField(
+        help_text=gettext_lazy("Whether this site has a Telegram bot.")
+    )
+    bot_name = serializers.CharField(
+        help_text=gettext_lazy("The bot to send `/start CODE` to (without @).")
+    )
     linked = serializers.BooleanField()
 
 
@@ -43,8 +50,10 @@ class PreferenceChange(serializers.Serializer):
     category = serializers.ChoiceField(
         choices=NotificationPreference.Category.choices, help_text=CATEGORY_HELP
     )
-    email = serializers.BooleanField(required=False, help_text="Left out: unchanged.")
-    telegram = serializers.BooleanField(required=False, help_text="Left out: unchanged.")
+    email = serializers.BooleanField(required=False, help_text=gettext_lazy("Left out: unchanged."))
+    telegram = serializers.BooleanField(
+        required=False, help_text=gettext_lazy("Left out: unchanged.")
+    )
 
 
 class PreferencesWriteDenied(AccountCredentialForWrites):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -25,7 +26,8 @@ class WebhookOut(serializers.Serializer):
     id = serializers.IntegerField()
     url = serializers.URLField()
     events = serializers.ListField(
-        child=serializers.ChoiceField(choices=EVENT_CHOICES), help_text="Empty: every event."
+        child=serializers.ChoiceField(choices=EVENT_CHOICES),
+        help_text=gettext_lazy("Empty: every event."),
     )
     is_active = serializers.BooleanField()
     created_at = serializers.DateTimeField()
@@ -34,30 +36,35 @@ class WebhookOut(serializers.Serializer):
 class WebhookCreatedOut(WebhookOut):
     secret = serializers.CharField(
         allow_null=True,
-        help_text="Shown once; store it now. X-Signature is sha256=HMAC-SHA256(secret, "
-        '"<X-Timestamp>.<raw body>") in hex. null in an Idempotency-Key replay, which has '
-        "secret_shown_once: true instead.",
+        help_text=gettext_lazy(
+            "Shown once; store it now. X-Signature is sha256=HMAC-SHA256(secret, "
+            '"<X-Timestamp>.<raw body>") in hex. null in an Idempotency-Key replay, which has '
+            "secret_shown_once: true instead."
+        ),
     )
     secret_shown_once = serializers.BooleanField(
-        required=False, help_text="Only in an Idempotency-Key replay: the secret is not repeated."
+        required=False,
+        help_text=gettext_lazy("Only in an Idempotency-Key replay: the secret is not repeated."),
     )
 
 
 class DeliveryOut(serializers.Serializer):
     id = serializers.IntegerField()
-    event = serializers.CharField(help_text="trade.created, trade.paid, ...")
+    event = serializers.CharField(help_text=gettext_lazy("trade.created, trade.paid, ..."))
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.choices)
     attempts = serializers.IntegerField()
     last_status_code = serializers.IntegerField(allow_null=True)
     last_error = serializers.ChoiceField(
         choices=WebhookDelivery.Error.choices,
         allow_blank=True,
-        help_text="Why the last attempt failed, as a class (empty once delivered); for "
-        "http_status and redirect the code is in last_status_code. The answer's body is never "
-        "read.",
+        help_text=gettext_lazy(
+            "Why the last attempt failed, as a class (empty once delivered); for "
+            "http_status and redirect the code is in last_status_code. The answer's body is never "
+            "read."
+        ),
     )
     next_attempt_at = serializers.DateTimeField(
-        allow_null=True, help_text="When a pending delivery is tried again."
+        allow_null=True, help_text=gettext_lazy("When a pending delivery is tried again.")
     )
     created_at = serializers.DateTimeField()
     delivered_at = serializers.DateTimeField(allow_null=True)
@@ -83,14 +90,16 @@ class WebhookListApi(ApiView):
 
         url = serializers.CharField(
             max_length=webhooks.URL_MAX_LENGTH,
-            help_text="https://, on a host whose every address is public (no private, loopback "
-            "or link-local addresses)",
+            help_text=gettext_lazy(
+                "https://, on a host whose every address is public (no private, loopback "
+                "or link-local addresses)"
+            ),
         )
         events = serializers.ListField(
             child=serializers.ChoiceField(choices=EVENT_CHOICES),
             required=False,
             default=list,
-            help_text="Events to send; empty or left out: all of them.",
+            help_text=gettext_lazy("Events to send; empty or left out: all of them."),
         )
 
     @extend_schema(
@@ -245,7 +254,9 @@ class NotificationListApi(ApiView):
                     "results": NotificationOut(many=True),
                     "next": serializers.URLField(allow_null=True),
                     "previous": serializers.URLField(allow_null=True),
-                    "unread": serializers.IntegerField(help_text="How many are not read yet."),
+                    "unread": serializers.IntegerField(
+                        help_text=gettext("How many are not read yet.")
+                    ),
                 },
             ),
             **ERRORS,

@@ -31,7 +31,8 @@
   }
 
   /* Countdowns: an element with data-countdown-to (seconds since the epoch) says "in m:ss"
-     until then, and its data-countdown-done text after. Re-found every tick, so htmx swaps of
+     (its data-countdown-template, "in {time}" by default) until then, and its
+     data-countdown-done text after. Re-found every tick, so htmx swaps of
      the trade room need nothing special. */
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function tick() {
@@ -42,7 +43,9 @@
         return;
       }
       var h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
-      el.textContent = "in " + (h ? h + ":" + pad(m) : m) + ":" + pad(s);
+      // The words around the time come from the page, in its language (issue 20).
+      var left_text = (h ? h + ":" + pad(m) : m) + ":" + pad(s);
+      el.textContent = (el.dataset.countdownTemplate || "in {time}").replace("{time}", left_text);
     });
   }
   tick();
