@@ -119,3 +119,24 @@ def test_faucet_credit_trade_withdraw_sweep_and_reserves(
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("OK:")
+
+
+def test_make_run_backs_the_demo_balances_on_chain(evm, alice, bob):
+    """seed_demo credits balances by hand; `evm_setup` gives the dev hot wallet what the chain
+    lacks of them, so make run's proof of reserves covers what the ledger owes."""
+    from ledger.evm import devchain
+    from marketplace.tests.factories import fund
+
+    fund(alice, "ETH", "150")
+    fund(bob, "USDT", "2000000")
+    assert devchain.dev_hot_wallet().address == evm.hot.address
+    (short_eth, short_usdt) = reserves.reserves_reconcile()
+    assert short_eth.status == short_usdt.status == ReserveReconciliation.Status.SHORTFALL
+    # when
+    sent = devchain.hot_wallet_back_liabilities(token=evm.token)
+    # then
+    assert [line.split()[0] for line in sent] == ["ETH", "USDT"]
+    runs = reserves.reserves_reconcile()
+    assert [r.status for r in runs] == [ReserveReconciliation.Status.COVERED] * 2
+    # and a second run has nothing left to send
+    assert devchain.hot_wallet_back_liabilities(token=evm.token) == []

@@ -127,14 +127,16 @@ def hot_wallet_fund(minimum_eth: Decimal = Decimal(10)) -> str | None:
     return _send(w3, dev_account(0), {"to": hot, "value": want - have, "gas": 21_000})
 
 
-def faucet_send(*, to: str, asset_code: str, amount: Decimal) -> str:
+def faucet_send(*, to: str, asset_code: str, amount: Decimal, contract: str = "") -> str:
     """Send `amount` of an asset on the local node to `to`: ETH from account 0, the token minted
-    by account 0 (its deployer). The transaction's hash, once mined."""
+    by account 0 (its deployer; `contract` names it before settings know it). The transaction's
+    hash, once mined."""
     from common.errors import ValidationFailed
-    from ledger.evm.config import evm_asset
+    from ledger.evm.config import EvmAsset, evm_asset
     from ledger.evm.rpc import erc20
 
-    config = evm_asset(asset_code)
+    config = EvmAsset(code=asset_code, kind="erc20", contract=contract) if contract else None
+    config = config or evm_asset(asset_code)
     if config is None:
         raise ValidationFailed(f"asset: {asset_code} is not on the chain here (EVM_ASSETS).")
     w3 = _local_node()
@@ -149,6 +151,40 @@ def faucet_send(*, to: str, asset_code: str, amount: Decimal) -> str:
         {"from": faucet.address}
     )
     return _send(w3, faucet, {"to": tx["to"], "data": tx["data"]})
+
+
+def hot_wallet_back_liabilities(*, token: str) -> list[str]:
+    """The demo's ledger owes coins that `seed_demo` credited by hand (`manage.py credit`), with
+    nothing on the local chain behind them. Like a platform that holds what it owes, the dev hot
+    wallet is given (from account 0) what the chain lacks of each asset's liabilities, so the
+    reconciliation and the proof of reserves of `make run` cover them. Local node only; what it
+    sent, as "ASSET AMOUNT" lines."""
+    from ledger.evm.config import EvmAsset
+    from ledger.evm.reserves import ledger_figures, platform_addresses, read_holdings
+    from ledger.models import Asset
+
+    sent: list[str] = []
+    hot = dev_hot_wallet().address
+    addresses = platform_addresses()
+    if hot not in addresses:
+        addresses.insert(0, hot)
+    for code, config in (
+        ("ETH", EvmAsset(code="ETH", kind="native")),
+        ("USDT", EvmAsset(code="USDT", kind="erc20", contract=token)),
+    ):
+        asset = Asset.objects.filter(code=code).first()
+        if asset is None:
+            continue
+        owed = ledger_figures(asset=asset).liabilities
+        held = sum(read_holdings(config=config, asset=asset, addresses=addresses).balances.values())
+        # ETH: the gas money stays on top of what is owed.
+        lacking = owed - held + (Decimal(10) if code == "ETH" else Decimal(0))
+        if lacking > 0:
+            faucet_send(
+                to=hot, asset_code=code, amount=lacking, contract=token if code == "USDT" else ""
+            )
+            sent.append(f"{code} {lacking}")
+    return sent
 
 
 if __name__ == "__main__":

@@ -29,9 +29,15 @@ class Command(BaseCommand):
         try:
             address, deployed = devchain.testusd_deploy(Path(options["state_file"]))
             funded = devchain.hot_wallet_fund()
+            backed = devchain.hot_wallet_back_liabilities(token=address)
         except Exception as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"TestUSD (USDT) {'deployed' if deployed else 'already'} at {address}"
             + (f"; hot wallet funded ({funded})" if funded else "")
+            + (
+                f"; the demo's credited balances backed on chain ({', '.join(backed)})"
+                if backed
+                else ""
+            )
         )
