@@ -130,19 +130,13 @@ def hot_wallet_fund(minimum_eth: Decimal = Decimal(10)) -> str | None:
 def faucet_send(*, to: str, asset_code: str, amount: Decimal) -> str:
     """Send `amount` of an asset on the local node to `to`: ETH from account 0, the token minted
     by account 0 (its deployer). The transaction's hash, once mined."""
-    from django.utils.translation import gettext
-
     from common.errors import ValidationFailed
     from ledger.evm.config import evm_asset
     from ledger.evm.rpc import erc20
 
     config = evm_asset(asset_code)
     if config is None:
-        raise ValidationFailed(
-            gettext("asset: {asset} is not on the chain here (EVM_ASSETS).").format(
-                asset=asset_code
-            )
-        )
+        raise ValidationFailed(f"asset: {asset_code} is not on the chain here (EVM_ASSETS).")
     w3 = _local_node()
     faucet = dev_account(0)
     if config.kind == "native":
@@ -150,7 +144,7 @@ def faucet_send(*, to: str, asset_code: str, amount: Decimal) -> str:
     token = erc20(config.contract, w3)
     units = amount.scaleb(int(token.functions.decimals().call()))
     if units != units.to_integral_value():
-        raise ValidationFailed(gettext("amount: more decimal places than the token has."))
+        raise ValidationFailed("amount: more decimal places than the token has.")
     tx = token.functions.mint(w3.to_checksum_address(to), int(units)).build_transaction(
         {"from": faucet.address}
     )
