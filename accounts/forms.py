@@ -35,8 +35,8 @@ class KycUploadForm(forms.Form):
     requested_tier = forms.TypedChoiceField(
         label=gettext_lazy("For"),
         choices=[
-            (1, "Tier 1: identity (passport, ID card or driving licence)"),
-            (2, "Tier 2: proof of address (after tier 1)"),
+            (1, gettext_lazy("Tier 1: identity (passport, ID card or driving licence)")),
+            (2, gettext_lazy("Tier 2: proof of address (after tier 1)")),
         ],
         coerce=int,
     )
@@ -88,7 +88,7 @@ class RelationForm(forms.Form):
     )
     kind = forms.ChoiceField(
         label=gettext_lazy("List"),
-        choices=[("trusted", "Trusted"), ("blocked", "Blocked")],
+        choices=[("trusted", gettext_lazy("Trusted")), ("blocked", gettext_lazy("Blocked"))],
         widget=forms.RadioSelect,
         initial="trusted",
     )

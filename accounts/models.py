@@ -178,9 +178,9 @@ class ApiKey(models.Model):
     """A per-user key for bots, with scopes. Shown once at creation; only its SHA-256 is stored."""
 
     class Scope(models.TextChoices):
-        READ = "read"
-        TRADE = "trade"
-        WITHDRAW = "withdraw"
+        READ = "read", gettext_lazy("Read")
+        TRADE = "trade", gettext_lazy("Trade")
+        WITHDRAW = "withdraw", gettext_lazy("Withdraw")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"

@@ -28,7 +28,7 @@ from django.db.models import (
     When,
 )
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 from accounts.models import AccountLink, BrowserSession, KycDocument, Profile, TraderRelation
 from common.errors import NotFound
@@ -120,12 +120,15 @@ def buying_block_reason(profile: Profile | None, *, now: datetime | None = None)
     except (ZoneInfoNotFoundError, ValueError):
         zone_name, local = "UTC", until.astimezone(ZoneInfo("UTC"))
     limit = settings.CANCEL_LIMIT_PER_DAY
-    return (
-        f"Buying is paused by the daily cancellation limit: you reached today's {limit} "
-        f"cancelled trade{'s' if limit != 1 else ''} (trades you let expire count too; cancels "
-        f"for the seller's fault don't). You can buy again from {local:%Y-%m-%d %H:%M} "
-        f"({zone_name}). Selling is not affected."
-    )
+    return ngettext(
+        "Buying is paused by the daily cancellation limit: you reached today's {limit} "
+        "cancelled trade (trades you let expire count too; cancels for the seller's fault "
+        "don't). You can buy again from {until} ({zone}). Selling is not affected.",
+        "Buying is paused by the daily cancellation limit: you reached today's {limit} "
+        "cancelled trades (trades you let expire count too; cancels for the seller's fault "
+        "don't). You can buy again from {until} ({zone}). Selling is not affected.",
+        limit,
+    ).format(limit=limit, until=f"{local:%Y-%m-%d %H:%M}", zone=zone_name)
 
 
 def is_moderator(user: Any) -> bool:
@@ -399,14 +402,14 @@ def device_summary(user_agent: str) -> str:
     a program ("python-requests/2.32") by its first word; "Unknown device" when empty."""
     ua = (user_agent or "").strip()
     if not ua:
-        return "Unknown device"
+        return gettext("Unknown device")
     browser = next(
         (f"{name} {m.group(1)}" for name, pattern in _BROWSERS if (m := re.search(pattern, ua))),
         None,
     )
     system = next((name for name, pattern in _SYSTEMS if re.search(pattern, ua)), None)
     if browser and system:
-        return f"{browser} on {system}"
+        return gettext("{browser} on {system}").format(browser=browser, system=system)
     return browser or system or ua.split()[0][:60]
 
 

@@ -29,7 +29,7 @@ from accounts.forms import (
     SignupForm,
 )
 from accounts.models import ApiKey, KycDocument, TraderRelation
-from common.countries import COUNTRY_NAMES
+from common.countries import country_names
 from common.errors import ApplicationError, NotFound
 from common.files import private_file_response
 from common.forms import add_application_error
@@ -113,7 +113,7 @@ def _settings_page(
         "sessions": selectors.browser_session_list_for_user(user=user),
         "current_session_key": request.session.session_key,
         "time_zone": profile.time_zone or "UTC",
-        "countries": sorted(COUNTRY_NAMES.items(), key=lambda item: item[1]),
+        "countries": sorted(country_names().items(), key=lambda item: item[1]),
     }
     return render(request, "accounts/settings.html", context, status=status)
 
@@ -328,7 +328,7 @@ def country_set(request: HttpRequest) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        name = COUNTRY_NAMES.get(profile.country)
+        name = country_names().get(profile.country)
         messages.success(
             request, f"Your country is {name}." if name else "Your country is not set."
         )

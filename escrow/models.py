@@ -17,15 +17,15 @@ class CancelReason(models.TextChoices):
     """Why a buyer cancels a trade (asked when they cancel). The seller_* reasons are the
     seller's fault: they don't count against the buyer's daily cancellation limit."""
 
-    CHANGED_MIND = "changed_mind", "I changed my mind"
-    CANNOT_PAY = "cannot_pay", "I can't pay for it now"
+    CHANGED_MIND = "changed_mind", gettext_lazy("I changed my mind")
+    CANNOT_PAY = "cannot_pay", gettext_lazy("I can't pay for it now")
     SELLER_ASKED = (
         "seller_asked",
-        "The seller asked me to cancel, or to pay outside the platform",
+        gettext_lazy("The seller asked me to cancel, or to pay outside the platform"),
     )
-    SELLER_DETAILS = "seller_details", "The seller's payment details are wrong"
-    SELLER_UNRESPONSIVE = "seller_unresponsive", "The seller did not respond"
-    OTHER = "other", "Another reason"
+    SELLER_DETAILS = "seller_details", gettext_lazy("The seller's payment details are wrong")
+    SELLER_UNRESPONSIVE = "seller_unresponsive", gettext_lazy("The seller did not respond")
+    OTHER = "other", gettext_lazy("Another reason")
 
 
 SELLER_FAULT_REASONS = frozenset(

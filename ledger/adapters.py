@@ -65,10 +65,10 @@ class ManualChainAdapter(ChainAdapter):
     _address = re.compile(r"^[A-Za-z0-9:_\-]{8,128}$")
 
     def deposit_instructions(self, *, user_id: int, asset: Asset) -> str:
-        return (
-            f"Send {asset.code} to the platform's {asset.code} address with the memo U{user_id}. "
+        return gettext(
+            "Send {asset} to the platform's {asset} address with the memo U{user_id}. "
             "A moderator credits it once the transaction is confirmed."
-        )
+        ).format(asset=asset.code, user_id=user_id)
 
     def validate_address(self, *, asset: Asset, address: str) -> None:
         if not self._address.match(address):

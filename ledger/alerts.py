@@ -11,16 +11,19 @@ from collections.abc import Callable
 
 from django.core.cache import cache
 from django.db import transaction
+from django.utils.functional import Promise
 
 logger = logging.getLogger(__name__)
 
-# Each is called with key= (what the alert is about, stable: "hot-wallet-low:ETH") and text=.
+# Each is called with key= (what the alert is about, stable: "hot-wallet-low:ETH") and text=:
+# a lazy translation (format_lazy of a gettext_lazy), written out in each recipient's language
+# by the listener (notifications.email.in_language), or a plain str.
 moderator_alert_listeners: list[Callable[..., None]] = []
 # Each is called with user_id= and text=.
 funds_news_listeners: list[Callable[..., None]] = []
 
 
-def moderators_alert(*, key: str, text: str, every_seconds: int = 3600) -> bool:
+def moderators_alert(*, key: str, text: str | Promise, every_seconds: int = 3600) -> bool:
     """Tell the moderators, at most once per `every_seconds` for the same key (a condition that
     lasts is not re-announced on every run of the task that finds it). True if sent."""
     if not cache.add(f"ledger-alert:{key}", 1, timeout=every_seconds):
@@ -34,7 +37,7 @@ def moderators_alert_clear(*, key: str) -> None:
     cache.delete(f"ledger-alert:{key}")
 
 
-def user_funds_news(*, user_id: int, text: str) -> None:
+def user_funds_news(*, user_id: int, text: str | Promise) -> None:
     transaction.on_commit(lambda: _call(funds_news_listeners, user_id=user_id, text=text))
 
 

@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
 
 from common.db import replica_reads
@@ -31,17 +31,24 @@ TRANSFERS_PAGE = 50
 
 # --- wallet -----------------------------------------------------------------------------------
 
-TRANSFER_KINDS: dict[str, str] = {
-    Transfer.Kind.DEPOSIT: "Deposit",
-    Transfer.Kind.WITHDRAWAL: "Withdrawal",
-    Transfer.Kind.ESCROW_HOLD: "Escrow",
-    Transfer.Kind.TRADE_PAYOUT: "Trade payout",
-    Transfer.Kind.TRADE_FEE: "Trade fee",
+# Lazy: written out in the reader's language when the wallet page is drawn.
+TRANSFER_KINDS: dict[str, Any] = {
+    Transfer.Kind.DEPOSIT: gettext_lazy("Deposit"),
+    Transfer.Kind.WITHDRAWAL: gettext_lazy("Withdrawal"),
+    Transfer.Kind.ESCROW_HOLD: gettext_lazy("Escrow"),
+    Transfer.Kind.TRADE_PAYOUT: gettext_lazy("Trade payout"),
+    Transfer.Kind.TRADE_FEE: gettext_lazy("Trade fee"),
+    Transfer.Kind.LOAN_COLLATERAL: gettext_lazy("Loan collateral"),
+    Transfer.Kind.LOAN_FUNDING: gettext_lazy("Loan funding"),
+    Transfer.Kind.LOAN_INSTALLMENT: gettext_lazy("Loan installment"),
+    Transfer.Kind.LOAN_LIQUIDATION: gettext_lazy("Loan liquidation"),
+    Transfer.Kind.LOAN_FEE: gettext_lazy("Loan fee"),
+    Transfer.Kind.LOAN_COMPENSATION: gettext_lazy("Loan compensation"),
 }
-FLAG_NOTES: dict[str, str] = {
-    Transfer.Flags.PENDING: "held",
-    Transfer.Flags.POST_PENDING: "hold settled",
-    Transfer.Flags.VOID_PENDING: "hold returned",
+FLAG_NOTES: dict[str, Any] = {
+    Transfer.Flags.PENDING: gettext_lazy("held"),
+    Transfer.Flags.POST_PENDING: gettext_lazy("hold settled"),
+    Transfer.Flags.VOID_PENDING: gettext_lazy("hold returned"),
 }
 
 

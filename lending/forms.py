@@ -9,26 +9,28 @@ from typing import Any, cast
 
 from django import forms
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy, ngettext_lazy
 
 from common.forms import AmountField, AmountInput
 from ledger.models import Asset
 from lending.models import LoanDispute, LoanRequest
 
-TERM_CHOICES = [(n, f"{n} month{'s' if n > 1 else ''}") for n in range(1, 25)]
+# Lazy labels: written out in the reader's language when the form is drawn.
+TERM_CHOICES = [
+    (n, format_lazy(ngettext_lazy("{n} month", "{n} months", n), n=n)) for n in range(1, 25)
+]
 # How long lenders have to fund a request (the service allows up to 30 days ahead).
 FUNDING_WINDOWS = [
-    (6, "6 hours"),
-    (24, "1 day"),
-    (48, "2 days"),
-    (72, "3 days"),
-    (168, "7 days"),
-    (336, "14 days"),
-    (720, "30 days"),
+    (6, format_lazy(ngettext_lazy("{n} hour", "{n} hours", 6), n=6)),
+    *(
+        (24 * d, format_lazy(ngettext_lazy("{n} day", "{n} days", d), n=d))
+        for d in (1, 2, 3, 7, 14, 30)
+    ),
 ]
 
 
-def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
+def _asset_choices(blank: Any = None) -> list[tuple[str, Any]]:
     choices = [(a.code, a.code) for a in Asset.objects.filter(is_active=True).order_by("code")]
     return [("", blank), *choices] if blank is not None else choices
 
@@ -112,7 +114,7 @@ class LendFilterForm(forms.Form):
     max_term = forms.TypedChoiceField(
         required=False,
         label=gettext_lazy("Term at most"),
-        choices=[("", "Any term"), *TERM_CHOICES],
+        choices=[("", gettext_lazy("Any term")), *TERM_CHOICES],
         coerce=int,
         empty_value=None,
     )
@@ -125,7 +127,9 @@ class LendFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices(blank="All assets")
+        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices(
+            blank=gettext_lazy("All assets")
+        )
 
 
 class FundForm(forms.Form):

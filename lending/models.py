@@ -271,10 +271,11 @@ class Loan(models.Model):
 
 class Installment(models.Model):
     class Status(models.TextChoices):
-        DUE = "due"
-        PAID = "paid"
-        MISSED = "missed"  # the wallet could not cover it when due; still collected once it can
-        CLOSED = "closed"  # settled otherwise: an early repayment or a liquidation
+        DUE = "due", gettext_lazy("Due")
+        PAID = "paid", gettext_lazy("Paid")
+        # the wallet could not cover it when due; still collected once it can
+        MISSED = "missed", gettext_lazy("Missed")
+        CLOSED = "closed", gettext_lazy("Closed")  # settled otherwise: early repayment, liquidation
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="installments")
     n = models.PositiveSmallIntegerField()

@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from common.errors import ApplicationError, NotFound, ValidationFailed
@@ -47,19 +47,34 @@ LEND_PAGE = 20
 RATE_PRECISION = 4  # annual rates in percent, as lending.services stores them
 R, L = LoanRequest.State, Loan.State
 
-LOAN_STATE_LABELS: dict[str, str] = {
-    L.ACTIVE: "Active",
-    L.LATE: "Late",
-    L.REPAID: "Repaid",
-    L.DEFAULTED: "Defaulted",
-    L.LIQUIDATED: "Liquidated",
+LOAN_STATE_LABELS: dict[str, Any] = {
+    L.ACTIVE: gettext_lazy("Active"),
+    L.LATE: gettext_lazy("Late"),
+    L.REPAID: gettext_lazy("Repaid"),
+    L.DEFAULTED: gettext_lazy("Defaulted"),
+    L.LIQUIDATED: gettext_lazy("Liquidated"),
 }
-REQUEST_STATE_LABELS: dict[str, str] = {
-    R.OPEN: "Open for funding",
-    R.ACTIVE: "Funded · loan active",
-    R.CANCELLED: "Cancelled",
-    R.EXPIRED: "Expired",
+REQUEST_STATE_LABELS: dict[str, Any] = {
+    R.OPEN: gettext_lazy("Open for funding"),
+    R.ACTIVE: gettext_lazy("Funded · loan active"),
+    R.CANCELLED: gettext_lazy("Cancelled"),
+    R.EXPIRED: gettext_lazy("Expired"),
 }
+
+# The words of the loan page's timeline (LoanEvent's subject and states, as stored); the
+# template translates them when it shows an event.
+TIMELINE_WORDS = (
+    gettext_noop("request"),
+    gettext_noop("loan"),
+    gettext_noop("open"),
+    gettext_noop("active"),
+    gettext_noop("cancelled"),
+    gettext_noop("expired"),
+    gettext_noop("late"),
+    gettext_noop("repaid"),
+    gettext_noop("defaulted"),
+    gettext_noop("liquidated"),
+)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -84,8 +99,11 @@ def ltv_gauge(ltv: Decimal | None, *, initial_line: bool = False) -> dict[str, A
     and the lines of settings.LENDING_MARGIN_CALL_LTV and LENDING_LIQUIDATION_LTV (and, for a
     new request, LENDING_INITIAL_LTV)."""
     margin, liquidation = settings.LENDING_MARGIN_CALL_LTV, settings.LENDING_LIQUIDATION_LTV
-    lines = [("initial", "Initial", settings.LENDING_INITIAL_LTV)] if initial_line else []
-    lines += [("margin", "Margin call", margin), ("liquidation", "Liquidation", liquidation)]
+    lines = [("initial", gettext("Initial"), settings.LENDING_INITIAL_LTV)] if initial_line else []
+    lines += [
+        ("margin", gettext("Margin call"), margin),
+        ("liquidation", gettext("Liquidation"), liquidation),
+    ]
     gauge: dict[str, Any] = {
         "ltv": ltv,
         "lines": [
@@ -93,6 +111,17 @@ def ltv_gauge(ltv: Decimal | None, *, initial_line: bool = False) -> dict[str, A
             for kind, label, v in lines
         ],
     }
+    # What a screen reader says of it, in the reader's language.
+    said = {
+        "initial": gettext("initial at {value}"),
+        "margin": gettext("margin call at {value}"),
+        "liquidation": gettext("liquidation at {value}"),
+    }
+    shown = _percent(ltv) if ltv is not None else "—"
+    gauge["aria"] = "; ".join(
+        [gettext("LTV {value}").format(value=shown)]
+        + [said[kind].format(value=_percent(v)) for kind, _label, v in lines]
+    )
     if ltv is None:
         return gauge | {"text": "—", "fill": 0, "zone": "none"}
     zone = "danger" if ltv >= liquidation else "warn" if ltv >= margin else "ok"
@@ -177,7 +206,7 @@ def borrow_preview_context(data: Mapping[str, Any], user: Any = None) -> dict[st
     term_text = text("term_months")
     term = int(term_text) if term_text.isdigit() and 1 <= int(term_text) <= 24 else None
     if term is None:
-        errors["term_months"] = "A whole number of months from 1 to 24."
+        errors["term_months"] = gettext("A whole number of months from 1 to 24.")
     plan = text("plan") or LoanRequest.Plan.AMORTIZED
     if plan not in LoanRequest.Plan.values:
         errors["plan"] = f"One of {', '.join(LoanRequest.Plan.values)}."

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext_lazy
 
 from common.forms import AmountField, AmountInput
 from common.templatetags.money import amount
@@ -16,16 +17,19 @@ from marketplace import selectors
 from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod
 from marketplace.payment_forms import account_choices
 
-SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
-PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]
+SIDE_CHOICES = [("buy", gettext_lazy("Buy")), ("sell", gettext_lazy("Sell"))]
+PAYMENT_WINDOWS = [
+    (m, format_lazy(ngettext_lazy("{n} minute", "{n} minutes", m), n=m))
+    for m in (15, 30, 45, 60, 90, 120, 180)
+]
 
 
-def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
+def _asset_choices(blank: Any = None) -> list[tuple[str, Any]]:
     choices = [(a.code, a.code) for a in Asset.objects.filter(is_active=True).order_by("code")]
     return [("", blank), *choices] if blank is not None else choices
 
 
-def _fiat_choices(blank: str | None = None) -> list[tuple[str, str]]:
+def _fiat_choices(blank: Any = None) -> list[tuple[str, Any]]:
     choices = [
         (f.code, f"{f.code} · {f.name}")
         for f in FiatCurrency.objects.filter(is_active=True).order_by("code")
@@ -33,7 +37,7 @@ def _fiat_choices(blank: str | None = None) -> list[tuple[str, str]]:
     return [("", blank), *choices] if blank is not None else choices
 
 
-def _method_choices(blank: str | None = None) -> list[tuple[str, str]]:
+def _method_choices(blank: Any = None) -> list[tuple[str, Any]]:
     choices = [(m.code, m.name) for m in PaymentMethod.objects.filter(is_active=True)]
     return [("", blank), *choices] if blank is not None else choices
 
@@ -42,11 +46,14 @@ def _book_method_choices(*, viewer: Any, fiat_code: str) -> list[Any]:
     """The book's method filter: the viewer's country's methods (or the fiat's) first, then
     those used anywhere, then all the others, in groups, so every method stays one pick away."""
     groups = selectors.payment_methods_for_viewer(user=viewer, fiat_code=fiat_code)
-    choices: list[Any] = [("", "All payment methods")]
+    choices: list[Any] = [("", gettext("All payment methods"))]
     for label, methods in (
-        (f"Used in {groups.where}" if groups.where else "", groups.local),
-        ("Used anywhere", groups.anywhere),
-        ("Other methods" if groups.where else "", groups.others),
+        (
+            gettext("Used in {where}").format(where=groups.where) if groups.where else "",
+            groups.local,
+        ),
+        (gettext("Used anywhere"), groups.anywhere),
+        (gettext("Other methods") if groups.where else "", groups.others),
     ):
         if methods:
             pairs = [(m.code, m.name) for m in methods]
@@ -77,7 +84,9 @@ class OrderBookFilterForm(forms.Form):
     def __init__(self, *args: Any, viewer: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
-        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices(blank="All currencies")
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices(
+            blank=gettext("All currencies")
+        )
         cast(forms.ChoiceField, self.fields["payment_method"]).choices = _book_method_choices(
             viewer=viewer, fiat_code=str(self.data.get("fiat") or "")
         )
@@ -101,7 +110,7 @@ class QuickTradeForm(forms.Form):
         cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
         cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices()
         cast(forms.ChoiceField, self.fields["payment_method"]).choices = _method_choices(
-            blank="Any payment method"
+            blank=gettext("Any payment method")
         )
 
 
@@ -127,13 +136,13 @@ class TakeOfferForm(forms.Form):
         accounts = _own_accounts(user) if offer.side == Offer.Side.BUY else []
         if accounts:
             cast(forms.ChoiceField, self.fields["payment_account"]).choices = [
-                ("", "None: I'll give it in the chat"),
+                ("", gettext("None: I'll give it in the chat")),
                 *account_choices(accounts),
             ]
         else:
             del self.fields["payment_account"]
-        self.fields["fiat_amount"].label = f"Amount in {offer.fiat.code}"
-        self.fields["amount"].label = f"Or amount in {offer.asset.code}"
+        self.fields["fiat_amount"].label = gettext("Amount in {fiat}").format(fiat=offer.fiat.code)
+        self.fields["amount"].label = gettext("Or amount in {asset}").format(asset=offer.asset.code)
         self.fields["fiat_amount"].widget.attrs["placeholder"] = (
             f"{offer.min_fiat:,.2f} – {offer.max_fiat:,.2f}"
         )
@@ -162,7 +171,7 @@ class OfferForm(forms.Form):
 
     side = forms.ChoiceField(
         label=gettext_lazy("Side"),
-        choices=[("sell", "I want to sell"), ("buy", "I want to buy")],
+        choices=[("sell", gettext_lazy("I want to sell")), ("buy", gettext_lazy("I want to buy"))],
         widget=forms.RadioSelect,
         initial="sell",
     )
@@ -171,8 +180,8 @@ class OfferForm(forms.Form):
     price_type = forms.ChoiceField(
         label=gettext_lazy("Price type"),
         choices=[
-            ("fixed", "Fixed price"),
-            ("floating", "Floating: follows the market index"),
+            ("fixed", gettext_lazy("Fixed price")),
+            ("floating", gettext_lazy("Floating: follows the market index")),
         ],
         widget=forms.RadioSelect,
         initial="fixed",
@@ -230,9 +239,9 @@ class OfferForm(forms.Form):
     min_taker_tier = forms.TypedChoiceField(
         label=gettext_lazy("Verification of takers"),
         choices=[
-            (0, "Anyone, verified or not"),
-            (1, "Tier 1 or higher (identity verified)"),
-            (2, "Tier 2 only (fully verified)"),
+            (0, gettext_lazy("Anyone, verified or not")),
+            (1, gettext_lazy("Tier 1 or higher (identity verified)")),
+            (2, gettext_lazy("Tier 2 only (fully verified)")),
         ],
         coerce=int,
         initial=0,
@@ -261,20 +270,29 @@ class OfferForm(forms.Form):
     )
     # --- issue 20 ---
     allowed_countries = forms.CharField(
-        label="Takers' countries",
+        label=gettext_lazy("Takers' countries"),
         required=False,
         max_length=400,
-        help_text="Two-letter ISO codes, comma-separated (e.g. DE, AT); takers whose profile "
-        "names another country, or none, can't take it. Empty: anywhere.",
-        widget=forms.TextInput({"placeholder": "Anywhere", "autocapitalize": "characters"}),
+        help_text=gettext_lazy(
+            "Two-letter ISO codes, comma-separated (e.g. DE, AT); takers whose profile names "
+            "another country, or none, can't take it. Empty: anywhere."
+        ),
+        widget=forms.TextInput(
+            {"placeholder": gettext_lazy("Anywhere"), "autocapitalize": "characters"}
+        ),
     )
     auto_reply = forms.CharField(
         required=False,
         max_length=1000,
-        label="Auto-reply (optional)",
-        help_text="Posted in the trade chat as your first message when a trade opens.",
+        label=gettext_lazy("Auto-reply (optional)"),
+        help_text=gettext_lazy(
+            "Posted in the trade chat as your first message when a trade opens."
+        ),
         widget=forms.Textarea(
-            {"rows": 3, "placeholder": "E.g. Hi! Pay by SEPA and mark the trade paid."}
+            {
+                "rows": 3,
+                "placeholder": gettext_lazy("E.g. Hi! Pay by SEPA and mark the trade paid."),
+            }
         ),
     )
     # --- end issue 20 ---

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
+
 from marketplace.payment_fields import (
     BIC,
     EMAIL,
@@ -17,6 +20,7 @@ from marketplace.payment_fields import (
     PHONE,
     AccountField,
     MethodFields,
+    Text,
     nuban_matches_bank,
 )
 
@@ -31,17 +35,27 @@ class CatalogMethod:
     worldwide: bool = False
 
 
-def _one(key: str, label: str, kind: str, help: str = "") -> MethodFields:
+def _one(key: str, label: Text, kind: str, help: Text = "") -> MethodFields:
     """The holder's name and one identifier (a phone, a tag...)."""
     return MethodFields((HOLDER, AccountField(key, label, kind, help=help)))
 
 
 def _mobile(kind: str, example: str) -> MethodFields:
-    return _one("phone", "Mobile number", kind, help=f"The number the app is on, e.g. {example}")
+    return _one(
+        "phone",
+        gettext_lazy("Mobile number"),
+        kind,
+        help=format_lazy(gettext_lazy("The number the app is on, e.g. {example}"), example=example),
+    )
 
 
 def _card() -> MethodFields:
-    return _one("card_number", "Card number", "card", help="16-19 digits, e.g. 2200 7001 2345 6789")
+    return _one(
+        "card_number",
+        gettext_lazy("Card number"),
+        "card",
+        help=gettext_lazy("16-19 digits, e.g. 2200 7001 2345 6789"),
+    )
 
 
 EEA = (
@@ -54,20 +68,30 @@ EMAIL_ONLY = MethodFields((HOLDER, EMAIL))
 BANK_GENERIC = MethodFields(
     (
         HOLDER,
-        AccountField("bank_name", "Bank", "text"),
-        AccountField("account_number", "Account number or IBAN", "text"),
-        AccountField("bic", "BIC / SWIFT / routing code", "text", required=False),
+        AccountField("bank_name", gettext_lazy("Bank"), "text"),
+        AccountField("account_number", gettext_lazy("Account number or IBAN"), "text"),
+        AccountField("bic", gettext_lazy("BIC / SWIFT / routing code"), "text", required=False),
     )
 )
 CASH_PICKUP = MethodFields(
     (
-        AccountField("holder_name", "Receiver's full name", "name", help="As on their ID."),
-        AccountField("city", "City", "city"),
-        AccountField("country", "Country", "country", help="Two letters, e.g. NG"),
+        AccountField(
+            "holder_name",
+            gettext_lazy("Receiver's full name"),
+            "name",
+            help=gettext_lazy("As on their ID."),
+        ),
+        AccountField("city", gettext_lazy("City"), "city"),
+        AccountField(
+            "country", gettext_lazy("Country"), "country", help=gettext_lazy("Two letters, e.g. NG")
+        ),
     )
 )
 PHONE_ANY = AccountField(
-    "phone", "Mobile number", "phone", help="With the country code, e.g. +256 712 345 678"
+    "phone",
+    gettext_lazy("Mobile number"),
+    "phone",
+    help=gettext_lazy("With the country code, e.g. +256 712 345 678"),
 )
 
 CATALOG: tuple[CatalogMethod, ...] = (
@@ -80,8 +104,18 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("sort_code", "Sort code", "sort_code", help="6 digits, e.g. 12-34-56"),
-                AccountField("account_number", "Account number", "uk_account", help="8 digits"),
+                AccountField(
+                    "sort_code",
+                    gettext_lazy("Sort code"),
+                    "sort_code",
+                    help=gettext_lazy("6 digits, e.g. 12-34-56"),
+                ),
+                AccountField(
+                    "account_number",
+                    gettext_lazy("Account number"),
+                    "uk_account",
+                    help=gettext_lazy("8 digits"),
+                ),
             )
         ),
         ("GB",),
@@ -93,7 +127,13 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("revtag", "Revtag", "tag", required=False, help="E.g. @alice"),
+                AccountField(
+                    "revtag",
+                    gettext_lazy("Revtag"),
+                    "tag",
+                    required=False,
+                    help=gettext_lazy("E.g. @alice"),
+                ),
                 PHONE,
             ),
             one_of=("revtag", "phone"),
@@ -122,7 +162,14 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "ideal",
         "iDEAL",
-        MethodFields((HOLDER, AccountField("iban", "IBAN (Dutch)", "iban_nl", help="NL..."))),
+        MethodFields(
+            (
+                HOLDER,
+                AccountField(
+                    "iban", gettext_lazy("IBAN (Dutch)"), "iban_nl", help=gettext_lazy("NL...")
+                ),
+            )
+        ),
         ("NL",),
         ("EUR",),
     ),
@@ -151,8 +198,18 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("phone", "Mobile number", "phone_ru", help="E.g. +7 912 345 67 89"),
-                AccountField("bank_name", "Bank", "text", help="The bank SBP should pay into."),
+                AccountField(
+                    "phone",
+                    gettext_lazy("Mobile number"),
+                    "phone_ru",
+                    help=gettext_lazy("E.g. +7 912 345 67 89"),
+                ),
+                AccountField(
+                    "bank_name",
+                    gettext_lazy("Bank"),
+                    "text",
+                    help=gettext_lazy("The bank SBP should pay into."),
+                ),
             )
         ),
         ("RU",),
@@ -163,7 +220,12 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "yoomoney",
         "YooMoney",
-        _one("wallet", "Wallet number", "yoomoney", help="E.g. 410011234567890"),
+        _one(
+            "wallet",
+            gettext_lazy("Wallet number"),
+            "yoomoney",
+            help=gettext_lazy("E.g. 410011234567890"),
+        ),
         ("RU",),
         ("RUB",),
     ),
@@ -176,9 +238,17 @@ CATALOG: tuple[CatalogMethod, ...] = (
             (
                 HOLDER,
                 AccountField(
-                    "routing_number", "Routing number (ABA)", "aba_routing", help="9 digits"
+                    "routing_number",
+                    gettext_lazy("Routing number (ABA)"),
+                    "aba_routing",
+                    help=gettext_lazy("9 digits"),
                 ),
-                AccountField("account_number", "Account number", "us_account", help="4-17 digits"),
+                AccountField(
+                    "account_number",
+                    gettext_lazy("Account number"),
+                    "us_account",
+                    help=gettext_lazy("4-17 digits"),
+                ),
             )
         ),
         ("US",),
@@ -190,8 +260,8 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("email", "Email", "email", required=False),
-                AccountField("phone", "US mobile number", "phone_us", required=False),
+                AccountField("email", gettext_lazy("Email"), "email", required=False),
+                AccountField("phone", gettext_lazy("US mobile number"), "phone_us", required=False),
             ),
             one_of=("email", "phone"),
         ),
@@ -201,35 +271,35 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "venmo",
         "Venmo",
-        _one("username", "Venmo username", "handle", "E.g. @Alice-Martin"),
+        _one("username", gettext_lazy("Venmo username"), "handle", "E.g. @Alice-Martin"),
         ("US",),
         ("USD",),
     ),
     CatalogMethod(
         "cash-app",
         "Cash App",
-        _one("cashtag", "$Cashtag", "cashtag", "E.g. $alice"),
+        _one("cashtag", gettext_lazy("$Cashtag"), "cashtag", "E.g. $alice"),
         ("US", "GB"),
         ("USD", "GBP"),
     ),
     CatalogMethod(
         "apple-cash",
         "Apple Cash",
-        _one("contact", "Email or mobile number", "email_or_phone_us"),
+        _one("contact", gettext_lazy("Email or mobile number"), "email_or_phone_us"),
         ("US",),
         ("USD",),
     ),
     CatalogMethod(
         "interac",
         "Interac e-Transfer",
-        _one("contact", "Email or mobile number", "email_or_phone_ca"),
+        _one("contact", gettext_lazy("Email or mobile number"), "email_or_phone_ca"),
         ("CA",),
         ("CAD",),
     ),
     CatalogMethod(
         "spei",
         "SPEI",
-        _one("clabe", "CLABE", "clabe", "18 digits, e.g. 002010077777777771"),
+        _one("clabe", gettext_lazy("CLABE"), "clabe", "18 digits, e.g. 002010077777777771"),
         ("MX",),
         ("MXN",),
     ),
@@ -239,7 +309,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
         "Pix",
         _one(
             "pix_key",
-            "Pix key",
+            gettext_lazy("Pix key"),
             "pix_key",
             "Your CPF or CNPJ, email, phone (+55 11 91234 5678) or random key.",
         ),
@@ -252,8 +322,20 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("cvu", "CVU", "cbu", required=False, help="22 digits"),
-                AccountField("alias", "Alias", "alias_ar", required=False, help="E.g. alice.mp"),
+                AccountField(
+                    "cvu",
+                    gettext_lazy("CVU"),
+                    "cbu",
+                    required=False,
+                    help=gettext_lazy("22 digits"),
+                ),
+                AccountField(
+                    "alias",
+                    gettext_lazy("Alias"),
+                    "alias_ar",
+                    required=False,
+                    help=gettext_lazy("E.g. alice.mp"),
+                ),
             ),
             one_of=("cvu", "alias"),
         ),
@@ -263,7 +345,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "bank-transfer-ars",
         "Bank transfer (CBU, Argentina)",
-        _one("cbu", "CBU", "cbu", "22 digits"),
+        _one("cbu", gettext_lazy("CBU"), "cbu", "22 digits"),
         ("AR",),
         ("ARS",),
     ),
@@ -274,7 +356,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "upi",
         "UPI",
-        _one("vpa", "UPI ID (VPA)", "upi_vpa", "E.g. alice@okaxis"),
+        _one("vpa", gettext_lazy("UPI ID (VPA)"), "upi_vpa", "E.g. alice@okaxis"),
         ("IN",),
         ("INR",),
     ),
@@ -284,8 +366,13 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("ifsc", "IFSC", "ifsc", help="11 characters, e.g. SBIN0001234"),
-                AccountField("account_number", "Account number", "in_account"),
+                AccountField(
+                    "ifsc",
+                    gettext_lazy("IFSC"),
+                    "ifsc",
+                    help=gettext_lazy("11 characters, e.g. SBIN0001234"),
+                ),
+                AccountField("account_number", gettext_lazy("Account number"), "in_account"),
             )
         ),
         ("IN",),
@@ -294,7 +381,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "payid",
         "PayID (Osko)",
-        _one("payid", "PayID", "payid", "Your email, mobile or ABN"),
+        _one("payid", gettext_lazy("PayID"), "payid", "Your email, mobile or ABN"),
         ("AU",),
         ("AUD",),
     ),
@@ -304,8 +391,10 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("bsb", "BSB", "bsb", help="6 digits, e.g. 062-000"),
-                AccountField("account_number", "Account number", "au_account"),
+                AccountField(
+                    "bsb", gettext_lazy("BSB"), "bsb", help=gettext_lazy("6 digits, e.g. 062-000")
+                ),
+                AccountField("account_number", gettext_lazy("Account number"), "au_account"),
             )
         ),
         ("AU",),
@@ -317,8 +406,8 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("phone", "Mobile number", "phone_sg", required=False),
-                AccountField("uen", "UEN (businesses)", "uen", required=False),
+                AccountField("phone", gettext_lazy("Mobile number"), "phone_sg", required=False),
+                AccountField("uen", gettext_lazy("UEN (businesses)"), "uen", required=False),
             ),
             one_of=("phone", "uen"),
         ),
@@ -337,8 +426,8 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("phone", "Mobile number", "phone_hk", required=False),
-                AccountField("fps_id", "FPS ID", "fps_id", required=False),
+                AccountField("phone", gettext_lazy("Mobile number"), "phone_hk", required=False),
+                AccountField("fps_id", gettext_lazy("FPS ID"), "fps_id", required=False),
             ),
             one_of=("phone", "fps_id"),
         ),
@@ -348,12 +437,16 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "alipay",
         "Alipay",
-        _one("account", "Alipay account (email or mobile)", "email_or_phone_cn"),
+        _one("account", gettext_lazy("Alipay account (email or mobile)"), "email_or_phone_cn"),
         ("CN",),
         ("CNY",),
     ),
     CatalogMethod(
-        "wechat-pay", "WeChat Pay", _one("wechat_id", "WeChat ID", "wechat_id"), ("CN",), ("CNY",)
+        "wechat-pay",
+        "WeChat Pay",
+        _one("wechat_id", gettext_lazy("WeChat ID"), "wechat_id"),
+        ("CN",),
+        ("CNY",),
     ),
     CatalogMethod(
         "easypaisa", "Easypaisa", _mobile("phone_pk", "+92 300 1234567"), ("PK",), ("PKR",)
@@ -375,7 +468,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "instapay-eg",
         "InstaPay (Egypt)",
-        _one("ipa", "InstaPay address", "instapay", "E.g. alice@instapay"),
+        _one("ipa", gettext_lazy("InstaPay address"), "instapay", "E.g. alice@instapay"),
         ("EG",),
         ("EGP",),
     ),
@@ -386,11 +479,21 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("bank_name", "Bank", "text", help="E.g. GTBank"),
                 AccountField(
-                    "bank_code", "Bank code (CBN)", "ng_bank_code", help="E.g. 058 for GTBank"
+                    "bank_name", gettext_lazy("Bank"), "text", help=gettext_lazy("E.g. GTBank")
                 ),
-                AccountField("account_number", "Account number (NUBAN)", "nuban", help="10 digits"),
+                AccountField(
+                    "bank_code",
+                    gettext_lazy("Bank code (CBN)"),
+                    "ng_bank_code",
+                    help=gettext_lazy("E.g. 058 for GTBank"),
+                ),
+                AccountField(
+                    "account_number",
+                    gettext_lazy("Account number (NUBAN)"),
+                    "nuban",
+                    help=gettext_lazy("10 digits"),
+                ),
             ),
             check=nuban_matches_bank,
         ),
@@ -403,8 +506,8 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("bank_name", "Bank", "text"),
-                AccountField("account_number", "Account number", "bank_account"),
+                AccountField("bank_name", gettext_lazy("Bank"), "text"),
+                AccountField("account_number", gettext_lazy("Account number"), "bank_account"),
             )
         ),
         ("KE",),
@@ -416,8 +519,8 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("bank_name", "Bank", "text"),
-                AccountField("account_number", "Account number", "bank_account"),
+                AccountField("bank_name", gettext_lazy("Bank"), "text"),
+                AccountField("account_number", gettext_lazy("Account number"), "bank_account"),
             )
         ),
         ("GH",),
@@ -455,7 +558,7 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "chipper-cash",
         "Chipper Cash",
-        _one("chiptag", "Chiptag", "tag", "E.g. @alice"),
+        _one("chiptag", gettext_lazy("Chiptag"), "tag", "E.g. @alice"),
         ("NG", "GH", "UG", "RW"),
         ("NGN", "GHS", "UGX", "RWF"),
     ),
@@ -475,12 +578,15 @@ CATALOG: tuple[CatalogMethod, ...] = (
     CatalogMethod(
         "perfect-money",
         "Perfect Money",
-        _one("account", "Account", "perfect_money", "E.g. U1234567 (U: USD, E: EUR)"),
+        _one("account", gettext_lazy("Account"), "perfect_money", "E.g. U1234567 (U: USD, E: EUR)"),
         currencies=("USD", "EUR"),
         worldwide=True,
     ),
     CatalogMethod(
-        "payeer", "Payeer", _one("account", "Account", "payeer", "E.g. P1234567"), worldwide=True
+        "payeer",
+        "Payeer",
+        _one("account", gettext_lazy("Account"), "payeer", "E.g. P1234567"),
+        worldwide=True,
     ),
     CatalogMethod(
         "swift",
@@ -488,9 +594,11 @@ CATALOG: tuple[CatalogMethod, ...] = (
         MethodFields(
             (
                 HOLDER,
-                AccountField("bank_name", "Bank", "text"),
-                AccountField("account_number", "IBAN or account number", "text"),
-                AccountField("bic", "BIC / SWIFT", "bic", help="E.g. COBADEFFXXX"),
+                AccountField("bank_name", gettext_lazy("Bank"), "text"),
+                AccountField("account_number", gettext_lazy("IBAN or account number"), "text"),
+                AccountField(
+                    "bic", gettext_lazy("BIC / SWIFT"), "bic", help=gettext_lazy("E.g. COBADEFFXXX")
+                ),
             )
         ),
         worldwide=True,
@@ -503,14 +611,19 @@ CATALOG: tuple[CatalogMethod, ...] = (
         "Cash in person",
         MethodFields(
             (
-                AccountField("city", "City", "city"),
-                AccountField("country", "Country", "country", help="Two letters, e.g. NG"),
+                AccountField("city", gettext_lazy("City"), "city"),
+                AccountField(
+                    "country",
+                    gettext_lazy("Country"),
+                    "country",
+                    help=gettext_lazy("Two letters, e.g. NG"),
+                ),
                 AccountField(
                     "meeting_place",
-                    "Where to meet",
+                    gettext_lazy("Where to meet"),
                     "text",
                     required=False,
-                    help="A public place; agree on the details in the chat.",
+                    help=gettext_lazy("A public place; agree on the details in the chat."),
                 ),
             )
         ),

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
+from django.utils.translation import gettext, gettext_lazy
 from stdnum import bic as stdnum_bic
 from stdnum import iban as stdnum_iban
 from stdnum import luhn as stdnum_luhn
@@ -29,14 +30,17 @@ from stdnum.us import rtn as stdnum_rtn
 # ISO 3166-1 alpha-2 countries (CLDR, through Babel): the regions of the payment methods.
 from common.countries import COUNTRY_NAMES
 
+# A label or help text: lazy, written out in the reader's language where it is shown.
+Text = Any
+
 
 @dataclass(frozen=True)
 class AccountField:
     key: str
-    label: str
+    label: Text
     kind: str  # a key of KINDS
     required: bool = True
-    help: str = ""
+    help: Text = ""
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,36 @@ class MethodFields:
 
 HOLDER = AccountField(
     "holder_name",
-    "Account holder",
+    gettext_lazy("Account holder"),
     "name",
-    help="As your bank shows it. When you are verified, it must be your verified name.",
+    help=gettext_lazy(
+        "As your bank shows it. When you are verified, it must be your verified name."
+    ),
 )
-IBAN = AccountField("iban", "IBAN", "iban", help="E.g. DE89 3704 0044 0532 0130 00")
-BIC = AccountField("bic", "BIC / SWIFT", "bic", required=False, help="E.g. COBADEFFXXX")
+IBAN = AccountField(
+    "iban", gettext_lazy("IBAN"), "iban", help=gettext_lazy("E.g. DE89 3704 0044 0532 0130 00")
+)
+BIC = AccountField(
+    "bic", gettext_lazy("BIC / SWIFT"), "bic", required=False, help=gettext_lazy("E.g. COBADEFFXXX")
+)
 PHONE = AccountField(
-    "phone", "Phone", "phone", required=False, help="With the country code, e.g. +44 7700 900123"
+    "phone",
+    gettext_lazy("Phone"),
+    "phone",
+    required=False,
+    help=gettext_lazy("With the country code, e.g. +44 7700 900123"),
 )
-EMAIL = AccountField("email", "Email", "email")
+EMAIL = AccountField("email", gettext_lazy("Email"), "email")
 
 GENERIC = MethodFields(
     (
         HOLDER,
-        AccountField("details", "Account details", "text", help="What the buyer needs to pay you."),
+        AccountField(
+            "details",
+            gettext_lazy("Account details"),
+            "text",
+            help=gettext_lazy("What the buyer needs to pay you."),
+        ),
     )
 )
 
@@ -88,7 +107,9 @@ MAX_TEXT = 200
 def _name(value: str) -> str:
     value = " ".join(value.split())
     if not 2 <= len(value) <= 100 or not NAME_RE.match(value):
-        raise ValueError("Letters, spaces, hyphens and apostrophes only (2-100 characters).")
+        raise ValueError(
+            gettext("Letters, spaces, hyphens and apostrophes only (2-100 characters).")
+        )
     return value
 
 
@@ -96,16 +117,18 @@ def _iban(value: str) -> str:
     try:
         return str(stdnum_iban.validate(value))
     except InvalidChecksum:
-        raise ValueError("The check digits don't match: look for a typo.") from None
+        raise ValueError(gettext("The check digits don't match: look for a typo.")) from None
     except StdnumError:
-        raise ValueError("Not a valid IBAN, e.g. DE89 3704 0044 0532 0130 00.") from None
+        raise ValueError(gettext("Not a valid IBAN, e.g. DE89 3704 0044 0532 0130 00.")) from None
 
 
 def _bic(value: str) -> str:
     try:
         return str(stdnum_bic.validate(value))
     except StdnumError:
-        raise ValueError("Not a valid BIC: 8 or 11 letters and digits, e.g. COBADEFFXXX.") from None
+        raise ValueError(
+            gettext("Not a valid BIC: 8 or 11 letters and digits, e.g. COBADEFFXXX.")
+        ) from None
 
 
 def _email(value: str) -> str:
@@ -113,7 +136,7 @@ def _email(value: str) -> str:
     try:
         validate_email(value)
     except DjangoValidationError:
-        raise ValueError("Not a valid email address.") from None
+        raise ValueError(gettext("Not a valid email address.")) from None
     local, _, domain = value.rpartition("@")
     return f"{local}@{domain.lower()}"
 
@@ -123,22 +146,24 @@ def _phone(value: str) -> str:
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if not PHONE_RE.match(compact):
-        raise ValueError("An international number with its country code, e.g. +44 7700 900123.")
+        raise ValueError(
+            gettext("An international number with its country code, e.g. +44 7700 900123.")
+        )
     return compact
 
 
 def _tag(value: str) -> str:
     tag = value.strip().lstrip("@").lower()
     if not TAG_RE.match(tag):
-        raise ValueError("3-32 letters, digits or underscores, e.g. @alice.")
+        raise ValueError(gettext("3-32 letters, digits or underscores, e.g. @alice."))
     return "@" + tag
 
 
-def _digits(count: int, what: str) -> Callable[[str], str]:
+def _digits(count: int, what: Text) -> Callable[[str], str]:
     def clean(value: str) -> str:
         digits = re.sub(r"[\s-]", "", value)
         if not (digits.isdigit() and len(digits) == count):
-            raise ValueError(f"{what}: {count} digits.")
+            raise ValueError(gettext("{what}: {count} digits.").format(what=what, count=count))
         return digits
 
     return clean
@@ -147,22 +172,29 @@ def _digits(count: int, what: str) -> Callable[[str], str]:
 def _text(value: str) -> str:
     value = " ".join(value.split())
     if len(value) > MAX_TEXT:
-        raise ValueError(f"At most {MAX_TEXT} characters.")
+        raise ValueError(gettext("At most {count} characters.").format(count=MAX_TEXT))
     return value
 
 
-def _digit_range(low: int, high: int, what: str) -> Callable[[str], str]:
+def _digit_range(low: int, high: int, what: Text) -> Callable[[str], str]:
     def clean(value: str) -> str:
         digits = re.sub(r"[\s-]", "", value)
         if not (digits.isdigit() and low <= len(digits) <= high):
-            raise ValueError(f"{what}: {low}-{high} digits.")
+            raise ValueError(
+                gettext("{what}: {low}-{high} digits.").format(what=what, low=low, high=high)
+            )
         return digits
 
     return clean
 
 
 def _pattern(
-    regex: str, why: str, *, upper: bool = False, lower: bool = False, squeeze: bool = True
+    regex: str,
+    why: Text,
+    *,
+    upper: bool = False,
+    lower: bool = False,
+    squeeze: bool = True,
 ) -> Callable[[str], str]:
     """A value in a published format: spaces dropped (`squeeze`; else only around it, and one
     inside is refused), case folded as the format writes it."""
@@ -172,22 +204,26 @@ def _pattern(
         compact = re.sub(r"\s", "", value) if squeeze else " ".join(value.split())
         compact = compact.upper() if upper else compact.lower() if lower else compact
         if not compiled.fullmatch(compact):
-            raise ValueError(why)
+            raise ValueError(str(why))
         return compact
 
     return clean
 
 
-def _stdnum(module: Any, what: str, example: str) -> Callable[[str], str]:
+def _stdnum(module: Any, what: Text, example: str) -> Callable[[str], str]:
     """A number python-stdnum knows, stored compact (digits only)."""
 
     def clean(value: str) -> str:
         try:
             return str(module.validate(value))
         except InvalidChecksum:
-            raise ValueError(f"Not a valid {what}: its check digit doesn't match.") from None
+            raise ValueError(
+                gettext("Not a valid {what}: its check digit doesn't match.").format(what=what)
+            ) from None
         except StdnumError:
-            raise ValueError(f"Not a valid {what}, e.g. {example}.") from None
+            raise ValueError(
+                gettext("Not a valid {what}, e.g. {example}.").format(what=what, example=example)
+            ) from None
 
     return clean
 
@@ -209,13 +245,15 @@ def _mobile(
         elif not compact.startswith("+") and compact.startswith(country_code):
             compact = "+" + compact
         if not compiled.fullmatch(compact):
-            raise ValueError(f"A mobile number of this country, e.g. {example}.")
+            raise ValueError(
+                gettext("A mobile number of this country, e.g. {example}.").format(example=example)
+            )
         return compact
 
     return clean
 
 
-def _either(*kinds: str, why: str) -> Callable[[str], str]:
+def _either(*kinds: str, why: Text) -> Callable[[str], str]:
     """The first of `kinds` that accepts the value (an email or a phone number, say)."""
 
     def clean(value: str) -> str:
@@ -224,7 +262,7 @@ def _either(*kinds: str, why: str) -> Callable[[str], str]:
                 return KINDS[kind](value)
             except ValueError:
                 continue
-        raise ValueError(why)
+        raise ValueError(str(why))
 
     return clean
 
@@ -233,7 +271,11 @@ def _iban_of(*countries: str) -> Callable[[str], str]:
     def clean(value: str) -> str:
         iban = _iban(value)
         if iban[:2] not in countries:
-            raise ValueError(f"An IBAN of {' or '.join(countries)} (it starts with {iban[:2]}).")
+            raise ValueError(
+                gettext("An IBAN of {countries} (it starts with {start}).").format(
+                    countries=" / ".join(countries), start=iban[:2]
+                )
+            )
         return iban
 
     return clean
@@ -259,8 +301,10 @@ def _pix_key(value: str) -> str:
     if digits.isdigit() and len(digits) == 14:
         return KINDS["cnpj"](digits)
     raise ValueError(
-        "A Pix key: CPF (11 digits), CNPJ (14 digits), email, phone (+55 11 91234 5678) or a "
-        "random key (e.g. 123e4567-e89b-42d3-a456-426614174000)."
+        gettext(
+            "A Pix key: CPF (11 digits), CNPJ (14 digits), email, phone (+55 11 91234 5678) or a "
+            "random key (e.g. 123e4567-e89b-42d3-a456-426614174000)."
+        )
     )
 
 
@@ -269,11 +313,11 @@ def _clabe(value: str) -> str:
     each product mod 10, summed; the digit brings the sum to a multiple of 10)."""
     digits = re.sub(r"[\s-]", "", value)
     if not (digits.isdigit() and len(digits) == 18):
-        raise ValueError("A CLABE: 18 digits, e.g. 002010077777777771.")
+        raise ValueError(gettext("A CLABE: 18 digits, e.g. 002010077777777771."))
     weights = (3, 7, 1) * 6
     total = sum((int(d) * w) % 10 for d, w in zip(digits[:17], weights, strict=False))
     if (10 - total % 10) % 10 != int(digits[17]):
-        raise ValueError("Not a valid CLABE: its check digit doesn't match.")
+        raise ValueError(gettext("Not a valid CLABE: its check digit doesn't match."))
     return digits
 
 
@@ -290,8 +334,10 @@ def nuban_matches_bank(details: Mapping[str, str]) -> dict[str, str]:
     account, bank = details.get("account_number", ""), details.get("bank_code", "")
     if account and bank and nuban_check_digit(bank, account[:9]) != int(account[9]):
         return {
-            "account_number": "This account number doesn't belong to that bank code: its check "
-            "digit doesn't match. Look for a typo in either."
+            "account_number": gettext(
+                "This account number doesn't belong to that bank code: its check digit doesn't "
+                "match. Look for a typo in either."
+            )
         }
     return {}
 
@@ -299,32 +345,36 @@ def nuban_matches_bank(details: Mapping[str, str]) -> dict[str, str]:
 def _card(value: str) -> str:
     digits = re.sub(r"[\s-]", "", value)
     if not (digits.isdigit() and 16 <= len(digits) <= 19):
-        raise ValueError("A card number: 16-19 digits, e.g. 2200 7001 2345 6789.")
+        raise ValueError(gettext("A card number: 16-19 digits, e.g. 2200 7001 2345 6789."))
     try:
         stdnum_luhn.validate(digits)
     except StdnumError:
-        raise ValueError("Not a valid card number: its check digit doesn't match.") from None
+        raise ValueError(
+            gettext("Not a valid card number: its check digit doesn't match.")
+        ) from None
     return digits
 
 
 def _cashtag(value: str) -> str:
     tag = value.strip().lstrip("$")
     if not CASHTAG_RE.fullmatch(tag):
-        raise ValueError("A $Cashtag: a letter, then up to 19 letters, digits or _, e.g. $alice.")
+        raise ValueError(
+            gettext("A $Cashtag: a letter, then up to 19 letters, digits or _, e.g. $alice.")
+        )
     return "$" + tag
 
 
 def _handle(value: str) -> str:
     handle = value.strip().lstrip("@")
     if not HANDLE_RE.fullmatch(handle):
-        raise ValueError("A username: 5-30 letters, digits, - or _, e.g. @Alice-Martin.")
+        raise ValueError(gettext("A username: 5-30 letters, digits, - or _, e.g. @Alice-Martin."))
     return "@" + handle
 
 
 def _country(value: str) -> str:
     code = value.strip().upper()
     if not (len(code) == 2 and code.isalpha() and code in COUNTRY_NAMES):
-        raise ValueError("A country's two-letter ISO code, e.g. NG, BR, DE.")
+        raise ValueError(gettext("A country's two-letter ISO code, e.g. NG, BR, DE."))
     return code
 
 
@@ -339,67 +389,79 @@ KINDS: dict[str, Callable[[str], str]] = {
     "email": _email,
     "phone": _phone,
     "tag": _tag,
-    "sort_code": _digits(6, "A sort code"),
-    "uk_account": _digits(8, "An account number"),
+    "sort_code": _digits(6, gettext_lazy("A sort code")),
+    "uk_account": _digits(8, gettext_lazy("An account number")),
     "text": _text,
     "city": _pattern(
         r"[^\W\d_]+(?:[ '’.-]+[^\W\d_]+)*\.?",
-        "A city's name, e.g. Lagos or São Paulo.",
+        gettext_lazy("A city's name, e.g. Lagos or São Paulo."),
         squeeze=False,
     ),
     "country": _country,
     # Banks' numbers python-stdnum checks.
     "iban_nl": _iban_of("NL"),
-    "aba_routing": _stdnum(stdnum_rtn, "ABA routing number", "011000015"),
-    "cpf": _stdnum(stdnum_cpf, "CPF", "390.533.447-05"),
-    "cnpj": _stdnum(stdnum_cnpj, "CNPJ", "11.222.333/0001-81"),
-    "cbu": _stdnum(stdnum_cbu, "CBU/CVU", "2850590940090418135201"),
-    "abn": _stdnum(stdnum_abn, "ABN", "51 824 753 556"),
+    "aba_routing": _stdnum(stdnum_rtn, gettext_lazy("ABA routing number"), "011000015"),
+    "cpf": _stdnum(stdnum_cpf, gettext_lazy("CPF"), "390.533.447-05"),
+    "cnpj": _stdnum(stdnum_cnpj, gettext_lazy("CNPJ"), "11.222.333/0001-81"),
+    "cbu": _stdnum(stdnum_cbu, gettext_lazy("CBU/CVU"), "2850590940090418135201"),
+    "abn": _stdnum(stdnum_abn, gettext_lazy("ABN"), "51 824 753 556"),
     "card": _card,
     "clabe": _clabe,
     "pix_key": _pix_key,
     # Account numbers in their published formats.
-    "us_account": _digit_range(4, 17, "A US account number"),
+    "us_account": _digit_range(4, 17, gettext_lazy("A US account number")),
     "ifsc": _pattern(
-        r"[A-Z]{4}0[A-Z0-9]{6}", "An IFSC: 11 characters, e.g. SBIN0001234.", upper=True
+        r"[A-Z]{4}0[A-Z0-9]{6}",
+        gettext_lazy("An IFSC: 11 characters, e.g. SBIN0001234."),
+        upper=True,
     ),
-    "in_account": _digit_range(9, 18, "An Indian account number"),
+    "in_account": _digit_range(9, 18, gettext_lazy("An Indian account number")),
     "upi_vpa": _pattern(
         r"[a-z0-9][a-z0-9._-]{1,255}@[a-z][a-z0-9]{1,63}",
-        "A UPI ID (VPA) like name@bank, e.g. alice@okaxis.",
+        gettext_lazy("A UPI ID (VPA) like name@bank, e.g. alice@okaxis."),
         lower=True,
         squeeze=False,
     ),
-    "nuban": _digits(10, "A NUBAN account number"),
+    "nuban": _digits(10, gettext_lazy("A NUBAN account number")),
     "ng_bank_code": _pattern(
-        r"\d{3}|\d{6}", "The bank's CBN code: 3 digits (058 GTBank) or 6 (other institutions)."
+        r"\d{3}|\d{6}",
+        gettext_lazy("The bank's CBN code: 3 digits (058 GTBank) or 6 (other institutions)."),
     ),
-    "bank_account": _digit_range(6, 16, "An account number"),
-    "bsb": _digits(6, "A BSB"),
-    "au_account": _digit_range(5, 9, "An Australian account number"),
+    "bank_account": _digit_range(6, 16, gettext_lazy("An account number")),
+    "bsb": _digits(6, gettext_lazy("A BSB")),
+    "au_account": _digit_range(5, 9, gettext_lazy("An Australian account number")),
     "alias_ar": _pattern(
-        r"[a-z0-9.-]{6,20}", "An alias: 6-20 letters, digits, dots or hyphens.", lower=True
+        r"[a-z0-9.-]{6,20}",
+        gettext_lazy("An alias: 6-20 letters, digits, dots or hyphens."),
+        lower=True,
     ),
     "uen": _pattern(
         r"\d{8}[A-Z]|\d{9}[A-Z]|[TSR]\d{2}[A-Z]{2}\d{4}[A-Z]",
-        "A UEN, e.g. 201912345K.",
+        gettext_lazy("A UEN, e.g. 201912345K."),
         upper=True,
     ),
-    "fps_id": _digit_range(7, 9, "An FPS ID"),
-    "yoomoney": _pattern(r"4100\d{7,16}", "A YooMoney wallet number: 4100 and 7-16 digits."),
+    "fps_id": _digit_range(7, 9, gettext_lazy("An FPS ID")),
+    "yoomoney": _pattern(
+        r"4100\d{7,16}", gettext_lazy("A YooMoney wallet number: 4100 and 7-16 digits.")
+    ),
     "perfect_money": _pattern(
         r"[UEG]\d{7,8}",
-        "A Perfect Money account: U, E or G and 7-8 digits, e.g. U1234567.",
+        gettext_lazy("A Perfect Money account: U, E or G and 7-8 digits, e.g. U1234567."),
         upper=True,
     ),
     "payeer": _pattern(
-        r"P\d{7,12}", "A Payeer account: P and 7-12 digits, e.g. P1234567.", upper=True
+        r"P\d{7,12}",
+        gettext_lazy("A Payeer account: P and 7-12 digits, e.g. P1234567."),
+        upper=True,
     ),
     "wechat_id": _pattern(
-        r"[A-Za-z][A-Za-z0-9_-]{5,19}", "A WeChat ID: 6-20 letters, digits, - or _, from a letter."
+        r"[A-Za-z][A-Za-z0-9_-]{5,19}",
+        gettext_lazy("A WeChat ID: 6-20 letters, digits, - or _, from a letter."),
     ),
     "instapay": _pattern(
-        r"[a-z0-9._-]{3,}@instapay", "An InstaPay address, e.g. alice@instapay.", lower=True
+        r"[a-z0-9._-]{3,}@instapay",
+        gettext_lazy("An InstaPay address, e.g. alice@instapay."),
+        lower=True,
     ),
     "cashtag": _cashtag,
     "handle": _handle,
@@ -442,22 +504,32 @@ KINDS: dict[str, Callable[[str], str]] = {
 KINDS.update(
     {
         "email_or_phone_us": _either(
-            "email", "phone_us", why="An email or a US mobile number (+1 212 555 0123)."
+            "email",
+            "phone_us",
+            why=gettext_lazy("An email or a US mobile number (+1 212 555 0123)."),
         ),
         "email_or_phone_ca": _either(
-            "email", "phone_ca", why="An email or a Canadian mobile number (+1 416 555 0123)."
+            "email",
+            "phone_ca",
+            why=gettext_lazy("An email or a Canadian mobile number (+1 416 555 0123)."),
         ),
         "payid": _either(
             "email",
             "phone_au",
             "abn",
-            why="A PayID: an email, an Australian mobile (+61 412 345 678) or an ABN.",
+            why=gettext_lazy(
+                "A PayID: an email, an Australian mobile (+61 412 345 678) or an ABN."
+            ),
         ),
         "phone_dk_fi": _either(
-            "phone_dk", "phone_fi", why="A Danish or Finnish mobile number (+45 20 12 34 56)."
+            "phone_dk",
+            "phone_fi",
+            why=gettext_lazy("A Danish or Finnish mobile number (+45 20 12 34 56)."),
         ),
         "email_or_phone_cn": _either(
-            "email", "phone_cn", why="An email or a Chinese mobile number (+86 138 0013 8000)."
+            "email",
+            "phone_cn",
+            why=gettext_lazy("An email or a Chinese mobile number (+86 138 0013 8000)."),
         ),
     }
 )
@@ -497,8 +569,8 @@ def clean_details(
     if spec.check and not errors:
         errors.update(spec.check(values))
     if spec.one_of and not any(values.get(k) for k in spec.one_of) and not errors:
-        labels = " or ".join(f.label for f in spec.fields if f.key in spec.one_of)
-        errors[spec.one_of[0]] = f"Give at least one of: {labels}."
+        labels = gettext(" or ").join(str(f.label) for f in spec.fields if f.key in spec.one_of)
+        errors[spec.one_of[0]] = gettext("Give at least one of: {labels}.").format(labels=labels)
     return values, errors
 
 

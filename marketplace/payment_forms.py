@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from marketplace.models import PaymentAccount, PaymentMethod
 from marketplace.payment_fields import fields_for, summary
@@ -63,17 +63,29 @@ class PaymentAccountForm(forms.Form):
         self.method = method
         self.spec = fields_for(method.code)
         for field in self.spec.fields:
-            optional = "" if field.required or self.spec.one_of else " (optional)"
+            optional = not (field.required or self.spec.one_of)
             self.fields[field.key] = forms.CharField(
-                label=field.label + optional,
+                label=gettext("{label} (optional)").format(label=field.label)
+                if optional
+                else field.label,
                 required=False,  # the service says what is missing, and why
                 max_length=300,
                 help_text=field.help,
                 widget=forms.TextInput(input_attrs(field.kind)),
             )
         if self.spec.one_of:
-            names = " or ".join(f.label for f in self.spec.fields if f.key in self.spec.one_of)
-            self.fields[self.spec.one_of[0]].help_text += f" Give the {names} (or both)."
+            names = gettext(" or ").join(
+                str(f.label) for f in self.spec.fields if f.key in self.spec.one_of
+            )
+            first = self.fields[self.spec.one_of[0]]
+            first.help_text = " ".join(
+                t
+                for t in (
+                    str(first.help_text),
+                    gettext("Give the {names} (or both).").format(names=names),
+                )
+                if t
+            )
 
     @property
     def detail_fields(self) -> list[forms.BoundField]:

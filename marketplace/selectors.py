@@ -22,7 +22,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
@@ -36,7 +36,7 @@ from accounts.selectors import (
     is_blocked_between,
     trusting_owner_ids,
 )
-from common.countries import COUNTRY_NAMES
+from common.countries import country_name
 from common.errors import NotFound, ValidationFailed
 from common.money import round_half_up
 from ledger.models import Asset, LedgerAccount
@@ -293,27 +293,36 @@ def offer_get(*, offer_id: int, viewer: Any = None) -> Offer:
 
 
 def offer_requirements(offer: Offer) -> list[str]:
-    """The offer's requirements in words, for everyone to see."""
+    """The offer's requirements in words, for everyone to see (in the reader's language)."""
     out = []
     if offer.min_taker_tier:
-        out.append(f"Tier {offer.min_taker_tier}+ verified takers")
+        out.append(gettext("Tier {tier}+ verified takers").format(tier=offer.min_taker_tier))
     if offer.min_taker_trades:
-        out.append(f"{offer.min_taker_trades}+ completed trades")
+        out.append(gettext("{count}+ completed trades").format(count=offer.min_taker_trades))
     if offer.min_account_age_days:
-        out.append(f"Accounts {offer.min_account_age_days}+ days old")
+        out.append(gettext("Accounts {days}+ days old").format(days=offer.min_account_age_days))
     if offer.trusted_only:
-        out.append("Trusted traders only")
+        out.append(gettext("Trusted traders only"))
     if offer.allowed_countries:
-        out.append(f"Takers in {_countries_text(offer.allowed_countries)} only")
+        out.append(
+            gettext("Takers in {countries} only").format(
+                countries=_countries_text(offer.allowed_countries)
+            )
+        )
     return out
 
 
 def _countries_text(codes: list[str], *, names: bool = True) -> str:
     """A few countries by name ("Germany, Austria"); many by code, the first few then a count."""
     if len(codes) <= 3 and names:
-        return ", ".join(COUNTRY_NAMES.get(c, c) for c in codes)
+        return ", ".join(country_name(c) for c in codes)
     shown = ", ".join(codes[:5])
-    return shown if len(codes) <= 5 else f"{shown} and {len(codes) - 5} more"
+    if len(codes) <= 5:
+        return shown
+    more = len(codes) - 5
+    return ngettext("{shown} and {count} more", "{shown} and {count} more", more).format(
+        shown=shown, count=more
+    )
 
 
 def offer_unmet_requirements(
@@ -325,54 +334,80 @@ def offer_unmet_requirements(
     short: bool = False,
 ) -> list[str]:
     """Why this taker may not take this offer, one reason per unmet requirement (empty: open);
-    `short` words them for a row of the order book."""
+    `short` words them for a row of the order book. In the reader's language."""
     if taker.user_id == offer.maker_id:
         return []
     now = now or timezone.now()
     reasons = []
     if taker.tier < offer.min_taker_tier:
         reasons.append(
-            f"Tier {offer.min_taker_tier}+ verified takers only (you: tier {taker.tier})"
+            gettext("Tier {tier}+ verified takers only (you: tier {yours})")
             if short
-            else f"The maker asks for tier {offer.min_taker_tier} or higher; you are tier "
-            f"{taker.tier}. Verify your identity in Settings → Verification."
+            else gettext(
+                "The maker asks for tier {tier} or higher; you are tier {yours}. Verify your "
+                "identity in Settings → Verification."
+            )
         )
+        reasons[-1] = reasons[-1].format(tier=offer.min_taker_tier, yours=taker.tier)
     if taker.completed_trades < offer.min_taker_trades:
         reasons.append(
-            f"{offer.min_taker_trades}+ completed trades (you: {taker.completed_trades})"
-            if short
-            else f"The maker asks for at least {offer.min_taker_trades} completed trades; you "
-            f"have {taker.completed_trades}."
+            (
+                gettext("{count}+ completed trades (you: {yours})")
+                if short
+                else gettext(
+                    "The maker asks for at least {count} completed trades; you have {yours}."
+                )
+            ).format(count=offer.min_taker_trades, yours=taker.completed_trades)
         )
     age_days = (now - taker.date_joined).days
     if age_days < offer.min_account_age_days:
-        plural = "s" if age_days != 1 else ""
         reasons.append(
-            f"Accounts {offer.min_account_age_days}+ days old (yours: {age_days} day{plural})"
-            if short
-            else f"The maker asks for accounts at least {offer.min_account_age_days} days old; "
-            f"yours is {age_days} day{plural} old."
+            (
+                ngettext(
+                    "Accounts {days}+ days old (yours: {age} day)",
+                    "Accounts {days}+ days old (yours: {age} days)",
+                    age_days,
+                )
+                if short
+                else ngettext(
+                    "The maker asks for accounts at least {days} days old; yours is {age} day old.",
+                    "The maker asks for accounts at least {days} days old; yours is {age} days "
+                    "old.",
+                    age_days,
+                )
+            ).format(days=offer.min_account_age_days, age=age_days)
         )
     if offer.trusted_only and not is_trusted:
         reasons.append(
-            f"{maker_name(offer)}'s trusted traders only"
-            if short
-            else f"Only traders on {maker_name(offer)}'s trusted list may take it."
+            (
+                gettext("{maker}'s trusted traders only")
+                if short
+                else gettext("Only traders on {maker}'s trusted list may take it.")
+            ).format(maker=maker_name(offer))
         )
     # Region restrictions (issue 20): the taker's profile country must be one the offer allows.
     if offer.allowed_countries and taker.country not in offer.allowed_countries:
-        yours = COUNTRY_NAMES.get(taker.country, taker.country) if taker.country else ""
-        reasons.append(
-            f"Takers in {_countries_text(offer.allowed_countries, names=False)} only "
-            f"(you: {taker.country or 'no country set'})"
-            if short
-            else f"The maker takes traders in {_countries_text(offer.allowed_countries)} only; "
-            + (
-                f"your profile says {yours}."
-                if yours
-                else "your profile names no country: set it in Settings → Country."
+        yours = country_name(taker.country) if taker.country else ""
+        if short:
+            reasons.append(
+                gettext("Takers in {countries} only (you: {yours})").format(
+                    countries=_countries_text(offer.allowed_countries, names=False),
+                    yours=taker.country or gettext("no country set"),
+                )
             )
-        )
+        elif yours:
+            reasons.append(
+                gettext(
+                    "The maker takes traders in {countries} only; your profile says {yours}."
+                ).format(countries=_countries_text(offer.allowed_countries), yours=yours)
+            )
+        else:
+            reasons.append(
+                gettext(
+                    "The maker takes traders in {countries} only; your profile names no "
+                    "country: set it in Settings → Country."
+                ).format(countries=_countries_text(offer.allowed_countries))
+            )
     return reasons
 
 
@@ -521,7 +556,7 @@ def payment_methods_for_viewer(*, user: Any, fiat_code: str | None = None) -> Me
     country, fiat = viewer_country(user=user), (fiat_code or "").upper()
     if country:
         where, local = (
-            COUNTRY_NAMES.get(country, country),
+            country_name(country),
             [m for m in methods if country in m.countries],
         )
     elif fiat:

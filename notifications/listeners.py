@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import Any
+
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from disputes.services import party_notice_listeners
 from escrow.models import EscrowEvent, Settlement, TradeMessage
@@ -130,18 +134,31 @@ def on_price_stale(price: PriceIndex, stale: bool) -> None:
     """A pair's price went stale (once per episode: the moderators' alert) or recovered."""
     from notifications.services import notify_moderators_price
 
+    # Lazy: written out in each moderator's language. The stale reason is the feed's own
+    # diagnostic (source names and errors), kept as it is.
     pair = f"{price.asset.code}/{price.fiat.code}"
+    subject: Any
+    text: Any
     if stale:
-        subject = f"Price alert: {pair} is stale"
-        text = (
-            f"The {pair} price is stale: {price.stale_reason or 'no current price'}. Its floating "
-            "offers are out of the order book and liquidations on it are paused until a fresh "
-            "price comes in. Check the price sources (PRICE_SOURCES), or set the price in the "
-            "admin: /admin/marketplace/priceindex/"
+        subject = format_lazy(_("Price alert: {pair} is stale"), pair=pair)
+        text = format_lazy(
+            _(
+                "The {pair} price is stale: {reason}. Its floating offers are out of the order "
+                "book and liquidations on it are paused until a fresh price comes in. Check the "
+                "price sources (PRICE_SOURCES), or set the price in the admin: "
+                "/admin/marketplace/priceindex/"
+            ),
+            pair=pair,
+            reason=price.stale_reason or _("no current price"),
         )
     else:
-        subject = f"Price recovered: {pair}"
-        text = f"The {pair} price is current again ({price.price} from {price.source})."
+        subject = format_lazy(_("Price recovered: {pair}"), pair=pair)
+        text = format_lazy(
+            _("The {pair} price is current again ({price} from {source})."),
+            pair=pair,
+            price=price.price,
+            source=price.source,
+        )
     try:
         notify_moderators_price(text=text, subject=subject)
     except Exception:
@@ -206,13 +223,13 @@ if on_liquidation_blocked not in lending_hooks.liquidation_blocked_listeners:
     lending_hooks.liquidation_blocked_listeners.append(on_liquidation_blocked)
 
 
-def on_moderator_alert(*, key: str, text: str) -> None:
+def on_moderator_alert(*, key: str, text: Any) -> None:
     from notifications.services import notify_moderators_funds
 
     notify_moderators_funds(text=text)
 
 
-def on_funds_news(*, user_id: int, text: str) -> None:
+def on_funds_news(*, user_id: int, text: Any) -> None:
     from notifications.services import notify_user_funds
 
     notify_user_funds(user_id=user_id, text=text)

@@ -294,7 +294,7 @@ def _moderators() -> list[Any]:
     return list(users.filter(is_staff=True).order_by("pk"))
 
 
-def notify_moderators_funds(*, text: str) -> None:
+def notify_moderators_funds(*, text: Any) -> None:
     """A chain alert (ledger.alerts): every moderator gets it in-app, and by email and Telegram
     as each chose (a lazy text is written in each one's language)."""
     moderators = _moderators()
@@ -311,21 +311,25 @@ def notify_moderators_funds(*, text: str) -> None:
         outgoing_send(Outgoing(m.pk, C.FUNDS, _("Funds alert"), text) for m in moderators)
 
 
-def notify_moderators_price(*, text: str, subject: str) -> None:
+def notify_moderators_price(*, text: Any, subject: Any) -> None:
     """A price pair went stale or recovered (marketplace.services.prices): every moderator gets
-    it in-app, and by email and Telegram as each chose (the outbox: never inline)."""
+    it in-app, and by email and Telegram as each chose (the outbox: never inline); a lazy text
+    is written in each one's language."""
     moderators = _moderators()
+    langs = recipient_languages(m.pk for m in moderators)
     with transaction.atomic():
         Notification.objects.bulk_create(
             [
-                Notification(user=m, kind=Notification.Kind.PRICE, text=text[:500])
+                Notification(
+                    user=m, kind=Notification.Kind.PRICE, text=in_language(langs, m.pk, text)
+                )
                 for m in moderators
             ]
         )
         outgoing_send(Outgoing(m.pk, C.FUNDS, subject, text) for m in moderators)
 
 
-def notify_user_funds(*, user_id: int, text: str) -> None:
+def notify_user_funds(*, user_id: int, text: Any) -> None:
     """A user's own deposit or withdrawal news (ledger.alerts): in-app, and outside as chosen."""
     langs = recipient_languages([user_id])
     with transaction.atomic():

@@ -22,8 +22,9 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
-from notifications.email import SendFailed
+from notifications.email import SendFailed, in_language, recipient_languages
 from notifications.models import OutboundMessage, TelegramBotState, TelegramLink
 
 logger = logging.getLogger(__name__)
@@ -34,19 +35,22 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 10
 MAX_UPDATES = 100
 
-LINKED_TEXT = (
+# The bot's replies (lazy): the linked person's in their language, the others in the site's.
+LINKED_TEXT = gettext_lazy(
     "Linked to {username}. You'll get your important trade news here; choose which in Settings "
     "→ Notifications. Send /stop to unlink."
 )
-REFUSED_TEXT = (
+REFUSED_TEXT = gettext_lazy(
     "That code is not valid: it may be mistyped, already used or expired. Press “Link "
     "Telegram” in Settings → Notifications on the site for a new one."
 )
-HELP_TEXT = (
+HELP_TEXT = gettext_lazy(
     "To get your trade news here, press “Link Telegram” in Settings → Notifications on the "
     "site and send me the code: /start CODE"
 )
-UNLINKED_TEXT = "Unlinked: no more news comes here. Link again from the site's settings."
+UNLINKED_TEXT = gettext_lazy(
+    "Unlinked: no more news comes here. Link again from the site's settings."
+)
 
 
 class BotApiError(Exception):
@@ -141,7 +145,7 @@ def _link(code: str, chat_id: int) -> str:
         else None
     )
     if found is None:
-        return REFUSED_TEXT
+        return str(REFUSED_TEXT)
     # The chat proved it can read this account's code: it leaves any other account it was on.
     TelegramLink.objects.filter(chat_id=chat_id).exclude(pk=found.pk).update(
         chat_id=None, linked_at=None
@@ -151,7 +155,8 @@ def _link(code: str, chat_id: int) -> str:
     found.code_hash = ""
     found.code_expires_at = None
     found.save(update_fields=["chat_id", "linked_at", "code_hash", "code_expires_at"])
-    return LINKED_TEXT.format(username=found.user.username)
+    languages = recipient_languages([found.user_id])
+    return in_language(languages, found.user_id, LINKED_TEXT).format(username=found.user.username)
 
 
 def _answer(update: dict[str, Any]) -> tuple[int, str] | None:
@@ -168,12 +173,12 @@ def _answer(update: dict[str, Any]) -> tuple[int, str] | None:
     command, _, argument = text.strip().partition(" ")
     command = command.split("@", 1)[0].lower()  # "/start@PlatformBot" in some clients
     if command == "/start":
-        return chat_id, (_link(argument.strip(), chat_id) if argument.strip() else HELP_TEXT)
+        return chat_id, (_link(argument.strip(), chat_id) if argument.strip() else str(HELP_TEXT))
     if command == "/stop":
         unlinked = TelegramLink.objects.filter(chat_id=chat_id).update(chat_id=None, linked_at=None)
-        return chat_id, UNLINKED_TEXT if unlinked else HELP_TEXT
+        return chat_id, str(UNLINKED_TEXT if unlinked else HELP_TEXT)
     if command == "/help":
-        return chat_id, HELP_TEXT
+        return chat_id, str(HELP_TEXT)
     return None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from accounts import services as accounts
 from accounts.models import Profile
@@ -43,7 +44,8 @@ def cancel_reason_clean(reason: Any) -> str:
     value = str(reason or "").strip() or CancelReason.OTHER
     if value not in CancelReason.values:
         raise ValidationFailed.for_field(
-            "cancel_reason", f"Choose one of: {', '.join(CancelReason.values)}."
+            "cancel_reason",
+            gettext("Choose one of: {reasons}.").format(reasons=", ".join(CancelReason.values)),
         )
     return value
 

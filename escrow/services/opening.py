@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from accounts import services as accounts
 from accounts.selectors import (
@@ -278,7 +278,7 @@ def trade_open(
             new_state=Trade.State.FUNDED,
             actor=taker,
             actor_role=trade.role_of(taker) or "",
-            reason="offer taken",
+            reason=gettext_noop("offer taken"),
         )
         announce(trade, event)
         if offer.auto_reply:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from accounts import services as accounts
 from accounts.models import Profile
@@ -294,7 +294,7 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
             trade_id=trade_id,
             to=S.PAID,
             actor=actor,
-            reason="buyer marked paid",
+            reason=gettext_noop("buyer marked paid"),
             guard=before_deadline,
         )
 
@@ -305,7 +305,7 @@ def escrow_release(*, trade_id: int, actor: Any) -> Trade:
     funds_confirm.)"""
     with durable_atomic():
         return _escrow_transition(
-            trade_id=trade_id, to=S.RELEASING, actor=actor, reason="seller released"
+            trade_id=trade_id, to=S.RELEASING, actor=actor, reason=gettext_noop("seller released")
         )
 
 
@@ -361,7 +361,7 @@ def escrow_expire(*, trade_id: int) -> Trade:
             trade_id=trade_id,
             to=S.EXPIRED,
             actor=None,
-            reason="payment window ended",
+            reason=gettext_noop("payment window ended"),
             guard=deadline_passed,
         )
 

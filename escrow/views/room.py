@@ -16,7 +16,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -41,32 +41,39 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-STATE_LABELS: dict[str, str] = {
-    S.FUNDED: "Awaiting payment",
-    S.PAID: "Paid · awaiting release",
-    S.RELEASING: "Settling…",
-    S.COMPLETED: "Completed",
-    S.CANCELLED: "Cancelled",
-    S.EXPIRED: "Expired",
-    S.DISPUTED: "In dispute",
-    S.REFUNDING: "Settling…",
-    S.REFUNDED: "Refunded",
-    S.SPLITTING: "Settling…",
-    S.SPLIT: "Split by moderator",
+STATE_LABELS: dict[str, Any] = {  # lazy: in the reader's language
+    S.FUNDED: gettext_lazy("Awaiting payment"),
+    S.PAID: gettext_lazy("Paid · awaiting release"),
+    S.RELEASING: gettext_lazy("Settling…"),
+    S.COMPLETED: gettext_lazy("Completed"),
+    S.CANCELLED: gettext_lazy("Cancelled"),
+    S.EXPIRED: gettext_lazy("Expired"),
+    S.DISPUTED: gettext_lazy("In dispute"),
+    S.REFUNDING: gettext_lazy("Settling…"),
+    S.REFUNDED: gettext_lazy("Refunded"),
+    S.SPLITTING: gettext_lazy("Settling…"),
+    S.SPLIT: gettext_lazy("Split by moderator"),
 }
-EVENT_LABELS: dict[str, str] = {
-    S.FUNDED: "Trade opened · crypto locked in escrow",
-    S.PAID: "Marked as paid by the buyer",
-    S.RELEASING: "Released · settlement queued",
-    S.COMPLETED: "Completed · crypto delivered to the buyer",
-    S.CANCELLED: "Cancelled · crypto returned to the seller",
-    S.EXPIRED: "Expired · payment window ended",
-    S.DISPUTED: "Dispute opened",
-    S.REFUNDING: "Moderator decided: refund the seller",
-    S.REFUNDED: "Refunded to the seller",
-    S.SPLITTING: "Moderator decided: split",
-    S.SPLIT: "Split settled",
+EVENT_LABELS: dict[str, Any] = {
+    S.FUNDED: gettext_lazy("Trade opened · crypto locked in escrow"),
+    S.PAID: gettext_lazy("Marked as paid by the buyer"),
+    S.RELEASING: gettext_lazy("Released · settlement queued"),
+    S.COMPLETED: gettext_lazy("Completed · crypto delivered to the buyer"),
+    S.CANCELLED: gettext_lazy("Cancelled · crypto returned to the seller"),
+    S.EXPIRED: gettext_lazy("Expired · payment window ended"),
+    S.DISPUTED: gettext_lazy("Dispute opened"),
+    S.REFUNDING: gettext_lazy("Moderator decided: refund the seller"),
+    S.REFUNDED: gettext_lazy("Refunded to the seller"),
+    S.SPLITTING: gettext_lazy("Moderator decided: split"),
+    S.SPLIT: gettext_lazy("Split settled"),
 }
+# EscrowEvent.actor_role as stored; the room translates it when it shows the event.
+ACTOR_ROLES = (
+    gettext_noop("buyer"),
+    gettext_noop("seller"),
+    gettext_noop("moderator"),
+    gettext_noop("system"),
+)
 FINAL_STATES = escrow.FINAL_STATES
 TRADES_PAGE = 50
 FEEDBACK_PAGE = 20
@@ -266,18 +273,18 @@ def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         path = [S.FUNDED, S.PAID, S.RELEASING, S.COMPLETED]
     names = {
-        S.FUNDED: "In escrow",
-        S.PAID: "Buyer paid",
-        S.RELEASING: "Released",
-        S.COMPLETED: "Completed",
-        S.CANCELLED: "Cancelled",
-        S.EXPIRED: "Expired",
-        S.DISPUTED: "Dispute",
-        S.REFUNDING: "Refund",
-        S.REFUNDED: "Refunded",
-        S.SPLITTING: "Split",
-        S.SPLIT: "Settled",
-        "decision": "Moderator decides",
+        S.FUNDED: gettext("In escrow"),
+        S.PAID: gettext("Buyer paid"),
+        S.RELEASING: gettext("Released"),
+        S.COMPLETED: gettext("Completed"),
+        S.CANCELLED: gettext("Cancelled"),
+        S.EXPIRED: gettext("Expired"),
+        S.DISPUTED: gettext("Dispute"),
+        S.REFUNDING: gettext("Refund"),
+        S.REFUNDED: gettext("Refunded"),
+        S.SPLITTING: gettext("Split"),
+        S.SPLIT: gettext("Settled"),
+        "decision": gettext("Moderator decides"),
     }
     current = path.index(trade.state) if trade.state in path else len(path) - 1
     return [
@@ -410,7 +417,11 @@ def trade_feedback(request: HttpRequest, trade_id: int) -> HttpResponse:
     return render(request, "marketplace/trade_detail.html", context, status=status)
 
 
-TRADE_FILTERS = {"all": "All", "active": "Active", "finished": "Finished"}
+TRADE_FILTERS = {
+    "all": gettext_lazy("All"),
+    "active": gettext_lazy("Active"),
+    "finished": gettext_lazy("Finished"),
+}
 
 
 @login_required

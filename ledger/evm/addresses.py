@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bip32 import BIP32
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext
 from eth_keys import keys
 from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
@@ -56,15 +57,15 @@ def checked_address(address: str, *, field: str = "address") -> str:
     mixed case with a wrong checksum (all-lower or all-upper carries no checksum)."""
     value = (address or "").strip()
     if not is_hex_address(value):
-        message = "Not an Ethereum address: 0x followed by 40 hexadecimal digits."
+        message = gettext("Not an Ethereum address: 0x followed by 40 hexadecimal digits.")
         raise ValidationFailed(f"{field}: {message}", fields={field: [message]})
     body = value[2:]
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
-        message = "The address's checksum (its mix of capitals, EIP-55) is wrong: a typo?"
+        message = gettext("The address's checksum (its mix of capitals, EIP-55) is wrong: a typo?")
         raise ValidationFailed(f"{field}: {message}", fields={field: [message]})
     checksummed: str = to_checksum_address(value)
     if int(checksummed, 16) == 0:
-        message = "The zero address burns what is sent to it."
+        message = gettext("The zero address burns what is sent to it.")
         raise ValidationFailed(f"{field}: {message}", fields={field: [message]})
     return checksummed
 

@@ -32,6 +32,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, gettext_lazy
 from web3 import Web3
 
 from common.money import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX_DIGITS, fmt
@@ -171,8 +173,15 @@ def _follow_reorg(w3: Web3, result: WatchResult) -> None:
         ancestor = (lowest or 0) - 1
         moderators_alert(
             key=f"evm-deep-reorg:{CHAIN}:{tip.number}",
-            text=f"The {CHAIN} chain reorganised below every block the deposit watcher keeps "
-            f"(its tip was #{tip.number}); it rescans from #{ancestor + 1}.",
+            text=format_lazy(
+                gettext_lazy(
+                    "The {chain} chain reorganised below every block the deposit watcher keeps "
+                    "(its tip was #{tip}); it rescans from #{start}."
+                ),
+                chain=CHAIN,
+                tip=tip.number,
+                start=ancestor + 1,
+            ),
         )
     result.reorg_depth = tip.number - ancestor
     result.dropped += _orphan_above(ancestor)
@@ -204,9 +213,17 @@ def _orphan_above(ancestor: int) -> int:
                 deposit.save(update_fields=["note"])
                 moderators_alert(
                     key=f"evm-reorg-credited:{CHAIN}:{deposit.tx_hash}:{deposit.log_index}",
-                    text=f"A chain reorg removed the block of credited deposit {deposit.tx_hash} "
-                    f"({what} to user #{deposit.user_id}), deeper than {confirmations_required()} "
-                    "confirmations. It stays credited: check it.",
+                    text=format_lazy(
+                        gettext_lazy(
+                            "A chain reorg removed the block of credited deposit {tx} ({what} to "
+                            "user #{user}), deeper than {n} confirmations. It stays credited: "
+                            "check it."
+                        ),
+                        tx=deposit.tx_hash,
+                        what=what,
+                        user=deposit.user_id,
+                        n=confirmations_required(),
+                    ),
                 )
                 continue
             deposit.status = ChainDeposit.Status.DROPPED
@@ -215,8 +232,14 @@ def _orphan_above(ancestor: int) -> int:
             dropped += 1
             user_funds_news(
                 user_id=deposit.user_id,
-                text=f"Your deposit of {what} ({deposit.tx_hash[:12]}…) left the chain in a "
-                "reorganisation before it was confirmed. If it is mined again it shows again.",
+                text=format_lazy(
+                    gettext_lazy(
+                        "Your deposit of {what} ({tx}…) left the chain in a reorganisation "
+                        "before it was confirmed. If it is mined again it shows again."
+                    ),
+                    what=what,
+                    tx=deposit.tx_hash[:12],
+                ),
             )
         ChainBlock.objects.filter(chain=CHAIN, number__gt=ancestor).delete()
     return dropped
@@ -516,8 +539,15 @@ def chain_deposit_credit(*, chain_deposit_id: int) -> bool:
         deposit.save(update_fields=["status", "deposit", "credited_at"])
         user_funds_news(
             user_id=deposit.user_id,
-            text=f"Deposit of {fmt(deposit.amount, asset.precision)} {asset.code} credited "
-            f"after {confirmations_required()} confirmations ({deposit.tx_hash[:12]}…).",
+            text=format_lazy(
+                gettext_lazy(
+                    "Deposit of {amount} {asset} credited after {n} confirmations ({tx}…)."
+                ),
+                amount=fmt(deposit.amount, asset.precision),
+                asset=asset.code,
+                n=confirmations_required(),
+                tx=deposit.tx_hash[:12],
+            ),
         )
     return True
 
@@ -535,8 +565,25 @@ class DepositRow:
     def state_text(self) -> str:
         d = self.deposit
         if d.status == ChainDeposit.Status.SEEN:
-            return f"seen, {self.confirmations}/{self.required} confirmations"
+            return gettext("seen, {n}/{required} confirmations").format(
+                n=self.confirmations, required=self.required
+            )
         return str(d.get_status_display())
+
+    @property
+    def note_text(self) -> str:
+        """The stored note (English, for moderators and the API) as the reader's language
+        says it."""
+        d = self.deposit
+        if not d.note:
+            return ""
+        if d.status == ChainDeposit.Status.CREDITED:
+            return gettext("its block #{n} was reorged out after crediting").format(
+                n=d.block_number
+            )
+        if d.status == ChainDeposit.Status.DROPPED:
+            return gettext("its block #{n} left the chain (reorg)").format(n=d.block_number)
+        return d.note
 
 
 def chain_deposit_list_for_user(*, user: Any, limit: int = 20) -> list[DepositRow]:

@@ -39,6 +39,9 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from common.errors import Conflict, NotFound
 from common.money import fmt
@@ -347,14 +350,23 @@ def _latest_compared(asset: Asset) -> ReserveReconciliation | None:
     )
 
 
-def _shortfall_text(row: ReserveReconciliation) -> str:
+def _shortfall_text(row: ReserveReconciliation) -> str | Promise:
+    """Lazy: written out in each moderator's language (notifications)."""
     p, code = row.asset.precision, row.asset.code
-    return (
-        f"Reserve shortfall in {code}: the chain holds {fmt(row.onchain_total, p)} at block "
-        f"{row.block_number} (hot wallet {fmt(row.hot_wallet, p)}, deposit addresses "
-        f"{fmt(row.deposit_addresses, p)}, in transit {fmt(row.in_transit, p)}) against "
-        f"{fmt(row.liabilities, p)} owed to users: {fmt(row.shortfall, p)} short. "
-        "See the admin's hot wallet page."
+    return format_lazy(
+        gettext_lazy(
+            "Reserve shortfall in {asset}: the chain holds {onchain} at block {block} (hot "
+            "wallet {hot}, deposit addresses {addresses}, in transit {in_transit}) against "
+            "{owed} owed to users: {short} short. See the admin's hot wallet page."
+        ),
+        asset=code,
+        onchain=fmt(row.onchain_total, p),
+        block=row.block_number,
+        hot=fmt(row.hot_wallet, p),
+        addresses=fmt(row.deposit_addresses, p),
+        in_transit=fmt(row.in_transit, p),
+        owed=fmt(row.liabilities, p),
+        short=fmt(row.shortfall, p),
     )
 
 
@@ -366,7 +378,11 @@ def _record_failure(*, asset: Asset, error: str) -> ReserveReconciliation:
         )
         moderators_alert(
             key=f"reserves-unreadable:{asset.code}",
-            text=f"Reserve reconciliation of {asset.code} cannot read the node: {error[:200]}",
+            text=format_lazy(
+                gettext_lazy("Reserve reconciliation of {asset} cannot read the node: {error}"),
+                asset=asset.code,
+                error=error[:200],
+            ),
             every_seconds=_UNREADABLE_ALERT_SECONDS,
         )
     return row
@@ -437,7 +453,9 @@ def _publish(*, config: EvmAsset, asset: Asset) -> ReserveProof:
     try:
         holdings = read_holdings(config=config, asset=asset, addresses=addresses)
     except ChainUnreadable as exc:
-        raise Conflict(f"The proof of reserves needs the node: {exc}") from exc
+        raise Conflict(
+            gettext("The proof of reserves needs the node: {error}").format(error=exc)
+        ) from exc
     leaves = []
     for code, user_id, balance in owed:
         text = fmt(balance, precision)
@@ -512,7 +530,7 @@ def reserve_proofs_latest() -> list[ReserveProof]:
 def reserve_proof_get(*, proof_id: int) -> ReserveProof:
     proof = ReserveProof.objects.select_related("asset").filter(pk=proof_id).first()
     if proof is None:
-        raise NotFound(f"No proof of reserves #{proof_id}.")
+        raise NotFound(gettext("No proof of reserves #{n}.").format(n=proof_id))
     return proof
 
 
@@ -524,8 +542,10 @@ def reserves_inclusion_proof(*, proof_id: int, user: Any) -> dict[str, Any]:
     leaf = ReserveLeaf.objects.filter(proof=proof, user=user, account=account).first()
     if leaf is None:
         raise NotFound(
-            f"You held no {proof.asset.code} when proof #{proof.pk} was taken (block "
-            f"{proof.block_number}): there is no leaf of yours in it."
+            gettext(
+                "You held no {asset} when proof #{n} was taken (block {block}): there is no "
+                "leaf of yours in it."
+            ).format(asset=proof.asset.code, n=proof.pk, block=proof.block_number)
         )
     precision = proof.precision
     rows = (
@@ -541,7 +561,9 @@ def reserves_inclusion_proof(*, proof_id: int, user: Any) -> dict[str, Any]:
     levels = sumtree.build(hashes, sums)
     root_hash, _ = sumtree.root(levels)
     if root_hash.hex() != proof.liabilities_root:
-        raise Conflict(f"Proof #{proof.pk}'s stored leaves no longer give its signed root.")
+        raise Conflict(
+            gettext("Proof #{n}'s stored leaves no longer give its signed root.").format(n=proof.pk)
+        )
     total = sums[leaf.index]
     path = []
     for side, sibling, sibling_sum in sumtree.inclusion_path(levels, leaf.index):

@@ -34,6 +34,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import ngettext_lazy
 from eth_account import Account
 from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
@@ -512,9 +514,18 @@ def withdrawals_send(w3: Web3, report: SequencerReport) -> None:
             report.waiting += [w.pk for w in waiting]
             alerts.moderators_alert(
                 key=key,
-                text=f"The hot wallet is too low in {code} to pay {len(waiting)} queued "
-                f"withdrawal(s) (#{', #'.join(str(w.pk) for w in waiting[:10])}): they wait "
-                "until it is topped up.",
+                text=format_lazy(
+                    ngettext_lazy(
+                        "The hot wallet is too low in {asset} to pay {count} queued withdrawal "
+                        "({ids}): it waits until it is topped up.",
+                        "The hot wallet is too low in {asset} to pay {count} queued withdrawals "
+                        "({ids}): they wait until it is topped up.",
+                        "count",
+                    ),
+                    asset=code,
+                    count=len(waiting),
+                    ids=", ".join(f"#{w.pk}" for w in waiting[:10]),
+                ),
             )
         else:
             alerts.moderators_alert_clear(key=key)

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from common.errors import ApplicationError, InsufficientFunds
 from common.money import fmt
@@ -165,10 +166,10 @@ def loan_collect(*, loan_id: int) -> int:
                     loan, loan.collateral_amount, f"loan:{loan.pk}:collateral:return"
                 )
                 _loan_transition(loan=loan, to=L.REPAID, actor=None, role=SYSTEM,
-                                 reason="last installment paid")  # fmt: skip
+                                 reason=gettext_noop("last installment paid"))  # fmt: skip
             elif loan.state == L.LATE:
                 _loan_transition(loan=loan, to=L.ACTIVE, actor=None, role=SYSTEM,
-                                 reason="overdue installments collected")  # fmt: skip
+                                 reason=gettext_noop("overdue installments collected"))  # fmt: skip
         if loan.fees != fees_before:
             # after a transition that saved the loan too: its update_fields leave `fees` out
             Loan.objects.filter(pk=loan.pk).update(fees=loan.fees, updated_at=now)
@@ -388,7 +389,7 @@ def _plan_loan(
         _check("loan", loan_id, L.LATE, L.ACTIVE, SYSTEM)
         batch.events.append(
             system_event(loan_id=loan_id, state=L.LATE, new=L.ACTIVE, at=now,
-                         reason="overdue installments collected")
+                         reason=gettext_noop("overdue installments collected"))
         )  # fmt: skip
     if cured or fees_total:
         batch.loan_ids.append(loan_id)

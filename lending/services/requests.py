@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from common.errors import (
     ApplicationError,
@@ -285,7 +285,7 @@ def _commit(request: LoanRequest, lender: Any, value: Decimal) -> LoanCommitment
     commitment.save(update_fields=["hold"])
     request.funded += value
     if request.funded == request.amount:
-        _activate(request, actor=lender, role="lender", reason="fully funded")
+        _activate(request, actor=lender, role="lender", reason=gettext_noop("fully funded"))
     else:
         request.save(update_fields=["funded", "updated_at"])
     return commitment
@@ -316,7 +316,9 @@ def _commit_more(
     commitment.save(update_fields=["amount", "hold", "hold_seq"])
     request.funded += value
     if request.funded == request.amount:
-        _activate(request, actor=commitment.lender, role="lender", reason="fully funded")
+        _activate(
+            request, actor=commitment.lender, role="lender", reason=gettext_noop("fully funded")
+        )
     else:
         request.save(update_fields=["funded", "updated_at"])
     return commitment
@@ -391,10 +393,15 @@ def loan_request_close_due(*, request_id: int) -> LoanRequest:
         if request.state != LoanRequest.State.OPEN or timezone.now() < request.funding_deadline:
             return request  # another sweeper or the last lender got here first
         if request.allow_partial and request.min_fill and request.funded >= request.min_fill:
-            _activate(request, actor=None, role=SYSTEM, reason="deadline reached with min_fill")
+            _activate(
+                request,
+                actor=None,
+                role=SYSTEM,
+                reason=gettext_noop("deadline reached with min_fill"),
+            )
         else:
             _request_transition(request=request, to=LoanRequest.State.EXPIRED, actor=None,
-                                role=SYSTEM, reason="funding deadline passed")  # fmt: skip
+                                role=SYSTEM, reason=gettext_noop("funding deadline passed"))  # fmt: skip
             _void_all(request)
     return request
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from common.errors import ApplicationError, Conflict, InvalidTransition
 from common.money import fmt, round_down
@@ -116,7 +116,9 @@ def loans_check_ltv(*, batch_size: int | None = None) -> dict[str, int]:
             announce_margin_calls([(x, crossing[x.pk]) for x in flipped])
             called = len(flipped)
     liquidated = loans_liquidate(
-        loan_ids=to_liquidate, reason="LTV at the liquidation line", batch_size=batch_size
+        loan_ids=to_liquidate,
+        reason=gettext_noop("LTV at the liquidation line"),
+        batch_size=batch_size,
     )
     return {"checked": len(rows), "margin_calls": called, "liquidated": liquidated}
 

@@ -46,7 +46,11 @@ class PaymentAccountOut(serializers.Serializer[PaymentAccount]):
     def get_display(self, account: PaymentAccount) -> list[dict[str, str]]:
         """The fields in the method's order, labelled, as they read (an IBAN in groups)."""
         return [
-            {"key": f.key, "label": f.label, "display": display(f.kind, account.details[f.key])}
+            {
+                "key": f.key,
+                "label": str(f.label),
+                "display": display(f.kind, account.details[f.key]),
+            }
             for f in fields_for(account.method.code).fields
             if account.details.get(f.key)
         ]

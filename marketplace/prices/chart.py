@@ -11,11 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from common.money import fmt_fiat, round_half_up
 from marketplace.models import FiatCurrency
 from marketplace.prices.history import (
     DEFAULT_RANGE,
+    RANGE_LABELS,
     RANGES,
     PairStanding,
     pair_standing,
@@ -31,7 +33,7 @@ class PriceChart:
     asset: str
     fiat: str
     range_key: str
-    range_words: str
+    range_words: str  # in the reader's language
     ranges: list[tuple[str, str]]
     standing: PairStanding
     has_data: bool
@@ -67,7 +69,8 @@ def price_chart(
 ) -> PriceChart:
     """The chart of a pair over one of RANGES (an unknown range: the default one)."""
     key = range_key if range_key in RANGES else DEFAULT_RANGE
-    span, bucket, words = RANGES[key]
+    span, bucket, lazy_words = RANGES[key]
+    words = str(lazy_words)
     now = now or timezone.now()
     since = now - span
     standing = pair_standing(asset_code=asset_code, fiat_code=fiat_code)
@@ -76,13 +79,17 @@ def price_chart(
         "fiat": standing.fiat,
         "range_key": key,
         "range_words": words,
-        "ranges": [(k, k) for k in RANGES],
+        "ranges": [(k, str(RANGE_LABELS[k])) for k in RANGES],
         "standing": standing,
         "margin_percent": margin_percent,
     }
     pair = f"{standing.asset}/{standing.fiat}"
     if standing.asset_id is None or standing.fiat_id is None:
-        return PriceChart(**base, has_data=False, summary=f"There is no {pair} price index.")
+        return PriceChart(
+            **base,
+            has_data=False,
+            summary=gettext("There is no {pair} price index.").format(pair=pair),
+        )
     points = price_history(
         asset_id=standing.asset_id, fiat_id=standing.fiat_id, since=since, bucket=bucket
     )
@@ -90,7 +97,11 @@ def price_chart(
         points.append((now, standing.price))  # the line reaches now at the price in force
     if len(points) < 2 or points[0][0] >= points[-1][0]:
         return PriceChart(
-            **base, has_data=False, summary=f"Not enough {pair} price history over {words} yet."
+            **base,
+            has_data=False,
+            summary=gettext("Not enough {pair} price history over {range} yet.").format(
+                pair=pair, range=words
+            ),
         )
     precision = (
         FiatCurrency.objects.filter(code=standing.fiat).values_list("precision", flat=True).first()
@@ -123,18 +134,28 @@ def price_chart(
     first, last = prices[0], prices[-1]
     change = _pct(first, last)
     f = lambda v: fmt_fiat(v, precision)  # noqa: E731 - a local shorthand
-    summary = (
-        f"{pair} index over {words}: low {f(low)}, high {f(high)} {standing.fiat}; "
-        f"from {f(first)} to {f(last)} ({change})."
+    summary = gettext(
+        "{pair} index over {range}: low {low}, high {high} {fiat}; from {first} to {last} "
+        "({change})."
+    ).format(
+        pair=pair,
+        range=words,
+        low=f(low),
+        high=f(high),
+        fiat=standing.fiat,
+        first=f(first),
+        last=f(last),
+        change=change,
     )
     if margin_percent is not None:
         sign = "+" if margin_percent > 0 else ""
-        summary += (
-            f" This offer follows it at {sign}{margin_percent.normalize():f}%: "
-            f"{f(round_half_up(last * factor, precision))} {standing.fiat} now."
+        summary += " " + gettext("This offer follows it at {margin}%: {price} {fiat} now.").format(
+            margin=f"{sign}{margin_percent.normalize():f}",
+            price=f(round_half_up(last * factor, precision)),
+            fiat=standing.fiat,
         )
     if standing.is_stale:
-        summary += " The index is stale: no current price."
+        summary += " " + gettext("The index is stale: no current price.")
     return PriceChart(
         **base,
         has_data=True,
@@ -148,6 +169,6 @@ def price_chart(
         change=change,
         direction="up" if last > first else "down" if last < first else "flat",
         summary=summary,
-        title=f"{pair} price index, {words}",
+        title=gettext("{pair} price index, {range}").format(pair=pair, range=words),
         desc=summary,
     )

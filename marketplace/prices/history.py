@@ -9,15 +9,26 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from marketplace.models import PriceIndex, PricePoint
 
+StrOrLazy = str | Promise
+
 # The chart's ranges: (span, bucket, words). A bucket holds its last price: 24 h in 10-minute
 # steps, 7 days in hours, 30 days in 6 hours; about 150 points at most whatever the poll rate.
-RANGES: dict[str, tuple[timedelta, timedelta, str]] = {
-    "24h": (timedelta(hours=24), timedelta(minutes=10), "the last 24 hours"),
-    "7d": (timedelta(days=7), timedelta(hours=1), "the last 7 days"),
-    "30d": (timedelta(days=30), timedelta(hours=6), "the last 30 days"),
+# The words are lazy: written out in the reader's language when the chart is drawn.
+RANGES: dict[str, tuple[timedelta, timedelta, StrOrLazy]] = {
+    "24h": (timedelta(hours=24), timedelta(minutes=10), gettext_lazy("the last 24 hours")),
+    "7d": (timedelta(days=7), timedelta(hours=1), gettext_lazy("the last 7 days")),
+    "30d": (timedelta(days=30), timedelta(hours=6), gettext_lazy("the last 30 days")),
+}
+# The ranges' buttons.
+RANGE_LABELS: dict[str, StrOrLazy] = {
+    "24h": pgettext_lazy("chart range", "24h"),
+    "7d": pgettext_lazy("chart range", "7d"),
+    "30d": pgettext_lazy("chart range", "30d"),
 }
 DEFAULT_RANGE = "24h"
 

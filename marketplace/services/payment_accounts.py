@@ -259,7 +259,7 @@ def payment_account_snapshot(account: PaymentAccount) -> dict[str, Any]:
         "fields": [
             {
                 "key": f.key,
-                "label": f.label,
+                "label": str(f.label),  # stored with the trade: in the writer's language
                 "value": account.details[f.key],
                 "display": display(f.kind, account.details[f.key]),
             }

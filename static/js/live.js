@@ -14,6 +14,15 @@
     url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + url;
   }
   var lastId = meta.dataset.lastId || "";
+  /* The indicator's texts, translated by the page ({% live_socket %}); English without them. */
+  var text = {
+    connecting: meta.dataset.textConnecting || "Connecting…",
+    live: meta.dataset.textLive || "Live",
+    reconnecting: meta.dataset.textReconnecting || "Reconnecting…",
+    titleLive: meta.dataset.titleLive || "Updates arrive as they happen",
+    titleReconnecting: meta.dataset.titleReconnecting ||
+      "Updates every few seconds until the live connection is back"
+  };
   var socket = null;
   var live = false;
   var attempts = 0;
@@ -24,16 +33,14 @@
   indicator.className = "live-status";
   indicator.setAttribute("role", "status");
   indicator.dataset.state = "connecting";
-  indicator.textContent = "Connecting…";
+  indicator.textContent = text.connecting;
   var slot = document.querySelector(".header-inner .user-menu");
   if (slot && slot.parentNode) slot.parentNode.insertBefore(indicator, slot);
 
   function show(state) {
     indicator.dataset.state = state;
-    indicator.textContent = state === "live" ? "Live" : "Reconnecting…";
-    indicator.title = state === "live"
-      ? "Updates arrive as they happen"
-      : "Updates every few seconds until the live connection is back";
+    indicator.textContent = state === "live" ? text.live : text.reconnecting;
+    indicator.title = state === "live" ? text.titleLive : text.titleReconnecting;
     document.documentElement.dataset.live = state;
   }
 
