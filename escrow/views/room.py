@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
@@ -32,6 +32,9 @@ from escrow.selectors import trader_stats
 from escrow.selectors.payment import trade_payment_account_for
 from escrow.selectors.trades import SETTLING_STATES
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 S = Trade.State
 
 
@@ -41,31 +44,31 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-STATE_LABELS: dict[str, str] = {
-    S.FUNDED: "Awaiting payment",
-    S.PAID: "Paid · awaiting release",
-    S.RELEASING: "Settling…",
-    S.COMPLETED: "Completed",
-    S.CANCELLED: "Cancelled",
-    S.EXPIRED: "Expired",
-    S.DISPUTED: "In dispute",
-    S.REFUNDING: "Settling…",
-    S.REFUNDED: "Refunded",
-    S.SPLITTING: "Settling…",
-    S.SPLIT: "Split by moderator",
+STATE_LABELS: dict[str, StrOrPromise] = {
+    S.FUNDED: gettext_lazy("Awaiting payment"),
+    S.PAID: gettext_lazy("Paid · awaiting release"),
+    S.RELEASING: gettext_lazy("Settling…"),
+    S.COMPLETED: gettext_lazy("Completed"),
+    S.CANCELLED: gettext_lazy("Cancelled"),
+    S.EXPIRED: gettext_lazy("Expired"),
+    S.DISPUTED: gettext_lazy("In dispute"),
+    S.REFUNDING: gettext_lazy("Settling…"),
+    S.REFUNDED: gettext_lazy("Refunded"),
+    S.SPLITTING: gettext_lazy("Settling…"),
+    S.SPLIT: gettext_lazy("Split by moderator"),
 }
-EVENT_LABELS: dict[str, str] = {
-    S.FUNDED: "Trade opened · crypto locked in escrow",
-    S.PAID: "Marked as paid by the buyer",
-    S.RELEASING: "Released · settlement queued",
-    S.COMPLETED: "Completed · crypto delivered to the buyer",
-    S.CANCELLED: "Cancelled · crypto returned to the seller",
-    S.EXPIRED: "Expired · payment window ended",
-    S.DISPUTED: "Dispute opened",
-    S.REFUNDING: "Moderator decided: refund the seller",
-    S.REFUNDED: "Refunded to the seller",
-    S.SPLITTING: "Moderator decided: split",
-    S.SPLIT: "Split settled",
+EVENT_LABELS: dict[str, StrOrPromise] = {
+    S.FUNDED: gettext_lazy("Trade opened · crypto locked in escrow"),
+    S.PAID: gettext_lazy("Marked as paid by the buyer"),
+    S.RELEASING: gettext_lazy("Released · settlement queued"),
+    S.COMPLETED: gettext_lazy("Completed · crypto delivered to the buyer"),
+    S.CANCELLED: gettext_lazy("Cancelled · crypto returned to the seller"),
+    S.EXPIRED: gettext_lazy("Expired · payment window ended"),
+    S.DISPUTED: gettext_lazy("Dispute opened"),
+    S.REFUNDING: gettext_lazy("Moderator decided: refund the seller"),
+    S.REFUNDED: gettext_lazy("Refunded to the seller"),
+    S.SPLITTING: gettext_lazy("Moderator decided: split"),
+    S.SPLIT: gettext_lazy("Split settled"),
 }
 FINAL_STATES = escrow.FINAL_STATES
 TRADES_PAGE = 50
@@ -123,16 +126,20 @@ class TradeAction:
 
     slug: str
     to: str
-    label: str
+    label: StrOrPromise
     style: str
     confirm_style: str
 
 
 ACTIONS = {
-    "mark-paid": TradeAction("mark-paid", S.PAID, "I have paid", "primary", "primary"),
-    "release": TradeAction("release", S.RELEASING, "Release crypto", "buy", "buy"),
-    "cancel": TradeAction("cancel", S.CANCELLED, "Cancel trade", "ghost", "danger"),
-    "dispute": TradeAction("dispute", S.DISPUTED, "Open a dispute", "danger-ghost", "danger"),
+    "mark-paid": TradeAction(
+        "mark-paid", S.PAID, gettext_lazy("I have paid"), "primary", "primary"
+    ),
+    "release": TradeAction("release", S.RELEASING, gettext_lazy("Release crypto"), "buy", "buy"),
+    "cancel": TradeAction("cancel", S.CANCELLED, gettext_lazy("Cancel trade"), "ghost", "danger"),
+    "dispute": TradeAction(
+        "dispute", S.DISPUTED, gettext_lazy("Open a dispute"), "danger-ghost", "danger"
+    ),
 }
 ACTION_FOR_STATE: dict[str, TradeAction] = {a.to: a for a in ACTIONS.values()}
 
@@ -158,7 +165,10 @@ class FeedbackForm(forms.Form):
 
     rating = forms.ChoiceField(
         label=gettext_lazy("Your rating"),
-        choices=[("positive", "👍 Positive"), ("negative", "👎 Negative")],
+        choices=[
+            ("positive", gettext_lazy("👍 Positive")),
+            ("negative", gettext_lazy("👎 Negative")),
+        ],
         widget=forms.RadioSelect,
     )
     comment = forms.CharField(
@@ -188,10 +198,12 @@ def _feedback_context(
 
 
 DONE_MESSAGES = {
-    "mark-paid": "Marked as paid. The seller has been asked to confirm and release.",
-    "release": "Released. The crypto is being settled to the buyer.",
-    "cancel": "Trade cancelled. The crypto went back to the seller.",
-    "dispute": "Dispute opened. A moderator will review the trade; the escrow stays locked.",
+    "mark-paid": gettext_lazy("Marked as paid. The seller has been asked to confirm and release."),
+    "release": gettext_lazy("Released. The crypto is being settled to the buyer."),
+    "cancel": gettext_lazy("Trade cancelled. The crypto went back to the seller."),
+    "dispute": gettext_lazy(
+        "Dispute opened. A moderator will review the trade; the escrow stays locked."
+    ),
 }
 
 
@@ -228,7 +240,7 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         "counterparty": counterparty,
         "actions": actions,
         "events": events,
-        "state_label": "Settlement delayed"
+        "state_label": gettext("Settlement delayed")
         if settlement_delayed
         else STATE_LABELS.get(trade.state, trade.state),
         "is_final": trade.state in FINAL_STATES,
@@ -266,18 +278,18 @@ def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         path = [S.FUNDED, S.PAID, S.RELEASING, S.COMPLETED]
     names = {
-        S.FUNDED: "In escrow",
-        S.PAID: "Buyer paid",
-        S.RELEASING: "Released",
-        S.COMPLETED: "Completed",
-        S.CANCELLED: "Cancelled",
-        S.EXPIRED: "Expired",
-        S.DISPUTED: "Dispute",
-        S.REFUNDING: "Refund",
-        S.REFUNDED: "Refunded",
-        S.SPLITTING: "Split",
-        S.SPLIT: "Settled",
-        "decision": "Moderator decides",
+        S.FUNDED: gettext_lazy("In escrow"),
+        S.PAID: gettext_lazy("Buyer paid"),
+        S.RELEASING: gettext_lazy("Released"),
+        S.COMPLETED: gettext_lazy("Completed"),
+        S.CANCELLED: gettext_lazy("Cancelled"),
+        S.EXPIRED: gettext_lazy("Expired"),
+        S.DISPUTED: gettext_lazy("Dispute"),
+        S.REFUNDING: gettext_lazy("Refund"),
+        S.REFUNDED: gettext_lazy("Refunded"),
+        S.SPLITTING: gettext_lazy("Split"),
+        S.SPLIT: gettext_lazy("Settled"),
+        "decision": gettext_lazy("Moderator decides"),
     }
     current = path.index(trade.state) if trade.state in path else len(path) - 1
     return [
