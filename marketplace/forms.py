@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext_lazy
 
 from common.forms import AmountField, AmountInput
 from common.templatetags.money import amount
@@ -16,8 +16,11 @@ from marketplace import selectors
 from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMethod
 from marketplace.payment_forms import account_choices
 
-SIDE_CHOICES = [("buy", "Buy"), ("sell", "Sell")]
-PAYMENT_WINDOWS = [(m, f"{m} minutes") for m in (15, 30, 45, 60, 90, 120, 180)]
+SIDE_CHOICES = [("buy", gettext_lazy("Buy")), ("sell", gettext_lazy("Sell"))]
+PAYMENT_WINDOWS = [
+    (m, ngettext_lazy("%(m)d minute", "%(m)d minutes", "m") % {"m": m})
+    for m in (15, 30, 45, 60, 90, 120, 180)
+]
 
 
 def _asset_choices(blank: str | None = None) -> list[tuple[str, str]]:
@@ -162,7 +165,7 @@ class OfferForm(forms.Form):
 
     side = forms.ChoiceField(
         label=gettext_lazy("Side"),
-        choices=[("sell", "I want to sell"), ("buy", "I want to buy")],
+        choices=[("sell", gettext_lazy("I want to sell")), ("buy", gettext_lazy("I want to buy"))],
         widget=forms.RadioSelect,
         initial="sell",
     )
