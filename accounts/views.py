@@ -17,7 +17,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.views import i18n as i18n_views
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -268,8 +268,8 @@ def sessions_end_others(request: HttpRequest) -> HttpResponse:
     )
     messages.success(
         request,
-        gettext("Ended {ended} other session{v1}.").format(
-            ended=ended, v1="s" if ended != 1 else ""
+        ngettext("Ended {ended} other session.", "Ended {ended} other sessions.", ended).format(
+            ended=ended
         ),
     )
     return redirect(reverse("settings") + "#sessions")

@@ -30,11 +30,13 @@ class Dispute(models.Model):
         OTHER = "other", gettext_lazy("Something else")
 
     class Status(models.TextChoices):
-        OPEN = "open"  # waiting for a moderator
-        IN_REVIEW = "in_review"  # a moderator took it
-        AWAITING_EVIDENCE = "awaiting_evidence"  # a party was asked for more
-        AWAITING_APPROVAL = "awaiting_approval"  # a large decision waits for a second moderator
-        DECIDED = "decided"
+        OPEN = "open", gettext_lazy("Open")  # waiting for a moderator
+        IN_REVIEW = "in_review", gettext_lazy("In review")  # a moderator took it
+        # a party was asked for more
+        AWAITING_EVIDENCE = "awaiting_evidence", gettext_lazy("Awaiting evidence")
+        # a large decision waits for a second moderator
+        AWAITING_APPROVAL = "awaiting_approval", gettext_lazy("Awaiting approval")
+        DECIDED = "decided", gettext_lazy("Decided")
 
     class Outcome(models.TextChoices):
         RELEASE = "release", gettext_lazy("Release to the buyer")

@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from common.files import get_private_storage
 from common.money import amount_field, fiat_field, price_field
@@ -37,17 +37,18 @@ class Trade(models.Model):
     """One take of an offer. Its `state` is moved only by escrow.services (the state machine)."""
 
     class State(models.TextChoices):
-        FUNDED = "funded"
-        PAID = "paid"
-        RELEASING = "releasing"
-        COMPLETED = "completed"
-        CANCELLED = "cancelled"
-        EXPIRED = "expired"
-        DISPUTED = "disputed"
-        REFUNDING = "refunding"
-        REFUNDED = "refunded"
-        SPLITTING = "splitting"
-        SPLIT = "split"
+        # Lowercase: a label stands inside sentences ("Trade #5 is paid: …").
+        FUNDED = "funded", pgettext_lazy("trade state", "funded")
+        PAID = "paid", pgettext_lazy("trade state", "paid")
+        RELEASING = "releasing", pgettext_lazy("trade state", "releasing")
+        COMPLETED = "completed", pgettext_lazy("trade state", "completed")
+        CANCELLED = "cancelled", pgettext_lazy("trade state", "cancelled")
+        EXPIRED = "expired", pgettext_lazy("trade state", "expired")
+        DISPUTED = "disputed", pgettext_lazy("trade state", "disputed")
+        REFUNDING = "refunding", pgettext_lazy("trade state", "refunding")
+        REFUNDED = "refunded", pgettext_lazy("trade state", "refunded")
+        SPLITTING = "splitting", pgettext_lazy("trade state", "splitting")
+        SPLIT = "split", pgettext_lazy("trade state", "split")
 
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="trades")
     maker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -226,10 +227,10 @@ class Settlement(models.Model):
         SPLIT = "split"
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        DONE = "done"
+        PENDING = "pending", pgettext_lazy("settlement status", "pending")
+        DONE = "done", pgettext_lazy("settlement status", "done")
         # SETTLEMENT_MAX_ATTEMPTS attempts failed: a moderator looks at it (escrow admin).
-        FAILED = "failed"
+        FAILED = "failed", pgettext_lazy("settlement status", "failed")
 
     # One settlement per trade: a second release can't even be written.
     trade = models.OneToOneField(Trade, on_delete=models.PROTECT, related_name="settlement")

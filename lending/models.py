@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from common.money import amount_field
 from ledger.models import Asset, Transfer
@@ -18,10 +18,14 @@ class LoanRequest(models.Model):
     """What a borrower asks for; its collateral is held from the request on."""
 
     class State(models.TextChoices):
-        OPEN = "open"  # collecting commitments until funding_deadline
-        ACTIVE = "active"  # funded: a Loan with the same id exists
-        CANCELLED = "cancelled"  # the borrower withdrew it before activation
-        EXPIRED = "expired"  # the deadline passed without enough funding
+        # collecting commitments until funding_deadline
+        OPEN = "open", pgettext_lazy("loan request state", "open")
+        # funded: a Loan with the same id exists
+        ACTIVE = "active", pgettext_lazy("loan request state", "active")
+        # the borrower withdrew it before activation
+        CANCELLED = "cancelled", pgettext_lazy("loan request state", "cancelled")
+        # the deadline passed without enough funding
+        EXPIRED = "expired", pgettext_lazy("loan request state", "expired")
 
     class Plan(models.TextChoices):
         AMORTIZED = "amortized", gettext_lazy("Monthly equal installments")
@@ -105,9 +109,11 @@ class LoanOffer(models.Model):
     normal funding path of a request that activates at once."""
 
     class State(models.TextChoices):
-        OPEN = "open"  # takeable while available > 0
-        TAKEN = "taken"  # every unit lent: nothing held any more
-        CANCELLED = "cancelled"  # the lender withdrew it: what was left went back
+        OPEN = "open", pgettext_lazy("loan offer state", "open")  # takeable while available > 0
+        # every unit lent: nothing held any more
+        TAKEN = "taken", pgettext_lazy("loan offer state", "taken")
+        # the lender withdrew it: what was left went back
+        CANCELLED = "cancelled", pgettext_lazy("loan offer state", "cancelled")
 
     lender = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="loan_offers"
@@ -203,11 +209,13 @@ class Loan(models.Model):
     """An activated request; its id is the request's id (and every transfer's reference)."""
 
     class State(models.TextChoices):
-        ACTIVE = "active"
-        LATE = "late"  # an installment could not be collected; grace runs from late_since
-        REPAID = "repaid"
-        DEFAULTED = "defaulted"  # grace ran out; liquidation follows
-        LIQUIDATED = "liquidated"
+        ACTIVE = "active", pgettext_lazy("loan state", "active")
+        # an installment could not be collected; grace runs from late_since
+        LATE = "late", pgettext_lazy("loan state", "late")
+        REPAID = "repaid", pgettext_lazy("loan state", "repaid")
+        # grace ran out; liquidation follows
+        DEFAULTED = "defaulted", pgettext_lazy("loan state", "defaulted")
+        LIQUIDATED = "liquidated", pgettext_lazy("loan state", "liquidated")
 
     request = models.OneToOneField(
         LoanRequest, on_delete=models.PROTECT, primary_key=True, related_name="loan"
@@ -275,7 +283,8 @@ class Installment(models.Model):
         PAID = "paid", gettext_lazy("Paid")
         # the wallet could not cover it when due; still collected once it can
         MISSED = "missed", gettext_lazy("Missed")
-        CLOSED = "closed", gettext_lazy("Closed")  # settled otherwise: early repayment, liquidation
+        # settled otherwise: an early repayment or a liquidation
+        CLOSED = "closed", gettext_lazy("Closed")
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="installments")
     n = models.PositiveSmallIntegerField()
@@ -383,8 +392,8 @@ class LoanDispute(models.Model):
         OTHER = "other", gettext_lazy("Something else")
 
     class Status(models.TextChoices):
-        OPEN = "open"
-        DECIDED = "decided"
+        OPEN = "open", pgettext_lazy("loan dispute status", "open")
+        DECIDED = "decided", pgettext_lazy("loan dispute status", "decided")
 
     class Outcome(models.TextChoices):
         REJECTED = "rejected", gettext_lazy("Rejected: nothing changes")

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.utils.text import format_lazy
 from django.utils.translation import gettext, gettext_lazy, ngettext_lazy
 
 from common.forms import AmountField, AmountInput
@@ -19,7 +18,7 @@ from marketplace.payment_forms import account_choices
 
 SIDE_CHOICES = [("buy", gettext_lazy("Buy")), ("sell", gettext_lazy("Sell"))]
 PAYMENT_WINDOWS = [
-    (m, format_lazy(ngettext_lazy("{n} minute", "{n} minutes", m), n=m))
+    (m, ngettext_lazy("%(m)d minute", "%(m)d minutes", "m") % {"m": m})
     for m in (15, 30, 45, 60, 90, 120, 180)
 ]
 

@@ -30,9 +30,9 @@ def trader_relation_add(*, actor: Any, username: str, kind: str) -> TraderRelati
     if other.pk == actor.pk:
         raise ValidationFailed.for_field(
             "username",
-            gettext("You can't {v1} yourself.").format(
-                v1="trust" if kind == "trusted" else "block"
-            ),
+            gettext("You can't trust yourself.")
+            if kind == TraderRelation.Kind.TRUSTED
+            else gettext("You can't block yourself."),
         )
     with transaction.atomic():
         relation, _ = TraderRelation.objects.update_or_create(

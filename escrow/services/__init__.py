@@ -26,7 +26,6 @@ from escrow.services.settlement import (
     settlements_requeue_stale,
 )
 from escrow.services.transitions import (
-    ACTION_VERBS,
     DECISIONS,
     FINAL_STATES,
     TRANSITIONS,
@@ -52,7 +51,6 @@ from escrow.services.transitions import (
 )
 
 __all__ = [
-    "ACTION_VERBS",
     "DECISIONS",
     "FEEDBACK_STATES",
     "FINAL_STATES",

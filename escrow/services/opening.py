@@ -260,11 +260,15 @@ def trade_open(
                 reference=trade.pk,
             )
         except InsufficientFunds as exc:
-            who = "Your" if seller.pk == taker.pk else "The seller's"
+            message = (
+                gettext("Your {code} balance doesn't cover {v1} {code} (amount plus fee).")
+                if seller.pk == taker.pk
+                else gettext(
+                    "The seller's {code} balance doesn't cover {v1} {code} (amount plus fee)."
+                )
+            )
             raise InsufficientFunds(
-                gettext("{who} {code} balance doesn't cover {v1} {code} (amount plus fee).").format(
-                    who=who, code=asset.code, v1=fmt(trade.hold_amount, asset.precision)
-                ),
+                message.format(code=asset.code, v1=fmt(trade.hold_amount, asset.precision)),
                 fields=exc.fields,
             ) from None
         trade.save(update_fields=["escrow_hold"])

@@ -49,7 +49,7 @@ def _require_chat_open(*, trade: Trade, actor: Any) -> None:
         # A final trade has no open dispute, so this closes the room to moderators too.
         raise Conflict(
             gettext("Trade #{pk} is {state}: its chat is read-only.").format(
-                pk=trade.pk, state=trade.state
+                pk=trade.pk, state=trade.get_state_display()
             ),
             code="chat_closed",
         )
@@ -157,7 +157,7 @@ def feedback_leave(*, trade_id: int, actor: Any, rating: str, comment: str = "")
         raise InvalidTransition(
             gettext(
                 "Trade #{pk} is {state}: feedback opens once it is completed or resolved, and never on a cancelled or expired trade."
-            ).format(pk=trade.pk, state=trade.state)
+            ).format(pk=trade.pk, state=trade.get_state_display())
         )
     if rating not in Feedback.Rating.values:
         raise ValidationFailed(

@@ -468,7 +468,7 @@ def settlement_retry(*, settlement_id: int, actor: Any) -> Settlement:
             raise InvalidTransition(
                 gettext(
                     "Settlement #{settlement_id} is {status}: only a failed one can be retried."
-                ).format(settlement_id=settlement_id, status=settlement.status)
+                ).format(settlement_id=settlement_id, status=settlement.get_status_display())
             )
         attempts = settlement.attempts
         settlement.status = Settlement.Status.PENDING

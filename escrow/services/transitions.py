@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
 from accounts import services as accounts
 from accounts.models import Profile
@@ -28,6 +28,9 @@ from ledger import services as ledger
 from ledger.models import Transfer
 from marketplace import book_cache
 from marketplace.models import Offer
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +54,39 @@ TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
 }
 FINAL_STATES = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED, S.REFUNDED, S.SPLIT})
 
-ACTION_VERBS: dict[str, str] = {
-    S.PAID: "mark it paid",
-    S.CANCELLED: "cancel it",
-    S.EXPIRED: "expire it",
-    S.DISPUTED: "open a dispute",
-    S.RELEASING: "release it",
-    S.COMPLETED: "complete it",
-    S.REFUNDING: "refund it",
-    S.SPLITTING: "split it",
-    S.REFUNDED: "finish the refund",
-    S.SPLIT: "finish the split",
+# Why a move is refused, as whole sentences (a translator can't build one from an English role
+# and verb): who may make a move at all, by its target state...
+ONLY_WHO: dict[str, StrOrPromise] = {
+    S.PAID: gettext_lazy("Only the buyer can mark it paid."),
+    S.CANCELLED: gettext_lazy("Only the buyer can cancel it."),
+    S.EXPIRED: gettext_lazy("Only the system can expire it."),
+    S.DISPUTED: gettext_lazy("Only the buyer or seller can open a dispute."),
+    S.RELEASING: gettext_lazy("Only the seller can release it."),
+    S.COMPLETED: gettext_lazy("Only the system can complete it."),
+    S.REFUNDING: gettext_lazy("Only the moderator can refund it."),
+    S.SPLITTING: gettext_lazy("Only the moderator can split it."),
+    S.REFUNDED: gettext_lazy("Only the system can finish the refund."),
+    S.SPLIT: gettext_lazy("Only the system can finish the split."),
+}
+# ...a move the trade's state no longer allows ({pk}, {state}: the state's label)...
+NO_LONGER: dict[str, StrOrPromise] = {
+    S.PAID: gettext_lazy("Trade #{pk} is {state}: it can no longer be marked paid."),
+    S.CANCELLED: gettext_lazy("Trade #{pk} is {state}: it can no longer be cancelled."),
+    S.EXPIRED: gettext_lazy("Trade #{pk} is {state}: it can no longer expire."),
+    S.DISPUTED: gettext_lazy("Trade #{pk} is {state}: a dispute can no longer be opened."),
+    S.RELEASING: gettext_lazy("Trade #{pk} is {state}: it can no longer be released."),
+    S.COMPLETED: gettext_lazy("Trade #{pk} is {state}: it can no longer be completed."),
+    S.REFUNDING: gettext_lazy("Trade #{pk} is {state}: it can no longer be refunded."),
+    S.SPLITTING: gettext_lazy("Trade #{pk} is {state}: it can no longer be split."),
+    S.REFUNDED: gettext_lazy("Trade #{pk} is {state}: the refund can no longer be finished."),
+    S.SPLIT: gettext_lazy("Trade #{pk} is {state}: the split can no longer be finished."),
+}
+# ...and a move another party makes from this state: (from, to) where some role that may make
+# the move elsewhere may not make it here (test_transitions checks every such pair is here).
+ONLY_NOW: dict[tuple[str, str], StrOrPromise] = {
+    (S.FUNDED, S.DISPUTED): gettext_lazy("Only the buyer can open a dispute now."),
+    (S.PAID, S.RELEASING): gettext_lazy("Only the seller can release it now."),
+    (S.DISPUTED, S.RELEASING): gettext_lazy("Only the moderator can release it now."),
 }
 
 # Hooks other apps (notifications, webhooks) register; called on commit with the events of the
@@ -173,23 +198,15 @@ def _escrow_transition(
         ever = frozenset().union(*(r for (_, dest), r in TRANSITIONS.items() if dest == to))
         if role not in ever:
             # A move this party can never make is a permission matter, whatever the state.
-            who = " or ".join(sorted(ever - {SYSTEM, MODERATOR} or ever))
-            raise PermissionDenied(
-                gettext("Only the {who} can {v1}.").format(who=who, v1=ACTION_VERBS.get(to, to))
-            )
+            raise PermissionDenied(str(ONLY_WHO.get(to, gettext("You can't make this move."))))
         if roles is None:
             raise InvalidTransition(
-                gettext("Trade #{pk} is {old}: it can no longer {v1}.").format(
-                    pk=trade.pk, old=old, v1=ACTION_VERBS.get(to, to)
-                ),
+                str(NO_LONGER[to]).format(pk=trade.pk, state=S(old).label),
                 fields={"state": [old]},
             )
         if role not in roles:
-            allowed = " or ".join(sorted(roles))
             raise PermissionDenied(
-                gettext("Only the {allowed} can {v1} now.").format(
-                    allowed=allowed, v1=ACTION_VERBS.get(to, to)
-                )
+                str(ONLY_NOW.get((old, to), gettext("You can't make this move now.")))
             )
         if guard:
             guard(trade)

@@ -198,7 +198,7 @@ class TestForbidden:
     def test_cancel_after_paid_is_wrong_state(self, alice, bob):
         trade = make_trade(alice, bob)
         _paid(trade, bob)
-        with pytest.raises(InvalidTransition, match="paid: it can no longer cancel"):
+        with pytest.raises(InvalidTransition, match="paid: it can no longer be cancelled"):
             services.trade_cancel(trade_id=trade.pk, actor=bob)
 
     def test_nothing_moves_a_final_state(self, alice, bob):
@@ -240,3 +240,20 @@ def test_every_transition_writes_one_event(alice, bob):
     services.escrow_release(trade_id=trade.pk, actor=alice)
     _settle(trade)
     assert EscrowEvent.objects.filter(trade=trade).count() == 4
+
+
+def test_every_refusal_of_the_state_machine_is_a_whole_sentence():
+    # given the transition table: every target state, and every (from, to) that some role may
+    # make elsewhere but not from this state
+    from escrow.services import transitions as t
+
+    targets = {to for _, to in t.TRANSITIONS}
+    partial = {
+        (frm, to)
+        for (frm, to), roles in t.TRANSITIONS.items()
+        if frozenset().union(*(r for (_, d), r in t.TRANSITIONS.items() if d == to)) - roles
+    }
+    # then each refusal has its own message (no English role or verb pasted into it)
+    assert targets <= set(t.ONLY_WHO)
+    assert targets <= set(t.NO_LONGER)
+    assert partial <= set(t.ONLY_NOW)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
@@ -32,6 +32,9 @@ from escrow.selectors import trader_stats
 from escrow.selectors.payment import trade_payment_account_for
 from escrow.selectors.trades import SETTLING_STATES
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 S = Trade.State
 
 
@@ -41,7 +44,7 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-STATE_LABELS: dict[str, Any] = {  # lazy: in the reader's language
+STATE_LABELS: dict[str, StrOrPromise] = {
     S.FUNDED: gettext_lazy("Awaiting payment"),
     S.PAID: gettext_lazy("Paid · awaiting release"),
     S.RELEASING: gettext_lazy("Settling…"),
@@ -54,7 +57,7 @@ STATE_LABELS: dict[str, Any] = {  # lazy: in the reader's language
     S.SPLITTING: gettext_lazy("Settling…"),
     S.SPLIT: gettext_lazy("Split by moderator"),
 }
-EVENT_LABELS: dict[str, Any] = {
+EVENT_LABELS: dict[str, StrOrPromise] = {
     S.FUNDED: gettext_lazy("Trade opened · crypto locked in escrow"),
     S.PAID: gettext_lazy("Marked as paid by the buyer"),
     S.RELEASING: gettext_lazy("Released · settlement queued"),
@@ -130,16 +133,20 @@ class TradeAction:
 
     slug: str
     to: str
-    label: str
+    label: StrOrPromise
     style: str
     confirm_style: str
 
 
 ACTIONS = {
-    "mark-paid": TradeAction("mark-paid", S.PAID, "I have paid", "primary", "primary"),
-    "release": TradeAction("release", S.RELEASING, "Release crypto", "buy", "buy"),
-    "cancel": TradeAction("cancel", S.CANCELLED, "Cancel trade", "ghost", "danger"),
-    "dispute": TradeAction("dispute", S.DISPUTED, "Open a dispute", "danger-ghost", "danger"),
+    "mark-paid": TradeAction(
+        "mark-paid", S.PAID, gettext_lazy("I have paid"), "primary", "primary"
+    ),
+    "release": TradeAction("release", S.RELEASING, gettext_lazy("Release crypto"), "buy", "buy"),
+    "cancel": TradeAction("cancel", S.CANCELLED, gettext_lazy("Cancel trade"), "ghost", "danger"),
+    "dispute": TradeAction(
+        "dispute", S.DISPUTED, gettext_lazy("Open a dispute"), "danger-ghost", "danger"
+    ),
 }
 ACTION_FOR_STATE: dict[str, TradeAction] = {a.to: a for a in ACTIONS.values()}
 
@@ -165,7 +172,10 @@ class FeedbackForm(forms.Form):
 
     rating = forms.ChoiceField(
         label=gettext_lazy("Your rating"),
-        choices=[("positive", "👍 Positive"), ("negative", "👎 Negative")],
+        choices=[
+            ("positive", gettext_lazy("👍 Positive")),
+            ("negative", gettext_lazy("👎 Negative")),
+        ],
         widget=forms.RadioSelect,
     )
     comment = forms.CharField(
@@ -195,10 +205,12 @@ def _feedback_context(
 
 
 DONE_MESSAGES = {
-    "mark-paid": "Marked as paid. The seller has been asked to confirm and release.",
-    "release": "Released. The crypto is being settled to the buyer.",
-    "cancel": "Trade cancelled. The crypto went back to the seller.",
-    "dispute": "Dispute opened. A moderator will review the trade; the escrow stays locked.",
+    "mark-paid": gettext_lazy("Marked as paid. The seller has been asked to confirm and release."),
+    "release": gettext_lazy("Released. The crypto is being settled to the buyer."),
+    "cancel": gettext_lazy("Trade cancelled. The crypto went back to the seller."),
+    "dispute": gettext_lazy(
+        "Dispute opened. A moderator will review the trade; the escrow stays locked."
+    ),
 }
 
 
@@ -235,7 +247,7 @@ def _trade_room(trade: Trade, user: Any) -> dict[str, Any]:
         "counterparty": counterparty,
         "actions": actions,
         "events": events,
-        "state_label": "Settlement delayed"
+        "state_label": gettext("Settlement delayed")
         if settlement_delayed
         else STATE_LABELS.get(trade.state, trade.state),
         "is_final": trade.state in FINAL_STATES,
@@ -273,18 +285,18 @@ def _steps(trade: Trade, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         path = [S.FUNDED, S.PAID, S.RELEASING, S.COMPLETED]
     names = {
-        S.FUNDED: gettext("In escrow"),
-        S.PAID: gettext("Buyer paid"),
-        S.RELEASING: gettext("Released"),
-        S.COMPLETED: gettext("Completed"),
-        S.CANCELLED: gettext("Cancelled"),
-        S.EXPIRED: gettext("Expired"),
-        S.DISPUTED: gettext("Dispute"),
-        S.REFUNDING: gettext("Refund"),
-        S.REFUNDED: gettext("Refunded"),
-        S.SPLITTING: gettext("Split"),
-        S.SPLIT: gettext("Settled"),
-        "decision": gettext("Moderator decides"),
+        S.FUNDED: gettext_lazy("In escrow"),
+        S.PAID: gettext_lazy("Buyer paid"),
+        S.RELEASING: gettext_lazy("Released"),
+        S.COMPLETED: gettext_lazy("Completed"),
+        S.CANCELLED: gettext_lazy("Cancelled"),
+        S.EXPIRED: gettext_lazy("Expired"),
+        S.DISPUTED: gettext_lazy("Dispute"),
+        S.REFUNDING: gettext_lazy("Refund"),
+        S.REFUNDED: gettext_lazy("Refunded"),
+        S.SPLITTING: gettext_lazy("Split"),
+        S.SPLIT: gettext_lazy("Settled"),
+        "decision": gettext_lazy("Moderator decides"),
     }
     current = path.index(trade.state) if trade.state in path else len(path) - 1
     return [

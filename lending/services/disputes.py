@@ -92,7 +92,9 @@ def _locked_dispute(dispute_id: int) -> tuple[Loan, LoanDispute]:
 def _require_open(dispute: LoanDispute) -> None:
     if dispute.status != D.Status.OPEN:
         raise InvalidTransition(
-            gettext("Dispute #{pk} is {status}.").format(pk=dispute.pk, status=dispute.status),
+            gettext("Dispute #{pk} is {status}.").format(
+                pk=dispute.pk, status=dispute.get_status_display()
+            ),
             fields={"status": [dispute.status]},
         )
 

@@ -194,7 +194,7 @@ def loan_repay_early(*, loan_id: int, actor: Any) -> Loan:
 
             raise PermissionDenied(gettext("Only the borrower can repay the loan."))
         if loan.state not in OPEN_STATES:
-            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to repay.").format(pk=loan.pk, state=loan.state),
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to repay.").format(pk=loan.pk, state=loan.get_state_display()),
                                     fields={"state": [loan.state]})  # fmt: skip
         quote = loan_payoff_quote(loan)
         wallet = ledger.account_for_user(user=loan.borrower, asset=loan.asset)
@@ -228,7 +228,7 @@ def loan_add_collateral(*, loan_id: int, actor: Any, amount: Any) -> Loan:
             raise PermissionDenied(gettext("Only the borrower can add collateral."))
         value = parse_amount(amount, precision=loan.collateral_asset.precision, field="amount")
         if loan.state not in OPEN_STATES:
-            raise InvalidTransition(gettext("Loan #{pk} is {state}: it takes no collateral.").format(pk=loan.pk, state=loan.state),
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: it takes no collateral.").format(pk=loan.pk, state=loan.get_state_display()),
                                     fields={"state": [loan.state]})  # fmt: skip
         row = event(request_id=loan.pk, subject="loan", old=loan.state, new=loan.state,
                     actor=actor, role=BORROWER,

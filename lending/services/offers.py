@@ -173,7 +173,9 @@ def _lock_offer(offer_id: int) -> LoanOffer:
 def _require_open(offer: LoanOffer) -> None:
     if offer.state != LoanOffer.State.OPEN:
         raise Conflict(
-            gettext("Loan offer #{pk} is {state}.").format(pk=offer.pk, state=offer.state),
+            gettext("Loan offer #{pk} is {state}.").format(
+                pk=offer.pk, state=offer.get_state_display()
+            ),
             code="invalid_transition",
             fields={"state": [offer.state]},
         )

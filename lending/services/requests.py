@@ -239,7 +239,7 @@ def loan_request_fund(*, request_id: int, lender: Any, amount: Any) -> LoanCommi
         if request.state != LoanRequest.State.OPEN:
             raise Conflict(
                 gettext("Loan request #{pk} is {state}: it takes no more funding.").format(
-                    pk=request.pk, state=request.state
+                    pk=request.pk, state=request.get_state_display()
                 ),
                 code="invalid_transition",
                 fields={"state": [request.state]},

@@ -268,7 +268,7 @@ def loan_liquidate(*, loan_id: int, reason: str = "") -> Loan:
     with durable_atomic():
         loan = _lock_loan(loan_id)
         if loan.state not in LIQUIDATABLE:
-            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to liquidate.").format(pk=loan.pk, state=loan.state),
+            raise InvalidTransition(gettext("Loan #{pk} is {state}: nothing to liquidate.").format(pk=loan.pk, state=loan.get_state_display()),
                                     fields={"state": [loan.state]})  # fmt: skip
         paused = liquidations_paused()
         if paused is not None:

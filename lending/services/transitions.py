@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 
 from common.errors import InvalidTransition, NotFound, PermissionDenied
 from lending.models import Loan, LoanEvent, LoanRequest
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,30 @@ TRANSITIONS: dict[tuple[str, str, str], frozenset[str]] = {
     ("loan", L.ACTIVE, L.LIQUIDATED): frozenset({SYSTEM}),  # LTV at the liquidation line
     ("loan", L.LATE, L.LIQUIDATED): frozenset({SYSTEM}),
     ("loan", L.DEFAULTED, L.LIQUIDATED): frozenset({SYSTEM}),
+}
+
+# Why a move is refused, as whole sentences (a translator can't build one from an English role,
+# subject and state), by (subject, to): who may make the move at all...
+ONLY_WHO: dict[tuple[str, str], StrOrPromise] = {
+    ("request", R.ACTIVE): gettext_lazy("Only a lender can activate a loan request."),
+    ("request", R.CANCELLED): gettext_lazy("Only the borrower can cancel a loan request."),
+    ("request", R.EXPIRED): gettext_lazy("Only the system can expire a loan request."),
+    ("loan", L.LATE): gettext_lazy("Only the system can mark a loan late."),
+    ("loan", L.ACTIVE): gettext_lazy("Only the system can make a loan active again."),
+    ("loan", L.REPAID): gettext_lazy("Only the borrower can repay a loan."),
+    ("loan", L.DEFAULTED): gettext_lazy("Only the system can mark a loan defaulted."),
+    ("loan", L.LIQUIDATED): gettext_lazy("Only the system can liquidate a loan."),
+}
+# ...and a move its state no longer allows ({pk}, {state}: the state's label).
+NO_LONGER: dict[tuple[str, str], StrOrPromise] = {
+    ("request", R.ACTIVE): gettext_lazy("Loan request #{pk} is {state}: it can't be activated."),
+    ("request", R.CANCELLED): gettext_lazy("Loan request #{pk} is {state}: it can't be cancelled."),
+    ("request", R.EXPIRED): gettext_lazy("Loan request #{pk} is {state}: it can't expire."),
+    ("loan", L.LATE): gettext_lazy("Loan #{pk} is {state}: it can't become late."),
+    ("loan", L.ACTIVE): gettext_lazy("Loan #{pk} is {state}: it can't become active again."),
+    ("loan", L.REPAID): gettext_lazy("Loan #{pk} is {state}: it can't be repaid."),
+    ("loan", L.DEFAULTED): gettext_lazy("Loan #{pk} is {state}: it can't default."),
+    ("loan", L.LIQUIDATED): gettext_lazy("Loan #{pk} is {state}: it can't be liquidated."),
 }
 
 # Hooks higher apps (notifications, webhooks) register; called on commit, never raising into a
@@ -97,23 +124,17 @@ def _check(subject: str, pk: int, old: str, to: str, role: str) -> None:
         *(r for (s, _, d), r in TRANSITIONS.items() if (s, d) == (subject, to))
     )
     if role not in ever:
-        who = " or ".join(sorted(ever - {SYSTEM} or ever))
         raise PermissionDenied(
-            gettext("Only the {who} can move a {subject} to {to}.").format(
-                who=who, subject=subject, to=to
-            )
+            str(ONLY_WHO.get((subject, to), gettext("You can't make this move.")))
         )
     if roles is None:
+        state = (R if subject == "request" else L)(old).label
         raise InvalidTransition(
-            gettext("The {subject} #{pk} is {old}: it can't become {to}.").format(
-                subject=subject, pk=pk, old=old, to=to
-            ),
+            str(NO_LONGER[(subject, to)]).format(pk=pk, state=state),
             fields={"state": [old]},
         )
     if role not in roles:
-        raise PermissionDenied(
-            gettext("Only the {v1} can do this now.").format(v1=" or ".join(sorted(roles)))
-        )
+        raise PermissionDenied(gettext("You can't make this move now."))
 
 
 def event(
