@@ -114,6 +114,7 @@ def test_main_pages_have_no_serious_accessibility_violations(open_page, console,
     # the pages a visitor sees, and their forms refused
     visitor = open_page(width=width)
     problems = check_page(visitor, "login", "/accounts/login/")
+    problems += check_page(visitor, "password-reset", "/accounts/password/reset/")
     problems += check_page(visitor, "signup", "/accounts/signup/")
     visitor.get_by_role("button", name="Create account").click()
     expect(visitor.locator(".field-error").first).to_be_visible()
@@ -138,6 +139,12 @@ def test_main_pages_have_no_serious_accessibility_violations(open_page, console,
         ("my-offers", "/offers/mine/"),
         ("profile", "/u/alice/"),
         ("notifications", "/notifications/"),
+        ("payment-account-form", "/settings/payment-accounts/new/"),
+        ("password-change", "/accounts/password/change/"),
+        ("lend", "/lending/"),
+        ("borrow", "/lending/borrow/"),
+        ("my-loans", "/lending/mine/"),
+        ("reserves", "/reserves/"),
     ]:
         problems += check_page(buyer, name, path)
     # the offer form sent empty: every field with its error
