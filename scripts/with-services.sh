@@ -61,11 +61,14 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 # package-lock.json fixes the whole tree).
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
 export ANVIL_BIN=$ROOT_DIR/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-if want anvil && [ ! -x "$ANVIL_BIN" ]; then
+# axe-core (the accessibility check of the browser tests) comes from the same `npm ci`.
+AXE_JS=$ROOT_DIR/node_modules/axe-core/axe.min.js
+if { want anvil && [ ! -x "$ANVIL_BIN" ]; } || [ ! -f "$AXE_JS" ]; then
   command -v npm >/dev/null || { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive \
     $SUDO apt-get install -y -q nodejs npm >&2; } || die "apt-get install nodejs npm failed"
   (cd "$ROOT_DIR" && npm ci --no-audit --no-fund >&2) || die "npm ci failed"
   [ -x "$ANVIL_BIN" ] || die "npm ci did not install $ANVIL_BIN"
+  [ -f "$AXE_JS" ] || die "npm ci did not install $AXE_JS"
 fi
 
 # Two distinct free ports, both bound at once so they cannot collide.
