@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -154,13 +155,31 @@ class CeleryWorker:
         database can be flushed without racing a task that is still writing to it."""
         from config.celery import app
 
-        app.control.purge()
+        def fresh_connections() -> None:
+            # A broker connection that a Redis restart (the broker-outage tests) closed under
+            # this process: the next attempt opens new ones.
+            with contextlib.suppress(Exception):
+                app.pool.force_close_all()
+
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        lost = (OSError, RedisConnectionError)
+        try:
+            app.control.purge()
+        except lost:
+            fresh_connections()
+            app.control.purge()
         name = self.name.replace("%h", socket.gethostname())
 
         def idle() -> bool:
             if self._died():
                 return True
-            active = app.control.inspect(destination=[name], timeout=1, limit=1).active() or {}
+            try:
+                inspect = app.control.inspect(destination=[name], timeout=1, limit=1)
+                active = inspect.active() or {}
+            except lost:
+                fresh_connections()
+                return False
             return not any(active.values()) and name in active
 
         wait_for(idle, timeout=timeout, interval=0.1)

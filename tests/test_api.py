@@ -61,7 +61,14 @@ def test_offer_book_shape_and_order(offer, bob, carol):
     first = body["results"][0]
     assert first["effective_price"] == "79000.00"
     assert first["available"] == "0.10000000"
-    assert first["maker"] == {"username": "carol", "trades": 0, "completion_rate": None}
+    assert first["maker"] == {
+        "username": "carol",
+        "trades": 0,
+        "completion_rate": None,
+        "online": False,
+        "last_seen": None,
+        "average_release_seconds": None,
+    }
     assert first["payment_methods"] == ["sepa"]
 
 

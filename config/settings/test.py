@@ -94,3 +94,8 @@ READ_REPLICA = False
 LIVE_ENABLED = False
 LIVE_REDIS_URL = CACHES["default"]["LOCATION"]  # noqa: F405
 CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = LIVE_REDIS_URL  # type: ignore[index]  # noqa: F405
+
+# The order book's 1-second cache (marketplace.book_cache) would carry a page from one test into
+# the next (the database is emptied between tests, the Redis entry and its version are not):
+# off here; marketplace/tests/test_book_cache.py switches it on.
+ORDER_BOOK_CACHE_SECONDS = 0

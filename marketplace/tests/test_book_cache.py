@@ -24,7 +24,8 @@ BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(settings):
+    settings.ORDER_BOOK_CACHE_SECONDS = 1  # as in production (the test settings turn it off)
     cache.clear()
     hotcache.reset()
     yield

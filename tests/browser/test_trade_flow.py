@@ -184,14 +184,14 @@ def test_the_buyer_opens_a_dispute_from_a_funded_trade(open_page, alice, bob):
 
     buyer.locator("details.action-dispute > summary").click()
     dialog = buyer.locator("details.action-dispute")
-    dialog.get_by_label("What happened?").select_option(label=COULD_NOT_MARK_PAID.label)
+    dialog.get_by_label("What happened?").select_option(label=str(COULD_NOT_MARK_PAID.label))
     dialog.get_by_label("Describe it for the moderator").fill(reason)
     dialog.get_by_role("button", name="Open the dispute").click()
 
     expect(buyer.locator(".messages")).to_contain_text("Dispute opened")
     expect(buyer.locator("#trade-live")).to_have_attribute("data-state", "disputed")
     expect(buyer.locator(BADGE)).to_have_text("In dispute")
-    expect(buyer.locator("#dispute")).to_contain_text(COULD_NOT_MARK_PAID.label)
+    expect(buyer.locator("#dispute")).to_contain_text(str(COULD_NOT_MARK_PAID.label))
     expect(buyer.locator("#trade-live .actions")).to_have_count(0)
     screenshot(buyer, "trade-room-disputed-1280")
     assert _state(trade.pk) == Trade.State.DISPUTED
