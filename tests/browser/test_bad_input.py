@@ -51,7 +51,9 @@ def test_an_over_precise_amount_shows_the_field_error_and_keeps_the_value(
     take.get_by_label("I want to pay").fill("800.125")
     take.get_by_role("button", name="Buy BTC").click()
     field = buyer.locator("#field-fiat_amount")
-    expect(field.locator(".field-error")).to_have_text("EUR has 2 decimal places: at most 2, e.g. 123.45.")
+    expect(field.locator(".field-error")).to_have_text(
+        "EUR has 2 decimal places: at most 2, e.g. 123.45."
+    )
     expect(take.get_by_label("I want to pay")).to_have_value("800.125")
 
     assert not Trade.objects.exists()
