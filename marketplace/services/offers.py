@@ -326,9 +326,9 @@ def _price_protected(*, asset: Asset, fiat: FiatCurrency, values: dict[str, Any]
     if not low <= values["price"] <= high:
         raise ValidationFailed.for_field(
             "price",
-            # Translators: {v2:f}% is a percentage ("% of" is no printf directive).
-            # xgettext:no-python-format
             gettext(
+                # Translators: {v2:f}% is a percentage ("% of" is no printf directive).
+                # xgettext:no-python-format
                 "The {code}/{code2} index is {v1} {code2}; a fixed price must be within {v2:f}% of it ({v3} – {v4} {code2})."
             ).format(
                 code=asset.code,
