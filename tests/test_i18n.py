@@ -47,11 +47,6 @@ def test_every_language_has_a_catalogue_with_the_same_messages(lang: str) -> Non
     assert catalog.num_plurals >= 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Translators fill the .po files after the strings were marked (issue 20); this "
-    "becomes strict once they are complete.",
-)
 @pytest.mark.parametrize("lang", LOCALES)
 def test_catalogue_is_complete(lang: str) -> None:
     messages = [m for m in _catalog(lang) if m.id]
