@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
-from django.utils.translation import gettext, gettext_lazy, ngettext_lazy
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from common.forms import AmountField, AmountInput
 from common.templatetags.money import amount
@@ -17,10 +18,14 @@ from marketplace.models import FiatCurrency, Offer, PaymentAccount, PaymentMetho
 from marketplace.payment_forms import account_choices
 
 SIDE_CHOICES = [("buy", gettext_lazy("Buy")), ("sell", gettext_lazy("Sell"))]
-PAYMENT_WINDOWS = [
-    (m, ngettext_lazy("%(m)d minute", "%(m)d minutes", "m") % {"m": m})
-    for m in (15, 30, 45, 60, 90, 120, 180)
-]
+
+
+def _minutes(m: int) -> str:
+    return ngettext("%(m)d minute", "%(m)d minutes", m) % {"m": m}
+
+
+# Labels in the reader's language, worked out when shown (not at import).
+PAYMENT_WINDOWS = [(m, lazy(_minutes, str)(m)) for m in (15, 30, 45, 60, 90, 120, 180)]
 
 
 def _asset_choices(blank: Any = None) -> list[tuple[str, Any]]:
