@@ -70,6 +70,13 @@ def django_setup(database: str, **env: str) -> None:
     """Point Django (bench.settings = config.settings.local for production-like workers) at
     `database` on the throwaway server and set it up; in this process, or in a spawned child."""
     os.environ["DATABASE_URL"] = db_url(database)
+    # scripts/with-services.sh may start a streaming replica of the whole server: the views
+    # marked replica_reads then read the bench's database there, not the test database.
+    replica = os.environ.get("DATABASE_REPLICA_URL")
+    if replica:
+        os.environ["DATABASE_REPLICA_URL"] = urlunsplit(
+            urlsplit(replica)._replace(path=f"/{database}")
+        )
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     os.environ.setdefault("LEDGER_SIGNING_KEY", BENCH_KEY)
     os.environ.setdefault("DEBUG", "0")

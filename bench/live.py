@@ -237,50 +237,39 @@ async def measure(
     return out
 
 
-async def http_compare(
+def http_compare(
     args: argparse.Namespace, tokens: list[str], env: dict[str, str], logdir: Path
 ) -> dict[str, Any]:
-    """Both servers up at once; each round hammers one, then the other, alternately, so both see
-    the same machine (other processes' load comes and goes)."""
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    bases: dict[str, str] = {}
-    services = []
-    for server in ("gunicorn", "uvicorn"):
-        port = L.free_port()
-        argv = (
-            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
-             f"127.0.0.1:{port}", "--workers", str(args.http_workers), "--worker-class", "sync"]
-            if server == "gunicorn"
-            else [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
-                  "127.0.0.1", "--port", str(port), "--workers", str(args.http_workers),
-                  "--no-access-log", "--log-level", "warning"]
-        )  # fmt: skip
-        service = L.Service(f"http-{server}", argv, env, logdir)
-        service.start()
-        services.append(service)
-        bases[server] = f"http://127.0.0.1:{port}"
+    """Both servers up at once, the same GETs alternately (bench/load.py's compare_servers, which
+    `bench/load.py --compare-asgi` runs after its trading, with the yardstick)."""
+    port = L.free_port()
+    gunicorn = L.Service(
+        "http-gunicorn",
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
+         f"127.0.0.1:{port}", "--workers", str(args.http_workers), "--worker-class", "sync"],
+        env,
+        logdir,
+    )  # fmt: skip
+    gunicorn.start()
+    services = {"gunicorn": gunicorn}
     try:
-        for base in bases.values():
-            deadline = time.monotonic() + 60
-            while not L._http_ok(base + "/healthz") and time.monotonic() < deadline:
-                time.sleep(0.2)
-        for round_ in range(args.http_rounds):
-            order = ("gunicorn", "uvicorn") if round_ % 2 == 0 else ("uvicorn", "gunicorn")
-            for server in order:
-                for name, path in (("trivial", TRIVIAL), ("book", BOOK_PAGE)):
-                    figures = await L.hammer(
-                        bases[server], path, name, tokens, args.http_concurrency, args.http_seconds
-                    )
-                    results.setdefault(server, {}).setdefault(name, []).append(figures)
-                    print(
-                        f"    {server} {name} round {round_ + 1}: {figures['rps']:.0f} req/s, "
-                        f"p50 {figures['p50_ms']:.1f} ms, errors {figures['errors']}",
-                        flush=True,
-                    )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not L._http_ok(base + "/healthz") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        services["uvicorn"], uvicorn_base = L.start_uvicorn(args.http_workers, env, logdir)
+        return L.compare_servers(
+            bases={"gunicorn": base, "uvicorn": uvicorn_base},
+            endpoints=[("trivial", TRIVIAL, "trivial"), ("book", BOOK_PAGE, "book")],
+            tokens=tokens,
+            concurrency=args.http_concurrency,
+            seconds=args.http_seconds,
+            rounds=args.http_rounds,
+            services=services,
+        )
     finally:
-        for service in services:
+        for service in services.values():
             service.stop()
-    return results
 
 
 def render(data: dict[str, Any]) -> str:
@@ -452,7 +441,7 @@ def main() -> None:
         print(ws.log_tail(1500))
         ws.stop()
     with C.stopwatch("plain HTTP: gunicorn vs uvicorn"):
-        http = asyncio.run(http_compare(args, tokens, env, logdir))
+        http = http_compare(args, tokens, env, logdir)
     C.close_django()
     data = {
         "live": live,

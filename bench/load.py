@@ -22,6 +22,11 @@
    /api/v1/ledger/public-key/: the same middleware, token auth and throttles, one small query)
    and against the order book, alternating, --compare-rounds rounds of --compare-seconds each:
    the book's throughput as a ratio to the trivial one.
+4b. --compare-asgi (on by default): uvicorn (config.asgi, as many workers as gunicorn) started
+   beside gunicorn on the same database; the yardstick, the trivial endpoint, the API book and
+   the HTML book against both, alternated, --compare-rounds rounds of --compare-seconds each,
+   with req/s and CPU per request (the server's and PostgreSQL's): which server serves plain
+   HTTP (issue 18). bench/live.py runs the same compare_servers.
 5. Everything stopped; the ledger sealed (ledger_seal_pending) and verify_ledger() run; each
    asset's balances must sum to zero; trades by state, settlements; queries per request of the
    GET endpoints (CaptureQueriesContext around Django's test client, in this process).
@@ -280,7 +285,7 @@ def _http_ok(url: str) -> bool:
 
 def stop_services(services: dict[str, Service]) -> None:
     # beat first (no new periodic work), then the web, then the worker (finishes its task).
-    for name in ("beat", "gunicorn", "worker"):
+    for name in ("beat", "uvicorn", "gunicorn", "worker"):
         svc = services.get(name)
         if svc is not None:
             svc.stop()
@@ -585,6 +590,169 @@ async def hammer(
     return out
 
 
+# --- plain HTTP: gunicorn vs one ASGI server (issue 18) --------------------------------------------
+
+# What --compare-asgi hammers on both servers (bench/live.py reuses compare_servers).
+ASGI_COMPARE = [
+    ("yardstick", YARDSTICK, "yardstick: GET /api/v1/bench/select-1/"),
+    ("trivial", TRIVIAL, "trivial: GET /ledger/public-key/"),
+    ("book", BOOK, "GET /offers/ (book)"),
+    ("html", HTML_BOOK, "GET / (HTML book)"),
+]
+
+
+def start_uvicorn(workers: int, env: dict[str, str], logdir: Path) -> tuple[Service, str]:
+    """config.asgi (HTTP and the WebSocket routes) under uvicorn with `workers` processes, on a
+    free port; returns once it answers /healthz."""
+    port = free_port()
+    service = Service(
+        "uvicorn",
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level",
+         "warning", "--backlog", "2048"],
+        env,
+        logdir,
+    )  # fmt: skip
+    service.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not _http_ok(base + "/healthz"):
+        if not service.alive() or time.monotonic() > deadline:
+            service.stop()
+            raise RuntimeError(f"uvicorn did not start:\n{service.log_tail()}")
+        time.sleep(0.2)
+    return service, base
+
+
+def compare_servers(
+    *,
+    bases: dict[str, str],
+    endpoints: list[tuple[str, str, str]],
+    tokens: list[str],
+    concurrency: int,
+    seconds: float,
+    rounds: int,
+    services: dict[str, Service],
+    cpu: dict[str, dict[str, float]] | None = None,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The same GETs against each server of `bases` (service names of `services`, all up at
+    once), alternately: round 1 in the order given, round 2 reversed, and so on, so the servers
+    see the same machine. Each figure carries its CPU per request: the server's process tree
+    (`cpu_ms`) and PostgreSQL's (`db_cpu_ms`). Returns {server: {endpoint: [round figures]}}."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in bases}
+    phases = cpu if cpu is not None else {}
+    names = list(bases)
+    for r in range(rounds):
+        for server in names if r % 2 == 0 else names[::-1]:
+            for key, path, name in endpoints:
+                phase = f"{server}-{key}-{r + 1}"
+                got = measured(
+                    phases,
+                    phase,
+                    services,
+                    lambda b=bases[server], p=path, n=name: asyncio.run(
+                        hammer(b, p, n, tokens, concurrency, seconds)
+                    ),
+                )
+                roles = phases[phase]
+                wall = got["count"] / got["rps"] if got["rps"] else 0.0
+                count = max(1, got["count"])
+                got["cpu_ms"] = roles.get(server, 0.0) * wall / count * 1000
+                got["db_cpu_ms"] = roles.get("postgres", 0.0) * wall / count * 1000
+                out[server].setdefault(key, []).append(got)
+                print(
+                    f"    {server} {key} round {r + 1}: {got['rps']:.0f} req/s, p50 "
+                    f"{got['p50_ms']:.1f} ms, CPU {got['cpu_ms']:.2f} + {got['db_cpu_ms']:.2f} "
+                    f"ms a request, errors {got['errors']}",
+                    flush=True,
+                )
+    return out
+
+
+def render_asgi(args: Any, res: dict[str, Any]) -> str:
+    """The gunicorn-vs-uvicorn table of --compare-asgi (a section of its own in BENCHMARKS.md,
+    beside bench/live.py's)."""
+    asgi = res["asgi"]
+    gw = args.gunicorn_workers
+    lines = [
+        "### Plain HTTP: gunicorn or uvicorn? (`bench/load.py --compare-asgi`)",
+        "",
+        "```",
+        C.command_line(),
+        "```",
+        "",
+        f"After the trading, on the same database: gunicorn (config.wsgi, {gw} "
+        + ("sync workers" if args.gunicorn_threads == 1 else f"x {args.gunicorn_threads} threads")
+        + f") and uvicorn (config.asgi, {gw} workers), both up at once, the same GETs with the "
+        f"same tokens, {res['concurrency']} concurrent clients, {args.compare_rounds} rounds of "
+        f"{args.compare_seconds:.0f} s per endpoint and server, the servers alternating (round 1 "
+        "gunicorn first, round 2 uvicorn first...). Sums over the rounds; CPU per request is the "
+        "server's process tree + PostgreSQL's, from /proc over the phase.",
+        "",
+    ]
+    rows = []
+    summed = {
+        s: {k: _sum_compare(v) for k, v in by.items()} for s, by in asgi.items()
+    }  # fmt: skip
+    verdict = []
+    for key, path, _name in ASGI_COMPARE:
+        g, u = summed["gunicorn"].get(key), summed["uvicorn"].get(key)
+        if not g or not u:
+            continue
+        gy, uy = summed["gunicorn"]["yardstick"]["rps"], summed["uvicorn"]["yardstick"]["rps"]
+
+        def cpu(server: str, k: str = key) -> str:
+            rs = asgi[server][k]
+            n = sum(r["count"] for r in rs) or 1
+            web = sum(r["cpu_ms"] * r["count"] for r in rs) / n
+            db = sum(r["db_cpu_ms"] * r["count"] for r in rs) / n
+            return f"{web:.2f} + {db:.2f}"
+
+        ratio = u["rps"] / g["rps"] if g["rps"] else float("nan")
+        if key != "yardstick":
+            verdict.append(ratio >= 1.0)
+        rows.append(
+            [
+                f"`GET {path}`",
+                f"{g['rps']:.0f} ({g['rps'] / gy:.2f}x)" if gy else f"{g['rps']:.0f}",
+                cpu("gunicorn"),
+                f"{u['rps']:.0f} ({u['rps'] / uy:.2f}x)" if uy else f"{u['rps']:.0f}",
+                cpu("uvicorn"),
+                f"**{ratio:.2f}**",
+                f"{g['errors']} / {u['errors']}",
+            ]
+        )
+    lines.append(
+        C.table(
+            [
+                "endpoint",
+                "gunicorn req/s (/ its yardstick)",
+                "gunicorn CPU ms a request (+ PostgreSQL)",
+                "uvicorn req/s (/ its yardstick)",
+                "uvicorn CPU ms a request (+ PostgreSQL)",
+                "uvicorn / gunicorn",
+                "errors g / u",
+            ],
+            rows,
+        )
+    )
+    serve = "uvicorn" if verdict and all(verdict) else "gunicorn"
+    res["http_server"] = serve
+    lines += [
+        "",
+        f"**Plain HTTP in this run: {serve}.** The rule (issue 18): HTTP moves to the ASGI "
+        "server only if it serves every endpoint at least as fast as gunicorn in the same run "
+        "(last column >= 1.00 on every row but the yardstick); "
+        + (
+            "it did here."
+            if serve == "uvicorn"
+            else "it did not, so docker-compose's `web` stays on gunicorn and uvicorn (`ws`) "
+            "serves only the WebSocket routes."
+        ),
+    ]
+    return "\n".join(lines)
+
+
 # --- after the run -----------------------------------------------------------------------------
 
 
@@ -739,6 +907,19 @@ def main() -> None:
     parser.add_argument(
         "--conn-max-age", type=int, default=None, help="CONN_MAX_AGE (default: the project's)"
     )
+    parser.add_argument(
+        "--compare-asgi",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the comparison, the same GETs on gunicorn and uvicorn (config.asgi, as many "
+        "workers), alternated, with CPU per request: which server serves plain HTTP (on by "
+        "default; --no-compare-asgi skips it)",
+    )
+    parser.add_argument(
+        "--sections",
+        default="load,asgi",
+        help="the BENCHMARKS.md sections to write: load (this script's), asgi (--compare-asgi's)",
+    )
     parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
@@ -755,10 +936,12 @@ def main() -> None:
         BASELINE.update(base=base, label=args.baseline_label)
     if args.render:
         data = C.load_results(args.render)
-        report = render(argparse.Namespace(**data["args"]), data["results"])
+        saved = argparse.Namespace(**data["args"])
+        report = render(saved, data["results"])
         print(report)
-        if not args.no_write:
-            C.write_section("load", report)
+        asgi_report = render_asgi(saved, data["results"]) if data["results"].get("asgi") else ""
+        print(asgi_report)
+        write_sections(args, report, asgi_report)
         return
     global WAIT_QUIET
     WAIT_QUIET = args.wait_quiet
@@ -799,6 +982,7 @@ def main() -> None:
     try:
         with C.stopwatch("start gunicorn, celery worker, celery beat"):
             services, base = start_services(args, logdir)
+        env_all = dict(os.environ)
         print(f"    {base}; logs in {logdir}", flush=True)
 
         with C.stopwatch(f"trading: {args.traders} traders for {args.seconds:.0f} s"):
@@ -843,6 +1027,20 @@ def main() -> None:
                 )
                 compare[key].append(got)
         results["compare"] = compare
+
+        if args.compare_asgi:
+            with C.stopwatch(f"plain HTTP: gunicorn vs uvicorn x {concurrency}"):
+                uvicorn, uvicorn_base = start_uvicorn(args.gunicorn_workers, env_all, logdir)
+                services["uvicorn"] = uvicorn
+                results["asgi"] = compare_servers(
+                    bases={"gunicorn": base, "uvicorn": uvicorn_base},
+                    endpoints=ASGI_COMPARE,
+                    tokens=tokens,
+                    concurrency=concurrency,
+                    seconds=args.compare_seconds,
+                    rounds=args.compare_rounds,
+                    services=services,
+                )
     finally:
         with C.stopwatch("stop the processes"):
             stop_services(services)
@@ -869,14 +1067,25 @@ def main() -> None:
     C.save_results("load", {"args": vars(args), "results": results})
     report = render(args, results)
     print("\n" + report)
-    if not args.no_write:
-        C.write_section("load", report)
+    asgi_report = render_asgi(args, results) if results.get("asgi") else ""
+    print("\n" + asgi_report)
+    write_sections(args, report, asgi_report)
     led = results["ledger"]
     if results["trading"]["errors"] or results["trading"]["lost"] or not led["ok"]:
         sys.exit("ERRORS, LOST TRADES OR A LEDGER THAT DOES NOT VERIFY (see above)")
 
 
 # --- BENCHMARKS.md -----------------------------------------------------------------------------
+
+
+def write_sections(args: Any, report: str, asgi_report: str) -> None:
+    if args.no_write:
+        return
+    wanted = {w.strip() for w in args.sections.split(",")}
+    if "load" in wanted:
+        C.write_section("load", report)
+    if "asgi" in wanted and asgi_report:
+        C.write_section("load-asgi", asgi_report)
 
 
 def _ms(x: float) -> str:

@@ -18,6 +18,7 @@ from accounts.models import BrowserSession, Profile, ProfileEvent
 from accounts.selectors import session_list_for_user
 from accounts.services._common import _locked_profile
 from accounts.services.keys import token_rotate
+from accounts.services.revocation import sessions_ended
 from common.errors import PermissionDenied
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def sessions_end_others(*, user: Any, keep_session_key: str | None) -> int:
     keys = [s.session_key for s in session_list_for_user(user=user)]
     others = [k for k in keys if k != keep_session_key]
     BrowserSession.objects.filter(user_id=user.pk).exclude(session_key=keep_session_key).delete()
+    sessions_ended(others)
     return Session.objects.filter(session_key__in=others).delete()[0] if others else 0
 
 

@@ -12,6 +12,7 @@ from django.utils.translation import gettext
 from rest_framework.authtoken.models import Token
 
 from accounts.models import ApiKey
+from accounts.services.revocation import credentials_revoked
 from common import hotcache
 from common.errors import (
     NotFound,
@@ -88,6 +89,7 @@ def api_key_revoke(*, user: Any, key_id: int) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     _forget_on_commit([f"auth:{key.key_hash}"])
+    credentials_revoked([key.key_hash])
     return key
 
 
@@ -97,4 +99,5 @@ def token_rotate(*, user: Any) -> Token:
         old = list(Token.objects.filter(user=user).values_list("key", flat=True))
         Token.objects.filter(user=user).delete()
         _forget_on_commit([auth_cache_key(k) for k in old])
+        credentials_revoked(hash_key(k) for k in old)
         return Token.objects.create(user=user)

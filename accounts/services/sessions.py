@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BrowserSession, Profile
 from accounts.selectors import profile_for
+from accounts.services.revocation import sessions_ended
 from common.errors import Conflict, NotFound, ValidationFailed
 
 USER_AGENT_MAX = 300
@@ -63,6 +64,7 @@ def browser_session_revoke(*, user: Any, session_id: int, current_session_key: s
     with transaction.atomic():
         Session.objects.filter(session_key=record.session_key).delete()
         record.delete()
+        sessions_ended([record.session_key])
 
 
 # --- time zone --------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from notifications.live import events
 logger = logging.getLogger(__name__)
 
 # Close codes: 1008 policy violation (rate), 1009 too big; 4401/4403 before accept are
-# refused handshakes (unauthenticated / not allowed).
+# refused handshakes (unauthenticated / not allowed); 4401 after accept: the session ended or
+# the credential was revoked.
 CLOSE_RATE = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401
@@ -117,10 +118,17 @@ class _EventSocket(AsyncWebsocketConsumer):
         self.bucket = _Bucket(settings.LIVE_INBOUND_PER_SECOND, settings.LIVE_INBOUND_BURST)
         self.groups_joined: set[str] = set()
         await self._join(events.user_group(self.user_id))
+        # The group that closes this socket when its session or credential is revoked.
+        revoke_group = self.revoke_group()
+        if revoke_group is not None:
+            await self._join(revoke_group)
         await self.accept()
         await self.send_json({"type": "hello", "last_id": self.last_id})
         # From the stream, not from "now": what happened while the client was away comes first.
         await self.catch_up(check_gap=True)
+
+    def revoke_group(self) -> str | None:
+        raise NotImplementedError
 
     async def _join(self, group: str) -> None:
         layer = get_channel_layer()
@@ -141,6 +149,11 @@ class _EventSocket(AsyncWebsocketConsumer):
 
     async def live_wake(self, message: dict[str, Any]) -> None:
         await self.catch_up()
+
+    async def live_revoke(self, message: dict[str, Any]) -> None:
+        """The session logged out or was ended, or the token or key was revoked: nothing more
+        goes out on this socket."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def catch_up(self, *, check_gap: bool = False) -> None:
         """Everything after the last id sent, in stream order (a wake-up may cover several
@@ -207,6 +220,11 @@ class LiveConsumer(_EventSocket):
     carries ids and names only: the page fetches what changed over HTTP, through the same
     views and permission checks as a reload (the badge count is the header's own figure)."""
 
+    def revoke_group(self) -> str | None:
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        return events.session_group(key) if key else None
+
     async def on_frame(self, kind: str, frame: dict[str, Any]) -> None:
         if kind != "subscribe":
             await super().on_frame(kind, frame)
@@ -236,6 +254,10 @@ class BotStreamConsumer(_EventSocket):
     """/ws/v1/stream/: a bot's socket (Authorization: Token <token or API key>). It sends the
     webhook events of the account, each the webhook's JSON body plus `id` (the stream's id to
     resume from with ?after=); `delivery_id`, which names one webhook delivery, is not there."""
+
+    def revoke_group(self) -> str | None:
+        credential = self.scope.get("credential_hash")
+        return events.credential_group(credential) if credential else None
 
     def render(self, event_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
         body = event.get("body")

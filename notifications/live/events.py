@@ -10,6 +10,7 @@ caller: a live event lost to a Redis outage is caught up by the page's polling f
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -34,6 +35,29 @@ def user_group(user_id: int) -> str:
     """The private group of one user's sockets (browser tabs and bots); only the server names
     it, from the socket's authenticated user."""
     return f"live.user.{user_id}"
+
+
+def session_group(session_key: str) -> str:
+    """The browser sockets opened with one session (the key's hash names it: the key itself,
+    a credential, stays out of Redis)."""
+    return f"live.session.{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
+
+
+def credential_group(credential_hash: str) -> str:
+    """The bot sockets opened with one token or API key, named by the credential's SHA-256
+    (accounts.services.keys.hash_key; an API key's stored key_hash)."""
+    return f"live.cred.{credential_hash[:64]}"
+
+
+def close_sockets(groups: list[str]) -> None:
+    """Close every socket of these groups (a session ended, a credential was revoked): each
+    closes with the policy code 4401 and reconnecting needs a credential that works."""
+    if not groups:
+        return
+    try:
+        _group_send(groups, {"type": "live.revoke"})
+    except Exception:
+        logger.warning("closing %s revoked live socket group(s) failed", len(groups), exc_info=True)
 
 
 def stream_key(user_id: int) -> str:

@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models import Count
 
+from accounts.services import revocation
 from disputes.models import Dispute
 from escrow.models import EscrowEvent, Trade, TradeMessage
 from escrow.services import transition_listeners
@@ -188,6 +190,22 @@ def on_offer_changed(offer: Offer) -> None:
         logger.exception("live book event of offer #%s failed", offer.pk)
 
 
+def on_sessions_ended(session_keys: list[str]) -> None:
+    events.close_sockets([events.session_group(k) for k in session_keys])
+
+
+def on_credentials_revoked(hashes: list[str]) -> None:
+    events.close_sockets([events.credential_group(h) for h in hashes])
+
+
+def on_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """A logout (sent before the session is flushed): the tabs of this session stop now,
+    once the request's transaction, if any, commits."""
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if key:
+        revocation.sessions_ended([key])
+
+
 def _register(hooks: list[Any], listener: Any, *, first: bool = False) -> None:
     if listener not in hooks:
         hooks.insert(0, listener) if first else hooks.append(listener)
@@ -201,3 +219,7 @@ _register(lending_hooks.event_listeners, on_loan_events)
 _register(lending_hooks.margin_call_listeners, on_margin_call)
 _register(offer_changed_listeners, on_offer_changed)
 _register(offer_closed_listeners, on_offer_changed)
+# A socket does not outlive its session or credential.
+_register(revocation.session_end_listeners, on_sessions_ended)
+_register(revocation.credential_revoke_listeners, on_credentials_revoked)
+user_logged_out.connect(on_logged_out, dispatch_uid="notifications.live.on_logged_out")

@@ -70,9 +70,17 @@ class TokenAuthMiddleware:
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         word, _, key = header.partition(" ")
         user: Any = AnonymousUser()
+        credential_hash = None
         if word.lower() == "token" and key.strip():
             user = await _token_user(key.strip())
-        return await self.app({**scope, "user": user}, receive, send)
+            if user.is_authenticated:
+                from accounts.services.keys import hash_key
+
+                # Names the group that closes this socket when the credential is revoked.
+                credential_hash = hash_key(key.strip())
+        return await self.app(
+            {**scope, "user": user, "credential_hash": credential_hash}, receive, send
+        )
 
 
 websocket_urlpatterns = [
