@@ -209,6 +209,7 @@ def test_a_blocked_maker_is_hidden_in_the_html_book_for_that_viewer_only(
     page = browser_for(bob).get(PAGE).content.decode()
     assert f"Offer {first.pk} by alice" not in page
     assert f"Offer {second.pk} by carol" in page
+    assert '<span class="method">SEPA transfer</span>' in page  # from the cached page
     # carol, and a visitor who is not logged in, still see both from the same cached page
     assert html_ids(browser_for(carol)) == [first.pk, second.pk]
     assert html_ids(Client()) == [first.pk, second.pk]
