@@ -74,8 +74,16 @@ def trader_stats_recent(
     result: dict[int, TraderStats] = _trader_figures["stats_recent"](
         user_ids=user_ids, usernames=usernames
     )
-    seen = dict(Profile.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seen"))
+    seen = last_seen_of(user_ids=user_ids)
     return {uid: replace(s, last_seen=seen.get(uid)) for uid, s in result.items()}
+
+
+def last_seen_of(*, user_ids: list[int]) -> dict[int, datetime | None]:
+    """When these traders were last seen, read now (one query): the book's "online" is applied
+    after its cached part."""
+    if not user_ids:
+        return {}
+    return dict(Profile.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seen"))
 
 
 def taker_facts(*, user: Any) -> TakerFacts:

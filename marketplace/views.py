@@ -3,18 +3,22 @@ service or selector."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext
+from django.utils.translation import get_language, gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Profile
@@ -25,7 +29,7 @@ from common.forms import add_application_error
 from common.money import parse_amount
 from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
-from marketplace import selectors, services
+from marketplace import book_cache, selectors, services
 from marketplace.currencies import MAX_MINOR_UNITS, parse_fiat_amount
 from marketplace.forms import (
     OfferForm,
@@ -38,6 +42,7 @@ from marketplace.prices.history import stale_pairs
 from marketplace.selectors import trader_stats_recent
 
 ORDER_BOOK_PAGE = 50
+User = get_user_model()
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -82,6 +87,129 @@ def buying_paused_for(user: Any) -> str | None:
     return buying_block_reason(Profile.objects.filter(user_id=user.pk).first())
 
 
+@dataclass(frozen=True)
+class BookPage:
+    """A page of the book's numbers, for includes/pagination.html: cached with the page (a
+    Paginator holds its queryset), `object_list` the offers this viewer sees on it."""
+
+    number: int
+    num_pages: int
+    object_list: Sequence[Offer]
+
+    @property
+    def paginator(self) -> BookPage:
+        return self
+
+    def has_next(self) -> bool:
+        return self.number < self.num_pages
+
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    def has_other_pages(self) -> bool:
+        return self.has_next() or self.has_previous()
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    def __iter__(self) -> Iterator[Offer]:
+        return iter(self.object_list)
+
+    def __len__(self) -> int:
+        return len(self.object_list)
+
+
+def _public_book_page(
+    *,
+    side: str,
+    asset: str | None,
+    asset_code: str,
+    fiat_code: str,
+    payment_method: str | None,
+    fiat_amount: Decimal | None,
+    page_number: str | None,
+    range_key: str | None,
+) -> dict[str, Any]:
+    """A page of the HTML book as every viewer sees it (marketplace.book_cache): its offers with
+    their makers' names and stats (without when they were last seen), requirements in words and
+    payment methods; the page numbers; the pair's price chart and stale pairs. Plain data: the
+    viewer's part is applied after the cache (_book_for_viewer)."""
+    offers = selectors.offer_book(
+        side=side,
+        asset=asset,
+        fiat=fiat_code or None,
+        payment_method=payment_method,
+        fiat_amount=fiat_amount,
+    )
+    # Of the maker, only the username: no user row (nor its password hash) goes to the cache.
+    offers = offers.select_related(None).select_related("asset", "fiat")
+    offers = offers.annotate(maker_username=F("maker__username"))
+    page = Paginator(offers, ORDER_BOOK_PAGE).get_page(page_number)
+    items = list(page)
+    maker_field = Offer._meta.get_field("maker")
+    for offer in items:
+        maker_field.set_cached_value(offer, User(pk=offer.maker_id, username=offer.maker_username))
+    names = {o.maker_id: o.maker_username for o in items}
+    stats = trader_stats_recent(user_ids=sorted(names), usernames=names)
+    rows = [
+        {
+            "offer": o,
+            "stats": replace(stats[o.maker_id], last_seen=None),  # read fresh per request
+            "requirements": selectors.offer_requirements(o),
+        }
+        for o in items
+    ]
+    # The pair's price chart, and why floating offers are missing when its price is stale.
+    stale = [
+        pair
+        for pair in stale_pairs()
+        if pair.asset == asset_code and (not fiat_code or pair.fiat == fiat_code)
+    ]
+    chart = (
+        price_chart(asset_code=asset_code, fiat_code=fiat_code, range_key=range_key)
+        if fiat_code
+        else None
+    )
+    return {
+        "rows": rows,
+        "page": BookPage(number=page.number, num_pages=page.paginator.num_pages, object_list=items),
+        "stale_pairs": stale,
+        "price_chart": chart,
+    }
+
+
+def _book_for_viewer(public: dict[str, Any], viewer: Any) -> tuple[list[dict[str, Any]], BookPage]:
+    """What depends on the viewer, after the cache: makers blocked either way left out, why
+    each offer is not open to them (their own offers always are; the template marks them), and
+    when each maker was last seen, read now."""
+    rows: list[dict[str, Any]] = public["rows"]
+    if getattr(viewer, "is_authenticated", False) and rows:
+        hidden = selectors.blocked_maker_ids(
+            user=viewer, maker_ids={r["offer"].maker_id for r in rows}
+        )
+        rows = [r for r in rows if r["offer"].maker_id not in hidden]
+    offers = [r["offer"] for r in rows]
+    unmet = selectors.offers_unmet_for_viewer(offers=offers, viewer=viewer, short=True)
+    seen = selectors.last_seen_of(user_ids=sorted({o.maker_id for o in offers}))
+    now = timezone.now()
+    out = []
+    for row in rows:
+        stats = replace(row["stats"], last_seen=seen.get(row["offer"].maker_id))
+        out.append(
+            {
+                **row,
+                "stats": stats,
+                "last_seen": stats.last_seen,
+                "online": stats.is_online(now=now),
+                "unmet": unmet.get(row["offer"].pk, []),
+            }
+        )
+    return out, replace(public["page"], object_list=offers)
+
+
 def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
     filters = OrderBookFilterForm(
         {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
@@ -103,58 +231,55 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
             add_application_error(filters, exc)
     # The visitor buys by taking sell offers, and sells by taking buy offers.
     book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
-    offers = selectors.offer_book(
-        side=book_side,
-        asset=chosen.get("asset") or None,
-        fiat=chosen.get("fiat") or None,
-        payment_method=chosen.get("payment_method") or None,
-        fiat_amount=fiat_amount,
-        viewer=request.user,
-    )
-    page = Paginator(offers, ORDER_BOOK_PAGE).get_page(request.GET.get("page"))
-    names = {o.maker_id: o.maker.username for o in page}
-    # Their last_seen read now, their release time from the trades' events (issue 20).
-    stats = trader_stats_recent(user_ids=sorted(names), usernames=names)
-    # Why an offer isn't open to this visitor, shown in place of its Buy/Sell button.
-    unmet = selectors.offers_unmet_for_viewer(offers=list(page), viewer=request.user, short=True)
-    now = timezone.now()
-    rows = [
-        {
-            "offer": o,
-            "stats": stats.get(o.maker_id),
-            "last_seen": stats[o.maker_id].last_seen,
-            "online": stats[o.maker_id].is_online(now=now),
-            "requirements": selectors.offer_requirements(o),
-            "unmet": unmet.get(o.pk, []),
-        }
-        for o in page
-    ]
-    # The pair's price chart, and why floating offers are missing when its price is stale.
     asset_code, fiat_code = chosen.get("asset") or "BTC", chosen.get("fiat") or ""
-    stale = [
-        pair
-        for pair in stale_pairs()
-        if pair.asset == asset_code and (not fiat_code or pair.fiat == fiat_code)
-    ]
-    chart = (
-        price_chart(asset_code=asset_code, fiat_code=fiat_code, range_key=data.get("range"))
-        if fiat_code
-        else None
+    asset = chosen.get("asset") or None  # the book's filter (the chart's pair: asset_code)
+    payment_method = chosen.get("payment_method") or None
+    page_number, range_key = request.GET.get("page"), data.get("range")
+    # The public part from the cache, per book version (marketplace.book_cache); the language
+    # is part of it (requirements and the chart are in words), then the viewer's part.
+    variant = "html|" + "|".join(
+        str(v)
+        for v in (
+            get_language(),
+            book_side,
+            asset,
+            asset_code,
+            fiat_code,
+            payment_method,
+            fiat_amount,
+            range_key,
+            page_number,
+        )
     )
+    public, _ = book_cache.cached(
+        book=selectors.book_of(side=book_side, asset=asset, fiat=fiat_code),
+        variant=variant,
+        build=lambda: _public_book_page(
+            side=book_side,
+            asset=asset,
+            asset_code=asset_code,
+            fiat_code=fiat_code,
+            payment_method=payment_method,
+            fiat_amount=fiat_amount,
+            page_number=page_number,
+            range_key=range_key,
+        ),
+    )
+    rows, page = _book_for_viewer(public, request.user)
     return {
-        "stale_pairs": stale,
-        "price_chart": chart,
+        "stale_pairs": public["stale_pairs"],
+        "price_chart": public["price_chart"],
         # The daily cancellation limit paused the visitor's buying: said before they try.
         "buying_paused": buying_paused_for(request.user) if side == "buy" else None,
         "filters": filters,
         "side": side,
-        "asset_code": chosen.get("asset") or "BTC",
+        "asset_code": asset_code,
         "page": page,
         "rows": rows,
         "quick_form": QuickTradeForm(
             initial={
                 "side": side,
-                "asset": chosen.get("asset") or "BTC",
+                "asset": asset_code,
                 "fiat": chosen.get("fiat") or "EUR",
             }
         ),

@@ -9,9 +9,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.models import Profile
 from accounts.services import trader_relation_add
 from common import hotcache
 from escrow import services as escrow_services
@@ -153,13 +155,118 @@ def test_filters_that_are_not_cached_still_work(bob, two_offers):
     assert book_ids(api, BOOK + "&maker=carol") == [second.pk]
 
 
-def test_the_html_book_shows_a_paused_offer_gone_on_the_next_read(bob, alice, two_offers):
-    first, second = two_offers
+# --- the HTML book (GET /): the same cache, the viewer's part after it ------------------------
+
+PAGE = "/?side=buy&asset=BTC&fiat=EUR"  # the visitor buys: the sell offers
+
+
+def browser_for(user) -> Client:
     browser = Client()
-    browser.force_login(bob)
-    page = browser.get("/?side=buy&asset=BTC&fiat=EUR").content.decode()
-    assert f"Offer {first.pk} by alice" in page
-    services.offer_set_active(offer_id=first.pk, actor=alice, active=False)
-    page = browser.get("/?side=buy&asset=BTC&fiat=EUR").content.decode()
+    browser.force_login(user)
+    return browser
+
+
+def html_ids(browser: Client, path: str = PAGE) -> list[int]:
+    response = browser.get(path)
+    assert response.status_code == 200
+    return [o.pk for o in response.context["page"].object_list]
+
+
+@pytest.mark.parametrize("change", ["pause", "delete", "edit"])
+def test_every_change_to_an_offer_is_seen_on_the_next_html_read(bob, alice, two_offers, change):
+    # given a cached HTML page of the book
+    first, second = two_offers
+    browser = browser_for(bob)
+    assert html_ids(browser) == [first.pk, second.pk]
+    assert book_queries(browser, PAGE) == 0  # the second read: from the cache
+    # when an offer of that book changes
+    if change == "pause":
+        services.offer_set_active(offer_id=first.pk, actor=alice, active=False)
+        expected = [second.pk]
+    elif change == "delete":
+        services.offer_delete(offer_id=first.pk, actor=alice)
+        expected = [second.pk]
+    else:
+        services.offer_update(offer_id=first.pk, actor=alice, price="82000")
+        expected = [second.pk, first.pk]
+    # then the very next read shows it, as rendered
+    response = browser.get(PAGE)
+    assert [o.pk for o in response.context["page"].object_list] == expected
+    html = response.content.decode()
+    assert (f"Offer {first.pk} by alice" in html) is (change == "edit")
+    if change == "edit":
+        assert "82,000.00" in html
+
+
+def test_a_blocked_maker_is_hidden_in_the_html_book_for_that_viewer_only(
+    bob, alice, carol, two_offers
+):
+    first, second = two_offers
+    # the page cached by carol's read
+    assert html_ids(browser_for(carol)) == [first.pk, second.pk]
+    # bob blocked alice: her offer is not on bob's page, the cache notwithstanding
+    trader_relation_add(actor=bob, username="alice", kind="blocked")
+    page = browser_for(bob).get(PAGE).content.decode()
     assert f"Offer {first.pk} by alice" not in page
     assert f"Offer {second.pk} by carol" in page
+    assert '<span class="method">SEPA transfer</span>' in page  # from the cached page
+    # carol, and a visitor who is not logged in, still see both from the same cached page
+    assert html_ids(browser_for(carol)) == [first.pk, second.pk]
+    assert html_ids(Client()) == [first.pk, second.pk]
+
+
+def test_requirements_in_the_html_book_are_the_viewers(bob, alice):
+    fund(alice, "BTC", "1")
+    demanding = make_offer(alice, min_taker_trades=5)
+    # cached by alice's own read: her own offer, to edit
+    mine = browser_for(alice).get(PAGE).content.decode()
+    assert "Your offer · Edit" in mine
+    assert "Not open to you" not in mine
+    assert "5+ completed trades" in mine  # the requirement in words, for everyone
+    # bob, with no trades, reads the same cached page and is told why it is not open to him
+    theirs = browser_for(bob).get(PAGE).content.decode()
+    assert book_queries(browser_for(bob), PAGE) == 0
+    assert "Not open to you" in theirs
+    assert "Your offer · Edit" not in theirs
+    assert "5+ completed trades" in theirs
+    assert f'href="/offers/{demanding.pk}/"' in theirs
+
+
+def test_online_status_is_read_fresh_past_the_cache(bob, alice, two_offers):
+    browser = browser_for(bob)
+    Profile.objects.filter(user=alice).update(last_seen=None)
+    assert 'data-testid="online"' not in browser.get(PAGE).content.decode()
+    # alice comes online: no offer changed, the page is cached, and yet she shows online
+    Profile.objects.filter(user=alice).update(last_seen=timezone.now())
+    assert book_queries(browser, PAGE) == 0
+    assert 'data-testid="online"' in browser.get(PAGE).content.decode()
+
+
+def page_read_queries(browser: Client) -> list[str]:
+    with CaptureQueriesContext(connection) as ctx:
+        assert browser.get(PAGE).status_code == 200
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+def test_a_cached_html_page_costs_a_few_queries_whatever_its_length(bob, alice, carol):
+    # given a page of two offers, read once (cached)
+    fund(alice, "BTC", "5")
+    fund(carol, "BTC", "5")
+    make_offer(alice, price="80000")
+    make_offer(carol, price="81000", min_taker_trades=3)
+    browser = browser_for(bob)
+    browser.get(PAGE)
+    two = page_read_queries(browser)
+    # and the same book grown to twelve offers by more makers, read once
+    for i in range(5):
+        make_offer(alice, price=str(82000 + i), payment_methods=["sepa", "revolut"])
+        make_offer(carol, price=str(83000 + i), min_account_age_days=1)
+    browser.get(PAGE)
+    twelve = page_read_queries(browser)
+    # then a cached read costs the same few queries: none on offers, none per row
+    assert not [q for q in twelve if "marketplace_offer" in q]
+    assert len(twelve) == len(two), "\n".join(twelve)
+    # the session and user; the filter and quick-trade forms' choices (assets, fiats, methods,
+    # each twice); the viewer's profile, blocks, facts for the requirements (four), last seen
+    # of the page's makers, buying paused, unread notifications: 18 for any page length
+    assert len(twelve) <= 18, "\n".join(twelve)
