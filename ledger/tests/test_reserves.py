@@ -212,8 +212,9 @@ def test_an_unreachable_node_is_recorded_not_compared(evm, alice, moderator):
     assert "cannot read the node" in alerts()[0]
 
 
-def test_the_hot_wallet_page(evm, alice, moderator, client):
-    # given
+def test_the_hot_wallet_page(evm, alice, moderator, client, monkeypatch):
+    # given (the withdrawal stays requested: no worker is told of it)
+    monkeypatch.setattr("ledger.services.funds._queue_withdrawal", lambda withdrawal_id: None)
     credit_from_chain(alice, "ETH", "5", place="hot")
     services.withdrawal_request(
         user=alice, asset_code="ETH", amount="1.5", address=dev_account(3).address

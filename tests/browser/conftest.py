@@ -46,7 +46,11 @@ class Console:
     """What the pages reported: console messages of type error and uncaught exceptions."""
 
     errors: list[str] = field(default_factory=list)
-    allowed: list[re.Pattern[str]] = field(default_factory=list)
+    # htmx reports a request it aborted itself (a newer one replaced it, or the page moved on)
+    # as a console error: not a fault of the page.
+    allowed: list[re.Pattern[str]] = field(
+        default_factory=lambda: [re.compile(r"^htmx:(sendAbort|afterRequest), ")]
+    )
 
     def allow(self, pattern: str) -> None:
         """Expect console errors matching `pattern` (e.g. a form answered with 400)."""

@@ -41,6 +41,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
+def _fresh_connection_pool() -> None:
+    """Each fault test starts from a fresh connection pool in this process (the live server's
+    threads use it too). Threads of earlier tests that ended without closing their connection
+    never gave it back; with the pool at its size, and those connections dead after a database
+    restart, no new one could be made and every later test would wait for the pool's timeout."""
+    for conn in connections.all(initialized_only=True):
+        if conn.settings_dict.get("OPTIONS", {}).get("pool"):
+            with suppress(Exception):
+                conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
 def _fault_settings(settings) -> None:
     # Limits and rate limits are not what these tests are about: hundreds of trades and requests
     # must not be refused by a tier limit or a throttle (the live server runs in this process,
