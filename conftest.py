@@ -158,12 +158,17 @@ class CeleryWorker:
         def fresh_connections() -> None:
             # A broker connection that a Redis restart (the broker-outage tests) closed under
             # this process: the next attempt opens new ones.
+            from kombu import pools
+
             with contextlib.suppress(Exception):
                 app.pool.force_close_all()
+            # A closed pool refuses to lend: kombu's registry and Celery's handle start afresh.
+            pools.reset()
+            app._pool = None
 
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        lost = (OSError, RedisConnectionError)
+        lost = (OSError, RedisConnectionError, RuntimeError)
         try:
             app.control.purge()
         except lost:
