@@ -466,11 +466,19 @@ def test_compose_stack_as_an_operator_runs_it(stack):
         timeout=60,
         interval=0.3,
     )
-    settled = [
-        line
-        for line in stack.json_lines("worker")
-        if line.get("request_id") == request_id and "escrow.tasks.settle" in line.get("message", "")
-    ]
+    # (the task's own lines: its "succeeded" line may follow the commit by a moment)
+
+    def settle_lines() -> list[dict]:
+        return [
+            line
+            for line in stack.json_lines("worker")
+            if line.get("request_id") == request_id
+            and "escrow.tasks.settle" in line.get("message", "")
+        ]
+
+    with contextlib.suppress(AssertionError):  # the assert below shows the log
+        wait_for(settle_lines, timeout=30, interval=0.3)
+    settled = settle_lines()
     assert settled, stack.log("worker")[-3000:]
     assert settled[0]["trade_id"] == trade_id
 
