@@ -132,19 +132,9 @@ def _sweep_address(
             budget.eth_wei -= topup + topup_gas
             report.topups.append(tx.pk)
         else:
-            with durable_atomic():
-                tx = sign_and_store(
-                    w3,
-                    kind=TX.Kind.SWEEP,
-                    asset=asset,
-                    to=hot,
-                    amount=Decimal(held).scaleb(-asset.precision),
-                    gas_limit=gas_limit,
-                    max_fee=quote.max_fee_per_gas,
-                    priority=quote.max_priority_fee_per_gas,
-                    deposit_index=address.index,
-                )
-            report.sweeps.append(tx.pk)
+            _sweep(w3, report, asset=asset, to=hot, units=held, gas_limit=gas_limit, quote=quote,
+                   index=address.index)  # fmt: skip
+            return
         broadcast(w3, tx.pk)
         return  # one transaction per address at a time
     eth = asset_get(code="ETH")
@@ -153,17 +143,26 @@ def _sweep_address(
     value = eth_balance - quote.cost(ETH_TRANSFER_GAS)
     if value <= 0 or value < _minimum("ETH", eth.precision):
         return
+    _sweep(w3, report, asset=eth, to=hot, units=value, gas_limit=ETH_TRANSFER_GAS, quote=quote,
+           index=address.index)  # fmt: skip
+
+
+def _sweep(
+    w3: Any, report: SweepReport, *, asset: Any, to: str, units: int, gas_limit: int, quote: Any,
+    index: int,
+) -> None:  # fmt: skip
+    """Sign, store and broadcast one sweep of `units` (the asset's smallest units) to `to`."""
     with durable_atomic():
         tx = sign_and_store(
             w3,
             kind=TX.Kind.SWEEP,
-            asset=eth,
-            to=hot,
-            amount=Decimal(value).scaleb(-eth.precision),
-            gas_limit=ETH_TRANSFER_GAS,
+            asset=asset,
+            to=to,
+            amount=Decimal(units).scaleb(-asset.precision),
+            gas_limit=gas_limit,
             max_fee=quote.max_fee_per_gas,
             priority=quote.max_priority_fee_per_gas,
-            deposit_index=address.index,
+            deposit_index=index,
         )
     report.sweeps.append(tx.pk)
     broadcast(w3, tx.pk)
