@@ -166,6 +166,12 @@ class CeleryWorker:
             # A closed pool refuses to lend: kombu's registry and Celery's handle start afresh.
             pools.reset()
             app._pool = None
+            # Celery keeps its own handle on the producer pool that `reset` just closed (the
+            # control mailbox and `apply_async` borrow from it): drop it, or every later
+            # publish and ping fails with "Acquire on closed pool".
+            app.amqp._producer_pool = None
+            with contextlib.suppress(AttributeError):
+                del app.control.mailbox.producer_pool  # a cached copy of the same handle
 
         from redis.exceptions import ConnectionError as RedisConnectionError
 

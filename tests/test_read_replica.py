@@ -44,8 +44,11 @@ class Replica:
             return cursor.fetchone()[0]
 
     def caught_up(self) -> bool:
+        # The insert position, not pg_current_wal_lsn() (the write position): with
+        # synchronous_commit=off (the test server's) a commit's record may still wait in the WAL
+        # buffers, and the standby "caught up" with a position before it.
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
             (primary,) = cursor.fetchone()
         return bool(self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{primary}'::pg_lsn"))
 
