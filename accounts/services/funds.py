@@ -12,7 +12,15 @@ directly (docs/architecture.md §1).
 Wrong answers are counted per user (a cache counter, like the API throttles) with django-axes'
 numbers for logins: after AXES_FAILURE_LIMIT wrong codes or passwords, every try is refused for
 AXES_COOLOFF_TIME hours, whichever device or address they come from (whoever guesses already
-holds a session or a key of the account). A right answer clears the count."""
+holds a session or a key of the account). A right answer clears the count.
+
+A right password is remembered for FUNDS_PASSWORD_MEMO_SECONDS (5 minutes by default; 0 turns it
+off), like sudo's timestamp: the next confirmation with the same password skips Argon2 (about
+200 ms of CPU here) and costs one cache read. The password is still asked for and compared on
+every confirmation: the memo is keyed by an HMAC (SECRET_KEY) of the user, their stored password
+hash and the password given, so only the same right password hits it, and a changed password
+(a new hash) misses it. Wrong answers are never remembered: each one is hashed and counted.
+docs/security.md weighs it."""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext
 
 from accounts.models import ProfileEvent
@@ -50,6 +59,38 @@ def _failures_key(user: Any) -> str:
     return f"funds-confirm-failures:{user.pk}:{joined}"
 
 
+def _memo_seconds() -> int:
+    return max(0, int(getattr(settings, "FUNDS_PASSWORD_MEMO_SECONDS", 300)))
+
+
+def _password_memo_key(user: Any, password: str) -> str:
+    digest = salted_hmac(
+        "accounts.funds.password-memo",
+        f"{user.pk}\0{user.password}\0{password}",
+        algorithm="sha256",
+    ).hexdigest()
+    return f"funds-password-ok:{user.pk}:{digest}"
+
+
+def _password_remembered(user: Any, password: str) -> bool:
+    if not _memo_seconds() or not user.has_usable_password():
+        return False
+    try:
+        return bool(cache.get(_password_memo_key(user, password)))
+    except Exception:  # the cache is down: hash it
+        return False
+
+
+def _remember_password(user: Any, password: str) -> None:
+    seconds = _memo_seconds()
+    if not seconds:
+        return
+    try:
+        cache.set(_password_memo_key(user, password), 1, seconds)
+    except Exception:
+        logger.warning("fund password of user %s not remembered", user.pk)
+
+
 def funds_confirm_failures(*, user: Any) -> int:
     """Wrong codes or passwords counted against the user in the current window."""
     try:
@@ -69,7 +110,8 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
     wrong ones lock the check for a while. Returns the factor that was checked."""
     if user is None or not user.is_authenticated:
         raise PermissionDenied(gettext("Log in first."), code="not_authenticated")
-    if funds_confirm_failures(user=user) >= _max_failures():
+    failures = funds_confirm_failures(user=user)
+    if failures >= _max_failures():
         raise _locked()
     device = totp_device(user)
     if device is not None:
@@ -87,7 +129,8 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
                 fields={"otp": [gettext("Wrong code.")]},
                 code="otp_invalid",
             )
-        _clear(user)
+        if failures:
+            _clear(user)
         return "otp"
     if not password:
         raise PermissionDenied(
@@ -95,14 +138,17 @@ def funds_confirm(*, user: Any, otp: str | None = None, password: str | None = N
             fields={"password": [gettext("Required: confirm with your account password.")]},
             code="password_required",
         )
-    if not user.has_usable_password() or not user.check_password(password):
-        _failed(user, field="password")
-        raise PermissionDenied(
-            gettext("password: that is not your account password."),
-            fields={"password": [gettext("Wrong password.")]},
-            code="password_invalid",
-        )
-    _clear(user)
+    if not _password_remembered(user, password):
+        if not user.has_usable_password() or not user.check_password(password):
+            _failed(user, field="password")
+            raise PermissionDenied(
+                gettext("password: that is not your account password."),
+                fields={"password": [gettext("Wrong password.")]},
+                code="password_invalid",
+            )
+        _remember_password(user, password)  # after check_password, which may rehash it
+    if failures:
+        _clear(user)
     return "password"
 
 

@@ -197,3 +197,72 @@ def test_the_schema_documents_the_fund_password():
         props = components[name]["properties"]
         assert {"otp", "password"} <= set(props), name
         assert props["password"]["writeOnly"] is True
+
+
+# --- the memo of a right password (issue 17: Argon2 off the hot path) ----------------------------
+
+
+def _count_hashing(monkeypatch) -> list[str]:
+    """The passwords that reach the hasher (Argon2 in production, MD5 in the test settings)."""
+    from django.contrib.auth import base_user
+
+    calls: list[str] = []
+    original = base_user.check_password
+
+    def check_password(password, encoded, *args, **kwargs):
+        calls.append(password)
+        return original(password, encoded, *args, **kwargs)
+
+    monkeypatch.setattr(base_user, "check_password", check_password)
+    return calls
+
+
+@override_settings(FUNDS_PASSWORD_MEMO_SECONDS=300)
+def test_a_right_password_is_hashed_once_then_remembered(alice, monkeypatch):
+    hashed = _count_hashing(monkeypatch)
+    assert services.funds_confirm(user=alice, password=PASSWORD) == "password"
+    assert services.funds_confirm(user=alice, password=PASSWORD) == "password"
+    assert services.funds_confirm(user=alice, password=PASSWORD) == "password"
+    assert hashed == [PASSWORD]
+    # the password is still asked for and compared: a wrong or missing one is refused and counted
+    with pytest.raises(PermissionDenied) as wrong:
+        services.funds_confirm(user=alice, password="not-it")
+    assert wrong.value.code == "password_invalid"
+    assert hashed == [PASSWORD, "not-it"]
+    assert services.funds_confirm_failures(user=alice) == 1
+    with pytest.raises(PermissionDenied) as missing:
+        services.funds_confirm(user=alice)
+    assert missing.value.code == "password_required"
+    # a right one (remembered) still clears the count
+    services.funds_confirm(user=alice, password=PASSWORD)
+    assert services.funds_confirm_failures(user=alice) == 0
+    assert hashed == [PASSWORD, "not-it"]
+    # the cache holds no password
+    redis = cache._cache.get_client()  # Django's RedisCache: the redis-py client
+    keys = [key.decode() for key in redis.keys("*funds-password-ok*")]
+    assert keys
+    assert not any(PASSWORD in key for key in keys)
+
+
+@override_settings(FUNDS_PASSWORD_MEMO_SECONDS=300)
+def test_a_changed_password_is_not_remembered_and_another_user_never_is(alice, bob, monkeypatch):
+    services.funds_confirm(user=alice, password=PASSWORD)
+    alice.set_password("a-new-pass-456")
+    alice.save()
+    with pytest.raises(PermissionDenied) as old:
+        services.funds_confirm(user=alice, password=PASSWORD)
+    assert old.value.code == "password_invalid"
+    hashed = _count_hashing(monkeypatch)
+    services.funds_confirm(user=alice, password="a-new-pass-456")
+    assert hashed == ["a-new-pass-456"]
+    # bob's right password is hashed for bob, alice's memo doesn't count for him
+    services.funds_confirm(user=bob, password=PASSWORD)
+    assert hashed == ["a-new-pass-456", PASSWORD]
+
+
+@override_settings(FUNDS_PASSWORD_MEMO_SECONDS=0)
+def test_no_memo_hashes_every_time(alice, monkeypatch):
+    hashed = _count_hashing(monkeypatch)
+    services.funds_confirm(user=alice, password=PASSWORD)
+    services.funds_confirm(user=alice, password=PASSWORD)
+    assert hashed == [PASSWORD, PASSWORD]
