@@ -13,13 +13,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -118,18 +119,40 @@ def publish_book(*, asset: str, fiat: str) -> None:
     """The order book of a pair changed: public, not stored (a page that reconnects reloads its
     book once)."""
     try:
-        _group_send([BOOK_GROUP], {"type": "live.book", "asset": asset, "fiat": fiat})
+        _group_send([BOOK_GROUP], {"type": "live.book", "asset": asset, "fiat": fiat}, wait=False)
     except Exception:
         logger.warning("live book event %s/%s not published", asset, fiat, exc_info=True)
 
 
 def _wake(groups: list[str]) -> None:
-    _group_send(groups, {"type": "live.wake"})
+    # Not waited for: the events are in the streams already, the wake-up only says "read now".
+    _group_send(groups, {"type": "live.wake"}, wait=False)
 
 
-def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+# The channel layer is asyncio code. Each process sends through one event loop of its own, in a
+# daemon thread started on first use (and again in a forked child: gunicorn and Celery fork):
+# channels-redis keeps its Redis connections per loop, so they stay open from one send to the
+# next. (async_to_sync made a fresh loop, and fresh connections, for every send: ~10-20 ms of a
+# request's time here, most of a trade move's live cost; bench/profile_trade.py.)
+_sender_lock = threading.Lock()
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid() or _sender[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="live-sender", daemon=True).start()
+            _sender = (os.getpid(), loop)
+        return _sender[1]
+
+
+def _group_send(groups: list[str], message: dict[str, Any], *, wait: bool = True) -> None:
+    """Send `message` to each group. `wait`: until sent (at most 5 s; raises what failed), else
+    in the background (a failure is logged)."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not groups:
         return
 
     async def send_all() -> None:
@@ -144,15 +167,21 @@ def _group_send(groups: list[str], message: dict[str, Any]) -> None:
 
         await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # the usual case: a request or task thread with no loop of its own
-        async_to_sync(send_all)()
+    future = asyncio.run_coroutine_threadsafe(send_all(), _sender_loop())
+    if wait:
+        future.result(timeout=6)
         return
-    # Called from a thread that runs an event loop (an async caller, Playwright's sync API in a
-    # test): the send runs in a thread of its own rather than in that loop.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(async_to_sync(send_all)).result()
+
+    def logged(done: Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning(
+                "live %s to %s group(s) not sent",
+                message.get("type"),
+                len(groups),
+                exc_info=done.exception(),
+            )
+
+    future.add_done_callback(logged)
 
 
 def id_tuple(event_id: str) -> tuple[int, int]:

@@ -1,0 +1,223 @@
+"""Where a trade's CPU goes: the trading requests of bench/load.py (take, mark paid, release,
+the trade poll, the wallets), run in this process through the whole WSGI stack (Django's test
+client with bench.settings: the same middleware, authentication, throttles and views as gunicorn
+runs) under cProfile, and itemised in ms per request by layer and by function.
+
+    flock /tmp/bench.lock scripts/with-services.sh .venv/bin/python bench/profile_trade.py \
+        --trades 200
+
+One process, no gunicorn and no network: the figures are the request path's own CPU (Python here,
+plus the wall time it waits on PostgreSQL and Redis, itemised as such). Settlement runs in the
+Celery worker, not here: the release queues it (the publish is measured), nothing settles it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as C
+
+DB = "bench_profile_trade"
+
+# Where a function's own time is counted: the first match of its file's path.
+LAYERS = [
+    ("waiting on PostgreSQL (socket)", ("psycopg/", "psycopg_pool/", "psycopg_c")),
+    ("waiting on Redis (socket)", ("redis/", "kombu/", "celery/", "amqp/")),
+    ("password hashing", ("argon2", "hashers.py")),
+    ("Django ORM (building, compiling SQL)", ("django/db/",)),
+    ("DRF (request, negotiation, parsing, rendering, serializers)", ("rest_framework/",)),
+    ("Django templates / i18n", ("django/template", "django/utils/translation")),
+    ("Django (handlers, middleware, urls, signals, utils)", ("django/",)),
+    ("stdlib json / decimal / logging", ("json/", "decimal", "logging/")),
+    (
+        "the project's code",
+        tuple(
+            f"/{app}/"
+            for app in (
+                "accounts",
+                "common",
+                "config",
+                "disputes",
+                "escrow",
+                "ledger",
+                "lending",
+                "marketplace",
+                "notifications",
+                "operations",
+            )
+        ),
+    ),
+]
+
+
+def layer_of(filename: str) -> str:
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (C calls: socket I/O, hashing, ...)"
+    for name, needles in LAYERS:
+        if any(n in filename for n in needles):
+            return name
+    return "other Python"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=200)
+    parser.add_argument("--traders", type=int, default=16)
+    parser.add_argument("--top", type=int, default=12, help="functions listed per endpoint")
+    parser.add_argument(
+        "--top-project", type=int, default=30, help="the project's functions listed per endpoint"
+    )
+    parser.add_argument("--only", default="", help="comma-separated endpoints to itemise")
+    parser.add_argument("--queries", action="store_true", help="print one trade's SQL and stop")
+    args = parser.parse_args()
+
+    C.need_services()
+    C.create_db(DB)
+    C.django_setup(DB, API_RATE_LIMIT_KEY="1000000/s", API_RATE_LIMIT_IP="1000000/s")
+    C.migrate_quietly()
+    from django.test import Client
+
+    from bench.load import AMOUNT, BOOK, FUND_PASSWORD, seed
+
+    users = seed(args.traders, 2)["users"]
+    client = Client(HTTP_HOST="127.0.0.1")
+
+    def call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
+        if method == "POST":
+            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
+            response = client.post(path, body or {}, content_type="application/json", **headers)
+        else:
+            response = client.get(path, **headers)
+        assert response.status_code in (200, 201), (path, response.status_code, response.content)
+        return response.json()
+
+    endpoints = ["book", "take", "mark-paid", "release", "poll", "wallets"]
+    profiles = {name: cProfile.Profile() for name in endpoints}
+    wall: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+
+    def timed(name: str, *a: Any, **kw: Any) -> Any:
+        profile = profiles[name]
+        t0 = time.perf_counter()
+        profile.enable()
+        try:
+            return call(*a, **kw)
+        finally:
+            profile.disable()
+            wall[name] += time.perf_counter() - t0
+            counts[name] += 1
+
+    # warm up: each endpoint once (imports, URL resolver, first queries), not profiled
+    def one_trade(k: int, profile: bool) -> None:
+        # every pair in turn (a buyer may open only so many trades with one maker a minute)
+        n = len(users)
+        me, seller = users[k % n], users[(k % n + 1 + (k // n) % (n - 1)) % n]
+        run = timed if profile else (lambda _name, *a, **kw: call(*a, **kw))
+        book = run("book", "GET", BOOK, me["token"])
+        offer = next(o for o in book["results"] if o["maker"]["username"] == seller["username"])
+        trade = run(
+            "take", "POST", f"/api/v1/offers/{offer['id']}/take/", me["token"], {"amount": AMOUNT}
+        )
+        run("mark-paid", "POST", f"/api/v1/trades/{trade['id']}/mark-paid/", me["token"])
+        run(
+            "release",
+            "POST",
+            f"/api/v1/trades/{trade['id']}/release/",
+            seller["token"],
+            {"password": FUND_PASSWORD},
+        )
+        run("poll", "GET", f"/api/v1/trades/{trade['id']}/", me["token"])
+        run("wallets", "GET", "/api/v1/wallets/", me["token"])
+
+    for k in range(len(users)):
+        one_trade(k, profile=False)
+    if args.queries:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        plain = call
+
+        def call_logged(method: str, path: str, *a: Any, **kw: Any) -> Any:
+            with CaptureQueriesContext(connection) as ctx:
+                result = plain(method, path, *a, **kw)
+            print(f"\n=== {method} {path}: {len(ctx.captured_queries)} queries")
+            for q in ctx.captured_queries:
+                print("   ", q["sql"][:220])
+            return result
+
+        call = call_logged
+        one_trade(len(users), profile=False)
+        return
+    for k in range(args.trades):
+        one_trade(k, profile=True)
+
+    print(
+        f"\n{args.trades} trades, {len(users)} traders, in-process (Django test client, "
+        f"bench.settings), cProfile on; ms per request (wall, profiler overhead included)\n"
+    )
+    total = 0.0
+    summary: list[tuple[str, float, dict[str, float]]] = []
+    for name in endpoints:
+        stats = pstats.Stats(profiles[name])
+        by_layer: dict[str, float] = defaultdict(float)
+        for (filename, _line, _fn), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():
+            by_layer[layer_of(filename)] += tt
+        n = counts[name]
+        per = wall[name] / n * 1000
+        total += per
+        summary.append((name, per, {k: v / n * 1000 for k, v in by_layer.items()}))
+    print("| endpoint | ms a request | " + " | ".join(n for n, _ in LAYERS[:0]) + "itemised |")
+    print("|---|---|---|")
+    for name, per, layers in summary:
+        parts = ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(layers.items(), key=lambda kv: -kv[1]) if v >= 0.05
+        )
+        print(f"| {name} | {per:.2f} | {parts} |")
+    print(f"| **a trade (the six)** | **{total:.2f}** | |")
+    shown = [e for e in endpoints if not args.only or e in args.only.split(",")]
+    for name in shown:
+        print(f"\n--- {name}: top functions by own time (ms a request) ---")
+        stats = pstats.Stats(profiles[name])
+        n = counts[name]
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[: args.top]
+        for (filename, line, fn), (_cc, nc, tt, ct, _callers) in rows:
+            short = filename.split("site-packages/")[-1].replace(str(C.ROOT) + "/", "")
+            print(
+                f"{tt / n * 1000:7.3f} own {ct / n * 1000:7.3f} cum  {nc / n:6.1f} calls  "
+                f"{short}:{line} {fn}"
+            )
+        print("  by cumulative time (the project's functions):")
+        rows = sorted(
+            (
+                kv
+                for kv in stats.stats.items()
+                if str(C.ROOT) in kv[0][0] and "/.venv/" not in kv[0][0]
+            ),
+            key=lambda kv: -kv[1][3],
+        )[: args.top_project]
+        for (filename, line, fn), (_cc, nc, _tt, ct, _callers) in rows:
+            short = filename.replace(str(C.ROOT) + "/", "")
+            print(f"{ct / n * 1000:7.3f} cum  {nc / n:6.1f} calls  {short}:{line} {fn}")
+    if os.environ.get("PROFILE_CALLERS"):
+        for name in shown:
+            stats = pstats.Stats(profiles[name])
+            stats.print_callers(os.environ["PROFILE_CALLERS"])
+    C.close_django()
+    C.drop_db(DB)
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+
+if __name__ == "__main__":
+    main()
