@@ -55,18 +55,25 @@ class Outgoing:
     text: Any
 
 
-def outgoing_send(items: Iterable[Outgoing]) -> list[OutboundMessage]:
+def outgoing_send(
+    items: Iterable[Outgoing],
+    *,
+    users: dict[int, Any] | None = None,
+    languages: dict[int, str] | None = None,
+) -> list[OutboundMessage]:
     """Queue the email and Telegram messages these items call for, as each person chose (three
-    queries whatever the number); nothing is sent here."""
+    queries whatever the number, one when the caller passes the `users` it has and their
+    `languages` from recipient_languages); nothing is sent here."""
     items = list(items)
     if not items:
         return []
     user_ids = {item.user_id for item in items}
-    users = get_user_model().objects.in_bulk(user_ids)
+    if users is None or not user_ids <= users.keys():
+        users = get_user_model().objects.in_bulk(user_ids)
     chosen = preferences.channels_for(user_ids=user_ids)
     chats = telegram.telegram_chats(user_ids=user_ids) if telegram.telegram_enabled() else {}
     # Each text is written out in its recipient's language (lazy texts; plain ones stay as is).
-    langs = recipient_languages(user_ids)
+    langs = recipient_languages(user_ids) if languages is None else languages
     rows: list[OutboundMessage] = []
     for item in items:
         user = users.get(item.user_id)

@@ -18,7 +18,7 @@ from common.errors import NotFound
 from common.money import fmt
 from common.templatetags.money import amount_shown
 from escrow.models import EscrowEvent, Settlement, Trade
-from escrow.services import FEEDBACK_STATES
+from escrow.services import FEEDBACK_STATES, announced_trades
 from marketplace.models import Offer
 from notifications import webhooks
 from notifications.email import in_language, recipient_languages
@@ -207,9 +207,7 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
     wanted = [e for e in events if e.new_state in KIND_FOR_STATE]
     if not wanted:
         return
-    trades = Trade.objects.select_related(
-        "asset", "fiat", "buyer", "seller", "maker", "taker"
-    ).in_bulk({e.trade_id for e in wanted})
+    trades = announced_trades(events)
     party_ids = {uid for t in trades.values() for uid in (t.buyer_id, t.seller_id)}
     endpoints: dict[int, list[WebhookEndpoint]] = {}
     for endpoint in WebhookEndpoint.objects.filter(user_id__in=party_ids, is_active=True).order_by(
@@ -264,7 +262,8 @@ def notify_trade_events(*, events: list[EscrowEvent]) -> None:
     with transaction.atomic():
         Notification.objects.bulk_create(notes)
         webhooks.webhook_deliveries_queue(deliveries)
-        outgoing_send(outside)
+        people = {u.pk: u for t in trades.values() for u in (t.buyer, t.seller)}
+        outgoing_send(outside, users=people, languages=langs)
 
 
 def _trade_subject(n: int, kind: str) -> Any:

@@ -102,10 +102,28 @@ def announce(trade: Trade, event: EscrowEvent) -> None:
 
 
 def announce_many(events: list[EscrowEvent]) -> None:
+    shared: dict[str, Any] = {}  # what announced_trades fetches, once for every listener
+    for event in events:
+        event._announced = shared  # type: ignore[attr-defined]
     for listener in transition_listeners:
         # mypy cannot type a lambda's default argument; a partial has no __qualname__ for the
         # robust hook's error log.
         transaction.on_commit(lambda listener=listener: listener(events), robust=True)  # type: ignore[misc]
+
+
+def announced_trades(events: list[EscrowEvent]) -> dict[int, Trade]:
+    """The trades of announced moves, as they are after the commit, with what listeners show
+    (asset, fiat and the parties): one query for all the listeners of one announcement (the
+    first that asks fetches them), one for each call otherwise (events loaded by a task)."""
+    shared = getattr(events[0], "_announced", None) if events else None
+    if shared is not None and "trades" in shared:
+        return cast(dict[int, Trade], shared["trades"])
+    trades = Trade.objects.select_related(
+        "asset", "fiat", "buyer", "seller", "maker", "taker"
+    ).in_bulk({e.trade_id for e in events})
+    if shared is not None:
+        shared["trades"] = trades
+    return trades
 
 
 # Hooks other apps (notifications) register; called on commit with the settlements that have

@@ -21,7 +21,7 @@ from django.db.models import Count
 from accounts.services import revocation
 from disputes.models import Dispute
 from escrow.models import EscrowEvent, Trade, TradeMessage
-from escrow.services import transition_listeners
+from escrow.services import announced_trades, transition_listeners
 from escrow.services.room import message_listeners
 from lending.models import Loan, LoanEvent
 from lending.selectors import loan_parties
@@ -54,9 +54,7 @@ def on_trade_transitions(events_: list[EscrowEvent]) -> None:
     from notifications.services import EVENT_FOR_STATE, webhook_payload
 
     try:
-        trades = Trade.objects.select_related("asset", "fiat", "buyer", "seller").in_bulk(
-            {e.trade_id for e in events_}
-        )
+        trades = announced_trades(events_)
         watchers = _watchers(trades.values())
         pairs: set[tuple[str, str]] = set()
         for event in sorted(events_, key=lambda e: e.pk):
