@@ -228,5 +228,32 @@ class ReplicaRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
-        # The replica is a read-only copy: migrations run on the primary and stream to it.
-        return False if db == REPLICA else None
+        # The replica is a read-only copy: migrations run on the primary and stream to it. The
+        # `direct` alias (session locks) is the primary itself, reached around PgBouncer.
+        return False if db in (REPLICA, "direct") else None
+
+
+# --- session locks --------------------------------------------------------------------------------
+
+SESSION_LOCK_ALIAS = "direct"
+
+
+@contextmanager
+def session_lock(key: int) -> Iterator[bool]:
+    """A PostgreSQL session advisory lock (`pg_try_advisory_lock`) held for the block: yields
+    whether it was free. A session lock belongs to one server session, so behind PgBouncer in
+    transaction mode (DATABASE_BEHIND_PGBOUNCER) it must not go through `default`, whose server
+    connection changes hands between transactions: with DATABASE_DIRECT_URL set it is taken on
+    the `direct` alias (straight to PostgreSQL, no pool, closed at the end of the request or
+    task), else on `default`. A process that dies loses the lock with its connection."""
+    alias = SESSION_LOCK_ALIAS if SESSION_LOCK_ALIAS in settings.DATABASES else DEFAULT_DB_ALIAS
+    conn = connections[alias]
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

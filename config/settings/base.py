@@ -117,6 +117,14 @@ DATABASES = {
 }
 if DATABASE_BEHIND_PGBOUNCER and not _direct:
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+if DATABASE_DIRECT_URL:
+    # Session advisory locks (the chain's sequencer and deposit watcher: common.db.session_lock)
+    # on a session of their own straight to PostgreSQL: not pooled, closed after each request
+    # or task, so a lock never stays with a connection someone else gets.
+    DATABASES["direct"] = _database(DATABASE_DIRECT_URL, direct="DATABASE_DIRECT_URL")
+    DATABASES["direct"]["OPTIONS"].pop("pool", None)
+    DATABASES["direct"]["CONN_MAX_AGE"] = 0
+    DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
 
 # Reads that may lag by a second (the order book, public profiles, trade history lists, proofs of
 # sealed entries) go to a streaming replica: the views that make them say so (common.db.

@@ -30,12 +30,12 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from django.utils.text import format_lazy
 from django.utils.translation import gettext, gettext_lazy
 from web3 import Web3
 
+from common.db import session_lock
 from common.money import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX_DIGITS, fmt
 from common.transactions import durable_atomic
 from ledger.alerts import moderators_alert, user_funds_news
@@ -94,15 +94,8 @@ def _hex(value: Any) -> str:
 
 @contextmanager
 def _watcher_lock() -> Iterator[bool]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [WATCHER_LOCK])
-        held = bool(cursor.fetchone()[0])
-    try:
+    with session_lock(WATCHER_LOCK) as held:  # behind PgBouncer: a direct session
         yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [WATCHER_LOCK])
 
 
 def deposits_watch(*, max_blocks: int | None = None) -> WatchResult:

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.utils import timezone
 from django.utils.text import format_lazy
 from django.utils.translation import ngettext_lazy
@@ -41,6 +40,7 @@ from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
+from common.db import session_lock
 from common.money import fmt
 from common.transactions import durable_atomic
 from ledger import alerts
@@ -77,18 +77,11 @@ class SequencerReport:
 
 @contextmanager
 def sequencer_lock(chain: str = CHAIN) -> Iterator[bool]:
-    """The chain's advisory lock, held by this database session (so a killed process loses it
-    with its connection); yields whether it was free. Nonces are only given out under it."""
-    key = zlib.crc32(f"evm-sequencer:{chain}".encode())
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cursor.fetchone()[0])
-    try:
+    """The chain's advisory lock, held by a database session (so a killed process loses it with
+    its connection; behind PgBouncer, a direct one: common.db.session_lock); yields whether it
+    was free. Nonces are only given out under it."""
+    with session_lock(zlib.crc32(f"evm-sequencer:{chain}".encode())) as got:
         yield got
-    finally:
-        if got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def sequencer_run() -> SequencerReport:
