@@ -4,11 +4,17 @@ ApplicationError is turned into form errors by common.forms.add_application_erro
 
 from __future__ import annotations
 
-from typing import Any, cast
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 from django import forms
+from django.conf import settings
+from django.forms.renderers import DjangoTemplates
 from django.utils.functional import lazy
-from django.utils.translation import gettext, gettext_lazy, ngettext
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import get_language, gettext, gettext_lazy, ngettext
 
 from common.forms import AmountField, AmountInput
 from common.templatetags.money import amount
@@ -46,10 +52,84 @@ def _method_choices(blank: Any = None) -> list[tuple[str, Any]]:
     return [("", blank), *choices] if blank is not None else choices
 
 
+@dataclass(frozen=True)
+class BookReference:
+    """What the order book's two forms offer to pick from: the active assets, fiat currencies
+    and payment methods (by name)."""
+
+    assets: list[tuple[str, Any]]
+    fiats: list[tuple[str, Any]]
+    methods: list[PaymentMethod]
+
+
+_book_reference: tuple[float, BookReference] | None = None
+
+
+def book_reference() -> BookReference:
+    """BookReference, read at most once per ORDER_BOOK_CACHE_SECONDS in each process (the book's
+    own freshness bound: a currency or method switched on or off in the admin shows up in the
+    book's forms within it); with 0, read on every request. Three queries the book page would
+    otherwise run twice on every request (issue 17)."""
+    global _book_reference
+    ttl = float(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
+    now = time.monotonic()
+    if _book_reference is not None and now < _book_reference[0]:
+        return _book_reference[1]
+    reference = BookReference(
+        assets=_asset_choices(),
+        fiats=[
+            (f.code, f"{f.code} · {f.name}")
+            for f in FiatCurrency.objects.filter(is_active=True).order_by("code")
+        ],
+        methods=list(PaymentMethod.objects.filter(is_active=True).order_by("name")),
+    )
+    if ttl > 0:
+        _book_reference = (now + ttl, reference)
+    return reference
+
+
+class BookFormRenderer(DjangoTemplates):
+    """The book's forms' renderer: a <select> is rendered once per language, choices, value and
+    attributes, then its HTML reused (per process, a bounded memo). Each option of a select is
+    otherwise a template of its own, on every request, for every viewer: most of what the book's
+    two forms cost (issue 17). The key is the widget's whole content, so it is never stale."""
+
+    MEMO_SIZE = 256
+    _memo: ClassVar[OrderedDict[Any, SafeString]] = OrderedDict()
+
+    def render(self, template_name: str, context: dict[str, Any], request: Any = None) -> str:
+        widget = context.get("widget")
+        if not template_name.endswith("/select.html") or not widget:
+            return super().render(template_name, context, request)
+        key = (
+            template_name,
+            get_language(),
+            widget["name"],
+            tuple(widget["value"]),
+            tuple(sorted((k, str(v)) for k, v in widget["attrs"].items())),
+            tuple(
+                (str(group), tuple((o["value"], str(o["label"]), o["selected"]) for o in options))
+                for group, options, _ in widget["optgroups"]
+            ),
+        )
+        html = self._memo.get(key)
+        if html is None:
+            html = mark_safe(super().render(template_name, context, request))  # noqa: S308
+            self._memo[key] = html
+            if len(self._memo) > self.MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return html
+
+
+_book_renderer = BookFormRenderer()
+
+
 def _book_method_choices(*, viewer: Any, fiat_code: str) -> list[Any]:
     """The book's method filter: the viewer's country's methods (or the fiat's) first, then
     those used anywhere, then all the others, in groups, so every method stays one pick away."""
-    groups = selectors.payment_methods_for_viewer(user=viewer, fiat_code=fiat_code)
+    groups = selectors.payment_methods_for_viewer(
+        user=viewer, fiat_code=fiat_code, methods=book_reference().methods
+    )
     choices: list[Any] = [("", gettext("All payment methods"))]
     for label, methods in (
         (
@@ -84,13 +164,16 @@ class OrderBookFilterForm(forms.Form):
         widget=AmountInput({"placeholder": gettext_lazy("Enter amount")}),
     )
     payment_method = forms.ChoiceField(required=False, label=gettext_lazy("Payment method"))
+    default_renderer = _book_renderer
 
     def __init__(self, *args: Any, viewer: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
-        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices(
-            blank=gettext("All currencies")
-        )
+        reference = book_reference()
+        cast(forms.ChoiceField, self.fields["asset"]).choices = reference.assets
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = [
+            ("", gettext("All currencies")),
+            *reference.fiats,
+        ]
         cast(forms.ChoiceField, self.fields["payment_method"]).choices = _book_method_choices(
             viewer=viewer, fiat_code=str(self.data.get("fiat") or "")
         )
@@ -108,14 +191,17 @@ class QuickTradeForm(forms.Form):
         widget=AmountInput({"placeholder": "0.00"}),
     )
     payment_method = forms.ChoiceField(required=False, label=gettext_lazy("Payment method"))
+    default_renderer = _book_renderer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["asset"]).choices = _asset_choices()
-        cast(forms.ChoiceField, self.fields["fiat"]).choices = _fiat_choices()
-        cast(forms.ChoiceField, self.fields["payment_method"]).choices = _method_choices(
-            blank=gettext("Any payment method")
-        )
+        reference = book_reference()
+        cast(forms.ChoiceField, self.fields["asset"]).choices = reference.assets
+        cast(forms.ChoiceField, self.fields["fiat"]).choices = reference.fiats
+        cast(forms.ChoiceField, self.fields["payment_method"]).choices = [
+            ("", gettext("Any payment method")),
+            *((m.code, m.name) for m in reference.methods),
+        ]
 
 
 class TakeOfferForm(forms.Form):

@@ -556,11 +556,15 @@ def viewer_country(*, user: Any) -> str:
     return str(getattr(profile, "country", "") or "").upper()
 
 
-def payment_methods_for_viewer(*, user: Any, fiat_code: str | None = None) -> MethodGroups:
+def payment_methods_for_viewer(
+    *, user: Any, fiat_code: str | None = None, methods: list[PaymentMethod] | None = None
+) -> MethodGroups:
     """The methods a viewer most likely pays with first: those of their profile's country, or,
     without one, those used with the book's fiat (Pix for BRL, SEPA for EUR); then the
-    worldwide ones; then the rest, so every method can still be picked."""
-    methods = list(PaymentMethod.objects.filter(is_active=True).order_by("name"))
+    worldwide ones; then the rest, so every method can still be picked. `methods`: the active
+    ones by name, when the caller has them already."""
+    if methods is None:
+        methods = list(PaymentMethod.objects.filter(is_active=True).order_by("name"))
     country, fiat = viewer_country(user=user), (fiat_code or "").upper()
     if country:
         where, local = (

@@ -15,9 +15,11 @@ from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import get_language, gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -122,6 +124,65 @@ class BookPage:
         return len(self.object_list)
 
 
+class BookOffer(selectors.TakerTerms):
+    """An offer of a cached book page, as the viewer's part and the page's callers read it: the
+    terms its requirements are checked against (no model object to unpickle per row), and its
+    maker as a stand-in user holding only id and username."""
+
+    @property
+    def maker(self) -> Any:
+        return User(pk=self.maker_id, username=self.maker_username)
+
+
+# Where a cached row's HTML takes the viewer's cells (_book_row.html); NUL never comes out of a
+# rendered template otherwise.
+SEEN_CELL, ACTION_CELL = mark_safe("\x00seen\x00"), mark_safe("\x00action\x00")
+
+
+def _render_bare(template_name: str, context: dict[str, Any]) -> str:
+    """A fragment of the book page: no request, so no context processors (each costs a query)."""
+    return get_template(template_name).render(context).strip()
+
+
+def _public_rows(
+    *, items: Sequence[Offer], stats: dict[int, Any], side: str
+) -> list[dict[str, Any]]:
+    """Each offer's row of the page rendered once for every viewer, cut where the viewer's cells
+    go (the maker's online status, the action cell), with the action cell's two answers that
+    are the same for everyone: the button to take it, and "your offer" for its maker."""
+    rows = []
+    for offer in items:
+        public_stats = replace(stats[offer.maker_id], last_seen=None)  # read fresh per request
+        requirements = selectors.offer_requirements(offer)
+        html = _render_bare(
+            "marketplace/_book_row.html",
+            {
+                "offer": offer,
+                "stats": public_stats,
+                "row": {"requirements": requirements},
+                "seen_cell": SEEN_CELL,
+                "action_cell": ACTION_CELL,
+            },
+        )
+        head, rest = html.split(SEEN_CELL)
+        middle, tail = rest.split(ACTION_CELL)
+        action = {"offer": offer, "row": {"unmet": []}, "side": side}
+        rows.append(
+            {
+                "offer": BookOffer(**vars(selectors.offer_taker_terms(offer))),
+                "stats": public_stats,
+                "requirements": requirements,
+                "html": (head, middle, tail),
+                "action_take": _render_bare("marketplace/_book_row_action.html", action),
+                "action_own": _render_bare(
+                    "marketplace/_book_row_action.html",
+                    {**action, "user": {"is_authenticated": True, "pk": offer.maker_id}},
+                ),
+            }
+        )
+    return rows
+
+
 def _public_book_page(
     *,
     side: str,
@@ -133,10 +194,11 @@ def _public_book_page(
     page_number: str | None,
     range_key: str | None,
 ) -> dict[str, Any]:
-    """A page of the HTML book as every viewer sees it (marketplace.book_cache): its offers with
-    their makers' names and stats (without when they were last seen), requirements in words and
-    payment methods; the page numbers; the pair's price chart and stale pairs. Plain data: the
-    viewer's part is applied after the cache (_book_for_viewer)."""
+    """A page of the HTML book as every viewer sees it (marketplace.book_cache): its rows'
+    HTML (_public_rows) with their makers' names and stats (without when they were last seen),
+    requirements in words and payment methods; the page numbers; the pair's price chart and
+    stale pairs. Plain data and strings: the viewer's part is applied after the cache
+    (_book_for_viewer)."""
     offers = selectors.offer_book(
         side=side,
         asset=asset,
@@ -154,14 +216,9 @@ def _public_book_page(
         maker_field.set_cached_value(offer, User(pk=offer.maker_id, username=offer.maker_username))
     names = {o.maker_id: o.maker_username for o in items}
     stats = trader_stats_recent(user_ids=sorted(names), usernames=names)
-    rows = [
-        {
-            "offer": o,
-            "stats": replace(stats[o.maker_id], last_seen=None),  # read fresh per request
-            "requirements": selectors.offer_requirements(o),
-        }
-        for o in items
-    ]
+    # The visitor's side: they buy by taking sell offers.
+    visitor_side = "buy" if side == Offer.Side.SELL else "sell"
+    rows = _public_rows(items=items, stats=stats, side=visitor_side)
     # The pair's price chart, and why floating offers are missing when its price is stale.
     stale = [
         pair
@@ -175,7 +232,14 @@ def _public_book_page(
     )
     return {
         "rows": rows,
-        "page": BookPage(number=page.number, num_pages=page.paginator.num_pages, object_list=items),
+        "side": visitor_side,
+        "seen_online": _render_bare("marketplace/_book_row_seen.html", {"row": {"online": True}}),
+        "seen_never": _render_bare("marketplace/_book_row_seen.html", {"row": {}}),
+        "page": BookPage(
+            number=page.number,
+            num_pages=page.paginator.num_pages,
+            object_list=[row["offer"] for row in rows],
+        ),
         "stale_pairs": stale,
         "price_chart": chart,
     }
@@ -183,8 +247,9 @@ def _public_book_page(
 
 def _book_for_viewer(public: dict[str, Any], viewer: Any) -> tuple[list[dict[str, Any]], BookPage]:
     """What depends on the viewer, after the cache: makers blocked either way left out, why
-    each offer is not open to them (their own offers always are; the template marks them), and
-    when each maker was last seen, read now."""
+    each offer is not open to them (their own offers always are), and when each maker was last
+    seen, read now; each row's HTML is its cached public part with these two cells put in
+    (rendered here only when they are not one of the answers cached with it)."""
     rows: list[dict[str, Any]] = public["rows"]
     if getattr(viewer, "is_authenticated", False) and rows:
         hidden = selectors.blocked_maker_ids(
@@ -194,17 +259,39 @@ def _book_for_viewer(public: dict[str, Any], viewer: Any) -> tuple[list[dict[str
     offers = [r["offer"] for r in rows]
     unmet = selectors.offers_unmet_for_viewer(offers=offers, viewer=viewer, short=True)
     seen = selectors.last_seen_of(user_ids=sorted({o.maker_id for o in offers}))
+    viewer_id = viewer.pk if getattr(viewer, "is_authenticated", False) else None
     now = timezone.now()
     out = []
     for row in rows:
-        stats = replace(row["stats"], last_seen=seen.get(row["offer"].maker_id))
+        offer = row["offer"]
+        stats = replace(row["stats"], last_seen=seen.get(offer.maker_id))
+        online, reasons = stats.is_online(now=now), unmet.get(offer.pk, [])
+        if online:
+            seen_cell = public["seen_online"]
+        elif stats.last_seen:
+            seen_cell = _render_bare(
+                "marketplace/_book_row_seen.html", {"row": {"last_seen": stats.last_seen}}
+            )
+        else:
+            seen_cell = public["seen_never"]
+        if offer.maker_id == viewer_id:
+            action_cell = row["action_own"]
+        elif reasons:
+            action_cell = _render_bare(
+                "marketplace/_book_row_action.html",
+                {"offer": offer, "row": {"unmet": reasons}, "side": public["side"]},
+            )
+        else:
+            action_cell = row["action_take"]
+        head, middle, tail = row["html"]
         out.append(
             {
                 **row,
                 "stats": stats,
                 "last_seen": stats.last_seen,
-                "online": stats.is_online(now=now),
-                "unmet": unmet.get(row["offer"].pk, []),
+                "online": online,
+                "unmet": reasons,
+                "html": mark_safe(head + seen_cell + middle + action_cell + tail),  # noqa: S308
             }
         )
     return out, replace(public["page"], object_list=offers)
