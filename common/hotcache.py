@@ -3,8 +3,8 @@
 Two things Django's cache API does not give:
 
 - one round trip for several operations (the throttles' Lua script): the raw redis-py client
-  behind django.core.cache.backends.redis.RedisCache, or None for any other backend (tests that
-  swap in a local-memory cache), where callers use the portable path;
+  behind Django's RedisCache (common.cache's subclass), or None for any other backend (tests
+  that swap in a local-memory cache), where callers use the portable path;
 - a short breaker: the first failed call marks Redis down for this process for
   BREAK_SECONDS, and every hot-path call skips it meanwhile (each would otherwise wait for its
   own socket timeout: a frozen Redis then costs a request one timeout, not one per look-up).
@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def reset() -> None:
 def raw_client() -> Any | None:
     """redis-py's client behind the default cache, or None when it is not Redis."""
     backend = caches["default"]
-    if type(backend).__name__ != "RedisCache":
+    if not isinstance(backend, RedisCache):
         return None
     return backend._cache.get_client(write=True)  # type: ignore[attr-defined]
 
