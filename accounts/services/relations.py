@@ -49,9 +49,8 @@ def trader_relation_remove(*, actor: Any, relation_id: int) -> None:
     mine = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk)
     others = list(mine.values_list("other_id", flat=True))
     deleted, _ = mine.delete()
-    if deleted:
-        blocked_changed(user_ids=[actor.pk, *others])
     if not deleted:
         raise NotFound(
             gettext("Relation #{relation_id} not found.").format(relation_id=relation_id)
         )
+    blocked_changed(user_ids=[actor.pk, *others])
