@@ -113,3 +113,28 @@ def incr(key: str) -> None:
             cache.set(key, time.time_ns(), None)
     except Exception as exc:
         mark_down(exc)
+
+
+# --- for scripts that read Django's entries in Redis (common.api: credentials and limits) ---
+
+
+def full_key(key: str) -> str:
+    """The key Django's cache stores `key` under (its prefix and version)."""
+    return cache.make_key(key)
+
+
+def loads(raw: bytes) -> Any:
+    """A value as Django's Redis cache stored it (raw bytes read by a script)."""
+    return caches["default"]._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+
+
+def set_plain(key: str, value: str, timeout: float) -> None:
+    """A plain string (not pickled: a script reads it) under Django's key for `key`; nothing
+    when the cache is not Redis or is down."""
+    client = raw_client()
+    if client is None or not available():
+        return
+    try:
+        client.set(full_key(key), value, ex=max(1, int(timeout)))
+    except Exception as exc:
+        mark_down(exc)

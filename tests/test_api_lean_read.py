@@ -194,3 +194,62 @@ def test_a_makers_auto_reply_is_theirs_only_whoever_built_the_cached_page(bob, a
     # and alice still does, from the page bob's read left in the cache
     again = api_for(alice).get(BOOK).json()["results"]
     assert again[0]["auto_reply"] == "Hi, alice here: SEPA only."
+
+
+# --- a token's look-up and both limits in one round trip ----------------------------------------
+
+
+def _redis_commands(monkeypatch) -> list[str]:
+    """The Redis commands this process sends from now on (the real server answers them)."""
+    import redis
+
+    sent: list[str] = []
+    real = redis.Redis.execute_command
+
+    def spy(self, *args, **options):
+        sent.append(str(args[0]).upper())
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", spy)
+    return sent
+
+
+def test_a_cached_token_and_both_limits_cost_one_round_trip(bob, monkeypatch, settings):
+    settings.API_RATE_LIMITS = {**settings.API_RATE_LIMITS, "key": "600/min", "ip": "1200/min"}
+    api = api_for(bob)
+    # the first call looks the token up (and caches it, with whom its limit counts)
+    assert api.get("/api/v1/wallets/").status_code == 200
+    sent = _redis_commands(monkeypatch)
+    # when it calls again
+    response = api.get("/api/v1/wallets/")
+    # then one script answered both: who it is and the limits (no separate GET)
+    assert response.status_code == 200
+    assert sent == ["EVALSHA"]
+    assert response["X-RateLimit-Remaining"] == str(600 - 2)  # the key's limit: 2 counted
+
+
+def test_the_one_trip_keeps_the_limits_and_counts_per_user(bob, settings):
+    settings.API_RATE_LIMITS = {**settings.API_RATE_LIMITS, "key": "3/min", "ip": "100/min"}
+    api = api_for(bob)
+    answers = [api.get("/api/v1/wallets/") for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r["X-RateLimit-Remaining"] for r in answers[:3]] == ["2", "1", "0"]
+    assert int(answers[3]["Retry-After"]) > 0
+    # the same user's limit, whatever path counted it: the key of the usual path holds all 3
+    client = cache._cache.get_client()
+    assert client.zcard(f"throttle_key_user{bob.pk}") == 3
+
+
+def test_a_revoked_token_is_refused_on_the_next_call_through_the_one_trip(bob):
+    from accounts.services import token_rotate
+
+    old = Token.objects.get_or_create(user=bob)[0].key
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {old}")
+    assert api.get("/api/v1/wallets/").status_code == 200
+    assert api.get("/api/v1/wallets/").status_code == 200  # through the one trip
+    # when the token is rotated (the old one revoked)
+    token_rotate(user=bob)
+    # then the old one is refused at once, the new one works
+    assert api.get("/api/v1/wallets/").status_code == 401
+    assert api_for(bob).get("/api/v1/wallets/").status_code == 200
