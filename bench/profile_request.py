@@ -69,6 +69,7 @@ STAGES: list[Rule] = [
     ("DRF: rendering (JSONRenderer)", _func("rest_framework/response.py", "rendered_content")),
     ("DRF: finalize_response (+ headers)", _func("", "finalize_response")),
     ("DRF: content negotiation", _func("", "perform_content_negotiation")),
+    ("DRF: authentication + throttles, one Redis trip (ApiView.initial)", _func("common/api.py", "_authenticate_and_throttle")),
     ("DRF: authentication", _func("", "perform_authentication")),
     ("DRF: throttles", _func("", "check_throttles")),
     ("DRF: permissions", _func("", "check_permissions")),
