@@ -20,7 +20,7 @@ from rest_framework.authentication import TokenAuthentication
 from accounts.models import ApiKey
 from accounts.services import KEY_PREFIX, auth_cache_key, hash_key
 from common import hotcache
-from common.permissions import ALL_SCOPES, scopes_of
+from common.permissions import ALL_SCOPES, scopes_of, throttle_ident
 
 __all__ = ["ALL_SCOPES", "TokenOrApiKeyAuthentication", "scopes_of"]
 
@@ -39,8 +39,25 @@ class TokenOrApiKeyAuthentication(TokenAuthentication):
         found = hotcache.get(cache_key)
         if found is None:
             found = self._look_up(key)
-            hotcache.set(cache_key, found, getattr(settings, "AUTH_CACHE_SECONDS", 30))
+            seconds = getattr(settings, "AUTH_CACHE_SECONDS", 30)
+            hotcache.set(cache_key, found, seconds)
+            # Beside it, whom the per-key limit counts, as a plain string: the script that
+            # reads the look-up and checks the limits in one round trip needs it (common.api).
+            hotcache.set_plain(_ident_key(key), throttle_ident(*found), seconds)
         user, credential = found
+        if isinstance(credential, ApiKey):
+            self._touch(credential)
+        return user, credential
+
+    # The hooks of common.api's one-round-trip path (ApiView.initial).
+    def cached_lookup_keys(self, key: str) -> list[str]:
+        """Redis keys of a token's cached look-up and of its limit's ident."""
+        return [hotcache.full_key(auth_cache_key(key)), hotcache.full_key(_ident_key(key))]
+
+    def from_cached_lookup(self, raw: bytes) -> tuple[Any, Any]:
+        """The cached look-up as read by that script: (user, credential), as
+        authenticate_credentials gives it from the cache."""
+        user, credential = hotcache.loads(raw)
         if isinstance(credential, ApiKey):
             self._touch(credential)
         return user, credential
@@ -64,3 +81,9 @@ class TokenOrApiKeyAuthentication(TokenAuthentication):
         now = timezone.now()
         if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+
+
+def _ident_key(key: str) -> str:
+    # Never deleted on revocation: the look-up is (auth_cache_forget), and without it the
+    # one-round-trip path is not taken; a credential's ident never changes.
+    return auth_cache_key(key).replace("auth:", "authid:", 1)

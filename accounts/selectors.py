@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import (
     Case,
     Count,
@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 
 from accounts.models import AccountLink, BrowserSession, KycDocument, Profile, TraderRelation
+from common import hotcache
 from common.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,57 @@ def blocked_user_ids(*, user: Any) -> QuerySet[Any]:
         )
         .values("them")
     )
+
+
+# --- issue 17: a viewer's blocked set from the cache (the API's order book) ---
+# The ids a trader blocked or is blocked by, kept in the cache at a version per trader: the
+# relation services bump it now and on commit (accounts.services.relations), and a reader that
+# finds another version than the one the ids were read at reads them afresh, so a block shows
+# in the very next page. BLOCKED_CACHE_SECONDS only bounds what no service announces (an admin's edit). Hiding
+# a blocked maker's offers is the book's courtesy: offer_take checks the block in PostgreSQL.
+
+
+def blocked_cache_keys(*, user_id: int) -> list[str]:
+    """The keys of the trader's blocked set (version, entry), for a caller that reads them in
+    the same round trip as its own (marketplace.book_cache)."""
+    return [f"blocked:v:{user_id}", f"blocked:ids:{user_id}"]
+
+
+def blocked_ids_cached(*, user_id: int, got: dict[str, Any] | None = None) -> frozenset[int]:
+    """Ids of the users this one blocked or is blocked by: from `got` (the blocked_cache_keys
+    already read) or the cache, else from the database (and cached at the version read)."""
+    vkey, ekey = blocked_cache_keys(user_id=user_id)
+    if got is None:
+        got = hotcache.get_many([vkey, ekey])
+    version, entry = got.get(vkey), got.get(ekey)
+    if entry is not None and entry[0] == version:
+        return frozenset(entry[1])
+    # On the primary, even inside a replica_reads view: a set read from a lagging replica after
+    # the version moved would be kept at the new version, stale until it expires.
+    pairs = (
+        TraderRelation.objects.using(DEFAULT_DB_ALIAS)
+        .filter(kind=TraderRelation.Kind.BLOCKED)
+        .filter(Q(owner_id=user_id) | Q(other_id=user_id))
+        .values_list("owner_id", "other_id")
+    )
+    ids = frozenset(other if owner == user_id else owner for owner, other in pairs)
+    timeout = int(getattr(settings, "BLOCKED_CACHE_SECONDS", 60))
+    if timeout > 0:
+        hotcache.set(ekey, (version, tuple(sorted(ids))), timeout)
+    return ids
+
+
+def blocked_changed(*, user_ids: Iterable[int]) -> None:
+    """A block between these traders was added or lifted: their cached sets are read afresh,
+    now and once the change commits."""
+    keys = [blocked_cache_keys(user_id=uid)[0] for uid in set(user_ids)]
+
+    def bump() -> None:
+        for key in keys:
+            hotcache.incr(key)
+
+    bump()
+    transaction.on_commit(bump)
 
 
 def is_blocked_between(*, user_id: int, other_id: int) -> bool:

@@ -14,6 +14,7 @@ from django.http import Http404
 from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
+from rest_framework.authentication import get_authorization_header
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
@@ -23,7 +24,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from common import hotcache
 from common.errors import ApplicationError, RateLimited
 from common.http import client_ip
-from common.permissions import HasScope
+from common.permissions import HasScope, throttle_ident
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +118,7 @@ class KeyRateThrottle(_HeaderThrottle):
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         if not request.user or not request.user.is_authenticated:
             return None
-        auth = request.auth
-        ident = (
-            f"key{auth.pk}"
-            if auth is not None and hasattr(auth, "scopes")
-            else f"user{request.user.pk}"
-        )
+        ident = throttle_ident(request.user, request.auth)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
@@ -138,13 +134,12 @@ class IpRateThrottle(_HeaderThrottle):
 # checked and recorded for every key at once, atomically, by this script. A request is recorded
 # only if every limit lets it through. Returns, per key, how many requests are in its window and
 # the oldest one's time (for Retry-After and X-RateLimit-Reset), then 1 if allowed.
-_THROTTLE_LUA = """
+_THROTTLE_BODY = """
 local now = tonumber(ARGV[1])
-local out = {}
 local allowed = 1
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i])
-  local duration = tonumber(ARGV[2 * i + 1])
+for i, key in ipairs(keys) do
+  local limit = tonumber(ARGV[base + 2 * i])
+  local duration = tonumber(ARGV[base + 2 * i + 1])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - duration)
   local n = redis.call('ZCARD', key)
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -154,14 +149,35 @@ for i, key in ipairs(KEYS) do
 end
 if allowed == 1 then
   local member = ARGV[1] .. ':' .. ARGV[#ARGV]
-  for i, key in ipairs(KEYS) do
+  for i, key in ipairs(keys) do
     redis.call('ZADD', key, now, member)
-    redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[2 * i + 1])) + 1)
+    redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[base + 2 * i + 1])) + 1)
   end
 end
 out[#out + 1] = allowed
 return out
 """
+# KEYS: the limits' keys; ARGV: now, (limit, duration) per key, a unique member.
+_THROTTLE_LUA = "local keys = KEYS\nlocal base = 0\nlocal out = {}\n" + _THROTTLE_BODY
+# The credentials' look-up and both limits in one round trip (ApiView.initial): KEYS: the cached
+# look-up of the token (Django's full key), the per-key limit's ident cached beside it, then the
+# limits that need no user (per IP); ARGV: now, the per-key limit's key with `{ident}` in it (or
+# ""), then as above. Returns {false} without touching a limit when either cached part is missing
+# (the caller then goes the usual way: the look-up, then the limits), else the look-up and the
+# limits' answer as _THROTTLE_LUA gives it.
+_AUTH_THROTTLE_LUA = (
+    """
+local entry = redis.call('GET', KEYS[1])
+local ident = redis.call('GET', KEYS[2])
+if (not entry) or (not ident) then return {false} end
+local keys = {}
+for i = 3, #KEYS do keys[#keys + 1] = KEYS[i] end
+if ARGV[2] ~= '' then keys[#keys + 1] = (string.gsub(ARGV[2], '{ident}', ident)) end
+local base = 1
+local out = {entry}
+"""
+    + _THROTTLE_BODY
+)
 _throttle_script: Any = None
 
 
@@ -192,6 +208,14 @@ def _throttle_in_one_trip(
         hotcache.mark_down(exc)
         logger.warning("rate limiting skipped: the cache is unavailable", exc_info=True)
         return []
+    return _waits_of(request, keyed, reply, now)
+
+
+def _waits_of(
+    request: Any, keyed: list[tuple[_HeaderThrottle, Any]], reply: list[Any], now: float
+) -> list[float]:
+    """The limits script's answer: X-RateLimit-* of the tightest limit kept on the request, and
+    the waits of the limits that refuse (empty: allowed)."""
     allowed = int(reply[-1]) == 1
     waits: list[float] = []
     for i, (t, _) in enumerate(keyed):
@@ -211,6 +235,61 @@ def _throttle_in_one_trip(
     return waits
 
 
+_auth_throttle_script: Any = None
+
+
+def _authenticate_and_throttle(request: Any, view: APIView) -> None:
+    """A token call's credentials and both its limits in one Redis round trip, instead of two
+    (the look-up in the authenticator, then the limits script): when the token's look-up and
+    the per-key limit's ident are both cached, the request's user is set from the look-up and
+    the limits' answer kept for check_throttles. Anything else (no token, another
+    authenticator first, other throttles, a cache miss, Redis not there) leaves the request to
+    DRF's usual path, which then caches what this needs next time. One difference with that
+    path: a token request later refused by a permission has been counted by the limits."""
+    global _auth_throttle_script
+    authenticator = request.authenticators[0] if request.authenticators else None
+    cached_keys = getattr(authenticator, "cached_lookup_keys", None)
+    if cached_keys is None or not hotcache.available():
+        return
+    header = get_authorization_header(request).split()
+    if len(header) != 2 or header[0].lower() != b"token":
+        return
+    try:
+        raw = header[1].decode()
+    except UnicodeError:
+        return
+    client = hotcache.raw_client()
+    throttles = [t for t in view.get_throttles() if getattr(t, "rate", None) is not None]
+    if client is None or any(type(t) not in (IpRateThrottle, KeyRateThrottle) for t in throttles):
+        return
+    fixed = [(t, t.get_cache_key(request, view)) for t in throttles if type(t) is IpRateThrottle]
+    per_key = [t for t in throttles if type(t) is KeyRateThrottle][:1]
+    template = (
+        per_key[0].cache_format % {"scope": per_key[0].scope, "ident": "{ident}"} if per_key else ""
+    )
+    keyed: list[tuple[Any, Any]] = [*fixed, *((t, template) for t in per_key)]
+    now = time.time()
+    argv: list[Any] = [repr(now), template]
+    for t, _ in keyed:
+        argv += [t.num_requests, t.duration]
+    argv.append(uuid.uuid4().hex)
+    try:
+        if _auth_throttle_script is None:
+            _auth_throttle_script = client.register_script(_AUTH_THROTTLE_LUA)
+        reply = _auth_throttle_script(
+            keys=[*cached_keys(raw), *(k for _, k in fixed)], args=argv, client=client
+        )
+    except Exception as exc:  # the cache (Redis) is down: the usual path fails open
+        hotcache.mark_down(exc)
+        return
+    if not reply or reply[0] is None:
+        return
+    user, credential = authenticator.from_cached_lookup(reply[0])  # type: ignore[union-attr]
+    request._authenticator = authenticator
+    request.user, request.auth = user, credential
+    request._lean_waits = _waits_of(request, keyed, reply[1:], now)
+
+
 class CursorPage(CursorPagination):
     page_size = 50
     max_page_size = 200
@@ -226,10 +305,16 @@ class ApiView(APIView):
     throttle_classes = [IpRateThrottle, KeyRateThrottle]
     write_scope = "trade"
 
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        _authenticate_and_throttle(request, self)
+        super().initial(request, *args, **kwargs)
+
     def check_throttles(self, request: Any) -> None:
         throttles = self.get_throttles()
         ours = [t for t in throttles if isinstance(t, _HeaderThrottle)]
-        waits = _throttle_in_one_trip(request, self, ours) if ours else None
+        waits = getattr(request, "_lean_waits", None)  # answered with the credentials
+        if waits is None:
+            waits = _throttle_in_one_trip(request, self, ours) if ours else None
         if waits is None:  # not Redis: DRF's path, one throttle at a time
             super().check_throttles(request)
             return

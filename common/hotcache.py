@@ -3,8 +3,8 @@
 Two things Django's cache API does not give:
 
 - one round trip for several operations (the throttles' Lua script): the raw redis-py client
-  behind django.core.cache.backends.redis.RedisCache, or None for any other backend (tests that
-  swap in a local-memory cache), where callers use the portable path;
+  behind Django's RedisCache (common.cache's subclass), or None for any other backend (tests
+  that swap in a local-memory cache), where callers use the portable path;
 - a short breaker: the first failed call marks Redis down for this process for
   BREAK_SECONDS, and every hot-path call skips it meanwhile (each would otherwise wait for its
   own socket timeout: a frozen Redis then costs a request one timeout, not one per look-up).
@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def reset() -> None:
 def raw_client() -> Any | None:
     """redis-py's client behind the default cache, or None when it is not Redis."""
     backend = caches["default"]
-    if type(backend).__name__ != "RedisCache":
+    if not isinstance(backend, RedisCache):
         return None
     return backend._cache.get_client(write=True)  # type: ignore[attr-defined]
 
@@ -110,5 +111,30 @@ def incr(key: str) -> None:
             cache.incr(key)
         except ValueError:  # missing: a fresh counter, far from any value a reader cached
             cache.set(key, time.time_ns(), None)
+    except Exception as exc:
+        mark_down(exc)
+
+
+# --- for scripts that read Django's entries in Redis (common.api: credentials and limits) ---
+
+
+def full_key(key: str) -> str:
+    """The key Django's cache stores `key` under (its prefix and version)."""
+    return cache.make_key(key)
+
+
+def loads(raw: bytes) -> Any:
+    """A value as Django's Redis cache stored it (raw bytes read by a script)."""
+    return caches["default"]._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+
+
+def set_plain(key: str, value: str, timeout: float) -> None:
+    """A plain string (not pickled: a script reads it) under Django's key for `key`; nothing
+    when the cache is not Redis or is down."""
+    client = raw_client()
+    if client is None or not available():
+        return
+    try:
+        client.set(full_key(key), value, ex=max(1, int(timeout)))
     except Exception as exc:
         mark_down(exc)

@@ -48,3 +48,11 @@ class AccountCredentialForWrites(BasePermission):
         if request.method in SAFE_METHODS:
             return True
         return getattr(getattr(request, "auth", None), "scopes", None) is None
+
+
+def throttle_ident(user: Any, credential: Any) -> str:
+    """Whom the per-key rate limit counts (common.api.KeyRateThrottle): the API key (one with
+    scopes), or the user (the account token, a session)."""
+    if credential is not None and hasattr(credential, "scopes"):
+        return f"key{credential.pk}"
+    return f"user{user.pk}"

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from accounts.models import TraderRelation
+from accounts.selectors import blocked_changed
 from common.errors import (
     NotFound,
     ValidationFailed,
@@ -38,13 +39,18 @@ def trader_relation_add(*, actor: Any, username: str, kind: str) -> TraderRelati
         relation, _ = TraderRelation.objects.update_or_create(
             owner=actor, other=other, defaults={"kind": kind}
         )
+        # A block added, or one replaced by trust: both traders' cached sets are stale.
+        blocked_changed(user_ids=[actor.pk, other.pk])
     return relation
 
 
 def trader_relation_remove(*, actor: Any, relation_id: int) -> None:
     """Take someone off your trusted or blocked list."""
-    deleted, _ = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk).delete()
+    mine = TraderRelation.objects.filter(pk=relation_id, owner_id=actor.pk)
+    others = list(mine.values_list("other_id", flat=True))
+    deleted, _ = mine.delete()
     if not deleted:
         raise NotFound(
             gettext("Relation #{relation_id} not found.").format(relation_id=relation_id)
         )
+    blocked_changed(user_ids=[actor.pk, *others])

@@ -340,7 +340,8 @@ REDIS_URL = env("REDIS_URL")
 # Short timeouts: a stalled Redis must not stall requests (rate limits then fail open).
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # issue 17 (lean API path): Django's Redis backend, one redis-py client per pool
+        "BACKEND": "common.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
@@ -401,6 +402,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # issue 17: DRF's JSON, its bytes written by orjson (common/renderers.py says why the same)
+    "DEFAULT_RENDERER_CLASSES": [
+        "common.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
@@ -415,6 +421,9 @@ TRADER_STATS_CACHE_SECONDS = env.int("TRADER_STATS_CACHE_SECONDS", default=60)
 # price index invalidates it at once; the TTL bounds what depth a maker's balance shows).
 AUTH_CACHE_SECONDS = env.int("AUTH_CACHE_SECONDS", default=30)
 ORDER_BOOK_CACHE_SECONDS = env.int("ORDER_BOOK_CACHE_SECONDS", default=1)
+# The bound on a viewer's cached blocked set (accounts.selectors.blocked_ids_cached) for what no
+# service announces (an admin's edit); blocking and unblocking are seen on the next read.
+BLOCKED_CACHE_SECONDS = env.int("BLOCKED_CACHE_SECONDS", default=60)
 # Requests per period, per API key (or user) and per IP; Redis-backed through the cache.
 API_RATE_LIMITS = {
     "key": env("API_RATE_LIMIT_KEY", default="600/min"),

@@ -99,3 +99,4 @@ CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = LIVE_REDIS_URL  # t
 # the next (the database is emptied between tests, the Redis entry and its version are not):
 # off here; marketplace/tests/test_book_cache.py switches it on.
 ORDER_BOOK_CACHE_SECONDS = 0
+BLOCKED_CACHE_SECONDS = 0  # the same for a viewer's cached blocked set (issue 17, lean API)

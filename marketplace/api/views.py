@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.selectors import blocked_cache_keys, blocked_ids_cached
 from common.api import ERRORS, AmountInput, ApiView, CursorPage, ErrorSerializer, paginated
 from common.db import replica_reads
 from common.errors import ValidationFailed
@@ -168,15 +169,26 @@ class OfferListApi(ApiView):
         book = selectors.book_of(
             side=params.get("side"), asset=params.get("asset"), fiat=params.get("fiat")
         )
+        viewer = request.user
+        signed_in = viewer is not None and viewer.is_authenticated
+        blocked_keys = blocked_cache_keys(user_id=cast(int, viewer.pk)) if signed_in else []
+        got: dict[str, Any] | None = None
         if set(params) <= BOOK_CACHE_PARAMS and book is not False:
-            # The public part from the cache (marketplace.book_cache), then the viewer's part.
+            # The public part from the cache (marketplace.book_cache), then the viewer's part;
+            # the viewer's blocked set comes in the same round trip.
             variant = f"api|{request.get_host()}|{sorted(params.lists())}"
-            page, _ = book_cache.cached(
-                book=book, variant=variant, build=lambda: self._public_page(request)
+            page, _, got = book_cache.cached_with(
+                book=book,
+                variant=variant,
+                build=lambda: self._public_page(request),
+                also=blocked_keys,
             )
         else:
-            page = self._public_page(request, viewer=request.user)
-        return self._for_viewer(request, page)
+            page = self._public_page(request, viewer=viewer)
+        blocked = (
+            blocked_ids_cached(user_id=cast(int, viewer.pk), got=got) if signed_in else frozenset()
+        )
+        return self._for_viewer(request, page, blocked)
 
     def _public_page(self, request: Request, viewer: Any = None) -> dict[str, Any]:
         """A page of the book as anyone sees it (with `viewer`: without the makers blocked
@@ -203,7 +215,9 @@ class OfferListApi(ApiView):
         if min_rate is not None:
             rows = [o for o in rows if (stats[o.maker_id].completion_rate or 0) >= min_rate]
         context = {
-            "request": request,
+            # No request: the page is everyone's, so no viewer's own fields (auto_reply) in it;
+            # _for_viewer puts them back for the viewer's own offers.
+            "request": None,
             "maker_stats": stats,
             "payment_method_codes": selectors.offer_payment_method_codes(
                 offer_ids=[o.pk for o in rows]
@@ -213,24 +227,37 @@ class OfferListApi(ApiView):
         return {
             "results": OfferOut(rows, many=True, context=context).data,
             "takers": [selectors.offer_taker_terms(o) for o in rows],
+            # The makers' own text, shown to each maker only (OfferOut.get_auto_reply).
+            "auto_replies": {o.pk: o.auto_reply for o in rows},
             "next": paginator.get_next_link(),
             "previous": paginator.get_previous_link(),
         }
 
-    def _for_viewer(self, request: Request, page: dict[str, Any]) -> Response:
-        """What depends on the viewer, after the cache: makers blocked either way left out, and
-        why each offer is not open to the viewer (their own offers always are)."""
+    def _for_viewer(
+        self, request: Request, page: dict[str, Any], blocked: frozenset[int]
+    ) -> Response:
+        """What depends on the viewer, after the cache: makers blocked either way left out
+        (`blocked`: the viewer's set, accounts.selectors.blocked_ids_cached), and why each offer
+        is not open to the viewer (their own offers always are)."""
         viewer = request.user
         results, takers = page["results"], page["takers"]
         if viewer is not None and viewer.is_authenticated and results:
-            hidden = selectors.blocked_maker_ids(
-                user=viewer, maker_ids={t.maker_id for t in takers}
-            )
+            hidden = blocked.intersection(t.maker_id for t in takers)
             if hidden:
                 kept = [i for i, t in enumerate(takers) if t.maker_id not in hidden]
                 results, takers = [results[i] for i in kept], [takers[i] for i in kept]
             unmet = selectors.offers_unmet_for_viewer(offers=takers, viewer=viewer)
-            results = [{**row, "unmet_requirements": unmet.get(row["id"], [])} for row in results]
+            own = {t.pk: page["auto_replies"].get(t.pk) for t in takers if t.maker_id == viewer.pk}
+            results = [
+                {**row, "unmet_requirements": unmet.get(row["id"], [])}
+                if row["id"] not in own
+                else {
+                    **row,
+                    "unmet_requirements": unmet.get(row["id"], []),
+                    "auto_reply": own[row["id"]],
+                }
+                for row in results
+            ]
         return Response({"next": page["next"], "previous": page["previous"], "results": results})
 
     def paginator_page(self, qs: Any) -> dict[str, Any]:
