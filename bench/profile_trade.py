@@ -119,12 +119,54 @@ def main() -> None:
             wall[name] += time.perf_counter() - t0
             counts[name] += 1
 
+    # Unprofiled: this process's CPU (all its threads: the live sender's too) and the CPU of
+    # this database's PostgreSQL backends (/proc, clock ticks: summed over many requests).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    cpu: dict[str, float] = defaultdict(float)
+    db_cpu: dict[str, float] = defaultdict(float)
+    queries: dict[str, int] = defaultdict(int)
+    measured: dict[str, int] = defaultdict(int)
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def backends_cpu() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend'"
+            )
+            pids = [row[0] for row in cursor.fetchall()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    def measured_call(name: str, *a: Any, **kw: Any) -> Any:
+        d0 = backends_cpu()
+        c0 = time.process_time()
+        connection.queries_log.clear()  # a bounded deque: full, it would count nothing
+        with CaptureQueriesContext(connection) as ctx:
+            result = call(*a, **kw)
+        cpu[name] += time.process_time() - c0
+        db_cpu[name] += backends_cpu() - d0
+        queries[name] += len(ctx.captured_queries)
+        measured[name] += 1
+        return result
+
     # warm up: each endpoint once (imports, URL resolver, first queries), not profiled
-    def one_trade(k: int, profile: bool) -> None:
+    def one_trade(k: int, profile: bool | None) -> None:
         # every pair in turn (a buyer may open only so many trades with one maker a minute)
         n = len(users)
         me, seller = users[k % n], users[(k % n + 1 + (k // n) % (n - 1)) % n]
-        run = timed if profile else (lambda _name, *a, **kw: call(*a, **kw))
+        if profile is None:
+            run = measured_call
+        else:
+            run = timed if profile else (lambda _name, *a, **kw: call(*a, **kw))
         book = run("book", "GET", BOOK, me["token"])
         offer = next(o for o in book["results"] if o["maker"]["username"] == seller["username"])
         trade = run(
@@ -161,7 +203,23 @@ def main() -> None:
         one_trade(len(users), profile=False)
         return
     for k in range(args.trades):
-        one_trade(k, profile=True)
+        one_trade(args.trades + k, profile=None)
+    print(
+        f"\n{args.trades} trades, {len(users)} traders, in-process (Django test client, "
+        "bench.settings), no profiler: CPU ms a request, this process (Python) + its PostgreSQL "
+        "backends; queries a request (CaptureQueriesContext)\n"
+    )
+    print("| endpoint | Python CPU ms | PostgreSQL CPU ms | queries |")
+    print("|---|---|---|---|")
+    totals = [0.0, 0.0, 0]
+    for name in endpoints:
+        n = measured[name]
+        row = (cpu[name] / n * 1000, db_cpu[name] / n * 1000, queries[name] / n)
+        totals = [totals[0] + row[0], totals[1] + row[1], totals[2] + row[2]]
+        print(f"| {name} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.0f} |")
+    print(f"| **a trade** | **{totals[0]:.1f}** | **{totals[1]:.1f}** | **{totals[2]:.0f}** |")
+    for k in range(args.trades):
+        one_trade(2 * args.trades + k, profile=True)
 
     print(
         f"\n{args.trades} trades, {len(users)} traders, in-process (Django test client, "

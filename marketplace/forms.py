@@ -73,7 +73,7 @@ def book_reference() -> BookReference:
     global _book_reference
     ttl = float(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
     now = time.monotonic()
-    if _book_reference is not None and now < _book_reference[0]:
+    if ttl > 0 and _book_reference is not None and now < _book_reference[0]:
         return _book_reference[1]
     reference = BookReference(
         assets=_asset_choices(),
