@@ -3,6 +3,7 @@ service or selector."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -428,6 +429,7 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
 # --- the order book's frame from the cache (marketplace/book_frame.py) ---
 
 _query_memo: OrderedDict[str, tuple[float, BookQuery]] = OrderedDict()
+_query_memo_lock = threading.Lock()
 QUERY_MEMO_SIZE = 256
 # The viewer's parts of base.html rendered per request for a signed-in viewer (a visitor's are
 # the same for every visitor: in the frame).
@@ -445,10 +447,11 @@ def _book_query_of(request: HttpRequest) -> BookQuery:
         return known[1]
     _, query = _book_query(request, request.GET.dict())
     if ttl > 0:
-        _query_memo[key] = (now + ttl, query)
-        _query_memo.move_to_end(key)
-        while len(_query_memo) > QUERY_MEMO_SIZE:
-            _query_memo.popitem(last=False)
+        with _query_memo_lock:  # threaded servers
+            _query_memo[key] = (now + ttl, query)
+            _query_memo.move_to_end(key)
+            while len(_query_memo) > QUERY_MEMO_SIZE:
+                _query_memo.popitem(last=False)
     return query
 
 
