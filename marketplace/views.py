@@ -3,19 +3,24 @@ service or selector."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
-from django.template.loader import get_template
+from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -23,7 +28,6 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import get_language, gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.models import Profile
 from accounts.selectors import buying_block_reason
 from common.db import replica_reads
 from common.errors import ApplicationError, NotFound, ValidationFailed
@@ -31,7 +35,7 @@ from common.forms import add_application_error
 from common.money import parse_amount
 from common.templatetags.money import amount as amount_text
 from ledger import selectors as ledger_selectors
-from marketplace import book_cache, selectors, services
+from marketplace import book_cache, book_frame, selectors, services
 from marketplace.currencies import MAX_MINOR_UNITS, parse_fiat_amount
 from marketplace.forms import (
     OfferForm,
@@ -86,7 +90,8 @@ def buying_paused_for(user: Any) -> str | None:
     """Why this visitor may not buy now (escrow's daily cancellation limit), or None."""
     if not getattr(user, "is_authenticated", False):
         return None
-    return buying_block_reason(Profile.objects.filter(user_id=user.pk).first())
+    # the profile the request may have read already (the book's method filter: its country)
+    return buying_block_reason(getattr(user, "profile", None))
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,47 @@ def _book_for_viewer(public: dict[str, Any], viewer: Any) -> tuple[list[dict[str
     return out, replace(public["page"], object_list=offers)
 
 
-def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BookQuery:
+    """What a request's filters ask the book for, cleaned (OrderBookFilterForm)."""
+
+    side: str  # what the visitor wants to do
+    book_side: str  # the offers they take: sell offers to buy, buy offers to sell
+    asset: str | None  # the book's filter (None: every asset)
+    asset_code: str  # the page's asset (tabs, the chart's pair)
+    fiat_code: str
+    payment_method: str | None
+    fiat_amount: Decimal | None
+    page_number: str | None
+    range_key: str | None
+    quick_fiat: str
+
+    @property
+    def book(self) -> tuple[str, int, int] | None:
+        return selectors.book_of(side=self.book_side, asset=self.asset, fiat=self.fiat_code)
+
+    def variant(self) -> str:
+        """The public part's cache variant: the language is part of it (requirements and the
+        chart are in words)."""
+        return "html|" + "|".join(
+            str(v)
+            for v in (
+                get_language(),
+                self.book_side,
+                self.asset,
+                self.asset_code,
+                self.fiat_code,
+                self.payment_method,
+                self.fiat_amount,
+                self.range_key,
+                self.page_number,
+            )
+        )
+
+
+def _book_query(
+    request: HttpRequest, data: dict[str, Any]
+) -> tuple[OrderBookFilterForm, BookQuery]:
     filters = OrderBookFilterForm(
         {"side": "buy", "asset": "BTC", "fiat": "EUR", **data}, viewer=request.user
     )
@@ -316,68 +361,194 @@ def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, 
                 )
         except ValidationFailed as exc:
             add_application_error(filters, exc)
-    # The visitor buys by taking sell offers, and sells by taking buy offers.
-    book_side = Offer.Side.SELL if side == "buy" else Offer.Side.BUY
-    asset_code, fiat_code = chosen.get("asset") or "BTC", chosen.get("fiat") or ""
-    asset = chosen.get("asset") or None  # the book's filter (the chart's pair: asset_code)
-    payment_method = chosen.get("payment_method") or None
-    page_number, range_key = request.GET.get("page"), data.get("range")
-    # The public part from the cache, per book version (marketplace.book_cache); the language
-    # is part of it (requirements and the chart are in words), then the viewer's part.
-    variant = "html|" + "|".join(
-        str(v)
-        for v in (
-            get_language(),
-            book_side,
-            asset,
-            asset_code,
-            fiat_code,
-            payment_method,
-            fiat_amount,
-            range_key,
-            page_number,
-        )
+    query = BookQuery(
+        side=side,
+        # The visitor buys by taking sell offers, and sells by taking buy offers.
+        book_side=Offer.Side.SELL if side == "buy" else Offer.Side.BUY,
+        asset=chosen.get("asset") or None,
+        asset_code=chosen.get("asset") or "BTC",
+        fiat_code=chosen.get("fiat") or "",
+        payment_method=chosen.get("payment_method") or None,
+        fiat_amount=fiat_amount,
+        page_number=request.GET.get("page"),
+        range_key=data.get("range"),
+        quick_fiat=chosen.get("fiat") or "EUR",
     )
+    return filters, query
+
+
+def _public_for(query: BookQuery) -> dict[str, Any]:
+    """The public part from the cache, per book version (marketplace.book_cache)."""
     public, _ = book_cache.cached(
-        book=selectors.book_of(side=book_side, asset=asset, fiat=fiat_code),
-        variant=variant,
+        book=query.book,
+        variant=query.variant(),
         build=lambda: _public_book_page(
-            side=book_side,
-            asset=asset,
-            asset_code=asset_code,
-            fiat_code=fiat_code,
-            payment_method=payment_method,
-            fiat_amount=fiat_amount,
-            page_number=page_number,
-            range_key=range_key,
+            side=query.book_side,
+            asset=query.asset,
+            asset_code=query.asset_code,
+            fiat_code=query.fiat_code,
+            payment_method=query.payment_method,
+            fiat_amount=query.fiat_amount,
+            page_number=query.page_number,
+            range_key=query.range_key,
         ),
     )
-    rows, page = _book_for_viewer(public, request.user)
+    return dict(public)
+
+
+def _page_context(
+    filters: OrderBookFilterForm, query: BookQuery, public: dict[str, Any]
+) -> dict[str, Any]:
+    """The page's context but for the viewer's part (rows, page, buying_paused)."""
     return {
         "stale_pairs": public["stale_pairs"],
         "price_chart": public["price_chart"],
-        # The daily cancellation limit paused the visitor's buying: said before they try.
-        "buying_paused": buying_paused_for(request.user) if side == "buy" else None,
         "filters": filters,
-        "side": side,
-        "asset_code": asset_code,
-        "page": page,
-        "rows": rows,
+        "side": query.side,
+        "asset_code": query.asset_code,
+        "page": public["page"],
         "quick_form": QuickTradeForm(
-            initial={
-                "side": side,
-                "asset": asset_code,
-                "fiat": chosen.get("fiat") or "EUR",
-            }
+            initial={"side": query.side, "asset": query.asset_code, "fiat": query.quick_fiat}
         ),
     }
+
+
+def order_book_context(request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+    filters, query = _book_query(request, data)
+    public = _public_for(query)
+    rows, page = _book_for_viewer(public, request.user)
+    return {
+        **_page_context(filters, query, public),
+        # The daily cancellation limit paused the visitor's buying: said before they try.
+        "buying_paused": buying_paused_for(request.user) if query.side == "buy" else None,
+        "page": page,
+        "rows": rows,
+    }
+
+
+# --- the order book's frame from the cache (marketplace/book_frame.py) ---
+
+_query_memo: OrderedDict[str, tuple[float, BookQuery]] = OrderedDict()
+_query_memo_lock = threading.Lock()
+QUERY_MEMO_SIZE = 256
+# The viewer's parts of base.html rendered per request for a signed-in viewer (a visitor's are
+# the same for every visitor: in the frame).
+SIGNED_IN_SLOTS = ("viewer_head", "viewer_live", "viewer_nav", "viewer_menu")
+ROW = book_frame.slot("row")
+
+
+def _book_query_of(request: HttpRequest) -> BookQuery:
+    """_book_query of this query string, remembered per process for ORDER_BOOK_CACHE_SECONDS
+    (the freshness of the forms' choices it is checked against, marketplace.forms)."""
+    ttl = float(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
+    key, now = request.get_full_path(), time.monotonic()
+    known = _query_memo.get(key)
+    if known is not None and now < known[0]:
+        return known[1]
+    _, query = _book_query(request, request.GET.dict())
+    if ttl > 0:
+        with _query_memo_lock:  # threaded servers
+            _query_memo[key] = (now + ttl, query)
+            _query_memo.move_to_end(key)
+            while len(_query_memo) > QUERY_MEMO_SIZE:
+                _query_memo.popitem(last=False)
+    return query
+
+
+def _build_frame(request: HttpRequest, query: BookQuery) -> dict[str, Any]:
+    """The page for every viewer like this one, cut at its slots (book_frame.Frame), with the
+    public part it was built from and the rows' loop around one row."""
+    filters, _ = _book_query(request, request.GET.dict())  # its errors are shown
+    public = _public_for(query)
+    names = ["viewer_messages", "viewer_paused", "viewer_rows"]
+    if request.user.is_authenticated:
+        names += SIGNED_IN_SLOTS
+    context = {
+        **_page_context(filters, query, public),
+        "csrf_token": book_frame.slot("csrf"),
+        "slots": {name: book_frame.slot(name) for name in names},
+    }
+    html = render_to_string("marketplace/order_book_frame.html", context, request)
+    rows = {"side": query.side, "asset_code": query.asset_code}
+    one = book_frame.render_blocks(
+        request, "marketplace/order_book.html", ["viewer_rows"], {**rows, "rows": [{"html": ROW}]}
+    )["viewer_rows"]
+    empty = book_frame.render_blocks(
+        request, "marketplace/order_book.html", ["viewer_rows"], {**rows, "rows": []}
+    )["viewer_rows"]
+    before, after = one.split(ROW)
+    return {
+        "public": public,
+        "frame": book_frame.Frame.cut(html),
+        "row": (before, after),
+        "empty": empty,
+    }
+
+
+def _order_book_framed(request: HttpRequest) -> HttpResponse:
+    """The book page from its cached frame, the viewer's parts put in (book_frame)."""
+    user = request.user
+    query = _book_query_of(request)
+    signed_in = bool(user.is_authenticated)
+    variant = "|".join(
+        (
+            "frame",
+            query.variant(),
+            timezone.get_current_timezone_name(),
+            # the method filter's groups: the viewer's country first (their profile's)
+            f"{signed_in}:{selectors.viewer_country(user=user)}",
+            request.get_full_path(),
+        )
+    )
+    entry, _ = book_cache.cached(
+        book=query.book, variant=variant, build=lambda: _build_frame(request, query)
+    )
+    rows, _ = _book_for_viewer(entry["public"], user)
+    token = get_token(request)  # and the CSRF cookie, as {% csrf_token %} sets it
+    before, after = entry["row"]
+    values = {
+        "csrf": token,
+        "viewer_rows": "".join(before + row["html"] + after for row in rows) or entry["empty"],
+        "viewer_messages": "",
+        "viewer_paused": "",
+    }
+    pending = list(messages.get_messages(request))  # shown now, as the page's loop marks them
+    paused = buying_paused_for(user) if query.side == "buy" else None
+    if paused:
+        values.update(
+            book_frame.render_blocks(
+                request,
+                "marketplace/order_book.html",
+                ["viewer_paused"],
+                {"buying_paused": paused},
+            )
+        )
+    if pending:
+        values.update(
+            book_frame.render_blocks(
+                request, "base.html", ["viewer_messages"], {"messages": pending}
+            )
+        )
+    if signed_in:
+        match = request.resolver_match
+        values.update(
+            book_frame.render_blocks(
+                request,
+                "base.html",
+                SIGNED_IN_SLOTS,
+                {"csrf_token": token, "name": match.url_name if match else None},
+            )
+        )
+    return HttpResponse(entry["frame"].fill(values))
 
 
 @require_GET
 @replica_reads
 def order_book(request: HttpRequest) -> HttpResponse:
-    context = order_book_context(request, request.GET.dict())
-    return render(request, "marketplace/order_book.html", context)
+    if not getattr(settings, "ORDER_BOOK_FRAME_CACHE", True):  # the page rendered whole
+        context = order_book_context(request, request.GET.dict())
+        return render(request, "marketplace/order_book.html", context)
+    return _order_book_framed(request)
 
 
 # --- offers -----------------------------------------------------------------------------------

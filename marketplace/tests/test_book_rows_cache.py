@@ -84,11 +84,13 @@ def test_a_cached_page_is_the_page_rendered_without_the_cache(viewer, book, requ
     # given the page as rendered with no cache at all (after a first read: the viewer's own
     # "last seen" is written by their first request, and shows if they are a maker)
     settings.ORDER_BOOK_CACHE_SECONDS = 0
+    settings.ORDER_BOOK_FRAME_CACHE = False  # the page rendered whole (test_book_frame_cache)
     browser = browser_for(user)
     read(browser)
     uncached, _ = read(browser)
     # when it is read from the cache (built by someone else's read, then read again)
     settings.ORDER_BOOK_CACHE_SECONDS = 1
+    settings.ORDER_BOOK_FRAME_CACHE = True
     read(browser_for())
     cached, rendered = read(browser)
     # then it is the same page, byte for byte, and no row was rendered to make it
