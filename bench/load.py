@@ -1150,7 +1150,8 @@ def render(args: Any, res: dict[str, Any]) -> str:
         f"`celery -A config beat`; settings `{res['settings']}` (DEBUG off, dummy email), "
         f"CONN_MAX_AGE={res['conn_max_age']}"
         + (
-            " (the project's default: a new connection per request)"
+            " with the psycopg connection pool (the project's default, DATABASE_POOL: each "
+            "process keeps its connections; Django needs CONN_MAX_AGE=0 beside a pool)"
             if not res["conn_max_age"]
             else ""
         )
