@@ -28,7 +28,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import get_language, gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.selectors import buying_block_reason
+from accounts.selectors import blocked_ids_cached, buying_block_reason
 from common.db import replica_reads
 from common.errors import ApplicationError, NotFound, ValidationFailed
 from common.forms import add_application_error
@@ -257,9 +257,8 @@ def _book_for_viewer(public: dict[str, Any], viewer: Any) -> tuple[list[dict[str
     (rendered here only when they are not one of the answers cached with it)."""
     rows: list[dict[str, Any]] = public["rows"]
     if getattr(viewer, "is_authenticated", False) and rows:
-        hidden = selectors.blocked_maker_ids(
-            user=viewer, maker_ids={r["offer"].maker_id for r in rows}
-        )
+        # the viewer's blocked set from the cache (versioned: a block shows on the next read)
+        hidden = blocked_ids_cached(user_id=viewer.pk)
         rows = [r for r in rows if r["offer"].maker_id not in hidden]
     offers = [r["offer"] for r in rows]
     unmet = selectors.offers_unmet_for_viewer(offers=offers, viewer=viewer, short=True)

@@ -253,3 +253,23 @@ def test_a_revoked_token_is_refused_on_the_next_call_through_the_one_trip(bob):
     # then the old one is refused at once, the new one works
     assert api.get("/api/v1/wallets/").status_code == 401
     assert api_for(bob).get("/api/v1/wallets/").status_code == 200
+
+
+def test_the_html_book_uses_the_cached_blocked_set_and_sees_a_block_at_once(
+    bob, alice, carol, two_offers
+):
+    from django.test import Client
+
+    first, second = two_offers
+    page = Client()
+    page.force_login(bob)
+
+    def offers_shown() -> list[int]:
+        html = page.get("/?side=buy&asset=BTC&fiat=EUR").content.decode()
+        return [o.pk for o in (first, second) if f"/offers/{o.pk}/" in html]
+
+    assert offers_shown() == [first.pk, second.pk]
+    relation = trader_relation_add(actor=bob, username="alice", kind="blocked")
+    assert offers_shown() == [second.pk]
+    trader_relation_remove(actor=bob, relation_id=relation.pk)
+    assert offers_shown() == [first.pk, second.pk]
