@@ -441,7 +441,7 @@ def _book_query_of(request: HttpRequest) -> BookQuery:
     (the freshness of the forms' choices it is checked against, marketplace.forms)."""
     ttl = float(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
     key, now = request.get_full_path(), time.monotonic()
-    known = _query_memo.get(key)
+    known = _query_memo.get(key) if ttl > 0 else None  # 0: never a memo (nor an old one)
     if known is not None and now < known[0]:
         return known[1]
     _, query = _book_query(request, request.GET.dict())
