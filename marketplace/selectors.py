@@ -226,15 +226,6 @@ def book_of(*, side: Any, asset: Any, fiat: Any) -> tuple[str, int, int] | None:
     return str(side), ids[0], ids[1]
 
 
-def blocked_maker_ids(*, user: Any, maker_ids: set[int]) -> set[int]:
-    """Which of these makers the user blocked or is blocked by (one query)."""
-    if not maker_ids:
-        return set()
-    return set(
-        blocked_user_ids(user=user).filter(them__in=maker_ids).values_list("them", flat=True)
-    )
-
-
 # Assets and fiat currencies by id, per process: a handful of rows whose code and precision never
 # change once created (the admin shows both read-only; stored amounts depend on them).
 _REFERENCE: dict[type, dict[int, Any]] = {Asset: {}, FiatCurrency: {}}
