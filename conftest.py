@@ -89,9 +89,17 @@ class CeleryWorker:
     """A real `celery worker` process on the test database and the test Redis."""
 
     def __init__(
-        self, db_name: str, *, queue: str | None = None, extra_env: dict[str, str] | None = None
+        self,
+        db_name: str,
+        *,
+        queue: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        pool: str = "threads",
+        concurrency: int = 4,
     ) -> None:
         self.db_name = db_name
+        # threads by default (quick to start); "prefork" is what production runs
+        self.pool, self.concurrency = pool, concurrency
         # A test's own worker: only its queue, with its own settings (e.g. a real SMTP server).
         self.queue = queue
         self.extra_env = extra_env or {}
@@ -130,9 +138,9 @@ class CeleryWorker:
                 "-l",
                 "info",
                 "-P",
-                "threads",
+                self.pool,
                 "-c",
-                "4",
+                str(self.concurrency),
                 "--without-heartbeat",
                 "--without-gossip",
                 "--without-mingle",

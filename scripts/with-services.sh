@@ -23,6 +23,8 @@
 #   SERVICES="postgres redis chromium anvil"  what to install and start (the default).
 #   KEEP_URLS=1        a DATABASE_URL / REDIS_URL already set is used as it is,
 #                      and that service is not started (`make run` against yours).
+#   PG_OPTIONS="-c k=v ..."  more server settings for the throwaway PostgreSQL (benchmarks:
+#                      "-c shared_preload_libraries=pg_stat_statements").
 # Deliberately no `set -e`: every step checks its own result.
 set -u
 
@@ -128,7 +130,7 @@ for attempt in 1 2 3; do
   read -r PGPORT REDISPORT < <(free_ports) || die "could not pick ports"
   if pg pg_ctl start -w -t 60 -D "$PGDATA_DIR" -l "$DIR/pg.log" -o "-p $PGPORT \
       -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR $DURABILITY \
-      -c max_connections=300" >/dev/null 2>&1; then PG_STARTED=1; break; fi
+      -c max_connections=300 ${PG_OPTIONS:-}" >/dev/null 2>&1; then PG_STARTED=1; break; fi
   PGPORT=''
   [ "$attempt" = 3 ] && { cat "$DIR/pg.log" >&2; die "postgres failed to start"; }
 done
