@@ -69,6 +69,14 @@ DATABASE_POOL_OPTIONS = {
 }
 
 
+# Behind PgBouncer in transaction pooling mode (docker-compose's `pgbouncer`), a server
+# connection changes hands between transactions: nothing may outlive one. So no server-side
+# cursors outside a transaction (Django's .iterator() would open WITH HOLD cursors) and no
+# prepared statements (DATABASE_PREPARE_THRESHOLD defaults to 0 behind it). What needs a
+# session of its own bypasses PgBouncer through DATABASE_DIRECT_URL: the commands below.
+DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
+
+
 def _database(url: str, *, direct: str = "") -> dict[str, Any]:
     db: dict[str, Any] = env.db_url_config(url)
     if db["ENGINE"] != "django.db.backends.postgresql":
@@ -79,6 +87,15 @@ def _database(url: str, *, direct: str = "") -> dict[str, Any]:
     options = db.setdefault("OPTIONS", {})
     # An unreachable host fails the connection attempt in seconds, not TCP's minutes.
     options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+    # Server-side prepared statements (psycopg prepares a query its connection has run this many
+    # times; PostgreSQL then skips parsing and, once its plan is generic, planning: the ORM's
+    # joins cost more to plan than to run). 0 turns them off. Behind PgBouncer they need
+    # max_prepared_statements > 0 there (PgBouncer >= 1.21), else set 0 here.
+    prepare = env.int("DATABASE_PREPARE_THRESHOLD", default=0 if DATABASE_BEHIND_PGBOUNCER else 5)
+    options["prepare_threshold"] = prepare or None
+    # Parameters bound by the server (psycopg's default cursor): a client-side bound query is
+    # plain text, never prepared.
+    options["server_side_binding"] = bool(prepare)
     if DATABASE_POOL:
         db["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both)
         options["pool"] = dict(DATABASE_POOL_OPTIONS)
@@ -87,12 +104,6 @@ def _database(url: str, *, direct: str = "") -> dict[str, Any]:
     return db
 
 
-# Behind PgBouncer in transaction pooling mode (docker-compose's `pgbouncer`), a server
-# connection changes hands between transactions: nothing may outlive one. So no server-side
-# cursors outside a transaction (Django's .iterator() would open WITH HOLD cursors) and no
-# prepared statements (Django already leaves psycopg's prepare_threshold at None). What needs a
-# session of its own bypasses PgBouncer through DATABASE_DIRECT_URL: the commands below.
-DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
 # Straight to PostgreSQL, when DATABASE_URL goes through PgBouncer: migrations (session-level
 # locks, long DDL), verify_ledger and export_ledger (exported snapshots, named cursors held
 # across fetches), dbshell. Those commands use it for `default` when it is set.
