@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -122,7 +123,9 @@ def _idempotent(
         fingerprint = _fingerprint(request)
         scopes = scopes_of(request)
         try:
-            with transaction.atomic():
+            # One INSERT in autocommit (no BEGIN/COMMIT round trips); a savepoint only inside
+            # a transaction, which a duplicate key would otherwise break.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
                 record = IdempotencyRecord.objects.create(
                     user=request.user, key=key, fingerprint=fingerprint, scopes=sorted(scopes)
                 )

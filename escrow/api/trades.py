@@ -144,8 +144,10 @@ class TradeListApi(ApiView):
 class TradeDetailApi(ApiView):
     @extend_schema(operation_id="trades_retrieve", responses={200: TradeOut, **ERRORS})
     def get(self, request: Request, trade_id: int) -> Response:
-        trade = escrow_selectors.trade_get_for_user(trade_id=trade_id, user=request.user)
-        return Response(TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data)
+        trade = escrow_selectors.trade_get_for_user(
+            trade_id=trade_id, user=request.user, queryset=_trades_qs()
+        )
+        return Response(TradeOut(trade, context={"request": request}).data)
 
 
 class MessageOut(serializers.Serializer[TradeMessage]):

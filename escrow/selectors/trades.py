@@ -39,14 +39,16 @@ def may_read_trade(trade: Trade, user: Any) -> bool:
     return is_moderator(user) and any(reader(trade, user) for reader in trade_readers)
 
 
-def trade_get_for_user(*, trade_id: int, user: Any) -> Trade:
+def trade_get_for_user(
+    *, trade_id: int, user: Any, queryset: QuerySet[Trade] | None = None
+) -> Trade:
     """A trade its parties (or its assigned moderator) may see; anyone else gets not-found, not
-    a hint it exists."""
-    trade = (
-        Trade.objects.select_related("asset", "fiat", "buyer", "seller", "offer", "payment_method")
-        .filter(pk=trade_id)
-        .first()
-    )
+    a hint it exists. `queryset`: the caller's joins and prefetches, read in the same query."""
+    if queryset is None:
+        queryset = Trade.objects.select_related(
+            "asset", "fiat", "buyer", "seller", "offer", "payment_method"
+        )
+    trade = queryset.filter(pk=trade_id).first()
     if trade is None or not may_read_trade(trade, user):
         raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
     return trade

@@ -205,7 +205,9 @@ def _escrow_transition(
 ) -> Trade:
     with transaction.atomic():
         try:
-            trade = Trade.objects.select_for_update().get(pk=trade_id)
+            # NO KEY: the rows that point at the trade (events, notifications, a settlement)
+            # check their foreign key with KEY SHARE, which this lock does not block.
+            trade = Trade.objects.select_for_update(no_key=True).get(pk=trade_id)
         except Trade.DoesNotExist:
             raise NotFound(
                 gettext("Trade #{trade_id} not found.").format(trade_id=trade_id)
@@ -365,7 +367,7 @@ def trade_cancellation_review(*, trade_id: int, actor: Any, counted: bool) -> Tr
     (for the buyer's current day)."""
     with durable_atomic():
         try:
-            trade = Trade.objects.select_for_update().get(pk=trade_id)
+            trade = Trade.objects.select_for_update(no_key=True).get(pk=trade_id)
         except Trade.DoesNotExist:
             raise NotFound(f"Trade #{trade_id} not found.") from None
         require_impartial_moderator(trade=trade, actor=actor)
