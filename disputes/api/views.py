@@ -14,7 +14,7 @@ from disputes.models import Dispute
 from disputes.services import dispute_open
 from escrow.api.serializers import TradeOut
 from escrow.api.views import trade_response
-from escrow.selectors import trade_get_for_user
+from escrow.selectors import trade_ensure_readable
 
 
 class DisputeInput(serializers.Serializer):
@@ -48,7 +48,7 @@ class TradeDisputeApi(ApiView):
     )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
-        trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+        trade_ensure_readable(trade_id=trade_id, user=request.user)  # strangers get 404
         data = DisputeInput(data=request.data)
         data.is_valid(raise_exception=True)
         dispute_open(

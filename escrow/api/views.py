@@ -15,7 +15,7 @@ from common.idempotency import idempotent
 from escrow import services
 from escrow.api.serializers import TradeOut
 from escrow.models import CancelReason, EscrowEvent, Trade
-from escrow.selectors import trade_get_for_user
+from escrow.selectors import trade_ensure_readable
 
 
 class ReasonInput(serializers.Serializer[dict[str, Any]]):
@@ -48,7 +48,7 @@ def trade_response(request: Request, trade_id: int) -> Response:
 
 
 def _reason(request: Request, trade_id: int) -> str:
-    trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+    trade_ensure_readable(trade_id=trade_id, user=request.user)  # strangers get 404
     data = ReasonInput(data=request.data)
     data.is_valid(raise_exception=True)
     return cast(str, data.validated_data["reason"])
@@ -94,7 +94,7 @@ class TradeReleaseApi(ApiView):
     )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
-        trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+        trade_ensure_readable(trade_id=trade_id, user=request.user)  # strangers get 404
         data = ReleaseInput(data=request.data)
         data.is_valid(raise_exception=True)
         funds_confirm(
@@ -115,7 +115,7 @@ class TradeCancelApi(ApiView):
     )
     @idempotent
     def post(self, request: Request, trade_id: int) -> Response:
-        trade_get_for_user(trade_id=trade_id, user=request.user)  # strangers get 404
+        trade_ensure_readable(trade_id=trade_id, user=request.user)  # strangers get 404
         data = CancelInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.trade_cancel(

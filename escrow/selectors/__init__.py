@@ -14,6 +14,7 @@ from escrow.selectors.stats import (
 )
 from escrow.selectors.trades import (
     TradeRoomState,
+    trade_ensure_readable,
     trade_get_for_user,
     trade_list_for_user,
     trade_message_attachment,
@@ -29,6 +30,7 @@ __all__ = [
     "settlement_failed_count",
     "settlement_status_for_trade",
     "taker_facts",
+    "trade_ensure_readable",
     "trade_get_for_user",
     "trade_list_for_user",
     "trade_message_attachment",

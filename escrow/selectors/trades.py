@@ -54,6 +54,16 @@ def trade_get_for_user(
     return trade
 
 
+def trade_ensure_readable(*, trade_id: int, user: Any) -> None:
+    """trade_get_for_user's check alone, for a caller that needs no trade (an action's 404 for
+    strangers before its service runs): one narrow query, no joins."""
+    trade_get_for_user(
+        trade_id=trade_id,
+        user=user,
+        queryset=Trade.objects.only("pk", "buyer_id", "seller_id", "maker_id", "taker_id"),
+    )
+
+
 def trade_messages(*, trade: Trade) -> QuerySet[Any]:
     return (
         TradeMessage.objects.filter(trade=trade)
