@@ -22,11 +22,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="WARNING")},
 }
 
-# An experiment, off by default (the project's setting): psycopg server-side binding, which also
-# lets psycopg prepare statements it sees repeatedly (prepare_threshold, default 5).
-if env.bool("BENCH_SERVER_SIDE_BINDING", default=False):
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True  # noqa: F405
-
 # The project's URLs plus the bench's yardstick (a bare view running SELECT 1, bench/urls.py);
 # never mounted by the project's own settings.
 ROOT_URLCONF = "bench.urls"
