@@ -7,12 +7,13 @@ hanging Redis (connects succeed, replies never come) would otherwise hold every 
 broker's timeouts. Each process hands its messages to one daemon thread through a bounded queue;
 when the queue is full the message is dropped with a warning (the sweeper has it).
 
-A task declared with `outbox_coalesce=True` (`@shared_task(..., outbox_coalesce=True)`) takes one
-argument, a list of row ids: the thread merges the ids of every such call waiting in its queue
-(and of those arriving within BATCH_LINGER of the first) into one message per BATCH_CAP ids, sent
-with the context variables of the first call. Other tasks keep their order and one message each.
-Under load one message then carries the rows of many requests of the process, and the worker runs
-one task for them instead of one each.
+A task declared with `outbox_coalesce` (`@shared_task(..., outbox_coalesce=0.25)`: seconds, or
+True for BATCH_LINGER) takes one argument, a list of row ids: the thread holds a message of it
+open that long and merges into it the ids of every such call that it gets meanwhile (BATCH_CAP
+ids at most: a full message goes out at once), sent with the context variables of its first
+call. Other tasks keep their order and one message each, never held back. Under load one message
+then carries the rows of many requests of the process, and the worker runs one task for them
+instead of one each.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
-# Most ids in one coalesced message; more are split into several.
+# Most ids in one coalesced message; a full one goes out at once.
 BATCH_CAP = 500
-# How long the thread holds a coalesced message open for more ids before publishing it: a few
-# hundredths of a second of latency, for fewer messages (and worker tasks) under load.
+# How long a coalesced message is held open for more ids when its task says only
+# `outbox_coalesce=True` (a number of seconds there is that task's own).
 BATCH_LINGER = 0.05
-# Most items the thread takes from its queue in one round.
+# Most items the thread takes from its queue at once.
 DRAIN_MAX = 5_000
 
 
@@ -43,10 +45,15 @@ class _Item(NamedTuple):
     args: tuple[Any, ...]
 
 
-class _Batch(NamedTuple):
+@dataclass
+class _Batch:
+    """A coalesced message being filled: the context of its first call, the ids (an ordered
+    set), and when it goes out."""
+
     context: contextvars.Context
     task: Any
-    ids: dict[Any, None]  # an ordered set
+    deadline: float
+    ids: dict[Any, None] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -55,8 +62,18 @@ _owner_pid: int | None = None
 
 
 def coalesced(task: Any) -> bool:
-    """Whether this task's messages are merged (`outbox_coalesce=True`, one list of ids)."""
-    return getattr(task, "outbox_coalesce", False) is True
+    """Whether this task's messages are merged (`outbox_coalesce`: one list of ids)."""
+    return linger_of(task) is not None
+
+
+def linger_of(task: Any) -> float | None:
+    """How long a message of this task waits for more ids; None: not coalesced."""
+    marker = getattr(task, "outbox_coalesce", None)
+    if marker is True:
+        return BATCH_LINGER
+    if isinstance(marker, (int, float)) and not isinstance(marker, bool):
+        return float(marker)
+    return None
 
 
 def publish_after_commit(task: Any, *args: Any) -> None:
@@ -91,35 +108,44 @@ def _publisher() -> queue.Queue[_Item]:
 
 
 def _drain(pending: queue.Queue[_Item]) -> None:
-    while True:
-        _drain_once(pending)
-
-
-def _drain_once(pending: queue.Queue[_Item], *, linger: float | None = None) -> None:
-    """One round: wait for an item, take whatever else is waiting; if a coalesced message is
-    among them, keep taking what arrives for `linger` seconds (publishing the other tasks' as
-    they come); then publish the merged messages."""
-    linger = BATCH_LINGER if linger is None else linger
-    taken = _take(pending, block=True)
     open_batches: dict[str, list[_Batch]] = {}
+    while True:
+        try:
+            _drain_round(pending, open_batches)
+        except Exception:  # never let the thread die: later messages would all be lost
+            logger.exception("outbox publisher: unexpected error")
+
+
+def _drain_round(pending: queue.Queue[_Item], open_batches: dict[str, list[_Batch]]) -> None:
+    """Wait for the next item, or until the first open message is due; take whatever else is
+    waiting; publish the plain items in order and add the coalesced ones' ids to the open
+    messages; then publish the messages that are due or full."""
+    timeout = None
+    if open_batches:
+        first = min(b.deadline for batches in open_batches.values() for b in batches)
+        timeout = max(0.0, first - time.monotonic())
+    taken = _take(pending, timeout=timeout)
     _route(taken, open_batches)
-    if open_batches and linger > 0:
-        deadline = time.monotonic() + linger
-        while (left := deadline - time.monotonic()) > 0:
-            more = _take(pending, block=True, timeout=left)
-            _route(more, open_batches)
-            taken += more
-    for batches in open_batches.values():
-        for batch in batches:
-            batch.context.run(_publish, batch.task, (list(batch.ids),))
+    now = time.monotonic()
+    for name in list(open_batches):
+        waiting = []
+        for batch in open_batches[name]:
+            if batch.deadline <= now or len(batch.ids) >= BATCH_CAP:
+                batch.context.run(_publish, batch.task, (list(batch.ids),))
+            else:
+                waiting.append(batch)
+        if waiting:
+            open_batches[name] = waiting
+        else:
+            del open_batches[name]
     for _ in taken:
         pending.task_done()
 
 
-def _take(pending: queue.Queue[_Item], *, block: bool, timeout: float | None = None) -> list[_Item]:
-    """The next item (waiting up to `timeout`) and whatever else is already waiting."""
+def _take(pending: queue.Queue[_Item], *, timeout: float | None) -> list[_Item]:
+    """The next item (waiting up to `timeout`, None: for ever) and whatever else is waiting."""
     try:
-        items = [pending.get(block=block, timeout=timeout)]
+        items = [pending.get(timeout=timeout)]
     except queue.Empty:
         return []
     try:
@@ -135,14 +161,15 @@ def _route(items: list[_Item], open_batches: dict[str, list[_Batch]]) -> None:
     their task (a full one stays as is and a new one is opened after it; an id already in the
     open message, a re-queue of a row still waiting, is not added twice)."""
     for item in items:
-        if not coalesced(item.task):
+        linger = linger_of(item.task)
+        if linger is None:
             item.context.run(_publish, item.task, item.args)
             continue
         batches = open_batches.setdefault(item.task.name, [])
         for id_ in item.args[0]:
             if not batches or len(batches[-1].ids) >= BATCH_CAP:
                 # With the context of the call whose id comes first.
-                batches.append(_Batch(item.context, item.task, {}))
+                batches.append(_Batch(item.context, item.task, time.monotonic() + linger))
             batches[-1].ids[id_] = None
 
 
