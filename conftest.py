@@ -299,11 +299,11 @@ def outbound_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     sent: list[int] = []
 
-    def deliver(message_id: int) -> None:
-        sent.append(message_id)
-        outbound.outbound_deliver(message_id=message_id)
+    def deliver(message_ids: list[int]) -> None:
+        sent.extend(message_ids)
+        outbound.outbound_deliver_many(message_ids=message_ids)
 
-    monkeypatch.setattr(outbound, "_enqueue", deliver)
+    monkeypatch.setattr(outbound, "_enqueue_many", deliver)
     return sent
 
 

@@ -2,11 +2,13 @@
 
 The listeners hand over `Outgoing` items (who, which category, subject, text); `outgoing_send`
 keeps the ones each person's preferences allow, renders them for that person and writes one
-`OutboundMessage` row per channel in the caller's transaction; each row is published on commit
-through common.outbox (a daemon thread: a hanging broker doesn't hold the request either). The
-worker's task `send_outbound` claims a row with a lease, makes one attempt (SMTP with
-EMAIL_TIMEOUT, the Bot API with its timeouts), records it and retries with backoff; a sent row
-is never sent again. The sweeper re-queues rows whose message was lost."""
+`OutboundMessage` row per channel in the caller's transaction; the rows' ids are published on
+commit through common.outbox (a daemon thread: a hanging broker doesn't hold the request either),
+as one `send_outbound_many` message that the publisher may merge with other transactions' ids.
+The worker claims the batch's due rows with a lease, makes one attempt at each (SMTP with
+EMAIL_TIMEOUT, the Bot API with its timeouts; one failing does not stop the others), records
+every outcome in one statement and re-queues the failed ones after their own backoff; a sent row
+is never sent again. The sweeper re-queues rows whose message was lost, in batches."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from itertools import groupby
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from common.outbox import publish_after_commit
@@ -115,7 +118,7 @@ def outgoing_send(
 
 
 def outbound_messages_queue(rows: list[OutboundMessage]) -> None:
-    """Write the rows and publish each once the caller's transaction commits."""
+    """Write the rows and publish their ids (one message) once the caller's transaction commits."""
     if not rows:
         return
     now = timezone.now()
@@ -123,14 +126,13 @@ def outbound_messages_queue(rows: list[OutboundMessage]) -> None:
         row.next_attempt_at = now
     with transaction.atomic():
         OutboundMessage.objects.bulk_create(rows)
-        for row in rows:
-            transaction.on_commit(partial(_enqueue, row.pk))
+        transaction.on_commit(partial(_enqueue_many, [row.pk for row in rows]))
 
 
-def _enqueue(message_id: int) -> None:
-    from notifications.tasks import send_outbound
+def _enqueue_many(message_ids: list[int]) -> None:
+    from notifications.tasks import send_outbound_many
 
-    publish_after_commit(send_outbound, message_id)
+    publish_after_commit(send_outbound_many, message_ids)
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -145,23 +147,68 @@ SENDERS = {Channel.EMAIL: email_send, Channel.TELEGRAM: telegram.telegram_send}
 def outbound_deliver(*, message_id: int) -> OutboundMessage | None:
     """Make one due attempt at one row: claim it (no two workers send it at once), send, record
     it. None when there was nothing to do: not due, already sent or failed, or claimed."""
+    delivered = outbound_deliver_many(message_ids=[message_id])
+    return delivered[0] if delivered else None
+
+
+def outbound_deliver_many(*, message_ids: list[int]) -> list[OutboundMessage]:
+    """Make one due attempt at each of these rows: claim the due ones with one lease (a
+    compare-and-set: no two workers send a row at once; a row not due, finished or claimed by
+    another worker is skipped), send each (one failing doesn't stop the others), then record
+    every outcome in one statement, each row with its own backoff. Returns the rows attempted,
+    in id order, as recorded."""
+    if not message_ids:
+        return []
     now = timezone.now()
     lease_until = now + CLAIM_LEASE
-    claimed = OutboundMessage.objects.filter(
-        pk=message_id, status=Status.PENDING, next_attempt_at__lte=now + CLAIM_SLACK
-    ).update(next_attempt_at=lease_until)
+    claimed = _claim(sorted(set(message_ids)), due_by=now + CLAIM_SLACK, lease_until=lease_until)
     if not claimed:
-        return None
-    message = OutboundMessage.objects.get(pk=message_id)
-    retry_after: float | None = None
-    try:
-        SENDERS[Channel(message.channel)](message)
-    except SendFailed as failed:
-        message.last_error = failed.error
-        permanent, retry_after = failed.permanent, failed.retry_after
-    else:
-        message.last_error = ""
-        permanent = False
+        return []
+    messages = list(OutboundMessage.objects.filter(pk__in=claimed).order_by("pk"))
+    attempted: list[OutboundMessage] = []
+    for message in messages:
+        retry_after: float | None = None
+        try:
+            SENDERS[Channel(message.channel)](message)
+        except SendFailed as failed:
+            message.last_error = failed.error
+            permanent, retry_after = failed.permanent, failed.retry_after
+        except Exception:
+            # Not a failure of the message's own (a bug, a database error in the sender): the
+            # row keeps its lease, unrecorded, and the sweeper takes it over after the lease.
+            logger.exception("%s message %s: unexpected error", message.channel, message.pk)
+            continue
+        else:
+            message.last_error = ""
+            permanent = False
+        _outcome(message, permanent=permanent, retry_after=retry_after)
+        attempted.append(message)
+    if attempted:
+        # Compare-and-set on our lease: written only where nobody took the row over meanwhile.
+        OutboundMessage.objects.filter(
+            status=Status.PENDING, next_attempt_at=lease_until
+        ).bulk_update(attempted, ["status", "attempts", "last_error", "next_attempt_at", "sent_at"])
+    return attempted
+
+
+def _claim(message_ids: list[int], *, due_by: Any, lease_until: Any) -> list[int]:
+    """Lease the due pending rows among these ids in one statement; the ids it leased. A row
+    another worker updates meanwhile is re-checked after its commit (PostgreSQL), so each row
+    is leased by one worker only."""
+    table = OutboundMessage._meta.db_table
+    marks = ", ".join(["%s"] * len(message_ids))
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET next_attempt_at = %s "  # noqa: S608 (the table name, placeholders)
+            f"WHERE id IN ({marks}) AND status = %s AND next_attempt_at <= %s RETURNING id",
+            [adapt(lease_until), *message_ids, Status.PENDING.value, adapt(due_by)],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _outcome(message: OutboundMessage, *, permanent: bool, retry_after: float | None) -> None:
+    """Set the row's fields after one attempt (message.last_error says how it went)."""
     message.attempts += 1
     finished = timezone.now()
     if not message.last_error:
@@ -180,35 +227,42 @@ def outbound_deliver(*, message_id: int) -> OutboundMessage | None:
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=retry_after))
         message.next_attempt_at = finished + delay
-    # Compare-and-set on our lease: written only if nobody took the row over meanwhile.
-    OutboundMessage.objects.filter(
-        pk=message.pk, status=Status.PENDING, next_attempt_at=lease_until
-    ).update(
-        status=message.status,
-        attempts=message.attempts,
-        last_error=message.last_error,
-        next_attempt_at=message.next_attempt_at,
-        sent_at=message.sent_at,
+
+
+def outbound_retries(messages: list[OutboundMessage]) -> list[tuple[float, list[int]]]:
+    """The rows among these that wait for another attempt, as (seconds from now, ids) groups:
+    rows due within a tenth of a second of each other go out in one message, when the last of
+    them is due."""
+    now = timezone.now()
+    waiting = sorted(
+        (max(0.0, (m.next_attempt_at - now).total_seconds()), m.pk)
+        for m in messages
+        if m.status == Status.PENDING and m.next_attempt_at is not None
     )
-    return message
+    groups: list[tuple[float, list[int]]] = []
+    for _, group in groupby(waiting, key=lambda pair: int(pair[0] * 10)):
+        pairs = list(group)
+        groups.append((pairs[-1][0], [pk for _, pk in pairs]))
+    return groups
 
 
 def outbound_requeue_due() -> int:
-    """Re-queue pending rows whose attempt is overdue (a lost message or a dead worker)."""
+    """Re-queue pending rows whose attempt is overdue (a lost message or a dead worker), up to a
+    thousand at a time: one statement takes them over (two sweepers racing queue each row once),
+    and their ids go out in batches."""
     now = timezone.now()
-    rows = list(
+    ids = list(
         OutboundMessage.objects.filter(
             status=Status.PENDING, next_attempt_at__lte=now - REQUEUE_GRACE
         )
         .order_by("next_attempt_at")
-        .values_list("pk", "next_attempt_at")[:1000]
+        .values_list("pk", flat=True)[:1000]
     )
-    requeued = 0
-    for message_id, due in rows:
-        # Compare-and-set on next_attempt_at: two sweepers racing queue each row once.
-        if OutboundMessage.objects.filter(
-            pk=message_id, status=Status.PENDING, next_attempt_at=due
-        ).update(next_attempt_at=now):
-            _enqueue(message_id)
-            requeued += 1
-    return requeued
+    if not ids:
+        return 0
+    # The same overdue condition again, in the UPDATE: a row another sweeper (or a worker) has
+    # taken meanwhile is no longer overdue, so it is not re-queued twice.
+    requeued = _claim(sorted(ids), due_by=now - REQUEUE_GRACE, lease_until=now)
+    for start in range(0, len(requeued), 500):
+        _enqueue_many(requeued[start : start + 500])
+    return len(requeued)

@@ -59,10 +59,48 @@ def notify_trade_events(event_ids: list[int]) -> int:
 # --- email and Telegram (notifications.outbound) ---
 
 
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    # common.outbox holds a message open for 1 s for more ids: one task for the news of many
+    # requests (a second later matters nothing for an email).
+    outbox_coalesce=1.0,
+)
+def send_outbound_many(self: Any, message_ids: list[int]) -> dict[str, int]:
+    """One attempt at each due row of a batch (common.outbox merges the ids of many commits into
+    one message); the failed ones are re-queued, each after its row's backoff (the row counts
+    the attempts and knows when to give up). Returns how many rows ended in each status."""
+    messages = outbound.outbound_deliver_many(message_ids=message_ids)
+    for countdown, ids in outbound.outbound_retries(messages):
+        _retry_later(self, ids, countdown)
+    counts: dict[str, int] = {"skipped": len(set(message_ids)) - len(messages)}
+    for message in messages:
+        counts[message.status] = counts.get(message.status, 0) + 1
+    return counts
+
+
+def _retry_later(task: Any, message_ids: list[int], countdown: float) -> None:
+    """These rows again in `countdown` seconds, on the queue this batch came from."""
+    if task.request.is_eager:
+        return  # in-process tasks can't wait: the sweeper sends the retry when it is due
+    info = task.request.delivery_info or {}
+    if info.get("exchange") == "" and info.get("routing_key"):
+        route = {"queue": info["routing_key"]}  # the default exchange: the queue's own name
+    else:
+        route = {k: info[k] for k in ("exchange", "routing_key") if info.get(k) is not None}
+    try:
+        task.apply_async((message_ids,), countdown=countdown, **route)
+    except Exception:
+        logger.warning("could not schedule retry of messages %s; the sweeper will", message_ids)
+
+
 @shared_task(bind=True, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True)
 def send_outbound(self: Any, message_id: int) -> str:
-    """One attempt at one email or Telegram message; a failed one is retried by Celery after
-    the row's backoff (the row counts the attempts and knows when to give up)."""
+    """One attempt at one email or Telegram message (messages published before
+    send_outbound_many; the sweeper and new rows use that); a failed one is retried by Celery
+    after the row's backoff."""
     message = outbound.outbound_deliver(message_id=message_id)
     if message is None:
         return "skipped"  # not due, finished, or another worker holds it

@@ -22,6 +22,7 @@ from escrow.services.settlement import (
     TRANSIENT_ERRORS,
     settlement_execute,
     settlement_retry,
+    settlements_execute_many,
     settlements_execute_pending,
     settlements_requeue_stale,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "settlement_execute",
     "settlement_failed_listeners",
     "settlement_retry",
+    "settlements_execute_many",
     "settlements_execute_pending",
     "settlements_requeue_stale",
     "trade_cancel",

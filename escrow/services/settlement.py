@@ -91,6 +91,38 @@ def settlement_execute(*, settlement_id: int, batch_size: int = 1) -> int:
         return _settle_claimed(claimed)
 
 
+def settlements_execute_many(*, settlement_ids: list[int], batch_size: int = 1) -> int:
+    """Settle those of these settlements that are still pending (waiting for any that another
+    worker holds: then it is done when we get it), plus other pending ones that no other worker
+    holds (FOR UPDATE SKIP LOCKED) up to batch_size in all, in one transaction; each exactly
+    once, safe to re-run. The batched form of settlement_execute, for the ids that many releases
+    published together (common.outbox coalesces them). Returns how many were settled."""
+    ids = sorted(set(settlement_ids))
+    if not ids:
+        return 0
+    with durable_atomic():
+        # These first, locked in pk order (two workers holding overlapping lists queue instead
+        # of deadlocking)...
+        claimed = [
+            _Claim(*row)
+            for row in Settlement.objects.select_for_update()
+            .filter(pk__in=ids, status=Settlement.Status.PENDING)
+            .order_by("pk")
+            .values_list(*_CLAIM_FIELDS)
+        ]
+        if batch_size > len(claimed):
+            # ... then whatever else is pending and free, so busy workers share the backlog.
+            claimed += [
+                _Claim(*row)
+                for row in Settlement.objects.select_for_update(skip_locked=True)
+                .filter(_due())
+                .exclude(pk__in=ids)
+                .order_by("queued_at", "pk")
+                .values_list(*_CLAIM_FIELDS)[: batch_size - len(claimed)]
+            ]
+        return _settle_claimed(claimed)
+
+
 def settlements_execute_pending(*, batch_size: int = 200) -> int:
     """Claim a batch of pending settlements no other worker holds and settle them together."""
     with durable_atomic():

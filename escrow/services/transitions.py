@@ -309,9 +309,10 @@ def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None)
 
 
 def _enqueue(settlement_id: int) -> None:
-    from escrow.tasks import settle
+    # settle_many: the publisher merges the ids of the releases waiting in it into one message.
+    from escrow.tasks import settle_many
 
-    publish_after_commit(settle, settlement_id)
+    publish_after_commit(settle_many, [settlement_id])
 
 
 # --- public transitions -----------------------------------------------------------------------

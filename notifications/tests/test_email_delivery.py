@@ -25,7 +25,7 @@ from conftest import CeleryWorker, require_postgres, wait_for
 from escrow import services as escrow
 from marketplace.tests.factories import make_trade
 from notifications.models import OutboundMessage
-from notifications.tasks import send_outbound
+from notifications.tasks import send_outbound, send_outbound_many
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery_worker]
 
@@ -107,8 +107,9 @@ def mail_worker(transactional_db, smtp, monkeypatch) -> Iterator[CeleryWorker]:
         pytest.skip("needs Redis: run through `make test` (it starts one)")
     require_postgres()
     queue = f"mail-{os.getpid()}"
-    monkeypatch.setattr(send_outbound, "queue", queue, raising=False)
-    monkeypatch.setattr(send_outbound, "_exec_options", None)  # Celery caches the options
+    for task in (send_outbound, send_outbound_many):
+        monkeypatch.setattr(task, "queue", queue, raising=False)
+        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options
     worker = CeleryWorker(
         connection.settings_dict["NAME"],
         queue=queue,
