@@ -180,11 +180,15 @@ def trade_limits_enforce(
 def profiles_lock(*, user_ids: list[int]) -> dict[int, Profile]:
     """The profiles of these users, created if missing, locked in pk order (so two
     transactions locking the same pair never deadlock)."""
-    User = get_user_model()
-    for user in User.objects.filter(pk__in=user_ids).exclude(profile__isnull=False):
-        profile_for(user)
-    rows = Profile.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
-    return {p.user_id: p for p in rows}
+    locked = Profile.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
+    found = {p.user_id: p for p in locked}
+    if len(found) < len(set(user_ids)):
+        # Rare (every sign-up creates one): create the missing ones, then lock them all.
+        User = get_user_model()
+        for user in User.objects.filter(pk__in=user_ids).exclude(profile__isnull=False):
+            profile_for(user)
+        found = {p.user_id: p for p in locked.all()}
+    return found
 
 
 def withdrawal_hold_reason(*, user: Any) -> str | None:

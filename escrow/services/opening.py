@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
@@ -111,8 +112,16 @@ def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
     never paid lock sellers' coins and limits), and nobody opens more than
     TAKES_PER_MAKER_PER_MINUTE trades against one maker's offers a minute (cancelled ones
     count: take-and-cancel is how an offer is churned)."""
-    if offer.side == Offer.Side.SELL:
-        unpaid = Trade.objects.filter(buyer_id=taker.pk, state=Trade.State.FUNDED).count()
+    since = timezone.now() - timedelta(minutes=1)
+    unpaid_q = Q(buyer_id=taker.pk, state=Trade.State.FUNDED)
+    recent_q = Q(taker_id=taker.pk, maker_id=offer.maker_id, created_at__gte=since)
+    buys = offer.side == Offer.Side.SELL
+    # Both counts in one query.
+    counts = Trade.objects.filter((unpaid_q | recent_q) if buys else recent_q).aggregate(
+        unpaid=Count("pk", filter=unpaid_q), recent=Count("pk", filter=recent_q)
+    )
+    if buys:
+        unpaid = counts["unpaid"]
         if unpaid >= settings.MAX_UNPAID_TRADES:
             raise Conflict(
                 gettext(
@@ -120,10 +129,7 @@ def _taker_within_abuse_limits(*, offer: Offer, taker: Any) -> None:
                 ).format(unpaid=unpaid),
                 code="too_many_unpaid_trades",
             )
-    since = timezone.now() - timedelta(minutes=1)
-    recent = Trade.objects.filter(
-        taker_id=taker.pk, maker_id=offer.maker_id, created_at__gte=since
-    ).count()
+    recent = counts["recent"]
     if recent >= settings.TAKES_PER_MAKER_PER_MINUTE:
         raise Conflict(
             gettext(
@@ -155,8 +161,6 @@ def trade_open(
     both parties' limits, hold the seller's amount in escrow; never oversold. The seller's
     payment account (the sell offer's for the method, or the one a seller taking a buy offer
     names) is copied into the trade."""
-    # Early, for a clear answer; checked again below under the profile lock.
-    accounts.ensure_can_trade(user=taker)
     if (amount in (None, "")) == (fiat_amount in (None, "")):
         raise ValidationFailed.for_field(
             "amount", gettext("Give either amount (in the asset) or fiat_amount, not both.")
@@ -166,6 +170,7 @@ def trade_open(
         asset, fiat = offer.asset, offer.fiat
         # Locked after the offer, in pk order: a freeze or another take of either party waits.
         parties = accounts.profiles_lock(user_ids=[offer.maker_id, taker.pk])
+        # A frozen or suspended taker is refused here, under the profile lock.
         accounts.ensure_can_trade(user=taker, profile=parties[taker.pk])
         if trading_block_reason(parties[offer.maker_id]):
             raise Conflict(
@@ -253,7 +258,7 @@ def trade_open(
             trade.escrow_hold = ledger.transfer_post(
                 idempotency_key=f"trade:{trade.pk}:hold",
                 debit=ledger.account_for_user(user=seller, asset=asset),
-                credit=ledger.account_escrow(trade_id=trade.pk, asset=asset),
+                credit=ledger.account_escrow(trade_id=trade.pk, asset=asset, new=True),
                 amount=trade.hold_amount,
                 kind="escrow_hold",
                 pending=True,

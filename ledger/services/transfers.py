@@ -59,9 +59,14 @@ def account_fees(*, asset: Asset) -> LedgerAccount:
     return account
 
 
-def account_escrow(*, trade_id: int, asset: Asset) -> LedgerAccount:
+def account_escrow(*, trade_id: int, asset: Asset, new: bool = False) -> LedgerAccount:
+    """The trade's escrow account; `new`: the trade was created in the caller's transaction, so
+    its account cannot exist yet (one INSERT, no look-up first and no savepoint)."""
+    code = f"escrow:trade:{trade_id}"
+    if new:
+        return LedgerAccount.objects.create(code=code, kind=Kind.ESCROW, asset=asset)
     account, _ = LedgerAccount.objects.get_or_create(
-        code=f"escrow:trade:{trade_id}", defaults={"kind": Kind.ESCROW, "asset": asset}
+        code=code, defaults={"kind": Kind.ESCROW, "asset": asset}
     )
     return account
 
