@@ -111,10 +111,18 @@ def _user_accounts(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
 
 
 def accounts_fees(asset_ids: set[int]) -> dict[int, int]:
-    """{asset_id: fee account id} for these assets, creating the missing ones."""
-    return {
-        asset.pk: account_fees(asset=asset).pk for asset in Asset.objects.filter(pk__in=asset_ids)
-    }
+    """{asset_id: fee account id} for these assets, creating the missing ones (one query when
+    they all exist: account_fees is the only maker of fee accounts, one per asset)."""
+    found: dict[int, int] = dict(
+        LedgerAccount.objects.filter(
+            kind=Kind.FEES, code__startswith="fees:", asset_id__in=asset_ids
+        ).values_list("asset_id", "pk")
+    )
+    missing = set(asset_ids) - found.keys()
+    if missing:
+        for asset in Asset.objects.filter(pk__in=missing):
+            found[asset.pk] = account_fees(asset=asset).pk
+    return found
 
 
 # --- transfers (inside the caller's transaction) ----------------------------------------------
