@@ -126,7 +126,13 @@ def test_strangers_get_404(offer, bob, carol):
         .json()
     )
     assert client_for(carol).get(f"/api/v1/trades/{trade['id']}/").status_code == 404
-    assert client_for(carol).post(f"/api/v1/trades/{trade['id']}/cancel/").status_code == 404
+    for action in ("cancel", "mark-paid", "release", "dispute"):
+        answer = client_for(carol).post(
+            f"/api/v1/trades/{trade['id']}/{action}/", {}, format="json"
+        )
+        assert answer.status_code == 404, action
+        assert answer.json()["error"]["code"] == "not_found", action
+    assert client_for(bob).get(f"/api/v1/trades/{trade['id']}/").json()["state"] == "funded"
 
 
 def test_idempotency_key_replays_the_first_response(offer, bob):
