@@ -848,6 +848,20 @@ def _sql_kind(sql: str) -> str:
     return f"{head} {m.group(1) if m else ''}".strip()
 
 
+def fund_password_check_ms(rounds: int = 3) -> float:
+    """CPU ms of one fund-password check against a seeded trader's stored hash (Argon2 with the
+    project's parameters): what each trader's first release in a run costs the web."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username__startswith="load_trader_").first()
+    if user is None:
+        return 0.0
+    start = time.process_time()
+    for _ in range(rounds):
+        user.check_password(FUND_PASSWORD)
+    return (time.process_time() - start) / rounds * 1000
+
+
 def log_findings(logdir: Path) -> dict[str, Any]:
     """What the server processes' logs say: tracebacks, errors, tasks that succeeded/retried."""
     out: dict[str, Any] = {}
@@ -965,6 +979,7 @@ def main() -> None:
     with C.stopwatch(f"seed: {args.traders} traders, tokens, deposits, offers") as sd:
         seeded = seed(args.traders, args.offers_each)
     users = seeded["users"]
+    argon2_ms = fund_password_check_ms()
     C.close_django()
 
     logdir = Path(tempfile.mkdtemp(prefix="bench_load_"))
@@ -976,6 +991,7 @@ def main() -> None:
         "conn_max_age": settings.DATABASES["default"]["CONN_MAX_AGE"],
         "settings": os.environ["DJANGO_SETTINGS_MODULE"],
         "concurrency": concurrency,
+        "argon2_ms": argon2_ms,
     }
     cpu: dict[str, dict[str, float]] = {}
     services: dict[str, Service] = {}
@@ -1372,6 +1388,21 @@ def render(args: Any, res: dict[str, Any]) -> str:
             f"{c.get('loadavg', float('nan')):.1f}.",
             "",
         ]
+        if res.get("argon2_ms"):
+            # Each trader's first release in a window hashes the fund password (Argon2); the
+            # next ones within FUNDS_PASSWORD_MEMO_SECONDS are remembered (accounts.services).
+            hashed = min(args.traders, tr["released"])
+            share = hashed * res["argon2_ms"] / done
+            res["cpu_per_trade"]["argon2_first_releases"] = share
+            lines += [
+                f"Of the web's CPU, the first release of each of the {hashed} traders hashed "
+                f"the fund password (Argon2, {res['argon2_ms']:.0f} ms of CPU each, measured "
+                f"here; later ones are remembered for FUNDS_PASSWORD_MEMO_SECONDS): "
+                f"**{share:.1f} ms a trade** over this run's {done} trades, a share that "
+                f"shrinks as a run (or a trader's session) grows longer: without it, "
+                f"**{total - share:.0f} ms** a trade.",
+                "",
+            ]
     worst = max(
         ((e["p99_ms"], name) for name, e in tr["endpoints"].items()), default=(float("nan"), "")
     )
