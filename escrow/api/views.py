@@ -40,7 +40,9 @@ class ReleaseInput(FundsConfirmInput, ReasonInput):
 
 def trade_response(request: Request, trade_id: int) -> Response:
     trade = (
-        Trade.objects.select_related("asset", "fiat", "buyer", "seller", "payment_method")
+        Trade.objects.select_related(
+            "asset", "fiat", "buyer", "seller", "payment_method", "payment_account"
+        )
         .prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
         .get(pk=trade_id)
     )
