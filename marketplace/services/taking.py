@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from accounts.selectors import (
-    is_blocked_between,
+    blocked_ids_cached,
 )
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
@@ -34,8 +34,10 @@ def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
         .filter(pk=offer_id, is_deleted=False)
         .first()
     )
+    # The taker's blocked set from the cache (its version moves when a block commits), as the
+    # book reads it: the same answer as the book the taker saw, without a query.
     if offer is None or (
-        offer.maker_id != taker.pk and is_blocked_between(user_id=taker.pk, other_id=offer.maker_id)
+        offer.maker_id != taker.pk and offer.maker_id in blocked_ids_cached(user_id=taker.pk)
     ):
         raise NotFound(gettext("Offer #{offer_id} not found.").format(offer_id=offer_id))
     if offer.maker_id == taker.pk:

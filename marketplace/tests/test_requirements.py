@@ -183,6 +183,20 @@ class TestBlocked:
         # others still see it
         assert api(alice).get(f"/api/v1/offers/{offer.pk}/").status_code == 200
 
+    def test_a_block_stops_the_next_take_whatever_was_cached(self, alice, bob):
+        # given bob took alice's offer once (his blocked set is now cached, empty)
+        offer = _offer(alice)
+        escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
+        # when alice blocks bob, then lifts it
+        relation = accounts.trader_relation_add(actor=alice, username="bob", kind="blocked")
+        # then his next take finds no such offer, and nothing is opened
+        with pytest.raises(NotFound):
+            escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
+        assert Trade.objects.filter(offer=offer).count() == 1
+        accounts.trader_relation_remove(actor=alice, relation_id=relation.pk)
+        escrow_services.trade_open(offer_id=offer.pk, taker=bob, amount="0.01")
+        assert Trade.objects.filter(offer=offer).count() == 2
+
     def test_unblocking_shows_it_again(self, alice, bob):
         offer = _offer(alice)
         relation = accounts.trader_relation_add(actor=bob, username="alice", kind="blocked")
