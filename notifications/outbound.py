@@ -35,6 +35,7 @@ from notifications.email import (
     recipient_languages,
 )
 from notifications.models import OutboundMessage
+from notifications.recipients import Recipient
 
 logger = logging.getLogger(__name__)
 Channel = OutboundMessage.Channel
@@ -63,18 +64,34 @@ def outgoing_send(
     *,
     users: dict[int, Any] | None = None,
     languages: dict[int, str] | None = None,
+    recipients: dict[int, Recipient] | None = None,
 ) -> list[OutboundMessage]:
     """Queue the email and Telegram messages these items call for, as each person chose (three
     queries whatever the number, one when the caller passes the `users` it has and their
-    `languages` from recipient_languages); nothing is sent here."""
+    `languages` from recipient_languages, none when it also passes their `recipients` from
+    notifications.recipients); nothing is sent here."""
     items = list(items)
     if not items:
         return []
     user_ids = {item.user_id for item in items}
     if users is None or not user_ids <= users.keys():
         users = get_user_model().objects.in_bulk(user_ids)
-    chosen = preferences.channels_for(user_ids=user_ids)
-    chats = telegram.telegram_chats(user_ids=user_ids) if telegram.telegram_enabled() else {}
+    chosen: dict[tuple[int, str], tuple[bool, bool]]
+    chats: dict[int, int]
+    if recipients is not None and user_ids <= recipients.keys():
+        chosen = {
+            (uid, category): choice
+            for uid in user_ids
+            for category, choice in recipients[uid].choices.items()
+        }
+        chats = {
+            uid: chat
+            for uid in user_ids
+            if (chat := recipients[uid].telegram_chat) is not None and telegram.telegram_enabled()
+        }
+    else:
+        chosen = preferences.channels_for(user_ids=user_ids)
+        chats = telegram.telegram_chats(user_ids=user_ids) if telegram.telegram_enabled() else {}
     # Each text is written out in its recipient's language (lazy texts; plain ones stay as is).
     langs = recipient_languages(user_ids) if languages is None else languages
     rows: list[OutboundMessage] = []
@@ -124,7 +141,9 @@ def outbound_messages_queue(rows: list[OutboundMessage]) -> None:
     now = timezone.now()
     for row in rows:
         row.next_attempt_at = now
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction: a failure here fails the whole of it (no
+    # caller goes on without its rows); outside one, this is the transaction.
+    with transaction.atomic(savepoint=False):
         OutboundMessage.objects.bulk_create(rows)
         transaction.on_commit(partial(_enqueue_many, [row.pk for row in rows]))
 

@@ -105,4 +105,8 @@ def preferences_set(*, user: Any, changes: list[dict[str, Any]]) -> list[Prefere
             unique_fields=["user", "category"],
             update_fields=["email", "telegram"],
         )
+        # bulk_create sends no signal: the cached choices (notifications.recipients) go here.
+        from notifications.recipients import recipients_forget
+
+        recipients_forget([user.pk])
     return preferences_for_user(user=user)

@@ -147,9 +147,9 @@ def _link(code: str, chat_id: int) -> str:
     if found is None:
         return str(REFUSED_TEXT)
     # The chat proved it can read this account's code: it leaves any other account it was on.
-    TelegramLink.objects.filter(chat_id=chat_id).exclude(pk=found.pk).update(
-        chat_id=None, linked_at=None
-    )
+    others = TelegramLink.objects.filter(chat_id=chat_id).exclude(pk=found.pk)
+    _forget_chat_owners(others)
+    others.update(chat_id=None, linked_at=None)
     found.chat_id = chat_id
     found.linked_at = timezone.now()
     found.code_hash = ""
@@ -157,6 +157,14 @@ def _link(code: str, chat_id: int) -> str:
     found.save(update_fields=["chat_id", "linked_at", "code_hash", "code_expires_at"])
     languages = recipient_languages([found.user_id])
     return in_language(languages, found.user_id, LINKED_TEXT).format(username=found.user.username)
+
+
+def _forget_chat_owners(links: Any) -> None:
+    """An UPDATE sends no signal: the cached chats of these links' owners are forgotten
+    (notifications.recipients), now and on commit."""
+    from notifications.recipients import recipients_forget
+
+    recipients_forget(links.values_list("user_id", flat=True))
 
 
 def _answer(update: dict[str, Any]) -> tuple[int, str] | None:
@@ -175,7 +183,9 @@ def _answer(update: dict[str, Any]) -> tuple[int, str] | None:
     if command == "/start":
         return chat_id, (_link(argument.strip(), chat_id) if argument.strip() else str(HELP_TEXT))
     if command == "/stop":
-        unlinked = TelegramLink.objects.filter(chat_id=chat_id).update(chat_id=None, linked_at=None)
+        linked = TelegramLink.objects.filter(chat_id=chat_id)
+        _forget_chat_owners(linked)
+        unlinked = linked.update(chat_id=None, linked_at=None)
         return chat_id, str(UNLINKED_TEXT if unlinked else HELP_TEXT)
     if command == "/help":
         return chat_id, str(HELP_TEXT)

@@ -290,7 +290,8 @@ def webhook_deliveries_queue(deliveries: list[WebhookDelivery]) -> None:
     the caller's transaction commits (the sweeper finds any whose message is lost)."""
     if not deliveries:
         return
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (it fails as a whole); outside, this is one.
+    with transaction.atomic(savepoint=False):
         WebhookDelivery.objects.bulk_create(deliveries)
         for delivery in deliveries:
             delivery.payload = {**delivery.payload, "delivery_id": delivery.pk}

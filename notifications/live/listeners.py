@@ -36,10 +36,29 @@ S = Trade.State
 BOOK_STATES = frozenset({S.FUNDED, S.CANCELLED, S.EXPIRED})
 
 
-def _watchers(trades: Iterable[Trade]) -> dict[int, set[int]]:
-    """Each trade's buyer, seller and assigned moderator (user ids), in one query."""
+# Moves that show their trade was never disputed (a dispute is opened only by the move into
+# `disputed`, and none of these can follow it): no moderator can be assigned to it.
+UNDISPUTED_MOVES = frozenset(
+    {
+        ("", S.FUNDED),
+        (S.FUNDED, S.PAID),
+        (S.FUNDED, S.CANCELLED),
+        (S.FUNDED, S.EXPIRED),
+        (S.PAID, S.RELEASING),
+    }
+)
+
+
+def _watchers(
+    trades: Iterable[Trade], *, undisputed: set[int] | None = None
+) -> dict[int, set[int]]:
+    """Each trade's buyer, seller and assigned moderator (user ids), in one query (none when
+    all the trades are known `undisputed`)."""
     found = {t.pk: {t.buyer_id, t.seller_id} for t in trades}
-    assigned = Dispute.objects.filter(trade_id__in=found, assigned_to__isnull=False).values_list(
+    asked = [pk for pk in found if pk not in (undisputed or ())]
+    if not asked:
+        return found
+    assigned = Dispute.objects.filter(trade_id__in=asked, assigned_to__isnull=False).values_list(
         "trade_id", "assigned_to_id"
     )
     for trade_id, moderator_id in assigned:
@@ -55,7 +74,11 @@ def on_trade_transitions(events_: list[EscrowEvent]) -> None:
 
     try:
         trades = announced_trades(events_)
-        watchers = _watchers(trades.values())
+        moves: dict[int, set[tuple[str, str]]] = {}
+        for event in events_:
+            moves.setdefault(event.trade_id, set()).add((event.old_state, event.new_state))
+        undisputed = {pk for pk, seen in moves.items() if seen <= UNDISPUTED_MOVES}
+        watchers = _watchers(trades.values(), undisputed=undisputed)
         pairs: set[tuple[str, str]] = set()
         for event in sorted(events_, key=lambda e: e.pk):
             trade = trades.get(event.trade_id)
