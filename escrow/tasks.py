@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
 from escrow import services
 
+# Database hiccups (a lost connection, a lock timeout) are retried with backoff, without end.
+SETTLE_RETRY: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": services.TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": None,
+}
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=services.TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=None,
-)
+
+@shared_task(**SETTLE_RETRY)
 def settle(settlement_id: int) -> int:
     # Messages published before settle_many (in a broker during a deploy).
     # Database hiccups (a lost connection, a lock timeout) are retried with backoff; a settlement
@@ -26,11 +31,7 @@ def settle(settlement_id: int) -> int:
 
 
 @shared_task(
-    acks_late=True,
-    autoretry_for=services.TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=None,
+    **SETTLE_RETRY,
     # common.outbox holds a message open for 0.2 s for more releases' ids (of 2 s of settlement
     # lag the load test allows at its p99): under load one task settles many releases.
     outbox_coalesce=0.2,

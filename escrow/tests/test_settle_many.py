@@ -5,17 +5,16 @@ batch size, each exactly once, alongside `settle` (messages from before) and `se
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
-from django.db import connections
 
 from conftest import require_postgres, wait_for
 from escrow import services
 from escrow.models import Settlement, Trade
 from escrow.services import transitions
 from escrow.tasks import settle
+from escrow.tests.test_concurrency import run_at_once
 from ledger import services as ledger
 from ledger.models import Transfer
 from ledger.replay import verify_ledger
@@ -38,29 +37,6 @@ def _settlement_ids(trades: list[Trade]) -> list[int]:
     return list(
         Settlement.objects.filter(trade__in=trades).order_by("pk").values_list("pk", flat=True)
     )
-
-
-def _run_at_once(calls: list[Callable[[], object]]) -> list[object]:
-    """Each call on its own thread and connection, released together."""
-    barrier = threading.Barrier(len(calls))
-    results: list[object] = [None] * len(calls)
-
-    def worker(i: int, call: Callable[[], object]) -> None:
-        try:
-            barrier.wait()
-            results[i] = call()
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a racing call hung (deadlock?)"
-    return results
 
 
 def _settled_once(trades: list[Trade]) -> None:
@@ -123,7 +99,7 @@ def test_settle_many_racing_settle_and_settle_pending_settles_each_once(
         lambda: services.settlements_execute_pending(batch_size=6),
         ledger.ledger_seal_pending,
     ]
-    results = _run_at_once(calls)
+    results = run_at_once(calls)
     assert not [r for r in results if isinstance(r, Exception)], results
     # then every settlement was settled by exactly one of them
     assert sum(r for r in results[:7] if isinstance(r, int)) == 36
