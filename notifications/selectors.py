@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils.translation import gettext
 
@@ -18,8 +20,34 @@ def notification_list_for_user(*, user: Any, unread_only: bool = False) -> Query
     return qs
 
 
-def notification_unread_count(*, user: Any) -> int:
-    return Notification.objects.filter(user=user, read_at__isnull=True).count()
+# The header's badge shows at most this many ("99+" past it). Its counts (every page, and every
+# trade move's live event) stop at UNREAD_BADGE_CAP + 1 rows, so they cost the same for a bot
+# that never reads its notifications as for anyone else; the API's count stays exact.
+UNREAD_BADGE_CAP = 99
+
+
+def notification_unread_count(*, user: Any, cap: int | None = None) -> int:
+    """The user's unread notifications; with `cap`, counted up to cap + 1 (more than cap)."""
+    unread = Notification.objects.filter(user=user, read_at__isnull=True)
+    if cap is not None:
+        return unread.values("pk")[: cap + 1].count()
+    return unread.count()
+
+
+def notification_unread_counts(*, user_ids: Iterable[int], cap: int) -> dict[int, int]:
+    """Each user's unread notifications counted up to cap + 1, in one query: a count per user
+    that stops after cap + 1 rows of the unread index (a GROUP BY would read them all)."""
+    ids = sorted({int(uid) for uid in user_ids})
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT u.id, (SELECT count(*) FROM (SELECT 1 FROM notifications_notification n"
+            " WHERE n.user_id = u.id AND n.read_at IS NULL LIMIT %s) AS unread)"
+            " FROM unnest(%s::bigint[]) AS u(id)",
+            [cap + 1, ids],
+        )
+        return {int(uid): int(n) for uid, n in cursor.fetchall()}
 
 
 def webhook_list_for_user(*, user: Any) -> QuerySet[WebhookEndpoint]:

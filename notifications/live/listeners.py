@@ -16,7 +16,6 @@ from typing import Any
 
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models import Count
 
 from accounts.services import revocation
 from disputes.models import Dispute
@@ -120,15 +119,12 @@ def announce_notifications(rows: list[Any]) -> None:
 
 
 def _publish_notifications(targets: list[tuple[int, int | None, int | None]]) -> None:
-    from notifications.models import Notification
+    from notifications.selectors import UNREAD_BADGE_CAP, notification_unread_counts
 
     try:
-        users = {user_id for user_id, _, _ in targets}
-        unread = dict(
-            Notification.objects.filter(user_id__in=users, read_at__isnull=True)
-            .values("user_id")
-            .annotate(n=Count("id"))
-            .values_list("user_id", "n")
+        # Up to the badge's cap ("99+" past it): bounded for a reader who never reads them.
+        unread = notification_unread_counts(
+            user_ids=(user_id for user_id, _, _ in targets), cap=UNREAD_BADGE_CAP
         )
         events.publish_each(
             [

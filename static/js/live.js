@@ -90,8 +90,10 @@
       link.appendChild(document.createTextNode(" "));
       link.appendChild(badge);
     }
-    badge.textContent = String(count);
-    badge.setAttribute("aria-label", count + " unread");
+    // The server counts up to 100: past 99 the badge says "99+" (as the page's header does).
+    var many = count > 99;
+    badge.textContent = many ? "99+" : String(count);
+    badge.setAttribute("aria-label", many ? "More than 99 unread" : count + " unread");
   }
 
   function apply(message) {
