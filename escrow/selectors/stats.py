@@ -14,22 +14,16 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
     Avg,
-    Case,
     Count,
-    DecimalField,
-    ExpressionWrapper,
     F,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
-    Sum,
-    When,
 )
-from django.db.models.expressions import CombinedExpression
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Profile
@@ -225,44 +219,52 @@ def trade_value_eur(
     return fiat_amount
 
 
-_VALUE: DecimalField[Decimal, Decimal] = DecimalField(max_digits=60, decimal_places=20)
-
-
-def _trade_value_eur_expression() -> Any:
-    """trade_value_eur in SQL, so a user's 30-day volume is one aggregate."""
-
-    def index(code: str) -> Subquery:
-        return Subquery(
-            PriceIndex.objects.filter(asset=OuterRef("asset"), fiat__code=code).values("price")[:1],
-            output_field=_VALUE,
-        )
-
-    def times(price: Subquery) -> ExpressionWrapper[CombinedExpression]:
-        return ExpressionWrapper(F("amount") * price, output_field=_VALUE)
-
-    return Case(
-        When(fiat__code=LIMITS_CURRENCY, then=F("fiat_amount")),
-        default=Coalesce(times(index(LIMITS_CURRENCY)), times(index("USD")), F("fiat_amount")),
-        output_field=_VALUE,
-    )
+# A user's 30-day volume, trade_value_eur in SQL: one statement for both parties of a take. Plain
+# SQL rather than the ORM's Case/Subquery/Coalesce expression, whose building and compiling cost
+# ~3 ms of Python on every take (prepared by psycopg after a few takes on a connection).
+_VOLUME_SQL = """
+SELECT u.id, SUM(v.value)
+FROM (
+    SELECT t.buyer_id, t.seller_id,
+        CASE WHEN f.code = %(eur)s THEN t.fiat_amount
+        ELSE COALESCE(
+            t.amount * (
+                SELECT p.price FROM marketplace_priceindex p
+                JOIN marketplace_fiatcurrency pf ON pf.id = p.fiat_id
+                WHERE p.asset_id = t.asset_id AND pf.code = %(eur)s LIMIT 1
+            ),
+            t.amount * (
+                SELECT p.price FROM marketplace_priceindex p
+                JOIN marketplace_fiatcurrency pf ON pf.id = p.fiat_id
+                WHERE p.asset_id = t.asset_id AND pf.code = 'USD' LIMIT 1
+            ),
+            t.fiat_amount
+        ) END AS value
+    FROM escrow_trade t JOIN marketplace_fiatcurrency f ON f.id = t.fiat_id
+    WHERE (t.buyer_id = ANY(%(ids)s) OR t.seller_id = ANY(%(ids)s))
+        AND t.created_at >= %(since)s AND NOT (t.state = ANY(%(not_counted)s))
+) v
+JOIN unnest(%(ids)s::bigint[]) AS u(id) ON u.id IN (v.buyer_id, v.seller_id)
+GROUP BY u.id
+"""
 
 
 def trade_volume_eur(*, user_ids: list[int], now: datetime | None = None) -> dict[int, Decimal]:
     """Each user's trades of the last 30 days in EUR (either side; cancelled and expired trades
-    don't count), in one query."""
+    don't count), each valued as trade_value_eur values it, in one query."""
     since = (now or timezone.now()) - LIMIT_WINDOW
-    value = _trade_value_eur_expression()
-    sums = {
-        f"u{uid}": Sum(value, filter=Q(buyer_id=uid) | Q(seller_id=uid), output_field=_VALUE)
-        for uid in user_ids
-    }
-    row = (
-        Trade.objects.filter(Q(buyer_id__in=user_ids) | Q(seller_id__in=user_ids))
-        .filter(created_at__gte=since)
-        .exclude(state__in=NOT_COUNTED)
-        .aggregate(**sums)
-    )
-    return {uid: Decimal(row[f"u{uid}"] or 0).quantize(Decimal("0.01")) for uid in user_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VOLUME_SQL,
+            {
+                "eur": LIMITS_CURRENCY,
+                "ids": [int(uid) for uid in user_ids],
+                "since": since,
+                "not_counted": [str(state) for state in NOT_COUNTED],
+            },
+        )
+        sums = {int(uid): total for uid, total in cursor.fetchall()}
+    return {uid: Decimal(sums.get(uid) or 0).quantize(Decimal("0.01")) for uid in user_ids}
 
 
 # --- offer requirements ---------------------------------------------------------------------
