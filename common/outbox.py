@@ -45,6 +45,12 @@ class _Item(NamedTuple):
     args: tuple[Any, ...]
 
 
+class _Flush(NamedTuple):
+    """publish_pending's request: publish every open message now, then set `done`."""
+
+    done: threading.Event
+
+
 @dataclass
 class _Batch:
     """A coalesced message being filled: the context of its first call, the ids (an ordered
@@ -57,7 +63,7 @@ class _Batch:
 
 
 _lock = threading.Lock()
-_queue: queue.Queue[_Item] | None = None
+_queue: queue.Queue[_Item | _Flush] | None = None
 _owner_pid: int | None = None
 
 
@@ -93,7 +99,7 @@ def publish_after_commit(task: Any, *args: Any) -> None:
         logger.warning("could not queue %s%r; its sweeper will", task.name, args, exc_info=True)
 
 
-def _publisher() -> queue.Queue[_Item]:
+def _publisher() -> queue.Queue[_Item | _Flush]:
     global _queue, _owner_pid
     # A forked child (gunicorn, Celery prefork) inherits the queue but not the thread.
     if _queue is None or _owner_pid != os.getpid():
@@ -107,7 +113,22 @@ def _publisher() -> queue.Queue[_Item]:
     return _queue
 
 
-def _drain(pending: queue.Queue[_Item]) -> None:
+def publish_pending(timeout: float = 10.0) -> bool:
+    """Publish at once whatever this process's thread still holds (merged messages waiting for
+    their linger included) and wait until it has; True when it did within `timeout`. For a test
+    that must know nothing of its own is still to reach the worker (before it waits for the
+    worker to go idle and empties the database)."""
+    if _queue is None or _owner_pid != os.getpid():
+        return True  # this process never queued anything
+    done = threading.Event()
+    try:
+        _queue.put(_Flush(done), timeout=timeout)
+    except queue.Full:
+        return False
+    return done.wait(timeout)
+
+
+def _drain(pending: queue.Queue[_Item | _Flush]) -> None:
     open_batches: dict[str, list[_Batch]] = {}
     while True:
         try:
@@ -116,21 +137,25 @@ def _drain(pending: queue.Queue[_Item]) -> None:
             logger.exception("outbox publisher: unexpected error")
 
 
-def _drain_round(pending: queue.Queue[_Item], open_batches: dict[str, list[_Batch]]) -> None:
+def _drain_round(
+    pending: queue.Queue[_Item | _Flush], open_batches: dict[str, list[_Batch]]
+) -> None:
     """Wait for the next item, or until the first open message is due; take whatever else is
     waiting; publish the plain items in order and add the coalesced ones' ids to the open
-    messages; then publish the messages that are due or full."""
+    messages; then publish the messages that are due or full (all of them when asked to by
+    publish_pending, whose request is answered last)."""
     timeout = None
     if open_batches:
         first = min(b.deadline for batches in open_batches.values() for b in batches)
         timeout = max(0.0, first - time.monotonic())
     taken = _take(pending, timeout=timeout)
-    _route(taken, open_batches)
+    flushes = [item for item in taken if isinstance(item, _Flush)]
+    _route([item for item in taken if isinstance(item, _Item)], open_batches)
     now = time.monotonic()
     for name in list(open_batches):
         waiting = []
         for batch in open_batches[name]:
-            if batch.deadline <= now or len(batch.ids) >= BATCH_CAP:
+            if flushes or batch.deadline <= now or len(batch.ids) >= BATCH_CAP:
                 batch.context.run(_publish, batch.task, (list(batch.ids),))
             else:
                 waiting.append(batch)
@@ -138,11 +163,13 @@ def _drain_round(pending: queue.Queue[_Item], open_batches: dict[str, list[_Batc
             open_batches[name] = waiting
         else:
             del open_batches[name]
+    for flush in flushes:
+        flush.done.set()
     for _ in taken:
         pending.task_done()
 
 
-def _take(pending: queue.Queue[_Item], *, timeout: float | None) -> list[_Item]:
+def _take(pending: queue.Queue[_Item | _Flush], *, timeout: float | None) -> list[_Item | _Flush]:
     """The next item (waiting up to `timeout`, None: for ever) and whatever else is waiting."""
     try:
         items = [pending.get(timeout=timeout)]

@@ -380,3 +380,17 @@ def test_a_real_publisher_thread_delivers_merged_ids(broker_queue):
     wait_for(both)
     # one message, unless the thread was held up for longer than its linger between the two
     assert got == [[21, 22]] or got == [[21], [22]]
+
+
+def test_publish_pending_sends_a_held_message_at_once(broker_queue, monkeypatch):
+    # given the process's own publisher holds a merged message open for a minute
+    monkeypatch.setattr(send_outbound_many, "outbox_coalesce", 60.0)
+    outbox.publish_after_commit(send_outbound_many, [31])
+    outbox.publish_after_commit(send_outbound_many, [32])
+    # when a test's teardown asks for whatever is pending
+    assert outbox.publish_pending(timeout=10)
+    # then it is on the broker already, in one message, well before its linger
+    assert broker_queue() == [("notifications.tasks.send_outbound_many", [[31, 32]], None)]
+    # and with nothing held, it answers at once
+    assert outbox.publish_pending(timeout=10)
+    assert broker_queue() == []
