@@ -187,7 +187,7 @@ if want replica && [ -n "$PG_STARTED" ]; then
     read -r REPLICA_PORT _ < <(free_ports) || die "could not pick ports"
     if pg pg_ctl start -w -t 60 -D "$REPLICA_DIR" -l "$DIR/replica.log" -o "-p $REPLICA_PORT \
         -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR $DURABILITY \
-        -c max_connections=300 -c hot_standby=on -c hot_standby_feedback=on" \
+        -c max_connections=300 -c hot_standby=on -c hot_standby_feedback=on -c max_standby_streaming_delay=5s" \
         >/dev/null 2>&1; then REPLICA_STARTED=1; break; fi
     [ "$attempt" = 3 ] && { cat "$DIR/replica.log" >&2; die "the replica failed to start"; }
   done

@@ -43,17 +43,30 @@ class Replica:
             cursor.execute(query)
             return cursor.fetchone()[0]
 
-    def caught_up(self) -> bool:
-        # The insert position, not pg_current_wal_lsn() (the write position): with
-        # synchronous_commit=off (the test server's) a commit's record may still wait in the WAL
-        # buffers, and the standby "caught up" with a position before it.
+    def primary_position(self) -> str:
+        """The primary's WAL insert position, once it is sent to the standby. The insert
+        position, not pg_current_wal_lsn() (the write position): with synchronous_commit=off
+        (the test server's) a commit's record may still wait in the WAL buffers, and the standby
+        would look caught up with a position before it. And then one synchronous commit, which
+        flushes the WAL up to it: the WAL writer flushes only up to the last commit, so a record
+        inserted after it (the background writer's snapshot of running transactions, every 15
+        s) stays in the buffers, unsent, for as long as nothing else commits."""
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
             (primary,) = cursor.fetchone()
-        return bool(self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{primary}'::pg_lsn"))
+            with transaction.atomic():
+                cursor.execute("SET LOCAL synchronous_commit = on")
+                cursor.execute("SELECT txid_current()")  # a transaction id: a commit record
+        return str(primary)
+
+    def replayed(self, position: str) -> bool:
+        return bool(self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{position}'::pg_lsn"))
 
     def wait_caught_up(self) -> None:
-        wait_for(self.caught_up, timeout=30)
+        # Up to 90 s: a replay that waits on a conflicting standby query waits up to its
+        # max_standby_streaming_delay (5 s in scripts/with-services.sh) before cancelling it.
+        position = self.primary_position()
+        wait_for(lambda: self.replayed(position), timeout=90, interval=0.1)
 
     def pause(self) -> None:
         self.sql("SELECT pg_wal_replay_pause()::text")
