@@ -124,13 +124,19 @@ if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
     || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
 fi
 
+# With a streaming replica, the primary keeps 1 GB of WAL: a standby that lost its connection
+# (the fault tests stop the primary) must find the segments it has not received yet when it
+# reconnects, or it never catches up ("requested WAL segment ... has already been removed").
+KEEP_WAL=''
+want replica && KEEP_WAL='-c wal_keep_size=1GB'
+
 # A port picked by free_ports can still be taken by someone else before we
 # bind it (e.g. a parallel run), so retry with fresh ports a few times.
 for attempt in 1 2 3; do
   read -r PGPORT REDISPORT < <(free_ports) || die "could not pick ports"
   if pg pg_ctl start -w -t 60 -D "$PGDATA_DIR" -l "$DIR/pg.log" -o "-p $PGPORT \
       -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR $DURABILITY \
-      -c max_connections=300 ${PG_OPTIONS:-}" >/dev/null 2>&1; then PG_STARTED=1; break; fi
+      -c max_connections=300 $KEEP_WAL ${PG_OPTIONS:-}" >/dev/null 2>&1; then PG_STARTED=1; break; fi
   PGPORT=''
   [ "$attempt" = 3 ] && { cat "$DIR/pg.log" >&2; die "postgres failed to start"; }
 done
