@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.http import FileResponse
 from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.types import OpenApiTypes
@@ -29,10 +29,25 @@ from escrow.api.serializers import TradeOut
 from escrow.models import EscrowEvent, Feedback, Trade, TradeMessage
 
 
+def _events() -> Prefetch[Any]:
+    return Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
+
+
 def _trades_qs() -> QuerySet[Trade]:
     return Trade.objects.select_related(
         "asset", "fiat", "buyer", "seller", "payment_method", "payment_account"
-    ).prefetch_related(Prefetch("events", queryset=EscrowEvent.objects.select_related("actor")))
+    ).prefetch_related(_events())
+
+
+def trade_answer(request: Request, trade: Trade | int, status: int = 200) -> Response:
+    """A trade as TradeOut shows it to the requesting user. A trade a service has just returned
+    with what it shows loaded (escrow.services.SHOWN_RELATED: a move's, a take's) is shown as
+    it is, its events read in one query; otherwise it is read by id, with all it shows."""
+    if isinstance(trade, Trade) and escrow_services.trade_has_related(trade):
+        prefetch_related_objects([trade], _events())
+    else:
+        trade = _trades_qs().get(pk=trade if isinstance(trade, int) else trade.pk)
+    return Response(TradeOut(trade, context={"request": request}).data, status=status)
 
 
 class OfferTakeApi(ApiView):
@@ -71,10 +86,7 @@ class OfferTakeApi(ApiView):
         trade = escrow_services.trade_open(
             offer_id=offer_id, taker=request.user, **data.validated_data
         )
-        return Response(
-            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
-            status=status.HTTP_201_CREATED,
-        )
+        return trade_answer(request, trade, status=status.HTTP_201_CREATED)
 
 
 class MatchApi(ApiView):
@@ -108,10 +120,7 @@ class MatchApi(ApiView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         trade = escrow_services.trade_match(taker=request.user, **data.validated_data)
-        return Response(
-            TradeOut(_trades_qs().get(pk=trade.pk), context={"request": request}).data,
-            status=status.HTTP_201_CREATED,
-        )
+        return trade_answer(request, trade, status=status.HTTP_201_CREATED)
 
 
 class TradeListApi(ApiView):

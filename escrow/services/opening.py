@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Count, Q
+from django.db.models.fields.mixins import FieldCacheMixin
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
@@ -280,6 +281,10 @@ def trade_open(
         if pay_into is not None:
             TradePaymentAccount.objects.create(
                 trade=trade, owner=seller, **pay.payment_account_snapshot(pay_into)
+            )
+        else:  # known to have none: the answer shows the trade without reading it again
+            cast(FieldCacheMixin, Trade._meta.get_field("payment_account")).set_cached_value(
+                trade, None
             )
         event = EscrowEvent.objects.create(
             trade=trade,

@@ -436,7 +436,12 @@ def _settle_one(settlement: Settlement, trade: Trade) -> None:
             ledger.transfer_void_pending(idempotency_key=f"{key}:void", pending=hold)
         final = S.SPLIT
     _escrow_transition(
-        trade_id=trade.pk, to=final, actor=None, reason=f"settled ({settlement.kind})"
+        trade_id=trade.pk,
+        to=final,
+        actor=None,
+        reason=f"settled ({settlement.kind})",
+        joined=False,
+        savepoint=False,
     )
     settlement.status = Settlement.Status.DONE
     settlement.attempts += 1

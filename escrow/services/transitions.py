@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.fields.mixins import FieldCacheMixin
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
@@ -111,16 +112,35 @@ def announce_many(events: list[EscrowEvent]) -> None:
         transaction.on_commit(lambda listener=listener: listener(events), robust=True)  # type: ignore[misc]
 
 
+# What listeners show of a trade (asset, fiat and the parties), and what a move's API answer
+# shows besides: a move made from a request reads them with the row it locks (one query), so
+# that neither its listeners nor its answer read the trade again.
+ANNOUNCED_RELATED = ("asset", "fiat", "buyer", "seller", "maker", "taker")
+SHOWN_RELATED = (*ANNOUNCED_RELATED, "payment_method", "payment_account")
+
+
+def trade_has_related(trade: Trade, names: tuple[str, ...] = SHOWN_RELATED) -> bool:
+    """Whether these related objects of the trade are already loaded (none is read again)."""
+    return all(cast(FieldCacheMixin, Trade._meta.get_field(n)).is_cached(trade) for n in names)
+
+
 def announced_trades(events: list[EscrowEvent]) -> dict[int, Trade]:
     """The trades of announced moves, as they are after the commit, with what listeners show
-    (asset, fiat and the parties): one query for all the listeners of one announcement (the
-    first that asks fetches them), one for each call otherwise (events loaded by a task)."""
+    (asset, fiat and the parties). A move that announced the trade it wrote, with those loaded
+    (a request's move: the committed row as it wrote it), costs no query; the others are read
+    in one query for all the listeners of one announcement (the first that asks fetches them),
+    one for each call otherwise (events loaded by a task)."""
     shared = getattr(events[0], "_announced", None) if events else None
     if shared is not None and "trades" in shared:
         return cast(dict[int, Trade], shared["trades"])
-    trades = Trade.objects.select_related(
-        "asset", "fiat", "buyer", "seller", "maker", "taker"
-    ).in_bulk({e.trade_id for e in events})
+    trades: dict[int, Trade] = {}
+    trade_of = EscrowEvent._meta.get_field("trade")
+    for event in events:
+        if trade_of.is_cached(event) and trade_has_related(event.trade, ANNOUNCED_RELATED):
+            trades[event.trade_id] = event.trade
+    missing = {e.trade_id for e in events} - trades.keys()
+    if missing:
+        trades.update(Trade.objects.select_related(*ANNOUNCED_RELATED).in_bulk(missing))
     if shared is not None:
         shared["trades"] = trades
     return trades
@@ -202,12 +222,24 @@ def _escrow_transition(
     guard: Callable[[Trade], None] | None = None,
     split_buyer_amount: Decimal | None = None,
     cancel_reason: str = "",
+    joined: bool = True,
+    savepoint: bool = True,
 ) -> Trade:
-    with transaction.atomic():
+    """Every move, in a savepoint of the caller's transaction: a caller may go on after a
+    refused move. `savepoint=False`: a move that is its transaction's whole work (a public
+    move in its own durable_atomic, a settlement in its batch's savepoint), two round trips
+    fewer. `joined`: read what the move's listeners and its answer show with the locked row
+    (SHOWN_RELATED; the trade returned has them); not worth it for a settlement batch, whose
+    listeners read its trades in one query."""
+    with transaction.atomic(savepoint=savepoint):
+        trades = Trade.objects.all()
+        if joined:
+            trades = trades.select_related(*SHOWN_RELATED)
         try:
             # NO KEY: the rows that point at the trade (events, notifications, a settlement)
-            # check their foreign key with KEY SHARE, which this lock does not block.
-            trade = Trade.objects.select_for_update(no_key=True).get(pk=trade_id)
+            # check their foreign key with KEY SHARE, which this lock does not block. OF: the
+            # trade's row alone, not the rows joined to it.
+            trade = trades.select_for_update(no_key=True, of=("self",)).get(pk=trade_id)
         except Trade.DoesNotExist:
             raise NotFound(
                 gettext("Trade #{trade_id} not found.").format(trade_id=trade_id)
@@ -334,6 +366,7 @@ def trade_mark_paid(*, trade_id: int, actor: Any) -> Trade:
             actor=actor,
             reason=gettext_noop("buyer marked paid"),
             guard=before_deadline,
+            savepoint=False,
         )
 
 
@@ -343,7 +376,11 @@ def escrow_release(*, trade_id: int, actor: Any) -> Trade:
     funds_confirm.)"""
     with durable_atomic():
         return _escrow_transition(
-            trade_id=trade_id, to=S.RELEASING, actor=actor, reason=gettext_noop("seller released")
+            trade_id=trade_id,
+            to=S.RELEASING,
+            actor=actor,
+            reason=gettext_noop("seller released"),
+            savepoint=False,
         )
 
 
@@ -359,6 +396,7 @@ def trade_cancel(*, trade_id: int, actor: Any, cancel_reason: str = "", reason: 
             actor=actor,
             reason=reason or f"buyer cancelled: {code}",
             cancel_reason=code,
+            savepoint=False,
         )
 
 
@@ -401,6 +439,7 @@ def escrow_expire(*, trade_id: int) -> Trade:
             actor=None,
             reason=gettext_noop("payment window ended"),
             guard=deadline_passed,
+            savepoint=False,
         )
 
 

@@ -256,8 +256,8 @@ def test_a_retry_after_a_503_never_repeats_committed_work(
     if endpoint == "take":
         api, path = ApiClient(live_server.url, buyer_token), f"/offers/{offer.pk}/take/"
         body = {"amount": "0.01"}
-        fault = _FailsOnce(escrow.api.trades._trades_qs)
-        monkeypatch.setattr(escrow.api.trades, "_trades_qs", fault)
+        fault = _FailsOnce(escrow.api.trades.trade_answer)
+        monkeypatch.setattr(escrow.api.trades, "trade_answer", fault)
     else:
         api, path = ApiClient(live_server.url, seller_token), "/wallets/BTC/withdrawals/"
         body = {"amount": "0.1", "address": "bc1qfaultsaddress", "password": TRADER_PASSWORD}
