@@ -44,8 +44,7 @@ def book_changed(*, side: str | None, asset_id: int, fiat_id: int) -> None:
     keys = [version_key(side=s, asset_id=asset_id, fiat_id=fiat_id) for s in sides] + [ALL_BOOKS]
 
     def bump() -> None:
-        for key in keys:
-            hotcache.incr(key)
+        hotcache.incr_many(keys)
 
     bump()
     transaction.on_commit(bump)

@@ -211,3 +211,33 @@ def test_sign_ups_are_throttled_per_address(client, settings, refdata):
     assert codes[:3] == [302, 302, 302]
     assert codes[3:] == [429, 429]
     assert "Too many new accounts" in response.content.decode()
+
+
+def test_the_take_s_statement_answers_as_the_orm_rule(settings, alice, bob, carol):
+    # accounts_linked runs one plain statement (every take asks it); accounts_linked_sql, which
+    # the figures use, is the ORM's expression of the same rule: both answer alike for every pair
+    settings.LINK_IP_MAX_USERS = 3
+    dave, erin = UserFactory(username="dave"), UserFactory(username="erin")
+    for user in (alice, bob, carol, dave):  # a crowded address: links nobody
+        services.account_links_record(user=user, ip="100.64.0.1", device=None)
+    services.account_links_record(user=alice, ip="198.51.100.7", device=None)  # a quiet one
+    services.account_links_record(user=erin, ip="198.51.100.7", device=None)
+    services.account_links_record(user=carol, ip=None, device="d" * 32)  # a shared device
+    services.account_links_record(user=dave, ip=None, device="d" * 32)
+    people = [alice, bob, carol, dave, erin]
+    answers = {
+        (a.username, b.username): selectors.accounts_linked(user_id=a.pk, other_id=b.pk)
+        for a in people
+        for b in people
+    }
+    assert answers == {
+        (a.username, b.username): selectors.accounts_linked_orm(user_id=a.pk, other_id=b.pk)
+        for a in people
+        for b in people
+    }
+    linked = {pair for pair, yes in answers.items() if yes}
+    assert linked == {("alice", "erin"), ("erin", "alice"), ("carol", "dave"), ("dave", "carol")}
+    # past the limit nobody is linked by the crowded address; within it, everybody on it is
+    settings.LINK_IP_MAX_USERS = 4
+    assert selectors.accounts_linked(user_id=alice.pk, other_id=bob.pk)
+    assert selectors.accounts_linked_orm(user_id=alice.pk, other_id=bob.pk)
