@@ -203,11 +203,39 @@ def outbound_deliver_many(*, message_ids: list[int]) -> list[OutboundMessage]:
         _outcome(message, permanent=permanent, retry_after=retry_after)
         attempted.append(message)
     if attempted:
-        # Compare-and-set on our lease: written only where nobody took the row over meanwhile.
-        OutboundMessage.objects.filter(
-            status=Status.PENDING, next_attempt_at=lease_until
-        ).bulk_update(attempted, ["status", "attempts", "last_error", "next_attempt_at", "sent_at"])
+        _record(attempted, lease_until=lease_until)
     return attempted
+
+
+# The outcomes of a batch in one plain statement: the ORM's bulk_update builds a CASE per
+# column and row, which cost the worker more than the sending (bench/load.py, py-spy).
+_RECORD_SQL = """
+UPDATE notifications_outboundmessage AS m
+SET status = v.status, attempts = v.attempts, last_error = v.last_error,
+    next_attempt_at = v.next_attempt_at, sent_at = v.sent_at
+FROM (VALUES {rows}) AS v(id, status, attempts, last_error, next_attempt_at, sent_at)
+WHERE m.id = v.id AND m.status = %s AND m.next_attempt_at = %s
+"""
+_RECORD_ROW = "(%s::bigint, %s::varchar, %s::integer, %s::text, %s::timestamptz, %s::timestamptz)"
+
+
+def _record(messages: list[OutboundMessage], *, lease_until: Any) -> None:
+    """Write each attempted row's outcome, compare-and-set on our lease: only where nobody took
+    the row over meanwhile (still pending, still leased until `lease_until`)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params: list[Any] = []
+    for m in messages:
+        params += [
+            m.pk,
+            m.status,
+            m.attempts,
+            m.last_error,
+            adapt(m.next_attempt_at),
+            adapt(m.sent_at),
+        ]
+    sql = _RECORD_SQL.format(rows=", ".join([_RECORD_ROW] * len(messages)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, Status.PENDING.value, adapt(lease_until)])
 
 
 def _claim(message_ids: list[int], *, due_by: Any, lease_until: Any) -> list[int]:

@@ -85,6 +85,32 @@ def test_a_batch_is_sent_once_each_in_a_constant_number_of_statements(mailoutbox
 
 
 @pytest.mark.django_db
+def test_a_row_taken_over_meanwhile_keeps_what_its_new_owner_wrote(monkeypatch, mailoutbox):
+    # given a batch whose second row the sweeper hands to another worker while this one sends
+    # (its lease moved on): the outcomes are written compare-and-set on this worker's lease
+    first, taken, third = _rows(3)
+    real = outbound.SENDERS[OutboundMessage.Channel.EMAIL]
+    other_lease = timezone.now() + timedelta(minutes=7)
+
+    def send(message: OutboundMessage) -> None:
+        if message.pk == taken.pk:
+            OutboundMessage.objects.filter(pk=taken.pk).update(next_attempt_at=other_lease)
+        real(message)
+
+    monkeypatch.setitem(outbound.SENDERS, OutboundMessage.Channel.EMAIL, send)
+    outbound.outbound_deliver_many(message_ids=[first.pk, taken.pk, third.pk])
+
+    rows = {m.pk: m for m in OutboundMessage.objects.filter(pk__in=[first.pk, taken.pk, third.pk])}
+    assert [(rows[m.pk].status, rows[m.pk].attempts) for m in (first, third)] == [("sent", 1)] * 2
+    assert rows[first.pk].sent_at is not None
+    assert rows[first.pk].next_attempt_at is None
+    # the row taken over: as its new owner left it, for that worker to record
+    assert (rows[taken.pk].status, rows[taken.pk].attempts) == ("pending", 0)
+    assert rows[taken.pk].next_attempt_at == other_lease
+    assert rows[taken.pk].sent_at is None
+
+
+@pytest.mark.django_db
 def test_rows_not_due_or_finished_are_skipped(mailoutbox):
     later, sent, due = _rows(3)
     OutboundMessage.objects.filter(pk=later.pk).update(
