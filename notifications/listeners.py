@@ -31,12 +31,15 @@ def on_trade_transitions(events: list[EscrowEvent]) -> None:
     # already happened. One move (a user's request) is notified at once; a settlement batch is
     # handed to a task, so that notifying never slows settling down (inline if the broker
     # cannot take it).
+    from notifications.live.listeners import publish_trade_events
     from notifications.services import notify_trade_events
 
     try:
         if len(events) > 1 and _queued(events):
             return
         notify_trade_events(events=events)
+        if len(events) > 1:  # the live listener leaves a batch's events to this one
+            publish_trade_events(events)
     except Exception:
         first = events[0] if events else None
         logger.exception(

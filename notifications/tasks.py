@@ -50,9 +50,16 @@ def sweep_webhooks() -> int:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def notify_trade_events(event_ids: list[int]) -> int:
-    """The notifications of a settlement batch, off the settlement worker's path."""
+    """The notifications of a settlement batch, off the settlement worker's path, then its
+    live events (after the news they announce), from one read of the trades."""
+    from notifications.live.listeners import publish_trade_events
+
     events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
+    shared: dict[str, object] = {}  # escrow.services.announced_trades: read once for both
+    for event in events:
+        event._announced = shared  # type: ignore[attr-defined]
     services.notify_trade_events(events=events)
+    publish_trade_events(events)
     return len(events)
 
 

@@ -1,0 +1,100 @@
+"""A settlement batch's news (issue 17): its in-app notifications and its live events both come
+from the one task the batch's commit queues, the live events after the notifications they
+announce, from one read of the trades; the settling worker publishes nothing itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from escrow import services as escrow
+from marketplace.tests.factories import make_trade
+from notifications import tasks
+from notifications.live import events
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def news_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """notify_trade_events' messages go to a queue of the test Redis that no worker reads;
+    yields a function returning the event ids of the messages published there so far."""
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs Redis: run through `make test` (it starts one)")
+    from config.celery import app
+
+    name = f"news-test-{os.getpid()}"
+    monkeypatch.setattr(tasks.notify_trade_events, "queue", name, raising=False)
+    monkeypatch.setattr(tasks.notify_trade_events, "_exec_options", None)
+
+    def published() -> list[list[int]]:
+        got = []
+        with app.connection_for_read() as conn:
+            inbox = conn.SimpleQueue(name)
+            while True:
+                try:
+                    message = inbox.get(block=False)
+                except inbox.Empty:
+                    break
+                args, _kwargs, _embed = message.decode()
+                assert message.headers["task"] == tasks.notify_trade_events.name
+                got.append(args[0])
+                message.ack()
+            inbox.close()
+        return got
+
+    published()
+    yield published
+    published()
+
+
+def _stream(user_id: int) -> list[dict[str, Any]]:
+    return [
+        json.loads(fields["e"])
+        for _, fields in events._redis().xrange(events.stream_key(user_id), "-", "+")
+    ]
+
+
+def _trade_reads(queries: CaptureQueriesContext) -> int:
+    row = r'SELECT "escrow_trade"\."id", "escrow_trade"\."offer_id", '
+    return sum(1 for q in queries if re.match(row, q["sql"]))
+
+
+def test_a_batch_s_news_and_live_events_come_from_its_one_task(
+    alice, bob, django_capture_on_commit_callbacks, news_queue
+):
+    # given two released trades waiting for the settlement worker
+    trades = [make_trade(alice, bob) for _ in range(2)]
+    for trade in trades:
+        escrow.trade_mark_paid(trade_id=trade.pk, actor=bob)
+        escrow.escrow_release(trade_id=trade.pk, actor=alice)
+    events._redis().delete(events.stream_key(alice.pk), events.stream_key(bob.pk))
+
+    # when a worker settles them in one batch
+    with django_capture_on_commit_callbacks(execute=True):
+        assert escrow.settlements_execute_pending(batch_size=10) == 2
+
+    # then the settling published no live event and wrote no notification: it queued one task
+    assert _stream(alice.pk) == _stream(bob.pk) == []
+    assert not Notification.objects.filter(kind="completed").exists()
+    (event_ids,) = news_queue()
+    assert len(event_ids) == 2
+
+    # and that task (its body, run here) writes the news, then publishes the live events, from
+    # one read of the trades
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks.notify_trade_events(event_ids) == 2
+    assert _trade_reads(queries) == 1
+    assert Notification.objects.filter(kind="completed").count() == 4  # both parties, twice
+    for user in (alice, bob):
+        completed = [e for e in _stream(user.pk) if e["event"] == "trade.completed"]
+        assert sorted(e["trade"] for e in completed) == sorted(t.pk for t in trades)
+        assert all(e["body"]["trade"]["state"] == "completed" for e in completed)
