@@ -218,6 +218,7 @@ def main() -> None:
         totals = [totals[0] + row[0], totals[1] + row[1], totals[2] + row[2]]
         print(f"| {name} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.0f} |")
     print(f"| **a trade** | **{totals[0]:.1f}** | **{totals[1]:.1f}** | **{totals[2]:.0f}** |")
+    floor(users[0]["token"], totals, len(endpoints), backends_cpu)
     for k in range(args.trades):
         one_trade(2 * args.trades + k, profile=True)
 
@@ -275,6 +276,74 @@ def main() -> None:
     C.close_django()
     C.drop_db(DB)
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+
+def floor(token: str, trade: list[float], requests: int, backends_cpu: Any, n: int = 1000) -> None:
+    """The floor of a trade on this stack, measured in the same process: what the framework
+    costs a request with nothing of the project's in it, and what a statement's round trip costs
+    psycopg alone, beside the trade's own PostgreSQL CPU. A trade can cost no less than its
+    requests' framework plus its statements' round trips plus the database's work; as procedures
+    (one call a request), no less than the bare view's cost a request plus the database's work."""
+    import psycopg
+    from django.db import connection
+    from django.test import Client
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
+
+    def per_call(fn: Any) -> tuple[float, float]:
+        for _ in range(n // 10):
+            fn()
+        d0, c0 = backends_cpu(), time.process_time()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - c0) / n * 1000, (backends_cpu() - d0) / n * 1000
+
+    def get(path: str, **headers: Any) -> Any:
+        def call() -> None:
+            assert client.get(path, **headers).status_code == 200, path
+
+        return call
+
+    bare = per_call(get("/api/v1/bench/select-1/"))
+    trivial = per_call(get("/api/v1/ledger/public-key/", **auth))
+
+    def django_round_trip() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+    via_django = per_call(django_round_trip)
+    with psycopg.connect(C.db_url(DB), autocommit=True) as raw:
+
+        def psycopg_round_trip() -> None:
+            raw.execute("SELECT 1").fetchone()
+
+        via_psycopg = per_call(psycopg_round_trip)
+    python_ms, pg_ms, statements = trade
+    today = requests * trivial[0] + max(0.0, statements - requests) * via_psycopg[0] + pg_ms
+    procedures = requests * bare[0] + pg_ms
+    print(
+        f"\nThe floor, in this process ({n} calls each, CPU ms a call: Python here + PostgreSQL):\n"
+    )
+    print("| what | Python CPU ms | PostgreSQL CPU ms |")
+    print("|---|---|---|")
+    print(f"| the yardstick: a bare Django view, `SELECT 1` | {bare[0]:.2f} | {bare[1]:.2f} |")
+    print(
+        f"| the trivial endpoint: DRF, token, both throttles, one query | {trivial[0]:.2f} "
+        f"| {trivial[1]:.2f} |"
+    )
+    print(f"| one round trip, Django's cursor | {via_django[0]:.3f} | {via_django[1]:.3f} |")
+    print(f"| one round trip, psycopg alone | {via_psycopg[0]:.3f} | {via_psycopg[1]:.3f} |")
+    print(
+        f"\nA trade here: {python_ms + pg_ms:.1f} ms ({python_ms:.1f} Python + {pg_ms:.1f} "
+        f"PostgreSQL, {statements:.0f} statements, {requests} requests). Its floor with these "
+        f"statements: {requests} x the trivial endpoint + {max(0.0, statements - requests):.0f} "
+        f"more round trips through psycopg + its PostgreSQL CPU = **{today:.1f} ms** (the trade "
+        f"is {(python_ms + pg_ms) / today:.1f}x it). As one procedure call a request: "
+        f"{requests} x the bare view + its PostgreSQL CPU = **{procedures:.1f} ms**. (The "
+        "settlement, in the worker, comes on top of both.)"
+    )
 
 
 if __name__ == "__main__":
