@@ -18,6 +18,7 @@ instead of one each.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import os
@@ -117,6 +118,18 @@ def _publisher() -> queue.Queue[_Item | _Flush]:
                     target=_drain, args=(_queue,), name="outbox-publisher", daemon=True
                 ).start()
     return _queue
+
+
+def _publish_at_exit() -> None:
+    """A process that exits cleanly (a gunicorn worker recycled or stopped) first sends the
+    messages its publisher still holds for their linger: else their rows would wait for their
+    sweeper. (A process killed, or a Celery child that leaves with os._exit, still loses them
+    to the sweeper.)"""
+    if not publish_pending(timeout=2.0):
+        logger.warning("outbox publisher: messages still held at exit; their sweepers have them")
+
+
+atexit.register(_publish_at_exit)
 
 
 def publish_pending(timeout: float = 10.0) -> bool:

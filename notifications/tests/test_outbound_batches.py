@@ -11,6 +11,8 @@ import contextvars
 import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -533,3 +535,29 @@ def test_concurrent_processes_and_takers_lose_no_id_and_take_none_twice(merged):
     taken.extend(_taken([]))
     assert sorted(taken) == sorted(pk for ids in pushed for pk in ids)
     merged()
+
+
+def test_a_process_that_exits_sends_the_messages_it_held(broker_queue):
+    # given a process (a gunicorn worker being recycled) whose publisher holds a merged message
+    # open for a minute, when it exits cleanly at once
+    script = f"""
+import os
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+django.setup()
+from common import outbox
+from notifications.tasks import send_outbound_many
+
+send_outbound_many.queue = {f"outbox-test-{os.getpid()}"!r}
+send_outbound_many.outbox_coalesce = 60.0
+outbox.publish_after_commit(send_outbound_many, [51])
+outbox.publish_after_commit(send_outbound_many, [52])
+"""
+    env = {**os.environ, "OUTBOX_MERGE": "false"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    # then the message went out before the process ended, not a minute later
+    assert broker_queue() == [("notifications.tasks.send_outbound_many", [[51, 52]], None)]
