@@ -70,3 +70,37 @@ def test_wallet_proof_page(client, alice, bob, carol):
     assert "Verified." in page
     client.force_login(carol)
     assert client.get(f"/wallet/proof/{mine.seq}/").status_code == 404
+
+
+@pytest.mark.parametrize("language", ["en", "es", "pt-br", "ru", "ar"])
+def test_the_live_badge_speaks_each_count_as_the_header_does(language):
+    # static/js/live.js labels the badge it redraws from what {% live_socket %} gives it: the
+    # language's forms of "N unread" and which form each count from 1 to 99 takes
+    import json
+
+    from django.utils.translation import gettext, ngettext, override
+
+    from notifications.templatetags.live import unread_labels
+
+    forms_json, plural, many = unread_labels(language)
+    forms = json.loads(forms_json)
+    assert len(plural) == 99
+    with override(language):
+        for count in range(1, 100):
+            header = ngettext("%(counter)s unread", "%(counter)s unread", count) % {
+                "counter": count
+            }
+            live = forms[int(plural[count - 1])].replace("%(counter)s", str(count))
+            assert live == header, (language, count)
+        assert many == gettext("More than 99 unread")
+    if language == "ru":  # 1 and 21 take one form, 5 to 20 another
+        assert plural[0] == plural[20] != plural[4] == plural[10] == plural[19]
+
+
+def test_the_page_gives_the_live_script_the_badge_s_words(client, alice, settings):
+    settings.LIVE_ENABLED = True
+    client.force_login(alice)
+    page = client.get("/notifications/", HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert 'data-text-unread-many="Más de 99 sin leer"' in page
+    assert 'data-unread-forms="[&quot;%(counter)s sin leer&quot;]"' in page
+    assert 'data-unread-plural="' + "0" * 99 + '"' in page

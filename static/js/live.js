@@ -23,6 +23,16 @@
     titleReconnecting: meta.dataset.titleReconnecting ||
       "Updates every few seconds until the live connection is back"
   };
+  /* The badge's spoken label, as the page header's: the language's forms of "N unread" and,
+     one digit a count from 1 to 99, which form it takes (the server applied the plural rule). */
+  var unreadForms = [];
+  try { unreadForms = JSON.parse(meta.dataset.unreadForms || "[]"); } catch (e) { unreadForms = []; }
+  var unreadPlural = meta.dataset.unreadPlural || "";
+  function unreadLabel(count) {
+    if (count > 99) return meta.dataset.textUnreadMany || "More than 99 unread";
+    var form = unreadForms[Number(unreadPlural.charAt(count - 1) || 0)] || "%(counter)s unread";
+    return form.replace("%(counter)s", String(count));
+  }
   var socket = null;
   var live = false;
   var attempts = 0;
@@ -93,7 +103,7 @@
     // The server counts up to 100: past 99 the badge says "99+" (as the page's header does).
     var many = count > 99;
     badge.textContent = many ? "99+" : String(count);
-    badge.setAttribute("aria-label", many ? "More than 99 unread" : count + " unread");
+    badge.setAttribute("aria-label", unreadLabel(count));
   }
 
   function apply(message) {

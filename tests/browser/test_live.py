@@ -111,6 +111,10 @@ def test_two_browsers_see_each_other_live_and_fall_back_to_polling(
     assert set(sent) == {"live-refresh"}, sent
     # the badge counted the notification of the move, without a reload
     expect(seller.locator("#main-nav .badge-count")).to_have_text(str(unread_before + 1))
+    # and says it in words as the page header does (the label's forms came with the page)
+    expect(seller.locator("#main-nav .badge-count")).to_have_attribute(
+        "aria-label", f"{unread_before + 1} unread"
+    )
     assert_not_reloaded(seller)
 
     # chat both ways, with an attachment
