@@ -31,6 +31,15 @@ def on_trade_transitions(events: list[EscrowEvent]) -> None:
     # already happened. One move (a user's request) is notified at once; a settlement batch is
     # handed to a task, so that notifying never slows settling down (inline if the broker
     # cannot take it).
+    from notifications.live import events as live_events
+    from notifications.live import listeners as live
+
+    with live_events.wakes_merged():
+        live.on_trade_transitions(events)  # one move: its live event first (a batch: below)
+        _notify(events)
+
+
+def _notify(events: list[EscrowEvent]) -> None:
     from notifications.live.listeners import publish_trade_events
     from notifications.services import notify_trade_events
 

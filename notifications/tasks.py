@@ -53,14 +53,16 @@ def sweep_webhooks() -> int:
 def notify_trade_events(event_ids: list[int]) -> int:
     """The notifications of a settlement batch, off the settlement worker's path, then its
     live events (after the news they announce), from one read of the trades."""
+    from notifications.live import events as live_events
     from notifications.live.listeners import publish_trade_events
 
     events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
     shared: dict[str, object] = {}  # escrow.services.announced_trades: read once for both
     for event in events:
         event._announced = shared  # type: ignore[attr-defined]
-    services.notify_trade_events(events=events)
-    publish_trade_events(events)
+    with live_events.wakes_merged():  # the news' badges and the moves' events: one wake-up
+        services.notify_trade_events(events=events)
+        publish_trade_events(events)
     return len(events)
 
 

@@ -10,14 +10,16 @@ caller: a live event lost to a Redis outage is caught up by the page's polling f
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -124,8 +126,40 @@ def publish_book(*, asset: str, fiat: str) -> None:
         logger.warning("live book event %s/%s not published", asset, fiat, exc_info=True)
 
 
+# Wake-ups held back by `wakes_merged`: a move's trade event and the badge of the news it wrote
+# wake the same people, once.
+_held_wakes: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "live_held_wakes", default=None
+)
+
+
+@contextmanager
+def wakes_merged() -> Iterator[None]:
+    """Inside, events go to their streams at once but their wake-ups are held, then sent
+    together when the block ends: each socket is woken once, and one channel-layer send goes
+    out instead of one a publish (a move's trade event, then its in-app news)."""
+    if _held_wakes.get() is not None:  # nested: the outer block sends them
+        yield
+        return
+    token = _held_wakes.set(set())
+    try:
+        yield
+    finally:
+        groups = _held_wakes.get() or set()
+        _held_wakes.reset(token)
+        if groups:
+            try:
+                _group_send(sorted(groups), {"type": "live.wake"}, wait=False)
+            except Exception:  # the events are in their streams: the page's polling finds them
+                logger.warning("live wake-up of %s group(s) not sent", len(groups), exc_info=True)
+
+
 def _wake(groups: list[str]) -> None:
     # Not waited for: the events are in the streams already, the wake-up only says "read now".
+    held = _held_wakes.get()
+    if held is not None:
+        held.update(groups)
+        return
     _group_send(groups, {"type": "live.wake"}, wait=False)
 
 

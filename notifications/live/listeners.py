@@ -20,7 +20,7 @@ from django.db import transaction
 from accounts.services import revocation
 from disputes.models import Dispute
 from escrow.models import EscrowEvent, Trade, TradeMessage
-from escrow.services import announced_trades, transition_listeners
+from escrow.services import announced_trades
 from escrow.services.room import message_listeners
 from lending.models import Loan, LoanEvent
 from lending.selectors import loan_parties
@@ -238,9 +238,10 @@ def _register(hooks: list[Any], listener: Any, *, first: bool = False) -> None:
         hooks.insert(0, listener) if first else hooks.append(listener)
 
 
-# A trade's move and a chat message go out first, before the in-app, email and webhook work of
-# notifications.listeners on the same commit: the other party's room is what must be fast.
-_register(transition_listeners, on_trade_transitions, first=True)
+# A trade's move goes out first, before the in-app, email and webhook work on the same commit
+# (the other party's room is what must be fast): notifications.listeners calls
+# on_trade_transitions first, inside one events.wakes_merged() with that work, so the move's
+# event and the badge of its news wake each socket once. A chat message goes out first too.
 _register(message_listeners, on_trade_message, first=True)
 _register(lending_hooks.event_listeners, on_loan_events)
 _register(lending_hooks.margin_call_listeners, on_margin_call)

@@ -98,3 +98,26 @@ def test_a_batch_s_news_and_live_events_come_from_its_one_task(
         completed = [e for e in _stream(user.pk) if e["event"] == "trade.completed"]
         assert sorted(e["trade"] for e in completed) == sorted(t.pk for t in trades)
         assert all(e["body"]["trade"]["state"] == "completed" for e in completed)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_wakes_each_watcher_once_for_its_event_and_its_news(alice, bob, monkeypatch):
+    # the move's live event (both parties) and the badge of the news it wrote (the other party)
+    # go to their streams at once, and wake the sockets with one channel-layer send (real
+    # commits: the news' own transaction commits inside the move's listeners, as in a request)
+    trade = make_trade(alice, bob)
+    sent: list[tuple[list[str], str]] = []
+    real = events._group_send
+
+    def recorded(groups, message, **kwargs):
+        sent.append((list(groups), message["type"]))
+        return real(groups, message, **kwargs)
+
+    monkeypatch.setattr(events, "_group_send", recorded)
+    events._redis().delete(events.stream_key(alice.pk), events.stream_key(bob.pk))
+    escrow.trade_mark_paid(trade_id=trade.pk, actor=bob)
+    wakes = [groups for groups, kind in sent if kind == "live.wake"]
+    assert wakes == [sorted([events.user_group(alice.pk), events.user_group(bob.pk)])]
+    # both events are in alice's stream: the move's, then her badge's
+    assert [e["event"] for e in _stream(alice.pk)] == ["trade.paid", "notification"]
+    assert [e["event"] for e in _stream(bob.pk)] == ["trade.paid"]
