@@ -264,6 +264,7 @@ def trade_open(
                 kind="escrow_hold",
                 pending=True,
                 reference=trade.pk,
+                new_key=True,  # it names the trade inserted just above
             )
         except InsufficientFunds as exc:
             message = (

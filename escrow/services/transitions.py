@@ -328,12 +328,13 @@ def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None)
     kind = kinds.get(to, Settlement.Kind.SPLIT)
     if kind != Settlement.Kind.REFUND:
         # The accounts the settlement pays into exist before it is queued (created here once per
-        # user and asset, else only read): were a first-time buyer's account created inside a
-        # settlement batch, every worker whose batch also pays that buyer would wait for the
-        # whole batch to commit.
-        ledger.accounts_for_users({(trade.buyer_id, trade.asset_id)})
-        if kind == Settlement.Kind.RELEASE:
-            ledger.accounts_fees({trade.asset_id})
+        # user and asset, else only read, in one query): were a first-time buyer's account
+        # created inside a settlement batch, every worker whose batch also pays that buyer would
+        # wait for the whole batch to commit.
+        ledger.accounts_ensure(
+            users={(trade.buyer_id, trade.asset_id)},
+            fees={trade.asset_id} if kind == Settlement.Kind.RELEASE else set(),
+        )
     settlement = Settlement.objects.create(
         trade=trade, kind=kind, buyer_amount=split_buyer_amount, queued_at=timezone.now()
     )

@@ -125,6 +125,35 @@ def accounts_fees(asset_ids: set[int]) -> dict[int, int]:
     return found
 
 
+_ENSURE_SQL = """
+SELECT kind, user_id, asset_id FROM ledger_ledgeraccount
+WHERE (kind = %(user)s AND user_id = ANY(%(users)s) AND asset_id = ANY(%(assets)s))
+   OR (kind = %(fees)s AND code LIKE 'fees:%%' AND asset_id = ANY(%(fee_assets)s))
+"""
+
+
+def accounts_ensure(*, users: set[tuple[int, int]], fees: set[int]) -> None:
+    """These user accounts ({(user_id, asset_id)}) and fee accounts ({asset_id}) exist after
+    this: one plain query when they all do already (a release's, every time but a buyer's
+    first), accounts_for_users / accounts_fees for the missing ones."""
+    params: dict[str, Any] = {
+        "user": Kind.USER.value,
+        "users": sorted({u for u, _ in users}),
+        "assets": sorted({a for _, a in users}),
+        "fees": Kind.FEES.value,
+        "fee_assets": sorted(fees),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ENSURE_SQL, params)
+        rows = cursor.fetchall()
+    have_users = {(u, a) for kind, u, a in rows if kind == Kind.USER}
+    have_fees = {a for kind, _, a in rows if kind == Kind.FEES}
+    if users - have_users:
+        accounts_for_users(users - have_users)
+    if fees - have_fees:
+        accounts_fees(fees - have_fees)
+
+
 # --- transfers (inside the caller's transaction) ----------------------------------------------
 
 
@@ -201,8 +230,11 @@ def transfer_post(
     pending: bool = False,
     reference: int | None = None,
     memo: str = "",
+    new_key: bool = False,
 ) -> Transfer:
-    """Move `amount` (or hold it, when pending) from debit to credit; posts once per key."""
+    """Move `amount` (or hold it, when pending) from debit to credit; posts once per key.
+    `new_key`: the caller knows no transfer can have this key yet (it names a row this same
+    transaction inserted), so it is not looked up first; the key's unique index still holds."""
     assert transaction.get_connection().in_atomic_block, "transfer_post needs a transaction"
     if debit.asset_id != credit.asset_id:
         raise Conflict(gettext("A transfer moves one asset: the two accounts differ."))
@@ -210,13 +242,16 @@ def transfer_post(
         raise Conflict(gettext("A transfer amount must be positive."))
     flags = Flags.PENDING if pending else Flags.SINGLE
     locked = _lock_accounts(debit.pk, credit.pk)
-    if found := _existing(
-        idempotency_key,
-        debit_account_id=debit.pk,
-        credit_account_id=credit.pk,
-        amount=amount,
-        flags=flags,
-    ):
+    found = None
+    if not new_key:
+        found = _existing(
+            idempotency_key,
+            debit_account_id=debit.pk,
+            credit_account_id=credit.pk,
+            amount=amount,
+            flags=flags,
+        )
+    if found is not None:
         return found
     dr, cr = locked[debit.pk], locked[credit.pk]
     _assert_can_debit(dr, amount)

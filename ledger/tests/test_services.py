@@ -189,3 +189,61 @@ def test_credit_command(alice, capsys):
     assert services.account_for_user(
         user=alice, asset=Asset.objects.get(code="USDT")
     ).available == Decimal("250.5")
+
+
+def test_accounts_ensure_creates_what_is_missing_and_reads_the_rest_in_one_query(alice, bob):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    btc, eth = _btc(), Asset.objects.get(code="ETH")
+    LedgerAccount.objects.filter(code__in=["fees:BTC", "fees:ETH"]).delete()
+    fund(alice, "BTC", "1")  # alice has a BTC account; bob none, and no fee accounts yet
+    # when a release makes sure of bob's BTC account and the BTC fee account
+    services.accounts_ensure(users={(bob.pk, btc.pk), (alice.pk, btc.pk)}, fees={btc.pk})
+    # then both exist (alice's untouched), and nothing else was made
+    assert LedgerAccount.objects.filter(kind="user", user=bob, asset=btc).count() == 1
+    assert LedgerAccount.objects.filter(kind="fees", code="fees:BTC").count() == 1
+    assert not LedgerAccount.objects.filter(code="fees:ETH").exists()
+    assert LedgerAccount.objects.filter(kind="user", user=alice, asset=btc).count() == 1
+    # and once they all exist, making sure of them again is one query, creating nothing
+    before = LedgerAccount.objects.count()
+    with CaptureQueriesContext(connection) as queries:
+        services.accounts_ensure(users={(bob.pk, btc.pk)}, fees={btc.pk})
+        services.accounts_ensure(users={(alice.pk, btc.pk)}, fees=set())
+    assert len(queries) == 2
+    assert LedgerAccount.objects.count() == before
+    # another asset's are told apart: bob's ETH account is made, not confused with his BTC one
+    services.accounts_ensure(users={(bob.pk, eth.pk)}, fees=set())
+    assert LedgerAccount.objects.filter(kind="user", user=bob, asset=eth).count() == 1
+
+
+def test_a_transfer_with_a_new_key_is_not_looked_up_but_its_key_stays_unique(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fund(alice, "BTC", "1")
+    btc = _btc()
+    debit = services.account_for_user(user=alice, asset=btc)
+    credit = services.account_fees(asset=btc)
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            services.transfer_post(
+                idempotency_key="new:1",
+                debit=debit,
+                credit=credit,
+                amount=Decimal("0.1"),
+                kind="trade_fee",
+                new_key=True,
+            )
+        assert not [q for q in queries if 'FROM "ledger_transfer"' in q["sql"]]
+    # a caller wrong about its key: the unique index refuses the second one
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.transfer_post(
+            idempotency_key="new:1",
+            debit=debit,
+            credit=credit,
+            amount=Decimal("0.1"),
+            kind="trade_fee",
+            new_key=True,
+        )
+    assert Transfer.objects.filter(idempotency_key="new:1").count() == 1
