@@ -71,6 +71,26 @@ def require_postgres() -> None:
         pytest.skip("needs PostgreSQL: run through `make test` (it starts one)")
 
 
+def broker_messages(queue_name: str) -> list[tuple[str, Any, Any]]:
+    """The messages waiting in a queue of the test Redis broker that no worker reads, taken off
+    it: (task name, args, the ops_context header) each, in order."""
+    from config.celery import app
+
+    got = []
+    with app.connection_for_read() as conn:
+        inbox = conn.SimpleQueue(queue_name)
+        while True:
+            try:
+                message = inbox.get(block=False)
+            except inbox.Empty:
+                break
+            args, _kwargs, _embed = message.decode()
+            got.append((message.headers["task"], args, message.headers.get("ops_context")))
+            message.ack()
+        inbox.close()
+    return got
+
+
 def wait_for(
     predicate: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.05
 ) -> object:

@@ -225,19 +225,8 @@ def test_a_transfer_with_a_new_key_is_not_looked_up_but_its_key_stays_unique(ali
     btc = _btc()
     debit = services.account_for_user(user=alice, asset=btc)
     credit = services.account_fees(asset=btc)
-    with transaction.atomic():
-        with CaptureQueriesContext(connection) as queries:
-            services.transfer_post(
-                idempotency_key="new:1",
-                debit=debit,
-                credit=credit,
-                amount=Decimal("0.1"),
-                kind="trade_fee",
-                new_key=True,
-            )
-        assert not [q for q in queries if 'FROM "ledger_transfer"' in q["sql"]]
-    # a caller wrong about its key: the unique index refuses the second one
-    with pytest.raises(IntegrityError), transaction.atomic():
+
+    def post() -> None:
         services.transfer_post(
             idempotency_key="new:1",
             debit=debit,
@@ -246,4 +235,12 @@ def test_a_transfer_with_a_new_key_is_not_looked_up_but_its_key_stays_unique(ali
             kind="trade_fee",
             new_key=True,
         )
+
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            post()
+        assert not [q for q in queries if 'FROM "ledger_transfer"' in q["sql"]]
+    # a caller wrong about its key: the unique index refuses the second one
+    with pytest.raises(IntegrityError), transaction.atomic():
+        post()
     assert Transfer.objects.filter(idempotency_key="new:1").count() == 1

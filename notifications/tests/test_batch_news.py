@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from conftest import broker_messages
 from escrow import services as escrow
 from marketplace.tests.factories import make_trade
 from notifications import tasks
@@ -29,27 +30,14 @@ def news_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yields a function returning the event ids of the messages published there so far."""
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs Redis: run through `make test` (it starts one)")
-    from config.celery import app
-
     name = f"news-test-{os.getpid()}"
     monkeypatch.setattr(tasks.notify_trade_events, "queue", name, raising=False)
     monkeypatch.setattr(tasks.notify_trade_events, "_exec_options", None)
 
     def published() -> list[list[int]]:
-        got = []
-        with app.connection_for_read() as conn:
-            inbox = conn.SimpleQueue(name)
-            while True:
-                try:
-                    message = inbox.get(block=False)
-                except inbox.Empty:
-                    break
-                args, _kwargs, _embed = message.decode()
-                assert message.headers["task"] == tasks.notify_trade_events.name
-                got.append(args[0])
-                message.ack()
-            inbox.close()
-        return got
+        got = broker_messages(name)
+        assert {task for task, _, _ in got} <= {tasks.notify_trade_events.name}
+        return [args[0] for _, args, _ in got]
 
     published()
     yield published

@@ -27,7 +27,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from common import hotcache, outbox
-from conftest import require_postgres, wait_for
+from conftest import broker_messages, require_postgres, wait_for
 from notifications import outbound
 from notifications.models import OutboundMessage
 from notifications.tasks import send_outbound, send_outbound_many
@@ -283,8 +283,6 @@ def broker_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     Yields a function returning the messages published there so far, as (task, args, context)."""
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs Redis: run through `make test` (it starts one)")
-    from config.celery import app
-
     name = f"outbox-test-{os.getpid()}"
     for task in (send_outbound, send_outbound_many):
         monkeypatch.setattr(task, "queue", name, raising=False)
@@ -293,20 +291,8 @@ def broker_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # processes (below) turn it back on.
     monkeypatch.setattr(django_settings, "OUTBOX_MERGE", False, raising=False)
 
-    def published() -> list[tuple[str, Any, dict[str, Any]]]:
-        got = []
-        with app.connection_for_read() as conn:
-            inbox = conn.SimpleQueue(name)
-            while True:
-                try:
-                    message = inbox.get(block=False)
-                except inbox.Empty:
-                    break
-                args, _kwargs, _embed = message.decode()
-                got.append((message.headers["task"], args, message.headers.get("ops_context")))
-                message.ack()
-            inbox.close()
-        return got
+    def published() -> list[tuple[str, Any, Any]]:
+        return broker_messages(name)
 
     published()  # nothing left over
     yield published
