@@ -25,14 +25,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-
-from django.conf import settings
-
-from common import hotcache
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +169,7 @@ def _drain_round(
         waiting = []
         for batch in open_batches[name]:
             if flushes or batch.deadline <= now or len(batch.ids) >= BATCH_CAP:
-                batch.context.run(_publish_coalesced, batch.task, list(batch.ids))
+                batch.context.run(_publish, batch.task, (list(batch.ids),))
             else:
                 waiting.append(batch)
         if waiting:
@@ -224,119 +218,3 @@ def _publish(task: Any, args: tuple[Any, ...]) -> None:
         task.apply_async(args)
     except Exception:
         logger.warning("could not queue %s%r; its sweeper will", task.name, args, exc_info=True)
-
-
-# --- merged across processes ------------------------------------------------------------------
-# With the cache on Redis, a coalesced task's ids also merge across processes (the web's
-# workers each hold their own messages above): a due message's ids go to a Redis list of the
-# task (and its queue), and a message is published only when none is on its way, i.e. when
-# this push "arms" the list. The task takes the list's ids with its own (`merged_ids`), first
-# disarming it, so the next push publishes the next message. Under load, while one message
-# waits for or runs in a worker, every other process's ids join the list: the batches grow with
-# the load, one task at a time. Without Redis, or when it fails, the ids go in the message.
-
-# A message on its way is trusted for this long; after it, the next push publishes another (a
-# lost message then delays its ids this much, and their rows' sweeper still has them).
-ARMED_MS = 10_000
-# Most ids one task takes from the list; more left: it publishes the next message itself.
-TAKE_MAX = 5_000
-
-_PUSH_LUA = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], 86400000)
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
-return 0
-"""
-_TAKE_LUA = """
-redis.call('DEL', KEYS[2])
-local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-redis.call('LTRIM', KEYS[1], #ids, -1)
-local rearmed = 0
-if redis.call('LLEN', KEYS[1]) > 0 then
-    if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then rearmed = 1 end
-end
-return {rearmed, ids}
-"""
-_scripts: dict[str, Any] = {}
-
-
-class _Merge(NamedTuple):
-    queue: str  # the queue the task's messages go to
-    ids: str  # the task's list of ids
-    armed: str  # its flag: a message is on its way
-
-
-def _merge_keys(task: Any, queue: str | None = None) -> _Merge | None:
-    """Where a task's ids merge across processes: one list a queue (the task's own, or the
-    default; in a worker, the queue its message came from), under the cache's key prefix. None
-    when ids are not merged so (the cache is not Redis, or settings.OUTBOX_MERGE is off)."""
-    if not getattr(settings, "OUTBOX_MERGE", True) or hotcache.raw_client() is None:
-        return None
-    queue = queue or getattr(task, "queue", None) or task.app.conf.task_default_queue
-    base = hotcache.full_key(f"outbox:merge:{task.name}:{queue}")
-    return _Merge(queue, base, base + ":armed")
-
-
-def _script(name: str, source: str) -> Any:
-    if name not in _scripts:
-        _scripts[name] = hotcache.raw_client().register_script(source)  # type: ignore[union-attr]
-    return _scripts[name]
-
-
-def _publish_coalesced(task: Any, ids: list[Any], queue: str | None = None) -> None:
-    """A due merged message: its ids to the task's list, and a message when none is on its
-    way; in the message itself when they can't be merged across processes."""
-    keys = _merge_keys(task, queue)
-    if keys is not None:
-        try:
-            armed = _script("push", _PUSH_LUA)(
-                keys=[keys.ids, keys.armed], args=[ARMED_MS, *ids], client=hotcache.raw_client()
-            )
-        except Exception:
-            logger.warning("could not merge %s ids; sent as they are", task.name, exc_info=True)
-        else:
-            if armed:
-                _publish_armed(task, keys)
-            return
-    _publish(task, (ids,))
-
-
-def _publish_armed(task: Any, keys: _Merge) -> None:
-    """The message that takes the list's ids; not sent: disarmed, so the next push sends one."""
-    try:
-        task.apply_async(([],), queue=keys.queue)
-    except Exception:
-        logger.warning("could not queue %s; its sweeper will", task.name, exc_info=True)
-        try:
-            hotcache.raw_client().delete(keys.armed)  # type: ignore[union-attr]
-        except Exception:  # then the next push after ARMED_MS sends one
-            logger.warning("could not disarm %s's merged ids", task.name, exc_info=True)
-
-
-@contextmanager
-def merged_ids(task: Any, ids: list[Any]) -> Iterator[list[int]]:
-    """In a coalesced task: its own ids and those other processes merged into its list (the
-    list of the queue its message came from; at most TAKE_MAX, and with more left the next
-    message is published). Should the task fail, the ids it took from the list go back to it
-    (with a message to take them)."""
-    own = [int(i) for i in ids]
-    delivery = getattr(task.request, "delivery_info", None) or {}
-    queue = delivery.get("routing_key") or None
-    keys = _merge_keys(task, queue)
-    taken: list[int] = []
-    if keys is not None:
-        try:
-            rearmed, raw = _script("take", _TAKE_LUA)(
-                keys=[keys.ids, keys.armed], args=[TAKE_MAX, ARMED_MS], client=hotcache.raw_client()
-            )
-            taken = [int(i) for i in raw]
-            if rearmed:
-                _publish_armed(task, keys)
-        except Exception:
-            logger.warning("could not take %s's merged ids", task.name, exc_info=True)
-    try:
-        yield list(dict.fromkeys([*own, *taken]))
-    except BaseException:
-        if taken:
-            _publish_coalesced(task, taken, queue)
-        raise

@@ -7,7 +7,6 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from common.outbox import merged_ids
 from escrow import services
 
 # Database hiccups (a lost connection, a lock timeout) are retried with backoff, without end.
@@ -38,12 +37,10 @@ def settle(settlement_id: int) -> int:
     outbox_coalesce=0.2,
 )
 def settle_many(settlement_ids: list[int]) -> int:
-    # The releases' message (common.outbox merges their ids, across processes too); retried as
-    # settle is.
-    with merged_ids(settle_many, settlement_ids) as ids:
-        return services.settlements_execute_many(
-            settlement_ids=ids, batch_size=settings.SETTLEMENT_BATCH_SIZE
-        )
+    # The releases' message (common.outbox merges their ids); retried as settle is.
+    return services.settlements_execute_many(
+        settlement_ids=settlement_ids, batch_size=settings.SETTLEMENT_BATCH_SIZE
+    )
 
 
 @shared_task(acks_late=True)

@@ -10,7 +10,6 @@ from celery.exceptions import Retry
 from django.db import OperationalError
 from django.utils import timezone
 
-from common.outbox import merged_ids
 from escrow.models import EscrowEvent
 from notifications import outbound, services, telegram
 from notifications.models import OutboundMessage, WebhookDelivery
@@ -82,8 +81,7 @@ def send_outbound_many(self: Any, message_ids: list[int]) -> dict[str, int]:
     """One attempt at each due row of a batch (common.outbox merges the ids of many commits into
     one message); the failed ones are re-queued, each after its row's backoff (the row counts
     the attempts and knows when to give up). Returns how many rows ended in each status."""
-    with merged_ids(send_outbound_many, message_ids) as message_ids:
-        messages = outbound.outbound_deliver_many(message_ids=message_ids)
+    messages = outbound.outbound_deliver_many(message_ids=message_ids)
     for countdown, ids in outbound.outbound_retries(messages):
         _retry_later(self, ids, countdown)
     counts: dict[str, int] = {"skipped": len(set(message_ids)) - len(messages)}

@@ -366,10 +366,6 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# The ids of a merged task (settlements, emails) also merge across the web's processes, in a
-# Redis list of the cache's (common.outbox): one message on its way per task, whose batch grows
-# with the load. Off: each process's message carries its own ids.
-OUTBOX_MERGE = env.bool("OUTBOX_MERGE", default=True)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 300,
     # A stalled broker must not stall the request that queues a task: the outbox row is already

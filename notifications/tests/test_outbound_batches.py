@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from django.conf import settings as django_settings
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from common import hotcache, outbox
+from common import outbox
 from conftest import broker_messages, require_postgres, wait_for
 from notifications import outbound
 from notifications.models import OutboundMessage
@@ -287,9 +286,6 @@ def broker_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for task in (send_outbound, send_outbound_many):
         monkeypatch.setattr(task, "queue", name, raising=False)
         monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options
-    # The ids in the messages, as one process merges them; the tests of merging across
-    # processes (below) turn it back on.
-    monkeypatch.setattr(django_settings, "OUTBOX_MERGE", False, raising=False)
 
     def published() -> list[tuple[str, Any, Any]]:
         return broker_messages(name)
@@ -414,115 +410,6 @@ def test_publish_pending_sends_a_held_message_at_once(broker_queue, monkeypatch)
     assert broker_queue() == []
 
 
-# --- merged across processes (a Redis list of the cache's) -------------------------------------
-
-
-@pytest.fixture
-def merged(broker_queue, monkeypatch):
-    """broker_queue, with the ids merged across processes (the default outside these tests);
-    the task's list and flag start empty."""
-    if hotcache.raw_client() is None:
-        pytest.skip("needs the Redis cache")
-    monkeypatch.setattr(django_settings, "OUTBOX_MERGE", True)
-    keys = outbox._merge_keys(send_outbound_many)
-    assert keys is not None
-    hotcache.raw_client().delete(*keys)
-    yield broker_queue
-    hotcache.raw_client().delete(*keys)
-
-
-def _taken(ids: list[int]) -> list[int]:
-    """What a send_outbound_many task with these ids in its message works on."""
-    with outbox.merged_ids(send_outbound_many, ids) as all_ids:
-        return all_ids
-
-
-def test_ids_from_many_processes_go_out_as_one_message(merged):
-    # given three processes' due messages while no task of the list is on its way (as each
-    # process's publisher thread sends them)
-    for ids in ([1, 2], [3], [2, 4]):
-        outbox._publish_coalesced(send_outbound_many, ids)
-    # then one message went out, carrying no ids: they wait in the list
-    assert merged() == [("notifications.tasks.send_outbound_many", [[]], None)]
-    # and the task that takes it works on all of them, each once, then the list is empty
-    assert _taken([]) == [1, 2, 3, 4]
-    assert _taken([]) == []
-    # the next push, after the task disarmed the list, sends the next message
-    outbox._publish_coalesced(send_outbound_many, [5])
-    assert merged() == [("notifications.tasks.send_outbound_many", [[]], None)]
-    assert _taken([9]) == [9, 5]  # with ids of its own (a message from before merging)
-
-
-def test_a_task_takes_at_most_its_share_and_sends_the_next_message(merged, monkeypatch):
-    monkeypatch.setattr(outbox, "TAKE_MAX", 3)
-    outbox._publish_coalesced(send_outbound_many, [1, 2, 3, 4, 5])
-    assert len(merged()) == 1
-    # the first task takes three and, with two left, publishes the message for them
-    assert _taken([]) == [1, 2, 3]
-    assert len(merged()) == 1
-    assert _taken([]) == [4, 5]
-    assert merged() == []
-
-
-def test_a_failing_task_gives_the_ids_it_took_back(merged):
-    outbox._publish_coalesced(send_outbound_many, [7, 8])
-    merged()
-    seen: list[int] = []
-
-    def failing_task() -> None:
-        with outbox.merged_ids(send_outbound_many, []) as ids:
-            seen.extend(ids)
-            raise RuntimeError("the database went away")
-
-    with pytest.raises(RuntimeError):
-        failing_task()
-    assert seen == [7, 8]
-    # back in the list, with a message to take them
-    assert merged() == [("notifications.tasks.send_outbound_many", [[]], None)]
-    assert _taken([]) == [7, 8]
-
-
-def test_without_redis_the_ids_go_in_the_message(merged, monkeypatch):
-    # a Redis that fails the push: the ids are sent as they are, nothing lost
-    def broken(*args, **kwargs):
-        raise ConnectionError("redis is down")
-
-    monkeypatch.setitem(outbox._scripts, "push", broken)
-    outbox._publish_coalesced(send_outbound_many, [41, 42])
-    assert merged() == [("notifications.tasks.send_outbound_many", [[41, 42]], None)]
-
-
-def test_concurrent_processes_and_takers_lose_no_id_and_take_none_twice(merged):
-    # four "processes" pushing while two tasks take, in threads on the real Redis
-    pushed = [list(range(p * 1000, p * 1000 + 200)) for p in range(4)]
-    taken: list[int] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def push(ids: list[int]) -> None:
-        for i in range(0, len(ids), 5):
-            outbox._publish_coalesced(send_outbound_many, ids[i : i + 5])
-
-    def take() -> None:
-        while not stop.is_set():
-            got = _taken([])
-            with lock:
-                taken.extend(got)
-
-    takers = [threading.Thread(target=take) for _ in range(2)]
-    pushers = [threading.Thread(target=push, args=(ids,)) for ids in pushed]
-    for t in takers + pushers:
-        t.start()
-    for t in pushers:
-        t.join()
-    stop.set()
-    for t in takers:
-        t.join()
-    taken.extend(_taken([]))
-    assert sorted(taken) == sorted(pk for ids in pushed for pk in ids)
-    merged()
-
-
 def test_a_process_that_exits_sends_the_messages_it_held(broker_queue):
     # given a process (a gunicorn worker being recycled) whose publisher holds a merged message
     # open for a minute, when it exits cleanly at once
@@ -540,9 +427,8 @@ send_outbound_many.outbox_coalesce = 60.0
 outbox.publish_after_commit(send_outbound_many, [51])
 outbox.publish_after_commit(send_outbound_many, [52])
 """
-    env = {**os.environ, "OUTBOX_MERGE": "false"}
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, timeout=60, capture_output=True, text=True
+        [sys.executable, "-c", script], timeout=60, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     # then the message went out before the process ended, not a minute later
