@@ -103,11 +103,6 @@ def delete_many(keys: list[str]) -> None:
         mark_down(exc)
 
 
-def incr(key: str) -> None:
-    """Bump a version counter; tried even while the breaker is open, like delete_many."""
-    incr_many([key])
-
-
 # Each key: INCR an existing counter, else start it at ARGV[1] (the time in ns, far from any
 # value a reader cached before the counter went missing). Django's Redis cache stores an int
 # as its plain digits, so its get() reads what this wrote.

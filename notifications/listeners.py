@@ -35,20 +35,21 @@ def on_trade_transitions(events: list[EscrowEvent]) -> None:
     from notifications.live import listeners as live
 
     with live_events.wakes_merged():
-        live.on_trade_transitions(events)  # one move: its live event first (a batch: below)
+        if len(events) == 1:  # one move: its live event first (a batch's come after its news)
+            live.on_trade_transitions(events)
         _notify(events)
 
 
 def _notify(events: list[EscrowEvent]) -> None:
-    from notifications.live.listeners import publish_trade_events
+    from notifications.live import listeners as live
     from notifications.services import notify_trade_events
 
     try:
         if len(events) > 1 and _queued(events):
             return
         notify_trade_events(events=events)
-        if len(events) > 1:  # the live listener leaves a batch's events to this one
-            publish_trade_events(events)
+        if len(events) > 1:  # a batch the broker could not take: its live events, after it
+            live.on_trade_transitions(events)
     except Exception:
         first = events[0] if events else None
         logger.exception(

@@ -11,6 +11,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from escrow.models import EscrowEvent
+from escrow.services import announced_together
 from notifications import outbound, services, telegram
 from notifications.models import OutboundMessage, WebhookDelivery
 
@@ -53,15 +54,13 @@ def notify_trade_events(event_ids: list[int]) -> int:
     """The notifications of a settlement batch, off the settlement worker's path, then its
     live events (after the news they announce), from one read of the trades."""
     from notifications.live import events as live_events
-    from notifications.live.listeners import publish_trade_events
+    from notifications.live import listeners as live
 
     events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
-    shared: dict[str, object] = {}  # escrow.services.announced_trades: read once for both
-    for event in events:
-        event._announced = shared  # type: ignore[attr-defined]
+    announced_together(events)  # the news and the live events: one read of the trades
     with live_events.wakes_merged():  # the news' badges and the moves' events: one wake-up
         services.notify_trade_events(events=events)
-        publish_trade_events(events)
+        live.on_trade_transitions(events)
     return len(events)
 
 

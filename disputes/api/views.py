@@ -13,7 +13,7 @@ from common.idempotency import idempotent
 from disputes.models import Dispute
 from disputes.services import dispute_open
 from escrow.api.serializers import TradeOut
-from escrow.api.views import trade_response
+from escrow.api.trades import trade_answer
 from escrow.selectors import trade_ensure_readable
 
 
@@ -57,4 +57,4 @@ class TradeDisputeApi(ApiView):
             category=data.validated_data["category"],
             text=data.validated_data["reason"],
         )
-        return trade_response(request, trade_id)
+        return trade_answer(request, trade_id)

@@ -33,17 +33,19 @@ def _events() -> Prefetch[Any]:
     return Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
 
 
+# What TradeOut shows of a trade besides its events, read with it.
+ANSWER_RELATED = ("asset", "fiat", "buyer", "seller", "payment_method", "payment_account")
+
+
 def _trades_qs() -> QuerySet[Trade]:
-    return Trade.objects.select_related(
-        "asset", "fiat", "buyer", "seller", "payment_method", "payment_account"
-    ).prefetch_related(_events())
+    return Trade.objects.select_related(*ANSWER_RELATED).prefetch_related(_events())
 
 
 def trade_answer(request: Request, trade: Trade | int, status: int = 200) -> Response:
     """A trade as TradeOut shows it to the requesting user. A trade a service has just returned
     with what it shows loaded (escrow.services.SHOWN_RELATED: a move's, a take's) is shown as
     it is, its events read in one query; otherwise it is read by id, with all it shows."""
-    if isinstance(trade, Trade) and escrow_services.trade_has_related(trade):
+    if isinstance(trade, Trade) and escrow_services.trade_has_related(trade, ANSWER_RELATED):
         prefetch_related_objects([trade], _events())
     else:
         trade = _trades_qs().get(pk=trade if isinstance(trade, int) else trade.pk)

@@ -14,7 +14,7 @@ from common.idempotency import idempotent
 from escrow import services
 from escrow.api.serializers import TradeOut
 from escrow.api.trades import trade_answer
-from escrow.models import CancelReason, Trade
+from escrow.models import CancelReason
 from escrow.selectors import trade_ensure_readable
 
 
@@ -36,11 +36,6 @@ class CancelInput(ReasonInput):
 
 class ReleaseInput(FundsConfirmInput, ReasonInput):
     """The seller's fund password: the 2FA code once 2FA is on, else the account password."""
-
-
-def trade_response(request: Request, trade: Trade | int) -> Response:
-    """The answer of a move: the trade the service returned (escrow.api.trades.trade_answer)."""
-    return trade_answer(request, trade)
 
 
 def _reason(request: Request, trade_id: int) -> str:
@@ -80,7 +75,7 @@ class TradeMarkPaidApi(ApiView):
     def post(self, request: Request, trade_id: int) -> Response:
         _reason(request, trade_id)
         trade = services.trade_mark_paid(trade_id=trade_id, actor=request.user)
-        return trade_response(request, trade)
+        return trade_answer(request, trade)
 
 
 class TradeReleaseApi(ApiView):
@@ -103,7 +98,7 @@ class TradeReleaseApi(ApiView):
             password=data.validated_data.get("password"),
         )
         trade = services.escrow_release(trade_id=trade_id, actor=request.user)
-        return trade_response(request, trade)
+        return trade_answer(request, trade)
 
 
 class TradeCancelApi(ApiView):
@@ -124,4 +119,4 @@ class TradeCancelApi(ApiView):
             cancel_reason=data.validated_data["cancel_reason"],
             reason=data.validated_data["reason"],
         )
-        return trade_response(request, trade)
+        return trade_answer(request, trade)

@@ -103,9 +103,7 @@ def announce(trade: Trade, event: EscrowEvent) -> None:
 
 
 def announce_many(events: list[EscrowEvent]) -> None:
-    shared: dict[str, Any] = {}  # what announced_trades fetches, once for every listener
-    for event in events:
-        event._announced = shared  # type: ignore[attr-defined]
+    announced_together(events)
     for listener in transition_listeners:
         # mypy cannot type a lambda's default argument; a partial has no __qualname__ for the
         # robust hook's error log.
@@ -119,9 +117,17 @@ ANNOUNCED_RELATED = ("asset", "fiat", "buyer", "seller", "maker", "taker")
 SHOWN_RELATED = (*ANNOUNCED_RELATED, "payment_method", "payment_account")
 
 
-def trade_has_related(trade: Trade, names: tuple[str, ...] = SHOWN_RELATED) -> bool:
+def trade_has_related(trade: Trade, names: tuple[str, ...]) -> bool:
     """Whether these related objects of the trade are already loaded (none is read again)."""
     return all(cast(FieldCacheMixin, Trade._meta.get_field(n)).is_cached(trade) for n in names)
+
+
+def announced_together(events: list[EscrowEvent]) -> None:
+    """These events are read together (every listener of one announcement, or a task that
+    handles them at once): announced_trades reads their trades once for all of them."""
+    shared: dict[str, Any] = {}
+    for event in events:
+        event._announced = shared  # type: ignore[attr-defined]
 
 
 def announced_trades(events: list[EscrowEvent]) -> dict[int, Trade]:

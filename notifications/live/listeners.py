@@ -68,17 +68,9 @@ def _watchers(
 def on_trade_transitions(events_: list[EscrowEvent]) -> None:
     """Escrow moves: `trade.<event>` (the webhook's name and body) to everyone watching the
     trade; passing states (refunding, splitting) as `trade.updated` without a body, so the
-    room still redraws. The book of the pair learns of takes and returns."""
-
-    if len(events_) > 1:
-        # A batch (a settlement worker's): published by notifications' task, after its news
-        # and from the same read of the trades (notifications.listeners.on_trade_transitions).
-        return
-    publish_trade_events(events_)
-
-
-def publish_trade_events(events_: list[EscrowEvent]) -> None:
-    """on_trade_transitions' publishing, for any number of moves."""
+    room still redraws. The book of the pair learns of takes and returns. Called by
+    notifications.listeners (one move: before its news) and notifications.tasks (a settlement
+    batch: after its news)."""
     from notifications.services import EVENT_FOR_STATE, webhook_payload
 
     try:
