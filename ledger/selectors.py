@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from common.errors import Conflict, NotFound, ValidationFailed
+from common.prepared import PreparedRead, PreparedRows
 from ledger import chain, merkle
 from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer, Withdrawal
 from ledger.services.sealing import entry_from_values, with_stored_tree
@@ -29,24 +30,35 @@ class Wallet:
     pending_withdrawal: Decimal
 
 
-def wallet_list_for_user(*, user: Any) -> list[Wallet]:
-    """One wallet per active asset: available, held in escrow, being withdrawn."""
-    accounts = {
-        a.asset_id: a for a in LedgerAccount.objects.filter(user=user, kind=LedgerAccount.Kind.USER)
-    }
-    # Holds not yet resolved, split by what they are for.
-    pending = (
+# The wallets' three reads, built once per process (common.prepared): read after every trade.
+_USER_ACCOUNTS = PreparedRead(
+    lambda user_id: LedgerAccount.objects.filter(user_id=user_id, kind=LedgerAccount.Kind.USER)
+)
+# Holds not yet resolved on the user's accounts, summed by asset and by what they are for.
+_HELD = PreparedRows(
+    lambda user_id: (
         Transfer.objects.filter(
-            debit_account__in=accounts.values(),
+            debit_account__user_id=user_id,
+            debit_account__kind=LedgerAccount.Kind.USER,
             flags=Transfer.Flags.PENDING,
             resolution__isnull=True,
         )
         .values("asset_id", "kind")
         .annotate(total=Sum("amount"))
+        .order_by()
     )
-    held: dict[tuple[int, str], Decimal] = {(p["asset_id"], p["kind"]): p["total"] for p in pending}
+)
+_ACTIVE_ASSETS = PreparedRead(lambda: Asset.objects.filter(is_active=True).order_by("code"))
+
+
+def wallet_list_for_user(*, user: Any) -> list[Wallet]:
+    """One wallet per active asset: available, held in escrow, being withdrawn."""
+    accounts = {a.asset_id: a for a in _USER_ACCOUNTS(user.pk)}
+    held: dict[tuple[int, str], Decimal] = {
+        (asset_id, kind): total for asset_id, kind, total in _HELD(user.pk)
+    }
     wallets = []
-    for asset in Asset.objects.filter(is_active=True).order_by("code"):
+    for asset in _ACTIVE_ASSETS():
         account = accounts.get(asset.pk)
         wallets.append(
             Wallet(

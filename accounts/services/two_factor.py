@@ -12,13 +12,26 @@ from common.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from common.prepared import PreparedRead
 
 # --- two-factor authentication (TOTP, django-otp) ------------------------------------------------
+
+
+def _confirmed_device(user_id: int) -> Any:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice.objects.filter(user_id=user_id, confirmed=True).order_by("-id")
+
+
+# Read by every move of money (the second factor it needs), built once (common.prepared).
+_CONFIRMED_DEVICE = PreparedRead(_confirmed_device)
 
 
 def totp_device(user: Any, *, confirmed: bool | None = True) -> Any:
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
+    if confirmed is True:
+        return _CONFIRMED_DEVICE.first(user.pk)
     qs = TOTPDevice.objects.filter(user=user)
     if confirmed is not None:
         qs = qs.filter(confirmed=confirmed)

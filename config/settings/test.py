@@ -100,3 +100,6 @@ CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = LIVE_REDIS_URL  # t
 # off here; marketplace/tests/test_book_cache.py switches it on.
 ORDER_BOOK_CACHE_SECONDS = 0
 BLOCKED_CACHE_SECONDS = 0  # the same for a viewer's cached blocked set (issue 17, lean API)
+# Every prepared read (common.prepared) is also built by Django with its real values, and the
+# test fails unless both give the same statement and parameters.
+PREPARED_READS_CHECK = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch
 from django.http import FileResponse
 from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.types import OpenApiTypes
@@ -29,26 +29,18 @@ from escrow.api.serializers import TradeOut
 from escrow.models import EscrowEvent, Feedback, Trade, TradeMessage
 
 
-def _events() -> Prefetch[Any]:
-    return Prefetch("events", queryset=EscrowEvent.objects.select_related("actor"))
-
-
-# What TradeOut shows of a trade besides its events, read with it.
-ANSWER_RELATED = ("asset", "fiat", "buyer", "seller", "payment_method", "payment_account")
-
-
-def _trades_qs() -> QuerySet[Trade]:
-    return Trade.objects.select_related(*ANSWER_RELATED).prefetch_related(_events())
-
-
 def trade_answer(request: Request, trade: Trade | int, status: int = 200) -> Response:
     """A trade as TradeOut shows it to the requesting user. A trade a service has just returned
     with what it shows loaded (escrow.services.SHOWN_RELATED: a move's, a take's) is shown as
     it is, its events read in one query; otherwise it is read by id, with all it shows."""
-    if isinstance(trade, Trade) and escrow_services.trade_has_related(trade, ANSWER_RELATED):
-        prefetch_related_objects([trade], _events())
+    if isinstance(trade, Trade) and escrow_services.trade_has_related(
+        trade, escrow_selectors.ANSWER_RELATED
+    ):
+        escrow_selectors.trade_events_load(trade)
     else:
-        trade = _trades_qs().get(pk=trade if isinstance(trade, int) else trade.pk)
+        trade = escrow_selectors.trade_for_answer(
+            trade_id=trade if isinstance(trade, int) else trade.pk
+        )
     return Response(TradeOut(trade, context={"request": request}).data, status=status)
 
 
@@ -155,9 +147,7 @@ class TradeListApi(ApiView):
 class TradeDetailApi(ApiView):
     @extend_schema(operation_id="trades_retrieve", responses={200: TradeOut, **ERRORS})
     def get(self, request: Request, trade_id: int) -> Response:
-        trade = escrow_selectors.trade_get_for_user(
-            trade_id=trade_id, user=request.user, queryset=_trades_qs()
-        )
+        trade = escrow_selectors.trade_for_answer(trade_id=trade_id, user=request.user)
         return Response(TradeOut(trade, context={"request": request}).data)
 
 

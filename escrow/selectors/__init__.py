@@ -13,8 +13,11 @@ from escrow.selectors.stats import (
     trader_stats_recent,
 )
 from escrow.selectors.trades import (
+    ANSWER_RELATED,
     TradeRoomState,
     trade_ensure_readable,
+    trade_events_load,
+    trade_for_answer,
     trade_get_for_user,
     trade_list_for_user,
     trade_message_attachment,
@@ -23,6 +26,7 @@ from escrow.selectors.trades import (
 )
 
 __all__ = [
+    "ANSWER_RELATED",
     "TradeRoomState",
     "feedback_on_trade",
     "feedback_received",
@@ -31,6 +35,8 @@ __all__ = [
     "settlement_status_for_trade",
     "taker_facts",
     "trade_ensure_readable",
+    "trade_events_load",
+    "trade_for_answer",
     "trade_get_for_user",
     "trade_list_for_user",
     "trade_message_attachment",

@@ -13,7 +13,8 @@ from django.utils.translation import gettext
 
 from accounts.selectors import is_moderator
 from common.errors import NotFound
-from escrow.models import Settlement, Trade, TradeMessage
+from common.prepared import PreparedRead
+from escrow.models import EscrowEvent, Settlement, Trade, TradeMessage
 from escrow.selectors.settlement import settlement_status_for_trade
 from escrow.services.transitions import allowed_moves, dispute_opens_at
 
@@ -54,14 +55,57 @@ def trade_get_for_user(
     return trade
 
 
+# What a trade's answer (the API's TradeOut) shows besides its events, read with it.
+ANSWER_RELATED = ("asset", "fiat", "buyer", "seller", "payment_method", "payment_account")
+
+# The two reads of every trading request's answer, built once per process (common.prepared).
+_ANSWERED = PreparedRead(
+    lambda trade_id: Trade.objects.select_related(*ANSWER_RELATED).filter(pk=trade_id)
+)
+_EVENTS = PreparedRead(
+    lambda trade_id: EscrowEvent.objects.select_related("actor").filter(trade_id=trade_id)
+)
+
+
+_PARTIES = PreparedRead(
+    lambda trade_id: Trade.objects.only(
+        "pk", "buyer_id", "seller_id", "maker_id", "taker_id"
+    ).filter(pk=trade_id)
+)
+
+
+def trade_events_load(trade: Trade) -> Trade:
+    """Read the trade's events (with their actors, oldest first) into `trade.events.all()`, as
+    prefetch_related would, in one prepared statement."""
+    events = _EVENTS(trade.pk)
+    field = EscrowEvent._meta.get_field("trade")
+    for event in events:
+        field.set_cached_value(event, trade)
+    cached: QuerySet[EscrowEvent] = QuerySet(model=EscrowEvent)
+    cached._result_cache = events
+    cached._prefetch_done = True  # type: ignore[attr-defined]
+    if not hasattr(trade, "_prefetched_objects_cache"):
+        trade._prefetched_objects_cache = {}  # type: ignore[attr-defined]
+    trade._prefetched_objects_cache["events"] = cached  # type: ignore[attr-defined]
+    return trade
+
+
+def trade_for_answer(*, trade_id: int, user: Any = None) -> Trade:
+    """A trade with all its answer shows (ANSWER_RELATED and its events), in two prepared
+    statements. With `user`: only one they may read (trade_get_for_user's rule), else not
+    found."""
+    trade = _ANSWERED.first(int(trade_id))
+    if trade is None or (user is not None and not may_read_trade(trade, user)):
+        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
+    return trade_events_load(trade)
+
+
 def trade_ensure_readable(*, trade_id: int, user: Any) -> None:
     """trade_get_for_user's check alone, for a caller that needs no trade (an action's 404 for
     strangers before its service runs): one narrow query, no joins."""
-    trade_get_for_user(
-        trade_id=trade_id,
-        user=user,
-        queryset=Trade.objects.only("pk", "buyer_id", "seller_id", "maker_id", "taker_id"),
-    )
+    trade = _PARTIES.first(int(trade_id))
+    if trade is None or not may_read_trade(trade, user):
+        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
 
 
 def trade_messages(*, trade: Trade) -> QuerySet[Any]:

@@ -22,6 +22,7 @@ from accounts.models import Profile
 from accounts.selectors import is_moderator
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
+from common.prepared import PreparedRead
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import cancellations
@@ -115,6 +116,22 @@ def announce_many(events: list[EscrowEvent]) -> None:
 # that neither its listeners nor its answer read the trade again.
 ANNOUNCED_RELATED = ("asset", "fiat", "buyer", "seller", "maker", "taker")
 SHOWN_RELATED = (*ANNOUNCED_RELATED, "payment_method", "payment_account")
+
+
+# The row a move locks, alone or with what its listeners and answer show (common.prepared: the
+# statement is built once per process). NO KEY: the rows that point at the trade (events,
+# notifications, a settlement) check their foreign key with KEY SHARE, which this lock does not
+# block. OF: the trade's row alone, not the rows joined to it.
+_LOCKED = PreparedRead(
+    lambda trade_id: Trade.objects.select_for_update(no_key=True, of=("self",)).filter(pk=trade_id)
+)
+_LOCKED_SHOWN = PreparedRead(
+    lambda trade_id: (
+        Trade.objects.select_related(*SHOWN_RELATED)
+        .select_for_update(no_key=True, of=("self",))
+        .filter(pk=trade_id)
+    )
+)
 
 
 def trade_has_related(trade: Trade, names: tuple[str, ...]) -> bool:
@@ -238,14 +255,8 @@ def _escrow_transition(
     (SHOWN_RELATED; the trade returned has them); not worth it for a settlement batch, whose
     listeners read its trades in one query."""
     with transaction.atomic(savepoint=savepoint):
-        trades = Trade.objects.all()
-        if joined:
-            trades = trades.select_related(*SHOWN_RELATED)
         try:
-            # NO KEY: the rows that point at the trade (events, notifications, a settlement)
-            # check their foreign key with KEY SHARE, which this lock does not block. OF: the
-            # trade's row alone, not the rows joined to it.
-            trade = trades.select_for_update(no_key=True, of=("self",)).get(pk=trade_id)
+            trade = (_LOCKED_SHOWN if joined else _LOCKED).one(int(trade_id))
         except Trade.DoesNotExist:
             raise NotFound(
                 gettext("Trade #{trade_id} not found.").format(trade_id=trade_id)

@@ -17,6 +17,7 @@ from django.utils.translation import gettext
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
+from common.prepared import PreparedRead
 from ledger.models import Asset, LedgerAccount, Transfer
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,18 @@ Kind = LedgerAccount.Kind
 # --- accounts ---------------------------------------------------------------------------------
 
 
+# A user's account of an asset, read on every take and move of money (common.prepared).
+_USER_ACCOUNT = PreparedRead(
+    lambda user_id, asset_id: LedgerAccount.objects.filter(
+        kind=Kind.USER, user_id=user_id, asset_id=asset_id
+    )
+)
+
+
 def account_for_user(*, user: Any, asset: Asset) -> LedgerAccount:
+    found = _USER_ACCOUNT.first(user.pk, asset.pk)
+    if found is not None:
+        return found
     account, _ = LedgerAccount.objects.get_or_create(
         kind=Kind.USER, user=user, asset=asset, defaults={"code": f"user:{user.pk}:{asset.code}"}
     )

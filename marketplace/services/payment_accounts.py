@@ -15,6 +15,7 @@ from django.utils.translation import gettext
 
 from accounts.selectors import verified_name_for
 from common.errors import NotFound, ValidationFailed
+from common.prepared import PreparedRead
 from marketplace.models import Offer, PaymentAccount, PaymentMethod
 from marketplace.payment_fields import clean_details, display, fields_for, same_name
 
@@ -201,6 +202,17 @@ def offer_payment_accounts_keep(*, offer: Offer, methods: Iterable[PaymentMethod
         offer.payment_accounts.remove(*dropped)
 
 
+# A sell offer's account for a method, which a take copies, locked (common.prepared).
+_OFFER_ACCOUNT_LOCKED = PreparedRead(
+    lambda offer_id, method_id, maker_id: (
+        PaymentAccount.objects.select_for_update(of=("self",))
+        .select_related("method")
+        .filter(offers=offer_id, method=method_id, user_id=maker_id)
+        .order_by("pk")
+    )
+)
+
+
 def payment_account_for_take(
     *, offer: Offer, method: PaymentMethod | None, taker: Any, account_id: Any = None
 ) -> PaymentAccount | None:
@@ -217,13 +229,7 @@ def payment_account_for_take(
                 "payment_account",
                 gettext("You pay into the account the seller named; only a seller names one."),
             )
-        return (
-            PaymentAccount.objects.select_for_update(of=("self",))
-            .select_related("method")
-            .filter(offers=offer, method=method, user_id=offer.maker_id)
-            .order_by("pk")
-            .first()
-        )
+        return _OFFER_ACCOUNT_LOCKED.first(offer.pk, method.pk, offer.maker_id)
     if account_id in (None, ""):
         return None
     try:

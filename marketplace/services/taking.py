@@ -14,6 +14,7 @@ from accounts.selectors import (
 )
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
+from common.prepared import PreparedRead
 from marketplace import book_cache
 from marketplace.currencies import parse_fiat_amount
 from marketplace.models import Offer, PaymentMethod
@@ -23,17 +24,22 @@ from marketplace.services.offers import offer_effective_price
 # --- taking an offer (escrow.services.trade_open opens the trade; these are the offer's part) ---
 
 
+# The offer a take locks, with what the trade copies of it (common.prepared: built once).
+_OFFER_LOCKED = PreparedRead(
+    lambda offer_id: (
+        Offer.objects.select_for_update(of=("self",))
+        .select_related("asset", "fiat", "maker")
+        .filter(pk=offer_id, is_deleted=False)
+    )
+)
+
+
 def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
     """Inside the caller's transaction: the offer's row locked (every take of it queues here, so
     it is never oversold), refused when it is the taker's own, paused, gone, or its maker and the
     taker blocked each other (then it doesn't exist for them: not a hint that it does)."""
     assert transaction.get_connection().in_atomic_block, "taking an offer needs a transaction"
-    offer = (
-        Offer.objects.select_for_update(of=("self",))
-        .select_related("asset", "fiat", "maker")
-        .filter(pk=offer_id, is_deleted=False)
-        .first()
-    )
+    offer = _OFFER_LOCKED.first(int(offer_id))
     # The taker's blocked set from the cache (its version moves when a block commits), as the
     # book reads it: the same answer as the book the taker saw, without a query.
     if offer is None or (

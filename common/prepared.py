@@ -1,0 +1,228 @@
+"""Reads whose SQL Django builds once per process (issue 17: the request path).
+
+Building and compiling a query costs Django far more than running it: the trade a move locks,
+with the eight rows it joins, took 1.05 ms to build and compile and 0.12 ms to run; a trade's
+events 0.54 and 0.09 (docs/scaling.md). A hot read whose shape never changes, only its values,
+is declared once:
+
+    TRADE_LOCKED = PreparedRead(
+        lambda trade_id: Trade.objects.select_related("asset").select_for_update().filter(pk=trade_id)
+    )
+    trade = TRADE_LOCKED.one(trade_id)         # or TRADE_LOCKED(trade_id): a list
+
+The first call builds the queryset with stand-in values of the same types, compiles it, and
+remembers where each stand-in landed among the statement's parameters; every call then runs that
+statement with its own values and builds the instances as Django's ModelIterable does (the joined
+rows of select_related, annotations, the database's converters). A values() build is declared as
+PreparedRows instead: each row a tuple of the statement's columns, in their SELECT order. The
+database is chosen per call by the routers (a locking read goes to the primary, others may go to
+the replica inside common.db.replica_reads), and a locking read outside a transaction is refused
+as Django refuses it.
+
+What a build may do: filters, joins, ordering, locks, annotations, as any queryset; its arguments
+(ints and strings, bound by exact lookups) may change only the values of the statement, never its
+shape: no `if` on them, no `__in` lists. With settings.PREPARED_READS_CHECK (the test settings)
+every call also builds the queryset with its real values and fails unless Django would have run
+the same statement with the same parameters, so the suite proves each declared read."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db.models import Model, QuerySet
+from django.db.models.query import (  # type: ignore[attr-defined]
+    ModelIterable,
+    get_related_populators,
+)
+from django.db.transaction import TransactionManagementError
+
+M = TypeVar("M", bound=Model)
+
+# Stand-ins, far from any real id or text, one per argument.
+_INT_BASE = -7_346_291_000_000_000
+_STR_MARK = "\ue000prepared-read-{}\ue000"
+
+
+def _stand_in(i: int, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(
+            f"a prepared read's argument {i} is {type(value).__name__}: ints and strings only"
+        )
+    return _INT_BASE - i if isinstance(value, int) else _STR_MARK.format(i)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    params: tuple[Any, ...]
+    slots: tuple[tuple[int, ...], ...]  # for each argument: its positions among the params
+    kinds: tuple[type, ...]
+    model: type[Model]
+    for_write: bool
+    using: str | None
+    compiler: Any
+    init_list: tuple[str, ...]
+    model_slice: slice | None
+    populators_of: Callable[[str], list[Any]]
+    annotation_col_map: dict[str, int]
+    converters: dict[int, Any]
+    col_count: int | None  # the columns kept of each row (None: all)
+
+    def bind(self, args: Sequence[Any]) -> list[Any]:
+        if len(args) != len(self.kinds):
+            raise TypeError(f"a prepared read takes {len(self.kinds)} arguments, got {len(args)}")
+        params = list(self.params)
+        for value, kind, positions in zip(args, self.kinds, self.slots, strict=True):
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TypeError(f"a prepared read's {kind.__name__} argument got {value!r}")
+            for position in positions:
+                params[position] = value
+        return params
+
+
+class _Prepared:
+    """What both kinds share: the statement built once (thread-safe), run with new values."""
+
+    def __init__(self, build: Callable[..., QuerySet[Any, Any]]) -> None:
+        self._build = build
+        self._plan: _Plan | None = None
+        self._lock = threading.Lock()
+
+    def _run(self, args: Sequence[Any]) -> tuple[_Plan, str, Any]:
+        plan = self._plan or self._prepare(args)
+        params = plan.bind(args)
+        if getattr(settings, "PREPARED_READS_CHECK", False):
+            self._check(plan, args, params)
+        db = plan.using or (
+            router.db_for_write(plan.model) if plan.for_write else router.db_for_read(plan.model)
+        )
+        connection = connections[db]
+        if plan.for_write and connection.get_autocommit():
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(plan.sql, params)
+            rows: Any = cursor.fetchall()
+        if plan.col_count is not None:
+            rows = [row[: plan.col_count] for row in rows]
+        if plan.converters:
+            rows = plan.compiler.apply_converters(rows, plan.converters)
+        return plan, db, rows
+
+    def _prepare(self, args: Sequence[Any]) -> _Plan:
+        with self._lock:
+            if self._plan is None:
+                self._plan = self._compile(args)
+            return self._plan
+
+    def _compile(self, args: Sequence[Any]) -> _Plan:
+        stand_ins = [_stand_in(i, value) for i, value in enumerate(args)]
+        queryset = self._build(*stand_ins)
+        compiler = queryset.query.get_compiler(using=DEFAULT_DB_ALIAS)
+        sql, params = compiler.as_sql()
+        slots = []
+        for i, stand_in in enumerate(stand_ins):
+            positions = tuple(
+                j for j, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in
+            )
+            # A string inside another parameter (`__contains`'s %...%) is not bound alone.
+            wrapped = isinstance(stand_in, str) and any(
+                isinstance(p, str) and stand_in in p and p != stand_in for p in params
+            )
+            if not positions or wrapped:
+                raise ValueError(
+                    f"a prepared read's argument {i} is not a whole parameter of its statement "
+                    "(bind it by an exact lookup)"
+                )
+            slots.append(positions)
+        klass_info = compiler.klass_info
+        select = compiler.select
+        model_slice = None
+        instances = queryset._iterable_class is ModelIterable
+        if instances:  # else values()' tuples: PreparedRows
+            fields = klass_info["select_fields"]
+            model_slice = slice(fields[0], fields[-1] + 1)
+        columns = [s[0] for s in select[0 : compiler.col_count]]
+        # The populators hold the alias their instances record: one list per database.
+        by_db: dict[str, list[Any]] = {}
+
+        def populators_of(db: str) -> list[Any]:
+            if db not in by_db:
+                by_db[db] = get_related_populators(klass_info, select, db)
+            return by_db[db]
+
+        return _Plan(
+            sql=sql,
+            params=tuple(params),
+            slots=tuple(slots),
+            kinds=tuple(type(a) for a in args),
+            model=queryset.model,
+            for_write=bool(queryset.query.select_for_update),
+            using=queryset._db,  # type: ignore[attr-defined]
+            compiler=compiler,
+            init_list=tuple(f[0].target.attname for f in select[model_slice or slice(0)]),
+            model_slice=model_slice,
+            populators_of=populators_of,
+            annotation_col_map=dict(compiler.annotation_col_map or {}),
+            converters=compiler.get_converters(columns),
+            col_count=compiler.col_count if compiler.has_extra_select else None,
+        )
+
+    def _check(self, plan: _Plan, args: Sequence[Any], params: list[Any]) -> None:
+        queryset = self._build(*args)
+        sql, real = queryset.query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+        if sql != plan.sql or list(real) != params:
+            raise AssertionError(
+                "a prepared read's statement depends on its values, not only its parameters:\n"
+                f"prepared: {plan.sql} {params}\nDjango's: {sql} {list(real)}"
+            )
+
+
+class PreparedRows(_Prepared):
+    """A values() or values_list() read declared once: each row a tuple of the statement's
+    columns, in their SELECT order."""
+
+    def __call__(self, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._run(args)[2]]
+
+
+class PreparedRead(_Prepared, Generic[M]):
+    """A read of instances declared once (see the module's docstring)."""
+
+    def __init__(self, build: Callable[..., QuerySet[M, M]]) -> None:
+        super().__init__(build)
+
+    def __call__(self, *args: Any) -> list[M]:
+        plan, db, rows = self._run(args)
+        if plan.model_slice is None:
+            raise TypeError("a values() read is a PreparedRows")
+        populators = plan.populators_of(db)
+        found: list[M] = []
+        for row in rows:
+            obj = plan.model.from_db(db, plan.init_list, row[plan.model_slice])
+            for populator in populators:
+                populator.populate(row, obj)
+            for name, position in plan.annotation_col_map.items():
+                setattr(obj, name, row[position])
+            found.append(cast(M, obj))
+        return found
+
+    def one(self, *args: Any) -> M:
+        """The one row, as QuerySet.get(): DoesNotExist or MultipleObjectsReturned otherwise."""
+        found = self(*args)
+        if len(found) == 1:
+            return found[0]
+        model = self._plan.model if self._plan else Model
+        if not found:
+            raise model.DoesNotExist(f"{model.__name__} matching query does not exist.")  # type: ignore[attr-defined]
+        raise model.MultipleObjectsReturned(f"get() returned more than one {model.__name__}.")  # type: ignore[attr-defined]
+
+    def first(self, *args: Any) -> M | None:
+        found = self(*args)
+        return found[0] if found else None

@@ -1,0 +1,191 @@
+"""common.prepared: a read built once per process gives what Django's queryset gives, for every
+value, in one statement; it refuses what it cannot bind and a build whose shape follows its values;
+it locks only inside a transaction, and its first calls may race (issue 17)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models import F, Sum, Value
+from django.db.models.functions import Concat
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from common.prepared import PreparedRead, PreparedRows
+from escrow import services
+from escrow.models import EscrowEvent, Trade
+from escrow.selectors import trade_for_answer
+from marketplace.models import Offer
+from marketplace.tests.factories import fund, make_offer, make_trade
+
+pytestmark = pytest.mark.django_db
+
+RELATED = ("asset", "fiat", "buyer", "seller", "payment_method")
+
+
+def _trades(trade_id):
+    return Trade.objects.select_related(*RELATED).filter(pk=trade_id)
+
+
+def _snapshot(trade: Trade) -> dict:
+    """Every column of the trade and of each row it joins, and whether each join is loaded."""
+    shown = {f.attname: getattr(trade, f.attname) for f in Trade._meta.concrete_fields}
+    for name in RELATED:
+        field = Trade._meta.get_field(name)
+        assert field.is_cached(trade), name
+        related = getattr(trade, name)
+        shown[name] = (
+            None
+            if related is None
+            else {f.attname: getattr(related, f.attname) for f in related._meta.concrete_fields}
+        )
+    return shown
+
+
+def test_it_gives_what_djangos_queryset_gives_for_each_value(alice, bob, carol):
+    trades = [make_trade(alice, bob), make_trade(alice, carol), make_trade(carol, bob)]
+    read = PreparedRead(_trades)
+    for trade in trades + trades[::-1]:  # the second call onwards reuses the first's statement
+        with CaptureQueriesContext(connection) as queries:
+            (got,) = read(trade.pk)
+        assert len(queries) == 1
+        (expected,) = _trades(trade.pk)
+        assert _snapshot(got) == _snapshot(expected)
+        assert got._state.db == "default"
+        assert not got._state.adding
+        # Nothing left to read: the joins are loaded.
+        with CaptureQueriesContext(connection) as queries:
+            loaded = (got.buyer.username, got.asset.code, got.fiat.code)
+        assert all(loaded)
+        assert len(queries) == 0
+    assert read(10**9) == []
+    assert read.first(10**9) is None
+    with pytest.raises(Trade.DoesNotExist):
+        read.one(10**9)
+
+
+def test_annotations_ordering_strings_and_several_rows(alice, bob):
+    fund(alice)
+    fund(bob)
+    make_offer(alice, price="80000")
+    make_offer(alice, price="81000")
+    make_offer(bob, price="79000")
+
+    def build(username, fiat_code):
+        return (
+            Offer.objects.filter(maker__username=username, fiat__code=fiat_code)
+            .annotate(label=Concat(F("maker__username"), Value(":"), F("side")))
+            .order_by("-price")
+        )
+
+    read = PreparedRead(build)
+    for who in ("alice", "bob", "alice", "nobody"):
+        got = read(who, "EUR")
+        expected = list(build(who, "EUR"))
+        assert [(o.pk, o.price, o.label) for o in got] == [
+            (o.pk, o.price, o.label) for o in expected
+        ]
+    assert len(read("alice", "EUR")) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_read_needs_a_transaction(alice, bob):
+    trade = make_trade(alice, bob)
+    read = PreparedRead(lambda pk: Trade.objects.select_for_update().filter(pk=pk))
+    with pytest.raises(TransactionManagementError):
+        read(trade.pk)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert read.one(trade.pk).pk == trade.pk
+    assert "FOR UPDATE" in queries[0]["sql"]
+
+
+def test_what_it_cannot_bind_is_refused(alice, bob):
+    trade = make_trade(alice, bob)
+    with pytest.raises(TypeError, match="ints and strings only"):
+        PreparedRead(lambda flag: Trade.objects.filter(cancel_counted=flag))(True)
+    with pytest.raises(TypeError, match="ints and strings only"):
+        PreparedRead(lambda ids: Trade.objects.filter(pk__in=ids))([trade.pk])
+    with pytest.raises(ValueError, match="not a whole parameter"):
+        PreparedRead(lambda text: Trade.objects.filter(terms__contains=text))("x")
+    read = PreparedRead(lambda pk: Trade.objects.filter(pk=pk))
+    read(trade.pk)
+    with pytest.raises(TypeError, match="int argument"):
+        read(str(trade.pk))
+
+
+def test_a_build_whose_shape_follows_its_values_fails_the_check(alice, bob, settings):
+    trade = make_trade(alice, bob)
+    settings.PREPARED_READS_CHECK = True  # as in every test (config/settings/test.py)
+
+    def build(pk):
+        qs = Trade.objects.filter(pk=pk)
+        return qs.filter(amount__gt=0) if pk > 0 else qs
+
+    read = PreparedRead(build)  # prepared with a negative stand-in: no amount filter
+    with pytest.raises(AssertionError, match="depends on its values"):
+        read(trade.pk)
+
+
+def test_the_answer_of_a_trade_is_its_parties_only(alice, bob, carol):
+    trade = make_trade(alice, bob)
+    services.trade_mark_paid(trade_id=trade.pk, actor=bob)
+    with CaptureQueriesContext(connection) as queries:
+        got = trade_for_answer(trade_id=trade.pk, user=bob)
+        events = list(got.events.all())
+    assert len(queries) == 2  # the trade with its joins, its events with their actors
+    assert [e.new_state for e in events] == ["funded", "paid"]
+    assert [e.pk for e in events] == list(
+        EscrowEvent.objects.filter(trade=trade)
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)
+    )
+    assert all(e.trade is got for e in events)
+    with pytest.raises(Exception, match="not found"):
+        trade_for_answer(trade_id=trade.pk, user=carol)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_calls_racing_in_threads_each_get_their_own_rows(alice, bob, carol):
+    trades = [make_trade(alice, bob), make_trade(alice, carol), make_trade(carol, bob)] * 3
+    read = PreparedRead(_trades)
+    start = threading.Barrier(len(trades))
+    got: dict[int, int] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int, trade_id: int) -> None:
+        try:
+            start.wait(timeout=10)
+            got[i] = read.one(trade_id).pk
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, t.pk)) for i, t in enumerate(trades)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert got == {i: t.pk for i, t in enumerate(trades)}
+
+
+def test_rows_of_a_values_read_are_tuples_in_select_order(alice, bob):
+    trades = [make_trade(alice, bob, amount="0.01"), make_trade(alice, bob, amount="0.02")]
+
+    def build(seller_id):
+        return (
+            Trade.objects.filter(seller_id=seller_id)
+            .values("asset_id", "state")
+            .annotate(total=Sum("amount"))
+            .order_by()
+        )
+
+    read = PreparedRows(build)
+    assert read(alice.pk) == [(r["asset_id"], r["state"], r["total"]) for r in build(alice.pk)]
+    assert read(alice.pk)[0][2] == sum(t.amount for t in trades)
+    assert read(bob.pk) == []
+    with pytest.raises(TypeError, match="PreparedRows"):
+        PreparedRead(build)(alice.pk)  # type: ignore[arg-type]
