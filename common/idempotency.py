@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from common.errors import ApplicationError, Conflict, PermissionDenied
 from common.models import IdempotencyRecord
 from common.permissions import scopes_of
+from common.prepared import save_fields
 from common.transactions import current_idempotency_record
 
 MAX_KEY_LENGTH = 255
@@ -193,7 +194,7 @@ def _idempotent(
         else:
             record.status_code = response.status_code
             record.response_body = redact(response.data, secret_fields)
-            record.save(update_fields=["status_code", "response_body"])
+            save_fields(record, ["status_code", "response_body"])
         return response
 
     return wrapper

@@ -1,4 +1,5 @@
-"""Reads whose SQL Django builds once per process (issue 17: the request path).
+"""Reads (and UPDATEs by key) whose SQL Django builds once per process (issue 17: the request
+path).
 
 Building and compiling a query costs Django far more than running it: the trade a move locks,
 with the eight rows it joins, took 1.05 ms to build and compile and 0.12 ms to run; a trade's
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, router
-from django.db.models import Model, QuerySet
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router
+from django.db.models import Model, QuerySet, signals
 from django.db.models.query import (  # type: ignore[attr-defined]
     ModelIterable,
     get_related_populators,
@@ -226,3 +227,68 @@ class PreparedRead(_Prepared, Generic[M]):
     def first(self, *args: Any) -> M | None:
         found = self(*args)
         return found[0] if found else None
+
+
+# --- writes: an UPDATE by primary key, built once per model and fields -----------------------
+
+_UPDATES: dict[tuple[type[Model], tuple[str, ...]], tuple[str, list[Any]]] = {}
+
+
+def _update_plan(model: type[Model], names: Sequence[str]) -> tuple[str, list[Any]]:
+    key = (model, tuple(names))
+    plan = _UPDATES.get(key)
+    if plan is None:
+        meta = model._meta
+        # A field by its name or its attname (`escrow_hold` or `escrow_hold_id`), as save().
+        by_name = {n: f for f in meta.concrete_fields for n in (f.name, f.attname)}
+        fields: list[Any] = [by_name.get(n) for n in names]
+        if any(f is None or f.primary_key for f in fields):
+            raise ValueError(f"{model.__name__}: only concrete, non-key fields: {names}")
+        quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+        sets = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        # Quoted names from the model's metadata; every value a placeholder.
+        table, key_column = quote(meta.db_table), quote(cast(Any, meta.pk).column)
+        sql = f"UPDATE {table} SET {sets} WHERE {key_column} = %s"  # noqa: S608
+        plan = _UPDATES[key] = (sql, fields)
+    return plan
+
+
+def save_fields(obj: Model, fields: Sequence[str]) -> None:
+    """`obj.save(update_fields=fields)`, with its UPDATE built once per model and fields (it
+    cost Django 0.24 ms a save, against 0.07 for running it): each field's pre_save (auto_now)
+    and database value as Django's own save, and DatabaseError when no row was updated. A model
+    with pre_save or post_save receivers, or an instance not yet saved, is saved by Django."""
+    model = type(obj)
+    if (
+        obj._state.adding
+        or obj.pk is None
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+    ):
+        obj.save(update_fields=list(fields))
+        return
+    sql, plan_fields = _update_plan(model, fields)
+    obj._prepare_related_fields_for_save(operation_name="save", fields=plan_fields)  # type: ignore[attr-defined]
+    db = router.db_for_write(model, instance=obj)
+    connection = connections[db]
+    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in plan_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, obj.pk])
+        if cursor.rowcount == 0:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+    obj._state.db = db
+
+
+def update_by_pk(model: type[Model], pk: Any, **values: Any) -> int:
+    """`model.objects.filter(pk=pk).update(**values)` for plain values (no expressions), its
+    statement built once; as QuerySet.update, no pre_save (auto_now) and no signals. Returns
+    the rows updated."""
+    sql, plan_fields = _update_plan(model, list(values))
+    db = router.db_for_write(model)
+    connection = connections[db]
+    params = [
+        f.get_db_prep_save(v, connection) for f, v in zip(plan_fields, values.values(), strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, pk])
+        return int(cursor.rowcount)

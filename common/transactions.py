@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from django.db import transaction
 
 from common.models import IdempotencyRecord
+from common.prepared import update_by_pk
 
 # The Idempotency-Key record of the API request being served, if any (common.idempotency).
 current_idempotency_record: ContextVar[int | None] = ContextVar(
@@ -26,4 +27,4 @@ def durable_atomic() -> Iterator[None]:
         yield
         record_id = current_idempotency_record.get()
         if record_id is not None:
-            IdempotencyRecord.objects.filter(pk=record_id).update(committed=True)
+            update_by_pk(IdempotencyRecord, record_id, committed=True)

@@ -32,6 +32,7 @@ from common.errors import (
     ValidationFailed,
 )
 from common.money import fmt, round_down
+from common.prepared import save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
@@ -278,7 +279,7 @@ def trade_open(
                 message.format(code=asset.code, v1=fmt(trade.hold_amount, asset.precision)),
                 fields=exc.fields,
             ) from None
-        trade.save(update_fields=["escrow_hold"])
+        save_fields(trade, ["escrow_hold"])
         if pay_into is not None:
             TradePaymentAccount.objects.create(
                 trade=trade, owner=seller, **pay.payment_account_snapshot(pay_into)

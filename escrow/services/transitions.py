@@ -22,7 +22,7 @@ from accounts.models import Profile
 from accounts.selectors import is_moderator
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
-from common.prepared import PreparedRead
+from common.prepared import PreparedRead, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import cancellations
@@ -303,7 +303,7 @@ def _escrow_transition(
         if to in FINAL_STATES:
             trade.closed_at = now
             fields.append("closed_at")
-        trade.save(update_fields=fields)
+        save_fields(trade, fields)
         if buyer_profile is not None:
             cancellations.buying_suspension_refresh(profile=buyer_profile, now=now)
         event = EscrowEvent.objects.create(

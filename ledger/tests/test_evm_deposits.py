@@ -141,14 +141,15 @@ def test_a_deposit_mined_again_on_the_new_branch_is_credited_once(evm, alice):
         "chainId": 31337,
     }
     raw = evm.faucet.sign_transaction(tx).raw_transaction
-    w3.eth.send_raw_transaction(raw)
+    # Anvil answers before it has mined the block: wait for it (a busy machine lost this race).
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw), timeout=30)
     deposits_watch()
     evm.node.revert(snapshot)
     evm.node.mine(2)
     deposits_watch()
     assert ChainDeposit.objects.get().status == "dropped"
     # when the same signed transaction is mined again, on the new branch
-    w3.eth.send_raw_transaction(raw)
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw), timeout=30)
     deposits_watch()
     deposit = ChainDeposit.objects.get()
     assert deposit.status == "seen"

@@ -14,7 +14,7 @@ from accounts.selectors import (
 )
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.money import fmt, fmt_fiat, parse_amount, quantum, round_down, round_half_up
-from common.prepared import PreparedRead
+from common.prepared import PreparedRead, save_fields
 from marketplace import book_cache
 from marketplace.currencies import parse_fiat_amount
 from marketplace.models import Offer, PaymentMethod
@@ -135,6 +135,6 @@ def offer_reserve(*, offer: Offer, amount: Decimal, price: Decimal | None = None
     what is left can't cover the offer's minimum any more (at the take's `price`), the offer
     closes in the same transaction and its maker is told on commit."""
     offer.available -= amount
-    offer.save(update_fields=["available", "updated_at"])
+    save_fields(offer, ["available", "updated_at"])
     offer_close_if_dust(offer=offer, price=price)
     book_cache.offer_changed(offer)

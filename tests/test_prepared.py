@@ -1,19 +1,21 @@
 """common.prepared: a read built once per process gives what Django's queryset gives, for every
 value, in one statement; it refuses what it cannot bind and a build whose shape follows its values;
-it locks only inside a transaction, and its first calls may race (issue 17)."""
+it locks only inside a transaction, and its first calls may race. Its UPDATEs write what Django's
+save(update_fields) and QuerySet.update write (issue 17)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F, Sum, Value
 from django.db.models.functions import Concat
+from django.db.models.signals import post_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from common.prepared import PreparedRead, PreparedRows
+from common.prepared import PreparedRead, PreparedRows, save_fields, update_by_pk
 from escrow import services
 from escrow.models import EscrowEvent, Trade
 from escrow.selectors import trade_for_answer
@@ -189,3 +191,73 @@ def test_rows_of_a_values_read_are_tuples_in_select_order(alice, bob):
     assert read(bob.pk) == []
     with pytest.raises(TypeError, match="PreparedRows"):
         PreparedRead(build)(alice.pk)  # type: ignore[arg-type]
+
+
+# --- writes: save_fields and update_by_pk ---
+
+
+def test_save_fields_writes_those_fields_alone_as_djangos_save(alice, bob):
+    trade = make_trade(alice, bob)
+    before = Trade.objects.get(pk=trade.pk)
+    trade.state = "paid"
+    trade.terms = "not saved"
+    with CaptureQueriesContext(connection) as queries:
+        save_fields(trade, ["state", "updated_at"])
+    assert len(queries) == 1
+    assert queries[0]["sql"].startswith('UPDATE "escrow_trade" SET "state" = ')
+    after = Trade.objects.get(pk=trade.pk)
+    assert after.state == "paid"
+    assert after.terms == before.terms  # not among the fields
+    assert after.updated_at > before.updated_at  # auto_now, as save() sets it
+    assert after.updated_at == trade.updated_at
+
+
+def test_save_fields_takes_a_foreign_key_by_name_or_attname(alice, bob):
+    trade = make_trade(alice, bob)
+    hold = trade.escrow_hold
+    trade.escrow_hold = None
+    save_fields(trade, ["escrow_hold"])
+    assert Trade.objects.get(pk=trade.pk).escrow_hold_id is None
+    trade.escrow_hold_id = hold.pk
+    save_fields(trade, ["escrow_hold_id"])
+    assert Trade.objects.get(pk=trade.pk).escrow_hold_id == hold.pk
+    with pytest.raises(ValueError, match="non-key"):
+        save_fields(trade, ["id"])
+    with pytest.raises(ValueError, match="non-key"):
+        save_fields(trade, ["events"])
+
+
+def test_save_fields_of_a_row_gone_fails_as_djangos(alice, bob):
+    trade = make_trade(alice, bob)
+    event = EscrowEvent.objects.filter(trade=trade).first()
+    EscrowEvent.objects.filter(pk=event.pk).delete()
+    event.reason = "gone"
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        save_fields(event, ["reason"])
+
+
+def test_a_model_with_save_receivers_is_saved_by_django(alice, bob):
+    trade = make_trade(alice, bob)
+    seen: list[tuple[str, object]] = []
+
+    def receiver(sender, instance, update_fields, **kwargs):
+        seen.append((instance.state, sorted(update_fields)))
+
+    post_save.connect(receiver, sender=Trade, dispatch_uid="test-prepared")
+    try:
+        trade.state = "paid"
+        save_fields(trade, ["state"])
+    finally:
+        post_save.disconnect(dispatch_uid="test-prepared", sender=Trade)
+    assert seen == [("paid", ["state"])]
+    assert Trade.objects.get(pk=trade.pk).state == "paid"
+
+
+def test_update_by_pk_is_querysets_update(alice, bob):
+    trade = make_trade(alice, bob)
+    before = Trade.objects.get(pk=trade.pk)
+    assert update_by_pk(Trade, trade.pk, terms="new terms", cancel_counted=True) == 1
+    after = Trade.objects.get(pk=trade.pk)
+    assert (after.terms, after.cancel_counted) == ("new terms", True)
+    assert after.updated_at == before.updated_at  # as QuerySet.update: no auto_now
+    assert update_by_pk(Trade, 10**9, terms="x") == 0
