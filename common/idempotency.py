@@ -30,7 +30,7 @@ from rest_framework.response import Response
 from common.errors import ApplicationError, Conflict, PermissionDenied
 from common.models import IdempotencyRecord
 from common.permissions import scopes_of
-from common.prepared import save_fields
+from common.prepared import insert, save_fields
 from common.transactions import current_idempotency_record
 
 MAX_KEY_LENGTH = 255
@@ -127,8 +127,15 @@ def _idempotent(
             # One INSERT in autocommit (no BEGIN/COMMIT round trips); a savepoint only inside
             # a transaction, which a duplicate key would otherwise break.
             with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                record = IdempotencyRecord.objects.create(
-                    user=request.user, key=key, fingerprint=fingerprint, scopes=sorted(scopes)
+                (record,) = insert(
+                    [
+                        IdempotencyRecord(
+                            user=request.user,
+                            key=key,
+                            fingerprint=fingerprint,
+                            scopes=sorted(scopes),
+                        )
+                    ]
                 )
         except IntegrityError:
             record = IdempotencyRecord.objects.get(user=request.user, key=key)

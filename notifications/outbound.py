@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common.outbox import publish_after_commit
+from common.prepared import insert
 from notifications import preferences, telegram
 from notifications.email import (
     SendFailed,
@@ -144,7 +145,7 @@ def outbound_messages_queue(rows: list[OutboundMessage]) -> None:
     # No savepoint inside the caller's transaction: a failure here fails the whole of it (no
     # caller goes on without its rows); outside one, this is the transaction.
     with transaction.atomic(savepoint=False):
-        OutboundMessage.objects.bulk_create(rows)
+        insert(rows)  # common.prepared: bulk_create's INSERT, built once
         transaction.on_commit(partial(_enqueue_many, [row.pk for row in rows]))
 
 

@@ -1,24 +1,25 @@
 """common.prepared: a read built once per process gives what Django's queryset gives, for every
 value, in one statement; it refuses what it cannot bind and a build whose shape follows its values;
-it locks only inside a transaction, and its first calls may race. Its UPDATEs write what Django's
-save(update_fields) and QuerySet.update write (issue 17)."""
+it locks only inside a transaction, and its first calls may race. Its UPDATEs and INSERTs write
+what Django's save(update_fields), QuerySet.update and bulk_create write (issue 17)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.db.models import F, Sum, Value
 from django.db.models.functions import Concat
 from django.db.models.signals import post_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from common.prepared import PreparedRead, PreparedRows, save_fields, update_by_pk
+from common.prepared import PreparedRead, PreparedRows, insert, save_fields, update_by_pk
 from escrow import services
 from escrow.models import EscrowEvent, Trade
 from escrow.selectors import trade_for_answer
+from ledger.models import Transfer
 from marketplace.models import Offer
 from marketplace.tests.factories import fund, make_offer, make_trade
 
@@ -261,3 +262,79 @@ def test_update_by_pk_is_querysets_update(alice, bob):
     assert (after.terms, after.cancel_counted) == ("new terms", True)
     assert after.updated_at == before.updated_at  # as QuerySet.update: no auto_now
     assert update_by_pk(Trade, 10**9, terms="x") == 0
+
+
+# --- writes: insert ---
+
+
+def _columns(obj) -> dict:
+    return {
+        f.attname: getattr(obj, f.attname)
+        for f in type(obj)._meta.concrete_fields
+        if f.attname not in ("id", "created_at")
+    }
+
+
+def test_insert_writes_what_djangos_create_writes(alice, bob):
+    trade = make_trade(alice, bob)
+    mine = EscrowEvent(trade=trade, old_state="funded", new_state="paid", actor=bob, reason="r")
+    with CaptureQueriesContext(connection) as queries:
+        (got,) = insert([mine])
+    assert got is mine
+    assert len(queries) == 1
+    assert queries[0]["sql"].startswith('INSERT INTO "escrow_escrowevent"')
+    assert mine.pk is not None
+    assert not mine._state.adding
+    assert mine._state.db == "default"
+    djangos = EscrowEvent.objects.create(
+        trade=trade, old_state="funded", new_state="paid", actor=bob, reason="r"
+    )
+    stored, twin = EscrowEvent.objects.get(pk=mine.pk), EscrowEvent.objects.get(pk=djangos.pk)
+    assert _columns(stored) == _columns(twin)
+    assert stored.created_at is not None  # auto_now_add, as Django's pre_save sets it
+    assert stored.created_at == mine.created_at
+
+
+def test_insert_of_several_rows_sets_each_its_key_in_order(alice, bob):
+    trade = make_trade(alice, bob)
+    rows = [
+        EscrowEvent(trade=trade, old_state="", new_state=str(i), actor=alice, reason=f"n{i}")
+        for i in range(3)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        insert(rows)
+    assert len(queries) == 1
+    for row in rows:
+        assert EscrowEvent.objects.get(pk=row.pk).reason == row.reason
+    assert insert([]) == []
+    with pytest.raises(TypeError, match="one model"):
+        insert([EscrowEvent(trade=trade, new_state="x"), Trade()])
+
+
+def test_insert_breaking_a_unique_index_fails_as_djangos_and_changes_nothing(alice, bob):
+    trade = make_trade(alice, bob)
+    before = Transfer.objects.count()
+    twin = Transfer.objects.get(pk=trade.escrow_hold_id)
+    twin.pk = None
+    twin._state.adding = True
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert([twin])  # the same idempotency key
+    assert Transfer.objects.count() == before
+
+
+def test_insert_leaves_to_django_what_django_must_write(alice, bob):
+    trade = make_trade(alice, bob)
+    seen: list[int] = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append(instance.pk)
+
+    post_save.connect(receiver, sender=EscrowEvent, dispatch_uid="test-prepared-insert")
+    try:
+        (one,) = insert([EscrowEvent(trade=trade, new_state="x", actor=alice)])
+    finally:
+        post_save.disconnect(dispatch_uid="test-prepared-insert", sender=EscrowEvent)
+    assert seen == [one.pk]  # one row: saved by Django, its receivers told
+    # A value that is an expression: Django's bulk_create writes it.
+    (expr,) = insert([EscrowEvent(trade=trade, new_state="y", reason=Value("from SQL"))])
+    assert EscrowEvent.objects.get(pk=expr.pk).reason == "from SQL"

@@ -32,7 +32,7 @@ from common.errors import (
     ValidationFailed,
 )
 from common.money import fmt, round_down
-from common.prepared import save_fields
+from common.prepared import insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
@@ -238,23 +238,27 @@ def trade_open(
         )
         now = timezone.now()
         market.offer_reserve(offer=offer, amount=qty, price=price)
-        trade = Trade.objects.create(
-            offer=offer,
-            maker=offer.maker,
-            taker=taker,
-            buyer=buyer,
-            seller=seller,
-            asset=asset,
-            fiat=fiat,
-            payment_method=method,
-            amount=qty,
-            fiat_amount=fiat_total,
-            price=price,
-            seller_fee=quote.seller_fee,
-            buyer_fee=quote.buyer_fee,
-            payment_window_minutes=offer.payment_window_minutes,
-            payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
-            terms=offer.terms,
+        (trade,) = insert(
+            [
+                Trade(
+                    offer=offer,
+                    maker=offer.maker,
+                    taker=taker,
+                    buyer=buyer,
+                    seller=seller,
+                    asset=asset,
+                    fiat=fiat,
+                    payment_method=method,
+                    amount=qty,
+                    fiat_amount=fiat_total,
+                    price=price,
+                    seller_fee=quote.seller_fee,
+                    buyer_fee=quote.buyer_fee,
+                    payment_window_minutes=offer.payment_window_minutes,
+                    payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
+                    terms=offer.terms,
+                )
+            ]
         )
         try:
             trade.escrow_hold = ledger.transfer_post(
@@ -288,13 +292,17 @@ def trade_open(
             cast(FieldCacheMixin, Trade._meta.get_field("payment_account")).set_cached_value(
                 trade, None
             )
-        event = EscrowEvent.objects.create(
-            trade=trade,
-            old_state="",
-            new_state=Trade.State.FUNDED,
-            actor=taker,
-            actor_role=trade.role_of(taker) or "",
-            reason=gettext_noop("offer taken"),
+        (event,) = insert(
+            [
+                EscrowEvent(
+                    trade=trade,
+                    old_state="",
+                    new_state=Trade.State.FUNDED,
+                    actor=taker,
+                    actor_role=trade.role_of(taker) or "",
+                    reason=gettext_noop("offer taken"),
+                )
+            ]
         )
         announce(trade, event)
         if offer.auto_reply:

@@ -22,7 +22,7 @@ from accounts.models import Profile
 from accounts.selectors import is_moderator
 from common.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from common.outbox import publish_after_commit
-from common.prepared import PreparedRead, save_fields
+from common.prepared import PreparedRead, insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
 from escrow.services import cancellations
@@ -306,13 +306,17 @@ def _escrow_transition(
         save_fields(trade, fields)
         if buyer_profile is not None:
             cancellations.buying_suspension_refresh(profile=buyer_profile, now=now)
-        event = EscrowEvent.objects.create(
-            trade=trade,
-            old_state=old,
-            new_state=to,
-            actor=actor,
-            actor_role=role,
-            reason=reason[:200],
+        (event,) = insert(
+            [
+                EscrowEvent(
+                    trade=trade,
+                    old_state=old,
+                    new_state=to,
+                    actor=actor,
+                    actor_role=role,
+                    reason=reason[:200],
+                )
+            ]
         )
         announce(trade, event)
     return trade
@@ -352,8 +356,12 @@ def _queue_settlement(trade: Trade, to: str, split_buyer_amount: Decimal | None)
             users={(trade.buyer_id, trade.asset_id)},
             fees={trade.asset_id} if kind == Settlement.Kind.RELEASE else set(),
         )
-    settlement = Settlement.objects.create(
-        trade=trade, kind=kind, buyer_amount=split_buyer_amount, queued_at=timezone.now()
+    (settlement,) = insert(
+        [
+            Settlement(
+                trade=trade, kind=kind, buyer_amount=split_buyer_amount, queued_at=timezone.now()
+            )
+        ]
     )
     transaction.on_commit(lambda: _enqueue(settlement.pk))
 

@@ -17,7 +17,7 @@ from django.utils.translation import gettext
 
 from common.errors import Conflict, InsufficientFunds, InvalidTransition
 from common.money import fmt
-from common.prepared import PreparedRead
+from common.prepared import PreparedRead, insert
 from ledger.models import Asset, LedgerAccount, Transfer
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def account_escrow(*, trade_id: int, asset: Asset, new: bool = False) -> LedgerA
     its account cannot exist yet (one INSERT, no look-up first and no savepoint)."""
     code = f"escrow:trade:{trade_id}"
     if new:
-        return LedgerAccount.objects.create(code=code, kind=Kind.ESCROW, asset=asset)
+        return insert([LedgerAccount(code=code, kind=Kind.ESCROW, asset=asset)])[0]
     account, _ = LedgerAccount.objects.get_or_create(
         code=code, defaults={"kind": Kind.ESCROW, "asset": asset}
     )
@@ -274,17 +274,22 @@ def transfer_post(
         dr.debits_posted += amount
         cr.credits_posted += amount
     _save_balances(dr, cr)
-    return Transfer.objects.create(
-        idempotency_key=idempotency_key,
-        asset_id=debit.asset_id,
-        debit_account=dr,
-        credit_account=cr,
-        amount=amount,
-        kind=kind,
-        flags=flags,
-        reference=reference,
-        memo=memo,
+    (transfer,) = insert(
+        [
+            Transfer(
+                idempotency_key=idempotency_key,
+                asset_id=debit.asset_id,
+                debit_account=dr,
+                credit_account=cr,
+                amount=amount,
+                kind=kind,
+                flags=flags,
+                reference=reference,
+                memo=memo,
+            )
+        ]
     )
+    return transfer
 
 
 def _resolve(*, idempotency_key: str, pending: Transfer, post_amount: Decimal | None) -> Transfer:
@@ -306,17 +311,22 @@ def _resolve(*, idempotency_key: str, pending: Transfer, post_amount: Decimal | 
         dr.debits_posted += post_amount
         cr.credits_posted += post_amount
     _save_balances(dr, cr)
-    return Transfer.objects.create(
-        idempotency_key=idempotency_key,
-        asset_id=pending.asset_id,
-        debit_account=dr,
-        credit_account=cr,
-        amount=pending.amount if post_amount is None else post_amount,
-        kind=pending.kind,
-        flags=flags,
-        pending=pending,
-        reference=pending.reference,
+    (transfer,) = insert(
+        [
+            Transfer(
+                idempotency_key=idempotency_key,
+                asset_id=pending.asset_id,
+                debit_account=dr,
+                credit_account=cr,
+                amount=pending.amount if post_amount is None else post_amount,
+                kind=pending.kind,
+                flags=flags,
+                pending=pending,
+                reference=pending.reference,
+            )
+        ]
     )
+    return transfer
 
 
 def transfer_post_pending(

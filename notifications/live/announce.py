@@ -8,6 +8,8 @@ from typing import Any
 
 from django.db import models
 
+from common.prepared import insert
+
 
 class NotificationQuerySet(models.QuerySet[Any]):
     def create(self, **kwargs: Any) -> Any:
@@ -16,7 +18,12 @@ class NotificationQuerySet(models.QuerySet[Any]):
         return row
 
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        rows = super().bulk_create(objs, *args, **kwargs)
+        # Plain rows: one INSERT built once (common.prepared); with options, Django's.
+        rows = (
+            insert(list(objs))
+            if not args and not kwargs and self._db is None  # type: ignore[attr-defined]
+            else super().bulk_create(objs, *args, **kwargs)
+        )
         _announce(rows)
         return rows
 
