@@ -157,7 +157,7 @@ class ChainSetup:
         }
 
     def send_eth(self, to: str, amount: Decimal | str, *, sender: Any = None) -> str:
-        """Send ETH from `sender` (default: the faucet); the node mines it at once (automine)."""
+        """Send ETH from `sender` (default: the faucet); returns once it is mined (automine)."""
         sender = sender or self.faucet
         w3 = self.w3
         tx = {
@@ -169,9 +169,7 @@ class ChainSetup:
             "maxPriorityFeePerGas": w3.to_wei(1, "gwei"),
             "chainId": 31337,
         }
-        return "0x" + w3.eth.send_raw_transaction(
-            sender.sign_transaction(tx).raw_transaction
-        ).hex().removeprefix("0x")
+        return self._mined(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
 
     def send_token(self, to: str, amount: Decimal | str, *, sender: Any = None) -> str:
         """Send TestUSD (6 decimals): minted to `to` by the faucet, else transferred by `sender`."""
@@ -189,9 +187,13 @@ class ChainSetup:
         tx = call.build_transaction(
             {"from": who.address, "nonce": w3.eth.get_transaction_count(who.address, "pending")}
         )
-        return "0x" + w3.eth.send_raw_transaction(
-            who.sign_transaction(tx).raw_transaction
-        ).hex().removeprefix("0x")
+        return self._mined(w3.eth.send_raw_transaction(who.sign_transaction(tx).raw_transaction))
+
+    def _mined(self, tx_hash: Any) -> str:
+        """The hash, once its block is in: with automine Anvil answers the send first and mines
+        a moment later (a busy machine's watcher ran in between and saw nothing)."""
+        self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+        return "0x" + tx_hash.hex().removeprefix("0x")
 
     def eth_balance(self, address: str) -> Decimal:
         return Decimal(self.w3.eth.get_balance(Web3.to_checksum_address(address))) / 10**18

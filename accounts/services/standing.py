@@ -20,6 +20,7 @@ from common.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from common.prepared import PreparedRead
 
 # --- freezes, strikes, suspensions ------------------------------------------------------------
 
@@ -177,17 +178,26 @@ def trade_limits_enforce(
             )
 
 
+def _profiles_locked(*user_ids: int) -> Any:
+    return Profile.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
+
+
+_LOCK_PAIR = PreparedRead(lambda first, second: _profiles_locked(first, second))
+
+
 def profiles_lock(*, user_ids: list[int]) -> dict[int, Profile]:
     """The profiles of these users, created if missing, locked in pk order (so two
     transactions locking the same pair never deadlock)."""
-    locked = Profile.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
-    found = {p.user_id: p for p in locked}
+    unique = sorted(set(user_ids))
+    # A take's pair (the taker and the maker): its statement built once (common.prepared).
+    rows = _LOCK_PAIR(*unique) if len(unique) == 2 else _profiles_locked(*unique)
+    found = {p.user_id: p for p in rows}
     if len(found) < len(set(user_ids)):
         # Rare (every sign-up creates one): create the missing ones, then lock them all.
         User = get_user_model()
         for user in User.objects.filter(pk__in=user_ids).exclude(profile__isnull=False):
             profile_for(user)
-        found = {p.user_id: p for p in locked.all()}
+        found = {p.user_id: p for p in _profiles_locked(*unique)}
     return found
 
 

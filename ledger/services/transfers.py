@@ -169,15 +169,20 @@ def accounts_ensure(*, users: set[tuple[int, int]], fees: set[int]) -> None:
 # --- transfers (inside the caller's transaction) ----------------------------------------------
 
 
-def _lock_accounts(*ids: int) -> dict[int, LedgerAccount]:
+def _locked_accounts(*ids: int) -> Any:
     # pk order, so two transfers over the same pair of accounts queue instead of deadlocking.
-    rows = (
-        LedgerAccount.objects.select_for_update(no_key=True)
-        .filter(pk__in=sorted(set(ids)))
-        .order_by("pk")
-    )
     # FOR NO KEY UPDATE: balances are not keys, so inserting transfers that reference an account
     # (a foreign-key check takes FOR KEY SHARE) never waits on these locks, nor they on it.
+    return LedgerAccount.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
+
+
+# A transfer's pair of accounts (common.prepared: its statement built once).
+_LOCK_PAIR = PreparedRead(lambda first, second: _locked_accounts(first, second))
+
+
+def _lock_accounts(*ids: int) -> dict[int, LedgerAccount]:
+    unique = sorted(set(ids))
+    rows = _LOCK_PAIR(*unique) if len(unique) == 2 else _locked_accounts(*unique)
     return {a.pk: a for a in rows}
 
 

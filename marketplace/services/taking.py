@@ -34,6 +34,10 @@ _OFFER_LOCKED = PreparedRead(
 )
 
 
+# The methods an offer accepts, as offer.payment_methods.all() (common.prepared).
+_OFFER_METHODS = PreparedRead(lambda offer_id: PaymentMethod.objects.filter(offers=offer_id))
+
+
 def offer_lock_for_taking(*, offer_id: int, taker: Any) -> Offer:
     """Inside the caller's transaction: the offer's row locked (every take of it queues here, so
     it is never oversold), refused when it is the taker's own, paused, gone, or its maker and the
@@ -120,7 +124,7 @@ def offer_quantity(
 def offer_payment_method(*, offer: Offer, code: str | None) -> PaymentMethod | None:
     """The payment method a take uses: the one asked for, which the offer must accept, else the
     offer's first."""
-    methods = {m.code: m for m in offer.payment_methods.all()}
+    methods = {m.code: m for m in _OFFER_METHODS(offer.pk)}
     if code:
         if code not in methods:
             raise ValidationFailed.for_field(
