@@ -20,9 +20,10 @@ database is chosen per call by the routers (a locking read goes to the primary, 
 the replica inside common.db.replica_reads), and a locking read outside a transaction is refused
 as Django refuses it.
 
-What a build may do: filters, joins, ordering, locks, annotations, as any queryset; its arguments
-(ints and strings, bound by exact lookups) may change only the values of the statement, never its
-shape: no `if` on them, no `__in` lists. With settings.PREPARED_READS_CHECK (the test settings)
+What a build may do: filters, joins, ordering, locks, annotations and a slice, as any queryset,
+but no prefetch_related (one statement); its arguments (ints, strings and aware datetimes, each a
+whole parameter: an exact or a comparison lookup, an `__in` of separate arguments) may change only
+the values of the statement, never its shape: no `if` on them, no list argument. With settings.PREPARED_READS_CHECK (the test settings)
 every call also builds the queryset with its real values and fails unless Django would have run
 the same statement with the same parameters, so the suite proves each declared read."""
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
@@ -44,15 +46,21 @@ from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
 
-# Stand-ins, far from any real id or text, one per argument.
+# Stand-ins, far from any real id, text or time, one per argument. The text has no letters, so
+# a build that upper- or lower-cases its argument keeps it (its caller then passes the value
+# as the build would make it, or the check fails).
 _INT_BASE = -7_346_291_000_000_000
-_STR_MARK = "\ue000prepared-read-{}\ue000"
+_STR_MARK = "\ue000\u00a7{}\u00a7\ue000"
+_TIME_BASE = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
 def _stand_in(i: int, value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return _TIME_BASE + timedelta(microseconds=i)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(
-            f"a prepared read's argument {i} is {type(value).__name__}: ints and strings only"
+            f"a prepared read's argument {i} is {type(value).__name__}: ints, strings and aware "
+            "datetimes only"
         )
     return _INT_BASE - i if isinstance(value, int) else _STR_MARK.format(i)
 
@@ -125,6 +133,8 @@ class _Prepared:
     def _compile(self, args: Sequence[Any]) -> _Plan:
         stand_ins = [_stand_in(i, value) for i, value in enumerate(args)]
         queryset = self._build(*stand_ins)
+        if queryset._prefetch_related_lookups:  # type: ignore[attr-defined]
+            raise ValueError("a prepared read runs one statement: no prefetch_related()")
         compiler = queryset.query.get_compiler(using=DEFAULT_DB_ALIAS)
         sql, params = compiler.as_sql()
         slots = []

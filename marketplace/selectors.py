@@ -128,6 +128,7 @@ def offer_book(
     min_completion_rate: Decimal | None = None,
     maker_username: str | None = None,
     viewer: Any = None,
+    now: datetime | None = None,
 ) -> QuerySet[Offer]:
     """Active offers, best price first for the taker: lowest when the maker sells, highest when
     buying. Makers who may not trade now (frozen, suspended) are left out, and so, for a
@@ -162,7 +163,7 @@ def offer_book(
         where &= Q(maker__username=maker_username)
     # Makers who may not trade now; for a logged-in viewer, also those blocked either way.
     # (The profile is one-to-one: excluding the ORed terms is excluding each.)
-    now = timezone.now()
+    now = now or timezone.now()
     hidden = Q(maker__profile__is_frozen=True) | Q(maker__profile__suspended_until__gt=now)
     # A buy offer whose maker's buying is paused (escrow's daily cancellation limit): taking it
     # would open a trade with them as the buyer.

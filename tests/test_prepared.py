@@ -6,6 +6,7 @@ what Django's save(update_fields), QuerySet.update and bulk_create write (issue 
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
@@ -14,6 +15,7 @@ from django.db.models.functions import Concat
 from django.db.models.signals import post_save
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from common.prepared import PreparedRead, PreparedRows, insert, save_fields, update_by_pk
 from escrow import services
@@ -93,6 +95,30 @@ def test_annotations_ordering_strings_and_several_rows(alice, bob):
     assert len(read("alice", "EUR")) == 2
 
 
+def test_times_two_arguments_in_one_lookup_and_a_slice(alice, bob, carol):
+    trades = [make_trade(alice, bob), make_trade(alice, carol), make_trade(carol, bob)]
+    Trade.objects.filter(pk=trades[0].pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    def build(first, second, since):
+        return Trade.objects.filter(
+            seller_id__in=[first, second], created_at__gte=since, updated_at__gte=since
+        ).order_by("pk")[:2]
+
+    read = PreparedRead(build)
+    now = timezone.now()
+    for args in (
+        (alice.pk, carol.pk, now - timedelta(minutes=5)),
+        (alice.pk, carol.pk, now - timedelta(days=1)),
+        (bob.pk, carol.pk, now - timedelta(days=1)),
+        (alice.pk, bob.pk, now + timedelta(minutes=1)),
+    ):
+        assert [t.pk for t in read(*args)] == [t.pk for t in build(*args)]
+    assert [t.pk for t in read(alice.pk, carol.pk, now - timedelta(minutes=5))] == [
+        trades[1].pk,
+        trades[2].pk,
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_locking_read_needs_a_transaction(alice, bob):
     trade = make_trade(alice, bob)
@@ -106,10 +132,14 @@ def test_a_locking_read_needs_a_transaction(alice, bob):
 
 def test_what_it_cannot_bind_is_refused(alice, bob):
     trade = make_trade(alice, bob)
-    with pytest.raises(TypeError, match="ints and strings only"):
+    with pytest.raises(TypeError, match="ints, strings and aware datetimes only"):
         PreparedRead(lambda flag: Trade.objects.filter(cancel_counted=flag))(True)
-    with pytest.raises(TypeError, match="ints and strings only"):
+    with pytest.raises(TypeError, match="ints, strings and aware datetimes only"):
         PreparedRead(lambda ids: Trade.objects.filter(pk__in=ids))([trade.pk])
+    with pytest.raises(TypeError, match="ints, strings and aware datetimes only"):
+        PreparedRead(lambda at: Trade.objects.filter(created_at__gte=at))(datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="no prefetch_related"):
+        PreparedRead(lambda pk: Trade.objects.prefetch_related("events").filter(pk=pk))(trade.pk)
     with pytest.raises(ValueError, match="not a whole parameter"):
         PreparedRead(lambda text: Trade.objects.filter(terms__contains=text))("x")
     read = PreparedRead(lambda pk: Trade.objects.filter(pk=pk))
