@@ -28,7 +28,9 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# Wake-ups sent at once by one publisher (a notification to every moderator, a fan-out).
+# Group sends in flight at once in a process, all its publishers together (a notification to
+# every moderator, a fan-out, a burst of moves): each holds one of the channel layer's pooled
+# Redis connections, and past the pool's size (LIVE_REDIS_MAX_CONNECTIONS) a send fails.
 SEND_CONCURRENCY = 32
 # The one public group: the order book changed (its offers are public).
 BOOK_GROUP = "live.book"
@@ -168,18 +170,20 @@ def _wake(groups: list[str]) -> None:
 # channels-redis keeps its Redis connections per loop, so they stay open from one send to the
 # next. (async_to_sync made a fresh loop, and fresh connections, for every send: ~10-20 ms of a
 # request's time here, most of a trade move's live cost; bench/profile_trade.py.)
+# The loop's semaphore bounds the sends in flight across every call (one per call let a burst of
+# fire-and-forget publishes open more connections than the pool holds: "Too many connections").
 _sender_lock = threading.Lock()
-_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender: tuple[int, asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
 
-def _sender_loop() -> asyncio.AbstractEventLoop:
+def _sender_loop() -> tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]:
     global _sender
     with _sender_lock:
         if _sender is None or _sender[0] != os.getpid() or _sender[1].is_closed():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="live-sender", daemon=True).start()
-            _sender = (os.getpid(), loop)
-        return _sender[1]
+            _sender = (os.getpid(), loop, asyncio.Semaphore(SEND_CONCURRENCY))
+        return _sender[1], _sender[2]
 
 
 def _group_send(groups: list[str], message: dict[str, Any], *, wait: bool = True) -> None:
@@ -189,19 +193,20 @@ def _group_send(groups: list[str], message: dict[str, Any], *, wait: bool = True
     if layer is None or not groups:
         return
 
-    async def send_all() -> None:
-        # At most SEND_CONCURRENCY at once (the layer's connection pool is bounded), and bounded
-        # in time like the cache's Redis calls: a stalled Redis must not stall the request whose
-        # commit this announces (the page's polling fallback catches up).
-        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+    loop, slots = _sender_loop()
 
+    async def send_all() -> None:
+        # At most SEND_CONCURRENCY sends of the process at once (the layer's connection pool is
+        # bounded), and bounded in time like the cache's Redis calls: a stalled Redis must not
+        # stall the request whose commit this announces (the page's polling fallback catches
+        # up). A burst queues here for its slots, within the same 5 s.
         async def send(group: str) -> None:
             async with slots:
                 await layer.group_send(group, message)
 
         await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
 
-    future = asyncio.run_coroutine_threadsafe(send_all(), _sender_loop())
+    future = asyncio.run_coroutine_threadsafe(send_all(), loop)
     if wait:
         future.result(timeout=6)
         return
