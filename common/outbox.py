@@ -114,16 +114,17 @@ def _publisher() -> queue.Queue[_Item | _Flush]:
     return _queue
 
 
-def _publish_at_exit() -> None:
-    """A process that exits cleanly (a gunicorn worker recycled or stopped) first sends the
-    messages its publisher still holds for their linger: else their rows would wait for their
-    sweeper. (A process killed, or a Celery child that leaves with os._exit, still loses them
-    to the sweeper.)"""
+def publish_held_at_exit(**_: Any) -> None:
+    """A process that exits cleanly (a gunicorn worker recycled or stopped, through atexit; a
+    Celery pool child, which leaves with os._exit and so runs no atexit, through the
+    worker_process_shutdown signal, config/celery.py) first sends the messages its publisher
+    still holds for their linger: else their rows would wait for their sweeper. (A process
+    killed still loses them to the sweeper.)"""
     if not publish_pending(timeout=2.0):
         logger.warning("outbox publisher: messages still held at exit; their sweepers have them")
 
 
-atexit.register(_publish_at_exit)
+atexit.register(publish_held_at_exit)
 
 
 def publish_pending(timeout: float = 10.0) -> bool:

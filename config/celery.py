@@ -37,3 +37,15 @@ def _connections_back_to_pool(task: Any = None, **kwargs: Any) -> None:
 
 signals.task_prerun.connect(_connections_back_to_pool, weak=False)
 signals.task_postrun.connect(_connections_back_to_pool, weak=False)
+
+
+# A pool child leaves with os._exit once it has sent worker_process_shutdown (billiard), so no
+# atexit hook runs in it: it sends what its outbox publisher still holds for their linger (the
+# emails and settlements its tasks queued) here, as a web process does at exit.
+def _publish_held(**kwargs: Any) -> None:
+    from common.outbox import publish_held_at_exit
+
+    publish_held_at_exit()
+
+
+signals.worker_process_shutdown.connect(_publish_held, weak=False)

@@ -436,3 +436,34 @@ outbox.publish_after_commit(send_outbound_many, [52])
     assert done.returncode == 0, done.stderr
     # then the message went out before the process ended, not a minute later
     assert broker_queue() == [("notifications.tasks.send_outbound_many", [[51, 52]], None)]
+
+
+def test_a_celery_pool_child_that_exits_sends_the_messages_it_held(broker_queue):
+    # given a Celery prefork child whose publisher holds a merged message open for a minute
+    # (a task of it queued emails), when it exits as billiard's pool child does: the
+    # worker_process_shutdown signal, then os._exit (no atexit hook runs)
+    script = f"""
+import os
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+django.setup()
+from celery import signals
+
+import config.celery  # noqa: F401 - the worker's app and its signal handlers
+from common import outbox
+from notifications.tasks import send_outbound_many
+
+send_outbound_many.queue = {f"outbox-test-{os.getpid()}"!r}
+send_outbound_many.outbox_coalesce = 60.0
+outbox.publish_after_commit(send_outbound_many, [61])
+outbox.publish_after_commit(send_outbound_many, [62])
+signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+os._exit(0)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], timeout=60, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    # then the message went out before the child ended, not to the sweeper
+    assert broker_queue() == [("notifications.tasks.send_outbound_many", [[61, 62]], None)]
