@@ -413,35 +413,10 @@ def test_publish_pending_sends_a_held_message_at_once(broker_queue, monkeypatch)
     assert broker_queue() == []
 
 
-def test_a_process_that_exits_sends_the_messages_it_held(broker_queue):
-    # given a process (a gunicorn worker being recycled) whose publisher holds a merged message
-    # open for a minute, when it exits cleanly at once
-    script = f"""
-import os
-import django
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
-django.setup()
-from common import outbox
-from notifications.tasks import send_outbound_many
-
-send_outbound_many.queue = {f"outbox-test-{os.getpid()}"!r}
-send_outbound_many.outbox_coalesce = 60.0
-outbox.publish_after_commit(send_outbound_many, [51])
-outbox.publish_after_commit(send_outbound_many, [52])
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], timeout=60, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    # then the message went out before the process ended, not a minute later
-    assert broker_queue() == [("notifications.tasks.send_outbound_many", [[51, 52]], None)]
-
-
-def test_a_celery_pool_child_that_exits_sends_the_messages_it_held(broker_queue):
-    # given a Celery prefork child whose publisher holds a merged message open for a minute
-    # (a task of it queued emails), when it exits as billiard's pool child does: the
-    # worker_process_shutdown signal, then os._exit (no atexit hook runs)
+def _process_holding_a_message(ids: list[int], *, then: str) -> None:
+    """Run a process whose publisher holds a merged message of `ids` open for a minute, and
+    then exits by `then`'s lines; it must end well."""
+    calls = "\n".join(f"outbox.publish_after_commit(send_outbound_many, [{i}])" for i in ids)
     script = f"""
 import os
 import django
@@ -456,14 +431,31 @@ from notifications.tasks import send_outbound_many
 
 send_outbound_many.queue = {f"outbox-test-{os.getpid()}"!r}
 send_outbound_many.outbox_coalesce = 60.0
-outbox.publish_after_commit(send_outbound_many, [61])
-outbox.publish_after_commit(send_outbound_many, [62])
-signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-os._exit(0)
+{calls}
+{then}
 """
     done = subprocess.run(
         [sys.executable, "-c", script], timeout=60, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_process_that_exits_sends_the_messages_it_held(broker_queue):
+    # given a process (a gunicorn worker being recycled) whose publisher holds a merged message
+    # open for a minute, when it exits cleanly at once
+    _process_holding_a_message([51, 52], then="")
+    # then the message went out before the process ended, not a minute later
+    assert broker_queue() == [("notifications.tasks.send_outbound_many", [[51, 52]], None)]
+
+
+def test_a_celery_pool_child_that_exits_sends_the_messages_it_held(broker_queue):
+    # given a Celery prefork child whose publisher holds a merged message open for a minute
+    # (a task of it queued emails), when it exits as billiard's pool child does: the
+    # worker_process_shutdown signal, then os._exit (no atexit hook runs)
+    _process_holding_a_message(
+        [61, 62],
+        then="signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)\n"
+        "os._exit(0)",
+    )
     # then the message went out before the child ended, not to the sweeper
     assert broker_queue() == [("notifications.tasks.send_outbound_many", [[61, 62]], None)]
