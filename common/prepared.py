@@ -49,7 +49,11 @@ M = TypeVar("M", bound=Model)
 # Stand-ins, far from any real id, text or time, one per argument. The text has no letters, so
 # a build that upper- or lower-cases its argument keeps it (its caller then passes the value
 # as the build would make it, or the check fails).
-_INT_BASE = -7_346_291_000_000_000
+# (Within a 32-bit integer's range: Django refuses a lookup on an IntegerField beyond it.)
+_INT_BASE = -1_987_654_321
+# Beyond a 64-bit integer (no column holds one: hostile input), Django answers without asking the
+# database (no rows for `=`, all for `<`): such a call is left to Django.
+_INT8 = range(-(2**63), 2**63)
 _STR_MARK = "\ue000\u00a7{}\u00a7\ue000"
 _TIME_BASE = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 
@@ -92,6 +96,10 @@ class _Plan:
             for position in positions:
                 params[position] = value
         return params
+
+
+def _beyond_int8(args: Sequence[Any]) -> bool:
+    return any(type(a) is int and a not in _INT8 for a in args)
 
 
 class _Prepared:
@@ -200,6 +208,8 @@ class PreparedRows(_Prepared):
     columns, in their SELECT order."""
 
     def __call__(self, *args: Any) -> list[tuple[Any, ...]]:
+        if _beyond_int8(args):
+            return [tuple(row.values()) for row in self._build(*args)]
         return [tuple(row) for row in self._run(args)[2]]
 
 
@@ -210,6 +220,8 @@ class PreparedRead(_Prepared, Generic[M]):
         super().__init__(build)
 
     def __call__(self, *args: Any) -> list[M]:
+        if _beyond_int8(args):
+            return list(self._build(*args))
         plan, db, rows = self._run(args)
         if plan.model_slice is None:
             raise TypeError("a values() read is a PreparedRows")

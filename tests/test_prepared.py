@@ -368,3 +368,30 @@ def test_insert_leaves_to_django_what_django_must_write(alice, bob):
     # A value that is an expression: Django's bulk_create writes it.
     (expr,) = insert([EscrowEvent(trade=trade, new_state="y", reason=Value("from SQL"))])
     assert EscrowEvent.objects.get(pk=expr.pk).reason == "from SQL"
+
+
+def test_loaded_events_keep_their_relation_for_later_filters(alice, bob, carol):
+    mine = make_trade(alice, bob)
+    make_trade(alice, carol)  # another trade's events must never show through mine
+    services.trade_mark_paid(trade_id=mine.pk, actor=bob)
+    got = trade_for_answer(trade_id=mine.pk, user=bob)
+    with CaptureQueriesContext(connection) as queries:
+        assert [e.new_state for e in got.events.all()] == ["funded", "paid"]
+    assert len(queries) == 0  # loaded
+    assert got.events.get(new_state="funded").trade_id == mine.pk
+    assert got.events.filter(new_state="funded").count() == 1
+
+
+def test_an_id_beyond_any_column_is_answered_as_django_answers(alice, bob):
+    trade = make_trade(alice, bob)
+    huge = 626440530711019782144  # what the schema fuzzer sent as a trade id
+    read = PreparedRead(lambda pk: Trade.objects.filter(pk=pk))
+    assert read(trade.pk) == [trade]
+    assert read(huge) == []
+    assert read.first(-huge) is None
+    below = PreparedRead(lambda pk: Trade.objects.filter(pk__lt=pk).order_by("pk"))
+    assert below(huge) == [trade]  # everything is below it, as Django says
+    rows = PreparedRows(lambda pk: Trade.objects.filter(pk__lt=pk).values("pk", "state"))
+    assert rows(huge) == [(trade.pk, trade.state)]
+    with pytest.raises(Exception, match="not found"):
+        trade_for_answer(trade_id=huge, user=bob)

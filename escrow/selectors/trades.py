@@ -76,17 +76,20 @@ _PARTIES = PreparedRead(
 
 def trade_events_load(trade: Trade) -> Trade:
     """Read the trade's events (with their actors, oldest first) into `trade.events.all()`, as
-    prefetch_related would, in one prepared statement."""
+    prefetch_related would, in one prepared statement. The cache is the relation's own queryset
+    (filtered to the trade), so a later `trade.events.filter(...)` still reads only its events."""
     events = _EVENTS(trade.pk)
     field = EscrowEvent._meta.get_field("trade")
     for event in events:
         field.set_cached_value(event, trade)
-    cached: QuerySet[EscrowEvent] = QuerySet(model=EscrowEvent)
+    prefetched = getattr(trade, "_prefetched_objects_cache", None)
+    if prefetched is None:
+        prefetched = trade._prefetched_objects_cache = {}  # type: ignore[attr-defined]
+    prefetched.pop("events", None)
+    cached = trade.events.all()
     cached._result_cache = events
     cached._prefetch_done = True  # type: ignore[attr-defined]
-    if not hasattr(trade, "_prefetched_objects_cache"):
-        trade._prefetched_objects_cache = {}  # type: ignore[attr-defined]
-    trade._prefetched_objects_cache["events"] = cached  # type: ignore[attr-defined]
+    prefetched["events"] = cached
     return trade
 
 
