@@ -40,6 +40,11 @@ def may_read_trade(trade: Trade, user: Any) -> bool:
     return is_moderator(user) and any(reader(trade, user) for reader in trade_readers)
 
 
+def _not_found(trade_id: int) -> NotFound:
+    """What a stranger (or anyone, for a trade that does not exist) is told: never a hint."""
+    return NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
+
+
 def trade_get_for_user(
     *, trade_id: int, user: Any, queryset: QuerySet[Trade] | None = None
 ) -> Trade:
@@ -51,7 +56,7 @@ def trade_get_for_user(
         )
     trade = queryset.filter(pk=trade_id).first()
     if trade is None or not may_read_trade(trade, user):
-        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
+        raise _not_found(trade_id)
     return trade
 
 
@@ -99,7 +104,7 @@ def trade_for_answer(*, trade_id: int, user: Any = None) -> Trade:
     found."""
     trade = _ANSWERED.first(int(trade_id))
     if trade is None or (user is not None and not may_read_trade(trade, user)):
-        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
+        raise _not_found(trade_id)
     return trade_events_load(trade)
 
 
@@ -108,7 +113,7 @@ def trade_ensure_readable(*, trade_id: int, user: Any) -> None:
     strangers before its service runs): one narrow query, no joins."""
     trade = _PARTIES.first(int(trade_id))
     if trade is None or not may_read_trade(trade, user):
-        raise NotFound(gettext("Trade #{trade_id} not found.").format(trade_id=trade_id))
+        raise _not_found(trade_id)
 
 
 def trade_messages(*, trade: Trade) -> QuerySet[Any]:
