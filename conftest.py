@@ -315,6 +315,24 @@ def evm(anvil: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return setup
 
 
+# --- a move's news (notifications.tasks.announce_trade_moves) ---
+@pytest.fixture
+def trade_news_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A request's move has its news (notifications, email and webhook rows, badges) written
+    when it commits, in this process, through the worker's own task, instead of through the
+    broker: tests of what the news says read the rows at once. Returns the event ids."""
+    from notifications import listeners, tasks
+
+    announced: list[int] = []
+
+    def now(event_ids: list[int]) -> None:
+        announced.extend(event_ids)
+        tasks.announce_trade_moves(event_ids)
+
+    monkeypatch.setattr(listeners, "_announce_later", now)
+    return announced
+
+
 # --- email and Telegram (notifications.outbound) ---
 @pytest.fixture
 def outbound_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -207,10 +207,23 @@ class EscrowEvent(models.Model):
     actor_role = models.CharField(max_length=10)
     reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Whether the move's news is written (its in-app notifications, email and webhook rows: the
+    # transition listeners' work, done by the worker in batches). The event is that work's
+    # promise: a move's row commits with False, and a sweeper writes whatever a lost broker
+    # message never did.
+    announced = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at", "id"]
         permissions = [("decide_trade", "Can decide disputed trades as a moderator")]
+        indexes = [
+            # The sweeper's look-up: the few events whose news is still to be written.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(announced=False),
+                name="escrow_event_unannounced",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.trade_id}: {self.old_state or '-'} -> {self.new_state}"

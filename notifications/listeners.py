@@ -28,28 +28,22 @@ logger = logging.getLogger(__name__)
 def on_trade_transitions(events: list[EscrowEvent]) -> None:
     # Runs after the transaction committed, in the caller's request or task (one move, or a
     # settlement batch): whatever goes wrong here is logged, never raised into moves that
-    # already happened. One move (a user's request) is notified at once; a settlement batch is
-    # handed to a task, so that notifying never slows settling down (inline if the broker
-    # cannot take it).
-    from notifications.live import events as live_events
+    # already happened. The news (notifications, email, webhooks) is the worker's, in batches:
+    # the events are its promise (EscrowEvent.announced; a sweeper writes what a lost message
+    # never did). One move (a user's request) has its live event sent at once, and its news
+    # merged with that of the process's other requests; a settlement batch is one task, which
+    # sends its live events after its news (inline if the broker cannot take it).
+    from notifications import tasks
     from notifications.live import listeners as live
 
-    with live_events.wakes_merged():
-        if len(events) == 1:  # one move: its live event first (a batch's come after its news)
-            live.on_trade_transitions(events)
-        _notify(events)
-
-
-def _notify(events: list[EscrowEvent]) -> None:
-    from notifications.live import listeners as live
-    from notifications.services import notify_trade_events
-
+    if len(events) == 1:
+        live.on_trade_transitions(events)
+        _announce_later([events[0].pk])
+        return
     try:
-        if len(events) > 1 and _queued(events):
+        if _queued(events):
             return
-        notify_trade_events(events=events)
-        if len(events) > 1:  # a batch the broker could not take: its live events, after it
-            live.on_trade_transitions(events)
+        tasks.notify_trade_events([e.pk for e in events])
     except Exception:
         first = events[0] if events else None
         logger.exception(
@@ -58,6 +52,15 @@ def _notify(events: list[EscrowEvent]) -> None:
             getattr(first, "new_state", None),
             max(len(events) - 1, 0),
         )
+
+
+def _announce_later(event_ids: list[int]) -> None:
+    """The news of a request's move, to the worker (merged with the process's other requests');
+    never raises, never waits on the broker (common.outbox; the sweeper has what it drops)."""
+    from common.outbox import publish_after_commit
+    from notifications import tasks
+
+    publish_after_commit(tasks.announce_trade_moves, event_ids)
 
 
 def _queued(events: list[EscrowEvent]) -> bool:

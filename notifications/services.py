@@ -5,6 +5,8 @@ by Celery, at least once (receivers de-duplicate on X-Delivery-Id)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -19,7 +21,7 @@ from common.errors import NotFound
 from common.money import fmt
 from common.templatetags.money import amount_shown
 from escrow.models import EscrowEvent, Settlement, Trade
-from escrow.services import FEEDBACK_STATES, announced_trades
+from escrow.services import FEEDBACK_STATES, announced_together, announced_trades
 from marketplace.models import Offer
 from notifications import webhooks
 from notifications.email import in_language, recipient_languages
@@ -198,32 +200,86 @@ def notify_trade_event(*, trade: Trade, event: EscrowEvent) -> None:
 
 
 def notify_trade_events(*, events: list[EscrowEvent]) -> None:
-    """Escrow moves that committed (one, or a whole settlement batch): tell both parties (in-app:
-    all but the actor), queue email and Telegram for the ones who must act (as they chose), and
-    queue a signed webhook for every active endpoint of either party that wants the event. The
+    """Escrow moves that committed (a batch of moves, or one): tell both parties (in-app: all
+    but the actor), queue email and Telegram for the ones who must act (as they chose), and
+    queue a signed webhook for every active endpoint of either party that wants the event; the
+    events are marked announced in the same transaction. The worker calls it through
+    trade_news_write, which writes each move's news once."""
+    _news_written(lambda: events)
+
+
+def trade_news_write(*, event_ids: Iterable[int]) -> list[EscrowEvent]:
+    """The news of these moves, once each (the worker's batches: a task's ids, or the sweeper's):
+    of these events, the ones not yet announced that no other call holds are locked, their news
+    written and they are marked announced, in one transaction. Returns those events (in order),
+    with their trades loaded; the others are another call's."""
+    ids = list(event_ids)
+
+    def locked() -> list[EscrowEvent]:
+        events = list(
+            EscrowEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, announced=False)
+            .order_by("pk")
+        )
+        announced_together(events)  # their trades: one read for the news and the live events
+        return events
+
+    return _news_written(locked)
+
+
+def _news_written(load: Callable[[], list[EscrowEvent]]) -> list[EscrowEvent]:
+    """One transaction: the events `load` gives (called inside it), their news, their mark. The
     parties' settings come from notifications.recipients (Redis; the database for the ones not
-    cached): one transaction of two or three statements per call when they are cached."""
-    wanted = [e for e in events if e.new_state in KIND_FOR_STATE]
-    if not wanted:
-        return
-    trades = announced_trades(events)
-    party_ids = {uid for t in trades.values() for uid in (t.buyer_id, t.seller_id)}
-    recipients, cached = recipients_of(party_ids)
-    try:
-        _write_trade_news(wanted, trades, recipients)
-    except IntegrityError:
-        if not cached:
-            raise
-        # An endpoint deleted since its entry was cached (a forget that could not reach
-        # Redis): nothing was written; forget the entries and write it all from the database.
-        logger.warning("stale cached settings of users %s; reading them again", party_ids)
-        recipients_forget(party_ids)
-        _write_trade_news(wanted, trades, recipients_of(party_ids, fresh=True)[0])
+    cached). A cached setting that proved stale (an endpoint deleted since it was cached, whose
+    forget could not reach Redis) fails the commit (a deferred foreign key): the entries are
+    forgotten and the whole transaction runs again with the settings from the database."""
+    fresh = False
+    while True:
+        party_ids: set[int] = set()
+        cached = False
+        try:
+            with transaction.atomic():
+                events = load()
+                wanted = [e for e in events if e.new_state in KIND_FOR_STATE]
+                if wanted:
+                    trades = announced_trades(events)
+                    party_ids = {uid for t in trades.values() for uid in (t.buyer_id, t.seller_id)}
+                    recipients, cached = recipients_of(party_ids, fresh=fresh)
+                    _write_trade_news(wanted, trades, recipients)
+                if events:
+                    EscrowEvent.objects.filter(
+                        pk__in=[e.pk for e in events], announced=False
+                    ).update(announced=True)
+            for event in events:
+                event.announced = True
+            return events
+        except IntegrityError:
+            if fresh or not cached:
+                raise
+            logger.warning("stale cached settings of users %s; reading them again", party_ids)
+            recipients_forget(party_ids)
+            fresh = True
+
+
+# A move's news waits this long for the sweeper (its broker message lost, or the broker down):
+# well past the time its task takes when all is well.
+TRADE_NEWS_OVERDUE_SECONDS = 10.0
+TRADE_NEWS_SWEEP_BATCH = 500
+
+
+def trade_news_overdue(*, older_than: float = TRADE_NEWS_OVERDUE_SECONDS) -> list[EscrowEvent]:
+    """The sweeper: writes the news of moves that have waited longer than `older_than` seconds
+    (TRADE_NEWS_SWEEP_BATCH of them, oldest first). Returns the events it wrote."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    waiting = EscrowEvent.objects.filter(announced=False, created_at__lt=cutoff)
+    ids = waiting.order_by("created_at").values_list("pk", flat=True)[:TRADE_NEWS_SWEEP_BATCH]
+    return trade_news_write(event_ids=list(ids))
 
 
 def _write_trade_news(
     wanted: list[EscrowEvent], trades: dict[int, Trade], recipients: dict[int, Recipient]
 ) -> None:
+    """Inside _news_written's transaction."""
     known = {code for code, _ in django_settings.LANGUAGES}
     langs = {uid: r.language for uid, r in recipients.items() if r.language in known}
     notes: list[Notification] = []
@@ -272,11 +328,10 @@ def _write_trade_news(
             Outgoing(user.pk, CATEGORY_FOR_STATE[state], _trade_subject(trade.pk, kind), text)
             for user in _email_recipients(trade, state)
         ]
-    with transaction.atomic():
-        Notification.objects.bulk_create(notes)
-        webhooks.webhook_deliveries_queue(deliveries)
-        people = {u.pk: u for t in trades.values() for u in (t.buyer, t.seller)}
-        outgoing_send(outside, users=people, languages=langs, recipients=recipients)
+    Notification.objects.bulk_create(notes)
+    webhooks.webhook_deliveries_queue(deliveries)
+    people = {u.pk: u for t in trades.values() for u in (t.buyer, t.seller)}
+    outgoing_send(outside, users=people, languages=langs, recipients=recipients)
 
 
 def _trade_subject(n: int, kind: str) -> Any:

@@ -10,8 +10,6 @@ from celery.exceptions import Retry
 from django.db import OperationalError
 from django.utils import timezone
 
-from escrow.models import EscrowEvent
-from escrow.services import announced_together
 from notifications import outbound, services, telegram
 from notifications.models import OutboundMessage, WebhookDelivery
 
@@ -49,6 +47,24 @@ def sweep_webhooks() -> int:
     return services.webhook_deliveries_requeue_due()
 
 
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+    # common.outbox holds a message open this long for more ids: one task writes the news of
+    # the moves of many requests of a web process (their live events went out at once).
+    outbox_coalesce=0.3,
+)
+def announce_trade_moves(event_ids: list[int]) -> int:
+    """The news of moves made one by one (a user's request): their notifications, emails,
+    Telegram messages and webhooks, and the badges that announce them, once each."""
+    from notifications.live import events as live_events
+
+    with live_events.wakes_merged():  # the badges of the batch: one wake-up per socket
+        return len(services.trade_news_write(event_ids=event_ids))
+
+
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def notify_trade_events(event_ids: list[int]) -> int:
     """The notifications of a settlement batch, off the settlement worker's path, then its
@@ -56,12 +72,17 @@ def notify_trade_events(event_ids: list[int]) -> int:
     from notifications.live import events as live_events
     from notifications.live import listeners as live
 
-    events = list(EscrowEvent.objects.filter(pk__in=event_ids).order_by("pk"))
-    announced_together(events)  # the news and the live events: one read of the trades
     with live_events.wakes_merged():  # the news' badges and the moves' events: one wake-up
-        services.notify_trade_events(events=events)
-        live.on_trade_transitions(events)
+        events = services.trade_news_write(event_ids=event_ids)
+        if events:
+            live.on_trade_transitions(events)
     return len(events)
+
+
+@shared_task(acks_late=True)
+def sweep_trade_news() -> int:
+    """The news of moves whose task never came (a lost broker message, the broker down)."""
+    return len(services.trade_news_overdue())
 
 
 # --- email and Telegram (notifications.outbound) ---

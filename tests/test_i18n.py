@@ -254,7 +254,7 @@ def test_an_email_to_a_spanish_speaking_user_is_in_spanish(alice, spanish_catalo
 
 
 def test_a_notification_is_written_in_its_recipient_s_language(
-    alice, bob, spanish_catalogue, django_capture_on_commit_callbacks
+    alice, bob, spanish_catalogue, django_capture_on_commit_callbacks, trade_news_inline
 ) -> None:
     from escrow import services as escrow
     from marketplace.tests.factories import make_trade

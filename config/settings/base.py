@@ -386,6 +386,10 @@ CELERY_BEAT_SCHEDULE = {
     "escrow-expire-overdue": {"task": "escrow.tasks.expire_overdue_trades", "schedule": 15.0},
     "escrow-sweep-settlements": {"task": "escrow.tasks.sweep_settlements", "schedule": 30.0},
     "escrow-settle-pending": {"task": "escrow.tasks.settle_pending", "schedule": 60.0},
+    "notifications-sweep-trade-news": {
+        "task": "notifications.tasks.sweep_trade_news",
+        "schedule": 30.0,
+    },
     "ledger-seal": {"task": "ledger.tasks.seal_pending", "schedule": 5.0},
     "ledger-process-withdrawals": {"task": "ledger.tasks.sweep_withdrawals", "schedule": 30.0},
     "lending-collect-installments": {

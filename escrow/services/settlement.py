@@ -174,7 +174,8 @@ assert all(SYSTEM in TRANSITIONS[move] for move in _SETTLING.values())
 
 _EVENT_FIELDS = [f.attname for f in EscrowEvent._meta.concrete_fields]
 assert _EVENT_FIELDS == [
-    "id", "trade_id", "old_state", "new_state", "actor_id", "actor_role", "reason", "created_at"
+    "id", "trade_id", "old_state", "new_state", "actor_id", "actor_role", "reason", "created_at",
+    "announced",
 ], _EVENT_FIELDS  # fmt: skip
 
 
@@ -267,8 +268,8 @@ def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
         cursor.execute(
             """
             INSERT INTO escrow_escrowevent (trade_id, old_state, new_state, actor_role, reason,
-                                            created_at)
-            SELECT id, old, new, %s, 'settled (' || kind || ')', %s
+                                            created_at, announced)
+            SELECT id, old, new, %s, 'settled (' || kind || ')', %s, false
             FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])
                  WITH ORDINALITY AS u(id, old, new, kind, n)
             ORDER BY n
@@ -313,7 +314,7 @@ def _settle_batch(claimed: list[_Claim]) -> tuple[int, list[_Claim]]:
         [
             # positional: Model.__init__'s fast path (_EVENT_FIELDS), a third cheaper per event
             # (the django-stubs plugin checks positional fields in another order than _EVENT_FIELDS)
-            EscrowEvent(pk, trade_id, old, new, None, SYSTEM, reason, now)  # type: ignore[misc]
+            EscrowEvent(pk, trade_id, old, new, None, SYSTEM, reason, now, False)  # type: ignore[misc]
             for pk, trade_id, old, new, reason in events
         ]
     )

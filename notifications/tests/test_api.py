@@ -11,7 +11,7 @@ from marketplace.tests.factories import make_trade
 from notifications import services, webhooks
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trade_news_inline")]
 
 
 def client_for(user=None, key: str | None = None) -> APIClient:

@@ -89,10 +89,12 @@ def test_a_batch_s_news_and_live_events_come_from_its_one_task(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_move_wakes_each_watcher_once_for_its_event_and_its_news(alice, bob, monkeypatch):
-    # the move's live event (both parties) and the badge of the news it wrote (the other party)
-    # go to their streams at once, and wake the sockets with one channel-layer send (real
-    # commits: the news' own transaction commits inside the move's listeners, as in a request)
+def test_a_move_wakes_its_watchers_at_once_and_its_news_wakes_them_again(
+    alice, bob, monkeypatch, trade_news_inline
+):
+    # the move's live event goes to both parties' streams and wakes both sockets with one
+    # channel-layer send, as it commits; the news (written by the worker's task: run here as it
+    # commits) then wakes the other party once for the badge (real commits, as in a request)
     trade = make_trade(alice, bob)
     sent: list[tuple[list[str], str]] = []
     real = events._group_send
@@ -105,7 +107,11 @@ def test_a_move_wakes_each_watcher_once_for_its_event_and_its_news(alice, bob, m
     events._redis().delete(events.stream_key(alice.pk), events.stream_key(bob.pk))
     escrow.trade_mark_paid(trade_id=trade.pk, actor=bob)
     wakes = [groups for groups, kind in sent if kind == "live.wake"]
-    assert wakes == [sorted([events.user_group(alice.pk), events.user_group(bob.pk)])]
-    # both events are in alice's stream: the move's, then her badge's
+    assert wakes == [
+        sorted([events.user_group(alice.pk), events.user_group(bob.pk)]),
+        [events.user_group(alice.pk)],
+    ]
+    # alice's stream: the move's, then her badge's; bob, who moved, gets no news
     assert [e["event"] for e in _stream(alice.pk)] == ["trade.paid", "notification"]
     assert [e["event"] for e in _stream(bob.pk)] == ["trade.paid"]
+    assert trade_news_inline[-1] == trade.events.get(new_state="paid").pk

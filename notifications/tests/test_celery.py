@@ -86,8 +86,11 @@ def test_failing_receiver_gets_the_delivery_retried(celery_worker_process, alice
     )
 
 
-def test_sweeper_requeues_a_lost_delivery(celery_worker_process, alice, bob, receiver, monkeypatch):
-    # given a delivery whose broker message was lost
+def test_sweeper_requeues_a_lost_delivery(
+    celery_worker_process, alice, bob, receiver, monkeypatch, trade_news_inline
+):
+    # given a delivery whose broker message was lost (the move's news written in this process,
+    # by its task's own code, where the delivery's message is dropped)
     monkeypatch.setattr(webhooks, "_enqueue", lambda delivery_id: None)
     services.webhook_create(user=alice, url=receiver.url)
     trade = make_trade(alice, bob)

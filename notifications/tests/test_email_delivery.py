@@ -132,8 +132,10 @@ def _row(subject: str) -> OutboundMessage:
 
 
 def test_a_hanging_smtp_server_slows_no_request_and_the_mail_is_retried(
-    smtp, mail_worker, alice, bob, mailoutbox
+    smtp, mail_worker, alice, bob, mailoutbox, trade_news_inline
 ):
+    # (the moves' news rows are written here, by their task's own code, as each move commits:
+    # this test's only worker is the mail queue's)
     # given a trade alice sells and bob marked paid: the worker is stuck on the SMTP banner
     trade = make_trade(alice, bob)
     escrow.trade_mark_paid(trade_id=trade.pk, actor=bob)

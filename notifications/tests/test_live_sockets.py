@@ -27,7 +27,7 @@ from notifications.live.consumers import CLOSE_RATE, CLOSE_TOO_BIG, CLOSE_UNAUTH
 from notifications.live.routing import websocket_urlpatterns
 from notifications.models import WebhookDelivery, WebhookEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("trade_news_inline")]
 
 APP = URLRouter(websocket_urlpatterns)
 ORIGIN = b"http://127.0.0.1:8000"

@@ -14,7 +14,7 @@ from notifications import preferences
 from notifications.models import NotificationPreference, OutboundMessage
 from notifications.tests.test_api import client_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trade_news_inline")]
 
 URL = "/api/v1/notifications/preferences/"
 

@@ -23,6 +23,8 @@ from notifications.models import (
     WebhookEndpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("trade_news_inline")
+
 URL = "https://bot.example.com/hooks"
 SETTINGS_TABLES = (
     "notifications_webhookendpoint",

@@ -29,7 +29,7 @@ from notifications.models import OutboundMessage, TelegramLink
 from notifications.tests.test_loans import _usdt_loan
 from notifications.tests.test_loans import queued as queued  # a fixture
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trade_news_inline")]
 
 TOKEN = "123456:TEST-token"
 

@@ -17,7 +17,7 @@ from notifications.selectors import (
     notification_unread_counts,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trade_news_inline")]
 
 
 def test_unread_badge_and_list(client, alice, bob, django_capture_on_commit_callbacks):
