@@ -202,7 +202,12 @@ def _group_send(groups: list[str], message: dict[str, Any], *, wait: bool = True
         # up). A burst queues here for its slots, within the same 5 s.
         async def send(group: str) -> None:
             async with slots:
-                await layer.group_send(group, message)
+                try:
+                    await layer.group_send(group, message)
+                except (redis.exceptions.ConnectionError, ConnectionError):
+                    # A pooled connection that Redis dropped (a restart) fails its next send,
+                    # and only then leaves the pool: once more, on a fresh one.
+                    await layer.group_send(group, message)
 
         await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
 
