@@ -53,8 +53,10 @@ def sweep_webhooks() -> int:
     retry_backoff=True,
     max_retries=5,
     # common.outbox holds a message open this long for more ids: one task writes the news of
-    # the moves of many requests of a web process (their live events went out at once).
-    outbox_coalesce=0.3,
+    # the moves of many requests of a web process (their live events went out at once). A
+    # second: the worker's CPU a move halves from batches of 7 to batches of 20
+    # (BENCHMARKS.md), and the news (an email, a badge) is as good a second later.
+    outbox_coalesce=1.0,
 )
 def announce_trade_moves(event_ids: list[int]) -> int:
     """The news of moves made one by one (a user's request): their notifications, emails,
