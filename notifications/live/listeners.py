@@ -69,8 +69,7 @@ def on_trade_transitions(events_: list[EscrowEvent]) -> None:
     """Escrow moves: `trade.<event>` (the webhook's name and body) to everyone watching the
     trade; passing states (refunding, splitting) as `trade.updated` without a body, so the
     room still redraws. The book of the pair learns of takes and returns. Called by
-    notifications.listeners (one move: before its news) and notifications.tasks (a settlement
-    batch: after its news)."""
+    notifications.listeners as the moves commit, before their news (written by the worker)."""
     from notifications.services import EVENT_FOR_STATE, webhook_payload
 
     try:
@@ -230,10 +229,9 @@ def _register(hooks: list[Any], listener: Any, *, first: bool = False) -> None:
         hooks.insert(0, listener) if first else hooks.append(listener)
 
 
-# A trade's move goes out first, before the in-app, email and webhook work on the same commit
-# (the other party's room is what must be fast): notifications.listeners calls
-# on_trade_transitions first, inside one events.wakes_merged() with that work, so the move's
-# event and the badge of its news wake each socket once. A chat message goes out first too.
+# A trade's move goes out as it commits (the other party's room is what must be fast):
+# notifications.listeners calls on_trade_transitions, then hands the in-app, email and webhook
+# work to the worker, whose badges wake the sockets again. A chat message goes out first too.
 _register(message_listeners, on_trade_message, first=True)
 _register(lending_hooks.event_listeners, on_loan_events)
 _register(lending_hooks.margin_call_listeners, on_margin_call)

@@ -5,6 +5,7 @@ message was lost. Real PostgreSQL, Redis and (where marked) a Celery worker proc
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from escrow import services as escrow
 from escrow.models import EscrowEvent
 from marketplace.tests.factories import make_trade
 from notifications import listeners, services, tasks
+from notifications.live import events as live_events
 from notifications.models import Notification, OutboundMessage
 
 
@@ -155,6 +157,31 @@ def test_the_sweeper_finds_the_waiting_moves_through_its_partial_index(alice, bo
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "escrow_event_unannounced" in plan
+
+
+@pytest.mark.django_db
+def test_a_move_s_listener_never_raises_into_it_and_leaves_its_news_to_the_sweeper(
+    alice, bob, monkeypatch, caplog
+):
+    # given a move, with Redis refusing the live event and the broker refusing the news
+    trade = make_trade(alice, bob)
+    (event,) = trade.events.all()
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(live_events, "publish", refused)
+    monkeypatch.setattr(tasks.announce_trade_moves, "apply_async", refused)
+    # when its listener runs on commit: nothing is raised into the move, the failures are logged
+    with caplog.at_level(logging.WARNING):
+        listeners.on_trade_transitions([event])
+        assert outbox.publish_pending()
+    assert "live events of 1 trade move(s) failed" in caplog.text
+    assert "could not queue notifications.tasks.announce_trade_moves" in caplog.text
+    # and the move waits for the sweeper, its promise kept in its row
+    event.refresh_from_db()
+    assert not event.announced
+    assert listeners.on_trade_transitions in escrow.transition_listeners
 
 
 @pytest.mark.django_db(transaction=True)
