@@ -79,6 +79,12 @@ def main() -> None:
         "--top-project", type=int, default=30, help="the project's functions listed per endpoint"
     )
     parser.add_argument("--only", default="", help="comma-separated endpoints to itemise")
+    parser.add_argument(
+        "--news-batch",
+        type=int,
+        default=20,
+        help="moves a news task writes at once (about 20 under bench/load.py's load)",
+    )
     parser.add_argument("--queries", action="store_true", help="print one trade's SQL and stop")
     args = parser.parse_args()
 
@@ -202,8 +208,17 @@ def main() -> None:
         call = call_logged
         one_trade(len(users), profile=False)
         return
+    # The moves' news is the worker's (notifications.tasks.announce_trade_moves): here its ids
+    # are kept instead of published, and the task's body runs on them below, in batches as
+    # under load.
+    from notifications import listeners, tasks
+
+    news: list[int] = []
+    publish_news = listeners._announce_later
+    listeners._announce_later = news.extend
     for k in range(args.trades):
         one_trade(args.trades + k, profile=None)
+    listeners._announce_later = publish_news
     print(
         f"\n{args.trades} trades, {len(users)} traders, in-process (Django test client, "
         "bench.settings), no profiler: CPU ms a request, this process (Python) + its PostgreSQL "
@@ -218,6 +233,18 @@ def main() -> None:
         totals = [totals[0] + row[0], totals[1] + row[1], totals[2] + row[2]]
         print(f"| {name} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.0f} |")
     print(f"| **a trade** | **{totals[0]:.1f}** | **{totals[1]:.1f}** | **{totals[2]:.0f}** |")
+    d0, c0 = backends_cpu(), time.process_time()
+    batches = [news[i : i + args.news_batch] for i in range(0, len(news), args.news_batch)]
+    for batch in batches:
+        tasks.announce_trade_moves(batch)
+    news_cpu = (time.process_time() - c0) / args.trades * 1000
+    news_db = (backends_cpu() - d0) / args.trades * 1000
+    print(
+        f"\nThe worker's share of it, its news (the body of notifications.tasks."
+        f"announce_trade_moves, on the {len(news)} moves of these trades in batches of "
+        f"{args.news_batch}): **{news_cpu:.1f} ms of Python + {news_db:.1f} of PostgreSQL a "
+        "trade** (its three moves: opened, paid, releasing)."
+    )
     floor(users[0]["token"], totals, len(endpoints), backends_cpu)
     for k in range(args.trades):
         one_trade(2 * args.trades + k, profile=True)
