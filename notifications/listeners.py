@@ -28,24 +28,50 @@ logger = logging.getLogger(__name__)
 def on_trade_transitions(events: list[EscrowEvent]) -> None:
     # Runs after the transaction committed, in the caller's request or task (one move, or a
     # settlement batch): whatever goes wrong here is logged, never raised into moves that
-    # already happened. The moves' live events go out at once (the parties' rooms, the book);
-    # their news (notifications, email, webhooks) is the worker's, written by one task for the
-    # moves of many requests or settlement batches of a process. The events are that task's
-    # promise (EscrowEvent.announced): a sweeper writes what a lost message never did.
+    # already happened. The news (notifications, email, webhooks) is the worker's, in batches:
+    # the events are its promise (EscrowEvent.announced; a sweeper writes what a lost message
+    # never did). One move (a user's request) has its live event sent at once, and its news
+    # merged with that of the process's other requests; a settlement batch is one task, which
+    # sends its live events after its news (inline if the broker cannot take it).
+    from notifications import tasks
     from notifications.live import listeners as live
 
-    live.on_trade_transitions(events)
-    _announce_later([e.pk for e in events])
+    if len(events) == 1:
+        live.on_trade_transitions(events)
+        _announce_later([events[0].pk])
+        return
+    try:
+        if _queued(events):
+            return
+        tasks.notify_trade_events([e.pk for e in events])
+    except Exception:
+        first = events[0] if events else None
+        logger.exception(
+            "notifications for trade #%s (%s) and %s other move(s) failed",
+            getattr(first, "trade_id", None),
+            getattr(first, "new_state", None),
+            max(len(events) - 1, 0),
+        )
 
 
 def _announce_later(event_ids: list[int]) -> None:
-    """The news of these moves, to the worker (merged with the process's other moves for a
-    second); never raises, never waits on the broker (common.outbox; the sweeper has what it
-    drops)."""
+    """The news of a request's move, to the worker (merged with the process's other requests');
+    never raises, never waits on the broker (common.outbox; the sweeper has what it drops)."""
     from common.outbox import publish_after_commit
     from notifications import tasks
 
     publish_after_commit(tasks.announce_trade_moves, event_ids)
+
+
+def _queued(events: list[EscrowEvent]) -> bool:
+    from notifications.tasks import notify_trade_events
+
+    try:
+        notify_trade_events.apply_async(([e.pk for e in events],), retry=False)
+    except Exception:
+        logger.warning("could not queue notifications of %s moves", len(events), exc_info=True)
+        return False
+    return True
 
 
 if on_trade_transitions not in transition_listeners:

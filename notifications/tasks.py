@@ -59,8 +59,8 @@ def sweep_webhooks() -> int:
     outbox_coalesce=1.0,
 )
 def announce_trade_moves(event_ids: list[int]) -> int:
-    """The news of trade moves (users' requests, settlement batches): their notifications,
-    emails, Telegram messages and webhooks, and the badges that announce them, once each."""
+    """The news of moves made one by one (a user's request): their notifications, emails,
+    Telegram messages and webhooks, and the badges that announce them, once each."""
     from notifications.live import events as live_events
 
     with live_events.wakes_merged():  # the badges of the batch: one wake-up per socket
@@ -69,8 +69,8 @@ def announce_trade_moves(event_ids: list[int]) -> int:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def notify_trade_events(event_ids: list[int]) -> int:
-    """A settlement batch's news, then its live events, from one read of the trades: the
-    messages an earlier release of the code queued (announce_trade_moves has its work now)."""
+    """The notifications of a settlement batch, off the settlement worker's path, then its
+    live events (after the news they announce), from one read of the trades."""
     from notifications.live import events as live_events
     from notifications.live import listeners as live
 

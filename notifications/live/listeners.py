@@ -69,7 +69,8 @@ def on_trade_transitions(events_: list[EscrowEvent]) -> None:
     """Escrow moves: `trade.<event>` (the webhook's name and body) to everyone watching the
     trade; passing states (refunding, splitting) as `trade.updated` without a body, so the
     room still redraws. The book of the pair learns of takes and returns. Called by
-    notifications.listeners as the moves commit, before their news (written by the worker)."""
+    notifications.listeners (a request's move: as it commits, before its news, which the worker
+    writes) and notifications.tasks (a settlement batch: after its news)."""
     from notifications.services import EVENT_FOR_STATE, webhook_payload
 
     try:
@@ -229,7 +230,7 @@ def _register(hooks: list[Any], listener: Any, *, first: bool = False) -> None:
         hooks.insert(0, listener) if first else hooks.append(listener)
 
 
-# A trade's move goes out as it commits (the other party's room is what must be fast):
+# A request's trade move goes out as it commits (the other party's room is what must be fast):
 # notifications.listeners calls on_trade_transitions, then hands the in-app, email and webhook
 # work to the worker, whose badges wake the sockets again. A chat message goes out first too.
 _register(message_listeners, on_trade_message, first=True)

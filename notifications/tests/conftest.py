@@ -1,20 +1,23 @@
-"""A real HTTP receiver on 127.0.0.1 (any free port) that webhooks are delivered to, and a stub
-DNS: no notifications test ever asks a real resolver."""
+"""A real HTTP receiver on 127.0.0.1 (any free port) that webhooks are delivered to, a stub DNS
+(no notifications test ever asks a real resolver), and broker queues no worker reads."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from common import outbox
+from conftest import broker_messages
 from notifications import egress
 
 # Public addresses that tests only ever resolve, never connect to (documentation-style names).
@@ -113,3 +116,32 @@ def receiver() -> Iterator[Receiver]:
     yield server
     server.server.shutdown()
     server.server.server_close()
+
+
+@pytest.fixture
+def task_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], Any]]:
+    """`task_queue(task)`: that task's messages go to a queue of the test Redis that no worker
+    reads; returns a function giving the id lists of the messages published there since (what
+    this process's outbox publisher holds is sent first), each taken off the queue."""
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs Redis: run through `make test` (it starts one)")
+    routed: list[Callable[[], list[list[int]]]] = []
+
+    def route(task: Any) -> Callable[[], list[list[int]]]:
+        name = f"{task.name}-test-{os.getpid()}"
+        monkeypatch.setattr(task, "queue", name, raising=False)
+        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options
+
+        def published() -> list[list[int]]:
+            assert outbox.publish_pending()
+            got = broker_messages(name)
+            assert {sent for sent, _, _ in got} <= {task.name}
+            return [args[0] for _, args, _ in got]
+
+        published()
+        routed.append(published)
+        return published
+
+    yield route
+    for published in routed:
+        published()

@@ -1,21 +1,17 @@
-"""A settlement batch's news (issue 17): its live events go out as it commits; its in-app
-notifications come from the task that writes the news of many moves, from one read of the
-trades."""
+"""A settlement batch's news (issue 17): its in-app notifications and its live events both come
+from the one task the batch's commit queues, the live events after the notifications they
+announce, from one read of the trades; the settling worker publishes nothing itself."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from common import outbox
-from conftest import broker_messages
 from escrow import services as escrow
 from marketplace.tests.factories import make_trade
 from notifications import tasks
@@ -26,24 +22,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def news_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """announce_trade_moves' messages go to a queue of the test Redis that no worker reads;
-    yields a function returning the event ids of the messages published there so far."""
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs Redis: run through `make test` (it starts one)")
-    name = f"news-test-{os.getpid()}"
-    monkeypatch.setattr(tasks.announce_trade_moves, "queue", name, raising=False)
-    monkeypatch.setattr(tasks.announce_trade_moves, "_exec_options", None)
-
-    def published() -> list[list[int]]:
-        assert outbox.publish_pending()
-        got = broker_messages(name)
-        assert {task for task, _, _ in got} <= {tasks.announce_trade_moves.name}
-        return [args[0] for _, args, _ in got]
-
-    published()
-    yield published
-    published()
+def news_queue(task_queue: Any) -> Any:
+    """The messages of notify_trade_events (none reaches a worker)."""
+    return task_queue(tasks.notify_trade_events)
 
 
 def _stream(user_id: int) -> list[dict[str, Any]]:
@@ -58,37 +39,36 @@ def _trade_reads(queries: CaptureQueriesContext) -> int:
     return sum(1 for q in queries if re.match(row, q["sql"]))
 
 
-def test_a_batch_s_live_events_go_out_as_it_settles_and_its_news_in_one_message(
+def test_a_batch_s_news_and_live_events_come_from_its_one_task(
     alice, bob, django_capture_on_commit_callbacks, news_queue
 ):
-    # given two released trades waiting for the settlement worker (their earlier moves' news
-    # taken off the queue)
+    # given two released trades waiting for the settlement worker
     trades = [make_trade(alice, bob) for _ in range(2)]
     for trade in trades:
         escrow.trade_mark_paid(trade_id=trade.pk, actor=bob)
         escrow.escrow_release(trade_id=trade.pk, actor=alice)
-    news_queue()
     events._redis().delete(events.stream_key(alice.pk), events.stream_key(bob.pk))
 
     # when a worker settles them in one batch
     with django_capture_on_commit_callbacks(execute=True):
         assert escrow.settlements_execute_pending(batch_size=10) == 2
 
-    # then both parties' rooms hear of the completions at once
-    for user in (alice, bob):
-        completed = [e for e in _stream(user.pk) if e["event"] == "trade.completed"]
-        assert sorted(e["trade"] for e in completed) == sorted(t.pk for t in trades)
-        assert all(e["body"]["trade"]["state"] == "completed" for e in completed)
-    # and the settling wrote no news: one message carries the batch's moves to the worker
+    # then the settling published no live event and wrote no notification: it queued one task
+    assert _stream(alice.pk) == _stream(bob.pk) == []
     assert not Notification.objects.filter(kind="completed").exists()
     (event_ids,) = news_queue()
     assert len(event_ids) == 2
 
-    # and that task (its body, run here) writes the news of both from one read of the trades
+    # and that task (its body, run here) writes the news, then publishes the live events, from
+    # one read of the trades
     with CaptureQueriesContext(connection) as queries:
-        assert tasks.announce_trade_moves(event_ids) == 2
+        assert tasks.notify_trade_events(event_ids) == 2
     assert _trade_reads(queries) == 1
     assert Notification.objects.filter(kind="completed").count() == 4  # both parties, twice
+    for user in (alice, bob):
+        completed = [e for e in _stream(user.pk) if e["event"] == "trade.completed"]
+        assert sorted(e["trade"] for e in completed) == sorted(t.pk for t in trades)
+        assert all(e["body"]["trade"]["state"] == "completed" for e in completed)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from datetime import timedelta
@@ -14,7 +15,7 @@ from common.errors import ValidationFailed
 from escrow import services as escrow
 from escrow import services as escrow_services
 from marketplace.tests.factories import fund, make_offer, make_trade
-from notifications import services, webhooks
+from notifications import listeners, services, tasks, webhooks
 from notifications.models import Notification, WebhookDelivery
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trade_news_inline")]
@@ -313,6 +314,25 @@ def test_dispute_emails_both(
     (note,) = Notification.objects.filter(kind="disputed")
     assert note.user == alice
     assert note.text.startswith("bob opened a dispute")
+
+
+def test_listener_never_raises_into_the_transition(alice, bob, monkeypatch, caplog):
+    # a batch of moves whose task the broker refused writes its news inline: that failing is
+    # logged, never raised into the moves that committed
+    trades = [make_trade(alice, bob) for _ in range(2)]
+
+    def broken(**kwargs):
+        raise RuntimeError("mail server on fire")
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(services, "trade_news_write", broken)
+    monkeypatch.setattr(tasks.notify_trade_events, "apply_async", refused)
+    with caplog.at_level(logging.ERROR, logger="notifications.listeners"):
+        listeners.on_trade_transitions([t.events.get() for t in trades])
+    assert f"notifications for trade #{trades[0].pk}" in caplog.text
+    assert listeners.on_trade_transitions in escrow.transition_listeners
 
 
 def test_mark_read_is_per_user_and_idempotent(alice, bob, django_capture_on_commit_callbacks):

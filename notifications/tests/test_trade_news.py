@@ -5,10 +5,7 @@ message was lost. Real PostgreSQL, Redis and (where marked) a Celery worker proc
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,13 +14,11 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from common import outbox
-from conftest import broker_messages, wait_for
+from conftest import wait_for
 from escrow import services as escrow
 from escrow.models import EscrowEvent
 from marketplace.tests.factories import make_trade
 from notifications import listeners, services, tasks
-from notifications.live import events as live_events
 from notifications.models import Notification, OutboundMessage
 
 
@@ -36,24 +31,9 @@ def news_lost(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.fixture
-def moves_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """announce_trade_moves' messages go to a queue of the test Redis that no worker reads;
-    yields a function returning the id lists of the messages published there so far."""
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs Redis: run through `make test` (it starts one)")
-    name = f"moves-test-{os.getpid()}"
-    monkeypatch.setattr(tasks.announce_trade_moves, "queue", name, raising=False)
-    monkeypatch.setattr(tasks.announce_trade_moves, "_exec_options", None)
-
-    def published() -> list[list[int]]:
-        assert outbox.publish_pending()
-        got = broker_messages(name)
-        assert {task for task, _, _ in got} <= {tasks.announce_trade_moves.name}
-        return [args[0] for _, args, _ in got]
-
-    published()
-    yield published
-    published()
+def moves_queue(task_queue: Any) -> Any:
+    """The messages of announce_trade_moves (none reaches a worker)."""
+    return task_queue(tasks.announce_trade_moves)
 
 
 @pytest.mark.django_db
@@ -157,31 +137,6 @@ def test_the_sweeper_finds_the_waiting_moves_through_its_partial_index(alice, bo
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "escrow_event_unannounced" in plan
-
-
-@pytest.mark.django_db
-def test_a_move_s_listener_never_raises_into_it_and_leaves_its_news_to_the_sweeper(
-    alice, bob, monkeypatch, caplog
-):
-    # given a move, with Redis refusing the live event and the broker refusing the news
-    trade = make_trade(alice, bob)
-    (event,) = trade.events.all()
-
-    def refused(*args, **kwargs):
-        raise ConnectionError("redis down")
-
-    monkeypatch.setattr(live_events, "publish", refused)
-    monkeypatch.setattr(tasks.announce_trade_moves, "apply_async", refused)
-    # when its listener runs on commit: nothing is raised into the move, the failures are logged
-    with caplog.at_level(logging.WARNING):
-        listeners.on_trade_transitions([event])
-        assert outbox.publish_pending()
-    assert "live events of 1 trade move(s) failed" in caplog.text
-    assert "could not queue notifications.tasks.announce_trade_moves" in caplog.text
-    # and the move waits for the sweeper, its promise kept in its row
-    event.refresh_from_db()
-    assert not event.announced
-    assert listeners.on_trade_transitions in escrow.transition_listeners
 
 
 @pytest.mark.django_db(transaction=True)
