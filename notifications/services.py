@@ -145,10 +145,10 @@ def _context(trade: Trade, event: EscrowEvent) -> dict[str, Any]:
     asset, fiat = trade.asset, trade.fiat
     # A party's move names them from the trade (loaded with it): no query for the actor of
     # each of a batch's events; only a moderator is read.
-    parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
-    who = parties.get(event.actor_id) if event.actor_id is not None else None
-    if who is None and event.actor_id is not None:
-        who = event.actor
+    who = None
+    if event.actor_id is not None:
+        parties = {trade.buyer_id: trade.buyer, trade.seller_id: trade.seller}
+        who = parties.get(event.actor_id) or event.actor
     actor = getattr(who, "username", None) or (
         _("A moderator") if event.actor_role == "moderator" else _("The system")
     )
