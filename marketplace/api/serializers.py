@@ -42,7 +42,8 @@ class AmountOut(serializers.Field):
 _DATETIME = serializers.DateTimeField()
 
 
-def _iso_datetime(value: Any) -> str | None:
+def iso_datetime(value: Any) -> str | None:
+    """A datetime as DRF's DateTimeField writes it (the unrolled serializers' fast path)."""
     return _DATETIME.to_representation(value)
 
 
@@ -72,7 +73,7 @@ def maker_out(name: str, found: TraderStats | None) -> dict[str, Any]:
         "trades": found.trades if found else 0,
         "completion_rate": found.completion_rate if found else None,
         "online": is_online(last_seen),
-        "last_seen": None if last_seen is None else _iso_datetime(last_seen),
+        "last_seen": None if last_seen is None else iso_datetime(last_seen),
         "average_release_seconds": found.average_release_seconds if found else None,
     }
 
@@ -152,7 +153,7 @@ class OfferOut(serializers.Serializer):
             "payment_window_minutes": offer.payment_window_minutes,
             "terms": offer.terms,
             "is_active": offer.is_active,
-            "closed_at": None if offer.closed_at is None else _iso_datetime(offer.closed_at),
+            "closed_at": None if offer.closed_at is None else iso_datetime(offer.closed_at),
             "maker": self.get_maker(offer),
             "min_taker_tier": offer.min_taker_tier,
             "min_taker_trades": offer.min_taker_trades,
@@ -161,7 +162,7 @@ class OfferOut(serializers.Serializer):
             "allowed_countries": list(offer.allowed_countries),
             "auto_reply": self.get_auto_reply(offer),
             "unmet_requirements": self.get_unmet_requirements(offer),
-            "created_at": _iso_datetime(offer.created_at),
+            "created_at": iso_datetime(offer.created_at),
         }
 
     def generic_representation(self, offer: Offer) -> dict[str, Any]:
