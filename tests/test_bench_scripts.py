@@ -20,6 +20,7 @@ from conftest import ROOT, require_postgres
         "bench/lending_liquidation.py",
         "bench/lending_installments.py",
         "bench/live.py",
+        "bench/take_history.py",
         "examples/bot.py",
     ],
 )
@@ -48,3 +49,16 @@ def test_the_liquidation_benchmark_runs_on_a_small_book():
     )  # fmt: skip
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
     assert "all passed" in run.stdout
+
+
+def test_the_take_history_benchmark_runs_on_a_small_history():
+    """bench/take_history.py end to end (BENCHMARKS.md left alone): the history is copied in and
+    every measured trade goes through the API (the script asserts each answer)."""
+    require_postgres()
+    run = subprocess.run(
+        [sys.executable, "bench/take_history.py", "--history", "0,600", "--trades", "6",
+         "--rounds", "1", "--no-write"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    assert "| 600 (" in run.stdout

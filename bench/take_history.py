@@ -1,0 +1,310 @@
+"""A trade's requests against the trader's history: does a take cost more for a trader (a bot)
+with a long history of trades than for a new one? Each history size is measured in the same run,
+against no history at all as the baseline.
+
+    flock /tmp/bench.lock scripts/with-services.sh .venv/bin/python bench/take_history.py \
+        --history 0,20000,200000 --trades 60
+
+The taker (trader 0) gets HISTORY completed trades, spread evenly over the last 365 days (about
+one in twelve inside the 30-day limit window), against the makers of the book, copied in SQL
+from one real trade; the makers get them as their history too. Then `--trades` whole trades go
+through the API in-process (Django's test client, bench.settings: the whole WSGI stack), the
+taker against each maker in turn: take, mark paid, release. Reported per request: CPU ms of this
+process (Python) and of its PostgreSQL backends (/proc), and the take's slowest statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as C
+
+DB = "bench_take_history"
+MAKERS = 6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", default="0,20000,200000", help="history sizes, ascending")
+    parser.add_argument("--trades", type=int, default=60, help="trades measured per size")
+    parser.add_argument("--rounds", type=int, default=2, help="measured rounds per size")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.history.split(",")]
+    if sizes != sorted(sizes):
+        parser.error("--history: ascending sizes (each adds to the one before)")
+
+    C.need_services()
+    t_all = time.perf_counter()
+    info = C.machine()
+    C.create_db(DB)
+    C.django_setup(
+        DB,
+        API_RATE_LIMIT_KEY="1000000/s",
+        API_RATE_LIMIT_IP="1000000/s",
+        TAKES_PER_MAKER_PER_MINUTE="1000000",
+    )
+    C.migrate_quietly()
+    from django.db import connection
+    from django.test import Client
+
+    from bench.load import AMOUNT, FUND_PASSWORD, seed
+
+    users = seed(MAKERS + 1, 1)["users"]
+    taker, makers = users[0], users[1:]
+    client = Client(HTTP_HOST="127.0.0.1")
+
+    def call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
+        if method == "POST":
+            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
+            response = client.post(path, body or {}, content_type="application/json", **headers)
+        else:
+            response = client.get(path, **headers)
+        assert response.status_code in (200, 201), (path, response.status_code, response.content)
+        return response.json()
+
+    from marketplace.models import Offer
+
+    offers = dict(Offer.objects.values_list("maker__username", "id"))
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def backends_cpu() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB])
+            pids = [row[0] for row in cursor.fetchall()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    # Per statement of the take: its wall time (round trip and server), summed by its start.
+    statement_ms: dict[str, float] = defaultdict(float)
+
+    def timed_statement(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = " ".join(sql.split())[:90]
+            statement_ms[key] += (time.perf_counter() - t0) * 1000
+
+    def one_trade(k: int, cpu: dict[str, float], db: dict[str, float]) -> None:
+        maker = makers[k % len(makers)]
+
+        def run(name: str, *a: Any, **kw: Any) -> Any:
+            d0, c0 = backends_cpu(), time.process_time()
+            if name == "take":
+                with connection.execute_wrapper(timed_statement):
+                    result = call(*a, **kw)
+            else:
+                result = call(*a, **kw)
+            cpu[name] += time.process_time() - c0
+            db[name] += backends_cpu() - d0
+            return result
+
+        trade = run(
+            "take",
+            "POST",
+            f"/api/v1/offers/{offers[maker['username']]}/take/",
+            taker["token"],
+            {"amount": AMOUNT},
+        )
+        run("mark-paid", "POST", f"/api/v1/trades/{trade['id']}/mark-paid/", taker["token"])
+        run(
+            "release",
+            "POST",
+            f"/api/v1/trades/{trade['id']}/release/",
+            maker["token"],
+            {"password": FUND_PASSWORD},
+        )
+
+    warm_cpu: dict[str, float] = defaultdict(float)
+    for k in range(2 * len(makers)):  # imports, prepared statements, each maker's first check
+        one_trade(k, warm_cpu, defaultdict(float))
+    template = _template_trade(connection)
+
+    results: list[dict[str, Any]] = []
+    have = 0
+    for size in sizes:
+        with C.stopwatch(f"history {size}") as took:
+            if size > have:
+                _add_history(connection, template, have, size - have)
+                have = size
+        cpu: dict[str, float] = defaultdict(float)
+        db: dict[str, float] = defaultdict(float)
+        statement_ms.clear()
+        for k in range(args.rounds * args.trades):
+            one_trade(k, cpu, db)
+        n = args.rounds * args.trades
+        counts = _history_counts(connection, taker_name=taker["username"])
+        results.append(
+            {
+                "history": size,
+                "setup_s": took["seconds"],
+                "counts": counts,
+                "per_request": {
+                    name: {"python_ms": cpu[name] / n * 1000, "pg_ms": db[name] / n * 1000}
+                    for name in ("take", "mark-paid", "release")
+                },
+                "take_statements": sorted(
+                    ((sql, ms / n) for sql, ms in statement_ms.items()), key=lambda kv: -kv[1]
+                )[:4],
+            }
+        )
+        row = results[-1]["per_request"]
+        print(
+            f"    history {size}: take {row['take']['python_ms']:.1f} + "
+            f"{row['take']['pg_ms']:.1f} ms, mark paid {row['mark-paid']['python_ms']:.1f} + "
+            f"{row['mark-paid']['pg_ms']:.1f}, release {row['release']['python_ms']:.1f} + "
+            f"{row['release']['pg_ms']:.1f}",
+            flush=True,
+        )
+    C.close_django()
+    C.drop_db(DB)
+    payload = {
+        "args": vars(args),
+        "info": info,
+        "results": results,
+        "total_s": time.perf_counter() - t_all,
+    }
+    C.save_results("take_history", payload)
+    report = render(payload)
+    print("\n" + report)
+    if not args.no_write:
+        C.write_section("Take against the trader's history (`bench/take_history.py`)", report)
+
+
+def _template_trade(connection: Any) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM escrow_trade ORDER BY id LIMIT 1")
+        return int(cursor.fetchone()[0])
+
+
+# Columns copied from the template trade as they are; the rest are set per copy.
+_SET = {"id", "state", "created_at", "updated_at", "paid_at", "released_at", "closed_at"}
+_SET |= {"escrow_hold_id", "payment_deadline", "maker_id", "seller_id", "offer_id"}
+
+
+# The copies: {cols} and {src} are the model's column names (escrow.models.Trade).
+_HISTORY_SQL = """
+WITH makers AS (
+    SELECT row_number() OVER (ORDER BY o.id) - 1 AS n, o.id AS offer_id, o.maker_id
+    FROM marketplace_offer o WHERE o.maker_id <> (SELECT taker_id FROM escrow_trade
+                                                 WHERE id = %(template)s)
+), copies AS (
+    SELECT g.i, now() - interval '1 hour'
+           - make_interval(secs => 31536000.0 * (g.i - %(start)s + 0.5) / %(count)s)
+           AS at
+    FROM generate_series(%(start)s, %(stop)s - 1) AS g(i)
+)
+INSERT INTO escrow_trade ({cols}, state, created_at, updated_at, paid_at,
+                          released_at, closed_at, payment_deadline, maker_id,
+                          seller_id, offer_id)
+SELECT {src}, 'completed', c.at, c.at, c.at, c.at, c.at, c.at, m.maker_id,
+       m.maker_id, m.offer_id
+FROM escrow_trade t, copies c
+JOIN makers m ON m.n = c.i %% (SELECT count(*) FROM makers)
+WHERE t.id = %(template)s
+"""
+
+
+# The running 30-day volumes (escrow.models.TradeVolumeDay) as the takes would have kept them,
+# counted afresh from every trade, the copies included.
+_HISTORY_VOLUMES_SQL = """
+DELETE FROM escrow_tradevolumeday;
+INSERT INTO escrow_tradevolumeday (user_id, day, eur)
+SELECT party, (t.created_at AT TIME ZONE 'UTC')::date, SUM(t.value_eur)
+FROM escrow_trade t, LATERAL (VALUES (t.buyer_id), (t.seller_id)) AS p(party)
+WHERE t.value_eur IS NOT NULL AND t.state NOT IN ('cancelled', 'expired')
+GROUP BY 1, 2
+"""
+
+
+def _add_history(connection: Any, template: int, start: int, count: int) -> None:
+    """`count` completed trades more for the taker, each against one of the makers in turn,
+    spread evenly over the last year (an hour ago at the latest); in one statement."""
+    from escrow.models import Trade
+
+    copied = [
+        f.column for f in Trade._meta.concrete_fields if f.column not in _SET and f.column != "id"
+    ]
+    cols = ", ".join(copied)
+    src = ", ".join(f"t.{c}" for c in copied)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HISTORY_SQL.format(cols=cols, src=src),
+            {"template": template, "start": start, "stop": start + count, "count": count},
+        )
+        cursor.execute("SELECT to_regclass('escrow_tradevolumeday') IS NOT NULL")
+        if cursor.fetchone()[0]:  # the running 30-day volumes, where the code keeps them
+            cursor.execute(_HISTORY_VOLUMES_SQL)
+        cursor.execute("ANALYZE escrow_trade")
+
+
+def _history_counts(connection: Any, *, taker_name: str) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE t.created_at >= now() - interval '30 days')
+            FROM escrow_trade t JOIN auth_user u ON u.id = t.buyer_id WHERE u.username = %s
+            """,
+            [taker_name],
+        )
+        total, recent = cursor.fetchone()
+    return {"taker_trades": int(total), "taker_trades_30d": int(recent)}
+
+
+def render(payload: dict[str, Any]) -> str:
+    args, results = payload["args"], payload["results"]
+    base = results[0]["per_request"]
+    lines = [
+        "```",
+        "flock /tmp/bench.lock scripts/with-services.sh .venv/bin/python bench/take_history.py "
+        f"--history {args['history']} --trades {args['trades']} --rounds {args['rounds']}",
+        "```",
+        "",
+        *C.machine_lines(payload["info"]),
+        f"- Whole run: {payload['total_s'] / 60:.1f} min.",
+        "",
+        f"The taker has HISTORY completed trades against {MAKERS} makers, spread evenly over the "
+        "last 365 days (copied in SQL from a real trade); then "
+        f"{args['rounds'] * args['trades']} whole trades go through the API in-process "
+        "(bench.settings, Django's test client), the taker against each maker in turn. CPU ms a "
+        "request: this process (Python) + its PostgreSQL backends; the ratio is each size's "
+        f"take (both) against the first size's ({results[0]['history']}) in the same run.",
+        "",
+        "| history (in 30 days) | take: Python + PostgreSQL ms | take vs baseline | mark paid | "
+        "release | the take's slowest statements (ms a take) |",
+        "|---|---|---|---|---|---|",
+    ]
+    b = base["take"]["python_ms"] + base["take"]["pg_ms"]
+    for r in results:
+        p = r["per_request"]
+        take = p["take"]["python_ms"] + p["take"]["pg_ms"]
+        slow = "; ".join(f"`{sql[:60]}...` {ms:.2f}" for sql, ms in r["take_statements"][:3])
+        lines.append(
+            f"| {r['history']} ({r['counts']['taker_trades_30d']}) | "
+            f"{p['take']['python_ms']:.1f} + {p['take']['pg_ms']:.1f} | "
+            f"**{take / b:.2f}x** | {p['mark-paid']['python_ms']:.1f} + "
+            f"{p['mark-paid']['pg_ms']:.1f} | {p['release']['python_ms']:.1f} + "
+            f"{p['release']['pg_ms']:.1f} | {slow} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
