@@ -93,6 +93,11 @@ class Trade(models.Model):
     # moderator counted it after all (the escrow admin).
     cancel_counted = models.BooleanField(default=False)
     # --- end issue 20 ---
+    # What the trade counts against both parties' 30-day limits: its value in EUR when it opened
+    # (escrow.selectors.trade_value_eur), added to their TradeVolumeDay rows then and taken off
+    # again if it is cancelled or expires. Null: opened before the rows were kept (migration
+    # 0008 valued those of the window).
+    value_eur = models.DecimalField(max_digits=22, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -106,6 +111,15 @@ class Trade(models.Model):
                 condition=Q(cancel_counted=True),
                 name="trade_counted_cancels",
             ),
+            # Read at every take (escrow.services.opening, escrow.selectors.stats), so that its
+            # cost stays with what it counts, not with the parties' whole history
+            # (bench/take_history.py): a buyer's funded trades; a taker's trades against one
+            # maker in the last minute; each party's trades of the 30-day limit window (and
+            # their trade lists, newest first).
+            models.Index(fields=["buyer"], condition=Q(state="funded"), name="trade_buyer_funded"),
+            models.Index(fields=["taker", "maker", "created_at"], name="trade_taker_maker_time"),
+            models.Index(fields=["buyer", "created_at"], name="trade_buyer_time"),
+            models.Index(fields=["seller", "created_at"], name="trade_seller_time"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="trade_amount_positive"),
@@ -134,6 +148,26 @@ class Trade(models.Model):
         if user_id == self.seller_id:
             return "seller"
         return None
+
+
+class TradeVolumeDay(models.Model):
+    """A user's trades of one UTC day, in EUR, as they count against the 30-day limits: each
+    trade's value_eur is added for both parties when it opens and taken off again when it is
+    cancelled or expires (escrow.services.volumes). A take reads at most 31 of these rows a party
+    instead of summing the parties' trades, whose number grows with their history
+    (bench/take_history.py)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    eur = models.DecimalField(max_digits=22, decimal_places=4, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day"], name="one_volume_row_per_user_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.day}: {self.eur} EUR"
 
 
 class TradeMessage(models.Model):

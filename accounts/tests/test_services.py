@@ -30,8 +30,9 @@ from common.errors import (
 )
 from escrow import services as escrow
 from escrow import services as escrow_services
-from escrow.models import Trade
+from escrow.models import Trade, TradeVolumeDay
 from escrow.selectors import trade_volume_eur
+from escrow.selectors.stats import volume_day
 from ledger.models import LedgerAccount, Transfer
 from marketplace.models import Offer
 from marketplace.selectors import offer_book
@@ -185,7 +186,9 @@ class TestThirtyDayLimit:
         Trade.objects.filter(pk=expired.pk).update(payment_deadline=timezone.now())
         escrow.escrow_expire(trade_id=expired.pk)
         old = escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="4000")
-        Trade.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+        month_ago = timezone.now() - timedelta(days=31)
+        Trade.objects.filter(pk=old.pk).update(created_at=month_ago)
+        TradeVolumeDay.objects.update(day=volume_day(month_ago))  # both parties: all three trades
         assert trade_volume_eur(user_ids=[bob.pk])[bob.pk] == Decimal(0)
         escrow_services.trade_open(offer_id=btc_offer.pk, taker=bob, fiat_amount="5000")
 

@@ -37,6 +37,7 @@ from common.prepared import insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
+from escrow.services import volumes
 from escrow.services.room import trade_auto_reply_post
 from escrow.services.transitions import announce
 from ledger import services as ledger
@@ -295,6 +296,7 @@ def trade_open(
                     payment_window_minutes=offer.payment_window_minutes,
                     payment_deadline=now + timedelta(minutes=offer.payment_window_minutes),
                     terms=offer.terms,
+                    value_eur=value_eur,
                 )
             ]
         )
@@ -343,6 +345,7 @@ def trade_open(
             ]
         )
         announce(trade, event)
+        volumes.trade_volume_count(trade=trade, counted=True)  # the take's last lock
         if offer.auto_reply:
             trade_auto_reply_post(trade=trade, author_id=offer.maker_id, text=offer.auto_reply)
     return trade

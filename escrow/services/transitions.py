@@ -25,7 +25,7 @@ from common.outbox import publish_after_commit
 from common.prepared import PreparedRead, insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Settlement, Trade
-from escrow.services import cancellations
+from escrow.services import cancellations, volumes
 from ledger import services as ledger
 from ledger.models import Transfer
 from marketplace import book_cache
@@ -295,6 +295,8 @@ def _escrow_transition(
             )
             fields += ["cancel_reason", "cancel_counted"]
             buyer_profile = _return_hold(trade, lock_buyer=trade.cancel_counted)
+            # ... and no longer counts against either party's 30-day limit (the move's last lock)
+            volumes.trade_volume_count(trade=trade, counted=False)
         elif to in (S.RELEASING, S.REFUNDING, S.SPLITTING):
             if to == S.RELEASING:
                 trade.released_at = now

@@ -7,13 +7,18 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from common.errors import Conflict, ValidationFailed
 from escrow import services
-from escrow.models import Trade
-from escrow.selectors.stats import trade_value_eur, trade_volume_eur
+from escrow.models import Trade, TradeVolumeDay
+from escrow.selectors.stats import (
+    trade_volume_eur,
+    trade_volume_eur_recount,
+    volume_day,
+)
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, Offer, PriceIndex
 from marketplace.tests.factories import fund, make_offer, make_trade
@@ -179,37 +184,39 @@ class TestVolumeLimits:
         volumes = trade_volume_eur(user_ids=[alice.pk, bob.pk, carol.pk])
         assert volumes == {alice.pk: Decimal(0), bob.pk: Decimal(0), carol.pk: Decimal(0)}
 
-    def test_each_trade_counts_at_its_eur_value_for_both_parties(self, alice, bob, carol):
-        # given trades valued every way trade_value_eur values them: in EUR; in USD at the EUR
-        # index; with no EUR index, at the USD index; with neither, at the fiat amount
+    def test_each_trade_counts_at_its_eur_value_when_it_opened_for_both_parties(
+        self, alice, bob, carol
+    ):
+        # given one trade older than the 30-day window, which no longer counts
+        old = make_trade(carol, bob, amount="0.01", price="85000")
+        month_ago = timezone.now() - timedelta(days=31)
+        Trade.objects.filter(pk=old.pk).update(created_at=month_ago)
+        TradeVolumeDay.objects.update(day=volume_day(month_ago))
+        # and trades valued every way trade_value_eur values them, at the index prices of when
+        # each opened: in EUR; in USD at the EUR index; with no EUR index, at the USD index;
+        # with neither, at the fiat amount
         eur = make_trade(alice, bob, amount="0.01", price="85000")
         usd = make_trade(alice, bob, amount="0.02", fiat="USD", price="92000")
-        eth_usd = make_trade(carol, bob, amount="0.5", asset="ETH", fiat="USD", price="3300")
         PriceIndex.objects.filter(asset__code="ETH", fiat__code="EUR").delete()
         PriceIndex.objects.update_or_create(
             asset=Asset.objects.get(code="ETH"),
             fiat=FiatCurrency.objects.get(code="USD"),
             defaults={"price": Decimal("3200")},
         )
+        eth_usd = make_trade(carol, bob, amount="0.5", asset="ETH", fiat="USD", price="3300")
         fund(carol, "USDT", "500")
         offer = make_offer(carol, asset="USDT", fiat="GBP", price="0.8", amount="200")
-        usdt_gbp = services.trade_open(offer_id=offer.pk, taker=alice, amount="100")
         PriceIndex.objects.filter(asset__code="USDT").delete()
-        # and one older than 30 days, which no longer counts
-        old = make_trade(carol, bob, amount="0.01", price="85000")
-        Trade.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
-        # when the three parties' volumes are read
+        usdt_gbp = services.trade_open(offer_id=offer.pk, taker=alice, amount="100")
+        # when the prices move after they opened, and the three parties' volumes are read
+        PriceIndex.objects.update(price=F("price") * 2)
         volumes = trade_volume_eur(user_ids=[alice.pk, bob.pk, carol.pk])
 
-        # then each trade counts once for each of its parties, valued as trade_value_eur does
+        # then each trade counts once for each of its parties, at its value when it opened
         def value(trade: Trade) -> Decimal:
             trade.refresh_from_db()
-            return trade_value_eur(
-                asset=trade.asset,
-                fiat=trade.fiat,
-                amount=trade.amount,
-                fiat_amount=trade.fiat_amount,
-            )
+            assert trade.value_eur is not None
+            return trade.value_eur
 
         assert value(usd) == (Decimal("0.02") * Decimal("85000")).quantize(Decimal("0.01"))
         assert value(eth_usd) == Decimal("1600.00")  # 0.5 ETH at the USD index, 1:1
@@ -220,6 +227,7 @@ class TestVolumeLimits:
             bob.pk: (value(eur) + value(usd) + value(eth_usd)).quantize(cent),
             carol.pk: (value(eth_usd) + value(usdt_gbp)).quantize(cent),
         }
+        assert volumes == trade_volume_eur_recount(user_ids=[alice.pk, bob.pk, carol.pk])
 
     def test_griefers_hold_a_sellers_limit_only_until_their_trades_expire(self, alice, settings):
         # given alice may trade 2,000 EUR in 30 days; her 180-minute offer
