@@ -9,7 +9,8 @@ The taker (trader 0) gets HISTORY completed trades, spread evenly over the last 
 one in twelve inside the 30-day limit window), against the makers of the book, copied in SQL
 from one real trade; the makers get them as their history too. Then `--trades` whole trades go
 through the API in-process (Django's test client, bench.settings: the whole WSGI stack), the
-taker against each maker in turn: take, mark paid, release. Reported per request: CPU ms of this
+taker against each maker in turn: take, mark paid, release, and the seller reads its wallets (each
+copy's escrow hold and its posting are on the ledger too). Reported per request: CPU ms of this
 process (Python) and of its PostgreSQL backends (/proc), and the take's slowest statements.
 """
 
@@ -91,15 +92,16 @@ def main() -> None:
             total += int(fields[11]) + int(fields[12])
         return total / tick
 
-    # Per statement of the take: its wall time (round trip and server), summed by its start.
-    statement_ms: dict[str, float] = defaultdict(float)
+    # Per request and statement: its wall time (round trip and server), summed by its start.
+    statement_ms: dict[tuple[str, str], float] = defaultdict(float)
+    current = [""]
 
     def timed_statement(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            key = " ".join(sql.split())[:90]
+            key = (current[0], " ".join(sql.split())[:90])
             statement_ms[key] += (time.perf_counter() - t0) * 1000
 
     def one_trade(k: int, cpu: dict[str, float], db: dict[str, float]) -> None:
@@ -107,10 +109,8 @@ def main() -> None:
 
         def run(name: str, *a: Any, **kw: Any) -> Any:
             d0, c0 = backends_cpu(), time.process_time()
-            if name == "take":
-                with connection.execute_wrapper(timed_statement):
-                    result = call(*a, **kw)
-            else:
+            current[0] = name
+            with connection.execute_wrapper(timed_statement):
                 result = call(*a, **kw)
             cpu[name] += time.process_time() - c0
             db[name] += backends_cpu() - d0
@@ -131,9 +131,10 @@ def main() -> None:
             maker["token"],
             {"password": FUND_PASSWORD},
         )
+        run("wallets (the seller)", "GET", "/api/v1/wallets/", maker["token"])
 
     warm_cpu: dict[str, float] = defaultdict(float)
-    for k in range(2 * len(makers)):  # imports, prepared statements, each maker's first check
+    for k in range(4 * len(makers)):  # imports, prepared statements, each maker's first check
         one_trade(k, warm_cpu, defaultdict(float))
     template = _template_trade(connection)
 
@@ -158,11 +159,15 @@ def main() -> None:
                 "counts": counts,
                 "per_request": {
                     name: {"python_ms": cpu[name] / n * 1000, "pg_ms": db[name] / n * 1000}
-                    for name in ("take", "mark-paid", "release")
+                    for name in ("take", "mark-paid", "release", "wallets (the seller)")
                 },
-                "take_statements": sorted(
-                    ((sql, ms / n) for sql, ms in statement_ms.items()), key=lambda kv: -kv[1]
-                )[:4],
+                "slowest_statements": {
+                    name: sorted(
+                        ((sql, ms / n) for (req, sql), ms in statement_ms.items() if req == name),
+                        key=lambda kv: -kv[1],
+                    )[:4]
+                    for name in ("take", "wallets (the seller)")
+                },
             }
         )
         row = results[-1]["per_request"]
@@ -170,7 +175,9 @@ def main() -> None:
             f"    history {size}: take {row['take']['python_ms']:.1f} + "
             f"{row['take']['pg_ms']:.1f} ms, mark paid {row['mark-paid']['python_ms']:.1f} + "
             f"{row['mark-paid']['pg_ms']:.1f}, release {row['release']['python_ms']:.1f} + "
-            f"{row['release']['pg_ms']:.1f}",
+            f"{row['release']['pg_ms']:.1f}, the seller's wallets "
+            f"{row['wallets (the seller)']['python_ms']:.1f} + "
+            f"{row['wallets (the seller)']['pg_ms']:.1f}",
             flush=True,
         )
     C.close_django()
@@ -222,6 +229,33 @@ WHERE t.id = %(template)s
 """
 
 
+# Each copy's escrow hold on the ledger, posted: a pending transfer from the seller's account and
+# its resolution, as the take and the settlement wrote them (both against the template trade's
+# escrow account: the wallet reads only the seller's side). Unsealed, like a fresh backlog.
+_HISTORY_LEDGER_SQL = """
+WITH holds AS (
+    INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id, credit_account_id,
+                                 amount, kind, flags, reference, memo, created_at, prev_hash,
+                                 hash, leaf_hash)
+    SELECT 'history:' || t.id || ':hold', t.asset_id, a.id, h.credit_account_id, t.amount,
+           'escrow_hold', 'pending', t.id, '', t.created_at, '', '', ''
+    FROM escrow_trade t
+    JOIN ledger_ledgeraccount a ON a.user_id = t.seller_id AND a.kind = 'user'
+        AND a.asset_id = t.asset_id
+    JOIN ledger_transfer h ON h.id = (SELECT escrow_hold_id FROM escrow_trade
+                                      WHERE id = %(template)s)
+    WHERE t.id >= %(first)s
+    RETURNING id, asset_id, debit_account_id, credit_account_id, amount, reference, created_at
+)
+INSERT INTO ledger_transfer (idempotency_key, asset_id, debit_account_id, credit_account_id, amount,
+                             kind, flags, pending_id, reference, memo, created_at, prev_hash, hash,
+                             leaf_hash)
+SELECT 'history:' || reference || ':post', asset_id, debit_account_id, credit_account_id, amount,
+       'escrow_hold', 'post_pending', id, reference, '', created_at, '', '', ''
+FROM holds
+"""
+
+
 # The running 30-day volumes (escrow.models.TradeVolumeDay) as the takes would have kept them,
 # counted afresh from every trade, the copies included.
 _HISTORY_VOLUMES_SQL = """
@@ -245,10 +279,19 @@ def _add_history(connection: Any, template: int, start: int, count: int) -> None
     cols = ", ".join(copied)
     src = ", ".join(f"t.{c}" for c in copied)
     with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(max(id), 0) + 1 FROM escrow_trade")
+        first = cursor.fetchone()[0]
         cursor.execute(
             _HISTORY_SQL.format(cols=cols, src=src),
             {"template": template, "start": start, "stop": start + count, "count": count},
         )
+        # Triggers off for the copies (the server's superuser): each hold is resolved in the same
+        # statement, so the open holds (ledger/0011's trigger) would end as they were, through a
+        # year's churn at once that production spreads over the year for autovacuum.
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute(_HISTORY_LEDGER_SQL, {"template": template, "first": first})
+        cursor.execute("SET session_replication_role = DEFAULT")
+        cursor.execute("ANALYZE ledger_transfer")
         cursor.execute("SELECT to_regclass('escrow_tradevolumeday') IS NOT NULL")
         if cursor.fetchone()[0]:  # the running 30-day volumes, where the code keeps them
             cursor.execute(_HISTORY_VOLUMES_SQL)
@@ -285,23 +328,31 @@ def render(payload: dict[str, Any]) -> str:
         f"{args['rounds'] * args['trades']} whole trades go through the API in-process "
         "(bench.settings, Django's test client), the taker against each maker in turn. CPU ms a "
         "request: this process (Python) + its PostgreSQL backends; the ratio is each size's "
-        f"take (both) against the first size's ({results[0]['history']}) in the same run.",
+        f"take (and the seller's wallets) against the first size's ({results[0]['history']}) in "
+        "the same run. The copies' escrow holds and their postings are on the ledger too.",
         "",
         "| history (in 30 days) | take: Python + PostgreSQL ms | take vs baseline | mark paid | "
-        "release | the take's slowest statements (ms a take) |",
-        "|---|---|---|---|---|---|",
+        "release | the seller's `GET /wallets/` | wallets vs baseline | the slowest statements "
+        "of the take / of the wallets (ms a request) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     b = base["take"]["python_ms"] + base["take"]["pg_ms"]
+    w = "wallets (the seller)"
+    bw = base[w]["python_ms"] + base[w]["pg_ms"]
     for r in results:
         p = r["per_request"]
         take = p["take"]["python_ms"] + p["take"]["pg_ms"]
-        slow = "; ".join(f"`{sql[:60]}...` {ms:.2f}" for sql, ms in r["take_statements"][:3])
+        slow = " / ".join(
+            "; ".join(f"`{sql[:50]}...` {ms:.2f}" for sql, ms in r["slowest_statements"][req][:2])
+            for req in ("take", w)
+        )
         lines.append(
             f"| {r['history']} ({r['counts']['taker_trades_30d']}) | "
             f"{p['take']['python_ms']:.1f} + {p['take']['pg_ms']:.1f} | "
             f"**{take / b:.2f}x** | {p['mark-paid']['python_ms']:.1f} + "
             f"{p['mark-paid']['pg_ms']:.1f} | {p['release']['python_ms']:.1f} + "
-            f"{p['release']['pg_ms']:.1f} | {slow} |"
+            f"{p['release']['pg_ms']:.1f} | {p[w]['python_ms']:.1f} + {p[w]['pg_ms']:.1f} | "
+            f"**{(p[w]['python_ms'] + p[w]['pg_ms']) / bw:.2f}x** | {slow} |"
         )
     return "\n".join(lines)
 

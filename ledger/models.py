@@ -214,6 +214,25 @@ class Transfer(models.Model):
         return self.reference if self.kind in TRADE_KINDS else None
 
 
+class OpenHold(models.Model):
+    """A pending transfer not yet posted or voided, kept by the database itself: a trigger on
+    ledger_transfer adds each hold as it is inserted and removes it when its resolution is
+    (migration ledger/0011), whatever writes them (the services, the settlement's batch SQL).
+    A wallet reads its holds here, not among every hold its account ever had
+    (bench/take_history.py: a seller's GET /wallets/ at 200,000 past trades)."""
+
+    transfer = models.OneToOneField(
+        Transfer, on_delete=models.DO_NOTHING, primary_key=True, related_name="+"
+    )
+    account = models.ForeignKey(LedgerAccount, on_delete=models.DO_NOTHING, related_name="+")
+    asset = models.ForeignKey(Asset, on_delete=models.DO_NOTHING, related_name="+")
+    kind = models.CharField(max_length=16, choices=Transfer.Kind.choices)
+    amount = amount_field()
+
+    def __str__(self) -> str:
+        return f"hold #{self.transfer_id} {self.kind} {self.amount}"
+
+
 class Withdrawal(models.Model):
     class Status(models.TextChoices):
         REQUESTED = "requested"  # held; waiting for a worker to hand it to the chain adapter

@@ -205,6 +205,14 @@ def _check_balances(
         report.unsealed += part["unsealed"]
     for tid, seq, pending_id in sorted(failures):
         report.fail(f"transfer {tid}: resolves hold {pending_id}, which is not an open hold", seq)
+    # The open holds the database keeps for the wallets (OpenHold) are the replay's open holds.
+    kept = source.open_holds()
+    for tid in sorted(set(holds) | set(kept)):
+        if holds.get(tid) != kept.get(tid):
+            report.fail(
+                f"hold {tid}: open for {holds.get(tid)} in the replay, for {kept.get(tid)} in "
+                "ledger_openhold (None: not open)"
+            )
     per_asset: dict[int, Decimal] = defaultdict(Decimal)
     for account in source.accounts():
         report.accounts += 1

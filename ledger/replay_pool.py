@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min
 
 from ledger import chain, scan
-from ledger.models import Asset, LedgerAccount, Transfer
+from ledger.models import Asset, LedgerAccount, OpenHold, Transfer
 
 CHUNK = 5000  # rows a fetch through the ORM
 
@@ -58,6 +58,10 @@ class Here:
             .iterator(chunk_size=CHUNK)
         )
         return map(AccountRow._make, rows)
+
+    def open_holds(self) -> dict[int, Decimal]:
+        """The holds the database keeps open (OpenHold), by transfer id: their amounts."""
+        return dict(OpenHold.objects.values_list("transfer_id", "amount"))
 
     def results(self, todo: list[Task]) -> Iterator[dict[str, Any]]:
         for kind, first, last, *sizes in todo:
@@ -177,6 +181,11 @@ class Workers:
         with self.snap.cursor(name="ledger_accounts") as cursor:
             cursor.execute(ACCOUNT_SQL)
             yield from map(AccountRow._make, scan.fetched_rows(cursor.fetchmany))
+
+    def open_holds(self) -> dict[int, Decimal]:
+        """The holds the database keeps open (OpenHold), by transfer id: their amounts."""
+        rows = self.snap.execute("SELECT transfer_id, amount FROM ledger_openhold").fetchall()
+        return {int(tid): Decimal(amount) for tid, amount in rows}
 
     def results(self, todo: list[Task]) -> Iterator[dict[str, Any]]:
         inbox: queue.Queue[tuple[int, str, Any]] = queue.Queue()

@@ -18,7 +18,15 @@ from django.utils.translation import gettext
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.prepared import PreparedRead, PreparedRows
 from ledger import chain, merkle
-from ledger.models import Asset, Checkpoint, LedgerAccount, SigningKey, Transfer, Withdrawal
+from ledger.models import (
+    Asset,
+    Checkpoint,
+    LedgerAccount,
+    OpenHold,
+    SigningKey,
+    Transfer,
+    Withdrawal,
+)
 from ledger.services.sealing import entry_from_values, with_stored_tree
 
 
@@ -34,15 +42,11 @@ class Wallet:
 _USER_ACCOUNTS = PreparedRead(
     lambda user_id: LedgerAccount.objects.filter(user_id=user_id, kind=LedgerAccount.Kind.USER)
 )
-# Holds not yet resolved on the user's accounts, summed by asset and by what they are for.
+# Holds not yet resolved on the user's accounts, summed by asset and by what they are for: from
+# the open holds the database keeps (OpenHold), not from every hold the accounts ever had.
 _HELD = PreparedRows(
     lambda user_id: (
-        Transfer.objects.filter(
-            debit_account__user_id=user_id,
-            debit_account__kind=LedgerAccount.Kind.USER,
-            flags=Transfer.Flags.PENDING,
-            resolution__isnull=True,
-        )
+        OpenHold.objects.filter(account__user_id=user_id, account__kind=LedgerAccount.Kind.USER)
         .values("asset_id", "kind")
         .annotate(total=Sum("amount"))
         .order_by()
