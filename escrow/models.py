@@ -52,12 +52,16 @@ class Trade(models.Model):
 
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="trades")
     maker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    taker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No index of their own: Meta's (taker, maker, created_at), (buyer, created_at) and (seller,
+    # created_at) lead with them, and each index more is written on every move of every trade.
+    taker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     buyer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="buys"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="buys", db_index=False
     )
     seller = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sells"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sells", db_index=False
     )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="trades")
     fiat = models.ForeignKey(FiatCurrency, on_delete=models.PROTECT, related_name="trades")
