@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,44 @@ def migrate_quietly() -> float:
     t0 = time.perf_counter()
     call_command("migrate", interactive=False, verbosity=0)
     return time.perf_counter() - t0
+
+
+def api_caller(client: Any) -> Any:
+    """`call(method, path, token, body=None)`: one request through Django's test client with the
+    token (a POST with a fresh Idempotency-Key), asserting a 200 or 201; its JSON."""
+
+    def call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
+        if method == "POST":
+            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
+            response = client.post(path, body or {}, content_type="application/json", **headers)
+        else:
+            response = client.get(path, **headers)
+        assert response.status_code in (200, 201), (path, response.status_code, response.content)
+        return response.json()
+
+    return call
+
+
+def backends_cpu() -> float:
+    """CPU seconds so far of this database's PostgreSQL client backends (/proc, clock ticks:
+    sum it over many requests)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend'"
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def close_django() -> None:

@@ -19,7 +19,6 @@ import os
 import pstats
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -99,15 +98,7 @@ def main() -> None:
     users = seed(args.traders, 2)["users"]
     client = Client(HTTP_HOST="127.0.0.1")
 
-    def call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
-        if method == "POST":
-            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
-            response = client.post(path, body or {}, content_type="application/json", **headers)
-        else:
-            response = client.get(path, **headers)
-        assert response.status_code in (200, 201), (path, response.status_code, response.content)
-        return response.json()
+    call = C.api_caller(client)
 
     endpoints = ["book", "take", "mark-paid", "release", "poll", "wallets"]
     profiles = {name: cProfile.Profile() for name in endpoints}
@@ -134,23 +125,7 @@ def main() -> None:
     db_cpu: dict[str, float] = defaultdict(float)
     queries: dict[str, int] = defaultdict(int)
     measured: dict[str, int] = defaultdict(int)
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def backends_cpu() -> float:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND backend_type = 'client backend'"
-            )
-            pids = [row[0] for row in cursor.fetchall()]
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / tick
+    backends_cpu = C.backends_cpu
 
     def measured_call(name: str, *a: Any, **kw: Any) -> Any:
         d0 = backends_cpu()

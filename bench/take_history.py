@@ -17,10 +17,8 @@ process (Python) and of its PostgreSQL backends (/proc), and the take's slowest 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -64,33 +62,12 @@ def main() -> None:
     taker, makers = users[0], users[1:]
     client = Client(HTTP_HOST="127.0.0.1")
 
-    def call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {"HTTP_AUTHORIZATION": f"Token {token}"}
-        if method == "POST":
-            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
-            response = client.post(path, body or {}, content_type="application/json", **headers)
-        else:
-            response = client.get(path, **headers)
-        assert response.status_code in (200, 201), (path, response.status_code, response.content)
-        return response.json()
+    call = C.api_caller(client)
 
     from marketplace.models import Offer
 
     offers = dict(Offer.objects.values_list("maker__username", "id"))
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def backends_cpu() -> float:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB])
-            pids = [row[0] for row in cursor.fetchall()]
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / tick
+    backends_cpu = C.backends_cpu
 
     # Per request and statement: its wall time (round trip and server), summed by its start.
     statement_ms: dict[tuple[str, str], float] = defaultdict(float)
