@@ -5,8 +5,6 @@ moves that share a party queue on them instead of deadlocking."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.db import connection
 
 from escrow.models import Trade
@@ -32,7 +30,7 @@ def trade_volume_count(*, trade: Trade, counted: bool) -> None:
             _VOLUME_ADD_SQL,
             {
                 "day": volume_day(trade.created_at),
-                "eur": Decimal(amount),
+                "eur": amount,
                 "users": sorted({int(trade.buyer_id), int(trade.seller_id)}),
             },
         )

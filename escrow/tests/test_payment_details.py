@@ -13,54 +13,22 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from accounts.models import Profile
-from accounts.selectors import profile_for
 from common.errors import ValidationFailed
 from disputes import services as disputes
 from disputes.tests.test_services import moderator
 from escrow import services as escrow
 from escrow.models import Trade, TradePaymentAccount
+from escrow.tests.conftest import IBAN
 from marketplace.services import payment_accounts as pay
 from marketplace.tests.factories import fund, make_offer
 
 pytestmark = pytest.mark.django_db
-
-IBAN = "DE89370400440532013000"
 
 
 def api(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
     return client
-
-
-@pytest.fixture
-def accounts(alice):
-    profile_for(alice)
-    Profile.objects.filter(user=alice).update(verified_name="Alice Martin")
-    revolut = pay.payment_account_create(
-        user=alice,
-        method="revolut",
-        details={"holder_name": "Alice Martin", "revtag": "@alicem"},
-        label="Daily",
-    )
-    sepa = pay.payment_account_create(
-        user=alice, method="sepa", details={"holder_name": "alice martin", "iban": IBAN}
-    )
-    return revolut, sepa
-
-
-@pytest.fixture
-def trade(alice, bob, accounts) -> Trade:
-    """bob buys from alice's sell offer, paying by Revolut."""
-    revolut, sepa = accounts
-    fund(alice)
-    offer = make_offer(
-        alice, payment_methods=["sepa", "revolut"], payment_accounts=[revolut.pk, sepa.pk]
-    )
-    return escrow.trade_open(
-        offer_id=offer.pk, taker=bob, fiat_amount="100", payment_method="revolut"
-    )
 
 
 def details(response) -> dict | None:

@@ -10,12 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
-from rest_framework.test import APIClient
 
-from accounts.models import Profile
-from accounts.selectors import profile_for
 from accounts.tests.factories import complete
 from disputes import services as disputes
 from disputes.tests.test_services import moderator
@@ -23,27 +19,10 @@ from escrow import services as escrow
 from escrow.api.serializers import EventOut, TradeOut
 from escrow.models import Trade
 from escrow.selectors.trades import trade_for_answer
-from marketplace.services import payment_accounts as pay
-from marketplace.tests.factories import fund, make_offer, make_trade
+from escrow.tests.test_payment_details import api
+from marketplace.tests.factories import make_trade
 
 pytestmark = pytest.mark.django_db
-
-
-def _with_account(alice, bob) -> Trade:
-    """bob buys from alice's sell offer, paying by Revolut into her copied account."""
-    profile_for(alice)
-    Profile.objects.filter(user=alice).update(verified_name="Alice Martin")
-    revolut = pay.payment_account_create(
-        user=alice,
-        method="revolut",
-        details={"holder_name": "Alice Martin", "revtag": "@alicem"},
-        label="Daily",
-    )
-    fund(alice)
-    offer = make_offer(alice, payment_methods=["revolut"], payment_accounts=[revolut.pk])
-    return escrow.trade_open(
-        offer_id=offer.pk, taker=bob, fiat_amount="100", payment_method="revolut"
-    )
 
 
 def _assert_same(trade_id: int, viewers) -> int:
@@ -64,9 +43,9 @@ def _assert_same(trade_id: int, viewers) -> int:
     return shown
 
 
-def test_every_state_and_viewer_matches_drfs_generic_walk(alice, bob, carol):
+def test_every_state_and_viewer_matches_drfs_generic_walk(trade, alice, bob, carol):
     stranger = carol
-    with_account = _with_account(alice, bob)
+    with_account = trade  # paid by Revolut into alice's copied account
     # funded and paid with the copied account: the buyer and the seller see it, a stranger not
     assert _assert_same(with_account.pk, [bob, alice, stranger, None]) == 2
     escrow.trade_mark_paid(trade_id=with_account.pk, actor=bob)
@@ -96,12 +75,9 @@ def test_every_state_and_viewer_matches_drfs_generic_walk(alice, bob, carol):
     assert states == {"disputed", "completed", "cancelled", "releasing"}
 
 
-def test_the_api_answers_with_the_fast_path(alice, bob):
+def test_the_api_answers_with_the_fast_path(trade, bob):
     """The answer over HTTP is what the generic walk gives for the caller."""
-    trade = _with_account(alice, bob)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=bob)[0].key}")
-    got = client.get(f"/api/v1/trades/{trade.pk}/").json()
+    got = api(bob).get(f"/api/v1/trades/{trade.pk}/").json()
     out = TradeOut(context={"request": SimpleNamespace(user=bob)})
     expected = JSONRenderer().render(
         out.generic_representation(trade_for_answer(trade_id=trade.pk))
