@@ -202,12 +202,17 @@ def _group_send(groups: list[str], message: dict[str, Any], *, wait: bool = True
         # up). A burst queues here for its slots, within the same 5 s.
         async def send(group: str) -> None:
             async with slots:
-                try:
-                    await layer.group_send(group, message)
-                except (redis.exceptions.ConnectionError, ConnectionError):
-                    # A pooled connection that Redis dropped (a restart) fails its next send,
-                    # and only then leaves the pool: once more, on a fresh one.
-                    await layer.group_send(group, message)
+                # A pooled connection that Redis dropped (a restart) fails its next send, and
+                # only then leaves the pool; after a restart every pooled one is dead, and the
+                # pool holds at most SEND_CONCURRENCY: again until a fresh one takes it (a Redis
+                # that is down refuses each at once; the 5 s below bound them all).
+                for attempt in range(SEND_CONCURRENCY + 1):
+                    try:
+                        await layer.group_send(group, message)
+                        return
+                    except (redis.exceptions.ConnectionError, ConnectionError):
+                        if attempt == SEND_CONCURRENCY:
+                            raise
 
         await asyncio.wait_for(asyncio.gather(*(send(g) for g in groups)), timeout=5)
 
