@@ -115,17 +115,22 @@ def api_caller(client: Any) -> Any:
     return call
 
 
-def backends_cpu() -> float:
+def backends_cpu(*, replica: bool = False) -> float:
     """CPU seconds so far of this database's PostgreSQL client backends (/proc, clock ticks:
-    sum it over many requests)."""
-    from django.db import connection
+    sum it over many requests); with `replica`, the read replica's too, when there is one (the
+    reads that may lag run there: the book's, the trade lists')."""
+    from django.conf import settings
+    from django.db import connections
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND backend_type = 'client backend'"
-        )
-        pids = [row[0] for row in cursor.fetchall()]
+    aliases = ["default"] + (["replica"] if replica and settings.READ_REPLICA else [])
+    pids = []
+    for alias in aliases:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend'"
+            )
+            pids += [row[0] for row in cursor.fetchall()]
     total = 0
     for pid in pids:
         try:

@@ -11,7 +11,8 @@ from one real trade; the makers get them as their history too. Then `--trades` w
 through the API in-process (Django's test client, bench.settings: the whole WSGI stack), the
 taker against each maker in turn: take, mark paid, release, and the seller reads its wallets (each
 copy's escrow hold and its posting are on the ledger too). Reported per request: CPU ms of this
-process (Python) and of its PostgreSQL backends (/proc), and the take's slowest statements.
+process (Python) and of its PostgreSQL backends, the read replica's included (/proc), and the
+slowest statements of the book, the take and the wallets.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from bench import _common as C
 
 DB = "bench_take_history"
 MAKERS = 6
+REQUESTS = ("book (the taker)", "take", "mark-paid", "release", "wallets (the seller)")
+REQUIRED = 10  # completed trades each offer asks of its taker, set after the warm-up
+BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
 
 
 def main() -> None:
@@ -53,7 +57,7 @@ def main() -> None:
         TAKES_PER_MAKER_PER_MINUTE="1000000",
     )
     C.migrate_quietly()
-    from django.db import connection
+    from django.db import connection, connections
     from django.test import Client
 
     from bench.load import AMOUNT, FUND_PASSWORD, seed
@@ -67,7 +71,9 @@ def main() -> None:
     from marketplace.models import Offer
 
     offers = dict(Offer.objects.values_list("maker__username", "id"))
-    backends_cpu = C.backends_cpu
+
+    def backends_cpu() -> float:
+        return C.backends_cpu(replica=True)
 
     # Per request and statement: its wall time (round trip and server), summed by its start.
     statement_ms: dict[tuple[str, str], float] = defaultdict(float)
@@ -87,12 +93,18 @@ def main() -> None:
         def run(name: str, *a: Any, **kw: Any) -> Any:
             d0, c0 = backends_cpu(), time.process_time()
             current[0] = name
-            with connection.execute_wrapper(timed_statement):
+            with (
+                connection.execute_wrapper(timed_statement),
+                connections["replica"].execute_wrapper(timed_statement),
+            ):
                 result = call(*a, **kw)
             cpu[name] += time.process_time() - c0
             db[name] += backends_cpu() - d0
             return result
 
+        # The book as the taker reads it before a take: the offers ask for a minimum of completed
+        # trades (set after the warm-up), so the viewer's own part counts the taker's trades.
+        run("book (the taker)", "GET", BOOK, taker["token"])
         trade = run(
             "take",
             "POST",
@@ -112,6 +124,15 @@ def main() -> None:
 
     warm_cpu: dict[str, float] = defaultdict(float)
     for k in range(4 * len(makers)):  # imports, prepared statements, each maker's first check
+        one_trade(k, warm_cpu, defaultdict(float))
+    # Every offer now asks for REQUIRED completed trades (the taker has the warm-up's 24): the book
+    # read by the taker and each take check the taker's count. The takes that follow invalidate
+    # the book's cached part, which carries the requirement.
+    from escrow.services import settlements_execute_pending
+
+    settlements_execute_pending()  # the warm-up's trades completed, as a worker would
+    Offer.objects.update(min_taker_trades=REQUIRED)
+    for k in range(len(makers)):
         one_trade(k, warm_cpu, defaultdict(float))
     template = _template_trade(connection)
 
@@ -136,25 +157,24 @@ def main() -> None:
                 "counts": counts,
                 "per_request": {
                     name: {"python_ms": cpu[name] / n * 1000, "pg_ms": db[name] / n * 1000}
-                    for name in ("take", "mark-paid", "release", "wallets (the seller)")
+                    for name in REQUESTS
                 },
                 "slowest_statements": {
                     name: sorted(
                         ((sql, ms / n) for (req, sql), ms in statement_ms.items() if req == name),
                         key=lambda kv: -kv[1],
                     )[:4]
-                    for name in ("take", "wallets (the seller)")
+                    for name in ("book (the taker)", "take", "wallets (the seller)")
                 },
             }
         )
         row = results[-1]["per_request"]
         print(
-            f"    history {size}: take {row['take']['python_ms']:.1f} + "
-            f"{row['take']['pg_ms']:.1f} ms, mark paid {row['mark-paid']['python_ms']:.1f} + "
-            f"{row['mark-paid']['pg_ms']:.1f}, release {row['release']['python_ms']:.1f} + "
-            f"{row['release']['pg_ms']:.1f}, the seller's wallets "
-            f"{row['wallets (the seller)']['python_ms']:.1f} + "
-            f"{row['wallets (the seller)']['pg_ms']:.1f}",
+            f"    history {size}: "
+            + ", ".join(
+                f"{name} {row[name]['python_ms']:.1f} + {row[name]['pg_ms']:.1f} ms"
+                for name in REQUESTS
+            ),
             flush=True,
         )
     C.close_django()
@@ -308,28 +328,39 @@ def render(payload: dict[str, Any]) -> str:
         f"take (and the seller's wallets) against the first size's ({results[0]['history']}) in "
         "the same run. The copies' escrow holds and their postings are on the ledger too.",
         "",
-        "| history (in 30 days) | take: Python + PostgreSQL ms | take vs baseline | mark paid | "
-        "release | the seller's `GET /wallets/` | wallets vs baseline | the slowest statements "
-        "of the take / of the wallets (ms a request) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| history (in 30 days) | "
+        + " | ".join(f"{name}: Python + PostgreSQL ms (vs baseline)" for name in REQUESTS)
+        + " | the slowest statements of the book / the take / the wallets (ms a request) |",
+        "|---|" + "---|" * (len(REQUESTS) + 1),
     ]
-    b = base["take"]["python_ms"] + base["take"]["pg_ms"]
-    w = "wallets (the seller)"
-    bw = base[w]["python_ms"] + base[w]["pg_ms"]
+
+    def total(row: dict[str, Any], name: str) -> float:
+        return float(row[name]["python_ms"] + row[name]["pg_ms"])
+
     for r in results:
         p = r["per_request"]
-        take = p["take"]["python_ms"] + p["take"]["pg_ms"]
         slow = " / ".join(
             "; ".join(f"`{sql[:50]}...` {ms:.2f}" for sql, ms in r["slowest_statements"][req][:2])
-            for req in ("take", w)
+            for req in r["slowest_statements"]
         )
+        cells = []
+        for name in REQUESTS:
+            if name not in p or name not in base:  # an older run's payload
+                cells.append("")
+                continue
+            ratio = total(p, name) / total(base, name)
+            cells.append(
+                f"{p[name]['python_ms']:.1f} + {p[name]['pg_ms']:.1f} "
+                + (
+                    f"(**{ratio:.2f}x**)"
+                    if name in ("book (the taker)", "take") or name.startswith("wallets")
+                    else f"({ratio:.2f}x)"
+                )
+            )
         lines.append(
             f"| {r['history']} ({r['counts']['taker_trades_30d']}) | "
-            f"{p['take']['python_ms']:.1f} + {p['take']['pg_ms']:.1f} | "
-            f"**{take / b:.2f}x** | {p['mark-paid']['python_ms']:.1f} + "
-            f"{p['mark-paid']['pg_ms']:.1f} | {p['release']['python_ms']:.1f} + "
-            f"{p['release']['pg_ms']:.1f} | {p[w]['python_ms']:.1f} + {p[w]['pg_ms']:.1f} | "
-            f"**{(p[w]['python_ms'] + p[w]['pg_ms']) / bw:.2f}x** | {slow} |"
+            + " | ".join(cells)
+            + f" | {slow} |"
         )
     return "\n".join(lines)
 

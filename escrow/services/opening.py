@@ -36,7 +36,12 @@ from common.money import fmt, round_down
 from common.prepared import insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
-from escrow.selectors.stats import taker_facts, trade_value_eur, trade_volume_eur, trader_stats
+from escrow.selectors.stats import (
+    completed_trades_count,
+    taker_facts,
+    trade_value_eur,
+    trade_volume_eur,
+)
 from escrow.services import volumes
 from escrow.services.room import trade_auto_reply_post
 from escrow.services.transitions import announce
@@ -242,7 +247,9 @@ def trade_open(
             taker=TakerFacts(
                 user_id=taker.pk,
                 tier=parties[taker.pk].kyc_tier,
-                completed_trades=trader_stats(user=taker).trades if offer.min_taker_trades else 0,
+                completed_trades=completed_trades_count(
+                    user_id=taker.pk, at_most=offer.min_taker_trades
+                ),
                 date_joined=taker.date_joined,
                 country=parties[taker.pk].country,
             ),
@@ -383,7 +390,10 @@ def _match_candidates(
             if offer.maker_id == taker.pk:
                 continue
             if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
-                facts = facts or taker_facts(user=taker)
+                facts = facts or taker_facts(
+                    user=taker,
+                    trades_needed=max(o.min_taker_trades for o in candidates),
+                )
                 trusted = offer.trusted_only and trusting_owner_ids(
                     user=taker, owner_ids=[offer.maker_id]
                 )
