@@ -174,6 +174,62 @@ class TradeVolumeDay(models.Model):
         return f"{self.user_id} {self.day}: {self.eur} EUR"
 
 
+class TraderCount(models.Model):
+    """A trader's finished trades with one counterparty, both sides together, as the public
+    stats count them (escrow.selectors.stats.trader_stats_for_users): `done` the completed ones,
+    `finished` those that count against the completion rate (stats.FINISHED, per side). Kept by
+    PostgreSQL, not by the moves: a statement-level trigger on escrow_trade writes what each
+    statement changed as TraderCountChange rows, and escrow.services.counts folds those in here
+    (beat). A trader's stats read their counterparties' rows, however many trades they made.
+    Per counterparty, so that the trades with a linked account (accounts.selectors) are still
+    left out when the link is found later."""
+
+    # No index of their own: the unique (user, other) leads with the user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    other = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    done = models.IntegerField(default=0)
+    finished = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "other"], name="one_count_row_per_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} with {self.other_id}: {self.done} done of {self.finished}"
+
+
+class TraderCountChange(models.Model):
+    """What one statement on escrow_trade changed in TraderCount, not folded in yet (the
+    trigger only inserts these, so a move never waits on another's count row: see
+    escrow/migrations/0010_trader_counts.py). Readers add them to the totals."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
+    other = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    done = models.IntegerField()
+    finished = models.IntegerField()
+
+    def __str__(self) -> str:
+        return (
+            f"{self.user_id} with {self.other_id}: {self.done:+} done, {self.finished:+} finished"
+        )
+
+
 class TradeMessage(models.Model):
     """The trade room's chat: the parties, moderators (marked as such) and system notes.
     Attachments (payment proof) are stored privately and served only through a permission check."""

@@ -62,3 +62,8 @@ def sweep_settlements() -> int:
 @shared_task(acks_late=True)
 def expire_overdue_trades() -> int:
     return services.trades_expire_overdue()
+
+
+@shared_task(acks_late=True)
+def fold_trader_counts() -> int:
+    return services.trader_counts_fold()

@@ -386,6 +386,9 @@ CELERY_BEAT_SCHEDULE = {
     "escrow-expire-overdue": {"task": "escrow.tasks.expire_overdue_trades", "schedule": 15.0},
     "escrow-sweep-settlements": {"task": "escrow.tasks.sweep_settlements", "schedule": 30.0},
     "escrow-settle-pending": {"task": "escrow.tasks.settle_pending", "schedule": 60.0},
+    # The traders' counts' changes into their totals (escrow.services.counts): what a read of
+    # a trader's stats sums stays at about a fold's worth of their trades.
+    "escrow-fold-trader-counts": {"task": "escrow.tasks.fold_trader_counts", "schedule": 15.0},
     "notifications-sweep-trade-news": {
         "task": "notifications.tasks.sweep_trade_news",
         "schedule": 30.0,

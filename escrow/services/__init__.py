@@ -1,6 +1,7 @@
 """Every write of escrow: the state machine (transitions), settlement, opening a trade (opening)
 and the trade room's chat and feedback (room). Import from here."""
 
+from escrow.services.counts import trader_counts_fold
 from escrow.services.opening import (
     TradeQuote,
     trade_match,
@@ -97,6 +98,7 @@ __all__ = [
     "trade_open",
     "trade_quote",
     "trade_system_note",
+    "trader_counts_fold",
     "trades_expire_overdue",
     "transition_listeners",
 ]
