@@ -7,12 +7,14 @@ against no history at all as the baseline.
 
 The taker (trader 0) gets HISTORY completed trades, spread evenly over the last 365 days (about
 one in twelve inside the 30-day limit window), against the makers of the book, copied in SQL
-from one real trade; the makers get them as their history too. Then `--trades` whole trades go
-through the API in-process (Django's test client, bench.settings: the whole WSGI stack), the
-taker against each maker in turn: take, mark paid, release, and the seller reads its wallets (each
-copy's escrow hold and its posting are on the ledger too). Reported per request: CPU ms of this
-process (Python) and of its PostgreSQL backends, the read replica's included (/proc), and the
-slowest statements of the book, the take and the wallets.
+from one real trade, each rated by its seller; the makers get them as their history too. Then
+`--trades` whole trades go through the API in-process (Django's test client, bench.settings: the
+whole WSGI stack), the taker against each maker in turn: the taker reads the book (every offer
+asks for REQUIRED completed trades), takes, marks paid, the seller releases and reads its wallets
+(each copy's escrow hold and its posting are on the ledger too), and the taker's public profile
+is read. Reported per request: CPU ms of this process (Python) and of its PostgreSQL backends,
+the read replica's included (/proc), and the slowest statements of the book, the take, the
+wallets and the profile.
 """
 
 from __future__ import annotations
@@ -267,6 +269,13 @@ FROM holds
 """
 
 
+_HISTORY_FEEDBACK_SQL = """
+INSERT INTO escrow_feedback (trade_id, author_id, target_id, rating, comment, created_at, reply)
+SELECT t.id, t.seller_id, t.buyer_id, 'positive', '', t.created_at, ''
+FROM escrow_trade t WHERE t.id >= %(first)s
+"""
+
+
 # The running 30-day volumes (escrow.models.TradeVolumeDay) as the takes would have kept them,
 # counted afresh from every trade, the copies included.
 _HISTORY_VOLUMES_SQL = """
@@ -303,6 +312,8 @@ def _add_history(connection: Any, template: int, start: int, count: int) -> None
         cursor.execute(_HISTORY_LEDGER_SQL, {"template": template, "first": first})
         cursor.execute("SET session_replication_role = DEFAULT")
         cursor.execute("ANALYZE ledger_transfer")
+        # Each copy rated by its seller, as a busy bot's profile would be (feedback_summary).
+        cursor.execute(_HISTORY_FEEDBACK_SQL, {"first": first})
         cursor.execute("SELECT to_regclass('escrow_tradevolumeday') IS NOT NULL")
         if cursor.fetchone()[0]:  # the running 30-day volumes, where the code keeps them
             cursor.execute(_HISTORY_VOLUMES_SQL)
@@ -346,7 +357,8 @@ def render(payload: dict[str, Any]) -> str:
         f"{args['rounds'] * args['trades']} whole trades go through the API in-process "
         "(bench.settings, Django's test client), the taker against each maker in turn: the "
         f"book as the taker reads it (every offer asks for {REQUIRED} completed trades), take, "
-        "mark paid, release, the seller's wallets, the taker's public profile. CPU ms a "
+        "mark paid, release, the seller's wallets, the taker's public profile (each copy "
+        "rated by its seller). CPU ms a "
         "request: this process (Python) + its PostgreSQL backends, the replica's included; the "
         f"ratio is each request against its cost at the first size ({results[0]['history']}) "
         "in the same run. The copies' escrow holds and their postings are on the ledger too.",

@@ -177,8 +177,9 @@ class TradeVolumeDay(models.Model):
 class TraderCount(models.Model):
     """A trader's finished trades with one counterparty, both sides together, as the public
     stats count them (escrow.selectors.stats.trader_stats_for_users): `done` the completed ones,
-    `finished` those that count against the completion rate (stats.FINISHED, per side). Kept by
-    PostgreSQL, not by the moves: a statement-level trigger on escrow_trade writes what each
+    `finished` those that count against the completion rate (stats.FINISHED, per side); and
+    that counterparty's ratings of them (stats.feedback_summary). Kept by PostgreSQL, not by the
+    moves: statement-level triggers on escrow_trade and escrow_feedback write what each
     statement changed as TraderCountChange rows, and escrow.services.counts folds those in here
     (beat). A trader's stats read their counterparties' rows, however many trades they made.
     Per counterparty, so that the trades with a linked account (accounts.selectors) are still
@@ -193,6 +194,9 @@ class TraderCount(models.Model):
     )
     done = models.IntegerField(default=0)
     finished = models.IntegerField(default=0)
+    # The other's ratings of this trader (Feedback: the counterparty is its author).
+    positive = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -200,7 +204,10 @@ class TraderCount(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id} with {self.other_id}: {self.done} done of {self.finished}"
+        return (
+            f"{self.user_id} with {self.other_id}: {self.done} done of {self.finished}, "
+            f"rated {self.positive}+ {self.negative}-"
+        )
 
 
 class TraderCountChange(models.Model):
@@ -221,8 +228,10 @@ class TraderCountChange(models.Model):
         db_constraint=False,
         db_index=False,
     )
-    done = models.IntegerField()
-    finished = models.IntegerField()
+    done = models.IntegerField(default=0)
+    finished = models.IntegerField(default=0)
+    positive = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
 
     def __str__(self) -> str:
         return (

@@ -1,4 +1,5 @@
-"""The traders' counts (TraderCount): PostgreSQL's triggers on escrow_trade write each
+"""The traders' counts (TraderCount): PostgreSQL's triggers on escrow_trade and escrow_feedback
+write each
 statement's change as rows of TraderCountChange (escrow/migrations/0010_trader_counts.py); this
 folds them into the totals, on the beat. Readers add the changes not yet folded, so the counts
 are exact whenever they are read; folding only keeps what a read sums small."""
@@ -14,13 +15,14 @@ _FOLD_SQL = """
 WITH moved AS (
     DELETE FROM escrow_tradercountchange
     WHERE id IN (SELECT id FROM escrow_tradercountchange ORDER BY id LIMIT %(limit)s)
-    RETURNING user_id, other_id, done, finished
+    RETURNING user_id, other_id, done, finished, positive, negative
 ), folded AS (
-    INSERT INTO escrow_tradercount AS c (user_id, other_id, done, finished)
-    SELECT user_id, other_id, SUM(done), SUM(finished) FROM moved
-    GROUP BY user_id, other_id ORDER BY user_id, other_id
+    INSERT INTO escrow_tradercount AS c (user_id, other_id, done, finished, positive, negative)
+    SELECT user_id, other_id, SUM(done), SUM(finished), SUM(positive), SUM(negative)
+    FROM moved GROUP BY user_id, other_id ORDER BY user_id, other_id
     ON CONFLICT (user_id, other_id) DO UPDATE
-    SET done = c.done + EXCLUDED.done, finished = c.finished + EXCLUDED.finished
+    SET done = c.done + EXCLUDED.done, finished = c.finished + EXCLUDED.finished,
+        positive = c.positive + EXCLUDED.positive, negative = c.negative + EXCLUDED.negative
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)

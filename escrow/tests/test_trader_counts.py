@@ -1,7 +1,8 @@
 """The traders' counts the public stats read (TraderCount), kept by PostgreSQL's triggers on
-escrow_trade and folded on the beat: equal to counting the trades, whatever moves them (the
-services, the settlement's batch SQL, a plain UPDATE), folded or not, with a link found later;
-the migration's backfill; trades finishing at once between the same two traders, next to a fold."""
+escrow_trade and escrow_feedback and folded on the beat: equal to counting the trades and the
+ratings, whatever moves them (the services, the settlement's batch SQL, a plain UPDATE), folded
+or not, with a link found later; the migration's backfill; trades finishing at once between the
+same two traders, next to a fold."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ from conftest import require_postgres
 from escrow import services, tasks
 from escrow.models import Settlement, Trade, TraderCount, TraderCountChange
 from escrow.selectors import trader_stats
-from escrow.selectors.stats import FINISHED, trader_counts, trader_counts_recount
+from escrow.selectors.stats import (
+    FINISHED,
+    feedback_summary,
+    feedback_summary_recount,
+    trader_counts,
+    trader_counts_recount,
+)
 from escrow.tests.test_concurrency import outcome, run_at_once
 from marketplace.tests.factories import fund, make_offer, make_trade
 
@@ -121,6 +128,33 @@ def test_a_link_found_later_takes_the_pairs_trades_out(alice, bob, carol):
 
 
 @pytest.mark.django_db
+def test_ratings_are_counted_folded_or_not_and_a_linked_authors_left_out(alice, bob, carol):
+    # given alice's sales to bob (two) and carol (one), each rated by the buyer
+    trades = [make_trade(alice, buyer) for buyer in (bob, bob, carol)]
+    for trade, rating in zip(trades, ("positive", "negative", "positive"), strict=True):
+        complete(trade)
+        services.feedback_leave(trade_id=trade.pk, actor=trade.buyer, rating=rating)
+    services.feedback_leave(trade_id=trades[2].pk, actor=alice, rating="negative")
+    # then each trader's ratings are the feedback's own, before and after the fold
+    for fold in (False, True):
+        if fold:
+            services.trader_counts_fold()
+        for user in (alice, bob, carol):
+            assert feedback_summary(user=user) == feedback_summary_recount(user=user)
+        assert feedback_summary(user=alice) == {"positive": 2, "negative": 1}
+        assert feedback_summary(user=carol) == {"positive": 0, "negative": 1}
+    # and a reply changes no count
+    reply = trades[1].feedback.get()
+    services.feedback_reply(feedback_id=reply.pk, actor=alice, text="You never paid on time.")
+    assert not TraderCountChange.objects.exists()
+    # and once bob turns out to share alice's address, his ratings of her leave her summary
+    accounts.account_links_record(user=alice, ip=HOME, device=None)
+    accounts.account_links_record(user=bob, ip=HOME, device=None)
+    assert feedback_summary(user=alice) == {"positive": 1, "negative": 0}
+    assert feedback_summary(user=alice) == feedback_summary_recount(user=alice)
+
+
+@pytest.mark.django_db
 def test_the_stats_read_the_counts_in_one_query(alice, bob, django_assert_num_queries):
     complete(make_trade(alice, bob))
     with django_assert_num_queries(1):
@@ -130,8 +164,10 @@ def test_the_stats_read_the_counts_in_one_query(alice, bob, django_assert_num_qu
 
 @pytest.mark.django_db
 def test_the_migrations_backfill_counts_the_trades_before_it(alice, bob, carol):
-    # given finished trades, as before the counts were kept
-    complete(make_trade(alice, bob))
+    # given finished trades and a rating, as before the counts were kept
+    rated = make_trade(alice, bob)
+    complete(rated)
+    services.feedback_leave(trade_id=rated.pk, actor=alice, rating="positive")
     services.trade_cancel(trade_id=make_trade(carol, bob).pk, actor=bob)
     make_trade(carol, alice)
     old = make_trade(alice, carol)
@@ -144,9 +180,10 @@ def test_the_migrations_backfill_counts_the_trades_before_it(alice, bob, carol):
     # when the migration's SQL runs
     with connection.cursor() as cursor:
         cursor.execute(MIGRATION.BACKFILL_SQL)
-    # then the counts are the trades'
+    # then the counts are the trades' and the ratings the feedback's
     assert _same(alice, bob, carol) == expected
     assert expected[alice.pk] == (2, 2)
+    assert feedback_summary(user=bob) == {"positive": 1, "negative": 0}
 
 
 @pytest.mark.django_db(transaction=True)
