@@ -296,8 +296,9 @@ def _deeper(ref: Ref) -> Ref:
     return OuterRef(ref) if isinstance(ref, OuterRef) else ref
 
 
-def _linking(links: QuerySet[AccountLink]) -> QuerySet[AccountLink]:
-    """Only the rows whose value links: a device, or a not-too-busy address."""
+def _linking(links: QuerySet[AccountLink], busy: int | None = None) -> QuerySet[AccountLink]:
+    """Only the rows whose value links: a device, or a not-too-busy address (shared by at most
+    `busy` accounts: settings.LINK_IP_MAX_USERS unless given)."""
     sharers = Subquery(
         AccountLink.objects.filter(kind=OuterRef("kind"), value_hash=OuterRef("value_hash"))
         .order_by()
@@ -307,24 +308,27 @@ def _linking(links: QuerySet[AccountLink]) -> QuerySet[AccountLink]:
         output_field=IntegerField(),
     )
     return links.annotate(sharers=sharers).filter(
-        Q(kind=AccountLink.Kind.DEVICE) | Q(sharers__lte=settings.LINK_IP_MAX_USERS)
+        Q(kind=AccountLink.Kind.DEVICE)
+        | Q(sharers__lte=settings.LINK_IP_MAX_USERS if busy is None else busy)
     )
 
 
-def _shared_links(*, user: Ref, other: Ref) -> QuerySet[AccountLink]:
+def _shared_links(*, user: Ref, other: Ref, busy: int | None = None) -> QuerySet[AccountLink]:
     """`user`'s link rows that `other` shares. Ids, or OuterRef to fields of the query that
     holds this one (escrow's stats ask about each trade's two parties)."""
     # (Q: the stubs don't know a lookup may take an OuterRef.)
     theirs = AccountLink.objects.filter(
         Q(user_id=_deeper(other)), kind=OuterRef("kind"), value_hash=OuterRef("value_hash")
     )
-    return _linking(AccountLink.objects.filter(Q(user_id=user), Exists(theirs)))
+    return _linking(AccountLink.objects.filter(Q(user_id=user), Exists(theirs)), busy)
 
 
-def accounts_linked_sql(*, user_field: str, other_field: str) -> Exists:
+def accounts_linked_sql(*, user_field: str, other_field: str, busy: int | None = None) -> Exists:
     """accounts_linked in SQL, about two user-id fields of each row of the outer query: one
-    subquery, so a page's figures take the same number of queries with or without it."""
-    return Exists(_shared_links(user=OuterRef(user_field), other=OuterRef(other_field)))
+    subquery, so a page's figures take the same number of queries with or without it. `busy`:
+    settings.LINK_IP_MAX_USERS, passed by a statement built once (common.prepared), whose
+    parameters must all be its arguments."""
+    return Exists(_shared_links(user=OuterRef(user_field), other=OuterRef(other_field), busy=busy))
 
 
 # accounts_linked's question as one plain statement: every take asks it, and building the

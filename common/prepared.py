@@ -94,8 +94,15 @@ class _Plan:
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise TypeError(f"a prepared read's {kind.__name__} argument got {value!r}")
             for position in positions:
-                params[position] = value
+                # An int the backend typed (psycopg's Int4, for a subquery's count): typed again.
+                typed = type(self.params[position])
+                params[position] = value if typed is type(value) else typed(value)
         return params
+
+
+def _typed_int(value: Any) -> bool:
+    """An int the database backend wrapped to send its type (psycopg's Int4, Int8), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and type(value) is not int
 
 
 def _beyond_int8(args: Sequence[Any]) -> bool:
@@ -148,7 +155,10 @@ class _Prepared:
         slots = []
         for i, stand_in in enumerate(stand_ins):
             positions = tuple(
-                j for j, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in
+                j
+                for j, p in enumerate(params)
+                if (type(p) is type(stand_in) or (type(stand_in) is int and _typed_int(p)))
+                and p == stand_in
             )
             # A string inside another parameter (`__contains`'s %...%) is not bound alone.
             wrapped = isinstance(stand_in, str) and any(

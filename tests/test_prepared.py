@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
-from django.db.models import F, Sum, Value
+from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Concat
 from django.db.models.signals import post_save
 from django.db.transaction import TransactionManagementError
@@ -222,6 +222,39 @@ def test_rows_of_a_values_read_are_tuples_in_select_order(alice, bob):
     assert read(bob.pk) == []
     with pytest.raises(TypeError, match="PreparedRows"):
         PreparedRead(build)(alice.pk)  # type: ignore[arg-type]
+
+
+def test_an_int_the_backend_types_is_bound_and_a_union_is_one_statement(alice, bob, carol):
+    # given a build whose int argument is compared to a subquery's count (psycopg's Int4: the
+    # backend types it) inside both halves of a UNION ALL
+    for seller in (alice, alice, bob):
+        make_trade(seller, carol)
+
+    def build(buyer_id, at_least):
+        sellers = (
+            Trade.objects.filter(buyer_id=OuterRef("buyer_id"), seller_id=OuterRef("seller_id"))
+            .order_by()
+            .values("buyer_id")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        part = (
+            Trade.objects.filter(buyer_id=buyer_id)
+            .annotate(n=Subquery(sellers, output_field=IntegerField()))
+            .filter(n__gte=at_least)
+            .values_list("seller_id", flat=True)
+            .order_by()
+        )
+        return part.union(part, all=True)
+
+    read = PreparedRows(build)
+    # then each call binds both values, as Django's own statement does
+    for at_least, sellers in ((1, [alice.pk] * 2 + [bob.pk]), (2, [alice.pk] * 2), (3, [])):
+        assert sorted(row[0] for row in read(carol.pk, at_least)) == sorted(sellers * 2)
+        assert sorted(row[0] for row in read(carol.pk, at_least)) == sorted(
+            build(carol.pk, at_least)
+        )
+    assert read(alice.pk, 1) == []
 
 
 # --- writes: save_fields and update_by_pk ---

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import (
     Avg,
     Count,
@@ -23,6 +23,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
 )
 from django.utils import timezone
 
@@ -34,6 +35,7 @@ from accounts.selectors import (
     accounts_linked_sql,
     profile_for,
 )
+from common.prepared import PreparedRows
 from escrow.models import EscrowEvent, Feedback, Trade, TraderCount, TraderCountChange
 from ledger.models import Asset
 from marketplace.models import FiatCurrency, PriceIndex
@@ -92,31 +94,40 @@ def trader_stats_for_users(
     }
 
 
-# The sums of the pair rows: the folded totals and the changes not folded yet, in one statement
-# (a fold moves rows from one to the other at once), without a counterparty linked to the user.
-_COUNTS_SQL = """
-SELECT user_id, SUM(done), SUM(finished), SUM(positive), SUM(negative)
-FROM ({rows}) AS c GROUP BY user_id
-"""
+def _pair_rows(who: Q, busy: int) -> QuerySet[Any, Any]:
+    """Per user, the sums of their pair rows: the folded totals and the changes not folded yet,
+    in one statement (a fold moves rows from one to the other at once, so each change is
+    counted once), without a counterparty linked to the user. At most two rows a user."""
+    parts = [
+        model.objects.filter(who)
+        .exclude(accounts_linked_sql(user_field="user_id", other_field="other_id", busy=busy))
+        .values("user_id")
+        .annotate(d=Sum("done"), f=Sum("finished"), p=Sum("positive"), n=Sum("negative"))
+        .values_list("user_id", "d", "f", "p", "n")
+        .order_by()
+        for model in (TraderCount, TraderCountChange)
+    ]
+    return parts[0].union(parts[1], all=True)
+
+
+# One trader's (a profile, the trade room's counterparty, an offer's maker): built once.
+_PAIR_SUMS_OF_ONE = PreparedRows(lambda uid, busy: _pair_rows(Q(user_id=uid), busy))
 
 
 def _pair_sums(*, user_ids: list[int]) -> dict[int, tuple[int, int, int, int]]:
-    """Each user's (completed, finished, positive, negative) from TraderCount and the
-    TraderCountChange rows not folded in yet, the pairs with a linked account left out."""
+    """Each user's (completed, finished, positive, negative) from the pair rows."""
     if not user_ids:
         return {}
-    parts = [
-        model.objects.filter(user_id__in=user_ids)
-        .exclude(accounts_linked_sql(user_field="user_id", other_field="other_id"))
-        .values_list("user_id", "done", "finished", "positive", "negative")
-        for model in (TraderCount, TraderCountChange)
-    ]
-    rows = parts[0].union(parts[1], all=True)
-    sql, params = rows.query.sql_with_params()
-    with connections[rows.db].cursor() as cursor:
-        cursor.execute(_COUNTS_SQL.format(rows=sql), params)
-        found = {int(row[0]): tuple(int(v) for v in row[1:]) for row in cursor.fetchall()}
-    return {uid: found.get(uid, (0, 0, 0, 0)) for uid in user_ids}  # type: ignore[misc]
+    busy = settings.LINK_IP_MAX_USERS
+    if len(user_ids) == 1:
+        rows = _PAIR_SUMS_OF_ONE(int(user_ids[0]), busy)
+    else:
+        rows = list(_pair_rows(Q(user_id__in=user_ids), busy))
+    sums = {uid: [0, 0, 0, 0] for uid in user_ids}
+    for uid, *values in rows:
+        for i, value in enumerate(values):
+            sums[uid][i] += int(value or 0)
+    return {uid: (s[0], s[1], s[2], s[3]) for uid, s in sums.items()}
 
 
 def trader_counts(*, user_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -146,6 +157,38 @@ def trader_counts_recount(*, user_ids: list[int]) -> dict[int, tuple[int, int]]:
     return {uid: (done, finished) for uid, (done, finished) in stats.items()}
 
 
+def _release_means(who: Q, since: datetime, busy: int) -> QuerySet[Any, Any]:
+    """(seller id, mean paid -> release) of the sellers in `who`: average_release_seconds."""
+
+    def moved_to(state: str, **extra: Any) -> Subquery:
+        return Subquery(
+            EscrowEvent.objects.filter(trade_id=OuterRef("pk"), new_state=state, **extra)
+            .order_by("created_at", "id")
+            .values("created_at")[:1]
+        )
+
+    return (
+        # released_at is set by the same move as the release event: it narrows the scan to the
+        # window through the trades' own column before the events are read.
+        Trade.objects.filter(who, state=Trade.State.COMPLETED, released_at__gte=since)
+        .exclude(accounts_linked_sql(user_field="seller_id", other_field="buyer_id", busy=busy))
+        .annotate(
+            paid_event=moved_to(Trade.State.PAID),
+            released_event=moved_to(Trade.State.RELEASING, actor_role="seller"),
+        )
+        .filter(paid_event__isnull=False, released_event__gte=since)
+        .values("seller_id")
+        .annotate(mean=Avg(F("released_event") - F("paid_event")))
+        .values_list("seller_id", "mean")
+    )
+
+
+# One seller's (a profile, the trade room's counterparty, an offer's maker): built once.
+_RELEASE_MEAN_OF_ONE = PreparedRows(
+    lambda uid, since, busy: _release_means(Q(seller_id=uid), since, busy)
+)
+
+
 def average_release_seconds(*, user_ids: list[int], now: datetime | None = None) -> dict[int, int]:
     """Each seller's mean time from "paid" to their own release, from the trades' events: the
     completed sales they released themselves (not a moderator's decision for the buyer) in the
@@ -155,32 +198,12 @@ def average_release_seconds(*, user_ids: list[int], now: datetime | None = None)
     if not user_ids:
         return {}
     since = (now or timezone.now()) - timedelta(days=settings.RELEASE_TIME_WINDOW_DAYS)
-
-    def moved_to(state: str, **extra: Any) -> Subquery:
-        return Subquery(
-            EscrowEvent.objects.filter(trade_id=OuterRef("pk"), new_state=state, **extra)
-            .order_by("created_at", "id")
-            .values("created_at")[:1]
-        )
-
-    rows = (
-        # released_at is set by the same move as the release event: it narrows the scan to the
-        # window through the trades' own column before the events are read.
-        Trade.objects.filter(
-            seller_id__in=user_ids, state=Trade.State.COMPLETED, released_at__gte=since
-        )
-        .exclude(accounts_linked_sql(user_field="seller_id", other_field="buyer_id"))
-        .annotate(
-            paid_event=moved_to(Trade.State.PAID),
-            released_event=moved_to(Trade.State.RELEASING, actor_role="seller"),
-        )
-        .filter(paid_event__isnull=False, released_event__gte=since)
-        .values("seller_id")
-        .annotate(mean=Avg(F("released_event") - F("paid_event")))
-    )
-    return {
-        row["seller_id"]: seconds for row in rows if (seconds := _seconds(row["mean"])) is not None
-    }
+    busy = settings.LINK_IP_MAX_USERS
+    if len(user_ids) == 1:
+        rows = _RELEASE_MEAN_OF_ONE(int(user_ids[0]), since, busy)
+    else:
+        rows = list(_release_means(Q(seller_id__in=user_ids), since, busy))
+    return {seller: seconds for seller, mean in rows if (seconds := _seconds(mean)) is not None}
 
 
 def _seconds(value: Any) -> int | None:

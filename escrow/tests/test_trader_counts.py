@@ -116,7 +116,7 @@ def test_a_settlement_batch_is_counted_in_one_statement(alice, bob, carol):
 
 
 @pytest.mark.django_db
-def test_a_link_found_later_takes_the_pairs_trades_out(alice, bob, carol):
+def test_a_link_found_later_takes_the_pairs_trades_out(settings, alice, bob, carol):
     complete(make_trade(alice, bob))
     services.trader_counts_fold()
     complete(make_trade(alice, bob))  # one folded, one not
@@ -125,6 +125,11 @@ def test_a_link_found_later_takes_the_pairs_trades_out(alice, bob, carol):
     accounts.account_links_record(user=alice, ip=HOME, device=None)
     accounts.account_links_record(user=bob, ip=HOME, device=None)
     assert _same(alice, bob, carol) == {alice.pk: (1, 1), bob.pk: (0, 0), carol.pk: (1, 1)}
+    assert trader_stats(user=alice).trades == 1  # one trader's stats: a statement built once
+    # and an address shared by more accounts than LINK_IP_MAX_USERS links nobody: read again
+    settings.LINK_IP_MAX_USERS = 1
+    assert trader_stats(user=alice).trades == 3
+    assert _same(alice, bob) == {alice.pk: (3, 3), bob.pk: (2, 2)}
 
 
 @pytest.mark.django_db
