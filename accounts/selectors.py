@@ -186,8 +186,6 @@ class TakerFacts:
 
     user_id: int
     tier: int
-    # Counted only as far as the offers at hand ask (escrow.selectors.stats.
-    # completed_trades_count): exact below the highest requirement, that requirement above it.
     completed_trades: int
     date_joined: datetime
     # The taker's country (Profile.country, ISO 3166-1 alpha-2), "" when not set (issue 20).

@@ -211,8 +211,8 @@ class TraderCount(models.Model):
 
 
 class TraderCountChange(models.Model):
-    """What one statement on escrow_trade changed in TraderCount, not folded in yet (the
-    trigger only inserts these, so a move never waits on another's count row: see
+    """What one statement on escrow_trade or escrow_feedback changed in TraderCount, not folded
+    in yet (the triggers only insert these, so a move never waits on another's count row: see
     escrow/migrations/0010_trader_counts.py). Readers add them to the totals."""
 
     user = models.ForeignKey(
@@ -235,7 +235,8 @@ class TraderCountChange(models.Model):
 
     def __str__(self) -> str:
         return (
-            f"{self.user_id} with {self.other_id}: {self.done:+} done, {self.finished:+} finished"
+            f"{self.user_id} with {self.other_id}: {self.done:+} done, {self.finished:+} "
+            f"finished, {self.positive:+}/{self.negative:+} ratings"
         )
 
 

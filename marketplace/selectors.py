@@ -86,11 +86,9 @@ def last_seen_of(*, user_ids: list[int]) -> dict[int, datetime | None]:
     return dict(Profile.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seen"))
 
 
-def taker_facts(*, user: Any, offers: Sequence[Offer | TakerTerms]) -> TakerFacts:
-    """What these offers' requirements are checked against, for this taker: their completed
-    trades counted as far as the most demanding of them asks."""
-    needed = max((o.min_taker_trades for o in offers), default=0)
-    facts: TakerFacts = _trader_figures["taker_facts"](user=user, trades_needed=needed)
+def taker_facts(*, user: Any) -> TakerFacts:
+    """What an offer's requirements are checked against, for this taker."""
+    facts: TakerFacts = _trader_figures["taker_facts"](user=user)
     return facts
 
 
@@ -434,7 +432,7 @@ def offers_unmet_for_viewer(
         # Nothing on the page asks anything of a taker: open to the viewer, whoever they are
         # (and no need for the viewer's facts, which cost four queries).
         return {o.pk: [] for o in offers}
-    facts = taker_facts(user=viewer, offers=[o for o in offers if o.maker_id != viewer.pk])
+    facts = taker_facts(user=viewer)
     trusted_only = [o.maker_id for o in offers if o.trusted_only]
     trusting = trusting_owner_ids(user=viewer, owner_ids=trusted_only) if trusted_only else set()
     now = timezone.now()

@@ -332,30 +332,18 @@ def trade_volume_eur_recount(
 # --- offer requirements ---------------------------------------------------------------------
 
 
-def completed_trades_count(*, user_id: int, at_most: int) -> int:
+def completed_trades(*, user_id: int) -> int:
     """The user's completed trades as trader_stats counts them (either side, sock puppets'
-    trades left out), but only up to `at_most`: what a requirement of that many needs, in one
-    query that reads at most `at_most` completed trades a side through the party's index
-    (trade_buyer_time, trade_seller_time), however long the history. Exact below the bound."""
-    if at_most <= 0:
-        return 0
-    sides = [
-        Trade.objects.filter(**{f"{side}_id": user_id}, state=Trade.State.COMPLETED)
-        .exclude(accounts_linked_sql(user_field=f"{side}_id", other_field=f"{other}_id"))
-        .values("id")[:at_most]
-        for side, other in (("buyer", "seller"), ("seller", "buyer"))
-    ]
-    return min(sides[0].union(sides[1], all=True).count(), at_most)
+    trades left out): from the pair rows, one statement built once, however long the history."""
+    return trader_counts(user_ids=[user_id])[user_id][0]
 
 
-def taker_facts(*, user: Any, trades_needed: int) -> TakerFacts:
-    """The taker's facts for offers of which the most demanding asks for `trades_needed`
-    completed trades: the count stops there (TakerFacts.completed_trades)."""
+def taker_facts(*, user: Any) -> TakerFacts:
     profile = profile_for(user)
     return TakerFacts(
         user_id=user.pk,
         tier=profile.kyc_tier,
-        completed_trades=completed_trades_count(user_id=user.pk, at_most=trades_needed),
+        completed_trades=completed_trades(user_id=user.pk),
         date_joined=user.date_joined,
         country=profile.country,
     )

@@ -1,8 +1,8 @@
 """The traders' counts (TraderCount): PostgreSQL's triggers on escrow_trade and escrow_feedback
-write each
-statement's change as rows of TraderCountChange (escrow/migrations/0010_trader_counts.py); this
-folds them into the totals, on the beat. Readers add the changes not yet folded, so the counts
-are exact whenever they are read; folding only keeps what a read sums small."""
+write each statement's change as rows of TraderCountChange (escrow/migrations/
+0010_trader_counts.py); this folds them into the totals, on the beat. Readers add the changes not
+yet folded, so the counts are exact whenever they are read; folding only keeps what a read sums
+small."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from django.db import connection, transaction
 
 # One statement: the change rows leave and their sums land in the totals at once, so a reader
 # (one statement over both tables) counts each change exactly once. The totals' rows are locked
-# in (user, other) order, and only a fold locks them: two folds queue, never deadlock.
+# in (user, other) order, and only a fold locks them: two folds queue, never deadlock. (PostgreSQL
+# runs a data-modifying WITH whether or not the statement reads it.)
 _FOLD_SQL = """
 WITH moved AS (
     DELETE FROM escrow_tradercountchange
@@ -23,9 +24,8 @@ WITH moved AS (
     ON CONFLICT (user_id, other_id) DO UPDATE
     SET done = c.done + EXCLUDED.done, finished = c.finished + EXCLUDED.finished,
         positive = c.positive + EXCLUDED.positive, negative = c.negative + EXCLUDED.negative
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM folded)
+SELECT count(*) FROM moved
 """
 
 

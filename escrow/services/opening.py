@@ -37,7 +37,7 @@ from common.prepared import insert, save_fields
 from common.transactions import durable_atomic
 from escrow.models import EscrowEvent, Trade, TradePaymentAccount
 from escrow.selectors.stats import (
-    completed_trades_count,
+    completed_trades,
     taker_facts,
     trade_value_eur,
     trade_volume_eur,
@@ -247,9 +247,9 @@ def trade_open(
             taker=TakerFacts(
                 user_id=taker.pk,
                 tier=parties[taker.pk].kyc_tier,
-                completed_trades=completed_trades_count(
-                    user_id=taker.pk, at_most=offer.min_taker_trades
-                ),
+                completed_trades=completed_trades(user_id=taker.pk)
+                if offer.min_taker_trades
+                else 0,
                 date_joined=taker.date_joined,
                 country=parties[taker.pk].country,
             ),
@@ -390,10 +390,7 @@ def _match_candidates(
             if offer.maker_id == taker.pk:
                 continue
             if any(getattr(offer, f) for f in REQUIREMENT_FIELDS):
-                facts = facts or taker_facts(
-                    user=taker,
-                    trades_needed=max(o.min_taker_trades for o in candidates),
-                )
+                facts = facts or taker_facts(user=taker)
                 trusted = offer.trusted_only and trusting_owner_ids(
                     user=taker, owner_ids=[offer.maker_id]
                 )

@@ -1,6 +1,6 @@
-"""A taker's completed trades counted only as far as the offers at hand ask (escrow.selectors.
-stats.completed_trades_count): the public stats' figure below the bound, in one query however
-long the history; the book's "why not open" and the take read it."""
+"""A taker's completed trades as offer requirements read them (escrow.selectors.stats.
+completed_trades): the public stats' figure, in one query however long the history; the book's
+"why not open" and the take read it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from accounts.tests.factories import DEFAULT_LIMITS, UserFactory, complete
 from common.errors import PermissionDenied
 from escrow import services as escrow
 from escrow.selectors import trader_stats
-from escrow.selectors.stats import completed_trades_count
+from escrow.selectors.stats import completed_trades
 from marketplace.selectors import offers_unmet_for_viewer
 from marketplace.tests.factories import fund, make_offer, make_trade
 
@@ -43,14 +43,11 @@ def history(alice, bob, carol):
     assert trader_stats(user=alice).trades == 3
 
 
-def test_the_count_is_the_stats_figure_up_to_the_bound(
-    history, alice, bob, django_assert_num_queries
-):
-    for bound in range(6):
-        with django_assert_num_queries(1 if bound else 0):
-            counted = completed_trades_count(user_id=alice.pk, at_most=bound)
-        assert counted == min(3, bound)
-    assert completed_trades_count(user_id=bob.pk, at_most=5) == 1
+def test_the_count_is_the_stats_figure_in_one_query(history, alice, bob, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        counted = completed_trades(user_id=alice.pk)
+    assert counted == 3
+    assert completed_trades(user_id=bob.pk) == 1
 
 
 def test_trades_with_a_linked_account_do_not_count(history, alice, bob):
@@ -59,13 +56,11 @@ def test_trades_with_a_linked_account_do_not_count(history, alice, bob):
     accounts.account_links_record(user=bob, ip=HOME, device=None)
     # then neither counts that trade, as in the public stats
     assert trader_stats(user=alice).trades == 2
-    assert completed_trades_count(user_id=alice.pk, at_most=10) == 2
-    assert completed_trades_count(user_id=bob.pk, at_most=10) == 0
+    assert completed_trades(user_id=alice.pk) == 2
+    assert completed_trades(user_id=bob.pk) == 0
 
 
-def test_the_book_names_the_viewers_exact_count_below_the_highest_requirement(
-    history, alice, carol, dave
-):
+def test_the_book_names_the_viewers_count_for_each_requirement(history, alice, carol, dave):
     fund(dave, "BTC", "1")
     easy = make_offer(dave, amount="0.1", min_taker_trades=2)
     hard = make_offer(dave, amount="0.1", min_taker_trades=10)
