@@ -154,6 +154,53 @@ def loads(raw: bytes) -> Any:
     return caches["default"]._cache._serializer.loads(raw)  # type: ignore[attr-defined]
 
 
+def get_many_raw(keys: list[str]) -> list[bytes | None] | None:
+    """The stored bytes of each key (Django's keys, read in one MGET), for values that are not
+    Django's (a script's plain strings) beside ones that are (hotcache.loads); None when the cache
+    is not Redis or is down (the caller takes its portable path)."""
+    client = raw_client()
+    if client is None or not available():
+        return None
+    try:
+        return list(client.mget([full_key(k) for k in keys]))
+    except Exception as exc:
+        mark_down(exc)
+        return None
+
+
+def set_ms(key: str, value: Any, ms: int) -> None:
+    """cache.set for `ms` milliseconds (Django's timeouts are whole seconds); nothing when the
+    cache is not Redis or is down."""
+    client = raw_client()
+    if client is None or not available() or ms <= 0:
+        return
+    try:
+        data = caches["default"]._cache._serializer.dumps(value)  # type: ignore[attr-defined]
+        client.set(full_key(key), data, px=ms)
+    except Exception as exc:
+        mark_down(exc)
+
+
+_scripts: dict[str, Any] = {}
+
+
+def run_script(lua: str, keys: list[str], args: list[Any]) -> Any:
+    """A Lua script on Redis over Django's keys `keys` (prefixed here), in one round trip; None
+    when the cache is not Redis, and None (the breaker set) when the call fails. Tried even while
+    the breaker is open, like incr_many: scripts here write invalidations."""
+    client = raw_client()
+    if client is None:
+        return None
+    try:
+        script = _scripts.get(lua)
+        if script is None:
+            script = _scripts.setdefault(lua, client.register_script(lua))
+        return script(keys=[full_key(k) for k in keys], args=args, client=client)
+    except Exception as exc:
+        mark_down(exc)
+        return None
+
+
 def set_plain(key: str, value: str, timeout: float) -> None:
     """A plain string (not pickled: a script reads it) under Django's key for `key`; nothing
     when the cache is not Redis or is down."""

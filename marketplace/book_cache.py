@@ -17,11 +17,23 @@ Freshness, without scanning or deleting keys:
   balance (the depth shown), a maker frozen or suspended. So a paused, deleted or exhausted
   offer is never shown for more than a second, and usually not at all.
 
+A take changes only how much is left of one offer (and of its maker's others, whose depth is
+the maker's balance): it does not bump the book's version but appends "offer.maker" to the book's
+change log (`offer_taken`: a plain Redis string of the last LOG_KEEP changes, each with its
+sequence number, at once and on commit like the bumps). An entry remembers the log's last number
+when it was built; a reader that finds later changes gives them to the caller's `patch`, which
+reads again from PostgreSQL only the page's rows of those offers and makers (the API's book: one
+statement for a few rows, instead of the whole page rebuilt after every take), and stores the
+patched page for what is left of the entry's life, never longer. A caller without `patch` (the
+HTML pages), a row that left the book, or a log that lost changes (trimmed, or expired and
+begun again) build the page afresh as before.
+
 Everything fails open: with Redis down, the book is read from PostgreSQL as before."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +66,97 @@ def offer_changed(offer: Any) -> None:
     book_changed(side=offer.side, asset_id=offer.asset_id, fiat_id=offer.fiat_id)
 
 
+def log_key(*, side: str, asset_id: int, fiat_id: int) -> str:
+    return f"book:log:{side}:{asset_id}:{fiat_id}"
+
+
+# The changes a log keeps: a reader whose entry is older than all of them builds afresh (an
+# entry lives ORDER_BOOK_CACHE_SECONDS, and the log far more than a second of takes).
+LOG_KEEP = 200
+LOG_SECONDS = 60
+
+# KEYS[1] the log, KEYS[2..] counters to bump as incr_many does; ARGV: a first number for a new
+# log (the time in microseconds: above any number an older log gave), the change, LOG_KEEP,
+# LOG_SECONDS. The log: "<n>=<offer>.<maker>;" per change, oldest first.
+_APPEND_LUA = """
+local log = redis.call('GET', KEYS[1])
+local seq
+if log then
+    seq = tonumber(string.match(log, '(%d+)=[^;]*;$')) + 1
+else
+    log = ''
+    seq = tonumber(ARGV[1])
+end
+log = log .. string.format('%d', seq) .. '=' .. ARGV[2] .. ';'
+local n = select(2, string.gsub(log, ';', ''))
+local keep = tonumber(ARGV[3])
+while n > keep do
+    log = string.sub(log, string.find(log, ';', 1, true) + 1)
+    n = n - 1
+end
+redis.call('SET', KEYS[1], log, 'EX', tonumber(ARGV[4]))
+for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        redis.call('INCR', KEYS[i])
+    else
+        redis.call('SET', KEYS[i], ARGV[1])
+    end
+end
+return seq
+"""
+
+
+def offer_taken(offer: Any) -> None:
+    """A take left less of `offer` (and of its maker's balance): its book's readers patch those
+    rows (`cached_with`'s `patch`) instead of rebuilding the page, now and once the take
+    commits. Pages across books are rebuilt (their version is bumped). Without Redis's scripts,
+    as offer_changed."""
+    lkey = log_key(side=offer.side, asset_id=offer.asset_id, fiat_id=offer.fiat_id)
+    change = f"{int(offer.pk)}.{int(offer.maker_id)}"
+
+    def append() -> None:
+        args = [time.time_ns() // 1000, change, LOG_KEEP, LOG_SECONDS]
+        if hotcache.run_script(_APPEND_LUA, [lkey, ALL_BOOKS], args) is None:
+            offer_changed(offer)
+
+    append()
+    transaction.on_commit(append)
+
+
+def _changes_after(log: bytes | None, seen: int) -> tuple[set[int], set[int]] | None:
+    """The offers and makers a log names after change number `seen` (0: there was no log when
+    the entry was built), or None when some may be missing from it."""
+    if log is None:
+        return (set(), set()) if seen == 0 else None
+    if seen == 0:
+        return None  # a log begun after the entry: its first changes may be trimmed already
+    last = _last_number(log)
+    if last == seen:
+        return set(), set()
+    # Numbers are consecutive within a log: the first change after `seen` is seen + 1.
+    mark = b"%d=" % (seen + 1)
+    if log.startswith(mark):
+        start = 0
+    else:
+        at = log.find(b";" + mark)
+        if last < seen or at < 0:
+            return None  # trimmed past the entry, or another log
+        start = at + 1
+    offers: set[int] = set()
+    makers: set[int] = set()
+    for item in log[start:-1].split(b";"):
+        offer, _, maker = item.partition(b"=")[2].partition(b".")
+        offers.add(int(offer))
+        makers.add(int(maker))
+    return offers, makers
+
+
+def _last_number(log: bytes | None) -> int:
+    if not log:
+        return 0
+    return int(log[:-1].rsplit(b";", 1)[-1].partition(b"=")[0])
+
+
 def cached(
     *, book: tuple[str, int, int] | None, variant: str, build: Callable[[], Any]
 ) -> tuple[Any, bool]:
@@ -65,26 +168,68 @@ def cached(
     return value, hit
 
 
+Patch = Callable[[Any, set[int], set[int]], Any]
+
+
 def cached_with(
     *,
     book: tuple[str, int, int] | None,
     variant: str,
     build: Callable[[], Any],
     also: list[str] | None = None,
+    patch: Patch | None = None,
 ) -> tuple[Any, bool, dict[str, Any]]:
     """`cached`, and the cache keys `also` read in the same round trip (the API's book reads
-    the viewer's blocked set with its page: one MGET for both). Returns (value, was it a hit,
-    {key of `also`: its value, where present})."""
+    the viewer's blocked set with its page: one MGET for both). With `patch`, a page that takes
+    changed since it was built is `patch(page, offer ids, maker ids)` (None: build it afresh).
+    Returns (value, was it a hit, {key of `also`: its value, where present})."""
     vkey = version_key(side=book[0], asset_id=book[1], fiat_id=book[2]) if book else ALL_BOOKS
+    lkey = log_key(side=book[0], asset_id=book[1], fiat_id=book[2]) if book else None
     ekey = "book:page:" + hashlib.sha256(f"{vkey}|{variant}".encode()).hexdigest()[:32]
-    got = hotcache.get_many([vkey, ekey, *(also or [])])
+    timeout = int(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
+    keys = [vkey, ekey, *(also or [])]
+    raw = hotcache.get_many_raw([*keys, lkey]) if lkey else None
+    if raw is None:  # no Redis, or no log for this page: as before the log
+        got = hotcache.get_many(keys)
+        log: bytes | None = None
+    else:
+        got = {k: hotcache.loads(v) for k, v in zip(keys, raw, strict=False) if v is not None}
+        log = raw[-1]
     extra = {k: got[k] for k in also or [] if k in got}
     version = got.get(vkey)
     entry = got.get(ekey)
-    if entry is not None and entry[0] == version:
-        return entry[1], True, extra
+    now = time.time()
+    if entry is not None and len(entry) == 4 and entry[0] == version:
+        _, seen, built_at, value = entry
+        changed = _changes_after(log, seen) if lkey else (set(), set())
+        if changed is not None and not changed[0]:
+            return value, True, extra
+        if changed is not None and patch is not None:
+            patched = patch(value, *changed)
+            if patched is not None:
+                left_ms = int((built_at + timeout - time.time()) * 1000)
+                hotcache.set_ms(ekey, (version, _last_number(log), built_at, patched), left_ms)
+                return patched, False, extra
+    seen = _last_number(log)
+    if lkey and raw is not None and log is None and timeout > 0:
+        seen = _begin_log(lkey)
     value = build()
-    timeout = int(getattr(settings, "ORDER_BOOK_CACHE_SECONDS", 1))
     if timeout > 0:
-        hotcache.set(ekey, (version, value), timeout)
+        hotcache.set(ekey, (version, seen, now, value), timeout)
     return value, False, extra
+
+
+def _begin_log(lkey: str) -> int:
+    """A log for a book that has none (no take for LOG_SECONDS), begun before a page is built
+    so the page knows where the takes after it start (else the next take would rebuild it):
+    its first change names no offer. The number, or 0 when another process began it first."""
+    first = time.time_ns() // 1000
+    client = hotcache.raw_client()
+    if client is None:
+        return 0
+    try:
+        began = client.set(hotcache.full_key(lkey), f"{first}=0.0;", nx=True, ex=LOG_SECONDS)
+    except Exception as exc:
+        hotcache.mark_down(exc)
+        return 0
+    return first if began else 0

@@ -22,6 +22,7 @@ from common.prepared import PreparedRead
 from marketplace import book_cache, selectors, services
 from marketplace.api.serializers import OfferOut
 from marketplace.models import Offer, PriceIndex
+from marketplace.selectors import TakerTerms
 
 
 def _maker_stats(offers: list[Offer]) -> dict[int, Any]:
@@ -187,6 +188,27 @@ class _FirstPage:
         return read(self.asset, self.fiat, timezone.now())
 
 
+# The rows of a cached page that takes changed (marketplace.book_cache.offer_taken), read again:
+# the page's own filters, by id, built once per side; PATCH_ROWS ids a read, padded with ids no
+# offer has (Django drops repeated ones from an IN).
+PATCH_ROWS = 8
+_PATCH_READS: dict[str, PreparedRead[Offer]] = {}
+
+
+def _patch_read(side: str) -> PreparedRead[Offer]:
+    read = _PATCH_READS.get(side)
+    if read is None:
+        read = _PATCH_READS.setdefault(
+            side,
+            PreparedRead(
+                lambda asset, fiat, now, *ids: _public_rows(
+                    side=side, asset=asset, fiat=fiat, now=now
+                ).filter(pk__in=ids)
+            ),
+        )
+    return read
+
+
 class OfferListApi(ApiView):
     ordering: Any = None  # the book has its own order: best price first
 
@@ -233,6 +255,7 @@ class OfferListApi(ApiView):
                 variant=variant,
                 build=lambda: self._public_page(request),
                 also=blocked_keys,
+                patch=lambda page, offers, makers: self._patch_page(request, page, offers, makers),
             )
         else:
             page = self._public_page(request, viewer=viewer)
@@ -291,6 +314,38 @@ class OfferListApi(ApiView):
             "next": paginator.get_next_link(),
             "previous": paginator.get_previous_link(),
         }
+
+    def _patch_page(
+        self, request: Request, page: dict[str, Any], offers: set[int], makers: set[int]
+    ) -> dict[str, Any] | None:
+        """A cached page after takes: the rows of the `offers` taken and of their `makers`
+        (their depth is their balance) read again and put in place; None (build the page
+        afresh) when one of them left the book or there are more than PATCH_ROWS. A take
+        changes no row's price, so the order stays; the makers' stats and the payment methods
+        stay the page's."""
+        takers: list[TakerTerms] = page["takers"]
+        at = [i for i, t in enumerate(takers) if t.pk in offers or t.maker_id in makers]
+        if not at:
+            return page
+        if len(at) > PATCH_ROWS:
+            return None
+        params = request.query_params
+        ids = [takers[i].pk for i in at]
+        pad = range(-1, -1 - (PATCH_ROWS - len(ids)), -1)
+        read = _patch_read(str(params["side"]))
+        rows = read(params["asset"].upper(), params["fiat"].upper(), timezone.now(), *ids, *pad)
+        if len(rows) != len(ids):
+            return None
+        selectors.attach_reference_data(rows)
+        context: dict[str, Any] = {"request": None, "maker_stats": {}, "payment_method_codes": {}}
+        fresh = {o.pk: (o, OfferOut(o, context=context).data) for o in rows}
+        results, takers = list(page["results"]), list(takers)
+        for i in at:
+            offer, row = fresh[takers[i].pk]
+            old = results[i]
+            results[i] = {**row, "maker": old["maker"], "payment_methods": old["payment_methods"]}
+            takers[i] = selectors.offer_taker_terms(offer)
+        return {**page, "results": results, "takers": takers}
 
     def _for_viewer(
         self, request: Request, page: dict[str, Any], blocked: frozenset[int]

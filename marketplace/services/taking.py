@@ -140,5 +140,5 @@ def offer_reserve(*, offer: Offer, amount: Decimal, price: Decimal | None = None
     closes in the same transaction and its maker is told on commit."""
     offer.available -= amount
     save_fields(offer, ["available", "updated_at"])
-    offer_close_if_dust(offer=offer, price=price)
-    book_cache.offer_changed(offer)
+    offer_close_if_dust(offer=offer, price=price)  # a close bumps the book's version
+    book_cache.offer_taken(offer)
