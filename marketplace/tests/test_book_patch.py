@@ -157,19 +157,24 @@ def test_changes_the_log_lost_build_the_page_afresh(bob, book, calls, monkeypatc
     book_cache.offer_taken(book[0])
     rows(api)
     assert calls == {"build": 1, "patch": 1}
-    # when the log keeps fewer changes than came after the cached page
-    monkeypatch.setattr(book_cache, "LOG_KEEP", 2)
+    # when the log began again (it grew past LOG_BYTES) after the cached page
+    monkeypatch.setattr(book_cache, "LOG_BYTES", 40)  # two changes
     for _ in range(3):
         book_cache.offer_taken(book[2])
     rows(api)
     assert calls == {"build": 2, "patch": 1}
-    # and when the log expired and began again
-    cache.delete(
-        book_cache.log_key(side="sell", asset_id=book[0].asset_id, fiat_id=book[0].fiat_id)
-    )
+    # and when the log expired with a change the page had not seen
+    book_cache.offer_taken(book[2])
+    side, asset_id, fiat_id = "sell", book[0].asset_id, book[0].fiat_id
+    cache.delete(book_cache.log_key(side=side, asset_id=asset_id, fiat_id=fiat_id))
     book_cache.offer_taken(book[2])
     rows(api)
     assert calls == {"build": 3, "patch": 1}
+    # while a log that expired with nothing unseen in it goes on being patched
+    cache.delete(book_cache.log_key(side=side, asset_id=asset_id, fiat_id=fiat_id))
+    book_cache.offer_taken(book[2])
+    rows(api)
+    assert calls == {"build": 3, "patch": 2}
 
 
 def test_a_patched_page_lives_no_longer_than_the_page_it_patched(bob, book):
@@ -210,7 +215,7 @@ def test_the_change_log_reader():
     assert changes(log, 9) == (set(), set())
     assert changes(log, 7) == ({3, 5}, {2, 4})
     assert changes(log, 6) == ({1, 3, 5}, {2, 4})
-    assert changes(log, 5) is None  # change 6 was trimmed
+    assert changes(log, 5) is None  # change 6 is gone: the log began again at 7
     assert changes(log, 0) is None  # the log began after the page was built
     assert changes(None, 0) == (set(), set())
     assert changes(None, 9) is None  # the log expired
