@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from django.db import connection
+from django.db import connection, connections, router
 from django.db.models import (
     Case,
     Exists,
@@ -83,7 +83,15 @@ def last_seen_of(*, user_ids: list[int]) -> dict[int, datetime | None]:
     after its cached part."""
     if not user_ids:
         return {}
-    return dict(Profile.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seen"))
+    # One plain statement with the ids as an array: Django took longer to build the filter than
+    # the database to answer it (the HTML book runs it on every request, cached or not).
+    alias = router.db_for_read(Profile)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_LAST_SEEN_SQL, [[int(uid) for uid in user_ids]])
+        return dict(cursor.fetchall())
+
+
+_LAST_SEEN_SQL = f"SELECT user_id, last_seen FROM {Profile._meta.db_table} WHERE user_id = ANY(%s)"  # noqa: S608
 
 
 def taker_facts(*, user: Any) -> TakerFacts:

@@ -287,3 +287,19 @@ def test_a_cached_html_page_costs_a_few_queries_whatever_its_length(bob, alice, 
     # each twice); the viewer's profile, blocks, facts for the requirements (four), last seen
     # of the page's makers, buying paused, unread notifications: 18 for any page length
     assert len(twelve) <= 18, "\n".join(twelve)
+
+
+def test_last_seen_is_read_as_the_profiles_hold_it(alice, bob, carol):
+    # last_seen_of runs on every read of the HTML book: one plain statement, the ORM's answer
+    from marketplace.selectors import last_seen_of
+
+    Profile.objects.update_or_create(user=alice, defaults={"last_seen": timezone.now()})
+    Profile.objects.update_or_create(user=bob, defaults={"last_seen": None})
+    ids = [alice.pk, bob.pk, carol.pk, 10**9]  # carol may have no profile yet; no such user
+    expected = dict(Profile.objects.filter(user_id__in=ids).values_list("user_id", "last_seen"))
+    with CaptureQueriesContext(connection) as ctx:
+        assert last_seen_of(user_ids=ids) == expected
+    assert len(ctx.captured_queries) == 1
+    assert expected[alice.pk] is not None
+    assert expected[bob.pk] is None
+    assert last_seen_of(user_ids=[]) == {}

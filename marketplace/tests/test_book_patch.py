@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
 from django.db import connections
 from django.test import Client
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
 from common import hotcache
@@ -25,20 +22,18 @@ from marketplace import book_cache
 from marketplace.api import views
 from marketplace.api.views import OfferListApi
 from marketplace.tests.factories import fund, make_offer
+from marketplace.tests.test_book_cache import (  # noqa: F401 (_fresh_cache: a fixture)
+    BOOK,
+    _fresh_cache,
+    api_for,
+)
 
 pytestmark = pytest.mark.django_db
 
-BOOK = "/api/v1/offers/?side=sell&asset=BTC&fiat=EUR"
-
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(settings) -> Iterator[None]:
+def _postgres() -> None:
     require_postgres()
-    settings.ORDER_BOOK_CACHE_SECONDS = 1  # as in production (the test settings turn it off)
-    cache.clear()
-    hotcache.reset()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -58,12 +53,6 @@ def calls(monkeypatch) -> dict[str, int]:
     monkeypatch.setattr(OfferListApi, "_public_page", counted_build)
     monkeypatch.setattr(OfferListApi, "_patch_page", counted_patch)
     return seen
-
-
-def api_for(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def rows(client, path: str = BOOK) -> list[dict]:
