@@ -126,16 +126,18 @@ return seq
 def offer_taken(offer: Any) -> None:
     """A take left less of `offer` (and of its maker's balance): its book's readers patch those
     rows (`cached_with`'s `patch`) instead of rebuilding the page, now and once the take
-    commits. Pages across books are rebuilt (their version is bumped). Without Redis's scripts,
-    as offer_changed."""
+    commits. Pages across books are rebuilt (their version is bumped). With a cache that is not
+    Redis, as offer_changed; with Redis failing, nothing more is tried (a bump would fail the
+    same way, and wait as long): the entries' second bounds what they show."""
+    if hotcache.raw_client() is None:
+        offer_changed(offer)
+        return
     lkey = log_key(side=offer.side, asset_id=offer.asset_id, fiat_id=offer.fiat_id)
     change = f"{int(offer.pk)}.{int(offer.maker_id)}"
 
     def append() -> None:
         args = [time.time_ns() // 1000, change, LOG_BYTES, LOG_SECONDS]
-        keys = [lkey, _counter_key(lkey), ALL_BOOKS]
-        if hotcache.run_script(_APPEND_LUA, keys, args) is None:
-            offer_changed(offer)
+        hotcache.run_script(_APPEND_LUA, [lkey, _counter_key(lkey), ALL_BOOKS], args)
 
     append()
     transaction.on_commit(append)
