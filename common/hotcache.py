@@ -116,27 +116,22 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
-_incr_script: Any = None
 
 
 def incr_many(keys: list[str]) -> None:
     """Bump version counters, in one round trip on Redis (Django's incr() takes two a key: an
     EXISTS, then the INCR); tried even while the breaker is open, like delete_many."""
-    global _incr_script
     if not keys:
         return
-    try:
-        client = raw_client()
-        if client is None:  # another backend (a test's local memory): the portable path
-            for key in keys:
-                try:
-                    cache.incr(key)
-                except ValueError:
-                    cache.set(key, time.time_ns(), None)
-            return
-        if _incr_script is None:
-            _incr_script = client.register_script(_INCR_LUA)
-        _incr_script(keys=[full_key(k) for k in keys], args=[time.time_ns()], client=client)
+    if raw_client() is not None:
+        run_script(_INCR_LUA, keys, [time.time_ns()])
+        return
+    try:  # another backend (a test's local memory): the portable path
+        for key in keys:
+            try:
+                cache.incr(key)
+            except ValueError:
+                cache.set(key, time.time_ns(), None)
     except Exception as exc:
         mark_down(exc)
 

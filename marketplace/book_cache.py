@@ -201,7 +201,8 @@ def cached_with(
 ) -> tuple[Any, bool, dict[str, Any]]:
     """`cached`, and the cache keys `also` read in the same round trip (the API's book reads
     the viewer's blocked set with its page: one MGET for both). With `patch`, a page that takes
-    changed since it was built is `patch(page, offer ids, maker ids)` (None: build it afresh).
+    changed since it was built is `patch(page, offer ids, maker ids)` (None: build it afresh;
+    the page itself: none of its rows changed, and it is not stored again).
     Returns (value, was it a hit, {key of `also`: its value, where present})."""
     vkey = version_key(side=book[0], asset_id=book[1], fiat_id=book[2]) if book else ALL_BOOKS
     lkey = log_key(side=book[0], asset_id=book[1], fiat_id=book[2]) if book else None
@@ -226,8 +227,10 @@ def cached_with(
             return value, True, extra
         if changed is not None and patch is not None:
             patched = patch(value, *changed)
+            if patched is value:  # none of the changes is on this page: nothing to store
+                return value, True, extra
             if patched is not None:
-                left_ms = int((built_at + timeout - time.time()) * 1000)
+                left_ms = int((built_at + timeout - now) * 1000)
                 hotcache.set_ms(ekey, (version, _last_number(log), built_at, patched), left_ms)
                 return patched, False, extra
     seen = _last_number(log)

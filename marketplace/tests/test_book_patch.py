@@ -109,9 +109,13 @@ def test_a_take_patches_the_offer_and_its_makers_others(bob, book, calls):
 def test_a_take_on_an_offer_off_the_page_leaves_it_cached(bob, alice, book, calls):
     api = api_for(bob)
     rows(api, BOOK + "&limit=1")  # alice's first offer only
+    client = hotcache.raw_client()
+    (key,) = list(client.scan_iter(match="*book:page:*"))
+    stored = client.get(key)
     escrow_services.trade_open(offer_id=book[2].pk, taker=bob, amount="0.1")  # carol's
     assert rows(api, BOOK + "&limit=1")[0]["available"] == "1.00000000"
     assert calls == {"build": 1, "patch": 1}
+    assert client.get(key) == stored  # nothing on the page changed: nothing stored again
 
 
 def test_a_row_that_left_the_book_builds_the_page_afresh(bob, alice, carol, calls):
